@@ -1,0 +1,98 @@
+//! The agent's local HTTP endpoint: `GET /metrics` (Prometheus) and `GET /v1/status`
+//! (JSON, read by `gantry-agent status`).
+//!
+//! Handlers only read the latest published snapshot; they never wait for a sample.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{self, ModelLabel, ProcessStats};
+use crate::status::{AgentStatus, SimulatedGpus};
+use crate::telemetry::SnapshotReceiver;
+
+/// Content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Facts about the agent that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub started_at_ms: u64,
+    pub state_dir: String,
+    pub metrics_listen: String,
+    pub interval_ms: u64,
+    pub nvml_library: String,
+    pub simulated: Option<SimulatedGpus>,
+    pub model_label: ModelLabel,
+}
+
+#[derive(Debug, Clone)]
+struct ApiState {
+    info: Arc<AgentInfo>,
+    snapshots: SnapshotReceiver,
+}
+
+/// Serves the endpoint on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    info: AgentInfo,
+    snapshots: SnapshotReceiver,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = ApiState {
+        info: Arc::new(info),
+        snapshots,
+    };
+    let router = Router::new()
+        .route("/metrics", get(get_metrics))
+        .route("/v1/status", get(get_status))
+        .with_state(state);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn get_metrics(State(state): State<ApiState>) -> Response {
+    let snapshot = state.snapshots.borrow().clone();
+    let body = metrics::render(snapshot.as_deref(), state.info.model_label, ProcessStats::read());
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
+}
+
+async fn get_status(State(state): State<ApiState>) -> Response {
+    let snapshot = state.snapshots.borrow().clone();
+    let info = &state.info;
+    let status = AgentStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: info.started_at_ms,
+        state_dir: info.state_dir.clone(),
+        metrics_listen: info.metrics_listen.clone(),
+        interval_ms: info.interval_ms,
+        nvml_library: info.nvml_library.clone(),
+        simulated: info.simulated.clone(),
+        samples_total: snapshot.as_ref().map_or(0, |s| s.stats.samples_total),
+        sample_cpu_seconds_total: snapshot.as_ref().map_or(0.0, |s| s.stats.sample_cpu.as_secs_f64()),
+        kernel_log_readable: snapshot.as_ref().is_some_and(|s| s.stats.kernel_log_readable),
+        sample: snapshot.map(|s| s.sample.clone()),
+    };
+    match serde_json::to_vec(&status) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode the status");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the status").into_response()
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,593 @@
+//! Agent configuration: TOML files and command-line overrides, validated before anything
+//! is opened or bound.
+//!
+//! Sources, later ones winning key by key:
+//! 1. built-in defaults (documented on [`RawConfig`]);
+//! 2. the main file, `/etc/gantry/agent.toml` unless `--config` / `GANTRY_AGENT_CONFIG`
+//!    names another (the default file may be absent; a named one must exist);
+//! 3. drop-ins `agent.d/*.toml` beside the main file, in file-name order;
+//! 4. command-line flags, applied as values at their keys.
+//!
+//! Stage one deserializes the merged tree into [`RawConfig`], rejecting unknown keys;
+//! stage two, [`RawConfig::validate`], turns it into a [`Config`] that cannot hold a bad
+//! value. Every error names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::metrics::ModelLabel;
+
+/// Default location of the main configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/gantry/agent.toml";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gantry";
+/// Default metrics listener: dcgm-exporter's port, on loopback.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9400";
+/// Shortest sampling interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest sampling interval accepted.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Errors in loading or validating configuration. Each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("configuration file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The configuration as written, before validation. Defaults in comments.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// Where the agent keeps its state. Default `/var/lib/gantry`.
+    pub state_dir: Option<PathBuf>,
+    pub telemetry: RawTelemetry,
+    pub nvml: RawNvml,
+    pub xid: RawXid,
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTelemetry {
+    /// Sampling interval, e.g. `"10s"`, `"500ms"`. Default `10s`, at least `100ms`.
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNvml {
+    /// NVML library to load: a file name searched by the dynamic loader, or a path.
+    /// Default `libnvidia-ml.so.1`.
+    pub library: Option<String>,
+    /// How often to retry NVML while it is unavailable. Default `60s`.
+    pub retry_interval: Option<String>,
+    /// Use the simulated NVML instead of the driver's.
+    pub simulate: Option<RawSimulate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSimulate {
+    /// Number of simulated GPUs, 1 to 64. Default 8.
+    pub gpus: Option<i64>,
+    /// GPU model: `h100`, `h200`, `a100`, `l40s` or `v100`. Default `h100`.
+    pub model: Option<String>,
+    /// Control file for fault injection. Default `<state_dir>/nvml-sim.json`.
+    pub control_file: Option<PathBuf>,
+    /// The simulated library. Default: found beside the agent executable or in
+    /// `/usr/lib/gantry`.
+    pub library: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawXid {
+    /// Kernel log to read `NVRM: Xid` lines from; `""` disables. Default `/dev/kmsg`.
+    pub kernel_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    /// Address of the `/metrics` and status endpoint. Default `127.0.0.1:9400`.
+    pub listen: Option<String>,
+    /// Label carrying the GPU product name: `"modelName"` (dcgm-exporter's, default) or
+    /// `"model_name"` (passes Prometheus' label-name lint).
+    pub model_label: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub telemetry: TelemetryConfig,
+    pub nvml: NvmlConfig,
+    /// Kernel log to read XIDs from; `None` when disabled.
+    pub kernel_log: Option<PathBuf>,
+    pub metrics_listen: SocketAddr,
+    pub metrics_model_label: ModelLabel,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct NvmlConfig {
+    /// The library handed to the dynamic loader.
+    pub library: PathBuf,
+    pub retry_interval: Duration,
+    /// Set when the library is the simulated one.
+    pub simulate: Option<SimulateConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SimulateConfig {
+    pub gpus: u32,
+    pub model: String,
+    pub control_file: PathBuf,
+}
+
+/// Command-line values that override configuration keys.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub interval: Option<String>,
+    pub nvml_library: Option<String>,
+    pub simulate_gpus: Option<u32>,
+    pub simulate_model: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub kernel_log: Option<PathBuf>,
+}
+
+impl Overrides {
+    /// Sets each override at its key in the merged tree.
+    fn apply(&self, tree: &mut toml::Table) {
+        let mut set = |path: &[&str], value: toml::Value| {
+            let (last, parents) = path.split_last().expect("non-empty key path");
+            let mut table = &mut *tree;
+            for key in parents {
+                let entry = table
+                    .entry((*key).to_owned())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if !entry.is_table() {
+                    *entry = toml::Value::Table(toml::Table::new());
+                }
+                table = entry.as_table_mut().expect("just made a table");
+            }
+            table.insert((*last).to_owned(), value);
+        };
+        let path_value = |p: &Path| toml::Value::String(p.to_string_lossy().into_owned());
+        if let Some(dir) = &self.state_dir {
+            set(&["state_dir"], path_value(dir));
+        }
+        if let Some(interval) = &self.interval {
+            set(&["telemetry", "interval"], toml::Value::String(interval.clone()));
+        }
+        if let Some(library) = &self.nvml_library {
+            set(&["nvml", "library"], toml::Value::String(library.clone()));
+        }
+        if let Some(gpus) = self.simulate_gpus {
+            set(&["nvml", "simulate", "gpus"], toml::Value::Integer(i64::from(gpus)));
+        }
+        if let Some(model) = &self.simulate_model {
+            set(&["nvml", "simulate", "model"], toml::Value::String(model.clone()));
+        }
+        if let Some(listen) = &self.metrics_listen {
+            set(&["metrics", "listen"], toml::Value::String(listen.clone()));
+        }
+        if let Some(log) = &self.kernel_log {
+            set(&["xid", "kernel_log"], path_value(log));
+        }
+    }
+}
+
+/// Loads configuration from `explicit` (or the default path), its drop-ins and
+/// `overrides`, and validates it.
+pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let main_path = explicit.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+    let mut tree = toml::Table::new();
+    match std::fs::read_to_string(main_path) {
+        Ok(text) => merge(&mut tree, parse(main_path, &text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {}
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: main_path.to_owned(),
+                source,
+            });
+        }
+    }
+    for path in drop_ins(main_path)? {
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        merge(&mut tree, parse(&path, &text)?);
+    }
+    overrides.apply(&mut tree);
+    from_tree(tree)?.validate()
+}
+
+/// Parses configuration text alone (no drop-ins, no overrides) and validates it.
+pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+    from_tree(parse(Path::new("<string>"), text)?)?.validate()
+}
+
+fn parse(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+fn from_tree(tree: toml::Table) -> Result<RawConfig, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::Invalid {
+            key: if key == "." { "(top level)".to_owned() } else { key },
+            problem: e.into_inner().message().to_owned(),
+        }
+    })
+}
+
+/// `agent.d/*.toml` beside the main file, sorted by name.
+fn drop_ins(main_path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+    let dir = main_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(format!(
+            "{}.d",
+            main_path.file_stem().unwrap_or_default().to_string_lossy()
+        ));
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ConfigError::Read { path: dir, source }),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Merges `overlay` into `base`: tables recursively, everything else replaced.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge(base_table, overlay_table);
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+            ConfigError::invalid(key, format!("{text:?} is not a duration like \"10s\" or \"500ms\" ({e})"))
+        }),
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and resolves defaults.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let state_dir = self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("state_dir", "must not be empty"));
+        }
+        if !state_dir.is_absolute() {
+            return Err(ConfigError::invalid(
+                "state_dir",
+                format!("{} must be an absolute path", state_dir.display()),
+            ));
+        }
+
+        let interval = duration(
+            "telemetry.interval",
+            self.telemetry.interval.as_deref(),
+            Duration::from_secs(10),
+        )?;
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
+            return Err(ConfigError::invalid(
+                "telemetry.interval",
+                format!(
+                    "{} is out of range: it must be between {} and {}",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(MIN_INTERVAL),
+                    humantime::format_duration(MAX_INTERVAL),
+                ),
+            ));
+        }
+
+        let retry_interval = duration(
+            "nvml.retry_interval",
+            self.nvml.retry_interval.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if retry_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("nvml.retry_interval", "must be at least 100ms"));
+        }
+
+        let (library, simulate) = match self.nvml.simulate {
+            None => {
+                let library = self.nvml.library.unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
+                if library.trim().is_empty() {
+                    return Err(ConfigError::invalid("nvml.library", "must not be empty"));
+                }
+                (PathBuf::from(library), None)
+            }
+            Some(sim) => {
+                let gpus = sim.gpus.unwrap_or(8);
+                if !(1..=i64::from(gantry_nvml_sim_limits::MAX_GPUS)).contains(&gpus) {
+                    return Err(ConfigError::invalid(
+                        "nvml.simulate.gpus",
+                        format!("{gpus} is out of range: between 1 and {}", gantry_nvml_sim_limits::MAX_GPUS),
+                    ));
+                }
+                let model = sim.model.unwrap_or_else(|| "h100".to_owned());
+                if !gantry_nvml_sim_limits::MODELS.contains(&model.as_str()) {
+                    return Err(ConfigError::invalid(
+                        "nvml.simulate.model",
+                        format!(
+                            "unknown model {model:?}; known models: {}",
+                            gantry_nvml_sim_limits::MODELS.join(", ")
+                        ),
+                    ));
+                }
+                let library = match (sim.library, self.nvml.library) {
+                    (Some(path), _) => path,
+                    (None, Some(path)) => PathBuf::from(path),
+                    (None, None) => find_simulated_library().ok_or_else(|| {
+                        ConfigError::invalid(
+                            "nvml.simulate.library",
+                            format!(
+                                "the simulated NVML library {} was not found (looked in {}); \
+                                 build it with `cargo build -p gantry-nvml-sim` or name it here",
+                                gantry_nvml_sim_limits::LIBRARY_FILE_NAME,
+                                simulated_library_dirs()
+                                    .iter()
+                                    .map(|d| d.display().to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        )
+                    })?,
+                };
+                let control_file = sim
+                    .control_file
+                    .unwrap_or_else(|| state_dir.join("nvml-sim.json"));
+                (
+                    library,
+                    Some(SimulateConfig {
+                        gpus: gpus as u32,
+                        model,
+                        control_file,
+                    }),
+                )
+            }
+        };
+
+        let kernel_log = match self.xid.kernel_log {
+            None => Some(PathBuf::from("/dev/kmsg")),
+            Some(path) if path.as_os_str().is_empty() => None,
+            Some(path) => Some(path),
+        };
+
+        let listen_text = self
+            .metrics
+            .listen
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        let metrics_listen: SocketAddr = listen_text.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "metrics.listen",
+                format!("{listen_text:?} is not an IP address and port like \"127.0.0.1:9400\""),
+            )
+        })?;
+
+        let metrics_model_label = match self.metrics.model_label.as_deref() {
+            None | Some("modelName") => ModelLabel::Dcgm,
+            Some("model_name") => ModelLabel::SnakeCase,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "metrics.model_label",
+                    format!("{other:?} is not one of \"modelName\", \"model_name\""),
+                ));
+            }
+        };
+
+        Ok(Config {
+            state_dir,
+            telemetry: TelemetryConfig { interval },
+            nvml: NvmlConfig {
+                library,
+                retry_interval,
+                simulate,
+            },
+            kernel_log,
+            metrics_listen,
+            metrics_model_label,
+        })
+    }
+}
+
+/// Facts about the simulated NVML the configuration needs, kept here so the agent does
+/// not link the simulator.
+mod gantry_nvml_sim_limits {
+    pub(super) const MAX_GPUS: u32 = 64;
+    pub(super) const MODELS: &[&str] = &["h100", "h200", "a100", "l40s", "v100"];
+    pub(super) const LIBRARY_FILE_NAME: &str = "libgantry_nvml_sim.so";
+}
+
+/// Directories searched for the simulated NVML library, in order.
+fn simulated_library_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)) {
+        dirs.push(exe_dir.join("deps"));
+        dirs.push(exe_dir);
+    }
+    dirs.push(PathBuf::from("/usr/lib/gantry"));
+    dirs
+}
+
+fn find_simulated_library() -> Option<PathBuf> {
+    simulated_library_dirs()
+        .into_iter()
+        .map(|dir| dir.join(gantry_nvml_sim_limits::LIBRARY_FILE_NAME))
+        .find(|path| path.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid_key(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid-key error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = from_toml_str("").unwrap();
+        assert_eq!(config.state_dir, Path::new("/var/lib/gantry"));
+        assert_eq!(config.telemetry.interval, Duration::from_secs(10));
+        assert_eq!(config.metrics_listen, "127.0.0.1:9400".parse().unwrap());
+        assert_eq!(config.nvml.library, Path::new("libnvidia-ml.so.1"));
+        assert_eq!(config.kernel_log.as_deref(), Some(Path::new("/dev/kmsg")));
+        assert!(config.nvml.simulate.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let result = from_toml_str("[telemetry]\nintervall = \"1s\"\n");
+        assert_eq!(invalid_key(result), "telemetry.intervall");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let result = from_toml_str("[nvml.simulate]\ngpus = \"eight\"\n");
+        assert_eq!(invalid_key(result), "nvml.simulate.gpus");
+    }
+
+    #[test]
+    fn interval_bounds_are_enforced() {
+        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"50ms\"")), "telemetry.interval");
+        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"2h\"")), "telemetry.interval");
+        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"soon\"")), "telemetry.interval");
+        let config = from_toml_str("[telemetry]\ninterval = \"100ms\"").unwrap();
+        assert_eq!(config.telemetry.interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn bad_listen_address_is_named() {
+        assert_eq!(invalid_key(from_toml_str("[metrics]\nlisten = \"localhost\"")), "metrics.listen");
+    }
+
+    #[test]
+    fn relative_state_dir_is_refused() {
+        assert_eq!(invalid_key(from_toml_str("state_dir = \"var/gantry\"")), "state_dir");
+    }
+
+    #[test]
+    fn simulate_values_are_checked() {
+        let with_lib = "[nvml.simulate]\nlibrary = \"/x/libsim.so\"\n";
+        assert_eq!(
+            invalid_key(from_toml_str(&format!("{with_lib}gpus = 0"))),
+            "nvml.simulate.gpus"
+        );
+        assert_eq!(
+            invalid_key(from_toml_str(&format!("{with_lib}model = \"gtx480\""))),
+            "nvml.simulate.model"
+        );
+        let config = from_toml_str(&format!("state_dir = \"/s\"\n{with_lib}gpus = 4")).unwrap();
+        let sim = config.nvml.simulate.unwrap();
+        assert_eq!(sim.gpus, 4);
+        assert_eq!(sim.control_file, Path::new("/s/nvml-sim.json"));
+        assert_eq!(config.nvml.library, Path::new("/x/libsim.so"));
+    }
+
+    #[test]
+    fn empty_kernel_log_disables_it() {
+        let config = from_toml_str("[xid]\nkernel_log = \"\"").unwrap();
+        assert_eq!(config.kernel_log, None);
+    }
+
+    #[test]
+    fn drop_ins_merge_in_order_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("agent.toml");
+        std::fs::write(&main, "state_dir = \"/a\"\n[telemetry]\ninterval = \"5s\"\n").unwrap();
+        std::fs::create_dir(dir.path().join("agent.d")).unwrap();
+        std::fs::write(dir.path().join("agent.d/10-b.toml"), "[telemetry]\ninterval = \"2s\"\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/20-c.toml"), "[metrics]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(dir.path().join("agent.d/ignored.txt"), "garbage").unwrap();
+        let overrides = Overrides {
+            metrics_listen: Some("127.0.0.1:2".to_owned()),
+            ..Overrides::default()
+        };
+        let config = load(Some(&main), &overrides).unwrap();
+        assert_eq!(config.state_dir, Path::new("/a"));
+        assert_eq!(config.telemetry.interval, Duration::from_secs(2));
+        assert_eq!(config.metrics_listen, "127.0.0.1:2".parse().unwrap());
+    }
+
+    #[test]
+    fn named_config_file_must_exist() {
+        let result = load(Some(Path::new("/nonexistent/agent.toml")), &Overrides::default());
+        assert!(matches!(result, Err(ConfigError::Read { .. })));
+    }
+
+    #[test]
+    fn syntax_error_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let main = dir.path().join("agent.toml");
+        std::fs::write(&main, "[telemetry\n").unwrap();
+        let err = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("agent.toml"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod simulator_agreement {
+    /// The configuration's copy of the simulator's limits must match the simulator.
+    #[test]
+    fn limits_match_the_simulator() {
+        assert_eq!(super::gantry_nvml_sim_limits::MAX_GPUS, gantry_nvml_sim::MAX_GPUS);
+        assert_eq!(super::gantry_nvml_sim_limits::MODELS, gantry_nvml_sim::model::model_keys());
+        assert_eq!(
+            super::gantry_nvml_sim_limits::LIBRARY_FILE_NAME,
+            gantry_nvml_sim::LIBRARY_FILE_NAME
+        );
+    }
+}

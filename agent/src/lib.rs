@@ -1,0 +1,13 @@
+//! The Gantry node agent as a library: everything `gantry-agent` does, so tests and
+//! benchmarks can drive it. The binary only parses arguments, sets up logging and maps
+//! results to exit codes.
+//!
+//! Data flows `telemetry` (sampler thread) → `api` (`/metrics`, `/v1/status`); `config`
+//! is validated before anything is opened or bound.
+
+pub mod api;
+pub mod config;
+pub mod metrics;
+pub mod run;
+pub mod status;
+pub mod telemetry;

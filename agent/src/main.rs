@@ -1,0 +1,231 @@
+//! `gantry-agent`: parses arguments, loads configuration, starts logging, runs the
+//! library, and maps the outcome to an exit code (0 ok, 1 failure, 2 usage, 64 config).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gantry_agent::config::{self, ConfigError, Overrides};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_CONFIG: u8 = 64;
+
+/// The Gantry node agent: GPU and host telemetry for private GPU servers.
+#[derive(Debug, Parser)]
+#[command(name = "gantry-agent", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Plain, env = "GANTRY_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent daemon (what the systemd service starts).
+    Run(RunArgs),
+    /// Show the running agent's GPUs, XIDs and host summary.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArgs {
+    /// Configuration file; drop-ins are read from `<name>.d/*.toml` beside it.
+    #[arg(long, env = "GANTRY_AGENT_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Use the simulated NVML with this many GPUs (no driver needed).
+    #[arg(long, value_name = "N")]
+    simulate_gpus: Option<u32>,
+    /// Model of the simulated GPUs: h100, h200, a100, l40s, v100.
+    #[arg(long, value_name = "MODEL", requires = "simulate_gpus")]
+    simulate_model: Option<String>,
+    /// Address for `/metrics` and the status endpoint (metrics.listen).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// State directory (state_dir).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Sampling interval, e.g. 1s or 500ms (telemetry.interval).
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<String>,
+    /// NVML library to load (nvml.library).
+    #[arg(long, value_name = "PATH")]
+    nvml_library: Option<String>,
+    /// Kernel log to read XIDs from; empty to disable (xid.kernel_log).
+    #[arg(long, value_name = "PATH")]
+    kernel_log: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Agent endpoint to ask; default: metrics.listen from the configuration.
+    #[arg(long, value_name = "ADDR")]
+    agent: Option<SocketAddr>,
+    /// Print the full status as JSON.
+    #[arg(long)]
+    json: bool,
+    /// How long to wait for the agent.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Status(args) => status(&args),
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Prints an error with its chain of causes, as operators read it.
+fn report(context: &str, error: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {context}{error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+fn config_failure(error: &ConfigError) -> ExitCode {
+    report("", error);
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("gantry-agent")
+        .enable_all()
+        .build()
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let overrides = Overrides {
+        state_dir: args.state_dir,
+        interval: args.interval,
+        nvml_library: args.nvml_library,
+        simulate_gpus: args.simulate_gpus,
+        simulate_model: args.simulate_model,
+        metrics_listen: args.metrics_listen,
+        kernel_log: args.kernel_log.map(PathBuf::from),
+    };
+    let config = match config::load(args.config.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    if let Some(sim) = &config.nvml.simulate {
+        configure_simulator(sim);
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report("cannot start the async runtime: ", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = gantry_agent::run::cancel_on_signals(shutdown.clone()) {
+            tracing::warn!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
+        }
+        gantry_agent::run::run(config, shutdown).await
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// Points the simulated NVML at its GPU count, model and control file. The library reads
+/// these variables in `nvmlInit_v2`, on the sampler thread, long after this runs.
+fn configure_simulator(sim: &config::SimulateConfig) {
+    #[allow(unsafe_code)]
+    // SAFETY: called from `main` before the async runtime or any other thread exists,
+    // so nothing can read the environment concurrently.
+    unsafe {
+        std::env::set_var(gantry_agent_sim_env::GPUS, sim.gpus.to_string());
+        std::env::set_var(gantry_agent_sim_env::MODEL, &sim.model);
+        std::env::set_var(gantry_agent_sim_env::CONTROL, &sim.control_file);
+    }
+}
+
+/// The simulated NVML's environment interface (see the `gantry-nvml-sim` crate).
+mod gantry_agent_sim_env {
+    pub(crate) const GPUS: &str = "GANTRY_NVML_SIM_GPUS";
+    pub(crate) const MODEL: &str = "GANTRY_NVML_SIM_MODEL";
+    pub(crate) const CONTROL: &str = "GANTRY_NVML_SIM_CONTROL";
+}
+
+fn status(args: &StatusArgs) -> ExitCode {
+    let addr = match args.agent {
+        Some(addr) => addr,
+        None => match config::load(args.config.config.as_deref(), &Overrides::default()) {
+            Ok(config) => config.metrics_listen,
+            Err(e) => return config_failure(&e),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report("cannot start the async runtime: ", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if args.json {
+        return match runtime.block_on(gantry_agent::status::fetch_raw(addr, "/v1/status", args.timeout)) {
+            Ok(body) => {
+                println!("{}", String::from_utf8_lossy(&body));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                report("", &e);
+                ExitCode::from(EXIT_FAILURE)
+            }
+        };
+    }
+    match runtime.block_on(gantry_agent::status::fetch(addr, args.timeout)) {
+        Ok(status) => {
+            print!("{}", gantry_agent::status::render_table(&status, gantry_agent::api::now_ms()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

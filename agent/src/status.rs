@@ -1,0 +1,234 @@
+//! `gantry-agent status`: what the running agent reports about itself, how the CLI
+//! fetches it from the agent's local endpoint (`GET /v1/status`), and the table it prints.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use gantry_shared::telemetry::{GpuReading, GpuState, NvmlStatus, Sample, throttle_reason_names};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The agent's answer on `/v1/status`: an interface between the daemon and its CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub started_at_ms: u64,
+    pub state_dir: String,
+    pub metrics_listen: String,
+    pub interval_ms: u64,
+    pub nvml_library: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulated: Option<SimulatedGpus>,
+    pub samples_total: u64,
+    pub sample_cpu_seconds_total: f64,
+    pub kernel_log_readable: bool,
+    /// The latest sample; `None` until the first one is taken.
+    #[serde(default)]
+    pub sample: Option<Sample>,
+}
+
+/// The simulated NVML in use, and where to inject faults into it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimulatedGpus {
+    pub gpus: u32,
+    pub model: String,
+    pub control_file: String,
+}
+
+/// Why the status could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot connect to the agent at {addr}; is `gantry-agent run` running and listening there?")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer from the agent at {addr} within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("HTTP exchange with the agent at {addr} failed")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("the agent at {addr} answered {status}")]
+    Status { addr: SocketAddr, status: hyper::StatusCode },
+    #[error("the agent at {addr} sent a status this version cannot read")]
+    Decode {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Fetches `path` from the agent's local endpoint.
+pub async fn fetch_raw(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, StatusError> {
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|source| StatusError::Connect { addr, source })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|source| StatusError::Http { addr, source })?;
+        let connection = tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .expect("static request is valid");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| StatusError::Http { addr, source })?;
+        if !response.status().is_success() {
+            return Err(StatusError::Status { addr, status: response.status() });
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| StatusError::Http { addr, source })?
+            .to_bytes();
+        connection.abort();
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| StatusError::Timeout { addr, timeout })?
+}
+
+/// Fetches and decodes the agent's status.
+pub async fn fetch(addr: SocketAddr, timeout: Duration) -> Result<AgentStatus, StatusError> {
+    let body = fetch_raw(addr, "/v1/status", timeout).await?;
+    serde_json::from_slice(&body).map_err(|source| StatusError::Decode { addr, source })
+}
+
+fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".to_owned(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
+}
+
+/// The readable form: agent summary, one row per GPU, XIDs, host summary.
+pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "gantry-agent {}  metrics http://{}/metrics  state {}  sampling every {}",
+        status.version,
+        status.metrics_listen,
+        status.state_dir,
+        humantime::format_duration(Duration::from_millis(status.interval_ms))
+    );
+    let Some(sample) = &status.sample else {
+        let _ = writeln!(out, "no sample taken yet");
+        return out;
+    };
+    let age = Duration::from_millis(now_ms.saturating_sub(sample.taken_at_ms) / 100 * 100);
+    match &sample.nvml {
+        NvmlStatus::Available { driver_version, library } => {
+            let _ = writeln!(
+                out,
+                "NVML: driver {} ({library}){}  last sample {} ago",
+                driver_version.as_deref().unwrap_or("unknown"),
+                status
+                    .simulated
+                    .as_ref()
+                    .map(|s| format!(", simulated {} x {}, faults via {}", s.gpus, s.model, s.control_file))
+                    .unwrap_or_default(),
+                humantime::format_duration(age)
+            );
+        }
+        NvmlStatus::Unavailable { reason } => {
+            let _ = writeln!(out, "NVML unavailable: {reason}; host metrics only");
+        }
+    }
+    if !sample.gpus.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:<3} {:<24} {:<10} {:>5} {:>13} {:>5} {:>11} {:>6} {:>8} {:<22}",
+            "GPU", "NAME", "STATE", "UTIL%", "MEM GiB", "TEMP", "POWER W", "SM MHz", "ECC DBE", "THROTTLE"
+        );
+        for gpu in &sample.gpus {
+            let _ = writeln!(out, "{}", gpu_row(gpu));
+        }
+        for gpu in &sample.gpus {
+            let _ = writeln!(out, "  gpu {} uuid {} pci {}", gpu.identity.index, gpu.identity.uuid, gpu.identity.pci_bus_id);
+        }
+    }
+    for xid in &sample.xids {
+        let codes: Vec<String> = xid.by_code.iter().map(|(code, n)| format!("xid {code} x{n}")).collect();
+        let _ = writeln!(
+            out,
+            "XID gpu {} ({}): {} (last {})",
+            opt(xid.gpu),
+            xid.pci_bus_id,
+            codes.join(", "),
+            xid.last
+        );
+    }
+    let h = &sample.host;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "host {}: {} CPUs {:.0}% busy, load {:.2} {:.2} {:.2}, memory {} of {} GiB available{}",
+        h.hostname,
+        h.cpu_count,
+        h.cpu_usage_percent,
+        h.load1,
+        h.load5,
+        h.load15,
+        gib(Some(h.mem_available_bytes)),
+        gib(Some(h.mem_total_bytes)),
+        h.state_dir
+            .as_ref()
+            .map(|s| format!(", state dir {} GiB free", gib(Some(s.free_bytes))))
+            .unwrap_or_default()
+    );
+    out
+}
+
+fn gpu_row(gpu: &GpuReading) -> String {
+    let f = &gpu.fields;
+    let state = match &gpu.state {
+        GpuState::Ok => "ok".to_owned(),
+        GpuState::Lost => "LOST".to_owned(),
+        GpuState::Error { .. } => "error".to_owned(),
+    };
+    let memory = match (f.fb_used_bytes, f.fb_total_bytes) {
+        (Some(_), Some(_)) => format!("{}/{}", gib(f.fb_used_bytes), gib(f.fb_total_bytes)),
+        _ => "-".to_owned(),
+    };
+    let power = match (f.power_usage_mw, f.power_limit_mw) {
+        (Some(p), Some(l)) => format!("{}/{}", p / 1000, l / 1000),
+        (Some(p), None) => format!("{}", p / 1000),
+        _ => "-".to_owned(),
+    };
+    let throttle = f.clock_throttle_reasons.map_or_else(
+        || "-".to_owned(),
+        |bits| {
+            let names = throttle_reason_names(bits);
+            if names.is_empty() { "none".to_owned() } else { names.join(",") }
+        },
+    );
+    let mut name = gpu.identity.name.clone();
+    name.truncate(24);
+    format!(
+        "{:<3} {:<24} {:<10} {:>5} {:>13} {:>5} {:>11} {:>6} {:>8} {:<22}",
+        gpu.identity.index,
+        name,
+        state,
+        opt(f.gpu_util_percent),
+        memory,
+        opt(f.temperature_c),
+        power,
+        opt(f.sm_clock_mhz),
+        opt(f.ecc_dbe_volatile),
+        throttle
+    )
+}

@@ -1,0 +1,168 @@
+//! Host metrics through `sysinfo`: CPU, memory, load, disks, network interfaces, and the
+//! free space of the agent's state directory.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use gantry_shared::telemetry::{DiskReading, HostReading, NetworkReading, StateDirReading};
+use sysinfo::{Disks, Networks, System};
+
+/// How often the lists of mounts and interfaces are rescanned; counters of known ones
+/// are refreshed every sample.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read host metrics: {0}")]
+pub struct HostError(String);
+
+impl HostError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+pub struct HostSampler {
+    system: System,
+    disks: Disks,
+    networks: Networks,
+    hostname: String,
+    state_dir: PathBuf,
+    last_rescan: Instant,
+}
+
+impl std::fmt::Debug for HostSampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostSampler")
+            .field("hostname", &self.hostname)
+            .field("state_dir", &self.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HostSampler {
+    pub fn new(state_dir: PathBuf) -> Result<Self, HostError> {
+        let mut system = System::new().map_err(|e| HostError(e.to_string()))?;
+        system.refresh_cpu_usage();
+        system.refresh_memory();
+        let disks = Disks::new_with_refreshed_list().map_err(|e| HostError(e.to_string()))?;
+        let networks = Networks::new_with_refreshed_list().map_err(|e| HostError(e.to_string()))?;
+        Ok(Self {
+            system,
+            disks,
+            networks,
+            hostname: hostname(),
+            state_dir,
+            last_rescan: Instant::now(),
+        })
+    }
+
+    pub fn hostname(&self) -> &str {
+        &self.hostname
+    }
+
+    /// Takes one host reading. CPU usage covers the time since the previous call.
+    pub fn sample(&mut self) -> HostReading {
+        self.system.refresh_cpu_usage();
+        self.system.refresh_memory();
+        let rescan = self.last_rescan.elapsed() >= RESCAN_INTERVAL;
+        if rescan {
+            self.last_rescan = Instant::now();
+        }
+        self.disks.refresh(rescan);
+        self.networks.refresh(rescan);
+
+        let load = System::load_average().unwrap_or(sysinfo::LoadAvg {
+            one: 0.0,
+            five: 0.0,
+            fifteen: 0.0,
+        });
+        let disks = self
+            .disks
+            .iter()
+            .map(|disk| {
+                let usage = disk.usage();
+                DiskReading {
+                    device: disk.name().to_string_lossy().into_owned(),
+                    mount_point: disk.mount_point().to_string_lossy().into_owned(),
+                    file_system: disk.file_system().to_string_lossy().into_owned(),
+                    total_bytes: disk.total_space(),
+                    available_bytes: disk.available_space(),
+                    read_bytes_total: usage.total_read_bytes,
+                    written_bytes_total: usage.total_written_bytes,
+                }
+            })
+            .collect();
+        let mut networks: Vec<NetworkReading> = self
+            .networks
+            .iter()
+            .map(|(name, data)| NetworkReading {
+                interface: name.to_string_lossy().into_owned(),
+                rx_bytes_total: data.total_received(),
+                tx_bytes_total: data.total_transmitted(),
+                rx_packets_total: data.total_packets_received(),
+                tx_packets_total: data.total_packets_transmitted(),
+                rx_errors_total: data.total_errors_on_received(),
+                tx_errors_total: data.total_errors_on_transmitted(),
+            })
+            .collect();
+        networks.sort_by(|a, b| a.interface.cmp(&b.interface));
+
+        HostReading {
+            hostname: self.hostname.clone(),
+            uptime_s: System::uptime().unwrap_or(0),
+            cpu_count: self.system.cpus().len() as u32,
+            cpu_usage_percent: self.system.global_cpu_usage(),
+            load1: load.one,
+            load5: load.five,
+            load15: load.fifteen,
+            mem_total_bytes: self.system.total_memory(),
+            mem_used_bytes: self.system.used_memory(),
+            mem_available_bytes: self.system.available_memory(),
+            swap_total_bytes: self.system.total_swap(),
+            swap_used_bytes: self.system.used_swap(),
+            disks,
+            networks,
+            state_dir: self.state_dir_space(),
+        }
+    }
+
+    fn state_dir_space(&self) -> Option<StateDirReading> {
+        match rustix::fs::statvfs(&self.state_dir) {
+            Ok(stat) => Some(StateDirReading {
+                path: self.state_dir.display().to_string(),
+                total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+                free_bytes: stat.f_bavail.saturating_mul(stat.f_frsize),
+            }),
+            Err(e) => {
+                tracing::debug!(path = %self.state_dir.display(), error = %e, "cannot stat the state directory");
+                None
+            }
+        }
+    }
+}
+
+/// The host name, as the `Hostname` label of dcgm-exporter reports it.
+pub fn hostname() -> String {
+    System::host_name()
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_reading_has_memory_cpus_and_state_dir_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sampler = HostSampler::new(dir.path().to_owned()).unwrap();
+        let reading = sampler.sample();
+        assert!(reading.mem_total_bytes > 0);
+        assert!(reading.mem_available_bytes <= reading.mem_total_bytes);
+        assert!(reading.cpu_count > 0);
+        let state = reading.state_dir.expect("state dir space");
+        assert!(state.total_bytes >= state.free_bytes && state.total_bytes > 0);
+        assert!(reading.networks.iter().any(|n| n.interface == "lo"), "{:?}", reading.networks);
+    }
+}

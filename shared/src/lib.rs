@@ -1,0 +1,10 @@
+//! Types and formats that the Gantry agent and controller both speak.
+//!
+//! This crate does no I/O and knows no async runtime: it holds data types and the
+//! pure logic over them, so that both sides (and their tests) agree on one definition.
+//! Only types that cross a process boundary derive `Serialize`; each such type is a
+//! compatibility promise.
+
+#![forbid(unsafe_code)]
+
+pub mod telemetry;

@@ -61,7 +61,11 @@ pub async fn serve(
 
 async fn get_metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
-    let body = metrics::render(snapshot.as_deref(), state.info.model_label, ProcessStats::read());
+    let body = metrics::render(
+        snapshot.as_deref(),
+        state.info.model_label,
+        ProcessStats::read(),
+    );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }
 
@@ -77,15 +81,23 @@ async fn get_status(State(state): State<ApiState>) -> Response {
         nvml_library: info.nvml_library.clone(),
         simulated: info.simulated.clone(),
         samples_total: snapshot.as_ref().map_or(0, |s| s.stats.samples_total),
-        sample_cpu_seconds_total: snapshot.as_ref().map_or(0.0, |s| s.stats.sample_cpu.as_secs_f64()),
-        kernel_log_readable: snapshot.as_ref().is_some_and(|s| s.stats.kernel_log_readable),
+        sample_cpu_seconds_total: snapshot
+            .as_ref()
+            .map_or(0.0, |s| s.stats.sample_cpu.as_secs_f64()),
+        kernel_log_readable: snapshot
+            .as_ref()
+            .is_some_and(|s| s.stats.kernel_log_readable),
         sample: snapshot.map(|s| s.sample.clone()),
     };
     match serde_json::to_vec(&status) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot encode the status");
-            (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the status").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot encode the status",
+            )
+                .into_response()
         }
     }
 }

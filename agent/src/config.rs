@@ -184,16 +184,25 @@ impl Overrides {
             set(&["state_dir"], path_value(dir));
         }
         if let Some(interval) = &self.interval {
-            set(&["telemetry", "interval"], toml::Value::String(interval.clone()));
+            set(
+                &["telemetry", "interval"],
+                toml::Value::String(interval.clone()),
+            );
         }
         if let Some(library) = &self.nvml_library {
             set(&["nvml", "library"], toml::Value::String(library.clone()));
         }
         if let Some(gpus) = self.simulate_gpus {
-            set(&["nvml", "simulate", "gpus"], toml::Value::Integer(i64::from(gpus)));
+            set(
+                &["nvml", "simulate", "gpus"],
+                toml::Value::Integer(i64::from(gpus)),
+            );
         }
         if let Some(model) = &self.simulate_model {
-            set(&["nvml", "simulate", "model"], toml::Value::String(model.clone()));
+            set(
+                &["nvml", "simulate", "model"],
+                toml::Value::String(model.clone()),
+            );
         }
         if let Some(listen) = &self.metrics_listen {
             set(&["metrics", "listen"], toml::Value::String(listen.clone()));
@@ -236,17 +245,22 @@ pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
 }
 
 fn parse(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
-    text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.message().to_owned(),
-    })
+    text.parse::<toml::Table>()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.message().to_owned(),
+        })
 }
 
 fn from_tree(tree: toml::Table) -> Result<RawConfig, ConfigError> {
     serde_path_to_error::deserialize(toml::Value::Table(tree)).map_err(|e| {
         let key = e.path().to_string();
         ConfigError::Invalid {
-            key: if key == "." { "(top level)".to_owned() } else { key },
+            key: if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            },
             problem: e.into_inner().message().to_owned(),
         }
     })
@@ -254,13 +268,10 @@ fn from_tree(tree: toml::Table) -> Result<RawConfig, ConfigError> {
 
 /// `agent.d/*.toml` beside the main file, sorted by name.
 fn drop_ins(main_path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
-    let dir = main_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(format!(
-            "{}.d",
-            main_path.file_stem().unwrap_or_default().to_string_lossy()
-        ));
+    let dir = main_path.parent().unwrap_or(Path::new(".")).join(format!(
+        "{}.d",
+        main_path.file_stem().unwrap_or_default().to_string_lossy()
+    ));
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -293,7 +304,10 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
     match text {
         None => Ok(default),
         Some(text) => humantime::parse_duration(text.trim()).map_err(|e| {
-            ConfigError::invalid(key, format!("{text:?} is not a duration like \"10s\" or \"500ms\" ({e})"))
+            ConfigError::invalid(
+                key,
+                format!("{text:?} is not a duration like \"10s\" or \"500ms\" ({e})"),
+            )
         }),
     }
 }
@@ -301,7 +315,9 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
 impl RawConfig {
     /// Checks every value and resolves defaults.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let state_dir = self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state_dir = self
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         if state_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
@@ -335,12 +351,18 @@ impl RawConfig {
             Duration::from_secs(60),
         )?;
         if retry_interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid("nvml.retry_interval", "must be at least 100ms"));
+            return Err(ConfigError::invalid(
+                "nvml.retry_interval",
+                "must be at least 100ms",
+            ));
         }
 
         let (library, simulate) = match self.nvml.simulate {
             None => {
-                let library = self.nvml.library.unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
+                let library = self
+                    .nvml
+                    .library
+                    .unwrap_or_else(|| "libnvidia-ml.so.1".to_owned());
                 if library.trim().is_empty() {
                     return Err(ConfigError::invalid("nvml.library", "must not be empty"));
                 }
@@ -351,7 +373,10 @@ impl RawConfig {
                 if !(1..=i64::from(gantry_nvml_sim_limits::MAX_GPUS)).contains(&gpus) {
                     return Err(ConfigError::invalid(
                         "nvml.simulate.gpus",
-                        format!("{gpus} is out of range: between 1 and {}", gantry_nvml_sim_limits::MAX_GPUS),
+                        format!(
+                            "{gpus} is out of range: between 1 and {}",
+                            gantry_nvml_sim_limits::MAX_GPUS
+                        ),
                     ));
                 }
                 let model = sim.model.unwrap_or_else(|| "h100".to_owned());
@@ -451,7 +476,10 @@ mod gantry_nvml_sim_limits {
 /// Directories searched for the simulated NVML library, in order.
 fn simulated_library_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)) {
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+    {
         dirs.push(exe_dir.join("deps"));
         dirs.push(exe_dir);
     }
@@ -502,21 +530,36 @@ mod tests {
 
     #[test]
     fn interval_bounds_are_enforced() {
-        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"50ms\"")), "telemetry.interval");
-        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"2h\"")), "telemetry.interval");
-        assert_eq!(invalid_key(from_toml_str("[telemetry]\ninterval = \"soon\"")), "telemetry.interval");
+        assert_eq!(
+            invalid_key(from_toml_str("[telemetry]\ninterval = \"50ms\"")),
+            "telemetry.interval"
+        );
+        assert_eq!(
+            invalid_key(from_toml_str("[telemetry]\ninterval = \"2h\"")),
+            "telemetry.interval"
+        );
+        assert_eq!(
+            invalid_key(from_toml_str("[telemetry]\ninterval = \"soon\"")),
+            "telemetry.interval"
+        );
         let config = from_toml_str("[telemetry]\ninterval = \"100ms\"").unwrap();
         assert_eq!(config.telemetry.interval, Duration::from_millis(100));
     }
 
     #[test]
     fn bad_listen_address_is_named() {
-        assert_eq!(invalid_key(from_toml_str("[metrics]\nlisten = \"localhost\"")), "metrics.listen");
+        assert_eq!(
+            invalid_key(from_toml_str("[metrics]\nlisten = \"localhost\"")),
+            "metrics.listen"
+        );
     }
 
     #[test]
     fn relative_state_dir_is_refused() {
-        assert_eq!(invalid_key(from_toml_str("state_dir = \"var/gantry\"")), "state_dir");
+        assert_eq!(
+            invalid_key(from_toml_str("state_dir = \"var/gantry\"")),
+            "state_dir"
+        );
     }
 
     #[test]
@@ -547,10 +590,22 @@ mod tests {
     fn drop_ins_merge_in_order_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let main = dir.path().join("agent.toml");
-        std::fs::write(&main, "state_dir = \"/a\"\n[telemetry]\ninterval = \"5s\"\n").unwrap();
+        std::fs::write(
+            &main,
+            "state_dir = \"/a\"\n[telemetry]\ninterval = \"5s\"\n",
+        )
+        .unwrap();
         std::fs::create_dir(dir.path().join("agent.d")).unwrap();
-        std::fs::write(dir.path().join("agent.d/10-b.toml"), "[telemetry]\ninterval = \"2s\"\n").unwrap();
-        std::fs::write(dir.path().join("agent.d/20-c.toml"), "[metrics]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("agent.d/10-b.toml"),
+            "[telemetry]\ninterval = \"2s\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("agent.d/20-c.toml"),
+            "[metrics]\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("agent.d/ignored.txt"), "garbage").unwrap();
         let overrides = Overrides {
             metrics_listen: Some("127.0.0.1:2".to_owned()),
@@ -564,7 +619,10 @@ mod tests {
 
     #[test]
     fn named_config_file_must_exist() {
-        let result = load(Some(Path::new("/nonexistent/agent.toml")), &Overrides::default());
+        let result = load(
+            Some(Path::new("/nonexistent/agent.toml")),
+            &Overrides::default(),
+        );
         assert!(matches!(result, Err(ConfigError::Read { .. })));
     }
 
@@ -583,8 +641,14 @@ mod simulator_agreement {
     /// The configuration's copy of the simulator's limits must match the simulator.
     #[test]
     fn limits_match_the_simulator() {
-        assert_eq!(super::gantry_nvml_sim_limits::MAX_GPUS, gantry_nvml_sim::MAX_GPUS);
-        assert_eq!(super::gantry_nvml_sim_limits::MODELS, gantry_nvml_sim::model::model_keys());
+        assert_eq!(
+            super::gantry_nvml_sim_limits::MAX_GPUS,
+            gantry_nvml_sim::MAX_GPUS
+        );
+        assert_eq!(
+            super::gantry_nvml_sim_limits::MODELS,
+            gantry_nvml_sim::model::model_keys()
+        );
         assert_eq!(
             super::gantry_nvml_sim_limits::LIBRARY_FILE_NAME,
             gantry_nvml_sim::LIBRARY_FILE_NAME

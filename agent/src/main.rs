@@ -58,7 +58,7 @@ struct RunArgs {
     /// Address for `/metrics` and the status endpoint (metrics.listen).
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
-    /// State directory (state_dir).
+    /// State directory (`state_dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Sampling interval, e.g. 1s or 500ms (telemetry.interval).
@@ -67,7 +67,7 @@ struct RunArgs {
     /// NVML library to load (nvml.library).
     #[arg(long, value_name = "PATH")]
     nvml_library: Option<String>,
-    /// Kernel log to read XIDs from; empty to disable (xid.kernel_log).
+    /// Kernel log to read XIDs from; empty to disable (`xid.kernel_log`).
     #[arg(long, value_name = "PATH")]
     kernel_log: Option<String>,
 }
@@ -199,7 +199,10 @@ fn status(args: &StatusArgs) -> ExitCode {
             Err(e) => return config_failure(&e),
         },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             report("cannot start the async runtime: ", &e);
@@ -207,7 +210,11 @@ fn status(args: &StatusArgs) -> ExitCode {
         }
     };
     if args.json {
-        return match runtime.block_on(gantry_agent::status::fetch_raw(addr, "/v1/status", args.timeout)) {
+        return match runtime.block_on(gantry_agent::status::fetch_raw(
+            addr,
+            "/v1/status",
+            args.timeout,
+        )) {
             Ok(body) => {
                 println!("{}", String::from_utf8_lossy(&body));
                 ExitCode::SUCCESS
@@ -220,7 +227,10 @@ fn status(args: &StatusArgs) -> ExitCode {
     }
     match runtime.block_on(gantry_agent::status::fetch(addr, args.timeout)) {
         Ok(status) => {
-            print!("{}", gantry_agent::status::render_table(&status, gantry_agent::api::now_ms()));
+            print!(
+                "{}",
+                gantry_agent::status::render_table(&status, gantry_agent::api::now_ms())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

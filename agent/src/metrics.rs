@@ -14,7 +14,9 @@
 
 use std::fmt::Write as _;
 
-use gantry_shared::telemetry::{GpuFields, GpuReading, GpuState, Sample};
+use gantry_shared::telemetry::{
+    DiskReading, GpuFields, GpuReading, GpuState, NetworkReading, Sample,
+};
 
 use crate::telemetry::{SamplerStats, Snapshot};
 
@@ -78,34 +80,174 @@ fn flag(v: Option<bool>) -> Option<f64> {
 
 /// dcgm-exporter's GPU fields, in its order.
 const GPU_FAMILIES: &[GpuFamily] = &[
-    GpuFamily { name: "DCGM_FI_DEV_SM_CLOCK", kind: Kind::Gauge, help: "SM clock frequency (in MHz).", value: |f| num(f.sm_clock_mhz) },
-    GpuFamily { name: "DCGM_FI_DEV_MEM_CLOCK", kind: Kind::Gauge, help: "Memory clock frequency (in MHz).", value: |f| num(f.mem_clock_mhz) },
-    GpuFamily { name: "DCGM_FI_DEV_GPU_TEMP", kind: Kind::Gauge, help: "GPU temperature (in C).", value: |f| num(f.temperature_c) },
-    GpuFamily { name: "DCGM_FI_DEV_POWER_USAGE", kind: Kind::Gauge, help: "Power draw (in W).", value: |f| f.power_usage_mw.map(|mw| f64::from(mw) / 1000.0) },
-    GpuFamily { name: "DCGM_FI_DEV_POWER_MGMT_LIMIT", kind: Kind::Gauge, help: "Power management limit (in W).", value: |f| f.power_limit_mw.map(|mw| f64::from(mw) / 1000.0) },
-    GpuFamily { name: "DCGM_FI_DEV_ENFORCED_POWER_LIMIT", kind: Kind::Gauge, help: "Enforced power limit (in W).", value: |f| f.enforced_power_limit_mw.map(|mw| f64::from(mw) / 1000.0) },
-    GpuFamily { name: "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", kind: Kind::Untyped, help: "Total energy consumption since boot (in mJ); monotonic.", value: |f| u64_num(f.total_energy_mj) },
-    GpuFamily { name: "DCGM_FI_DEV_GPU_UTIL", kind: Kind::Gauge, help: "GPU utilization (in %).", value: |f| num(f.gpu_util_percent) },
-    GpuFamily { name: "DCGM_FI_DEV_MEM_COPY_UTIL", kind: Kind::Gauge, help: "Memory utilization (in %).", value: |f| num(f.mem_copy_util_percent) },
-    GpuFamily { name: "DCGM_FI_DEV_FB_TOTAL", kind: Kind::Gauge, help: "Total framebuffer memory (in MiB).", value: |f| f.fb_total_bytes.map(|b| (b as f64 / MIB).floor()) },
-    GpuFamily { name: "DCGM_FI_DEV_FB_FREE", kind: Kind::Gauge, help: "Framebuffer memory free (in MiB).", value: |f| f.fb_free_bytes.map(|b| (b as f64 / MIB).floor()) },
-    GpuFamily { name: "DCGM_FI_DEV_FB_USED", kind: Kind::Gauge, help: "Framebuffer memory used (in MiB).", value: |f| f.fb_used_bytes.map(|b| (b as f64 / MIB).floor()) },
-    GpuFamily { name: "DCGM_FI_DEV_FB_RESERVED", kind: Kind::Gauge, help: "Framebuffer memory reserved (in MiB).", value: |f| f.fb_reserved_bytes.map(|b| (b as f64 / MIB).floor()) },
-    GpuFamily { name: "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", kind: Kind::Gauge, help: "Current clock throttle reasons (NVML bitmask).", value: |f| u64_num(f.clock_throttle_reasons) },
-    GpuFamily { name: "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL", kind: Kind::Untyped, help: "Total number of single-bit volatile ECC errors; monotonic.", value: |f| u64_num(f.ecc_sbe_volatile) },
-    GpuFamily { name: "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", kind: Kind::Untyped, help: "Total number of double-bit volatile ECC errors; monotonic.", value: |f| u64_num(f.ecc_dbe_volatile) },
-    GpuFamily { name: "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", kind: Kind::Untyped, help: "Total number of single-bit persistent ECC errors; monotonic.", value: |f| u64_num(f.ecc_sbe_aggregate) },
-    GpuFamily { name: "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", kind: Kind::Untyped, help: "Total number of double-bit persistent ECC errors; monotonic.", value: |f| u64_num(f.ecc_dbe_aggregate) },
-    GpuFamily { name: "DCGM_FI_DEV_RETIRED_SBE", kind: Kind::Untyped, help: "Total number of retired pages due to single-bit errors; monotonic.", value: |f| u64_num(f.retired_pages_sbe) },
-    GpuFamily { name: "DCGM_FI_DEV_RETIRED_DBE", kind: Kind::Untyped, help: "Total number of retired pages due to double-bit errors; monotonic.", value: |f| u64_num(f.retired_pages_dbe) },
-    GpuFamily { name: "DCGM_FI_DEV_RETIRED_PENDING", kind: Kind::Gauge, help: "Pages pending retirement (1 if any).", value: |f| flag(f.retired_pages_pending) },
-    GpuFamily { name: "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS", kind: Kind::Untyped, help: "Number of remapped rows for correctable errors; monotonic.", value: |f| u64_num(f.remapped_rows_correctable) },
-    GpuFamily { name: "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", kind: Kind::Untyped, help: "Number of remapped rows for uncorrectable errors; monotonic.", value: |f| u64_num(f.remapped_rows_uncorrectable) },
-    GpuFamily { name: "DCGM_FI_DEV_ROW_REMAP_PENDING", kind: Kind::Gauge, help: "Row remapping pending a GPU reset (1 if pending).", value: |f| flag(f.row_remap_pending) },
-    GpuFamily { name: "DCGM_FI_DEV_ROW_REMAP_FAILURE", kind: Kind::Gauge, help: "Whether remapping of rows has failed (1 if failed).", value: |f| flag(f.row_remap_failure) },
-    GpuFamily { name: "DCGM_FI_DEV_PCIE_TX_THROUGHPUT", kind: Kind::Gauge, help: "PCIe transmit throughput (in KB/s).", value: |f| num(f.pcie_tx_kbps) },
-    GpuFamily { name: "DCGM_FI_DEV_PCIE_RX_THROUGHPUT", kind: Kind::Gauge, help: "PCIe receive throughput (in KB/s).", value: |f| num(f.pcie_rx_kbps) },
-    GpuFamily { name: "DCGM_FI_DEV_FAN_SPEED", kind: Kind::Gauge, help: "Fan speed (in %).", value: |f| num(f.fan_speed_percent) },
+    GpuFamily {
+        name: "DCGM_FI_DEV_SM_CLOCK",
+        kind: Kind::Gauge,
+        help: "SM clock frequency (in MHz).",
+        value: |f| num(f.sm_clock_mhz),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_MEM_CLOCK",
+        kind: Kind::Gauge,
+        help: "Memory clock frequency (in MHz).",
+        value: |f| num(f.mem_clock_mhz),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_GPU_TEMP",
+        kind: Kind::Gauge,
+        help: "GPU temperature (in C).",
+        value: |f| num(f.temperature_c),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_POWER_USAGE",
+        kind: Kind::Gauge,
+        help: "Power draw (in W).",
+        value: |f| f.power_usage_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+        kind: Kind::Gauge,
+        help: "Power management limit (in W).",
+        value: |f| f.power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
+        kind: Kind::Gauge,
+        help: "Enforced power limit (in W).",
+        value: |f| f.enforced_power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        kind: Kind::Untyped,
+        help: "Total energy consumption since boot (in mJ); monotonic.",
+        value: |f| u64_num(f.total_energy_mj),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_GPU_UTIL",
+        kind: Kind::Gauge,
+        help: "GPU utilization (in %).",
+        value: |f| num(f.gpu_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_MEM_COPY_UTIL",
+        kind: Kind::Gauge,
+        help: "Memory utilization (in %).",
+        value: |f| num(f.mem_copy_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_TOTAL",
+        kind: Kind::Gauge,
+        help: "Total framebuffer memory (in MiB).",
+        value: |f| f.fb_total_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_FREE",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory free (in MiB).",
+        value: |f| f.fb_free_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_USED",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory used (in MiB).",
+        value: |f| f.fb_used_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_RESERVED",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory reserved (in MiB).",
+        value: |f| f.fb_reserved_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+        kind: Kind::Gauge,
+        help: "Current clock throttle reasons (NVML bitmask).",
+        value: |f| u64_num(f.clock_throttle_reasons),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of single-bit volatile ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_sbe_volatile),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of double-bit volatile ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_dbe_volatile),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of single-bit persistent ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_sbe_aggregate),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of double-bit persistent ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_dbe_aggregate),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_SBE",
+        kind: Kind::Untyped,
+        help: "Total number of retired pages due to single-bit errors; monotonic.",
+        value: |f| u64_num(f.retired_pages_sbe),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_DBE",
+        kind: Kind::Untyped,
+        help: "Total number of retired pages due to double-bit errors; monotonic.",
+        value: |f| u64_num(f.retired_pages_dbe),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_PENDING",
+        kind: Kind::Gauge,
+        help: "Pages pending retirement (1 if any).",
+        value: |f| flag(f.retired_pages_pending),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        kind: Kind::Untyped,
+        help: "Number of remapped rows for correctable errors; monotonic.",
+        value: |f| u64_num(f.remapped_rows_correctable),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        kind: Kind::Untyped,
+        help: "Number of remapped rows for uncorrectable errors; monotonic.",
+        value: |f| u64_num(f.remapped_rows_uncorrectable),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ROW_REMAP_PENDING",
+        kind: Kind::Gauge,
+        help: "Row remapping pending a GPU reset (1 if pending).",
+        value: |f| flag(f.row_remap_pending),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+        kind: Kind::Gauge,
+        help: "Whether remapping of rows has failed (1 if failed).",
+        value: |f| flag(f.row_remap_failure),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_PCIE_TX_THROUGHPUT",
+        kind: Kind::Gauge,
+        help: "PCIe transmit throughput (in KB/s).",
+        value: |f| num(f.pcie_tx_kbps),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_PCIE_RX_THROUGHPUT",
+        kind: Kind::Gauge,
+        help: "PCIe receive throughput (in KB/s).",
+        value: |f| num(f.pcie_rx_kbps),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FAN_SPEED",
+        kind: Kind::Gauge,
+        help: "Fan speed (in %).",
+        value: |f| num(f.fan_speed_percent),
+    },
 ];
 
 /// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
@@ -189,22 +331,48 @@ impl ProcessStats {
 }
 
 /// Renders the whole `/metrics` page.
-pub fn render(snapshot: Option<&Snapshot>, model_label: ModelLabel, process: Option<ProcessStats>) -> String {
-    let mut e = Exposition { out: String::with_capacity(32 * 1024) };
+pub fn render(
+    snapshot: Option<&Snapshot>,
+    model_label: ModelLabel,
+    process: Option<ProcessStats>,
+) -> String {
+    let mut e = Exposition {
+        out: String::with_capacity(32 * 1024),
+    };
     if let Some(snapshot) = snapshot {
         render_gpus(&mut e, &snapshot.sample, model_label);
         render_host(&mut e, &snapshot.sample);
         render_agent(&mut e, snapshot);
     }
     if let Some(p) = process {
-        e.single("process_cpu_seconds_total", Kind::Counter, "Total user and system CPU time spent in seconds.", p.cpu_seconds);
-        e.single("process_resident_memory_bytes", Kind::Gauge, "Resident memory size in bytes.", p.resident_bytes as f64);
-        e.single("process_start_time_seconds", Kind::Gauge, "Start time of the process since unix epoch in seconds.", p.start_time_seconds);
+        e.single(
+            "process_cpu_seconds_total",
+            Kind::Counter,
+            "Total user and system CPU time spent in seconds.",
+            p.cpu_seconds,
+        );
+        e.single(
+            "process_resident_memory_bytes",
+            Kind::Gauge,
+            "Resident memory size in bytes.",
+            p.resident_bytes as f64,
+        );
+        e.single(
+            "process_start_time_seconds",
+            Kind::Gauge,
+            "Start time of the process since unix epoch in seconds.",
+            p.start_time_seconds,
+        );
     }
     e.out
 }
 
-fn gpu_labels<'a>(gpu: &'a GpuReading, device: &'a str, model_label: ModelLabel, hostname: &'a str) -> [(&'static str, &'a str); 6] {
+fn gpu_labels<'a>(
+    gpu: &'a GpuReading,
+    device: &'a str,
+    model_label: ModelLabel,
+    hostname: &'a str,
+) -> [(&'static str, &'a str); 6] {
     [
         ("gpu", device.strip_prefix("nvidia").unwrap_or(device)),
         ("UUID", &gpu.identity.uuid),
@@ -217,8 +385,18 @@ fn gpu_labels<'a>(gpu: &'a GpuReading, device: &'a str, model_label: ModelLabel,
 
 fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
     let hostname = sample.host.hostname.as_str();
-    let devices: Vec<String> = sample.gpus.iter().map(|g| format!("nvidia{}", g.identity.index)).collect();
-    let labelled = || sample.gpus.iter().zip(&devices).map(|(gpu, device)| (gpu, gpu_labels(gpu, device, model_label, hostname)));
+    let devices: Vec<String> = sample
+        .gpus
+        .iter()
+        .map(|g| format!("nvidia{}", g.identity.index))
+        .collect();
+    let labelled = || {
+        sample
+            .gpus
+            .iter()
+            .zip(&devices)
+            .map(|(gpu, device)| (gpu, gpu_labels(gpu, device, model_label, hostname)))
+    };
 
     for family in GPU_FAMILIES {
         let values: Vec<_> = labelled()
@@ -235,7 +413,11 @@ fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
     }
 
     if !sample.gpus.is_empty() {
-        e.family("DCGM_FI_DEV_XID_ERRORS", Kind::Gauge, "Value of the last XID error encountered (0 if none).");
+        e.family(
+            "DCGM_FI_DEV_XID_ERRORS",
+            Kind::Gauge,
+            "Value of the last XID error encountered (0 if none).",
+        );
         for (gpu, labels) in labelled() {
             let last = sample
                 .xids
@@ -244,13 +426,33 @@ fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
                 .map_or(0, |x| x.last);
             e.sample("DCGM_FI_DEV_XID_ERRORS", &labels, last as f64);
         }
-        e.family("gantry_gpu_up", Kind::Gauge, "Whether the GPU could be read in the last sample (1) or not (0).");
+        e.family(
+            "gantry_gpu_up",
+            Kind::Gauge,
+            "Whether the GPU could be read in the last sample (1) or not (0).",
+        );
         for (gpu, labels) in labelled() {
-            e.sample("gantry_gpu_up", &labels, if gpu.state == GpuState::Ok { 1.0 } else { 0.0 });
+            e.sample(
+                "gantry_gpu_up",
+                &labels,
+                if gpu.state == GpuState::Ok { 1.0 } else { 0.0 },
+            );
         }
-        e.family("gantry_gpu_lost", Kind::Gauge, "Whether the GPU has fallen off the bus (NVML GPU_IS_LOST).");
+        e.family(
+            "gantry_gpu_lost",
+            Kind::Gauge,
+            "Whether the GPU has fallen off the bus (NVML GPU_IS_LOST).",
+        );
         for (gpu, labels) in labelled() {
-            e.sample("gantry_gpu_lost", &labels, if gpu.state == GpuState::Lost { 1.0 } else { 0.0 });
+            e.sample(
+                "gantry_gpu_lost",
+                &labels,
+                if gpu.state == GpuState::Lost {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
         }
     }
 
@@ -261,14 +463,22 @@ fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
             "XID errors per GPU and code since the agent started, from NVML events and the kernel log, each event counted once.",
         );
         for xid in &sample.xids {
-            let gpu = xid.gpu.and_then(|index| sample.gpus.iter().find(|g| g.identity.index == index));
+            let gpu = xid
+                .gpu
+                .and_then(|index| sample.gpus.iter().find(|g| g.identity.index == index));
             let index = xid.gpu.map(|i| i.to_string()).unwrap_or_default();
             let uuid = gpu.map_or("", |g| g.identity.uuid.as_str());
             for (code, count) in &xid.by_code {
                 let code = code.to_string();
                 e.sample(
                     "gantry_gpu_xid_errors_total",
-                    &[("gpu", &index), ("UUID", uuid), ("pci_bus_id", &xid.pci_bus_id), ("Hostname", hostname), ("xid", &code)],
+                    &[
+                        ("gpu", &index),
+                        ("UUID", uuid),
+                        ("pci_bus_id", &xid.pci_bus_id),
+                        ("Hostname", hostname),
+                        ("xid", &code),
+                    ],
                     *count as f64,
                 );
             }
@@ -276,42 +486,152 @@ fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
     }
 }
 
+type DiskValue = fn(&DiskReading) -> u64;
+type NetworkValue = fn(&NetworkReading) -> u64;
+
 fn render_host(e: &mut Exposition, sample: &Sample) {
     let h = &sample.host;
-    e.single("gantry_host_cpus", Kind::Gauge, "Number of logical CPUs.", f64::from(h.cpu_count));
-    e.single("gantry_host_cpu_usage_ratio", Kind::Gauge, "Busy share of all CPUs over the last sampling interval (0-1).", f64::from(h.cpu_usage_percent) / 100.0);
-    e.single("gantry_host_load1", Kind::Gauge, "1-minute load average.", h.load1);
-    e.single("gantry_host_load5", Kind::Gauge, "5-minute load average.", h.load5);
-    e.single("gantry_host_load15", Kind::Gauge, "15-minute load average.", h.load15);
-    e.single("gantry_host_memory_total_bytes", Kind::Gauge, "Total memory.", h.mem_total_bytes as f64);
-    e.single("gantry_host_memory_used_bytes", Kind::Gauge, "Used memory.", h.mem_used_bytes as f64);
-    e.single("gantry_host_memory_available_bytes", Kind::Gauge, "Memory available for new work.", h.mem_available_bytes as f64);
-    e.single("gantry_host_swap_total_bytes", Kind::Gauge, "Total swap.", h.swap_total_bytes as f64);
-    e.single("gantry_host_swap_used_bytes", Kind::Gauge, "Used swap.", h.swap_used_bytes as f64);
-    e.single("gantry_host_uptime_seconds", Kind::Gauge, "Time since the host booted.", h.uptime_s as f64);
+    e.single(
+        "gantry_host_cpus",
+        Kind::Gauge,
+        "Number of logical CPUs.",
+        f64::from(h.cpu_count),
+    );
+    e.single(
+        "gantry_host_cpu_usage_ratio",
+        Kind::Gauge,
+        "Busy share of all CPUs over the last sampling interval (0-1).",
+        f64::from(h.cpu_usage_percent) / 100.0,
+    );
+    e.single(
+        "gantry_host_load1",
+        Kind::Gauge,
+        "1-minute load average.",
+        h.load1,
+    );
+    e.single(
+        "gantry_host_load5",
+        Kind::Gauge,
+        "5-minute load average.",
+        h.load5,
+    );
+    e.single(
+        "gantry_host_load15",
+        Kind::Gauge,
+        "15-minute load average.",
+        h.load15,
+    );
+    e.single(
+        "gantry_host_memory_total_bytes",
+        Kind::Gauge,
+        "Total memory.",
+        h.mem_total_bytes as f64,
+    );
+    e.single(
+        "gantry_host_memory_used_bytes",
+        Kind::Gauge,
+        "Used memory.",
+        h.mem_used_bytes as f64,
+    );
+    e.single(
+        "gantry_host_memory_available_bytes",
+        Kind::Gauge,
+        "Memory available for new work.",
+        h.mem_available_bytes as f64,
+    );
+    e.single(
+        "gantry_host_swap_total_bytes",
+        Kind::Gauge,
+        "Total swap.",
+        h.swap_total_bytes as f64,
+    );
+    e.single(
+        "gantry_host_swap_used_bytes",
+        Kind::Gauge,
+        "Used swap.",
+        h.swap_used_bytes as f64,
+    );
+    e.single(
+        "gantry_host_uptime_seconds",
+        Kind::Gauge,
+        "Time since the host booted.",
+        h.uptime_s as f64,
+    );
 
-    let disk_families: [(&str, Kind, &str, fn(&gantry_shared::telemetry::DiskReading) -> u64); 4] = [
-        ("gantry_host_filesystem_size_bytes", Kind::Gauge, "File system size.", |d| d.total_bytes),
-        ("gantry_host_filesystem_avail_bytes", Kind::Gauge, "File system space available to unprivileged users.", |d| d.available_bytes),
-        ("gantry_host_disk_read_bytes_total", Kind::Counter, "Bytes read from the file system's device.", |d| d.read_bytes_total),
-        ("gantry_host_disk_written_bytes_total", Kind::Counter, "Bytes written to the file system's device.", |d| d.written_bytes_total),
+    let disk_families: [(&str, Kind, &str, DiskValue); 4] = [
+        (
+            "gantry_host_filesystem_size_bytes",
+            Kind::Gauge,
+            "File system size.",
+            |d| d.total_bytes,
+        ),
+        (
+            "gantry_host_filesystem_avail_bytes",
+            Kind::Gauge,
+            "File system space available to unprivileged users.",
+            |d| d.available_bytes,
+        ),
+        (
+            "gantry_host_disk_read_bytes_total",
+            Kind::Counter,
+            "Bytes read from the file system's device.",
+            |d| d.read_bytes_total,
+        ),
+        (
+            "gantry_host_disk_written_bytes_total",
+            Kind::Counter,
+            "Bytes written to the file system's device.",
+            |d| d.written_bytes_total,
+        ),
     ];
     if !h.disks.is_empty() {
         for (name, kind, help, value) in disk_families {
             e.family(name, kind, help);
             for d in &h.disks {
-                e.sample(name, &[("device", &d.device), ("mountpoint", &d.mount_point), ("fstype", &d.file_system)], value(d) as f64);
+                e.sample(
+                    name,
+                    &[
+                        ("device", &d.device),
+                        ("mountpoint", &d.mount_point),
+                        ("fstype", &d.file_system),
+                    ],
+                    value(d) as f64,
+                );
             }
         }
     }
 
-    let net_families: [(&str, &str, fn(&gantry_shared::telemetry::NetworkReading) -> u64); 6] = [
-        ("gantry_host_network_receive_bytes_total", "Bytes received.", |n| n.rx_bytes_total),
-        ("gantry_host_network_transmit_bytes_total", "Bytes transmitted.", |n| n.tx_bytes_total),
-        ("gantry_host_network_receive_packets_total", "Packets received.", |n| n.rx_packets_total),
-        ("gantry_host_network_transmit_packets_total", "Packets transmitted.", |n| n.tx_packets_total),
-        ("gantry_host_network_receive_errors_total", "Receive errors.", |n| n.rx_errors_total),
-        ("gantry_host_network_transmit_errors_total", "Transmit errors.", |n| n.tx_errors_total),
+    let net_families: [(&str, &str, NetworkValue); 6] = [
+        (
+            "gantry_host_network_receive_bytes_total",
+            "Bytes received.",
+            |n| n.rx_bytes_total,
+        ),
+        (
+            "gantry_host_network_transmit_bytes_total",
+            "Bytes transmitted.",
+            |n| n.tx_bytes_total,
+        ),
+        (
+            "gantry_host_network_receive_packets_total",
+            "Packets received.",
+            |n| n.rx_packets_total,
+        ),
+        (
+            "gantry_host_network_transmit_packets_total",
+            "Packets transmitted.",
+            |n| n.tx_packets_total,
+        ),
+        (
+            "gantry_host_network_receive_errors_total",
+            "Receive errors.",
+            |n| n.rx_errors_total,
+        ),
+        (
+            "gantry_host_network_transmit_errors_total",
+            "Transmit errors.",
+            |n| n.tx_errors_total,
+        ),
     ];
     if !h.networks.is_empty() {
         for (name, help, value) in net_families {
@@ -323,33 +643,117 @@ fn render_host(e: &mut Exposition, sample: &Sample) {
     }
 
     if let Some(state) = &h.state_dir {
-        e.family("gantry_agent_state_dir_free_bytes", Kind::Gauge, "Free space on the file system of the agent's state directory.");
-        e.sample("gantry_agent_state_dir_free_bytes", &[("path", &state.path)], state.free_bytes as f64);
-        e.family("gantry_agent_state_dir_size_bytes", Kind::Gauge, "Size of the file system of the agent's state directory.");
-        e.sample("gantry_agent_state_dir_size_bytes", &[("path", &state.path)], state.total_bytes as f64);
+        e.family(
+            "gantry_agent_state_dir_free_bytes",
+            Kind::Gauge,
+            "Free space on the file system of the agent's state directory.",
+        );
+        e.sample(
+            "gantry_agent_state_dir_free_bytes",
+            &[("path", &state.path)],
+            state.free_bytes as f64,
+        );
+        e.family(
+            "gantry_agent_state_dir_size_bytes",
+            Kind::Gauge,
+            "Size of the file system of the agent's state directory.",
+        );
+        e.sample(
+            "gantry_agent_state_dir_size_bytes",
+            &[("path", &state.path)],
+            state.total_bytes as f64,
+        );
     }
 }
 
 fn render_agent(e: &mut Exposition, snapshot: &Snapshot) {
     let stats: &SamplerStats = &snapshot.stats;
-    e.family("gantry_agent_info", Kind::Gauge, "Agent version and NVML library (always 1).");
+    e.family(
+        "gantry_agent_info",
+        Kind::Gauge,
+        "Agent version and NVML library (always 1).",
+    );
     e.sample(
         "gantry_agent_info",
-        &[("version", env!("CARGO_PKG_VERSION")), ("nvml_library", &stats.nvml_library)],
+        &[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("nvml_library", &stats.nvml_library),
+        ],
         1.0,
     );
-    e.single("gantry_agent_nvml_up", Kind::Gauge, "Whether NVML is initialised and GPU telemetry is available.", if snapshot.sample.nvml.is_available() { 1.0 } else { 0.0 });
-    e.single("gantry_agent_gpus", Kind::Gauge, "GPUs NVML enumerated.", snapshot.sample.gpus.len() as f64);
-    e.single("gantry_agent_samples_total", Kind::Counter, "Telemetry samples taken.", stats.samples_total as f64);
-    e.single("gantry_agent_sample_cpu_seconds_total", Kind::Counter, "CPU time the sampler thread spent taking samples.", stats.sample_cpu.as_secs_f64());
-    e.single("gantry_agent_last_sample_duration_seconds", Kind::Gauge, "Wall time the last sample took.", stats.last_sample_duration.as_secs_f64());
-    e.single("gantry_agent_last_sample_timestamp_seconds", Kind::Gauge, "When the last sample was taken, since the Unix epoch.", snapshot.sample.taken_at_ms as f64 / 1000.0);
-    e.single("gantry_agent_sampling_interval_seconds", Kind::Gauge, "Configured sampling interval.", stats.interval.as_secs_f64());
-    e.family("gantry_agent_xid_events_total", Kind::Counter, "XID events seen per source, before de-duplication.");
-    e.sample("gantry_agent_xid_events_total", &[("source", "nvml")], stats.xid_events_nvml as f64);
-    e.sample("gantry_agent_xid_events_total", &[("source", "kernel_log")], stats.xid_events_kernel_log as f64);
-    e.single("gantry_agent_xid_duplicates_total", Kind::Counter, "XID events reported by both sources and counted once.", stats.xid_duplicates as f64);
-    e.single("gantry_agent_kernel_log_readable", Kind::Gauge, "Whether the kernel log is being read for XIDs.", if stats.kernel_log_readable { 1.0 } else { 0.0 });
+    e.single(
+        "gantry_agent_nvml_up",
+        Kind::Gauge,
+        "Whether NVML is initialised and GPU telemetry is available.",
+        if snapshot.sample.nvml.is_available() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    e.single(
+        "gantry_agent_gpus",
+        Kind::Gauge,
+        "GPUs NVML enumerated.",
+        snapshot.sample.gpus.len() as f64,
+    );
+    e.single(
+        "gantry_agent_samples_total",
+        Kind::Counter,
+        "Telemetry samples taken.",
+        stats.samples_total as f64,
+    );
+    e.single(
+        "gantry_agent_sample_cpu_seconds_total",
+        Kind::Counter,
+        "CPU time the sampler thread spent taking samples.",
+        stats.sample_cpu.as_secs_f64(),
+    );
+    e.single(
+        "gantry_agent_last_sample_duration_seconds",
+        Kind::Gauge,
+        "Wall time the last sample took.",
+        stats.last_sample_duration.as_secs_f64(),
+    );
+    e.single(
+        "gantry_agent_last_sample_timestamp_seconds",
+        Kind::Gauge,
+        "When the last sample was taken, since the Unix epoch.",
+        snapshot.sample.taken_at_ms as f64 / 1000.0,
+    );
+    e.single(
+        "gantry_agent_sampling_interval_seconds",
+        Kind::Gauge,
+        "Configured sampling interval.",
+        stats.interval.as_secs_f64(),
+    );
+    e.family(
+        "gantry_agent_xid_events_total",
+        Kind::Counter,
+        "XID events seen per source, before de-duplication.",
+    );
+    e.sample(
+        "gantry_agent_xid_events_total",
+        &[("source", "nvml")],
+        stats.xid_events_nvml as f64,
+    );
+    e.sample(
+        "gantry_agent_xid_events_total",
+        &[("source", "kernel_log")],
+        stats.xid_events_kernel_log as f64,
+    );
+    e.single(
+        "gantry_agent_xid_duplicates_total",
+        Kind::Counter,
+        "XID events reported by both sources and counted once.",
+        stats.xid_duplicates as f64,
+    );
+    e.single(
+        "gantry_agent_kernel_log_readable",
+        Kind::Gauge,
+        "Whether the kernel log is being read for XIDs.",
+        if stats.kernel_log_readable { 1.0 } else { 0.0 },
+    );
 }
 
 #[cfg(test)]

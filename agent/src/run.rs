@@ -23,7 +23,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot listen on {addr} (metrics.listen); is another agent or dcgm-exporter using the port?")]
+    #[error(
+        "cannot listen on {addr} (metrics.listen); is another agent or dcgm-exporter using the port?"
+    )]
     Listen {
         addr: std::net::SocketAddr,
         #[source]
@@ -40,7 +42,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     create_state_dir(&config.state_dir)?;
     let listener = TcpListener::bind(config.metrics_listen)
         .await
-        .map_err(|source| RunError::Listen { addr: config.metrics_listen, source })?;
+        .map_err(|source| RunError::Listen {
+            addr: config.metrics_listen,
+            source,
+        })?;
     let local = listener.local_addr().map_err(RunError::Serve)?;
 
     if let Some(sim) = &config.nvml.simulate {
@@ -79,7 +84,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Ok(Ok(Ok(()))) => tracing::debug!("sampler joined"),
         Ok(Ok(Err(_))) => tracing::error!("the sampler thread panicked"),
         Ok(Err(e)) => tracing::error!(error = %e, "waiting for the sampler failed"),
-        Err(_) => tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway"),
+        Err(_) => {
+            tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway")
+        }
     }
     served.map_err(RunError::Serve)?;
     tracing::info!("agent stopped");
@@ -92,7 +99,10 @@ fn create_state_dir(path: &std::path::Path) -> Result<(), RunError> {
         .recursive(true)
         .mode(0o750)
         .create(path)
-        .map_err(|source| RunError::StateDir { path: path.to_owned(), source })
+        .map_err(|source| RunError::StateDir {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

@@ -40,7 +40,9 @@ pub struct SimulatedGpus {
 /// Why the status could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("cannot connect to the agent at {addr}; is `gantry-agent run` running and listening there?")]
+    #[error(
+        "cannot connect to the agent at {addr}; is `gantry-agent run` running and listening there?"
+    )]
     Connect {
         addr: SocketAddr,
         #[source]
@@ -55,7 +57,10 @@ pub enum StatusError {
         source: hyper::Error,
     },
     #[error("the agent at {addr} answered {status}")]
-    Status { addr: SocketAddr, status: hyper::StatusCode },
+    Status {
+        addr: SocketAddr,
+        status: hyper::StatusCode,
+    },
     #[error("the agent at {addr} sent a status this version cannot read")]
     Decode {
         addr: SocketAddr,
@@ -65,14 +70,19 @@ pub enum StatusError {
 }
 
 /// Fetches `path` from the agent's local endpoint.
-pub async fn fetch_raw(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Bytes, StatusError> {
+pub async fn fetch_raw(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<Bytes, StatusError> {
     let exchange = async {
         let stream = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|source| StatusError::Connect { addr, source })?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|source| StatusError::Http { addr, source })?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|source| StatusError::Http { addr, source })?;
         let connection = tokio::spawn(connection);
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, addr.to_string())
@@ -83,7 +93,10 @@ pub async fn fetch_raw(addr: SocketAddr, path: &str, timeout: Duration) -> Resul
             .await
             .map_err(|source| StatusError::Http { addr, source })?;
         if !response.status().is_success() {
-            return Err(StatusError::Status { addr, status: response.status() });
+            return Err(StatusError::Status {
+                addr,
+                status: response.status(),
+            });
         }
         let body = response
             .into_body()
@@ -110,7 +123,10 @@ fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
 }
 
 fn gib(bytes: Option<u64>) -> String {
-    bytes.map_or_else(|| "-".to_owned(), |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64))
+    bytes.map_or_else(
+        || "-".to_owned(),
+        |b| format!("{:.1}", b as f64 / (1u64 << 30) as f64),
+    )
 }
 
 /// The readable form: agent summary, one row per GPU, XIDs, host summary.
@@ -130,7 +146,10 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
     };
     let age = Duration::from_millis(now_ms.saturating_sub(sample.taken_at_ms) / 100 * 100);
     match &sample.nvml {
-        NvmlStatus::Available { driver_version, library } => {
+        NvmlStatus::Available {
+            driver_version,
+            library,
+        } => {
             let _ = writeln!(
                 out,
                 "NVML: driver {} ({library}){}  last sample {} ago",
@@ -138,7 +157,10 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 status
                     .simulated
                     .as_ref()
-                    .map(|s| format!(", simulated {} x {}, faults via {}", s.gpus, s.model, s.control_file))
+                    .map(|s| format!(
+                        ", simulated {} x {}, faults via {}",
+                        s.gpus, s.model, s.control_file
+                    ))
                     .unwrap_or_default(),
                 humantime::format_duration(age)
             );
@@ -152,17 +174,34 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
         let _ = writeln!(
             out,
             "{:<3} {:<24} {:<10} {:>5} {:>13} {:>5} {:>11} {:>6} {:>8} {:<22}",
-            "GPU", "NAME", "STATE", "UTIL%", "MEM GiB", "TEMP", "POWER W", "SM MHz", "ECC DBE", "THROTTLE"
+            "GPU",
+            "NAME",
+            "STATE",
+            "UTIL%",
+            "MEM GiB",
+            "TEMP",
+            "POWER W",
+            "SM MHz",
+            "ECC DBE",
+            "THROTTLE"
         );
         for gpu in &sample.gpus {
             let _ = writeln!(out, "{}", gpu_row(gpu));
         }
         for gpu in &sample.gpus {
-            let _ = writeln!(out, "  gpu {} uuid {} pci {}", gpu.identity.index, gpu.identity.uuid, gpu.identity.pci_bus_id);
+            let _ = writeln!(
+                out,
+                "  gpu {} uuid {} pci {}",
+                gpu.identity.index, gpu.identity.uuid, gpu.identity.pci_bus_id
+            );
         }
     }
     for xid in &sample.xids {
-        let codes: Vec<String> = xid.by_code.iter().map(|(code, n)| format!("xid {code} x{n}")).collect();
+        let codes: Vec<String> = xid
+            .by_code
+            .iter()
+            .map(|(code, n)| format!("xid {code} x{n}"))
+            .collect();
         let _ = writeln!(
             out,
             "XID gpu {} ({}): {} (last {})",
@@ -213,7 +252,11 @@ fn gpu_row(gpu: &GpuReading) -> String {
         || "-".to_owned(),
         |bits| {
             let names = throttle_reason_names(bits);
-            if names.is_empty() { "none".to_owned() } else { names.join(",") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(",")
+            }
         },
     );
     let mut name = gpu.identity.name.clone();

@@ -18,7 +18,9 @@ fn uuid(model_key: &str, gpu: u32) -> String {
 #[test]
 fn simulated_gpu_readings_arrive_in_metrics_and_status() {
     let agent = AgentBuilder::new().simulate(4, "h100").start();
-    let m = agent.wait_metrics("four GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 4);
+    let m = agent.wait_metrics("four GPUs", |m| {
+        m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 4
+    });
 
     for gpu in 0..4u32 {
         let id = gpu.to_string();
@@ -29,7 +31,9 @@ fn simulated_gpu_readings_arrive_in_metrics_and_status() {
             ("device", &device),
             ("modelName", H100),
         ];
-        let util = m.value("DCGM_FI_DEV_GPU_UTIL", &labels).expect("utilisation");
+        let util = m
+            .value("DCGM_FI_DEV_GPU_UTIL", &labels)
+            .expect("utilisation");
         assert!((0.0..=100.0).contains(&util));
         assert_eq!(m.value("DCGM_FI_DEV_FB_TOTAL", &labels), Some(81_559.0));
         let used = m.value("DCGM_FI_DEV_FB_USED", &labels).unwrap();
@@ -37,30 +41,60 @@ fn simulated_gpu_readings_arrive_in_metrics_and_status() {
         assert!(used > 0.0 && free > 0.0 && used + free <= 81_559.0);
         let power = m.value("DCGM_FI_DEV_POWER_USAGE", &labels).unwrap();
         assert!((70.0..=700.0).contains(&power), "power {power}");
-        assert_eq!(m.value("DCGM_FI_DEV_POWER_MGMT_LIMIT", &labels), Some(700.0));
+        assert_eq!(
+            m.value("DCGM_FI_DEV_POWER_MGMT_LIMIT", &labels),
+            Some(700.0)
+        );
         assert!(m.value("DCGM_FI_DEV_GPU_TEMP", &labels).unwrap() > 30.0);
         assert!(m.value("DCGM_FI_DEV_SM_CLOCK", &labels).unwrap() > 1000.0);
         assert_eq!(m.value("DCGM_FI_DEV_MEM_CLOCK", &labels), Some(2619.0));
         assert_eq!(m.value("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &labels), Some(0.0));
-        assert_eq!(m.value("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", &labels), Some(f64::from(gpu * 3)));
-        assert_eq!(m.value("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &labels), Some(0.0));
+        assert_eq!(
+            m.value("DCGM_FI_DEV_ECC_SBE_AGG_TOTAL", &labels),
+            Some(f64::from(gpu * 3))
+        );
+        assert_eq!(
+            m.value("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &labels),
+            Some(0.0)
+        );
         assert!(m.value("DCGM_FI_DEV_PCIE_RX_THROUGHPUT", &labels).unwrap() > 0.0);
-        assert!(m.value("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &labels).unwrap() > 0.0);
+        assert!(
+            m.value("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &labels)
+                .unwrap()
+                > 0.0
+        );
         assert_eq!(m.value("DCGM_FI_DEV_XID_ERRORS", &labels), Some(0.0));
         assert_eq!(m.value("gantry_gpu_up", &labels), Some(1.0));
     }
     assert_eq!(m.value("gantry_agent_nvml_up", &[]), Some(1.0));
     assert_eq!(m.value("gantry_agent_gpus", &[]), Some(4.0));
     assert!(m.value("gantry_host_memory_total_bytes", &[]).unwrap() > 0.0);
-    assert!(m.value("gantry_host_network_receive_bytes_total", &[("interface", "lo")]).is_some());
+    assert!(
+        m.value(
+            "gantry_host_network_receive_bytes_total",
+            &[("interface", "lo")]
+        )
+        .is_some()
+    );
     assert!(m.values("gantry_agent_state_dir_free_bytes", &[])[0].1 > 0.0);
     assert!(m.value("process_resident_memory_bytes", &[]).unwrap() > 0.0);
 
     // Values move over time.
-    let first: Vec<f64> = m.values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[]).iter().map(|v| v.1).collect();
+    let first: Vec<f64> = m
+        .values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[])
+        .iter()
+        .map(|v| v.1)
+        .collect();
     let later = agent.wait_samples(3.0);
-    let second: Vec<f64> = later.values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[]).iter().map(|v| v.1).collect();
-    assert!(first.iter().zip(&second).all(|(a, b)| b > a), "{first:?} then {second:?}");
+    let second: Vec<f64> = later
+        .values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[])
+        .iter()
+        .map(|v| v.1)
+        .collect();
+    assert!(
+        first.iter().zip(&second).all(|(a, b)| b > a),
+        "{first:?} then {second:?}"
+    );
 
     // `status --json` carries the same GPUs.
     let status: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
@@ -88,10 +122,17 @@ fn fields_a_gpu_does_not_support_are_left_out_not_zero() {
     // H100 SXM: no fans, row remapping instead of page retirement.
     let h100 = AgentBuilder::new().simulate(2, "h100").start();
     let m = h100.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 2);
-    assert!(!m.has_family("DCGM_FI_DEV_FAN_SPEED"), "fan speed reported for a fanless GPU");
+    assert!(
+        !m.has_family("DCGM_FI_DEV_FAN_SPEED"),
+        "fan speed reported for a fanless GPU"
+    );
     assert!(!m.has_family("DCGM_FI_DEV_RETIRED_DBE"));
     assert!(!m.has_family("DCGM_FI_DEV_RETIRED_PENDING"));
-    assert_eq!(m.values("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &[]).len(), 2);
+    assert_eq!(
+        m.values("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &[])
+            .len(),
+        2
+    );
     let status: serde_json::Value = serde_json::from_str(&h100.status_cli(true)).unwrap();
     let fields = &status["sample"]["gpus"][0]["fields"];
     assert!(fields.get("fan_speed_percent").is_none(), "{fields}");
@@ -118,12 +159,22 @@ fn overheating_gpu_shows_thermal_throttling_and_recovers() {
     agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_TEMP", &[]).len() == 3);
 
     control.update_device(1, |d| d.overheat = true).unwrap();
-    let m = agent.wait_metrics("GPU 1 hot", |m| m.value("DCGM_FI_DEV_GPU_TEMP", &[("gpu", "1")]) == Some(93.0));
-    let reasons = m.value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", "1")]).unwrap() as u64;
-    assert_eq!(reasons & 0x60, 0x60, "thermal throttle bits in {reasons:#x}");
+    let m = agent.wait_metrics("GPU 1 hot", |m| {
+        m.value("DCGM_FI_DEV_GPU_TEMP", &[("gpu", "1")]) == Some(93.0)
+    });
+    let reasons = m
+        .value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", "1")])
+        .unwrap() as u64;
+    assert_eq!(
+        reasons & 0x60,
+        0x60,
+        "thermal throttle bits in {reasons:#x}"
+    );
     for cool in ["0", "2"] {
         assert!(m.value("DCGM_FI_DEV_GPU_TEMP", &[("gpu", cool)]).unwrap() < 80.0);
-        let bits = m.value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", cool)]).unwrap() as u64;
+        let bits = m
+            .value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", cool)])
+            .unwrap() as u64;
         assert_eq!(bits & 0x60, 0);
     }
     let table = agent.status_cli(false);
@@ -131,9 +182,12 @@ fn overheating_gpu_shows_thermal_throttling_and_recovers() {
 
     control.update_device(1, |d| d.overheat = false).unwrap();
     let m = agent.wait_metrics("GPU 1 cool", |m| {
-        m.value("DCGM_FI_DEV_GPU_TEMP", &[("gpu", "1")]).is_some_and(|t| t < 80.0)
+        m.value("DCGM_FI_DEV_GPU_TEMP", &[("gpu", "1")])
+            .is_some_and(|t| t < 80.0)
     });
-    let bits = m.value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", "1")]).unwrap() as u64;
+    let bits = m
+        .value("DCGM_FI_DEV_CLOCK_THROTTLE_REASONS", &[("gpu", "1")])
+        .unwrap() as u64;
     assert_eq!(bits & 0x60, 0);
 }
 
@@ -144,19 +198,39 @@ fn uncorrectable_ecc_errors_are_counted_with_remapped_rows() {
     let agent = builder.start();
     agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 3);
 
-    control.update_device(2, |d| d.ecc_uncorrectable = 3).unwrap();
+    control
+        .update_device(2, |d| d.ecc_uncorrectable = 3)
+        .unwrap();
     let m = agent.wait_metrics("ECC errors", |m| {
         m.value("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &[("gpu", "2")]) == Some(3.0)
     });
-    assert_eq!(m.value("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", &[("gpu", "2")]), Some(3.0));
-    assert_eq!(m.value("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &[("gpu", "2")]), Some(3.0));
-    assert_eq!(m.value("DCGM_FI_DEV_ROW_REMAP_PENDING", &[("gpu", "2")]), Some(1.0));
-    assert_eq!(m.value("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &[("gpu", "0")]), Some(0.0));
-    assert_eq!(m.value("DCGM_FI_DEV_ROW_REMAP_PENDING", &[("gpu", "0")]), Some(0.0));
+    assert_eq!(
+        m.value("DCGM_FI_DEV_ECC_DBE_AGG_TOTAL", &[("gpu", "2")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS", &[("gpu", "2")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_ROW_REMAP_PENDING", &[("gpu", "2")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", &[("gpu", "0")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_ROW_REMAP_PENDING", &[("gpu", "0")]),
+        Some(0.0)
+    );
 }
 
 fn xid_count(m: &Metrics, gpu: &str, code: &str) -> Option<f64> {
-    m.value("gantry_gpu_xid_errors_total", &[("gpu", gpu), ("xid", code)])
+    m.value(
+        "gantry_gpu_xid_errors_total",
+        &[("gpu", gpu), ("xid", code)],
+    )
 }
 
 #[test]
@@ -170,7 +244,10 @@ fn xid_counters_count_each_event_once_and_a_lost_gpu_does_not_stop_the_others() 
     agent.wait_metrics("first XID 48", |m| xid_count(m, "0", "48") == Some(1.0));
     control.inject_xid(0, 48).unwrap();
     let m = agent.wait_metrics("second XID 48", |m| xid_count(m, "0", "48") == Some(2.0));
-    assert_eq!(m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "0")]), Some(48.0));
+    assert_eq!(
+        m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "0")]),
+        Some(48.0)
+    );
     // Further samples do not count the same events again.
     let m = agent.wait_samples(5.0);
     assert_eq!(xid_count(&m, "0", "48"), Some(2.0));
@@ -178,11 +255,23 @@ fn xid_counters_count_each_event_once_and_a_lost_gpu_does_not_stop_the_others() 
 
     // GPU 2 falls off the bus.
     control.fall_off_bus(2).unwrap();
-    let m = agent.wait_metrics("GPU 2 lost", |m| m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0));
+    let m = agent.wait_metrics("GPU 2 lost", |m| {
+        m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0)
+    });
     assert_eq!(xid_count(&m, "2", "79"), Some(1.0));
-    assert_eq!(m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "2")]), Some(79.0));
-    assert_eq!(m.value("gantry_gpu_up", &[("gpu", "2"), ("UUID", &uuid("h100", 2))]), Some(0.0));
-    assert_eq!(m.value("DCGM_FI_DEV_GPU_UTIL", &[("gpu", "2")]), None, "a lost GPU reports no readings");
+    assert_eq!(
+        m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "2")]),
+        Some(79.0)
+    );
+    assert_eq!(
+        m.value("gantry_gpu_up", &[("gpu", "2"), ("UUID", &uuid("h100", 2))]),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_GPU_UTIL", &[("gpu", "2")]),
+        None,
+        "a lost GPU reports no readings"
+    );
     let before: Vec<f64> = m
         .values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[])
         .iter()
@@ -190,20 +279,32 @@ fn xid_counters_count_each_event_once_and_a_lost_gpu_does_not_stop_the_others() 
         .collect();
     assert_eq!(before.len(), 3, "the three other GPUs keep reporting");
     let m = agent.wait_samples(3.0);
-    let after: Vec<f64> = m.values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[]).iter().map(|v| v.1).collect();
+    let after: Vec<f64> = m
+        .values("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", &[])
+        .iter()
+        .map(|v| v.1)
+        .collect();
     assert_eq!(after.len(), 3);
-    assert!(before.iter().zip(&after).all(|(a, b)| b > a), "others still sampled: {before:?} {after:?}");
+    assert!(
+        before.iter().zip(&after).all(|(a, b)| b > a),
+        "others still sampled: {before:?} {after:?}"
+    );
     let table = agent.status_cli(false);
     assert!(table.contains("LOST"), "{table}");
     assert!(table.contains("xid 79 x1"), "{table}");
     assert!(
-        agent.logs().iter().any(|l| l.contains("GPU has fallen off the bus") && l.contains("ERROR")),
+        agent
+            .logs()
+            .iter()
+            .any(|l| l.contains("GPU has fallen off the bus") && l.contains("ERROR")),
         "the loss is logged at ERROR"
     );
 
     // A reset brings it back; its counters are kept.
     control.update_device(2, |d| d.lost = false).unwrap();
-    let m = agent.wait_metrics("GPU 2 back", |m| m.value("gantry_gpu_up", &[("gpu", "2")]) == Some(1.0));
+    let m = agent.wait_metrics("GPU 2 back", |m| {
+        m.value("gantry_gpu_up", &[("gpu", "2")]) == Some(1.0)
+    });
     assert_eq!(m.value("gantry_gpu_lost", &[("gpu", "2")]), Some(0.0));
     assert_eq!(xid_count(&m, "2", "79"), Some(1.0));
 }
@@ -214,36 +315,63 @@ fn kernel_log_xids_are_counted_and_not_double_counted_with_nvml_events() {
     let kernel_log = builder.state_dir().parent().unwrap().join("kern.log");
     std::fs::write(&kernel_log, "boot messages\n").unwrap();
     let control = builder.control();
-    let agent = builder.arg("--kernel-log").arg(kernel_log.to_str().unwrap()).start();
+    let agent = builder
+        .arg("--kernel-log")
+        .arg(kernel_log.to_str().unwrap())
+        .start();
     let m = agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 4);
     assert_eq!(m.value("gantry_agent_kernel_log_readable", &[]), Some(1.0));
 
     // The same XID 48 on GPU 1 (bus 2A), seen by NVML and then logged by the kernel.
     control.inject_xid(1, 48).unwrap();
     agent.wait_metrics("NVML XID", |m| xid_count(m, "1", "48") == Some(1.0));
-    let mut log = std::fs::OpenOptions::new().append(true).open(&kernel_log).unwrap();
-    writeln!(log, "NVRM: Xid (PCI:0000:2a:00): 48, pid=4242, name=python3, An uncorrectable double bit error").unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&kernel_log)
+        .unwrap();
+    writeln!(
+        log,
+        "NVRM: Xid (PCI:0000:2a:00): 48, pid=4242, name=python3, An uncorrectable double bit error"
+    )
+    .unwrap();
     let m = agent.wait_metrics("kernel log read", |m| {
         m.value("gantry_agent_xid_events_total", &[("source", "kernel_log")]) == Some(1.0)
     });
-    assert_eq!(xid_count(&m, "1", "48"), Some(1.0), "one event, two reports, counted once");
+    assert_eq!(
+        xid_count(&m, "1", "48"),
+        Some(1.0),
+        "one event, two reports, counted once"
+    );
     assert_eq!(m.value("gantry_agent_xid_duplicates_total", &[]), Some(1.0));
 
     // An XID only the kernel log knows about, on GPU 3 (bus 5D).
-    writeln!(log, "NVRM: Xid (PCI:0000:5d:00): 13, pid=1, name=train, Graphics SM Warp Exception").unwrap();
+    writeln!(
+        log,
+        "NVRM: Xid (PCI:0000:5d:00): 13, pid=1, name=train, Graphics SM Warp Exception"
+    )
+    .unwrap();
     let m = agent.wait_metrics("kernel-only XID", |m| xid_count(m, "3", "13") == Some(1.0));
-    assert_eq!(m.value("gantry_agent_xid_events_total", &[("source", "nvml")]), Some(1.0));
-    assert_eq!(m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "3")]), Some(13.0));
+    assert_eq!(
+        m.value("gantry_agent_xid_events_total", &[("source", "nvml")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "3")]),
+        Some(13.0)
+    );
 }
 
 #[test]
 fn without_nvml_the_agent_warns_once_and_reports_host_metrics() {
     let agent = AgentBuilder::new()
-        .config("[nvml]\nlibrary = \"/nonexistent/libnvidia-ml.so.1\"\nretry_interval = \"100ms\"\n")
+        .config(
+            "[nvml]\nlibrary = \"/nonexistent/libnvidia-ml.so.1\"\nretry_interval = \"100ms\"\n",
+        )
         .start();
     // Several retries happen; the warning is still said once.
     let m = agent.wait_metrics("host metrics", |m| {
-        m.value("gantry_agent_samples_total", &[]).is_some_and(|n| n >= 5.0)
+        m.value("gantry_agent_samples_total", &[])
+            .is_some_and(|n| n >= 5.0)
     });
     assert_eq!(m.value("gantry_agent_nvml_up", &[]), Some(0.0));
     assert!(m.value("gantry_host_memory_total_bytes", &[]).unwrap() > 0.0);
@@ -254,7 +382,10 @@ fn without_nvml_the_agent_warns_once_and_reports_host_metrics() {
         .filter(|l| l.contains("\"WARN\"") && l.contains("NVML is not available"))
         .collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("/nonexistent/libnvidia-ml.so.1"), "the warning names the library");
+    assert!(
+        warnings[0].contains("/nonexistent/libnvidia-ml.so.1"),
+        "the warning names the library"
+    );
     let table = agent.status_cli(false);
     assert!(table.contains("NVML unavailable"), "{table}");
 }
@@ -272,8 +403,17 @@ fn nvml_init_failure_is_survived_and_gpus_appear_when_it_clears() {
     assert!(m.value("gantry_host_cpus", &[]).unwrap() >= 1.0);
 
     control.update(|c| c.init_failure = false).unwrap();
-    let m = agent.wait_metrics("NVML up", |m| m.value("gantry_agent_nvml_up", &[]) == Some(1.0));
-    agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[("modelName", "NVIDIA A100-SXM4-80GB")]).len() == 2);
+    let m = agent.wait_metrics("NVML up", |m| {
+        m.value("gantry_agent_nvml_up", &[]) == Some(1.0)
+    });
+    agent.wait_metrics("GPUs", |m| {
+        m.values(
+            "DCGM_FI_DEV_GPU_UTIL",
+            &[("modelName", "NVIDIA A100-SXM4-80GB")],
+        )
+        .len()
+            == 2
+    });
     drop(m);
     assert!(agent.logs().iter().any(|l| l.contains("NVML initialised")));
 }
@@ -281,11 +421,23 @@ fn nvml_init_failure_is_survived_and_gpus_appear_when_it_clears() {
 #[test]
 fn invalid_configuration_exits_64_naming_the_key() {
     let cases: [(&str, &[&str], &str); 5] = [
-        ("[telemetry]\nintervall = \"1s\"\n", &[], "telemetry.intervall"),
+        (
+            "[telemetry]\nintervall = \"1s\"\n",
+            &[],
+            "telemetry.intervall",
+        ),
         ("", &["--interval", "50ms"], "telemetry.interval"),
-        ("", &["--metrics-listen", "localhost:9400"], "metrics.listen"),
+        (
+            "",
+            &["--metrics-listen", "localhost:9400"],
+            "metrics.listen",
+        ),
         ("[nvml.simulate]\ngpus = 200\n", &[], "nvml.simulate.gpus"),
-        ("[metrics]\nmodel_label = \"model\"\n", &[], "metrics.model_label"),
+        (
+            "[metrics]\nmodel_label = \"model\"\n",
+            &[],
+            "metrics.model_label",
+        ),
     ];
     for (config, args, key) in cases {
         let mut builder = AgentBuilder::new().config(config);
@@ -294,7 +446,10 @@ fn invalid_configuration_exits_64_naming_the_key() {
         }
         let (status, stderr) = builder.run_to_exit();
         assert_eq!(status.code(), Some(64), "{key}: {stderr}");
-        assert!(stderr.contains(&format!("`{key}`")), "{key} not named in: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}`")),
+            "{key} not named in: {stderr}"
+        );
     }
 
     let missing = std::process::Command::new(support::AGENT)
@@ -304,7 +459,10 @@ fn invalid_configuration_exits_64_naming_the_key() {
     assert_eq!(missing.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/agent.toml"));
 
-    let usage = std::process::Command::new(support::AGENT).args(["run", "--bogus"]).output().unwrap();
+    let usage = std::process::Command::new(support::AGENT)
+        .args(["run", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
 }
 
@@ -323,9 +481,18 @@ fn promtool(page: &str) -> (i32, String) {
              Debian's `prometheus` package, which provides it"
         ),
     };
-    child.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
-    let findings = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     (output.status.code().unwrap_or(-1), findings)
 }
 
@@ -337,9 +504,14 @@ fn promtool_checks_the_real_metrics_page() {
     let agent = builder.start();
     agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 3);
     control.inject_xid(0, 31).unwrap();
-    control.update_device(1, |d| d.ecc_uncorrectable = 1).unwrap();
+    control
+        .update_device(1, |d| d.ecc_uncorrectable = 1)
+        .unwrap();
     control.fall_off_bus(2).unwrap();
-    let m = agent.wait_metrics("faults", |m| m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0) && xid_count(m, "0", "31") == Some(1.0));
+    let m = agent.wait_metrics("faults", |m| {
+        m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0)
+            && xid_count(m, "0", "31") == Some(1.0)
+    });
 
     // Default labels are dcgm-exporter's; its camelCase `modelName` is the one finding.
     let (code, findings) = promtool(&m.0);
@@ -353,13 +525,18 @@ fn promtool_checks_the_real_metrics_page() {
     assert!(m.0.contains("modelName=\"NVIDIA L40S\""));
 
     // With `metrics.model_label = "model_name"` the page passes promtool outright.
-    let builder = AgentBuilder::new().simulate(3, "l40s").config("[metrics]\nmodel_label = \"model_name\"\n");
+    let builder = AgentBuilder::new()
+        .simulate(3, "l40s")
+        .config("[metrics]\nmodel_label = \"model_name\"\n");
     let control = builder.control();
     let agent = builder.start();
     agent.wait_metrics("GPUs", |m| m.values("DCGM_FI_DEV_GPU_UTIL", &[]).len() == 3);
     control.inject_xid(0, 31).unwrap();
     control.fall_off_bus(2).unwrap();
-    let m = agent.wait_metrics("faults", |m| m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0) && xid_count(m, "0", "31") == Some(1.0));
+    let m = agent.wait_metrics("faults", |m| {
+        m.value("gantry_gpu_lost", &[("gpu", "2")]) == Some(1.0)
+            && xid_count(m, "0", "31") == Some(1.0)
+    });
     assert!(m.0.contains("model_name=\"NVIDIA L40S\""));
     let (code, findings) = promtool(&m.0);
     assert_eq!(code, 0, "promtool findings: {findings}");
@@ -372,7 +549,11 @@ fn sigterm_stops_the_agent_cleanly() {
     let started = std::time::Instant::now();
     let status = agent.terminate();
     assert!(status.success(), "exit status {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "stopped in {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stopped in {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

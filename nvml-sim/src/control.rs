@@ -103,8 +103,9 @@ impl ControlFile {
     /// Reads the current document; a missing file reads as the default document.
     pub fn read(&self) -> io::Result<Control> {
         match fs::read_to_string(&self.path) {
-            Ok(text) => Control::from_json(&text)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Ok(text) => {
+                Control::from_json(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Control::default()),
             Err(e) => Err(e),
         }
@@ -132,7 +133,11 @@ impl ControlFile {
     }
 
     /// Changes the faults of one GPU.
-    pub fn update_device(&self, gpu: u32, change: impl FnOnce(&mut DeviceFaults)) -> io::Result<()> {
+    pub fn update_device(
+        &self,
+        gpu: u32,
+        change: impl FnOnce(&mut DeviceFaults),
+    ) -> io::Result<()> {
         self.update(|control| change(control.devices.entry(gpu).or_default()))
     }
 

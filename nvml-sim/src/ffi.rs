@@ -11,7 +11,12 @@
 //! call to one of those fails in `nvml-wrapper` with "function not found", as it would
 //! against an older real driver.
 
-#![allow(unsafe_code, non_snake_case, unreachable_pub, clippy::missing_safety_doc)]
+#![allow(
+    unsafe_code,
+    non_snake_case,
+    unreachable_pub,
+    clippy::missing_safety_doc
+)]
 
 use std::ffi::{c_char, c_uint, c_ulonglong};
 use std::sync::{Mutex, MutexGuard};
@@ -58,7 +63,9 @@ const EVENT_POLL: Duration = Duration::from_millis(50);
 static STATE: Mutex<Option<(Sim, u32)>> = Mutex::new(None);
 
 fn state() -> MutexGuard<'static, Option<(Sim, u32)>> {
-    STATE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    STATE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn device_handle(gpu: u32) -> nvmlDevice_t {
@@ -232,7 +239,10 @@ pub unsafe extern "C" fn nvmlDeviceGetHandleByIndex_v2(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetIndex(device: nvmlDevice_t, index: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetIndex(
+    device: nvmlDevice_t,
+    index: *mut c_uint,
+) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
     unsafe { read_value(device, index, |_, gpu, _| Ok(gpu)) }
 }
@@ -244,7 +254,9 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
     length: c_uint,
 ) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
-    with_device(device, |sim, _| unsafe { write_str(sim.model.name, name, length) })
+    with_device(device, |sim, _| unsafe {
+        write_str(sim.model.name, name, length)
+    })
 }
 
 #[unsafe(no_mangle)]
@@ -293,7 +305,10 @@ pub unsafe extern "C" fn nvmlDeviceGetPciInfo_v3(
 }
 
 fn fill_c_chars(target: &mut [c_char], text: &str) {
-    for (slot, byte) in target.iter_mut().zip(text.bytes().chain(std::iter::once(0))) {
+    for (slot, byte) in target
+        .iter_mut()
+        .zip(text.bytes().chain(std::iter::once(0)))
+    {
         *slot = c_char::from_ne_bytes([byte]);
     }
 }
@@ -306,7 +321,10 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
     // SAFETY: forwarded caller contract.
     unsafe {
         read_value(device, utilization, |_, _, v| {
-            Ok(nvmlUtilization_t { gpu: v.gpu_util, memory: v.mem_util })
+            Ok(nvmlUtilization_t {
+                gpu: v.gpu_util,
+                memory: v.mem_util,
+            })
         })
     }
 }
@@ -351,7 +369,10 @@ pub unsafe extern "C" fn nvmlDeviceGetTemperature(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(device: nvmlDevice_t, power: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetPowerUsage(
+    device: nvmlDevice_t,
+    power: *mut c_uint,
+) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
     unsafe { read_value(device, power, |_, _, v| Ok(v.power_mw)) }
 }
@@ -447,7 +468,9 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages(
     addresses: *mut c_ulonglong,
 ) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
-    unsafe { nvmlDeviceGetRetiredPages_v2(device, cause, page_count, addresses, std::ptr::null_mut()) }
+    unsafe {
+        nvmlDeviceGetRetiredPages_v2(device, cause, page_count, addresses, std::ptr::null_mut())
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -478,7 +501,9 @@ pub unsafe extern "C" fn nvmlDeviceGetRetiredPages_v2(
             // SAFETY: the caller's arrays hold `capacity >= pages` entries when non-null.
             unsafe {
                 if !addresses.is_null() {
-                    addresses.add(i).write(0x7f00_0000 + (i as c_ulonglong) * 0x1000);
+                    addresses
+                        .add(i)
+                        .write(0x7f00_0000 + (i as c_ulonglong) * 0x1000);
                 }
                 if !timestamps.is_null() {
                     timestamps.add(i).write(1_700_000_000_000_000);
@@ -547,7 +572,10 @@ pub unsafe extern "C" fn nvmlDeviceGetPcieThroughput(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn nvmlDeviceGetNumFans(device: nvmlDevice_t, fans: *mut c_uint) -> nvmlReturn_t {
+pub unsafe extern "C" fn nvmlDeviceGetNumFans(
+    device: nvmlDevice_t,
+    fans: *mut c_uint,
+) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
     unsafe {
         read_value(device, fans, |sim, _, _| match sim.model.fans {
@@ -581,7 +609,9 @@ pub unsafe extern "C" fn nvmlDeviceGetSupportedEventTypes(
     // SAFETY: forwarded caller contract.
     unsafe {
         read_value(device, types, |_, _, _| {
-            Ok(EVENT_TYPE_XID_CRITICAL_ERROR | EVENT_TYPE_SINGLE_BIT_ECC | EVENT_TYPE_DOUBLE_BIT_ECC)
+            Ok(EVENT_TYPE_XID_CRITICAL_ERROR
+                | EVENT_TYPE_SINGLE_BIT_ECC
+                | EVENT_TYPE_DOUBLE_BIT_ECC)
         })
     }
 }
@@ -603,7 +633,10 @@ pub unsafe extern "C" fn nvmlEventSetCreate(set: *mut nvmlEventSet_t) -> nvmlRet
 
 #[unsafe(no_mangle)]
 pub extern "C" fn nvmlEventSetFree(set: nvmlEventSet_t) -> nvmlReturn_t {
-    match state().as_mut().map(|(sim, _)| sim.free_event_set(set.addr())) {
+    match state()
+        .as_mut()
+        .map(|(sim, _)| sim.free_event_set(set.addr()))
+    {
         Some(true) => SUCCESS,
         Some(false) => ERROR_INVALID_ARGUMENT,
         None => ERROR_UNINITIALIZED,

@@ -93,7 +93,9 @@ pub const MODELS: &[GpuModel] = &[
 
 /// Looks a model up by its short name, case-insensitively.
 pub fn find(key: &str) -> Option<&'static GpuModel> {
-    MODELS.iter().find(|m| m.key.eq_ignore_ascii_case(key.trim()))
+    MODELS
+        .iter()
+        .find(|m| m.key.eq_ignore_ascii_case(key.trim()))
 }
 
 /// Names of all models, for error messages.

@@ -134,9 +134,13 @@ impl Sim {
         let Some(path) = &self.control_path else {
             return Ok(());
         };
-        let stamp = std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.ino(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let stamp = std::fs::metadata(path).ok().map(|m| {
+            (
+                m.ino(),
+                m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                m.len(),
+            )
+        });
         if stamp == self.stamp {
             return Ok(());
         }
@@ -169,7 +173,12 @@ impl Sim {
         }
         for event in &events[self.delivered_xids..] {
             for set in self.event_sets.values_mut() {
-                if set.registered.get(event.gpu as usize).copied().unwrap_or(false) {
+                if set
+                    .registered
+                    .get(event.gpu as usize)
+                    .copied()
+                    .unwrap_or(false)
+                {
                     set.queue.push_back((event.gpu, event.code));
                 }
             }
@@ -229,9 +238,10 @@ impl Sim {
 pub(crate) fn values_at(model: &GpuModel, gpu: u32, t: f64, faults: &DeviceFaults) -> Values {
     let phase = f64::from(gpu) * 0.7;
     let wave = 0.5 + 0.35 * (t / 20.0 + phase).sin() + 0.1 * (t / 3.1 + 2.0 * phase).sin();
-    let gpu_util = faults
-        .utilization
-        .map_or_else(|| (wave.clamp(0.0, 1.0) * 100.0).round() as u32, |u| u.min(100));
+    let gpu_util = faults.utilization.map_or_else(
+        || (wave.clamp(0.0, 1.0) * 100.0).round() as u32,
+        |u| u.min(100),
+    );
     let util = f64::from(gpu_util) / 100.0;
 
     let fb_total = model.memory_mib * MIB;
@@ -240,7 +250,8 @@ pub(crate) fn values_at(model: &GpuModel, gpu: u32, t: f64, faults: &DeviceFault
     let fb_used = ((fb_total - fb_reserved) as f64 * used_share) as u64 / MIB * MIB;
     let fb_free = fb_total - fb_reserved - fb_used;
 
-    let power_mw = (f64::from(model.idle_w) + f64::from(model.tdp_w - model.idle_w) * util) * 1000.0;
+    let power_mw =
+        (f64::from(model.idle_w) + f64::from(model.tdp_w - model.idle_w) * util) * 1000.0;
     let mean_power_mw = f64::from(model.idle_w + model.tdp_w) / 2.0 * 1000.0;
     // Energy since "driver load": a GPU that has been up for a day, plus what it used since.
     let energy_mj = (mean_power_mw * (86_400.0 + t)) as u64;
@@ -305,8 +316,15 @@ mod tests {
 
     #[test]
     fn overheat_throttles_and_cuts_clocks() {
-        let hot = DeviceFaults { overheat: true, utilization: Some(50), ..DeviceFaults::default() };
-        let cool = DeviceFaults { utilization: Some(50), ..DeviceFaults::default() };
+        let hot = DeviceFaults {
+            overheat: true,
+            utilization: Some(50),
+            ..DeviceFaults::default()
+        };
+        let cool = DeviceFaults {
+            utilization: Some(50),
+            ..DeviceFaults::default()
+        };
         let hot = values_at(h100(), 0, 1.0, &hot);
         let cool = values_at(h100(), 0, 1.0, &cool);
         assert_eq!(hot.temperature, 93);
@@ -317,7 +335,11 @@ mod tests {
 
     #[test]
     fn ecc_faults_add_to_counters() {
-        let faults = DeviceFaults { ecc_uncorrectable: 2, ecc_correctable: 5, ..DeviceFaults::default() };
+        let faults = DeviceFaults {
+            ecc_uncorrectable: 2,
+            ecc_correctable: 5,
+            ..DeviceFaults::default()
+        };
         let v = values_at(h100(), 2, 1.0, &faults);
         assert_eq!(v.ecc_dbe_volatile, 2);
         assert_eq!(v.ecc_dbe_aggregate, 2);
@@ -329,6 +351,10 @@ mod tests {
     fn passively_cooled_models_have_no_fan() {
         let none = DeviceFaults::default();
         assert_eq!(values_at(h100(), 0, 1.0, &none).fan_percent, None);
-        assert!(values_at(model::find("l40s").unwrap(), 0, 1.0, &none).fan_percent.is_some());
+        assert!(
+            values_at(model::find("l40s").unwrap(), 0, 1.0, &none)
+                .fan_percent
+                .is_some()
+        );
     }
 }

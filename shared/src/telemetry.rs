@@ -165,10 +165,10 @@ pub struct GpuFields {
     /// A remapping failed: the GPU needs service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub row_remap_failure: Option<bool>,
-    /// PCIe transmit throughput over a 20 ms window, KB/s.
+    /// `PCIe` transmit throughput over a 20 ms window, KB/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcie_tx_kbps: Option<u32>,
-    /// PCIe receive throughput over a 20 ms window, KB/s.
+    /// `PCIe` receive throughput over a 20 ms window, KB/s.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcie_rx_kbps: Option<u32>,
     /// Intended speed of the first fan, percent of maximum.

@@ -156,7 +156,10 @@ impl<'n> GpuSet<'n> {
 
     /// Reads every GPU. One GPU failing never stops the others.
     pub fn sample(&mut self) -> Vec<GpuReading> {
-        self.gpus.iter_mut().map(|gpu| gpu.sample(self.nvml)).collect()
+        self.gpus
+            .iter_mut()
+            .map(|gpu| gpu.sample(self.nvml))
+            .collect()
     }
 
     /// Waits up to `timeout` for the next XID event.
@@ -171,12 +174,11 @@ impl<'n> GpuSet<'n> {
                     Some(XidError::Value(code)) => code,
                     Some(XidError::Unknown) | None => return EventWait::Timeout,
                 };
-                match self.pci_of(&event.device) {
-                    Some(pci) => EventWait::Xid(pci, code),
-                    None => {
-                        tracing::debug!(xid = code, "XID event for a GPU that was not enumerated");
-                        EventWait::Timeout
-                    }
+                if let Some(pci) = self.pci_of(&event.device) {
+                    EventWait::Xid(pci, code)
+                } else {
+                    tracing::debug!(xid = code, "XID event for a GPU that was not enumerated");
+                    EventWait::Timeout
                 }
             }
             Err(NvmlError::Timeout) => EventWait::Timeout,
@@ -192,7 +194,11 @@ impl<'n> GpuSet<'n> {
         let handle = raw::handle(device);
         self.gpus
             .iter()
-            .find(|gpu| gpu.device.as_ref().is_some_and(|d| raw::handle(d) == handle))
+            .find(|gpu| {
+                gpu.device
+                    .as_ref()
+                    .is_some_and(|d| raw::handle(d) == handle)
+            })
             .and_then(|gpu| gpu.pci)
     }
 
@@ -255,7 +261,9 @@ impl<'n> Gpu<'n> {
         }
         let index = self.identity.index;
         match &state {
-            GpuState::Ok => tracing::info!(gpu = index, uuid = %self.identity.uuid, "GPU is answering again"),
+            GpuState::Ok => {
+                tracing::info!(gpu = index, uuid = %self.identity.uuid, "GPU is answering again")
+            }
             GpuState::Lost => tracing::error!(gpu = index, uuid = %self.identity.uuid,
                 pci_bus_id = %self.identity.pci_bus_id,
                 "GPU has fallen off the bus (NVML: GPU is lost); it needs a reset or the node a reboot"),
@@ -270,17 +278,14 @@ impl<'n> Gpu<'n> {
         if self.device.is_none() {
             self.connect(nvml);
         }
-        let fields = match self.read_fields() {
-            Ok(fields) => {
-                if self.device.is_some() {
-                    self.set_state(GpuState::Ok);
-                }
-                fields
+        let fields = if let Ok(fields) = self.read_fields() {
+            if self.device.is_some() {
+                self.set_state(GpuState::Ok);
             }
-            Err(Lost) => {
-                self.set_state(GpuState::Lost);
-                GpuFields::default()
-            }
+            fields
+        } else {
+            self.set_state(GpuState::Lost);
+            GpuFields::default()
         };
         GpuReading {
             identity: self.identity.clone(),
@@ -332,10 +337,13 @@ impl<'n> Gpu<'n> {
             f.fb_free_bytes = Some(m.free);
             f.fb_reserved_bytes = Some(m.reserved);
         }
-        f.temperature_c = self.read(Field::Temperature, |d| d.temperature(TemperatureSensor::Gpu))?;
+        f.temperature_c = self.read(Field::Temperature, |d| {
+            d.temperature(TemperatureSensor::Gpu)
+        })?;
         f.power_usage_mw = self.read(Field::Power, Device::power_usage)?;
         f.power_limit_mw = self.read(Field::PowerLimit, Device::power_management_limit)?;
-        f.enforced_power_limit_mw = self.read(Field::EnforcedPowerLimit, Device::enforced_power_limit)?;
+        f.enforced_power_limit_mw =
+            self.read(Field::EnforcedPowerLimit, Device::enforced_power_limit)?;
         f.total_energy_mj = self.read(Field::Energy, Device::total_energy_consumption)?;
         f.sm_clock_mhz = self.read(Field::SmClock, |d| d.clock_info(Clock::SM))?;
         f.mem_clock_mhz = self.read(Field::MemClock, |d| d.clock_info(Clock::Memory))?;
@@ -355,12 +363,19 @@ impl<'n> Gpu<'n> {
             d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Aggregate)
         })?;
         f.retired_pages_sbe = self
-            .read(Field::RetiredPagesSbe, |d| d.retired_pages(RetirementCause::MultipleSingleBitEccErrors))?
+            .read(Field::RetiredPagesSbe, |d| {
+                d.retired_pages(RetirementCause::MultipleSingleBitEccErrors)
+            })?
             .map(|pages| pages.len() as u64);
         f.retired_pages_dbe = self
-            .read(Field::RetiredPagesDbe, |d| d.retired_pages(RetirementCause::DoubleBitEccError))?
+            .read(Field::RetiredPagesDbe, |d| {
+                d.retired_pages(RetirementCause::DoubleBitEccError)
+            })?
             .map(|pages| pages.len() as u64);
-        f.retired_pages_pending = self.read(Field::RetiredPagesPending, Device::are_pages_pending_retired)?;
+        f.retired_pages_pending = self.read(
+            Field::RetiredPagesPending,
+            Device::are_pages_pending_retired,
+        )?;
         if let Some(rows) = self.read(Field::RemappedRows, raw::remapped_rows)? {
             f.remapped_rows_correctable = Some(u64::from(rows.correctable));
             f.remapped_rows_uncorrectable = Some(u64::from(rows.uncorrectable));
@@ -368,7 +383,9 @@ impl<'n> Gpu<'n> {
             f.row_remap_failure = Some(rows.failure);
         }
         f.pcie_tx_kbps = self.read(Field::PcieTx, |d| d.pcie_throughput(PcieUtilCounter::Send))?;
-        f.pcie_rx_kbps = self.read(Field::PcieRx, |d| d.pcie_throughput(PcieUtilCounter::Receive))?;
+        f.pcie_rx_kbps = self.read(Field::PcieRx, |d| {
+            d.pcie_throughput(PcieUtilCounter::Receive)
+        })?;
         f.fan_speed_percent = self.read(Field::FanSpeed, |d| d.fan_speed(0))?;
         Ok(f)
     }
@@ -394,7 +411,15 @@ mod raw {
         let (mut corr, mut unc, mut pending, mut failure) = (0, 0, 0, 0);
         // SAFETY: the handle is valid for the life of `device` (it borrows the loaded
         // library), and the four out-pointers point to live locals, as NVML requires.
-        nvml_try(unsafe { sym(device.handle(), &mut corr, &mut unc, &mut pending, &mut failure) })?;
+        nvml_try(unsafe {
+            sym(
+                device.handle(),
+                &raw mut corr,
+                &raw mut unc,
+                &raw mut pending,
+                &raw mut failure,
+            )
+        })?;
         Ok(RemappedRows {
             correctable: corr,
             uncorrectable: unc,

@@ -163,6 +163,10 @@ mod tests {
         assert!(reading.cpu_count > 0);
         let state = reading.state_dir.expect("state dir space");
         assert!(state.total_bytes >= state.free_bytes && state.total_bytes > 0);
-        assert!(reading.networks.iter().any(|n| n.interface == "lo"), "{:?}", reading.networks);
+        assert!(
+            reading.networks.iter().any(|n| n.interface == "lo"),
+            "{:?}",
+            reading.networks
+        );
     }
 }

@@ -30,7 +30,7 @@ impl KernelLog {
     pub fn open(path: &Path) -> io::Result<Self> {
         let mut file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
             .open(path)?;
         let is_regular = file.metadata()?.is_file();
         let position = file.seek(SeekFrom::End(0))?;
@@ -49,14 +49,15 @@ impl KernelLog {
 
     /// Reads what was logged since the last poll and returns the XIDs found.
     pub fn poll(&mut self) -> Vec<(PciAddress, u64)> {
-        if self.is_regular {
-            if let Ok(meta) = self.file.metadata() {
-                if meta.len() < self.position {
-                    tracing::debug!(path = %self.path.display(), "kernel log shrank; reading it from the start");
-                    self.position = self.file.seek(SeekFrom::Start(0)).unwrap_or(0);
-                    self.partial.clear();
-                }
-            }
+        let shrank = self.is_regular
+            && self
+                .file
+                .metadata()
+                .is_ok_and(|meta| meta.len() < self.position);
+        if shrank {
+            tracing::debug!(path = %self.path.display(), "kernel log shrank; reading it from the start");
+            self.position = self.file.seek(SeekFrom::Start(0)).unwrap_or(0);
+            self.partial.clear();
         }
         let mut found = Vec::new();
         let mut buf = [0u8; 8192];
@@ -113,14 +114,24 @@ mod tests {
         let path = dir.path().join("kern.log");
         std::fs::write(&path, "NVRM: Xid (PCI:0000:18:00): 13, old event\n").unwrap();
         let mut log = KernelLog::open(&path).unwrap();
-        assert!(log.poll().is_empty(), "events before the agent started are not counted");
+        assert!(
+            log.poll().is_empty(),
+            "events before the agent started are not counted"
+        );
 
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(b"unrelated line\nNVRM: Xid (PCI:0000:2a:00): 48, pid=1\nNVRM: Xid (PCI:0000:3a:00)").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(
+            b"unrelated line\nNVRM: Xid (PCI:0000:2a:00): 48, pid=1\nNVRM: Xid (PCI:0000:3a:00)",
+        )
+        .unwrap();
         file.flush().unwrap();
         assert_eq!(log.poll(), vec![((0, 0x2a, 0), 48)]);
         // The rest of a line written in two parts.
-        file.write_all(b": 79, GPU has fallen off the bus.\n").unwrap();
+        file.write_all(b": 79, GPU has fallen off the bus.\n")
+            .unwrap();
         assert_eq!(log.poll(), vec![((0, 0x3a, 0), 79)]);
     }
 

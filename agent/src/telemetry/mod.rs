@@ -150,7 +150,10 @@ impl Sampler {
                 Ok(nvml)
             }
             Err(e) => {
-                let reason = format!("NVML could not be initialised from {}: {e}", library.display());
+                let reason = format!(
+                    "NVML could not be initialised from {}: {e}",
+                    library.display()
+                );
                 if self.nvml_warned {
                     tracing::debug!(library = %library.display(), error = %e, "NVML still unavailable");
                 } else {
@@ -188,7 +191,12 @@ impl Sampler {
 
     /// Samples on every tick and handles events in between, until `until` passes or
     /// shutdown is requested.
-    fn tick_until(&mut self, until: Option<Instant>, mut gpus: Option<&mut GpuSet<'_>>, nvml: &NvmlStatus) {
+    fn tick_until(
+        &mut self,
+        until: Option<Instant>,
+        mut gpus: Option<&mut GpuSet<'_>>,
+        nvml: &NvmlStatus,
+    ) {
         loop {
             if self.shutdown.is_cancelled() {
                 return;

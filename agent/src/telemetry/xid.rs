@@ -61,7 +61,12 @@ impl XidLedger {
             self.unmatched.remove(pos);
             return false;
         }
-        self.unmatched.push_back(Unmatched { pci, code, source, at: now });
+        self.unmatched.push_back(Unmatched {
+            pci,
+            code,
+            source,
+            at: now,
+        });
         let gpu = self.counts.entry(pci).or_default();
         gpu.last = code;
         *gpu.by_code.entry(code).or_default() += 1;
@@ -132,7 +137,12 @@ mod tests {
         let mut ledger = XidLedger::default();
         let t = Instant::now();
         assert!(ledger.record(GPU0, 13, XidSource::KernelLog, t));
-        assert!(ledger.record(GPU0, 13, XidSource::Nvml, t + MATCH_WINDOW + Duration::from_secs(1)));
+        assert!(ledger.record(
+            GPU0,
+            13,
+            XidSource::Nvml,
+            t + MATCH_WINDOW + Duration::from_secs(1)
+        ));
         assert_eq!(ledger.snapshot(|_| None)[0].by_code[&13], 2);
     }
 
@@ -157,9 +167,15 @@ mod tests {
         assert_eq!(parse_kernel_xid(line), Some(((0, 0x3b, 0), 79)));
         let dmesg = "[ 12.5] NVRM: Xid (PCI:0000:18:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error";
         assert_eq!(parse_kernel_xid(dmesg), Some(((0, 0x18, 0), 48)));
-        assert_eq!(parse_kernel_xid("NVRM: loading NVIDIA UNIX x86_64 Kernel Module"), None);
+        assert_eq!(
+            parse_kernel_xid("NVRM: loading NVIDIA UNIX x86_64 Kernel Module"),
+            None
+        );
         assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:zz): 79,"), None);
         assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): , pid"), None);
-        assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): 99999999999999999999999,"), None);
+        assert_eq!(
+            parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): 99999999999999999999999,"),
+            None
+        );
     }
 }

@@ -40,7 +40,12 @@ impl AgentBuilder {
 
     /// The simulated NVML with `gpus` GPUs of `model`.
     pub fn simulate(mut self, gpus: u32, model: &str) -> Self {
-        self.args.extend(["--simulate-gpus".into(), gpus.to_string(), "--simulate-model".into(), model.into()]);
+        self.args.extend([
+            "--simulate-gpus".into(),
+            gpus.to_string(),
+            "--simulate-model".into(),
+            model.into(),
+        ]);
         self
     }
 
@@ -67,8 +72,13 @@ impl AgentBuilder {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(AGENT);
-        cmd.args(["--log-format", "json", "run", "--state-dir"]).arg(self.state_dir());
-        for (flag, default) in [("--metrics-listen", "127.0.0.1:0"), ("--interval", "100ms"), ("--kernel-log", "")] {
+        cmd.args(["--log-format", "json", "run", "--state-dir"])
+            .arg(self.state_dir());
+        for (flag, default) in [
+            ("--metrics-listen", "127.0.0.1:0"),
+            ("--interval", "100ms"),
+            ("--kernel-log", ""),
+        ] {
             if !self.args.iter().any(|a| a == flag) {
                 cmd.args([flag, default]);
             }
@@ -83,14 +93,23 @@ impl AgentBuilder {
             std::fs::write(&path, "").unwrap();
             cmd.arg("--config").arg(path);
         }
-        cmd.args(&self.args).env("GANTRY_LOG", "info").env_remove("GANTRY_AGENT_CONFIG");
+        cmd.args(&self.args)
+            .env("GANTRY_LOG", "info")
+            .env_remove("GANTRY_AGENT_CONFIG");
         cmd
     }
 
     /// Runs the agent to completion (for configuration errors).
     pub fn run_to_exit(self) -> (ExitStatus, String) {
-        let output = self.command().stdout(Stdio::null()).output().expect("agent runs");
-        (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+        let output = self
+            .command()
+            .stdout(Stdio::null())
+            .output()
+            .expect("agent runs");
+        (
+            output.status,
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     /// Starts the agent and waits until its endpoint listens.
@@ -116,26 +135,36 @@ impl AgentBuilder {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match addr_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("agent did not start listening; log:\n{}", logs.lock().unwrap().join("\n"));
-            }
+        let Ok(addr) = addr_rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            panic!(
+                "agent did not start listening; log:\n{}",
+                logs.lock().unwrap().join("\n")
+            );
         };
-        Agent { child, addr, logs, dir: self.dir }
+        Agent {
+            child,
+            addr,
+            logs,
+            dir: self.dir,
+        }
     }
 }
 
 /// One HTTP/1.0 GET against the agent; returns the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut stream = TcpStream::connect(addr).expect("connect to agent");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
     body.to_owned()
 }
 
@@ -152,18 +181,24 @@ impl Agent {
             if check(&metrics) {
                 return metrics;
             }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; last /metrics:\n{}", metrics.0);
-            }
+            assert!(
+                Instant::now() <= deadline,
+                "timed out waiting for {what}; last /metrics:\n{}",
+                metrics.0
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// Waits until at least `n` more samples were taken than now.
     pub fn wait_samples(&self, n: f64) -> Metrics {
-        let start = self.metrics().value("gantry_agent_samples_total", &[]).unwrap_or(0.0);
+        let start = self
+            .metrics()
+            .value("gantry_agent_samples_total", &[])
+            .unwrap_or(0.0);
         self.wait_metrics("more samples", |m| {
-            m.value("gantry_agent_samples_total", &[]).is_some_and(|v| v >= start + n)
+            m.value("gantry_agent_samples_total", &[])
+                .is_some_and(|v| v >= start + n)
         })
     }
 
@@ -179,7 +214,11 @@ impl Agent {
             cmd.arg("--json");
         }
         let output = cmd.output().expect("status runs");
-        assert!(output.status.success(), "status failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).unwrap()
     }
 
@@ -207,7 +246,10 @@ impl Agent {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "agent did not stop within 10 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop within 10 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -238,9 +280,11 @@ impl Metrics {
                 if metric != name {
                     return None;
                 }
-                let matches = labels
-                    .iter()
-                    .all(|(k, v)| label_text.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+                let matches = labels.iter().all(|(k, v)| {
+                    label_text
+                        .split(',')
+                        .any(|pair| pair == format!("{k}=\"{v}\""))
+                });
                 matches.then(|| (label_text.to_owned(), value.parse().unwrap()))
             })
             .collect()
@@ -249,16 +293,26 @@ impl Metrics {
     /// The single sample of `name` with `labels`, if present.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let values = self.values(name, labels);
-        assert!(values.len() <= 1, "{name} {labels:?} matches {} series", values.len());
+        assert!(
+            values.len() <= 1,
+            "{name} {labels:?} matches {} series",
+            values.len()
+        );
         values.first().map(|(_, v)| *v)
     }
 
     pub fn has_family(&self, name: &str) -> bool {
-        self.0.lines().any(|l| l == format!("# TYPE {name} gauge") || l.starts_with(&format!("# TYPE {name} ")))
+        self.0.lines().any(|l| {
+            l == format!("# TYPE {name} gauge") || l.starts_with(&format!("# TYPE {name} "))
+        })
     }
 }
 
 /// Path of the simulated library the agent finds on its own.
 pub fn sim_library_path() -> PathBuf {
-    Path::new(AGENT).parent().unwrap().join("deps").join(gantry_nvml_sim::LIBRARY_FILE_NAME)
+    Path::new(AGENT)
+        .parent()
+        .unwrap()
+        .join("deps")
+        .join(gantry_nvml_sim::LIBRARY_FILE_NAME)
 }

@@ -85,7 +85,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Ok(Ok(Err(_))) => tracing::error!("the sampler thread panicked"),
         Ok(Err(e)) => tracing::error!(error = %e, "waiting for the sampler failed"),
         Err(_) => {
-            tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway")
+            tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway");
         }
     }
     served.map_err(RunError::Serve)?;

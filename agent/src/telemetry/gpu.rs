@@ -262,7 +262,7 @@ impl<'n> Gpu<'n> {
         let index = self.identity.index;
         match &state {
             GpuState::Ok => {
-                tracing::info!(gpu = index, uuid = %self.identity.uuid, "GPU is answering again")
+                tracing::info!(gpu = index, uuid = %self.identity.uuid, "GPU is answering again");
             }
             GpuState::Lost => tracing::error!(gpu = index, uuid = %self.identity.uuid,
                 pci_bus_id = %self.identity.pci_bus_id,

@@ -126,11 +126,11 @@ impl AgentBuilder {
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["message"] == "metrics endpoint listening" {
-                        let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
-                        let _ = addr_tx.send(addr);
-                    }
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && event["message"] == "metrics endpoint listening"
+                {
+                    let addr: SocketAddr = event["addr"].as_str().unwrap().parse().unwrap();
+                    let _ = addr_tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
             }

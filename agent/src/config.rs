@@ -95,8 +95,8 @@ pub struct RawSimulate {
     pub model: Option<String>,
     /// Control file for fault injection. Default `<state_dir>/nvml-sim.json`.
     pub control_file: Option<PathBuf>,
-    /// The simulated library. Default: found beside the agent executable or in
-    /// `/usr/lib/gantry`.
+    /// The simulated library. Default: found beside the agent executable, in
+    /// `<prefix>/lib/gantry` for an agent in `<prefix>/bin`, or in `/usr/lib/gantry`.
     pub library: Option<PathBuf>,
 }
 
@@ -480,8 +480,12 @@ fn simulated_library_dirs() -> Vec<PathBuf> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_owned))
     {
+        // A build tree (`target/debug`), then an installed prefix (`<prefix>/bin`).
         dirs.push(exe_dir.join("deps"));
-        dirs.push(exe_dir);
+        dirs.push(exe_dir.clone());
+        if let Some(prefix) = exe_dir.parent() {
+            dirs.push(prefix.join("lib/gantry"));
+        }
     }
     dirs.push(PathBuf::from("/usr/lib/gantry"));
     dirs

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the benchmarks for the figures in DESIGN.md, with their references installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/tools.sh node-exporter
+cargo bench -p gantry-agent --bench footprint --locked

@@ -1,4 +1,5 @@
-//! Types and formats that the Gantry agent and controller both speak.
+//! Types and formats that the Gantry agent and controller both speak: telemetry samples,
+//! the bundle format with its signatures and trust policy.
 //!
 //! This crate does no I/O and knows no async runtime: it holds data types and the
 //! pure logic over them, so that both sides (and their tests) agree on one definition.
@@ -7,4 +8,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod telemetry;

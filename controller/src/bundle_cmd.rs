@@ -1,0 +1,418 @@
+//! `gantry bundle create | sign | verify | inspect`: building, signing and checking
+//! bundle files on disk.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use gantry_shared::bundle::manifest::{
+    ExecutionProvider, FileEntry, GoldenVector, Manifest, ManifestError, ModelEntry, ParamValue,
+    Provenance, Requirements, SCHEMA_VERSION,
+};
+use gantry_shared::bundle::onnx::{self, OnnxError};
+use gantry_shared::bundle::outcome::{self, VerifyOutcome};
+use gantry_shared::bundle::policy::{PolicyError, SignedPolicy};
+use gantry_shared::bundle::{self, BundleError, BundleId, BundleReader, Discard, signing};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::atomic_file;
+use crate::keys::{self, KeyFileError};
+
+/// Why a bundle command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleCmdError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the model signature from {path}")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: OnnxError,
+    },
+    #[error("golden vectors in {path} are not valid: {message}")]
+    Golden { path: PathBuf, message: String },
+    #[error("provenance in {path} is not valid: {message}")]
+    Provenance { path: PathBuf, message: String },
+    #[error("the bundle would not be valid")]
+    Manifest(#[source] ManifestError),
+    #[error("bundle {path} is not valid")]
+    Bundle {
+        path: PathBuf,
+        #[source]
+        source: BundleError,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error("trust policy {path} is not usable")]
+    Policy {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What `bundle create` needs.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub model: PathBuf,
+    pub name: String,
+    pub version: String,
+    /// Extra payload files: (local path, path inside the bundle).
+    pub files: Vec<(PathBuf, String)>,
+    pub golden: Option<PathBuf>,
+    pub provenance_file: Option<PathBuf>,
+    pub source_revision: Option<String>,
+    pub training_data_digest: Option<String>,
+    pub params: Vec<(String, String)>,
+    pub metrics: Vec<(String, f64)>,
+    pub min_gpu_memory_bytes: u64,
+    pub execution_providers: Vec<ExecutionProvider>,
+    pub out: PathBuf,
+}
+
+/// Size and SHA-256 of a file, streamed.
+fn digest_file(path: &Path) -> Result<(u64, String), BundleCmdError> {
+    let read_err = |source| BundleCmdError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(read_err)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, signing::to_hex(&hasher.finalize())))
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Builds and writes an unsigned bundle; returns its identity.
+pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
+    let model_name = req
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| BundleCmdError::Usage(format!("{} is not a file", req.model.display())))?;
+    let model_file = File::open(&req.model).map_err(|source| BundleCmdError::Read {
+        path: req.model.clone(),
+        source,
+    })?;
+    let signature = onnx::read_signature(BufReader::new(model_file)).map_err(|source| {
+        BundleCmdError::Model {
+            path: req.model.clone(),
+            source,
+        }
+    })?;
+
+    let mut sources: Vec<(PathBuf, String)> = vec![(req.model.clone(), model_name.clone())];
+    sources.extend(req.files.iter().cloned());
+    let mut files = Vec::with_capacity(sources.len());
+    for (local, inside) in &sources {
+        let (size, sha256) = digest_file(local)?;
+        files.push(FileEntry {
+            path: inside.clone(),
+            size,
+            sha256,
+        });
+    }
+
+    let golden: Vec<GoldenVector> = match &req.golden {
+        None => Vec::new(),
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|source| BundleCmdError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_slice(&text).map_err(|e| BundleCmdError::Golden {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        }
+    };
+    let mut provenance: Provenance = match &req.provenance_file {
+        None => Provenance::default(),
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|source| BundleCmdError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_slice(&text).map_err(|e| BundleCmdError::Provenance {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+        }
+    };
+    if let Some(rev) = &req.source_revision {
+        provenance.source_revision = Some(rev.clone());
+    }
+    if let Some(digest) = &req.training_data_digest {
+        provenance.training_data_digest = Some(digest.clone());
+    }
+    for (key, value) in &req.params {
+        provenance
+            .hyperparameters
+            .insert(key.clone(), ParamValue::parse(value));
+    }
+    for (key, value) in &req.metrics {
+        provenance.metrics.insert(key.clone(), *value);
+    }
+
+    let manifest = Manifest {
+        schema: SCHEMA_VERSION,
+        name: req.name.clone(),
+        version: req.version.clone(),
+        created_at: now_rfc3339(),
+        files,
+        model: ModelEntry {
+            format: "onnx".to_owned(),
+            entry: model_name,
+            inputs: signature.inputs,
+            outputs: signature.outputs,
+        },
+        golden,
+        provenance,
+        requirements: Requirements {
+            min_gpu_memory_bytes: req.min_gpu_memory_bytes,
+            execution_providers: req.execution_providers.clone(),
+        },
+    };
+    let manifest_bytes = manifest.to_bytes().map_err(BundleCmdError::Manifest)?;
+    let by_path: BTreeMap<&str, &Path> = sources
+        .iter()
+        .map(|(local, inside)| (inside.as_str(), local.as_path()))
+        .collect();
+    atomic_file::write_atomically(&req.out, 0o644, |out| {
+        bundle::write(out, &manifest_bytes, &[], &mut |entry| {
+            let local = by_path[entry.path.as_str()];
+            Ok(Box::new(BufReader::new(File::open(local)?)))
+        })
+        .map(drop)
+        .map_err(io::Error::other)
+    })
+    .map_err(|source| BundleCmdError::Write {
+        path: req.out.clone(),
+        source,
+    })?;
+    Ok(BundleId::of_manifest(&manifest_bytes))
+}
+
+fn open_bundle(path: &Path) -> Result<BundleReader<BufReader<File>>, BundleCmdError> {
+    let file = File::open(path).map_err(|source| BundleCmdError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    BundleReader::open(BufReader::with_capacity(1 << 20, file)).map_err(|source| {
+        BundleCmdError::Bundle {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// What signing did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignOutcome {
+    Added { key_id: String, signatures: usize },
+    AlreadySigned { key_id: String },
+}
+
+/// Adds a signature by the key at `key_path` to the bundle at `path` (in place, or to
+/// `out`). The payload is verified while it is copied.
+pub fn sign(
+    path: &Path,
+    key_path: &Path,
+    out: Option<&Path>,
+) -> Result<SignOutcome, BundleCmdError> {
+    let key = keys::load_private(key_path)?;
+    let key_id = signing::key_id(&key.verifying_key());
+    let reader = open_bundle(path)?;
+    if reader.signatures().iter().any(|s| s.key_id == key_id) && out.is_none() {
+        return Ok(SignOutcome::AlreadySigned { key_id });
+    }
+    let mut signatures = reader.signatures().to_vec();
+    signatures.retain(|s| s.key_id != key_id);
+    signatures.push(bundle::sign_manifest(&key, reader.manifest_bytes()));
+    let count = signatures.len();
+    let target = out.unwrap_or(path);
+    atomic_file::write_atomically(target, 0o644, |w| {
+        bundle::rewrite_signatures(reader, &signatures, w)
+            .map(drop)
+            .map_err(io::Error::other)
+    })
+    .map_err(|source| match source.downcast::<BundleError>() {
+        Ok(source) => BundleCmdError::Bundle {
+            path: path.to_owned(),
+            source,
+        },
+        Err(source) => BundleCmdError::Write {
+            path: target.to_owned(),
+            source,
+        },
+    })?;
+    Ok(SignOutcome::Added {
+        key_id,
+        signatures: count,
+    })
+}
+
+/// Loads a trust policy file and checks it is signed by enough of its own keys.
+pub fn load_policy(path: &Path) -> Result<SignedPolicy, BundleCmdError> {
+    let bytes = std::fs::read(path).map_err(|source| BundleCmdError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let policy_err = |source| BundleCmdError::Policy {
+        path: path.to_owned(),
+        source,
+    };
+    let policy = SignedPolicy::parse(&bytes).map_err(policy_err)?;
+    policy.verify_installed().map_err(policy_err)?;
+    Ok(policy)
+}
+
+/// Verifies the bundle at `path` against the policy at `trust`, at `now`.
+pub fn verify(path: &Path, trust: &Path, now: SystemTime) -> Result<VerifyOutcome, BundleCmdError> {
+    let policy = load_policy(trust)?;
+    let file = File::open(path).map_err(|source| BundleCmdError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(outcome::verify_bundle(
+        BufReader::with_capacity(1 << 20, file),
+        &policy,
+        now,
+        &mut Discard,
+    ))
+}
+
+/// `bundle inspect --json`: the manifest as written, the identity and the signatures.
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub id: String,
+    pub verified: bool,
+    pub manifest: Manifest,
+    pub signatures: Vec<signing::Signature>,
+}
+
+/// Reads a bundle's manifest and signatures without verifying anything.
+pub fn inspect(path: &Path) -> Result<Inspection, BundleCmdError> {
+    let reader = open_bundle(path)?;
+    Ok(Inspection {
+        id: reader.id().to_string(),
+        verified: false,
+        manifest: reader.manifest().clone(),
+        signatures: reader.signatures().to_vec(),
+    })
+}
+
+fn dims(shape: &[gantry_shared::bundle::manifest::Dim]) -> String {
+    let parts: Vec<String> = shape
+        .iter()
+        .map(|d| match d {
+            gantry_shared::bundle::manifest::Dim::Fixed(n) => n.to_string(),
+            gantry_shared::bundle::manifest::Dim::Named(name) => name.clone(),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// The readable form of an inspection.
+pub fn render_inspection(i: &Inspection) -> String {
+    use std::fmt::Write as _;
+    let m = &i.manifest;
+    let mut out = String::new();
+    let _ = writeln!(out, "bundle      {} {}", m.name, m.version);
+    let _ = writeln!(out, "id          {}", i.id);
+    let _ = writeln!(out, "created     {}", m.created_at);
+    let _ = writeln!(out, "model       {} ({})", m.model.entry, m.model.format);
+    for t in &m.model.inputs {
+        let _ = writeln!(
+            out,
+            "  input     {} {:?} {}",
+            t.name,
+            t.dtype,
+            dims(&t.shape)
+        );
+    }
+    for t in &m.model.outputs {
+        let _ = writeln!(
+            out,
+            "  output    {} {:?} {}",
+            t.name,
+            t.dtype,
+            dims(&t.shape)
+        );
+    }
+    let _ = writeln!(out, "files       {}", m.files.len());
+    for f in &m.files {
+        let _ = writeln!(out, "  {:>12}  {}  {}", f.size, &f.sha256[..16], f.path);
+    }
+    let _ = writeln!(
+        out,
+        "golden      {} vector(s){}",
+        m.golden.len(),
+        if m.golden.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                m.golden
+                    .iter()
+                    .map(|g| g.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    let p = &m.provenance;
+    if let Some(rev) = &p.source_revision {
+        let _ = writeln!(out, "source      {rev}");
+    }
+    if let Some(d) = &p.training_data_digest {
+        let _ = writeln!(out, "data        {d}");
+    }
+    for (k, v) in &p.hyperparameters {
+        let _ = writeln!(out, "  param     {k} = {v}");
+    }
+    for (k, v) in &p.metrics {
+        let _ = writeln!(out, "  metric    {k} = {v}");
+    }
+    let r = &m.requirements;
+    if r.min_gpu_memory_bytes > 0 || !r.execution_providers.is_empty() {
+        let _ = writeln!(
+            out,
+            "requires    {} bytes of GPU memory, providers {:?}",
+            r.min_gpu_memory_bytes, r.execution_providers
+        );
+    }
+    let _ = writeln!(out, "signatures  {}", i.signatures.len());
+    for s in &i.signatures {
+        let _ = writeln!(out, "  key {}", s.key_id);
+    }
+    out.push_str("(not verified: run `gantry bundle verify --trust POLICY` to check digests and signatures)\n");
+    out
+}

@@ -65,6 +65,7 @@ pub struct RawConfig {
     pub nvml: RawNvml,
     pub xid: RawXid,
     pub metrics: RawMetrics,
+    pub trust: RawTrust,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +110,14 @@ pub struct RawXid {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RawTrust {
+    /// The node's trust policy: which keys sign the bundles it runs. Default
+    /// `<state_dir>/trust.json`.
+    pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RawMetrics {
     /// Address of the `/metrics` and status endpoint. Default `127.0.0.1:9400`.
     pub listen: Option<String>,
@@ -127,6 +136,8 @@ pub struct Config {
     pub kernel_log: Option<PathBuf>,
     pub metrics_listen: SocketAddr,
     pub metrics_model_label: ModelLabel,
+    /// The node's trust policy file.
+    pub trust_policy: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -450,6 +461,11 @@ impl RawConfig {
             }
         };
 
+        let trust_policy = self
+            .trust
+            .policy
+            .unwrap_or_else(|| state_dir.join("trust.json"));
+
         Ok(Config {
             state_dir,
             telemetry: TelemetryConfig { interval },
@@ -461,6 +477,7 @@ impl RawConfig {
             kernel_log,
             metrics_listen,
             metrics_model_label,
+            trust_policy,
         })
     }
 }
@@ -518,6 +535,7 @@ mod tests {
         assert_eq!(config.nvml.library, Path::new("libnvidia-ml.so.1"));
         assert_eq!(config.kernel_log.as_deref(), Some(Path::new("/dev/kmsg")));
         assert!(config.nvml.simulate.is_none());
+        assert_eq!(config.trust_policy, Path::new("/var/lib/gantry/trust.json"));
     }
 
     #[test]

@@ -36,6 +36,22 @@ enum Command {
     Run(RunArgs),
     /// Show the running agent's GPUs, XIDs and host summary.
     Status(StatusArgs),
+    /// Check a bundle file against this node's trust policy (digests and signatures).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The bundle file.
+    bundle: PathBuf,
+    /// Trust policy to use instead of the node's (trust.policy).
+    #[arg(long, value_name = "POLICY")]
+    trust: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Status(args) => status(&args),
+        Command::Verify(args) => verify(&args),
     }
 }
 
@@ -189,6 +206,37 @@ mod gantry_agent_sim_env {
     pub(crate) const GPUS: &str = "GANTRY_NVML_SIM_GPUS";
     pub(crate) const MODEL: &str = "GANTRY_NVML_SIM_MODEL";
     pub(crate) const CONTROL: &str = "GANTRY_NVML_SIM_CONTROL";
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    let policy = match &args.trust {
+        Some(path) => path.clone(),
+        None => match config::load(args.config.config.as_deref(), &Overrides::default()) {
+            Ok(config) => config.trust_policy,
+            Err(e) => return config_failure(&e),
+        },
+    };
+    match gantry_agent::bundle::verify_file(&args.bundle, &policy, std::time::SystemTime::now()) {
+        Ok(outcome) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&outcome).expect("outcome serializes")
+                );
+            } else {
+                print!("{}", outcome.render_text());
+            }
+            if outcome.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn status(args: &StatusArgs) -> ExitCode {

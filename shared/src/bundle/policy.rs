@@ -390,6 +390,13 @@ impl SignedPolicy {
         })
     }
 
+    /// Parses a node's installed policy file and checks its own signatures.
+    pub fn load_installed(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let policy = Self::parse(bytes)?;
+        policy.verify_installed()?;
+        Ok(policy)
+    }
+
     /// The policy file's bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         let file = PolicyFile {

@@ -2,6 +2,9 @@
 //! (0 success, 1 failure — including a bundle or policy that fails verification — and
 //! 2 usage).
 
+// Doc comments on the argument types are `--help` text, written for operators.
+#![allow(clippy::doc_markdown)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
@@ -256,9 +259,10 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
             let files = args
                 .files
                 .iter()
-                .map(|spec| match spec.split_once('=') {
-                    Some((local, inside)) => (PathBuf::from(local), inside.to_owned()),
-                    None => {
+                .map(|spec| {
+                    if let Some((local, inside)) = spec.split_once('=') {
+                        (PathBuf::from(local), inside.to_owned())
+                    } else {
                         let local = PathBuf::from(spec);
                         let inside = local
                             .file_name()

@@ -112,7 +112,7 @@ pub enum Dim {
     Named(String),
 }
 
-/// Tensor element types, named as the KServe v2 protocol names them (lowercase).
+/// Tensor element types, named as the `KServe` v2 protocol names them (lowercase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DType {
@@ -210,18 +210,15 @@ pub enum ParamValue {
 impl ParamValue {
     /// Reads a command-line value: boolean, integer, float, else text.
     pub fn parse(text: &str) -> Self {
-        if let Ok(b) = text.parse() {
-            Self::Bool(b)
-        } else if let Ok(i) = text.parse() {
-            Self::Int(i)
-        } else if let Ok(f) = text
-            .parse::<f64>()
-            .map_err(|_| ())
-            .and_then(|f| if f.is_finite() { Ok(f) } else { Err(()) })
-        {
-            Self::Float(f)
-        } else {
-            Self::Text(text.to_owned())
+        if let Ok(b) = text.parse::<bool>() {
+            return Self::Bool(b);
+        }
+        if let Ok(i) = text.parse::<i64>() {
+            return Self::Int(i);
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => Self::Float(f),
+            _ => Self::Text(text.to_owned()),
         }
     }
 }
@@ -255,6 +252,12 @@ pub enum ExecutionProvider {
     Cpu,
 }
 
+/// Just the schema version, read before the rest so an unknown schema is named as such.
+#[derive(Deserialize)]
+struct SchemaOnly {
+    schema: serde_json::Value,
+}
+
 impl Manifest {
     /// Parses and validates manifest bytes as found in a bundle.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
@@ -263,10 +266,6 @@ impl Manifest {
                 size: bytes.len() as u64,
                 max: MAX_MANIFEST_BYTES,
             });
-        }
-        #[derive(Deserialize)]
-        struct SchemaOnly {
-            schema: serde_json::Value,
         }
         let probe: SchemaOnly =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed {

@@ -33,7 +33,7 @@ pub mod path;
 pub mod policy;
 pub mod signing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::time::SystemTime;
 
@@ -313,7 +313,7 @@ impl<R: Read> BundleReader<R> {
             .iter()
             .map(|f| (f.path.as_str(), f))
             .collect();
-        let mut seen = BTreeMap::new();
+        let mut seen = BTreeSet::new();
         let mut summary = PayloadSummary::default();
         let mut buf = vec![0u8; CHUNK];
         let mut position = 2;
@@ -330,7 +330,7 @@ impl<R: Read> BundleReader<R> {
                 path: header.path.clone(),
                 source,
             })?;
-            if seen.insert(path.to_owned(), ()).is_some() {
+            if !seen.insert(path.to_owned()) {
                 return Err(BundleError::DuplicateEntry {
                     path: path.to_owned(),
                 });
@@ -373,12 +373,7 @@ impl<R: Read> BundleReader<R> {
             summary.files += 1;
             summary.bytes += file.size;
         }
-        if let Some(missing) = self
-            .manifest
-            .files
-            .iter()
-            .find(|f| !seen.contains_key(&f.path))
-        {
+        if let Some(missing) = self.manifest.files.iter().find(|f| !seen.contains(&f.path)) {
             return Err(BundleError::MissingFile {
                 path: missing.path.clone(),
             });

@@ -77,7 +77,7 @@ enum Wire {
     Fixed32,
 }
 
-impl<'r, R: Read> Fields<'r, R> {
+impl<R: Read> Fields<'_, R> {
     fn byte(&mut self) -> Result<Option<u8>, OnnxError> {
         if self.remaining == 0 {
             return Ok(None);

@@ -142,11 +142,11 @@ fn append(w: &mut ArchiveWriter<Vec<u8>>, path: &str, data: &[u8]) {
     w.append(path, data.len() as u64, &mut &data[..]).unwrap();
 }
 
-fn raw_with_header(header: [u8; BLOCK]) -> Vec<u8> {
+fn raw_with_header(header: &[u8; BLOCK]) -> Vec<u8> {
     let mut bytes = raw_bundle(|w| append(w, "files/model.onnx", MODEL));
     let end = bytes.len() - 2 * BLOCK;
     bytes.truncate(end);
-    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(header);
     bytes.extend_from_slice(&[0u8; 2 * BLOCK]);
     bytes
 }
@@ -214,7 +214,7 @@ fn signature_by_untrusted_key() {
 #[test]
 fn signature_by_revoked_key() {
     let policy = policy_with(2, |p| {
-        p.revoked.push(signing::key_id(&key(3).verifying_key()))
+        p.revoked.push(signing::key_id(&key(3).verifying_key()));
     });
     let err = verify_bytes(&good_bundle(&[1, 3]), &policy).unwrap_err();
     assert!(err.to_string().contains("key is revoked"), "{err}");
@@ -223,7 +223,7 @@ fn signature_by_revoked_key() {
 #[test]
 fn signature_by_expired_key() {
     let policy = policy_with(2, |p| {
-        p.keys[2].not_after = Some("2026-01-01T00:00:00Z".into())
+        p.keys[2].not_after = Some("2026-01-01T00:00:00Z".into());
     });
     let err = verify_bytes(&good_bundle(&[1, 3]), &policy).unwrap_err();
     assert!(
@@ -289,7 +289,7 @@ fn absolute_path() {
 
 #[test]
 fn symbolic_link() {
-    let err = rejected(&raw_with_header(hostile::header(
+    let err = rejected(&raw_with_header(&hostile::header(
         "files/extra/vocab.txt",
         0,
         b'2',
@@ -308,7 +308,7 @@ fn symbolic_link() {
 
 #[test]
 fn hard_link() {
-    let err = rejected(&raw_with_header(hostile::header(
+    let err = rejected(&raw_with_header(&hostile::header(
         "files/extra/vocab.txt",
         0,
         b'1',
@@ -332,7 +332,7 @@ fn device_file() {
         (b'4', "block device"),
         (b'6', "FIFO"),
     ] {
-        let err = rejected(&raw_with_header(hostile::header(
+        let err = rejected(&raw_with_header(&hostile::header(
             "files/extra/vocab.txt",
             0,
             flag,
@@ -346,7 +346,7 @@ fn device_file() {
 
 #[test]
 fn pax_header_is_refused() {
-    let err = rejected(&raw_with_header(hostile::header("files/x", 0, b'x')));
+    let err = rejected(&raw_with_header(&hostile::header("files/x", 0, b'x')));
     assert!(err.to_string().contains("pax extended header"), "{err}");
 }
 

@@ -4,3 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh node-exporter
 cargo bench -p gantry-agent --bench footprint --locked
+cargo bench -p gantry-controller --bench verify --locked

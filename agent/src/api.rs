@@ -14,7 +14,9 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{self, ModelLabel, ProcessStats};
+use gantry_shared::exposition::ModelLabel;
+
+use crate::metrics::{self, ProcessStats};
 use crate::status::{AgentStatus, SimulatedGpus};
 use crate::telemetry::SnapshotReceiver;
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::metrics::ModelLabel;
+use gantry_shared::exposition::ModelLabel;
 
 /// Default location of the main configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gantry/agent.toml";

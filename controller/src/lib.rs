@@ -5,5 +5,7 @@
 
 pub mod atomic_file;
 pub mod bundle_cmd;
+pub mod ca;
 pub mod keys;
 pub mod policy_cmd;
+pub mod store;

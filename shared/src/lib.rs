@@ -9,4 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod exposition;
+pub mod protocol;
 pub mod telemetry;
+pub mod tls;

@@ -250,6 +250,30 @@ pub struct StateDirReading {
     pub free_bytes: u64,
 }
 
+/// A health event the agent records (buffer class `event`): kept longest when the buffer
+/// is full, and shipped to the controller like samples.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// New XID errors on a GPU since the previous sample.
+    Xid {
+        pci_bus_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gpu: Option<u32>,
+        code: u64,
+        /// Events of this code since the previous sample.
+        count: u64,
+    },
+    /// A GPU changed state (lost, recovered, unreadable).
+    GpuState {
+        gpu: u32,
+        uuid: String,
+        state: GpuState,
+    },
+    /// NVML became available or unavailable.
+    Nvml { available: bool },
+}
+
 /// NVML clock throttle reason bits and their names, as `nvml.h` defines them.
 pub const THROTTLE_REASONS: &[(u64, &str)] = &[
     (0x1, "gpu_idle"),

@@ -1,0 +1,457 @@
+//! The controller's state, in one embedded `redb` file (`store.redb` in the controller
+//! directory). All state goes through this module, so moving it to another engine is
+//! this module's work alone.
+//!
+//! Tables:
+//! - `tokens`: token id → [`TokenRecord`] (JSON). Single use: `used_at_ms` is set in the
+//!   same transaction that creates the node.
+//! - `identities`: certificate SHA-256 → [`IdentityRecord`] (JSON). Every certificate
+//!   the CA issued; a connection's identity is looked up here, and revocation marks it.
+//! - `nodes`: node name → [`NodeRecord`] (JSON).
+//! - `telemetry`: (node, sequence) → `at_ms: u64 BE | class: u8 | body JSON`. Inserted
+//!   only if absent, so redelivery never double-counts. Records older than the retention
+//!   are deleted, and the node's `low_water` remembers the highest sequence deleted, so a
+//!   late redelivery of a deleted record is recognized as a duplicate too.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gantry_shared::protocol::admin::{RecordInfo, Role};
+use gantry_shared::protocol::telemetry::{Batch, RecordClass};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("identities");
+const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("telemetry");
+
+/// Store failures: the controller cannot vouch for its state. Transient for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store failed: {0}")]
+    Engine(String),
+    #[error("a stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+macro_rules! engine_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Engine(e.to_string())
+            }
+        }
+    )*};
+}
+engine_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records serialize")
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// A join token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub secret_sha256: String,
+    pub labels: BTreeMap<String, String>,
+    pub created_by: String,
+    pub expires_at_ms: u64,
+    pub used_at_ms: Option<u64>,
+    pub used_by: Option<String>,
+}
+
+/// Who a certificate belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Principal {
+    Node { name: String },
+    Admin { name: String, role: Role },
+}
+
+/// A certificate the CA issued.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityRecord {
+    pub principal: Principal,
+    pub issued_at_ms: u64,
+    pub revoked: bool,
+}
+
+/// What the node said in its last heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeartbeatInfo {
+    pub at_ms: u64,
+    pub agent_version: String,
+    pub buffered_records: u64,
+    pub last_seq: u64,
+    pub dropped_metrics: u64,
+    pub dropped_events: u64,
+}
+
+/// An enrolled node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeRecord {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at_ms: u64,
+    pub fingerprint: String,
+    pub revoked: bool,
+    pub last_seen_ms: Option<u64>,
+    pub heartbeat: HeartbeatInfo,
+    pub last_seq: u64,
+    pub records_stored: u64,
+    /// Highest sequence deleted by retention.
+    pub low_water: u64,
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollRefusal {
+    #[error("unknown join token")]
+    UnknownToken,
+    #[error("the join token was already used{}", by.as_deref().map(|n| format!(" (by node {n})")).unwrap_or_default())]
+    TokenUsed { by: Option<String> },
+    #[error("the join token expired")]
+    TokenExpired,
+    #[error(
+        "node name {0:?} is already enrolled; revoke it first (`gantry fleet revoke {0}`) or enroll with another --name"
+    )]
+    NameTaken(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Outcome of storing one batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub stored: u64,
+    pub duplicates: u64,
+    pub through_seq: u64,
+}
+
+/// The controller store.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and its tables.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(TOKENS)?;
+        txn.open_table(IDENTITIES)?;
+        txn.open_table(NODES)?;
+        txn.open_table(TELEMETRY)?;
+        txn.commit()?;
+        Ok(Self { db })
+    }
+
+    pub fn put_identity(
+        &self,
+        fingerprint: &str,
+        record: &IdentityRecord,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(IDENTITIES)?
+            .insert(fingerprint, to_json(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn identity(&self, fingerprint: &str) -> Result<Option<IdentityRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(IDENTITIES)?;
+        table
+            .get(fingerprint)?
+            .map(|v| from_json(v.value()))
+            .transpose()
+    }
+
+    pub fn put_token(&self, id: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(TOKENS)?
+            .insert(id, to_json(record).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Redeems a token for node `name` and records the node and its certificate, all in
+    /// one transaction. `secret_sha256` is the hash of the secret presented.
+    pub fn enroll(
+        &self,
+        token_id: &str,
+        secret_sha256: &str,
+        name: &str,
+        fingerprint: &str,
+        now_ms: u64,
+    ) -> Result<NodeRecord, EnrollRefusal> {
+        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let node = {
+            let mut tokens = txn.open_table(TOKENS).map_err(StoreError::from)?;
+            let mut token: TokenRecord = match tokens.get(token_id).map_err(StoreError::from)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(EnrollRefusal::UnknownToken),
+            };
+            // Constant-time comparison is not needed: the stored value is a hash.
+            if token.secret_sha256 != secret_sha256 {
+                return Err(EnrollRefusal::UnknownToken);
+            }
+            if token.used_at_ms.is_some() {
+                return Err(EnrollRefusal::TokenUsed { by: token.used_by });
+            }
+            if now_ms > token.expires_at_ms {
+                return Err(EnrollRefusal::TokenExpired);
+            }
+            let mut nodes = txn.open_table(NODES).map_err(StoreError::from)?;
+            if let Some(existing) = nodes.get(name).map_err(StoreError::from)? {
+                let existing: NodeRecord = from_json(existing.value())?;
+                if !existing.revoked {
+                    return Err(EnrollRefusal::NameTaken(name.to_owned()));
+                }
+            }
+            token.used_at_ms = Some(now_ms);
+            token.used_by = Some(name.to_owned());
+            tokens
+                .insert(token_id, to_json(&token).as_slice())
+                .map_err(StoreError::from)?;
+            let node = NodeRecord {
+                name: name.to_owned(),
+                labels: token.labels.clone(),
+                enrolled_at_ms: now_ms,
+                fingerprint: fingerprint.to_owned(),
+                ..NodeRecord::default()
+            };
+            nodes
+                .insert(name, to_json(&node).as_slice())
+                .map_err(StoreError::from)?;
+            let identity = IdentityRecord {
+                principal: Principal::Node {
+                    name: name.to_owned(),
+                },
+                issued_at_ms: now_ms,
+                revoked: false,
+            };
+            txn.open_table(IDENTITIES)
+                .map_err(StoreError::from)?
+                .insert(fingerprint, to_json(&identity).as_slice())
+                .map_err(StoreError::from)?;
+            node
+        };
+        txn.commit().map_err(StoreError::from)?;
+        Ok(node)
+    }
+
+    pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NODES)?;
+        table.get(name)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NODES)?;
+        table
+            .iter()?
+            .map(|entry| from_json(entry?.1.value()))
+            .collect()
+    }
+
+    /// Updates a node record in place.
+    pub fn update_node(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut NodeRecord),
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let updated = {
+            let mut table = txn.open_table(NODES)?;
+            let current: Option<NodeRecord> =
+                table.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            match current {
+                None => None,
+                Some(mut node) => {
+                    change(&mut node);
+                    table.insert(name, to_json(&node).as_slice())?;
+                    Some(node)
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(updated)
+    }
+
+    /// Revokes a node: its record and its certificate's identity.
+    pub fn revoke_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let node = {
+            let mut nodes = txn.open_table(NODES)?;
+            let current: Option<NodeRecord> =
+                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let Some(mut node) = current else {
+                return Ok(None);
+            };
+            node.revoked = true;
+            nodes.insert(name, to_json(&node).as_slice())?;
+            let mut identities = txn.open_table(IDENTITIES)?;
+            let identity: Option<IdentityRecord> = identities
+                .get(node.fingerprint.as_str())?
+                .map(|v| from_json(v.value()))
+                .transpose()?;
+            if let Some(mut identity) = identity {
+                identity.revoked = true;
+                identities.insert(node.fingerprint.as_str(), to_json(&identity).as_slice())?;
+            }
+            node
+        };
+        txn.commit()?;
+        Ok(Some(node))
+    }
+
+    /// Stores batches from several nodes in one transaction (group commit). Each
+    /// record is inserted only if its (node, seq) is new.
+    pub fn store_batches(&self, batches: &[(&str, &Batch)]) -> Result<Vec<Stored>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut results = Vec::with_capacity(batches.len());
+        {
+            let mut telemetry = txn.open_table(TELEMETRY)?;
+            let mut nodes = txn.open_table(NODES)?;
+            for (name, batch) in batches {
+                let mut node: NodeRecord = match nodes.get(*name)? {
+                    Some(v) => from_json(v.value())?,
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "telemetry for unknown node {name}"
+                        )));
+                    }
+                };
+                let mut outcome = Stored::default();
+                let mut value = Vec::new();
+                for record in &batch.records {
+                    outcome.through_seq = record.seq;
+                    if record.seq <= node.low_water || telemetry.get((*name, record.seq))?.is_some()
+                    {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    value.clear();
+                    value.extend_from_slice(&record.at_ms.to_be_bytes());
+                    value.push(record.class.as_byte());
+                    value.extend_from_slice(record.body.get().as_bytes());
+                    telemetry.insert((*name, record.seq), value.as_slice())?;
+                    outcome.stored += 1;
+                }
+                node.records_stored += outcome.stored;
+                node.last_seq = node.last_seq.max(outcome.through_seq);
+                nodes.insert(*name, to_json(&node).as_slice())?;
+                results.push(outcome);
+            }
+        }
+        txn.commit()?;
+        Ok(results)
+    }
+
+    /// Stored records of `node` after `after_seq`, at most `limit`.
+    pub fn records(
+        &self,
+        node: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordInfo>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((node, after_seq.saturating_add(1))..=(node, u64::MAX))?
+            .take(limit)
+        {
+            let (key, value) = entry?;
+            let value = value.value();
+            let (at, class) = decode_header(value)?;
+            out.push(RecordInfo {
+                seq: key.value().1,
+                at_ms: at,
+                class,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The body of the newest metrics record of `node`, if any.
+    pub fn latest_metrics(&self, node: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        for entry in table.range((node, 0)..=(node, u64::MAX))?.rev() {
+            let (_, value) = entry?;
+            let value = value.value();
+            if decode_header(value)?.1 == RecordClass::Metrics {
+                return Ok(Some(value[9..].to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes records older than `cutoff_ms` for every node; returns how many.
+    pub fn apply_retention(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let names: Vec<String> = self.nodes()?.into_iter().map(|n| n.name).collect();
+        let mut deleted = 0;
+        for name in names {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(TELEMETRY)?;
+                let mut old = Vec::new();
+                for entry in table.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))? {
+                    let (key, value) = entry?;
+                    if decode_header(value.value())?.0 >= cutoff_ms {
+                        break;
+                    }
+                    old.push(key.value().1);
+                }
+                if let Some(&highest) = old.last() {
+                    for seq in &old {
+                        table.remove((name.as_str(), *seq))?;
+                    }
+                    let mut nodes = txn.open_table(NODES)?;
+                    let node: Option<NodeRecord> = nodes
+                        .get(name.as_str())?
+                        .map(|v| from_json(v.value()))
+                        .transpose()?;
+                    if let Some(mut node) = node {
+                        node.low_water = node.low_water.max(highest);
+                        node.records_stored = node.records_stored.saturating_sub(old.len() as u64);
+                        nodes.insert(name.as_str(), to_json(&node).as_slice())?;
+                    }
+                    deleted += old.len() as u64;
+                }
+            }
+            txn.commit()?;
+        }
+        Ok(deleted)
+    }
+}
+
+fn decode_header(value: &[u8]) -> Result<(u64, RecordClass), StoreError> {
+    let at = value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Corrupt("telemetry record shorter than its header".into()))?;
+    let class = value
+        .get(8)
+        .and_then(|&b| RecordClass::from_byte(b))
+        .ok_or_else(|| StoreError::Corrupt("telemetry record of unknown class".into()))?;
+    Ok((at, class))
+}

@@ -1,0 +1,148 @@
+//! QUIC plumbing for the fleet protocol (`gantry_shared::protocol`): endpoints with the
+//! fleet's transport settings, frames on streams, and one-stream request/response calls.
+//! The protocol itself — messages, framing rules, versions — lives in `gantry-shared`.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_shared::protocol::{self, CONTROLLER_SERVER_NAME, FrameError, Request, Response};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+
+/// Keep-alive on idle connections, so NAT bindings stay open and a dead peer is noticed.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// A connection with no traffic for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Network failures. `is_transient` tells whether retrying later may help.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot set up the QUIC endpoint")]
+    Endpoint(#[source] std::io::Error),
+    #[error("TLS configuration is unusable: {0}")]
+    Tls(String),
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectError,
+    },
+    #[error("the connection to {addr} failed")]
+    Connection {
+        addr: SocketAddr,
+        #[source]
+        source: quinn::ConnectionError,
+    },
+    #[error("the stream failed: {0}")]
+    Stream(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl NetError {
+    /// Whether the same call may succeed later (network trouble, not a refusal).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connection { source, .. } => !matches!(
+                source,
+                quinn::ConnectionError::VersionMismatch | quinn::ConnectionError::TransportError(_)
+            ),
+            Self::Stream(_) | Self::Timeout(_) => true,
+            Self::Endpoint(_) | Self::Tls(_) | Self::Connect { .. } | Self::Frame(_) => false,
+        }
+    }
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
+    t.max_concurrent_bidi_streams(256u32.into());
+    Arc::new(t)
+}
+
+/// A client endpoint on an ephemeral port of the address family of `peer`.
+pub fn client_endpoint(peer: SocketAddr, tls: rustls::ClientConfig) -> Result<Endpoint, NetError> {
+    let bind: SocketAddr = if peer.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()
+    .expect("static address");
+    let mut endpoint = Endpoint::client(bind).map_err(NetError::Endpoint)?;
+    let crypto = QuicClientConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport());
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// A server endpoint bound to `addr`.
+pub fn server_endpoint(addr: SocketAddr, tls: rustls::ServerConfig) -> Result<Endpoint, NetError> {
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| NetError::Tls(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport());
+    Endpoint::server(config, addr).map_err(NetError::Endpoint)
+}
+
+/// Connects to the controller at `addr`.
+pub async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> Result<Connection, NetError> {
+    let connecting = endpoint
+        .connect(addr, CONTROLLER_SERVER_NAME)
+        .map_err(|source| NetError::Connect { addr, source })?;
+    connecting
+        .await
+        .map_err(|source| NetError::Connection { addr, source })
+}
+
+/// Reads one frame's JSON body from `recv`, enforcing the size limit from the header.
+pub async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, NetError> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    let size = protocol::frame_length(header)?;
+    let mut body = vec![0u8; size];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    Ok(body)
+}
+
+/// Writes one frame and finishes the stream.
+pub async fn write_frame<T: serde::Serialize>(
+    send: &mut SendStream,
+    msg: &T,
+) -> Result<(), NetError> {
+    let bytes = protocol::encode(msg)?;
+    send.write_all(&bytes)
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    send.finish().map_err(|e| NetError::Stream(e.to_string()))
+}
+
+/// One request on a new stream, and its response, within `timeout`.
+pub async fn call(
+    conn: &Connection,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, NetError> {
+    let exchange = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Stream(e.to_string()))?;
+        write_frame(&mut send, request).await?;
+        let body = read_frame(&mut recv).await?;
+        Ok(protocol::decode_body(&body)?)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| NetError::Timeout(timeout))?
+}

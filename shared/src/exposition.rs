@@ -1,0 +1,709 @@
+//! The Prometheus text exposition of telemetry samples, and the metric names it uses:
+//! the agent's `/metrics` and the controller's federation endpoint render through it.
+//!
+//! GPU fields use dcgm-exporter's names, units and labels (`gpu`, `UUID`, `pci_bus_id`,
+//! `device`, `modelName`, `Hostname`) so dashboards built for dcgm-exporter work
+//! unchanged. dcgm-exporter declares its monotonic fields (`*_TOTAL`, energy, retired
+//! pages) as counters without the `_total` suffix Prometheus requires of counters; we
+//! declare those `untyped`, which keeps the names and values identical and the
+//! exposition lint-clean. What dcgm-exporter lacks comes under `gantry_`: a counter per
+//! XID code, GPU liveness, host metrics and the agent's own.
+//!
+//! One lint finding cannot be avoided without breaking dashboards: dcgm-exporter's
+//! `modelName` label is camelCase. `metrics.model_label = "model_name"` renames it for
+//! sites that run `promtool check metrics` as a gate; the default keeps dcgm-exporter's.
+
+use std::fmt::Write as _;
+
+use crate::telemetry::{DiskReading, GpuFields, GpuReading, GpuState, NetworkReading, Sample};
+
+/// Which label carries the GPU's product name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelLabel {
+    /// `modelName`, as dcgm-exporter.
+    #[default]
+    Dcgm,
+    /// `model_name`, passing Prometheus' label-name lint.
+    SnakeCase,
+}
+
+impl ModelLabel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dcgm => "modelName",
+            Self::SnakeCase => "model_name",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Gauge,
+    Counter,
+    Untyped,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Gauge => "gauge",
+            Self::Counter => "counter",
+            Self::Untyped => "untyped",
+        }
+    }
+}
+
+/// One dcgm-exporter field: name, type, help, and how to get its value from a reading.
+struct GpuFamily {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&GpuFields) -> Option<f64>,
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn num<T: Into<f64>>(v: Option<T>) -> Option<f64> {
+    v.map(Into::into)
+}
+
+fn u64_num(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+fn flag(v: Option<bool>) -> Option<f64> {
+    v.map(|v| if v { 1.0 } else { 0.0 })
+}
+
+/// dcgm-exporter's GPU fields, in its order.
+const GPU_FAMILIES: &[GpuFamily] = &[
+    GpuFamily {
+        name: "DCGM_FI_DEV_SM_CLOCK",
+        kind: Kind::Gauge,
+        help: "SM clock frequency (in MHz).",
+        value: |f| num(f.sm_clock_mhz),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_MEM_CLOCK",
+        kind: Kind::Gauge,
+        help: "Memory clock frequency (in MHz).",
+        value: |f| num(f.mem_clock_mhz),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_GPU_TEMP",
+        kind: Kind::Gauge,
+        help: "GPU temperature (in C).",
+        value: |f| num(f.temperature_c),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_POWER_USAGE",
+        kind: Kind::Gauge,
+        help: "Power draw (in W).",
+        value: |f| f.power_usage_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_POWER_MGMT_LIMIT",
+        kind: Kind::Gauge,
+        help: "Power management limit (in W).",
+        value: |f| f.power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ENFORCED_POWER_LIMIT",
+        kind: Kind::Gauge,
+        help: "Enforced power limit (in W).",
+        value: |f| f.enforced_power_limit_mw.map(|mw| f64::from(mw) / 1000.0),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION",
+        kind: Kind::Untyped,
+        help: "Total energy consumption since boot (in mJ); monotonic.",
+        value: |f| u64_num(f.total_energy_mj),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_GPU_UTIL",
+        kind: Kind::Gauge,
+        help: "GPU utilization (in %).",
+        value: |f| num(f.gpu_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_MEM_COPY_UTIL",
+        kind: Kind::Gauge,
+        help: "Memory utilization (in %).",
+        value: |f| num(f.mem_copy_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_TOTAL",
+        kind: Kind::Gauge,
+        help: "Total framebuffer memory (in MiB).",
+        value: |f| f.fb_total_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_FREE",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory free (in MiB).",
+        value: |f| f.fb_free_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_USED",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory used (in MiB).",
+        value: |f| f.fb_used_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FB_RESERVED",
+        kind: Kind::Gauge,
+        help: "Framebuffer memory reserved (in MiB).",
+        value: |f| f.fb_reserved_bytes.map(|b| (b as f64 / MIB).floor()),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS",
+        kind: Kind::Gauge,
+        help: "Current clock throttle reasons (NVML bitmask).",
+        value: |f| u64_num(f.clock_throttle_reasons),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of single-bit volatile ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_sbe_volatile),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of double-bit volatile ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_dbe_volatile),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of single-bit persistent ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_sbe_aggregate),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL",
+        kind: Kind::Untyped,
+        help: "Total number of double-bit persistent ECC errors; monotonic.",
+        value: |f| u64_num(f.ecc_dbe_aggregate),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_SBE",
+        kind: Kind::Untyped,
+        help: "Total number of retired pages due to single-bit errors; monotonic.",
+        value: |f| u64_num(f.retired_pages_sbe),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_DBE",
+        kind: Kind::Untyped,
+        help: "Total number of retired pages due to double-bit errors; monotonic.",
+        value: |f| u64_num(f.retired_pages_dbe),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_RETIRED_PENDING",
+        kind: Kind::Gauge,
+        help: "Pages pending retirement (1 if any).",
+        value: |f| flag(f.retired_pages_pending),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+        kind: Kind::Untyped,
+        help: "Number of remapped rows for correctable errors; monotonic.",
+        value: |f| u64_num(f.remapped_rows_correctable),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+        kind: Kind::Untyped,
+        help: "Number of remapped rows for uncorrectable errors; monotonic.",
+        value: |f| u64_num(f.remapped_rows_uncorrectable),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ROW_REMAP_PENDING",
+        kind: Kind::Gauge,
+        help: "Row remapping pending a GPU reset (1 if pending).",
+        value: |f| flag(f.row_remap_pending),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+        kind: Kind::Gauge,
+        help: "Whether remapping of rows has failed (1 if failed).",
+        value: |f| flag(f.row_remap_failure),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_PCIE_TX_THROUGHPUT",
+        kind: Kind::Gauge,
+        help: "PCIe transmit throughput (in KB/s).",
+        value: |f| num(f.pcie_tx_kbps),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_PCIE_RX_THROUGHPUT",
+        kind: Kind::Gauge,
+        help: "PCIe receive throughput (in KB/s).",
+        value: |f| num(f.pcie_rx_kbps),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_FAN_SPEED",
+        kind: Kind::Gauge,
+        help: "Fan speed (in %).",
+        value: |f| num(f.fan_speed_percent),
+    },
+];
+
+/// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
+/// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
+/// `extra` labels (the controller's `node`) lead every sample's label set.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    extra: Vec<(String, String)>,
+}
+
+fn push_label(out: &mut String, label: &str, text: &str) {
+    out.push_str(label);
+    out.push_str("=\"");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Exposition {
+    pub fn new(extra: Vec<(String, String)>) -> Self {
+        Self {
+            out: String::with_capacity(32 * 1024),
+            extra,
+        }
+    }
+
+    pub fn into_string(self) -> String {
+        self.out
+    }
+
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
+    }
+
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() || !self.extra.is_empty() {
+            self.out.push('{');
+            let extra = self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            for (i, (label, text)) in extra.chain(labels.iter().copied()).enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                push_label(&mut self.out, label, text);
+            }
+            self.out.push('}');
+        }
+        if value.is_finite() {
+            let _ = writeln!(self.out, " {value}");
+        } else {
+            let _ = writeln!(self.out, " NaN");
+        }
+    }
+
+    /// A family with a single sample (labelled with the extra labels only).
+    pub fn single(&mut self, name: &str, kind: Kind, help: &str, value: f64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+fn gpu_labels<'a>(
+    gpu: &'a GpuReading,
+    device: &'a str,
+    model_label: ModelLabel,
+    hostname: &'a str,
+) -> [(&'static str, &'a str); 6] {
+    [
+        ("gpu", device.strip_prefix("nvidia").unwrap_or(device)),
+        ("UUID", &gpu.identity.uuid),
+        ("pci_bus_id", &gpu.identity.pci_bus_id),
+        ("device", device),
+        (model_label.name(), &gpu.identity.name),
+        ("Hostname", hostname),
+    ]
+}
+
+/// GPU families: dcgm-exporter's fields, XIDs, liveness.
+pub fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
+    let hostname = sample.host.hostname.as_str();
+    let devices: Vec<String> = sample
+        .gpus
+        .iter()
+        .map(|g| format!("nvidia{}", g.identity.index))
+        .collect();
+    let labelled = || {
+        sample
+            .gpus
+            .iter()
+            .zip(&devices)
+            .map(|(gpu, device)| (gpu, gpu_labels(gpu, device, model_label, hostname)))
+    };
+
+    for family in GPU_FAMILIES {
+        let values: Vec<_> = labelled()
+            .filter(|(gpu, _)| gpu.state == GpuState::Ok)
+            .filter_map(|(gpu, labels)| (family.value)(&gpu.fields).map(|v| (labels, v)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        e.family(family.name, family.kind, family.help);
+        for (labels, value) in values {
+            e.sample(family.name, &labels, value);
+        }
+    }
+
+    if !sample.gpus.is_empty() {
+        e.family(
+            "DCGM_FI_DEV_XID_ERRORS",
+            Kind::Gauge,
+            "Value of the last XID error encountered (0 if none).",
+        );
+        for (gpu, labels) in labelled() {
+            let last = sample
+                .xids
+                .iter()
+                .find(|x| x.gpu == Some(gpu.identity.index))
+                .map_or(0, |x| x.last);
+            e.sample("DCGM_FI_DEV_XID_ERRORS", &labels, last as f64);
+        }
+        e.family(
+            "gantry_gpu_up",
+            Kind::Gauge,
+            "Whether the GPU could be read in the last sample (1) or not (0).",
+        );
+        for (gpu, labels) in labelled() {
+            e.sample(
+                "gantry_gpu_up",
+                &labels,
+                if gpu.state == GpuState::Ok { 1.0 } else { 0.0 },
+            );
+        }
+        e.family(
+            "gantry_gpu_lost",
+            Kind::Gauge,
+            "Whether the GPU has fallen off the bus (NVML GPU_IS_LOST).",
+        );
+        for (gpu, labels) in labelled() {
+            e.sample(
+                "gantry_gpu_lost",
+                &labels,
+                if gpu.state == GpuState::Lost {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+        }
+    }
+
+    if sample.xids.iter().any(|x| !x.by_code.is_empty()) {
+        e.family(
+            "gantry_gpu_xid_errors_total",
+            Kind::Counter,
+            "XID errors per GPU and code since the agent started, from NVML events and the kernel log, each event counted once.",
+        );
+        for xid in &sample.xids {
+            let gpu = xid
+                .gpu
+                .and_then(|index| sample.gpus.iter().find(|g| g.identity.index == index));
+            let index = xid.gpu.map(|i| i.to_string()).unwrap_or_default();
+            let uuid = gpu.map_or("", |g| g.identity.uuid.as_str());
+            for (code, count) in &xid.by_code {
+                let code = code.to_string();
+                e.sample(
+                    "gantry_gpu_xid_errors_total",
+                    &[
+                        ("gpu", &index),
+                        ("UUID", uuid),
+                        ("pci_bus_id", &xid.pci_bus_id),
+                        ("Hostname", hostname),
+                        ("xid", &code),
+                    ],
+                    *count as f64,
+                );
+            }
+        }
+    }
+}
+
+type DiskValue = fn(&DiskReading) -> u64;
+type NetworkValue = fn(&NetworkReading) -> u64;
+
+/// Host families and the state directory's space.
+pub fn render_host(e: &mut Exposition, sample: &Sample) {
+    let h = &sample.host;
+    e.single(
+        "gantry_host_cpus",
+        Kind::Gauge,
+        "Number of logical CPUs.",
+        f64::from(h.cpu_count),
+    );
+    e.single(
+        "gantry_host_cpu_usage_ratio",
+        Kind::Gauge,
+        "Busy share of all CPUs over the last sampling interval (0-1).",
+        f64::from(h.cpu_usage_percent) / 100.0,
+    );
+    e.single(
+        "gantry_host_load1",
+        Kind::Gauge,
+        "1-minute load average.",
+        h.load1,
+    );
+    e.single(
+        "gantry_host_load5",
+        Kind::Gauge,
+        "5-minute load average.",
+        h.load5,
+    );
+    e.single(
+        "gantry_host_load15",
+        Kind::Gauge,
+        "15-minute load average.",
+        h.load15,
+    );
+    e.single(
+        "gantry_host_memory_total_bytes",
+        Kind::Gauge,
+        "Total memory.",
+        h.mem_total_bytes as f64,
+    );
+    e.single(
+        "gantry_host_memory_used_bytes",
+        Kind::Gauge,
+        "Used memory.",
+        h.mem_used_bytes as f64,
+    );
+    e.single(
+        "gantry_host_memory_available_bytes",
+        Kind::Gauge,
+        "Memory available for new work.",
+        h.mem_available_bytes as f64,
+    );
+    e.single(
+        "gantry_host_swap_total_bytes",
+        Kind::Gauge,
+        "Total swap.",
+        h.swap_total_bytes as f64,
+    );
+    e.single(
+        "gantry_host_swap_used_bytes",
+        Kind::Gauge,
+        "Used swap.",
+        h.swap_used_bytes as f64,
+    );
+    e.single(
+        "gantry_host_uptime_seconds",
+        Kind::Gauge,
+        "Time since the host booted.",
+        h.uptime_s as f64,
+    );
+
+    let disk_families: [(&str, Kind, &str, DiskValue); 4] = [
+        (
+            "gantry_host_filesystem_size_bytes",
+            Kind::Gauge,
+            "File system size.",
+            |d| d.total_bytes,
+        ),
+        (
+            "gantry_host_filesystem_avail_bytes",
+            Kind::Gauge,
+            "File system space available to unprivileged users.",
+            |d| d.available_bytes,
+        ),
+        (
+            "gantry_host_disk_read_bytes_total",
+            Kind::Counter,
+            "Bytes read from the file system's device.",
+            |d| d.read_bytes_total,
+        ),
+        (
+            "gantry_host_disk_written_bytes_total",
+            Kind::Counter,
+            "Bytes written to the file system's device.",
+            |d| d.written_bytes_total,
+        ),
+    ];
+    if !h.disks.is_empty() {
+        for (name, kind, help, value) in disk_families {
+            e.family(name, kind, help);
+            for d in &h.disks {
+                e.sample(
+                    name,
+                    &[
+                        ("device", &d.device),
+                        ("mountpoint", &d.mount_point),
+                        ("fstype", &d.file_system),
+                    ],
+                    value(d) as f64,
+                );
+            }
+        }
+    }
+
+    let net_families: [(&str, &str, NetworkValue); 6] = [
+        (
+            "gantry_host_network_receive_bytes_total",
+            "Bytes received.",
+            |n| n.rx_bytes_total,
+        ),
+        (
+            "gantry_host_network_transmit_bytes_total",
+            "Bytes transmitted.",
+            |n| n.tx_bytes_total,
+        ),
+        (
+            "gantry_host_network_receive_packets_total",
+            "Packets received.",
+            |n| n.rx_packets_total,
+        ),
+        (
+            "gantry_host_network_transmit_packets_total",
+            "Packets transmitted.",
+            |n| n.tx_packets_total,
+        ),
+        (
+            "gantry_host_network_receive_errors_total",
+            "Receive errors.",
+            |n| n.rx_errors_total,
+        ),
+        (
+            "gantry_host_network_transmit_errors_total",
+            "Transmit errors.",
+            |n| n.tx_errors_total,
+        ),
+    ];
+    if !h.networks.is_empty() {
+        for (name, help, value) in net_families {
+            e.family(name, Kind::Counter, help);
+            for n in &h.networks {
+                e.sample(name, &[("interface", &n.interface)], value(n) as f64);
+            }
+        }
+    }
+
+    if let Some(state) = &h.state_dir {
+        e.family(
+            "gantry_agent_state_dir_free_bytes",
+            Kind::Gauge,
+            "Free space on the file system of the agent's state directory.",
+        );
+        e.sample(
+            "gantry_agent_state_dir_free_bytes",
+            &[("path", &state.path)],
+            state.free_bytes as f64,
+        );
+        e.family(
+            "gantry_agent_state_dir_size_bytes",
+            Kind::Gauge,
+            "Size of the file system of the agent's state directory.",
+        );
+        e.sample(
+            "gantry_agent_state_dir_size_bytes",
+            &[("path", &state.path)],
+            state.total_bytes as f64,
+        );
+    }
+}
+
+/// Merges several expositions into one, keeping each family's samples together (the
+/// text format allows a family's HELP and TYPE only once): the controller renders one
+/// page per node and serves them merged.
+pub fn merge(pages: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (Vec<&str>, Vec<&str>)> =
+        std::collections::HashMap::new();
+    for page in pages {
+        let mut current = "";
+        for line in page.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                current = rest.split(' ').next().unwrap_or("");
+                let entry = families.entry(current).or_insert_with(|| {
+                    order.push(current);
+                    (Vec::new(), Vec::new())
+                });
+                if entry.0.len() < 2 && !entry.0.contains(&line) {
+                    entry.0.push(line);
+                }
+            } else if !line.is_empty() {
+                families
+                    .entry(current)
+                    .or_insert_with(|| {
+                        order.push(current);
+                        (Vec::new(), Vec::new())
+                    })
+                    .1
+                    .push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (header, samples) = &families[name];
+        for line in header.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut e = Exposition::default();
+        e.sample("m", &[("a", "x\"y\\z\nw")], 1.5);
+        assert_eq!(e.into_string(), "m{a=\"x\\\"y\\\\z\\nw\"} 1.5\n");
+    }
+
+    #[test]
+    fn extra_labels_lead() {
+        let mut e = Exposition::new(vec![("node".into(), "n1".into())]);
+        e.sample("m", &[("gpu", "0")], 1.0);
+        e.single("s", Kind::Gauge, "help", 2.0);
+        assert_eq!(
+            e.into_string(),
+            "m{node=\"n1\",gpu=\"0\"} 1\n# HELP s help\n# TYPE s gauge\ns{node=\"n1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn non_finite_values_render_as_nan() {
+        let mut e = Exposition::default();
+        e.sample("m", &[], f64::INFINITY);
+        assert_eq!(e.into_string(), "m NaN\n");
+    }
+
+    #[test]
+    fn family_names_are_unique() {
+        let mut names: Vec<_> = GPU_FAMILIES.iter().map(|f| f.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), GPU_FAMILIES.len());
+    }
+
+    #[test]
+    fn merged_pages_keep_families_together() {
+        let a = "# HELP x h\n# TYPE x gauge\nx{node=\"a\"} 1\n# HELP y h\n# TYPE y gauge\ny{node=\"a\"} 2\n".to_owned();
+        let b = "# HELP x h\n# TYPE x gauge\nx{node=\"b\"} 3\n".to_owned();
+        assert_eq!(
+            merge(&[a, b]),
+            "# HELP x h\n# TYPE x gauge\nx{node=\"a\"} 1\nx{node=\"b\"} 3\n# HELP y h\n# TYPE y gauge\ny{node=\"a\"} 2\n"
+        );
+    }
+}

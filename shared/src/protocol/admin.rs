@@ -1,0 +1,169 @@
+//! Admin calls from the fleet CLI. Each is checked against the role in the caller's
+//! certificate record: `viewer` reads, `operator` changes what runs, `admin` manages
+//! tokens, nodes and admins.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::Sample;
+
+use super::telemetry::RecordClass;
+
+/// Admin roles, in increasing power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "operator" => Ok(Self::Operator),
+            "admin" => Ok(Self::Admin),
+            other => Err(format!("{other:?} is not a role (viewer, operator, admin)")),
+        }
+    }
+}
+
+/// Admin requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Admin: a single-use join token.
+    TokenCreate {
+        labels: BTreeMap<String, String>,
+        ttl_s: u64,
+    },
+    /// Viewer: every node.
+    FleetList,
+    /// Viewer: one node in detail.
+    FleetShow { node: String },
+    /// Viewer: the latest sample of every node.
+    FleetTop,
+    /// Viewer: the sequence numbers stored for a node.
+    TelemetryQuery {
+        node: String,
+        after_seq: u64,
+        limit: u32,
+    },
+    /// Admin: revoke a node's certificate.
+    NodeRevoke { node: String },
+    /// Admin: a certificate for another admin with `role`, for `public_key` (hex P-256 point).
+    AdminAdd {
+        name: String,
+        role: Role,
+        public_key: String,
+    },
+}
+
+impl Request {
+    /// The least role allowed to make this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Self::FleetList
+            | Self::FleetShow { .. }
+            | Self::FleetTop
+            | Self::TelemetryQuery { .. } => Role::Viewer,
+            Self::TokenCreate { .. } | Self::NodeRevoke { .. } | Self::AdminAdd { .. } => {
+                Role::Admin
+            }
+        }
+    }
+
+    /// Short name for logs and the audit trail.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TokenCreate { .. } => "token create",
+            Self::FleetList => "fleet ls",
+            Self::FleetShow { .. } => "fleet show",
+            Self::FleetTop => "fleet top",
+            Self::TelemetryQuery { .. } => "telemetry query",
+            Self::NodeRevoke { .. } => "fleet revoke",
+            Self::AdminAdd { .. } => "admin add",
+        }
+    }
+}
+
+/// Admin responses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Token {
+        token: String,
+        expires_at_ms: u64,
+    },
+    Nodes(Vec<NodeSummary>),
+    Node(Box<NodeDetail>),
+    Top(Vec<NodeLatest>),
+    Records(Vec<RecordInfo>),
+    Revoked {
+        node: String,
+    },
+    AdminAdded {
+        name: String,
+        role: Role,
+        certificate_pem: String,
+        ca_pem: String,
+    },
+}
+
+/// One node in `fleet ls`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeSummary {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at_ms: u64,
+    pub last_seen_ms: Option<u64>,
+    pub connected: bool,
+    pub revoked: bool,
+    pub gpus: u32,
+    /// Records stored for the node, and the highest sequence stored.
+    pub records_stored: u64,
+    pub last_seq: u64,
+}
+
+/// `fleet show`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeDetail {
+    pub summary: NodeSummary,
+    /// From the node's last heartbeat.
+    pub buffered_on_node: u64,
+    pub dropped_metrics: u64,
+    pub dropped_events: u64,
+    pub agent_version: String,
+    pub latest: Option<Sample>,
+}
+
+/// `fleet top`: a node's latest sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeLatest {
+    pub node: String,
+    pub connected: bool,
+    pub sample: Option<Sample>,
+}
+
+/// A stored record's key facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordInfo {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub class: RecordClass,
+}

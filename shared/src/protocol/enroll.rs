@@ -1,0 +1,129 @@
+//! Enrollment: a node trades a single-use join token for a certificate naming it.
+//!
+//! The node makes its key pair itself and sends only the public key; the private key
+//! never leaves the node. The connection carries no client certificate; the node checks
+//! the controller's certificate against the SHA-256 pinned in the token.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of join tokens, with the token format version.
+pub const TOKEN_PREFIX: &str = "gantry-join-1";
+
+/// Enrollment request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    pub token_id: String,
+    pub secret: String,
+    /// The name the node asks for (its host name unless set).
+    pub node_name: String,
+    /// The node's ECDSA P-256 public key, uncompressed point, hexadecimal.
+    pub public_key: String,
+}
+
+/// Enrollment answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub node_name: String,
+    /// The node's certificate, issued by the fleet CA.
+    pub certificate_pem: String,
+    /// The fleet CA certificate, to verify the controller from now on.
+    pub ca_pem: String,
+    /// Labels the token assigned.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A parsed join token: `gantry-join-1.<id>.<secret>.<controller certificate sha256>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinToken {
+    pub id: String,
+    pub secret: String,
+    pub controller_sha256: String,
+}
+
+/// A token that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Gantry join token (expected {TOKEN_PREFIX}.<id>.<secret>.<fingerprint>)")]
+pub struct BadToken;
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl JoinToken {
+    pub fn parse(text: &str) -> Result<Self, BadToken> {
+        let mut parts = text.trim().split('.');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret), Some(pin), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(BadToken);
+        };
+        if !(is_hex(id, 16) && is_hex(secret, 64) && is_hex(pin, 64)) {
+            return Err(BadToken);
+        }
+        Ok(Self {
+            id: id.to_ascii_lowercase(),
+            secret: secret.to_ascii_lowercase(),
+            controller_sha256: pin.to_ascii_lowercase(),
+        })
+    }
+}
+
+impl std::fmt::Display for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{TOKEN_PREFIX}.{}.{}.{}",
+            self.id, self.secret, self.controller_sha256
+        )
+    }
+}
+
+/// Whether a node name is acceptable: 1-63 lowercase letters, digits and '-', as a DNS label.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_refused() {
+        let t = JoinToken {
+            id: "a".repeat(16),
+            secret: "b".repeat(64),
+            controller_sha256: "c".repeat(64),
+        };
+        assert_eq!(JoinToken::parse(&t.to_string()), Ok(t));
+        for bad in [
+            "",
+            "gantry-join-1.a.b.c",
+            "gantry-join-2.aaaaaaaaaaaaaaaa.x.y",
+            &"x".repeat(200),
+        ] {
+            assert_eq!(JoinToken::parse(bad), Err(BadToken), "{bad}");
+        }
+    }
+
+    #[test]
+    fn node_names_are_dns_labels() {
+        assert!(valid_node_name("gpu-node-07"));
+        assert!(!valid_node_name("GPU"));
+        assert!(!valid_node_name("a.b"));
+        assert!(!valid_node_name("-a"));
+        assert!(!valid_node_name(&"a".repeat(64)));
+    }
+}

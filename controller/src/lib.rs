@@ -1,11 +1,24 @@
 //! The Gantry controller and fleet CLI as a library; `main.rs` parses arguments and maps
 //! results to exit codes.
 //!
-//! Today: signing keys (`keys`), bundles (`bundle_cmd`) and trust policies (`policy_cmd`).
+//! Signing keys (`keys`), bundles (`bundle_cmd`), trust policies (`policy_cmd`), the fleet
+//! CA (`ca`) and controller directory (`home`), the daemon (`server`) with its store
+//! (`store`), and the admin client (`client`) with its readable output (`fleet_cmd`).
 
 pub mod atomic_file;
 pub mod bundle_cmd;
 pub mod ca;
+pub mod client;
+pub mod home;
+pub mod fleet_cmd;
 pub mod keys;
 pub mod policy_cmd;
+pub mod server;
 pub mod store;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

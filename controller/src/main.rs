@@ -5,9 +5,10 @@
 // Doc comments on the argument types are `--help` text, written for operators.
 #![allow(clippy::doc_markdown)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 use gantry_controller::bundle_cmd::{self, BundleCmdError, CreateRequest, SignOutcome};
@@ -23,8 +24,58 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct DirArgs {
+    /// Controller directory (CA, certificates, store).
+    #[arg(long, env = "GANTRY_DIR", default_value = gantry_controller::home::DEFAULT_DIR, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Admin identity file (default: $GANTRY_IDENTITY, else DIR/admin.identity of the default directory).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Controller address, instead of the one in the identity file.
+    #[arg(long, value_name = "ADDR")]
+    controller: Option<SocketAddr>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the fleet CA, the controller certificate and the first admin identity.
+    Init {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Address `gantry serve` will listen on (recorded in the admin identity).
+        #[arg(long, default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Name of the first admin.
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+    },
+    /// Run the controller: QUIC for agents and admins, the embedded store, /metrics.
+    Serve {
+        #[command(flatten)]
+        dir: DirArgs,
+        #[arg(long, default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Address for the fleet's /metrics (Prometheus federation); "" disables it.
+        #[arg(long, default_value = "127.0.0.1:9401", value_name = "ADDR")]
+        metrics_listen: String,
+        /// How long telemetry is kept.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        retention: Duration,
+    },
+    /// Join tokens for enrolling nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The fleet: nodes, their state and their GPUs.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// Admin identities and roles.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Create an ed25519 signing key pair: KEY (private, mode 0600) and KEY.pub.
     Keygen {
         /// Where to write the private key; the public key goes to <OUT>.pub.
@@ -37,6 +88,72 @@ enum Command {
     /// Create, sign, inspect and verify trust policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a single-use join token that also pins the controller certificate.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Labels the node gets, k=v,k=v.
+        #[arg(long, value_delimiter = ',', value_parser = parse_key_value, value_name = "K=V,…")]
+        labels: Vec<(String, String)>,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// List nodes.
+    Ls {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One node in detail, with its latest GPU readings.
+    Show {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live GPU table across the fleet.
+    Top {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+    /// Revoke a node: its certificate stops working at once.
+    Revoke {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create another admin identity with a role (viewer, operator, admin).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: gantry_shared::protocol::admin::Role,
+        /// Where to write the new identity file (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,13 +345,123 @@ fn report(error: &(dyn std::error::Error + 'static)) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli.command) {
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        command @ (Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_)) => {
+            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(fleet::run(command)),
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        command => run(command).map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+    };
+    match result {
         Ok(code) => code,
         Err(e) => {
-            report(&e);
+            report(e.as_ref());
             ExitCode::FAILURE
         }
     }
+}
+
+/// The commands that talk to (or are) the controller daemon.
+mod fleet {
+    use std::process::ExitCode;
+
+    use gantry_controller::client::{self, AdminClient, ClientError};
+    use gantry_controller::home::{AdminIdentity, Home};
+    use gantry_controller::server::{self, ServeConfig};
+    use gantry_controller::{ca, fleet_cmd, now_ms};
+    use gantry_shared::protocol::admin::{Request, Response};
+    use tokio_util::sync::CancellationToken;
+
+    use super::{AdminArgs, AdminCommand, Command, FleetCommand, TokenCommand, print_json};
+
+    async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
+        let identity = AdminIdentity::load(&client::identity_path(args.identity.as_deref()))?;
+        AdminClient::connect(&identity, args.controller).await
+    }
+
+    pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        match command {
+            Command::Serve { dir, listen, metrics_listen, retention } => {
+                let metrics_listen = if metrics_listen.trim().is_empty() {
+                    None
+                } else {
+                    Some(metrics_listen.trim().parse().map_err(|_| format!("--metrics-listen {metrics_listen:?} is not an address like 127.0.0.1:9401"))?)
+                };
+                let shutdown = CancellationToken::new();
+                let on_signal = shutdown.clone();
+                tokio::spawn(async move {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                        return;
+                    };
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                    on_signal.cancel();
+                });
+                server::serve(ServeConfig { home: Home::new(dir.dir), listen, metrics_listen, retention }, shutdown, None).await?;
+            }
+            Command::Token(TokenCommand::Create { admin, labels, ttl }) => {
+                let client = connect(&admin).await?;
+                let response = client.call(Request::TokenCreate { labels: labels.into_iter().collect(), ttl_s: ttl.as_secs().max(1) }).await?;
+                let Response::Token { token, expires_at_ms } = response else { return Err(ClientError::Unexpected.into()) };
+                println!("{token}");
+                eprintln!("single use, expires in {}; on the node: gantry-agent enroll --controller ADDR --token TOKEN",
+                    humantime::format_duration(std::time::Duration::from_secs(expires_at_ms.saturating_sub(now_ms()) / 1000)));
+            }
+            Command::Fleet(FleetCommand::Ls { admin, json }) => {
+                let Response::Nodes(nodes) = connect(&admin).await?.call(Request::FleetList).await? else { return Err(ClientError::Unexpected.into()) };
+                if json { print_json(&nodes) } else { print!("{}", fleet_cmd::render_list(&nodes, now_ms())) }
+            }
+            Command::Fleet(FleetCommand::Show { node, admin, json }) => {
+                let Response::Node(detail) = connect(&admin).await?.call(Request::FleetShow { node }).await? else { return Err(ClientError::Unexpected.into()) };
+                if json { print_json(&detail) } else { print!("{}", fleet_cmd::render_show(&detail, now_ms())) }
+            }
+            Command::Fleet(FleetCommand::Top { admin, once, interval }) => {
+                let client = connect(&admin).await?;
+                loop {
+                    let Response::Top(nodes) = client.call(Request::FleetTop).await? else { return Err(ClientError::Unexpected.into()) };
+                    if once {
+                        print!("{}", fleet_cmd::render_top(&nodes));
+                        break;
+                    }
+                    print!("\x1b[2J\x1b[H{}", fleet_cmd::render_top(&nodes));
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => break,
+                        () = tokio::time::sleep(interval) => {}
+                    }
+                }
+            }
+            Command::Fleet(FleetCommand::Revoke { node, admin }) => {
+                let Response::Revoked { node } = connect(&admin).await?.call(Request::NodeRevoke { node }).await? else { return Err(ClientError::Unexpected.into()) };
+                println!("revoked     {node}: its certificate no longer connects");
+            }
+            Command::Admin(AdminCommand::Add { name, role, out, admin }) => {
+                let (key_pem, public_key) = ca::new_key_pair()?;
+                let identity_path = client::identity_path(admin.identity.as_deref());
+                let current = AdminIdentity::load(&identity_path)?;
+                let client = AdminClient::connect(&current, admin.controller).await?;
+                let Response::AdminAdded { name, role, certificate_pem, ca_pem } = client.call(Request::AdminAdd { name, role, public_key }).await? else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                AdminIdentity { name: name.clone(), role, controller: admin.controller.unwrap_or(current.controller), ca_pem, cert_pem: certificate_pem, key_pem }.save(&out)?;
+                println!("admin       {name} ({}) written to {} (mode 0600)", role.as_str(), out.display());
+            }
+            _ => unreachable!("only fleet commands are routed here"),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn outcome_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    gantry_shared::bundle::outcome::error_chain(e)
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -386,6 +613,13 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
                 print!("{}", policy_cmd::render_inspection(&inspection));
             }
         }
+        Command::Init { dir, listen, admin_name } => {
+            let identity = gantry_controller::home::Home::new(&dir.dir).init(listen, &admin_name).map_err(|e| BundleCmdError::Usage(outcome_chain(&e)))?;
+            println!("initialized {} (fleet CA, controller certificate, store)", dir.dir.display());
+            println!("admin       {} (mode 0600; the CLI reads it, or set GANTRY_IDENTITY)", identity.display());
+            println!("next        gantry serve --dir {} --listen {listen}", dir.dir.display());
+        }
+        Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_) => unreachable!("routed to the runtime"),
         Command::Policy(PolicyCommand::Verify { policy, trust }) => {
             let report = policy_cmd::verify(&policy, trust.as_deref(), SystemTime::now())?;
             match trust {

@@ -1,0 +1,193 @@
+//! Admin calls: each checked against the caller's role and logged with the caller.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gantry_shared::protocol::admin::{self, NodeDetail, NodeLatest, NodeSummary, Request, Role};
+use gantry_shared::protocol::enroll::JoinToken;
+use gantry_shared::protocol::{ErrorCode, Response};
+use quinn::VarInt;
+use sha2::{Digest, Sha256};
+
+use super::{CLOSE_REVOKED, Shared, blocking, error};
+use crate::ca::{self, PeerPublicKey};
+use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
+
+/// Longest token lifetime accepted.
+const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
+
+pub(super) async fn handle(shared: &Shared, caller: &str, role: Role, request: Request) -> Response {
+    let call = request.name();
+    let required = request.required_role();
+    if role < required {
+        tracing::warn!(admin = caller, role = role.as_str(), call, required = required.as_str(), "admin call refused");
+        return error(
+            ErrorCode::Forbidden,
+            format!("`{call}` needs the {} role; {caller} has {}", required.as_str(), role.as_str()),
+        );
+    }
+    tracing::info!(admin = caller, role = role.as_str(), call, "admin call");
+    match request {
+        Request::TokenCreate { labels, ttl_s } => token_create(shared, caller, labels, ttl_s).await,
+        Request::FleetList => match list(shared).await {
+            Some(nodes) => Response::Admin(admin::Response::Nodes(nodes)),
+            None => error(ErrorCode::Unavailable, "the controller store failed"),
+        },
+        Request::FleetShow { node } => show(shared, &node).await,
+        Request::FleetTop => top(shared).await,
+        Request::TelemetryQuery { node, after_seq, limit } => {
+            let store = Arc::clone(&shared.store);
+            match blocking(move || store.records(&node, after_seq, limit.min(100_000) as usize)).await {
+                Some(Ok(records)) => Response::Admin(admin::Response::Records(records)),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
+        Request::NodeRevoke { node } => revoke(shared, caller, node).await,
+        Request::AdminAdd { name, role, public_key } => admin_add(shared, caller, name, role, &public_key).await,
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, Response> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| error(ErrorCode::Unavailable, format!("no randomness: {e}")))?;
+    Ok(gantry_shared::bundle::signing::to_hex(&buf))
+}
+
+async fn token_create(shared: &Shared, caller: &str, labels: BTreeMap<String, String>, ttl_s: u64) -> Response {
+    if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
+        return error(ErrorCode::BadRequest, format!("the TTL must be between 1 s and {} days", MAX_TOKEN_TTL_S / 86_400));
+    }
+    for (k, v) in &labels {
+        let ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        if !ok(k) || !ok(v) {
+            return error(ErrorCode::BadRequest, format!("label {k}={v}: keys and values are 1-63 letters, digits, '.', '_', '-', '/'"));
+        }
+    }
+    let (id, secret) = match (random_hex(8), random_hex(32)) {
+        (Ok(id), Ok(secret)) => (id, secret),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    let expires_at_ms = crate::now_ms() + ttl_s * 1000;
+    let record = TokenRecord {
+        secret_sha256: gantry_shared::bundle::signing::to_hex(&Sha256::digest(secret.as_bytes())),
+        labels,
+        created_by: caller.to_owned(),
+        expires_at_ms,
+        used_at_ms: None,
+        used_by: None,
+    };
+    let store = Arc::clone(&shared.store);
+    let token_id = id.clone();
+    match blocking(move || store.put_token(&token_id, &record)).await {
+        Some(Ok(())) => {
+            let token = JoinToken { id, secret, controller_sha256: shared.controller_fingerprint.clone() };
+            Response::Admin(admin::Response::Token { token: token.to_string(), expires_at_ms })
+        }
+        _ => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
+}
+
+fn summary(shared: &Shared, node: &NodeRecord) -> NodeSummary {
+    let live = shared.live.lock().expect("live map");
+    let entry = live.get(&node.name);
+    NodeSummary {
+        name: node.name.clone(),
+        labels: node.labels.clone(),
+        enrolled_at_ms: node.enrolled_at_ms,
+        last_seen_ms: node.last_seen_ms,
+        connected: entry.is_some_and(|l| !l.connections.is_empty()),
+        revoked: node.revoked,
+        gpus: entry.and_then(|l| l.latest.as_ref()).map_or(0, |s| s.gpus.len() as u32),
+        records_stored: node.records_stored,
+        last_seq: node.last_seq,
+    }
+}
+
+async fn list(shared: &Shared) -> Option<Vec<NodeSummary>> {
+    let store = Arc::clone(&shared.store);
+    let nodes = blocking(move || store.nodes()).await?.ok()?;
+    Some(nodes.iter().map(|n| summary(shared, n)).collect())
+}
+
+async fn show(shared: &Shared, name: &str) -> Response {
+    let store = Arc::clone(&shared.store);
+    let key = name.to_owned();
+    match blocking(move || store.node(&key)).await {
+        Some(Ok(Some(node))) => {
+            let latest = shared.live.lock().expect("live map").get(name).and_then(|l| l.latest.as_deref().cloned());
+            Response::Admin(admin::Response::Node(Box::new(NodeDetail {
+                summary: summary(shared, &node),
+                buffered_on_node: node.heartbeat.buffered_records,
+                dropped_metrics: node.heartbeat.dropped_metrics,
+                dropped_events: node.heartbeat.dropped_events,
+                agent_version: node.heartbeat.agent_version.clone(),
+                latest,
+            })))
+        }
+        Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),
+        _ => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
+}
+
+async fn top(shared: &Shared) -> Response {
+    let Some(nodes) = list(shared).await else {
+        return error(ErrorCode::Unavailable, "the controller store failed");
+    };
+    let live = shared.live.lock().expect("live map");
+    let latest = nodes
+        .into_iter()
+        .filter(|n| !n.revoked)
+        .map(|n| NodeLatest {
+            sample: live.get(&n.name).and_then(|l| l.latest.as_deref().cloned()),
+            connected: n.connected,
+            node: n.name,
+        })
+        .collect();
+    Response::Admin(admin::Response::Top(latest))
+}
+
+async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
+    let store = Arc::clone(&shared.store);
+    let key = name.clone();
+    match blocking(move || store.revoke_node(&key)).await {
+        Some(Ok(Some(_))) => {
+            let connections = shared.live.lock().expect("live map").get_mut(&name).map(|l| std::mem::take(&mut l.connections));
+            for conn in connections.into_iter().flatten() {
+                conn.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
+            }
+            tracing::warn!(node = %name, admin = caller, "node revoked");
+            Response::Admin(admin::Response::Revoked { node: name })
+        }
+        Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),
+        _ => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
+}
+
+async fn admin_add(shared: &Shared, caller: &str, name: String, role: Role, public_key: &str) -> Response {
+    if !gantry_shared::protocol::enroll::valid_node_name(&name) {
+        return error(ErrorCode::BadRequest, format!("admin name {name:?} must be 1-63 lowercase letters, digits or '-'"));
+    }
+    let key = match PeerPublicKey::from_hex(public_key) {
+        Ok(key) => key,
+        Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
+    };
+    let Ok(cert_pem) = shared.ca.issue_admin(&name, &key) else {
+        return error(ErrorCode::Unavailable, "issuing the certificate failed");
+    };
+    let Ok(fingerprint) = ca::pem_fingerprint(&cert_pem) else {
+        return error(ErrorCode::Unavailable, "issuing the certificate failed");
+    };
+    let record = IdentityRecord {
+        principal: Principal::Admin { name: name.clone(), role },
+        issued_at_ms: crate::now_ms(),
+        revoked: false,
+    };
+    let store = Arc::clone(&shared.store);
+    match blocking(move || store.put_identity(&fingerprint, &record)).await {
+        Some(Ok(())) => {
+            tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), "admin added");
+            Response::Admin(admin::Response::AdminAdded { name, role, certificate_pem: cert_pem, ca_pem: shared.ca.cert_pem().to_owned() })
+        }
+        _ => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
+}

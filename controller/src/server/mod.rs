@@ -1,0 +1,427 @@
+//! `gantry serve`: the QUIC endpoint for agents and admins, the ingest writer, and the
+//! federation `/metrics` endpoint.
+//!
+//! Each connection is identified once, from its client certificate's SHA-256 looked up
+//! in the store: a certificate the store does not know, or a revoked one, gets the
+//! connection closed with the reason; no certificate allows enrollment only. Each stream
+//! is one request; a stream that fails (bad frame, refused request) fails alone.
+//!
+//! Telemetry goes through one writer thread that commits the batches of all
+//! connections together (group commit) and acknowledges each batch only after its
+//! transaction committed.
+
+mod admin;
+mod http;
+mod ingest;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_shared::protocol::enroll::valid_node_name;
+use gantry_shared::protocol::{self, ErrorCode, ErrorResponse, Request, Response, enroll, heartbeat, telemetry};
+use gantry_shared::telemetry::Sample;
+use quinn::{Connection, VarInt};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::ca::{self, Ca, PeerPublicKey};
+use crate::home::{Home, HomeError};
+use crate::store::{EnrollRefusal, Principal, Store, StoreError};
+
+/// Close codes the controller uses.
+pub const CLOSE_UNKNOWN_CERTIFICATE: u32 = 1;
+pub const CLOSE_REVOKED: u32 = 2;
+pub const CLOSE_SHUTDOWN: u32 = 3;
+
+/// How often retention is applied.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub home: Home,
+    pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
+    pub retention: Duration,
+}
+
+/// Why the controller could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Ca(#[from] ca::CaError),
+    #[error("TLS set-up failed: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: gantry_net::NetError,
+    },
+    #[error("cannot listen on {addr} for /metrics")]
+    MetricsListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the controller knows live about a node (not stored).
+#[derive(Debug, Default)]
+struct Live {
+    connections: Vec<Connection>,
+    latest: Option<Arc<Sample>>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    stored: AtomicU64,
+    duplicates: AtomicU64,
+    batches: AtomicU64,
+    rejected_streams: AtomicU64,
+}
+
+/// State shared by every connection.
+struct Shared {
+    store: Arc<Store>,
+    ca: Ca,
+    controller_fingerprint: String,
+    live: Mutex<HashMap<String, Live>>,
+    ingest: ingest::Handle,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled. `ready` receives the bound QUIC
+/// (and `/metrics`) addresses once both listen.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+    ready: Option<tokio::sync::oneshot::Sender<(SocketAddr, Option<SocketAddr>)>>,
+) -> Result<(), ServeError> {
+    config.home.check_initialized()?;
+    let home = &config.home;
+    let store = Arc::new(Store::open(&home.store_path())?);
+    let ca = Ca::load(&home.dir)?;
+    let cert_pem = home.read("controller.crt")?;
+    let tls = gantry_shared::tls::server_config(ca.cert_pem(), &cert_pem, &home.read("controller.key")?)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let controller_fingerprint = ca::pem_fingerprint(&cert_pem).map_err(|e| ServeError::Tls(e.to_string()))?;
+    let endpoint = gantry_net::server_endpoint(config.listen, tls).map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+    let local = endpoint.local_addr().map_err(|e| ServeError::Listen {
+        addr: config.listen,
+        source: gantry_net::NetError::Endpoint(e),
+    })?;
+
+    let tracker = TaskTracker::new();
+    let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
+    let shared = Arc::new(Shared {
+        store: Arc::clone(&store),
+        ca,
+        controller_fingerprint,
+        live: Mutex::new(HashMap::new()),
+        ingest,
+        counters: Counters::default(),
+    });
+    load_latest(&shared);
+
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::MetricsListen { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| ServeError::MetricsListen { addr, source })?;
+            tracker.spawn(http::serve(listener, Arc::clone(&shared), shutdown.clone()));
+            Some(bound)
+        }
+        None => None,
+    };
+    tracker.spawn(retention_loop(Arc::clone(&store), config.retention, shutdown.clone()));
+
+    tracing::info!(addr = %local, metrics = ?metrics_addr, dir = %home.dir.display(), "controller listening");
+    if let Some(ready) = ready {
+        let _ = ready.send((local, metrics_addr));
+    }
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let shared = Arc::clone(&shared);
+                tracker.spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => serve_connection(shared, conn).await,
+                        Err(e) => tracing::debug!(error = %e, "handshake failed"),
+                    }
+                });
+            }
+        }
+    }
+
+    tracing::info!("controller stopping");
+    endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"controller shutting down");
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+        tracing::warn!("connections did not finish within 5 s of shutdown");
+    }
+    drop(shared);
+    ingest_thread.stop();
+    endpoint.wait_idle().await;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+fn load_latest(shared: &Shared) {
+    let Ok(nodes) = shared.store.nodes() else { return };
+    let mut live = shared.live.lock().expect("live map");
+    for node in nodes {
+        if let Ok(Some(body)) = shared.store.latest_metrics(&node.name)
+            && let Ok(sample) = serde_json::from_slice::<Sample>(&body)
+        {
+            live.entry(node.name.clone()).or_default().latest = Some(Arc::new(sample));
+        }
+    }
+}
+
+async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(RETENTION_EVERY) => {}
+        }
+        let cutoff = crate::now_ms().saturating_sub(retention.as_millis() as u64);
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(records = n, "telemetry older than the retention deleted"),
+            Ok(Err(e)) => tracing::error!(error = %e, "applying telemetry retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// The principal behind a connection: `None` when it presented no certificate.
+fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal>, (u32, String)> {
+    let Some(identity) = conn.peer_identity() else {
+        return Ok(None);
+    };
+    let Ok(certs) = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>() else {
+        return Ok(None);
+    };
+    let Some(cert) = certs.first() else {
+        return Ok(None);
+    };
+    let fingerprint = gantry_shared::tls::fingerprint(cert);
+    match shared.store.identity(&fingerprint) {
+        Ok(Some(record)) if record.revoked => Err((CLOSE_REVOKED, "certificate revoked".to_owned())),
+        Ok(Some(record)) => Ok(Some(record.principal)),
+        Ok(None) => Err((CLOSE_UNKNOWN_CERTIFICATE, "certificate unknown to this controller".to_owned())),
+        Err(e) => {
+            tracing::error!(error = %e, "identity lookup failed");
+            Err((CLOSE_UNKNOWN_CERTIFICATE, "identity lookup failed".to_owned()))
+        }
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
+    let remote = conn.remote_address();
+    let principal = match identify(&shared, &conn) {
+        Ok(p) => p,
+        Err((code, reason)) => {
+            tracing::warn!(%remote, reason, "connection refused");
+            conn.close(VarInt::from_u32(code), reason.as_bytes());
+            return;
+        }
+    };
+    if let Some(Principal::Node { name }) = &principal {
+        tracing::info!(node = %name, %remote, "node connected");
+        shared.live.lock().expect("live map").entry(name.clone()).or_default().connections.push(conn.clone());
+    }
+    let principal = Arc::new(principal);
+    loop {
+        match conn.accept_bi().await {
+            Ok((send, recv)) => {
+                let shared = Arc::clone(&shared);
+                let principal = Arc::clone(&principal);
+                tokio::spawn(async move { serve_stream(&shared, &principal, send, recv).await });
+            }
+            Err(e) => {
+                tracing::debug!(%remote, reason = %e, "connection ended");
+                break;
+            }
+        }
+    }
+    if let Some(Principal::Node { name }) = principal.as_ref() {
+        tracing::info!(node = %name, %remote, "node disconnected");
+        if let Some(live) = shared.live.lock().expect("live map").get_mut(name) {
+            live.connections.retain(|c| c.stable_id() != conn.stable_id());
+        }
+    }
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error(ErrorResponse::new(code, message))
+}
+
+async fn serve_stream(shared: &Shared, principal: &Option<Principal>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let response = match gantry_net::read_frame(&mut recv).await {
+        Err(e) => {
+            shared.counters.rejected_streams.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "malformed frame; closing its stream");
+            error(ErrorCode::BadRequest, e.to_string())
+        }
+        Ok(body) => match protocol::decode_body::<Request>(&body) {
+            Err(e) => {
+                shared.counters.rejected_streams.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "request not understood; closing its stream");
+                error(ErrorCode::BadRequest, e.to_string())
+            }
+            Ok(request) => handle(shared, principal.as_ref(), request).await,
+        },
+    };
+    if let Err(e) = gantry_net::write_frame(&mut send, &response).await {
+        tracing::debug!(error = %e, "could not answer on the stream");
+    }
+}
+
+async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request) -> Response {
+    match (request, principal) {
+        (Request::Enroll(req), None) => enroll(shared, req).await,
+        (Request::Enroll(_), Some(_)) => error(ErrorCode::BadRequest, "this connection already has an identity; enroll without one"),
+        (_, None) => error(ErrorCode::Unauthenticated, "a client certificate from this fleet is required (enroll first)"),
+        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, req).await,
+        (Request::Telemetry(batch), Some(Principal::Node { name })) => ingest_batch(shared, name, batch).await,
+        (Request::Admin(req), Some(Principal::Admin { name, role })) => admin::handle(shared, name, *role, req).await,
+        (Request::Heartbeat(_) | Request::Telemetry(_), Some(Principal::Admin { .. })) => {
+            error(ErrorCode::Forbidden, "admins do not report telemetry")
+        }
+        (Request::Admin(req), Some(Principal::Node { name })) => {
+            tracing::warn!(node = %name, call = req.name(), "node attempted an admin call; refused");
+            error(ErrorCode::Forbidden, "nodes cannot make admin calls")
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
+    if !valid_node_name(&req.node_name) {
+        return error(ErrorCode::BadRequest, format!("node name {:?} must be 1-63 lowercase letters, digits or '-'", req.node_name));
+    }
+    let key = match PeerPublicKey::from_hex(&req.public_key) {
+        Ok(key) => key,
+        Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
+    };
+    let cert_pem = match shared.ca.issue_node(&req.node_name, &key) {
+        Ok(pem) => pem,
+        Err(e) => {
+            tracing::error!(error = %e, "issuing a node certificate failed");
+            return error(ErrorCode::Unavailable, "issuing the certificate failed");
+        }
+    };
+    let Ok(fingerprint) = ca::pem_fingerprint(&cert_pem) else {
+        return error(ErrorCode::Unavailable, "issuing the certificate failed");
+    };
+    let secret_sha256 = gantry_shared::bundle::signing::to_hex(&Sha256::digest(req.secret.as_bytes()));
+    let store = Arc::clone(&shared.store);
+    let (token_id, name) = (req.token_id.clone(), req.node_name.clone());
+    let result = blocking(move || store.enroll(&token_id, &secret_sha256, &name, &fingerprint, crate::now_ms())).await;
+    match result {
+        Some(Ok(node)) => {
+            tracing::info!(node = %node.name, labels = ?node.labels, "node enrolled");
+            Response::Enrolled(enroll::Response {
+                node_name: node.name,
+                certificate_pem: cert_pem,
+                ca_pem: shared.ca.cert_pem().to_owned(),
+                labels: node.labels,
+            })
+        }
+        Some(Err(EnrollRefusal::Store(e))) => {
+            tracing::error!(error = %e, "enrollment failed in the store");
+            error(ErrorCode::Unavailable, "the controller store failed; try again")
+        }
+        Some(Err(refusal)) => {
+            tracing::warn!(node = %req.node_name, token = %req.token_id, reason = %refusal, "enrollment refused");
+            let code = match refusal {
+                EnrollRefusal::NameTaken(_) | EnrollRefusal::TokenUsed { .. } => ErrorCode::Conflict,
+                _ => ErrorCode::Unauthenticated,
+            };
+            error(code, refusal.to_string())
+        }
+        None => error(ErrorCode::Unavailable, "enrollment task failed"),
+    }
+}
+
+async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
+    let store = Arc::clone(&shared.store);
+    let name = name.to_owned();
+    let now = crate::now_ms();
+    let updated = blocking(move || {
+        store.update_node(&name, |node| {
+            node.last_seen_ms = Some(now);
+            node.heartbeat = crate::store::HeartbeatInfo {
+                at_ms: now,
+                agent_version: req.agent_version,
+                buffered_records: req.buffered_records,
+                last_seq: req.last_seq,
+                dropped_metrics: req.dropped_metrics,
+                dropped_events: req.dropped_events,
+            };
+        })
+    })
+    .await;
+    match updated {
+        Some(Ok(Some(_))) => Response::Heartbeat(heartbeat::Response { server_time_ms: now }),
+        Some(Ok(None)) => error(ErrorCode::NotFound, "this node is not enrolled"),
+        _ => error(ErrorCode::Unavailable, "the controller store failed; try again"),
+    }
+}
+
+async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> Response {
+    if let Err(e) = batch.validate() {
+        tracing::warn!(node = %name, error = %e, "telemetry batch refused");
+        return error(ErrorCode::BadRequest, e.to_string());
+    }
+    let latest = batch
+        .records
+        .iter()
+        .rev()
+        .find(|r| r.class == telemetry::RecordClass::Metrics)
+        .and_then(|r| serde_json::from_str::<Sample>(r.body.get()).ok());
+    match shared.ingest.store(name.to_owned(), batch).await {
+        Ok(stored) => {
+            shared.counters.batches.fetch_add(1, Ordering::Relaxed);
+            shared.counters.stored.fetch_add(stored.stored, Ordering::Relaxed);
+            shared.counters.duplicates.fetch_add(stored.duplicates, Ordering::Relaxed);
+            if let Some(sample) = latest {
+                shared.live.lock().expect("live map").entry(name.to_owned()).or_default().latest = Some(Arc::new(sample));
+            }
+            Response::Telemetry(telemetry::Ack {
+                through_seq: stored.through_seq,
+                stored: stored.stored,
+                duplicates: stored.duplicates,
+            })
+        }
+        Err(message) => {
+            tracing::error!(node = %name, error = %message, "storing telemetry failed");
+            error(ErrorCode::Unavailable, "the controller could not store the batch; it will be retried")
+        }
+    }
+}

@@ -6,6 +6,7 @@
 //! is validated before anything is opened or bound.
 
 pub mod api;
+pub mod buffer;
 pub mod bundle;
 pub mod config;
 pub mod metrics;

@@ -377,7 +377,7 @@ mod fleet {
     use gantry_controller::client::{self, AdminClient, ClientError};
     use gantry_controller::home::{AdminIdentity, Home};
     use gantry_controller::server::{self, ServeConfig};
-    use gantry_controller::{ca, fleet_cmd, now_ms};
+    use gantry_controller::{fleet_cmd, now_ms};
     use gantry_shared::protocol::admin::{Request, Response};
     use tokio_util::sync::CancellationToken;
 
@@ -444,7 +444,7 @@ mod fleet {
                 println!("revoked     {node}: its certificate no longer connects");
             }
             Command::Admin(AdminCommand::Add { name, role, out, admin }) => {
-                let (key_pem, public_key) = ca::new_key_pair()?;
+                let (key_pem, public_key) = gantry_net::new_key_pair()?;
                 let identity_path = client::identity_path(admin.identity.as_deref());
                 let current = AdminIdentity::load(&identity_path)?;
                 let client = AdminClient::connect(&current, admin.controller).await?;

@@ -12,6 +12,14 @@ use gantry_shared::protocol::{self, CONTROLLER_SERVER_NAME, FrameError, Request,
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 
+/// A fresh ECDSA P-256 key pair, made where it will be used (a node, an admin's
+/// machine): (PKCS#8 private key PEM, public key as the hexadecimal uncompressed point).
+/// Only the public half is ever sent.
+pub fn new_key_pair() -> Result<(String, String), NetError> {
+    let key = rcgen::KeyPair::generate().map_err(|e| NetError::Tls(e.to_string()))?;
+    Ok((key.serialize_pem(), gantry_shared::bundle::signing::to_hex(key.public_key_raw())))
+}
+
 /// Keep-alive on idle connections, so NAT bindings stay open and a dead peer is noticed.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A connection with no traffic for this long is closed.

@@ -39,6 +39,14 @@ pub struct AgentInfo {
 struct ApiState {
     info: Arc<AgentInfo>,
     snapshots: SnapshotReceiver,
+    links: Links,
+}
+
+/// The buffer and uplink, when running, for `/metrics` and `/v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub buffer: Option<Arc<crate::buffer::Buffer>>,
+    pub uplink: Option<crate::uplink::SharedStatus>,
 }
 
 /// Serves the endpoint on `listener` until `shutdown` is cancelled.
@@ -46,11 +54,13 @@ pub async fn serve(
     listener: TcpListener,
     info: AgentInfo,
     snapshots: SnapshotReceiver,
+    links: Links,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let state = ApiState {
         info: Arc::new(info),
         snapshots,
+        links,
     };
     let router = Router::new()
         .route("/metrics", get(get_metrics))
@@ -63,10 +73,18 @@ pub async fn serve(
 
 async fn get_metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
+    let buffer = state.links.buffer.as_ref().map(|b| b.stats());
+    let uplink = state
+        .links
+        .uplink
+        .as_ref()
+        .map(|u| u.lock().expect("uplink status").clone());
     let body = metrics::render(
         snapshot.as_deref(),
         state.info.model_label,
         ProcessStats::read(),
+        buffer.as_ref(),
+        uplink.as_ref(),
     );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }
@@ -90,6 +108,25 @@ async fn get_status(State(state): State<ApiState>) -> Response {
             .as_ref()
             .is_some_and(|s| s.stats.kernel_log_readable),
         sample: snapshot.map(|s| s.sample.clone()),
+        buffer: state.links.buffer.as_ref().map(|b| {
+            let stats = b.stats();
+            crate::status::BufferSummary {
+                records: stats.records,
+                bytes: stats.bytes,
+                last_seq: stats.last_seq,
+                dropped_metrics: stats.dropped_metrics,
+                dropped_events: stats.dropped_events,
+            }
+        }),
+        uplink: state.links.uplink.as_ref().map(|u| {
+            let u = u.lock().expect("uplink status");
+            crate::status::UplinkSummary {
+                node: u.node.clone().unwrap_or_default(),
+                controller: u.controller.map(|a| a.to_string()).unwrap_or_default(),
+                connected: u.connected,
+                last_error: u.last_error.clone(),
+            }
+        }),
     };
     match serde_json::to_vec(&status) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

@@ -66,6 +66,30 @@ pub struct RawConfig {
     pub xid: RawXid,
     pub metrics: RawMetrics,
     pub trust: RawTrust,
+    pub buffer: RawBuffer,
+    pub uplink: RawUplink,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBuffer {
+    /// Largest size of the telemetry buffer, e.g. `"256MiB"`. Default 256 MiB, at least 64 KiB.
+    pub max_bytes: Option<String>,
+    /// Metrics older than this are dropped. Default `7d`.
+    pub max_age: Option<String>,
+    /// Events (XIDs, GPU state changes) older than this are dropped. Default `30d`.
+    pub event_max_age: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUplink {
+    /// Controller address; default: the one the node enrolled with.
+    pub controller: Option<String>,
+    /// Heartbeat interval. Default `10s`.
+    pub heartbeat: Option<String>,
+    /// Longest wait between reconnection attempts. Default `60s`.
+    pub max_backoff: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +162,16 @@ pub struct Config {
     pub metrics_model_label: ModelLabel,
     /// The node's trust policy file.
     pub trust_policy: PathBuf,
+    pub buffer: crate::buffer::Limits,
+    pub uplink: UplinkSettings,
+}
+
+/// Validated `[uplink]` settings.
+#[derive(Debug, Clone)]
+pub struct UplinkSettings {
+    pub controller: Option<SocketAddr>,
+    pub heartbeat: Duration,
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -466,6 +500,68 @@ impl RawConfig {
             .policy
             .unwrap_or_else(|| state_dir.join("trust.json"));
 
+        let defaults = crate::buffer::Limits::default();
+        let max_bytes = match self.buffer.max_bytes.as_deref() {
+            None => defaults.max_bytes,
+            Some(text) => gantry_shared::units::parse_size(text)
+                .map_err(|e| ConfigError::invalid("buffer.max_bytes", e))?,
+        };
+        if max_bytes < 64 * 1024 {
+            return Err(ConfigError::invalid(
+                "buffer.max_bytes",
+                "must be at least 64KiB",
+            ));
+        }
+        let buffer = crate::buffer::Limits {
+            max_bytes,
+            max_age: duration(
+                "buffer.max_age",
+                self.buffer.max_age.as_deref(),
+                defaults.max_age,
+            )?,
+            event_max_age: duration(
+                "buffer.event_max_age",
+                self.buffer.event_max_age.as_deref(),
+                defaults.event_max_age,
+            )?,
+        };
+        let controller = match self.uplink.controller.as_deref() {
+            None => None,
+            Some(text) => Some(text.trim().parse().map_err(|_| {
+                ConfigError::invalid(
+                    "uplink.controller",
+                    format!("{text:?} is not an IP address and port like \"10.0.0.5:7443\""),
+                )
+            })?),
+        };
+        let heartbeat = duration(
+            "uplink.heartbeat",
+            self.uplink.heartbeat.as_deref(),
+            Duration::from_secs(10),
+        )?;
+        if heartbeat < Duration::from_millis(100) {
+            return Err(ConfigError::invalid(
+                "uplink.heartbeat",
+                "must be at least 100ms",
+            ));
+        }
+        let max_backoff = duration(
+            "uplink.max_backoff",
+            self.uplink.max_backoff.as_deref(),
+            Duration::from_secs(60),
+        )?;
+        if max_backoff < Duration::from_millis(250) {
+            return Err(ConfigError::invalid(
+                "uplink.max_backoff",
+                "must be at least 250ms",
+            ));
+        }
+        let uplink = UplinkSettings {
+            controller,
+            heartbeat,
+            max_backoff,
+        };
+
         Ok(Config {
             state_dir,
             telemetry: TelemetryConfig { interval },
@@ -478,6 +574,8 @@ impl RawConfig {
             metrics_listen,
             metrics_model_label,
             trust_policy,
+            buffer,
+            uplink,
         })
     }
 }
@@ -600,6 +698,27 @@ mod tests {
         assert_eq!(sim.gpus, 4);
         assert_eq!(sim.control_file, Path::new("/s/nvml-sim.json"));
         assert_eq!(config.nvml.library, Path::new("/x/libsim.so"));
+    }
+
+    #[test]
+    fn buffer_and_uplink_settings_are_checked() {
+        assert_eq!(
+            invalid_key(from_toml_str("[buffer]\nmax_bytes = \"1KiB\"")),
+            "buffer.max_bytes"
+        );
+        assert_eq!(
+            invalid_key(from_toml_str("[buffer]\nmax_bytes = \"lots\"")),
+            "buffer.max_bytes"
+        );
+        assert_eq!(
+            invalid_key(from_toml_str("[uplink]\ncontroller = \"ctl\"")),
+            "uplink.controller"
+        );
+        let config =
+            from_toml_str("[buffer]\nmax_bytes = \"1MiB\"\n[uplink]\nmax_backoff = \"2s\"")
+                .unwrap();
+        assert_eq!(config.buffer.max_bytes, 1 << 20);
+        assert_eq!(config.uplink.max_backoff, Duration::from_secs(2));
     }
 
     #[test]

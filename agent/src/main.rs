@@ -38,6 +38,31 @@ enum Command {
     Status(StatusArgs),
     /// Check a bundle file against this node's trust policy (digests and signatures).
     Verify(VerifyArgs),
+    /// Enroll this node with a controller, using a join token from `gantry token create`.
+    Enroll(EnrollArgs),
+}
+
+#[derive(Debug, Args)]
+struct EnrollArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The controller's QUIC address, e.g. 10.0.0.5:7443.
+    #[arg(long, value_name = "ADDR")]
+    controller: SocketAddr,
+    /// The join token.
+    #[arg(
+        long,
+        env = "GANTRY_JOIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+    /// The node's name in the fleet (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// State directory (`state_dir`), where the identity is written.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +135,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Status(args) => status(&args),
         Command::Verify(args) => verify(&args),
+        Command::Enroll(args) => enroll(args),
     }
 }
 
@@ -206,6 +232,93 @@ mod gantry_agent_sim_env {
     pub(crate) const GPUS: &str = "GANTRY_NVML_SIM_GPUS";
     pub(crate) const MODEL: &str = "GANTRY_NVML_SIM_MODEL";
     pub(crate) const CONTROL: &str = "GANTRY_NVML_SIM_CONTROL";
+}
+
+/// A DNS-label version of the host name: lowercase, other characters as '-'.
+fn default_node_name() -> String {
+    let host = gantry_agent::telemetry::host::hostname().to_ascii_lowercase();
+    let mut name: String = host
+        .split('.')
+        .next()
+        .unwrap_or("node")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name.truncate(63);
+    let name = name.trim_matches('-').to_owned();
+    if name.is_empty() {
+        "node".to_owned()
+    } else {
+        name
+    }
+}
+
+fn enroll(args: EnrollArgs) -> ExitCode {
+    let overrides = Overrides {
+        state_dir: args.state_dir,
+        ..Overrides::default()
+    };
+    let config = match config::load(args.config.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let token = match gantry_shared::protocol::enroll::JoinToken::parse(&args.token) {
+        Ok(token) => token,
+        Err(e) => {
+            report("--token: ", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let name = args.name.unwrap_or_else(default_node_name);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            report("cannot start the async runtime: ", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
+        report(
+            &format!("cannot create {}: ", config.state_dir.display()),
+            &e,
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    match runtime.block_on(gantry_agent::identity::enroll(
+        &config.state_dir,
+        args.controller,
+        &token,
+        &name,
+    )) {
+        Ok(identity) => {
+            println!(
+                "enrolled    as {} with {}",
+                identity.enrollment.name, identity.enrollment.controller
+            );
+            if !identity.enrollment.labels.is_empty() {
+                let labels: Vec<String> = identity
+                    .enrollment
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                println!("labels      {}", labels.join(","));
+            }
+            println!(
+                "identity    {} (the key never left this node)",
+                gantry_agent::identity::identity_dir(&config.state_dir).display()
+            );
+            println!("next        gantry-agent run");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 fn verify(args: &VerifyArgs) -> ExitCode {

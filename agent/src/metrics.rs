@@ -3,7 +3,58 @@
 
 use gantry_shared::exposition::{self, Exposition, Kind, ModelLabel};
 
+use crate::buffer::BufferStats;
 use crate::telemetry::{SamplerStats, Snapshot};
+use crate::uplink::UplinkStatus;
+
+fn render_buffer(e: &mut Exposition, b: &BufferStats, now_ms: u64) {
+    e.single(
+        "gantry_agent_buffer_records",
+        Kind::Gauge,
+        "Records waiting in the durable buffer.",
+        b.records as f64,
+    );
+    e.single(
+        "gantry_agent_buffer_bytes",
+        Kind::Gauge,
+        "Size of the records in the durable buffer.",
+        b.bytes as f64,
+    );
+    e.single(
+        "gantry_agent_buffer_oldest_age_seconds",
+        Kind::Gauge,
+        "Age of the oldest buffered record (0 when empty).",
+        b.oldest_at_ms
+            .map_or(0.0, |at| now_ms.saturating_sub(at) as f64 / 1000.0),
+    );
+    e.single(
+        "gantry_agent_buffer_last_sequence",
+        Kind::Gauge,
+        "Highest sequence number assigned.",
+        b.last_seq as f64,
+    );
+    e.family(
+        "gantry_agent_buffer_dropped_total",
+        Kind::Counter,
+        "Records dropped to keep the buffer within its limits, by class.",
+    );
+    e.sample(
+        "gantry_agent_buffer_dropped_total",
+        &[("class", "metrics")],
+        b.dropped_metrics as f64,
+    );
+    e.sample(
+        "gantry_agent_buffer_dropped_total",
+        &[("class", "event")],
+        b.dropped_events as f64,
+    );
+    e.single(
+        "gantry_agent_buffer_acked_total",
+        Kind::Counter,
+        "Records the controller acknowledged since the agent started.",
+        b.acked_total as f64,
+    );
+}
 
 /// Process figures from `/proc/self`, for the conventional `process_*` metrics.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,12 +94,39 @@ pub fn render(
     snapshot: Option<&Snapshot>,
     model_label: ModelLabel,
     process: Option<ProcessStats>,
+    buffer: Option<&BufferStats>,
+    uplink: Option<&UplinkStatus>,
 ) -> String {
     let mut e = Exposition::default();
     if let Some(snapshot) = snapshot {
         exposition::render_gpus(&mut e, &snapshot.sample, model_label);
         exposition::render_host(&mut e, &snapshot.sample);
         render_agent(&mut e, snapshot);
+    }
+    if let Some(b) = buffer {
+        render_buffer(&mut e, b, crate::api::now_ms());
+    }
+    if let Some(u) = uplink {
+        e.single(
+            "gantry_agent_uplink_connected",
+            Kind::Gauge,
+            "Whether the agent is connected to its controller.",
+            if u.connected { 1.0 } else { 0.0 },
+        );
+        e.single(
+            "gantry_agent_uplink_connects_total",
+            Kind::Counter,
+            "Connections made to the controller.",
+            u.connects_total as f64,
+        );
+        if let Some(at) = u.last_ack_ms {
+            e.single(
+                "gantry_agent_uplink_last_ack_timestamp_seconds",
+                Kind::Gauge,
+                "When the controller last acknowledged a batch.",
+                at as f64 / 1000.0,
+            );
+        }
     }
     if let Some(p) = process {
         e.single(

@@ -3,8 +3,15 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::buffer::{Buffer, recorder};
+use crate::uplink::UplinkConfig;
 
 use crate::api::{self, AgentInfo};
 use crate::config::Config;
@@ -35,6 +42,10 @@ pub enum RunError {
     Host(#[from] HostError),
     #[error("the metrics endpoint failed")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Buffer(#[from] crate::buffer::BufferError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
 }
 
 /// Runs the agent until `shutdown` is cancelled.
@@ -59,7 +70,60 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         kernel_log: config.kernel_log.clone(),
         state_dir: config.state_dir.clone(),
     };
+    let identity = crate::identity::load(&config.state_dir)?;
+    let buffer_path = config.state_dir.join("buffer.redb");
+    let limits = config.buffer;
+    let buffer = tokio::task::spawn_blocking(move || Buffer::open(&buffer_path, limits))
+        .await
+        .map_err(|e| RunError::Serve(std::io::Error::other(e)))??;
+    let buffer = Arc::new(buffer);
+    let stats = buffer.stats();
+    tracing::info!(
+        records = stats.records,
+        last_seq = stats.last_seq,
+        "telemetry buffer opened"
+    );
+
     let (sampler, snapshots) = telemetry::spawn(sampler_config, shutdown.clone())?;
+    let tasks = TaskTracker::new();
+    let appended = Arc::new(Notify::new());
+    tasks.spawn(recorder::run(
+        Arc::clone(&buffer),
+        snapshots.clone(),
+        Arc::clone(&appended),
+        shutdown.clone(),
+    ));
+    let uplink_status = match identity {
+        Some(identity) => {
+            let status = crate::uplink::SharedStatus::default();
+            let uplink = UplinkConfig {
+                controller: config
+                    .uplink
+                    .controller
+                    .unwrap_or(identity.enrollment.controller),
+                heartbeat: config.uplink.heartbeat,
+                max_backoff: config.uplink.max_backoff,
+                batch_records: 1000,
+                batch_bytes: 4 << 20,
+            };
+            tasks.spawn(crate::uplink::run(
+                uplink,
+                identity,
+                Arc::clone(&buffer),
+                appended,
+                Arc::clone(&status),
+                shutdown.clone(),
+            ));
+            Some(status)
+        }
+        None => {
+            tracing::info!(
+                "not enrolled: telemetry stays in the local buffer (run `gantry-agent enroll` to connect to a controller)"
+            );
+            None
+        }
+    };
+    tasks.close();
 
     let info = AgentInfo {
         started_at_ms: api::now_ms(),
@@ -75,7 +139,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         model_label: config.metrics_model_label,
     };
     tracing::info!(addr = %local, "metrics endpoint listening");
-    let served = api::serve(listener, info, snapshots, shutdown.clone()).await;
+    let links = api::Links {
+        buffer: Some(Arc::clone(&buffer)),
+        uplink: uplink_status,
+    };
+    let served = api::serve(listener, info, snapshots, links, shutdown.clone()).await;
     // Whatever ended the endpoint, the sampler stops too.
     shutdown.cancel();
 
@@ -87,6 +155,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Err(_) => {
             tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway");
         }
+    }
+    if tokio::time::timeout(SAMPLER_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?SAMPLER_GRACE, "the uplink did not stop within its grace period; exiting anyway");
     }
     served.map_err(RunError::Serve)?;
     tracing::info!("agent stopped");

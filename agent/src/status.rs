@@ -27,6 +27,31 @@ pub struct AgentStatus {
     /// The latest sample; `None` until the first one is taken.
     #[serde(default)]
     pub sample: Option<Sample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<BufferSummary>,
+    /// Present when the node is enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkSummary>,
+}
+
+/// The durable buffer, as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BufferSummary {
+    pub records: u64,
+    pub bytes: u64,
+    pub last_seq: u64,
+    pub dropped_metrics: u64,
+    pub dropped_events: u64,
+}
+
+/// The connection to the controller, as `status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UplinkSummary {
+    pub node: String,
+    pub controller: String,
+    pub connected: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// The simulated NVML in use, and where to inject faults into it.
@@ -213,6 +238,39 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
     }
     let h = &sample.host;
     let _ = writeln!(out);
+    match &status.uplink {
+        Some(u) => {
+            let _ = writeln!(
+                out,
+                "node {} -> controller {}: {}{}",
+                u.node,
+                u.controller,
+                if u.connected {
+                    "connected"
+                } else {
+                    "not connected"
+                },
+                u.last_error
+                    .as_deref()
+                    .filter(|_| !u.connected)
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "not enrolled: telemetry stays in the local buffer (gantry-agent enroll)"
+            );
+        }
+    }
+    if let Some(b) = &status.buffer {
+        let _ = writeln!(
+            out,
+            "buffer: {} records ({} bytes) waiting, through sequence {}; dropped {} metrics, {} events",
+            b.records, b.bytes, b.last_seq, b.dropped_metrics, b.dropped_events
+        );
+    }
     let _ = writeln!(
         out,
         "host {}: {} CPUs {:.0}% busy, load {:.2} {:.2} {:.2}, memory {} of {} GiB available{}",

@@ -146,7 +146,10 @@ impl Ca {
         )?
         .signed_by(&controller_key, &ca.issuer)?;
         let admin_key = KeyPair::generate()?;
-        let (admin_key_pem, admin_public) = (admin_key.serialize_pem(), gantry_shared::bundle::signing::to_hex(admin_key.public_key_raw()));
+        let (admin_key_pem, admin_public) = (
+            admin_key.serialize_pem(),
+            gantry_shared::bundle::signing::to_hex(admin_key.public_key_raw()),
+        );
         let admin_cert_pem =
             ca.issue_admin(admin_name, &PeerPublicKey::from_hex(&admin_public)?)?;
         Ok(NewFleet {

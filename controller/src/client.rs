@@ -46,27 +46,44 @@ pub struct AdminClient {
 }
 
 impl AdminClient {
-    pub async fn connect(identity: &AdminIdentity, controller: Option<SocketAddr>) -> Result<Self, ClientError> {
+    pub async fn connect(
+        identity: &AdminIdentity,
+        controller: Option<SocketAddr>,
+    ) -> Result<Self, ClientError> {
         let addr = controller.unwrap_or(identity.controller);
         let net = |source| ClientError::Net { addr, source };
-        let tls = gantry_shared::tls::client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
-            .map_err(|e| net(gantry_net::NetError::Tls(e.to_string())))?;
+        let tls = gantry_shared::tls::client_config(
+            &identity.ca_pem,
+            &identity.cert_pem,
+            &identity.key_pem,
+        )
+        .map_err(|e| net(gantry_net::NetError::Tls(e.to_string())))?;
         let endpoint = gantry_net::client_endpoint(addr, tls).map_err(net)?;
         let conn = gantry_net::connect(&endpoint, addr).await.map_err(net)?;
-        Ok(Self { _endpoint: endpoint, conn, addr })
+        Ok(Self {
+            _endpoint: endpoint,
+            conn,
+            addr,
+        })
     }
 
     /// Sends any request (tests use it to exercise the protocol's edges).
     pub async fn raw(&self, request: &Request) -> Result<Response, ClientError> {
         gantry_net::call(&self.conn, request, CALL_TIMEOUT)
             .await
-            .map_err(|source| ClientError::Net { addr: self.addr, source })
+            .map_err(|source| ClientError::Net {
+                addr: self.addr,
+                source,
+            })
     }
 
     pub async fn call(&self, request: admin::Request) -> Result<admin::Response, ClientError> {
         match self.raw(&Request::Admin(request)).await? {
             Response::Admin(response) => Ok(response),
-            Response::Error(e) => Err(ClientError::Refused { code: e.code, message: e.message }),
+            Response::Error(e) => Err(ClientError::Refused {
+                code: e.code,
+                message: e.message,
+            }),
             _ => Err(ClientError::Unexpected),
         }
     }

@@ -16,7 +16,12 @@ fn ago(now_ms: u64, at_ms: Option<u64>) -> String {
 }
 
 fn labels(summary: &NodeSummary) -> String {
-    summary.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+    summary
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn state(summary: &NodeSummary) -> &'static str {
@@ -30,9 +35,21 @@ fn state(summary: &NodeSummary) -> &'static str {
 }
 
 pub fn render_list(nodes: &[NodeSummary], now_ms: u64) -> String {
-    let mut out = format!("{:<24} {:<10} {:>4} {:>10} {:<14} {}\n", "NODE", "STATE", "GPUS", "RECORDS", "LAST SEEN", "LABELS");
+    let mut out = format!(
+        "{:<24} {:<10} {:>4} {:>10} {:<14} {}\n",
+        "NODE", "STATE", "GPUS", "RECORDS", "LAST SEEN", "LABELS"
+    );
     for n in nodes {
-        let _ = writeln!(out, "{:<24} {:<10} {:>4} {:>10} {:<14} {}", n.name, state(n), n.gpus, n.records_stored, ago(now_ms, n.last_seen_ms), labels(n));
+        let _ = writeln!(
+            out,
+            "{:<24} {:<10} {:>4} {:>10} {:<14} {}",
+            n.name,
+            state(n),
+            n.gpus,
+            n.records_stored,
+            ago(now_ms, n.last_seen_ms),
+            labels(n)
+        );
     }
     if nodes.is_empty() {
         out.push_str("(no nodes enrolled; `gantry token create` makes a join token)\n");
@@ -48,9 +65,25 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
     let _ = writeln!(out, "labels      {}", labels(s));
     let _ = writeln!(out, "enrolled    {}", ago(now_ms, Some(s.enrolled_at_ms)));
     let _ = writeln!(out, "last seen   {}", ago(now_ms, s.last_seen_ms));
-    let _ = writeln!(out, "agent       {}", if d.agent_version.is_empty() { "-" } else { &d.agent_version });
-    let _ = writeln!(out, "telemetry   {} records stored, through sequence {}", s.records_stored, s.last_seq);
-    let _ = writeln!(out, "buffered    {} records on the node; dropped {} metrics, {} events", d.buffered_on_node, d.dropped_metrics, d.dropped_events);
+    let _ = writeln!(
+        out,
+        "agent       {}",
+        if d.agent_version.is_empty() {
+            "-"
+        } else {
+            &d.agent_version
+        }
+    );
+    let _ = writeln!(
+        out,
+        "telemetry   {} records stored, through sequence {}",
+        s.records_stored, s.last_seq
+    );
+    let _ = writeln!(
+        out,
+        "buffered    {} records on the node; dropped {} metrics, {} events",
+        d.buffered_on_node, d.dropped_metrics, d.dropped_events
+    );
     if let Some(sample) = &d.latest {
         out.push('\n');
         out.push_str(&gpu_rows(&s.name, sample, true));
@@ -61,14 +94,22 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
 fn gpu_rows(node: &str, sample: &Sample, header: bool) -> String {
     let mut out = String::new();
     if header {
-        let _ = writeln!(out, "{:<20} {:>3} {:<24} {:>5} {:>13} {:>5} {:>8} {:>4}", "NODE", "GPU", "NAME", "UTIL%", "MEM GiB", "TEMP", "POWER W", "XID");
+        let _ = writeln!(
+            out,
+            "{:<20} {:>3} {:<24} {:>5} {:>13} {:>5} {:>8} {:>4}",
+            "NODE", "GPU", "NAME", "UTIL%", "MEM GiB", "TEMP", "POWER W", "XID"
+        );
     }
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     for gpu in &sample.gpus {
         let f = &gpu.fields;
         let mut name = gpu.identity.name.clone();
         name.truncate(24);
-        let xid = sample.xids.iter().find(|x| x.gpu == Some(gpu.identity.index)).map_or(0, |x| x.by_code.values().sum::<u64>());
+        let xid = sample
+            .xids
+            .iter()
+            .find(|x| x.gpu == Some(gpu.identity.index))
+            .map_or(0, |x| x.by_code.values().sum::<u64>());
         let (util, mem, temp, power) = if gpu.state == GpuState::Ok {
             (
                 f.gpu_util_percent.map_or("-".into(), |v| v.to_string()),
@@ -77,26 +118,41 @@ fn gpu_rows(node: &str, sample: &Sample, header: bool) -> String {
                     _ => "-".into(),
                 },
                 f.temperature_c.map_or("-".into(), |v| v.to_string()),
-                f.power_usage_mw.map_or("-".into(), |v| (v / 1000).to_string()),
+                f.power_usage_mw
+                    .map_or("-".into(), |v| (v / 1000).to_string()),
             )
         } else {
             ("LOST".into(), "-".into(), "-".into(), "-".into())
         };
-        let _ = writeln!(out, "{node:<20} {:>3} {name:<24} {util:>5} {mem:>13} {temp:>5} {power:>8} {xid:>4}", gpu.identity.index);
+        let _ = writeln!(
+            out,
+            "{node:<20} {:>3} {name:<24} {util:>5} {mem:>13} {temp:>5} {power:>8} {xid:>4}",
+            gpu.identity.index
+        );
     }
     out
 }
 
 pub fn render_top(nodes: &[NodeLatest]) -> String {
-    let mut out = format!("{:<20} {:>3} {:<24} {:>5} {:>13} {:>5} {:>8} {:>4}\n", "NODE", "GPU", "NAME", "UTIL%", "MEM GiB", "TEMP", "POWER W", "XID");
+    let mut out = format!(
+        "{:<20} {:>3} {:<24} {:>5} {:>13} {:>5} {:>8} {:>4}\n",
+        "NODE", "GPU", "NAME", "UTIL%", "MEM GiB", "TEMP", "POWER W", "XID"
+    );
     for n in nodes {
         match &n.sample {
-            Some(sample) if !sample.gpus.is_empty() => out.push_str(&gpu_rows(&n.node, sample, false)),
+            Some(sample) if !sample.gpus.is_empty() => {
+                out.push_str(&gpu_rows(&n.node, sample, false))
+            }
             Some(_) => {
                 let _ = writeln!(out, "{:<20} (no GPUs)", n.node);
             }
             None => {
-                let _ = writeln!(out, "{:<20} (no telemetry yet{})", n.node, if n.connected { "" } else { "; offline" });
+                let _ = writeln!(
+                    out,
+                    "{:<20} (no telemetry yet{})",
+                    n.node,
+                    if n.connected { "" } else { "; offline" }
+                );
             }
         }
     }

@@ -62,19 +62,34 @@ pub struct AdminIdentity {
 
 impl AdminIdentity {
     pub fn load(path: &Path) -> Result<Self, HomeError> {
-        let read_err = |source| HomeError::ReadIdentity { path: path.to_owned(), source };
-        let mode = std::fs::metadata(path).map_err(read_err)?.permissions().mode();
+        let read_err = |source| HomeError::ReadIdentity {
+            path: path.to_owned(),
+            source,
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(read_err)?
+            .permissions()
+            .mode();
         if mode & 0o077 != 0 {
-            return Err(HomeError::IdentityTooOpen { path: path.to_owned(), mode: mode & 0o7777 });
+            return Err(HomeError::IdentityTooOpen {
+                path: path.to_owned(),
+                mode: mode & 0o7777,
+            });
         }
         let text = std::fs::read(path).map_err(read_err)?;
-        serde_json::from_slice(&text).map_err(|e| HomeError::BadIdentity { path: path.to_owned(), message: e.to_string() })
+        serde_json::from_slice(&text).map_err(|e| HomeError::BadIdentity {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<(), HomeError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("identity serializes");
         bytes.push(b'\n');
-        atomic_file::write_bytes(path, 0o600, &bytes).map_err(|source| HomeError::Write { path: path.to_owned(), source })
+        atomic_file::write_bytes(path, 0o600, &bytes).map_err(|source| HomeError::Write {
+            path: path.to_owned(),
+            source,
+        })
     }
 }
 
@@ -102,7 +117,9 @@ impl Home {
         if self.path("ca.key").is_file() && self.path("controller.crt").is_file() {
             Ok(())
         } else {
-            Err(HomeError::NotInitialized { dir: self.dir.clone() })
+            Err(HomeError::NotInitialized {
+                dir: self.dir.clone(),
+            })
         }
     }
 
@@ -115,15 +132,24 @@ impl Home {
     /// admin's identity file. Returns the identity file's path.
     pub fn init(&self, listen: SocketAddr, admin_name: &str) -> Result<PathBuf, HomeError> {
         if self.path("ca.key").exists() {
-            return Err(HomeError::AlreadyInitialized { dir: self.dir.clone() });
+            return Err(HomeError::AlreadyInitialized {
+                dir: self.dir.clone(),
+            });
         }
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|source| HomeError::Write { path: self.dir.clone(), source })?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|source| HomeError::Write { path: self.dir.clone(), source })?;
+            .map_err(|source| HomeError::Write {
+                path: self.dir.clone(),
+                source,
+            })?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).map_err(
+            |source| HomeError::Write {
+                path: self.dir.clone(),
+                source,
+            },
+        )?;
         let fleet = Ca::create_fleet(admin_name)?;
         for (name, mode, text) in [
             ("ca.crt", 0o644, &fleet.ca_cert_pem),
@@ -131,17 +157,22 @@ impl Home {
             ("controller.crt", 0o644, &fleet.controller_cert_pem),
         ] {
             let path = self.path(name);
-            atomic_file::write_bytes(&path, mode, text.as_bytes()).map_err(|source| HomeError::Write { path, source })?;
+            atomic_file::write_bytes(&path, mode, text.as_bytes())
+                .map_err(|source| HomeError::Write { path, source })?;
         }
         let store = Store::open(&self.store_path())?;
-        let fingerprint = ca::pem_fingerprint(&fleet.admin_cert_pem).map_err(|e| HomeError::BadIdentity {
-            path: self.path(ADMIN_IDENTITY),
-            message: e.to_string(),
-        })?;
+        let fingerprint =
+            ca::pem_fingerprint(&fleet.admin_cert_pem).map_err(|e| HomeError::BadIdentity {
+                path: self.path(ADMIN_IDENTITY),
+                message: e.to_string(),
+            })?;
         store.put_identity(
             &fingerprint,
             &IdentityRecord {
-                principal: Principal::Admin { name: admin_name.to_owned(), role: Role::Admin },
+                principal: Principal::Admin {
+                    name: admin_name.to_owned(),
+                    role: Role::Admin,
+                },
                 issued_at_ms: crate::now_ms(),
                 revoked: false,
             },
@@ -158,7 +189,8 @@ impl Home {
         .save(&identity_path)?;
         // The CA key last: its presence marks a complete initialization.
         let path = self.path("ca.key");
-        atomic_file::write_bytes(&path, 0o600, fleet.ca_key_pem.as_bytes()).map_err(|source| HomeError::Write { path, source })?;
+        atomic_file::write_bytes(&path, 0o600, fleet.ca_key_pem.as_bytes())
+            .map_err(|source| HomeError::Write { path, source })?;
         Ok(identity_path)
     }
 }

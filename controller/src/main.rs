@@ -223,7 +223,7 @@ struct CreateArgs {
     #[arg(long = "metric", value_name = "KEY=NUMBER", value_parser = parse_metric)]
     metrics: Vec<(String, f64)>,
     /// GPU memory the model needs, e.g. 8GiB.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "0")]
+    #[arg(long, value_name = "SIZE", value_parser = gantry_shared::units::parse_size, default_value = "0")]
     min_gpu_memory: u64,
     /// Execution providers it may run on, in preference order: cuda, cpu.
     #[arg(long = "execution-provider", value_name = "EP", value_delimiter = ',', value_parser = parse_provider)]
@@ -305,35 +305,6 @@ fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
     }
 }
 
-/// Parses sizes like `0`, `512MiB`, `8GiB`, `2GB`.
-fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like 8GiB"))?;
-    let multiplier: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        other => {
-            return Err(format!(
-                "unknown size unit {other:?} (B, KiB, MiB, GiB, KB, MB, GB)"
-            ));
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 fn report(error: &(dyn std::error::Error + 'static)) {
     eprintln!("error: {error}");
     let mut source = error.source();
@@ -345,13 +316,26 @@ fn report(error: &(dyn std::error::Error + 'static)) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let result = match cli.command {
-        command @ (Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_)) => {
-            match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        command @ (Command::Serve { .. }
+        | Command::Token(_)
+        | Command::Fleet(_)
+        | Command::Admin(_)) => {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(runtime) => runtime.block_on(fleet::run(command)),
                 Err(e) => {
                     report(&e);
@@ -390,7 +374,12 @@ mod fleet {
 
     pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match command {
-            Command::Serve { dir, listen, metrics_listen, retention } => {
+            Command::Serve {
+                dir,
+                listen,
+                metrics_listen,
+                retention,
+            } => {
                 let metrics_listen = if metrics_listen.trim().is_empty() {
                     None
                 } else {
@@ -400,34 +389,86 @@ mod fleet {
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
                     use tokio::signal::unix::{SignalKind, signal};
-                    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                    let (Ok(mut term), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
                         return;
                     };
                     tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
                     on_signal.cancel();
                 });
-                server::serve(ServeConfig { home: Home::new(dir.dir), listen, metrics_listen, retention }, shutdown, None).await?;
+                server::serve(
+                    ServeConfig {
+                        home: Home::new(dir.dir),
+                        listen,
+                        metrics_listen,
+                        retention,
+                    },
+                    shutdown,
+                    None,
+                )
+                .await?;
             }
             Command::Token(TokenCommand::Create { admin, labels, ttl }) => {
                 let client = connect(&admin).await?;
-                let response = client.call(Request::TokenCreate { labels: labels.into_iter().collect(), ttl_s: ttl.as_secs().max(1) }).await?;
-                let Response::Token { token, expires_at_ms } = response else { return Err(ClientError::Unexpected.into()) };
+                let response = client
+                    .call(Request::TokenCreate {
+                        labels: labels.into_iter().collect(),
+                        ttl_s: ttl.as_secs().max(1),
+                    })
+                    .await?;
+                let Response::Token {
+                    token,
+                    expires_at_ms,
+                } = response
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
                 println!("{token}");
-                eprintln!("single use, expires in {}; on the node: gantry-agent enroll --controller ADDR --token TOKEN",
-                    humantime::format_duration(std::time::Duration::from_secs(expires_at_ms.saturating_sub(now_ms()) / 1000)));
+                eprintln!(
+                    "single use, expires in {}; on the node: gantry-agent enroll --controller ADDR --token TOKEN",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        expires_at_ms.saturating_sub(now_ms()) / 1000
+                    ))
+                );
             }
             Command::Fleet(FleetCommand::Ls { admin, json }) => {
-                let Response::Nodes(nodes) = connect(&admin).await?.call(Request::FleetList).await? else { return Err(ClientError::Unexpected.into()) };
-                if json { print_json(&nodes) } else { print!("{}", fleet_cmd::render_list(&nodes, now_ms())) }
+                let Response::Nodes(nodes) =
+                    connect(&admin).await?.call(Request::FleetList).await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                if json {
+                    print_json(&nodes)
+                } else {
+                    print!("{}", fleet_cmd::render_list(&nodes, now_ms()))
+                }
             }
             Command::Fleet(FleetCommand::Show { node, admin, json }) => {
-                let Response::Node(detail) = connect(&admin).await?.call(Request::FleetShow { node }).await? else { return Err(ClientError::Unexpected.into()) };
-                if json { print_json(&detail) } else { print!("{}", fleet_cmd::render_show(&detail, now_ms())) }
+                let Response::Node(detail) = connect(&admin)
+                    .await?
+                    .call(Request::FleetShow { node })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                if json {
+                    print_json(&detail)
+                } else {
+                    print!("{}", fleet_cmd::render_show(&detail, now_ms()))
+                }
             }
-            Command::Fleet(FleetCommand::Top { admin, once, interval }) => {
+            Command::Fleet(FleetCommand::Top {
+                admin,
+                once,
+                interval,
+            }) => {
                 let client = connect(&admin).await?;
                 loop {
-                    let Response::Top(nodes) = client.call(Request::FleetTop).await? else { return Err(ClientError::Unexpected.into()) };
+                    let Response::Top(nodes) = client.call(Request::FleetTop).await? else {
+                        return Err(ClientError::Unexpected.into());
+                    };
                     if once {
                         print!("{}", fleet_cmd::render_top(&nodes));
                         break;
@@ -440,19 +481,54 @@ mod fleet {
                 }
             }
             Command::Fleet(FleetCommand::Revoke { node, admin }) => {
-                let Response::Revoked { node } = connect(&admin).await?.call(Request::NodeRevoke { node }).await? else { return Err(ClientError::Unexpected.into()) };
+                let Response::Revoked { node } = connect(&admin)
+                    .await?
+                    .call(Request::NodeRevoke { node })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
                 println!("revoked     {node}: its certificate no longer connects");
             }
-            Command::Admin(AdminCommand::Add { name, role, out, admin }) => {
+            Command::Admin(AdminCommand::Add {
+                name,
+                role,
+                out,
+                admin,
+            }) => {
                 let (key_pem, public_key) = gantry_net::new_key_pair()?;
                 let identity_path = client::identity_path(admin.identity.as_deref());
                 let current = AdminIdentity::load(&identity_path)?;
                 let client = AdminClient::connect(&current, admin.controller).await?;
-                let Response::AdminAdded { name, role, certificate_pem, ca_pem } = client.call(Request::AdminAdd { name, role, public_key }).await? else {
+                let Response::AdminAdded {
+                    name,
+                    role,
+                    certificate_pem,
+                    ca_pem,
+                } = client
+                    .call(Request::AdminAdd {
+                        name,
+                        role,
+                        public_key,
+                    })
+                    .await?
+                else {
                     return Err(ClientError::Unexpected.into());
                 };
-                AdminIdentity { name: name.clone(), role, controller: admin.controller.unwrap_or(current.controller), ca_pem, cert_pem: certificate_pem, key_pem }.save(&out)?;
-                println!("admin       {name} ({}) written to {} (mode 0600)", role.as_str(), out.display());
+                AdminIdentity {
+                    name: name.clone(),
+                    role,
+                    controller: admin.controller.unwrap_or(current.controller),
+                    ca_pem,
+                    cert_pem: certificate_pem,
+                    key_pem,
+                }
+                .save(&out)?;
+                println!(
+                    "admin       {name} ({}) written to {} (mode 0600)",
+                    role.as_str(),
+                    out.display()
+                );
             }
             _ => unreachable!("only fleet commands are routed here"),
         }
@@ -613,13 +689,30 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
                 print!("{}", policy_cmd::render_inspection(&inspection));
             }
         }
-        Command::Init { dir, listen, admin_name } => {
-            let identity = gantry_controller::home::Home::new(&dir.dir).init(listen, &admin_name).map_err(|e| BundleCmdError::Usage(outcome_chain(&e)))?;
-            println!("initialized {} (fleet CA, controller certificate, store)", dir.dir.display());
-            println!("admin       {} (mode 0600; the CLI reads it, or set GANTRY_IDENTITY)", identity.display());
-            println!("next        gantry serve --dir {} --listen {listen}", dir.dir.display());
+        Command::Init {
+            dir,
+            listen,
+            admin_name,
+        } => {
+            let identity = gantry_controller::home::Home::new(&dir.dir)
+                .init(listen, &admin_name)
+                .map_err(|e| BundleCmdError::Usage(outcome_chain(&e)))?;
+            println!(
+                "initialized {} (fleet CA, controller certificate, store)",
+                dir.dir.display()
+            );
+            println!(
+                "admin       {} (mode 0600; the CLI reads it, or set GANTRY_IDENTITY)",
+                identity.display()
+            );
+            println!(
+                "next        gantry serve --dir {} --listen {listen}",
+                dir.dir.display()
+            );
         }
-        Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_) => unreachable!("routed to the runtime"),
+        Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_) => {
+            unreachable!("routed to the runtime")
+        }
         Command::Policy(PolicyCommand::Verify { policy, trust }) => {
             let report = policy_cmd::verify(&policy, trust.as_deref(), SystemTime::now())?;
             match trust {
@@ -641,6 +734,12 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

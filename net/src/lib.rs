@@ -17,7 +17,10 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 /// Only the public half is ever sent.
 pub fn new_key_pair() -> Result<(String, String), NetError> {
     let key = rcgen::KeyPair::generate().map_err(|e| NetError::Tls(e.to_string()))?;
-    Ok((key.serialize_pem(), gantry_shared::bundle::signing::to_hex(key.public_key_raw())))
+    Ok((
+        key.serialize_pem(),
+        gantry_shared::bundle::signing::to_hex(key.public_key_raw()),
+    ))
 }
 
 /// Keep-alive on idle connections, so NAT bindings stay open and a dead peer is noticed.

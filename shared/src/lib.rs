@@ -13,3 +13,4 @@ pub mod exposition;
 pub mod protocol;
 pub mod telemetry;
 pub mod tls;
+pub mod units;

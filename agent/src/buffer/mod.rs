@@ -112,23 +112,45 @@ pub struct Buffer {
 }
 
 fn decode(path: &Path, seq: u64, value: &[u8]) -> Result<(u64, RecordClass), BufferError> {
-    let corrupt = || BufferError::Corrupt { path: path.to_owned(), seq };
-    let at = u64::from_be_bytes(value.get(..8).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?);
-    let class = value.get(8).and_then(|&b| RecordClass::from_byte(b)).ok_or_else(corrupt)?;
+    let corrupt = || BufferError::Corrupt {
+        path: path.to_owned(),
+        seq,
+    };
+    let at = u64::from_be_bytes(
+        value
+            .get(..8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(corrupt)?,
+    );
+    let class = value
+        .get(8)
+        .and_then(|&b| RecordClass::from_byte(b))
+        .ok_or_else(corrupt)?;
     Ok((at, class))
 }
 
 impl Buffer {
     /// Opens (or creates) the buffer at `path`.
     pub fn open(path: &Path, limits: Limits) -> Result<Self, BufferError> {
-        let engine = |e: &dyn std::fmt::Display| BufferError::Engine { path: path.to_owned(), message: e.to_string() };
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| engine(&e))?;
+        let engine = |e: &dyn std::fmt::Display| BufferError::Engine {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| engine(&e))?;
         let txn = db.begin_write().map_err(|e| engine(&e))?;
         let mut stats = BufferStats::default();
         {
             let records = txn.open_table(RECORDS).map_err(|e| engine(&e))?;
             let meta = txn.open_table(META).map_err(|e| engine(&e))?;
-            let get = |key: &str| -> Result<u64, BufferError> { Ok(meta.get(key).map_err(|e| engine(&e))?.map_or(0, |v| v.value())) };
+            let get = |key: &str| -> Result<u64, BufferError> {
+                Ok(meta
+                    .get(key)
+                    .map_err(|e| engine(&e))?
+                    .map_or(0, |v| v.value()))
+            };
             stats.last_seq = get("next_seq")?.saturating_sub(1);
             stats.dropped_metrics = get("dropped_metrics")?;
             stats.dropped_events = get("dropped_events")?;
@@ -146,12 +168,18 @@ impl Buffer {
             path: path.to_owned(),
             db,
             limits,
-            state: Mutex::new(State { stats, last_age_check: Instant::now() - AGE_CHECK_EVERY }),
+            state: Mutex::new(State {
+                stats,
+                last_age_check: Instant::now() - AGE_CHECK_EVERY,
+            }),
         })
     }
 
     fn engine(&self, e: &dyn std::fmt::Display) -> BufferError {
-        BufferError::Engine { path: self.path.clone(), message: e.to_string() }
+        BufferError::Engine {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     pub fn stats(&self) -> BufferStats {
@@ -172,7 +200,9 @@ impl Buffer {
                 value.extend_from_slice(&record.at_ms.to_be_bytes());
                 value.push(record.class.as_byte());
                 value.extend_from_slice(&record.body);
-                table.insert(first + i as u64, value.as_slice()).map_err(|e| self.engine(&e))?;
+                table
+                    .insert(first + i as u64, value.as_slice())
+                    .map_err(|e| self.engine(&e))?;
                 stats.bytes += record.body.len() as u64 + RECORD_OVERHEAD;
                 stats.records += 1;
                 stats.oldest_at_ms.get_or_insert(record.at_ms);
@@ -184,9 +214,12 @@ impl Buffer {
                 state.last_age_check = Instant::now();
             }
             let mut meta = txn.open_table(META).map_err(|e| self.engine(&e))?;
-            meta.insert("next_seq", stats.last_seq + 1).map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_metrics", stats.dropped_metrics).map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_events", stats.dropped_events).map_err(|e| self.engine(&e))?;
+            meta.insert("next_seq", stats.last_seq + 1)
+                .map_err(|e| self.engine(&e))?;
+            meta.insert("dropped_metrics", stats.dropped_metrics)
+                .map_err(|e| self.engine(&e))?;
+            meta.insert("dropped_events", stats.dropped_events)
+                .map_err(|e| self.engine(&e))?;
         }
         txn.commit().map_err(|e| self.engine(&e))?;
         state.stats = stats;
@@ -210,13 +243,21 @@ impl Buffer {
                 if at >= metrics_cutoff.max(events_cutoff) {
                     break;
                 }
-                let cutoff = if class == RecordClass::Metrics { metrics_cutoff } else { events_cutoff };
+                let cutoff = if class == RecordClass::Metrics {
+                    metrics_cutoff
+                } else {
+                    events_cutoff
+                };
                 if at < cutoff {
                     victims.push((key.value(), class, value.value().len() as u64));
                 }
             }
         }
-        let mut bytes = stats.bytes - victims.iter().map(|v| v.2 + RECORD_OVERHEAD - 9).sum::<u64>();
+        let mut bytes = stats.bytes
+            - victims
+                .iter()
+                .map(|v| v.2 + RECORD_OVERHEAD - 9)
+                .sum::<u64>();
         if bytes > self.limits.max_bytes {
             // Oldest metrics first, then (only if no metrics are left) oldest events.
             for class in [RecordClass::Metrics, RecordClass::Event] {
@@ -247,8 +288,12 @@ impl Buffer {
                 RecordClass::Event => stats.dropped_events += 1,
             }
         }
-        tracing::warn!(dropped = victims.len(), buffered = stats.records, max_bytes = self.limits.max_bytes,
-            "telemetry buffer over its limits: oldest records dropped (metrics before events)");
+        tracing::warn!(
+            dropped = victims.len(),
+            buffered = stats.records,
+            max_bytes = self.limits.max_bytes,
+            "telemetry buffer over its limits: oldest records dropped (metrics before events)"
+        );
         stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
             Some((key, value)) => Some(decode(&self.path, key.value(), value.value())?.0),
             None => None,
@@ -270,7 +315,12 @@ impl Buffer {
             let value = value.value();
             let (at_ms, class) = decode(&self.path, key.value(), value)?;
             bytes += value.len();
-            out.push(Buffered { seq: key.value(), at_ms, class, body: value[9..].to_vec() });
+            out.push(Buffered {
+                seq: key.value(),
+                at_ms,
+                class,
+                body: value[9..].to_vec(),
+            });
         }
         Ok(out)
     }
@@ -312,7 +362,11 @@ mod tests {
     use super::*;
 
     fn rec(class: RecordClass, at_ms: u64, size: usize) -> NewRecord {
-        NewRecord { class, at_ms, body: vec![b'x'; size] }
+        NewRecord {
+            class,
+            at_ms,
+            body: vec![b'x'; size],
+        }
     }
 
     #[test]
@@ -321,36 +375,61 @@ mod tests {
         let path = dir.path().join("b.redb");
         {
             let b = Buffer::open(&path, Limits::default()).unwrap();
-            assert_eq!(b.append(&[rec(RecordClass::Metrics, 1, 10), rec(RecordClass::Event, 2, 10)], 2).unwrap(), 1..3);
+            assert_eq!(
+                b.append(
+                    &[
+                        rec(RecordClass::Metrics, 1, 10),
+                        rec(RecordClass::Event, 2, 10)
+                    ],
+                    2
+                )
+                .unwrap(),
+                1..3
+            );
             assert_eq!(b.ack(1).unwrap(), 1);
         }
         let b = Buffer::open(&path, Limits::default()).unwrap();
         assert_eq!(b.stats().records, 1);
         assert_eq!(b.stats().oldest_at_ms, Some(2));
-        assert_eq!(b.append(&[rec(RecordClass::Metrics, 3, 10)], 3).unwrap(), 3..4, "sequences never repeat");
+        assert_eq!(
+            b.append(&[rec(RecordClass::Metrics, 3, 10)], 3).unwrap(),
+            3..4,
+            "sequences never repeat"
+        );
         let seqs: Vec<u64> = b.peek(10, 1 << 20).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
         b.ack(3).unwrap();
         assert_eq!(b.stats().records, 0);
         assert_eq!(b.stats().oldest_at_ms, None);
-        assert_eq!(b.append(&[rec(RecordClass::Metrics, 4, 10)], 4).unwrap(), 4..5);
+        assert_eq!(
+            b.append(&[rec(RecordClass::Metrics, 4, 10)], 4).unwrap(),
+            4..5
+        );
     }
 
     #[test]
     fn over_the_byte_limit_metrics_go_first_and_events_stay() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_bytes: 2000, ..Limits::default() };
+        let limits = Limits {
+            max_bytes: 2000,
+            ..Limits::default()
+        };
         let b = Buffer::open(&dir.path().join("b.redb"), limits).unwrap();
         b.append(&[rec(RecordClass::Event, 1, 100)], 1).unwrap();
         for i in 0..30 {
-            b.append(&[rec(RecordClass::Metrics, 2 + i, 100)], 2 + i).unwrap();
+            b.append(&[rec(RecordClass::Metrics, 2 + i, 100)], 2 + i)
+                .unwrap();
         }
         let stats = b.stats();
         assert!(stats.bytes <= 2000, "{stats:?}");
         assert!(stats.dropped_metrics > 0);
         assert_eq!(stats.dropped_events, 0);
         let kept = b.peek(100, 1 << 20).unwrap();
-        assert_eq!(kept[0].class, RecordClass::Event, "the event is kept longest");
+        assert_eq!(
+            kept[0].class,
+            RecordClass::Event,
+            "the event is kept longest"
+        );
         assert_eq!(kept[0].seq, 1);
         assert_eq!(kept.last().unwrap().seq, 31, "the newest metrics are kept");
     }
@@ -358,7 +437,14 @@ mod tests {
     #[test]
     fn events_go_only_when_no_metrics_are_left() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Buffer::open(&dir.path().join("b.redb"), Limits { max_bytes: 500, ..Limits::default() }).unwrap();
+        let b = Buffer::open(
+            &dir.path().join("b.redb"),
+            Limits {
+                max_bytes: 500,
+                ..Limits::default()
+            },
+        )
+        .unwrap();
         for i in 0..10 {
             b.append(&[rec(RecordClass::Event, i, 100)], i).unwrap();
         }
@@ -370,12 +456,28 @@ mod tests {
     #[test]
     fn old_records_age_out_by_class() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(60), event_max_age: Duration::from_secs(3600) };
+        let limits = Limits {
+            max_bytes: 1 << 30,
+            max_age: Duration::from_secs(60),
+            event_max_age: Duration::from_secs(3600),
+        };
         let b = Buffer::open(&dir.path().join("b.redb"), limits).unwrap();
         let now = 10_000_000;
-        b.append(&[rec(RecordClass::Metrics, now - 120_000, 10), rec(RecordClass::Event, now - 120_000, 10), rec(RecordClass::Metrics, now, 10)], now)
-            .unwrap();
-        let kept: Vec<RecordClass> = b.peek(10, 1 << 20).unwrap().iter().map(|r| r.class).collect();
+        b.append(
+            &[
+                rec(RecordClass::Metrics, now - 120_000, 10),
+                rec(RecordClass::Event, now - 120_000, 10),
+                rec(RecordClass::Metrics, now, 10),
+            ],
+            now,
+        )
+        .unwrap();
+        let kept: Vec<RecordClass> = b
+            .peek(10, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|r| r.class)
+            .collect();
         assert_eq!(kept, vec![RecordClass::Event, RecordClass::Metrics]);
         assert_eq!(b.stats().dropped_metrics, 1);
     }
@@ -384,7 +486,10 @@ mod tests {
     fn drop_counts_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.redb");
-        let limits = Limits { max_bytes: 300, ..Limits::default() };
+        let limits = Limits {
+            max_bytes: 300,
+            ..Limits::default()
+        };
         {
             let b = Buffer::open(&path, limits).unwrap();
             for i in 0..10 {
@@ -415,12 +520,19 @@ mod tests {
                 model.retain(|&s| s > through);
             } else {
                 let n = (rng % 5 + 1) as usize;
-                let records: Vec<_> = (0..n).map(|i| rec(RecordClass::Metrics, next + i as u64, 20)).collect();
+                let records: Vec<_> = (0..n)
+                    .map(|i| rec(RecordClass::Metrics, next + i as u64, 20))
+                    .collect();
                 b.append(&records, next).unwrap();
                 model.extend(next..next + n as u64);
                 next += n as u64;
             }
-            let got: Vec<u64> = b.peek(usize::MAX, usize::MAX).unwrap().iter().map(|r| r.seq).collect();
+            let got: Vec<u64> = b
+                .peek(usize::MAX, usize::MAX)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
             assert_eq!(got, model);
             assert_eq!(b.stats().records, model.len() as u64);
         }

@@ -19,38 +19,69 @@ pub fn records_for(previous: Option<&Sample>, sample: &Sample) -> Vec<NewRecord>
     for xid in &sample.xids {
         let before = previous.and_then(|p| p.xids.iter().find(|x| x.pci_bus_id == xid.pci_bus_id));
         for (&code, &count) in &xid.by_code {
-            let seen = before.and_then(|b| b.by_code.get(&code)).copied().unwrap_or(0);
+            let seen = before
+                .and_then(|b| b.by_code.get(&code))
+                .copied()
+                .unwrap_or(0);
             if count > seen {
-                events.push(Event::Xid { pci_bus_id: xid.pci_bus_id.clone(), gpu: xid.gpu, code, count: count - seen });
+                events.push(Event::Xid {
+                    pci_bus_id: xid.pci_bus_id.clone(),
+                    gpu: xid.gpu,
+                    code,
+                    count: count - seen,
+                });
             }
         }
     }
     for gpu in &sample.gpus {
-        let before = previous.and_then(|p| p.gpus.iter().find(|g| g.identity.index == gpu.identity.index));
+        let before = previous.and_then(|p| {
+            p.gpus
+                .iter()
+                .find(|g| g.identity.index == gpu.identity.index)
+        });
         let changed = match before {
             Some(b) => b.state != gpu.state,
             None => gpu.state != GpuState::Ok,
         };
         if changed {
-            events.push(Event::GpuState { gpu: gpu.identity.index, uuid: gpu.identity.uuid.clone(), state: gpu.state.clone() });
+            events.push(Event::GpuState {
+                gpu: gpu.identity.index,
+                uuid: gpu.identity.uuid.clone(),
+                state: gpu.state.clone(),
+            });
         }
     }
     if let Some(p) = previous
         && p.nvml.is_available() != sample.nvml.is_available()
     {
-        events.push(Event::Nvml { available: sample.nvml.is_available() });
+        events.push(Event::Nvml {
+            available: sample.nvml.is_available(),
+        });
     }
     let mut records: Vec<NewRecord> = events
         .iter()
-        .map(|e| NewRecord { class: RecordClass::Event, at_ms, body: serde_json::to_vec(e).expect("events serialize") })
+        .map(|e| NewRecord {
+            class: RecordClass::Event,
+            at_ms,
+            body: serde_json::to_vec(e).expect("events serialize"),
+        })
         .collect();
-    records.push(NewRecord { class: RecordClass::Metrics, at_ms, body: serde_json::to_vec(sample).expect("samples serialize") });
+    records.push(NewRecord {
+        class: RecordClass::Metrics,
+        at_ms,
+        body: serde_json::to_vec(sample).expect("samples serialize"),
+    });
     records
 }
 
 /// Appends every new snapshot to the buffer until `shutdown`; wakes the uplink after
 /// each append.
-pub async fn run(buffer: Arc<Buffer>, mut snapshots: SnapshotReceiver, appended: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn run(
+    buffer: Arc<Buffer>,
+    mut snapshots: SnapshotReceiver,
+    appended: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut previous: Option<Sample> = None;
     let mut failing = false;
     loop {
@@ -58,7 +89,9 @@ pub async fn run(buffer: Arc<Buffer>, mut snapshots: SnapshotReceiver, appended:
             () = shutdown.cancelled() => return,
             changed = snapshots.changed() => if changed.is_err() { return },
         }
-        let Some(snapshot) = snapshots.borrow_and_update().clone() else { continue };
+        let Some(snapshot) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
         let records = records_for(previous.as_ref(), &snapshot.sample);
         let now = snapshot.sample.taken_at_ms;
         let buffer = Arc::clone(&buffer);
@@ -86,23 +119,38 @@ pub async fn run(buffer: Arc<Buffer>, mut snapshots: SnapshotReceiver, appended:
 mod tests {
     use std::collections::BTreeMap;
 
-    use gantry_shared::telemetry::{GpuFields, GpuIdentity, GpuReading, HostReading, NvmlStatus, XidCounts};
+    use gantry_shared::telemetry::{
+        GpuFields, GpuIdentity, GpuReading, HostReading, NvmlStatus, XidCounts,
+    };
 
     use super::*;
 
     fn sample(lost: bool, xid79: u64) -> Sample {
         Sample {
             taken_at_ms: 1,
-            nvml: NvmlStatus::Available { driver_version: None, library: "x".into() },
+            nvml: NvmlStatus::Available {
+                driver_version: None,
+                library: "x".into(),
+            },
             gpus: vec![GpuReading {
-                identity: GpuIdentity { index: 0, uuid: "GPU-0".into(), name: "n".into(), pci_bus_id: "00000000:18:00.0".into() },
+                identity: GpuIdentity {
+                    index: 0,
+                    uuid: "GPU-0".into(),
+                    name: "n".into(),
+                    pci_bus_id: "00000000:18:00.0".into(),
+                },
                 state: if lost { GpuState::Lost } else { GpuState::Ok },
                 fields: GpuFields::default(),
             }],
             xids: if xid79 == 0 {
                 vec![]
             } else {
-                vec![XidCounts { pci_bus_id: "00000000:18:00.0".into(), gpu: Some(0), last: 79, by_code: BTreeMap::from([(79, xid79)]) }]
+                vec![XidCounts {
+                    pci_bus_id: "00000000:18:00.0".into(),
+                    gpu: Some(0),
+                    last: 79,
+                    by_code: BTreeMap::from([(79, xid79)]),
+                }]
             },
             host: HostReading::default(),
         }
@@ -114,16 +162,32 @@ mod tests {
 
     #[test]
     fn a_steady_sample_is_one_metrics_record() {
-        assert_eq!(classes(&records_for(Some(&sample(false, 0)), &sample(false, 0))), vec![RecordClass::Metrics]);
+        assert_eq!(
+            classes(&records_for(Some(&sample(false, 0)), &sample(false, 0))),
+            vec![RecordClass::Metrics]
+        );
     }
 
     #[test]
     fn new_xids_and_state_changes_become_events() {
         let records = records_for(Some(&sample(false, 0)), &sample(true, 2));
-        assert_eq!(classes(&records), vec![RecordClass::Event, RecordClass::Event, RecordClass::Metrics]);
+        assert_eq!(
+            classes(&records),
+            vec![RecordClass::Event, RecordClass::Event, RecordClass::Metrics]
+        );
         let xid: Event = serde_json::from_slice(&records[0].body).unwrap();
-        assert!(matches!(xid, Event::Xid { code: 79, count: 2, .. }));
+        assert!(matches!(
+            xid,
+            Event::Xid {
+                code: 79,
+                count: 2,
+                ..
+            }
+        ));
         // The same counts again are not new events.
-        assert_eq!(classes(&records_for(Some(&sample(true, 2)), &sample(true, 2))), vec![RecordClass::Metrics]);
+        assert_eq!(
+            classes(&records_for(Some(&sample(true, 2)), &sample(true, 2))),
+            vec![RecordClass::Metrics]
+        );
     }
 }

@@ -16,14 +16,29 @@ use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
 /// Longest token lifetime accepted.
 const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
-pub(super) async fn handle(shared: &Shared, caller: &str, role: Role, request: Request) -> Response {
+pub(super) async fn handle(
+    shared: &Shared,
+    caller: &str,
+    role: Role,
+    request: Request,
+) -> Response {
     let call = request.name();
     let required = request.required_role();
     if role < required {
-        tracing::warn!(admin = caller, role = role.as_str(), call, required = required.as_str(), "admin call refused");
+        tracing::warn!(
+            admin = caller,
+            role = role.as_str(),
+            call,
+            required = required.as_str(),
+            "admin call refused"
+        );
         return error(
             ErrorCode::Forbidden,
-            format!("`{call}` needs the {} role; {caller} has {}", required.as_str(), role.as_str()),
+            format!(
+                "`{call}` needs the {} role; {caller} has {}",
+                required.as_str(),
+                role.as_str()
+            ),
         );
     }
     tracing::info!(admin = caller, role = role.as_str(), call, "admin call");
@@ -35,32 +50,64 @@ pub(super) async fn handle(shared: &Shared, caller: &str, role: Role, request: R
         },
         Request::FleetShow { node } => show(shared, &node).await,
         Request::FleetTop => top(shared).await,
-        Request::TelemetryQuery { node, after_seq, limit } => {
+        Request::TelemetryQuery {
+            node,
+            after_seq,
+            limit,
+        } => {
             let store = Arc::clone(&shared.store);
-            match blocking(move || store.records(&node, after_seq, limit.min(100_000) as usize)).await {
+            match blocking(move || store.records(&node, after_seq, limit.min(100_000) as usize))
+                .await
+            {
                 Some(Ok(records)) => Response::Admin(admin::Response::Records(records)),
                 _ => error(ErrorCode::Unavailable, "the controller store failed"),
             }
         }
         Request::NodeRevoke { node } => revoke(shared, caller, node).await,
-        Request::AdminAdd { name, role, public_key } => admin_add(shared, caller, name, role, &public_key).await,
+        Request::AdminAdd {
+            name,
+            role,
+            public_key,
+        } => admin_add(shared, caller, name, role, &public_key).await,
     }
 }
 
 fn random_hex(bytes: usize) -> Result<String, Response> {
     let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| error(ErrorCode::Unavailable, format!("no randomness: {e}")))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| error(ErrorCode::Unavailable, format!("no randomness: {e}")))?;
     Ok(gantry_shared::bundle::signing::to_hex(&buf))
 }
 
-async fn token_create(shared: &Shared, caller: &str, labels: BTreeMap<String, String>, ttl_s: u64) -> Response {
+async fn token_create(
+    shared: &Shared,
+    caller: &str,
+    labels: BTreeMap<String, String>,
+    ttl_s: u64,
+) -> Response {
     if ttl_s == 0 || ttl_s > MAX_TOKEN_TTL_S {
-        return error(ErrorCode::BadRequest, format!("the TTL must be between 1 s and {} days", MAX_TOKEN_TTL_S / 86_400));
+        return error(
+            ErrorCode::BadRequest,
+            format!(
+                "the TTL must be between 1 s and {} days",
+                MAX_TOKEN_TTL_S / 86_400
+            ),
+        );
     }
     for (k, v) in &labels {
-        let ok = |s: &str| !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b));
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-/".contains(&b))
+        };
         if !ok(k) || !ok(v) {
-            return error(ErrorCode::BadRequest, format!("label {k}={v}: keys and values are 1-63 letters, digits, '.', '_', '-', '/'"));
+            return error(
+                ErrorCode::BadRequest,
+                format!(
+                    "label {k}={v}: keys and values are 1-63 letters, digits, '.', '_', '-', '/'"
+                ),
+            );
         }
     }
     let (id, secret) = match (random_hex(8), random_hex(32)) {
@@ -80,8 +127,15 @@ async fn token_create(shared: &Shared, caller: &str, labels: BTreeMap<String, St
     let token_id = id.clone();
     match blocking(move || store.put_token(&token_id, &record)).await {
         Some(Ok(())) => {
-            let token = JoinToken { id, secret, controller_sha256: shared.controller_fingerprint.clone() };
-            Response::Admin(admin::Response::Token { token: token.to_string(), expires_at_ms })
+            let token = JoinToken {
+                id,
+                secret,
+                controller_sha256: shared.controller_fingerprint.clone(),
+            };
+            Response::Admin(admin::Response::Token {
+                token: token.to_string(),
+                expires_at_ms,
+            })
         }
         _ => error(ErrorCode::Unavailable, "the controller store failed"),
     }
@@ -97,7 +151,9 @@ fn summary(shared: &Shared, node: &NodeRecord) -> NodeSummary {
         last_seen_ms: node.last_seen_ms,
         connected: entry.is_some_and(|l| !l.connections.is_empty()),
         revoked: node.revoked,
-        gpus: entry.and_then(|l| l.latest.as_ref()).map_or(0, |s| s.gpus.len() as u32),
+        gpus: entry
+            .and_then(|l| l.latest.as_ref())
+            .map_or(0, |s| s.gpus.len() as u32),
         records_stored: node.records_stored,
         last_seq: node.last_seq,
     }
@@ -114,7 +170,12 @@ async fn show(shared: &Shared, name: &str) -> Response {
     let key = name.to_owned();
     match blocking(move || store.node(&key)).await {
         Some(Ok(Some(node))) => {
-            let latest = shared.live.lock().expect("live map").get(name).and_then(|l| l.latest.as_deref().cloned());
+            let latest = shared
+                .live
+                .lock()
+                .expect("live map")
+                .get(name)
+                .and_then(|l| l.latest.as_deref().cloned());
             Response::Admin(admin::Response::Node(Box::new(NodeDetail {
                 summary: summary(shared, &node),
                 buffered_on_node: node.heartbeat.buffered_records,
@@ -151,7 +212,12 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
     let key = name.clone();
     match blocking(move || store.revoke_node(&key)).await {
         Some(Ok(Some(_))) => {
-            let connections = shared.live.lock().expect("live map").get_mut(&name).map(|l| std::mem::take(&mut l.connections));
+            let connections = shared
+                .live
+                .lock()
+                .expect("live map")
+                .get_mut(&name)
+                .map(|l| std::mem::take(&mut l.connections));
             for conn in connections.into_iter().flatten() {
                 conn.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
             }
@@ -163,9 +229,18 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
     }
 }
 
-async fn admin_add(shared: &Shared, caller: &str, name: String, role: Role, public_key: &str) -> Response {
+async fn admin_add(
+    shared: &Shared,
+    caller: &str,
+    name: String,
+    role: Role,
+    public_key: &str,
+) -> Response {
     if !gantry_shared::protocol::enroll::valid_node_name(&name) {
-        return error(ErrorCode::BadRequest, format!("admin name {name:?} must be 1-63 lowercase letters, digits or '-'"));
+        return error(
+            ErrorCode::BadRequest,
+            format!("admin name {name:?} must be 1-63 lowercase letters, digits or '-'"),
+        );
     }
     let key = match PeerPublicKey::from_hex(public_key) {
         Ok(key) => key,
@@ -178,7 +253,10 @@ async fn admin_add(shared: &Shared, caller: &str, name: String, role: Role, publ
         return error(ErrorCode::Unavailable, "issuing the certificate failed");
     };
     let record = IdentityRecord {
-        principal: Principal::Admin { name: name.clone(), role },
+        principal: Principal::Admin {
+            name: name.clone(),
+            role,
+        },
         issued_at_ms: crate::now_ms(),
         revoked: false,
     };
@@ -186,7 +264,12 @@ async fn admin_add(shared: &Shared, caller: &str, name: String, role: Role, publ
     match blocking(move || store.put_identity(&fingerprint, &record)).await {
         Some(Ok(())) => {
             tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), "admin added");
-            Response::Admin(admin::Response::AdminAdded { name, role, certificate_pem: cert_pem, ca_pem: shared.ca.cert_pem().to_owned() })
+            Response::Admin(admin::Response::AdminAdded {
+                name,
+                role,
+                certificate_pem: cert_pem,
+                ca_pem: shared.ca.cert_pem().to_owned(),
+            })
         }
         _ => error(ErrorCode::Unavailable, "the controller store failed"),
     }

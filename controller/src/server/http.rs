@@ -14,9 +14,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 
-pub(super) async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
-    let router = Router::new().route("/metrics", get(metrics)).with_state(shared);
-    if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+pub(super) async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
         tracing::error!(error = %e, "the /metrics endpoint failed");
     }
 }
@@ -30,21 +39,74 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 let mut e = Exposition::new(vec![("node".to_owned(), name.clone())]);
                 exposition::render_gpus(&mut e, sample, ModelLabel::Dcgm);
                 exposition::render_host(&mut e, sample);
-                e.single("gantry_node_connected", Kind::Gauge, "Whether the node is connected now.", if entry.connections.is_empty() { 0.0 } else { 1.0 });
-                e.single("gantry_node_last_sample_timestamp_seconds", Kind::Gauge, "When the node's latest stored sample was taken.", sample.taken_at_ms as f64 / 1000.0);
+                e.single(
+                    "gantry_node_connected",
+                    Kind::Gauge,
+                    "Whether the node is connected now.",
+                    if entry.connections.is_empty() {
+                        0.0
+                    } else {
+                        1.0
+                    },
+                );
+                e.single(
+                    "gantry_node_last_sample_timestamp_seconds",
+                    Kind::Gauge,
+                    "When the node's latest stored sample was taken.",
+                    sample.taken_at_ms as f64 / 1000.0,
+                );
                 pages.push(e.into_string());
             }
         }
-        (live.values().filter(|l| !l.connections.is_empty()).count(), live.len())
+        (
+            live.values().filter(|l| !l.connections.is_empty()).count(),
+            live.len(),
+        )
     };
     let c = &shared.counters;
     let mut e = Exposition::default();
-    e.single("gantry_controller_records_stored_total", Kind::Counter, "Telemetry records stored.", c.stored.load(Ordering::Relaxed) as f64);
-    e.single("gantry_controller_records_duplicate_total", Kind::Counter, "Telemetry records received again and not stored twice.", c.duplicates.load(Ordering::Relaxed) as f64);
-    e.single("gantry_controller_batches_total", Kind::Counter, "Telemetry batches stored.", c.batches.load(Ordering::Relaxed) as f64);
-    e.single("gantry_controller_rejected_streams_total", Kind::Counter, "Streams refused for a malformed frame or request.", c.rejected_streams.load(Ordering::Relaxed) as f64);
-    e.single("gantry_controller_connected_nodes", Kind::Gauge, "Nodes connected now.", connected as f64);
-    e.single("gantry_controller_known_nodes", Kind::Gauge, "Nodes with live state since the controller started.", known as f64);
+    e.single(
+        "gantry_controller_records_stored_total",
+        Kind::Counter,
+        "Telemetry records stored.",
+        c.stored.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "gantry_controller_records_duplicate_total",
+        Kind::Counter,
+        "Telemetry records received again and not stored twice.",
+        c.duplicates.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "gantry_controller_batches_total",
+        Kind::Counter,
+        "Telemetry batches stored.",
+        c.batches.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "gantry_controller_rejected_streams_total",
+        Kind::Counter,
+        "Streams refused for a malformed frame or request.",
+        c.rejected_streams.load(Ordering::Relaxed) as f64,
+    );
+    e.single(
+        "gantry_controller_connected_nodes",
+        Kind::Gauge,
+        "Nodes connected now.",
+        connected as f64,
+    );
+    e.single(
+        "gantry_controller_known_nodes",
+        Kind::Gauge,
+        "Nodes with live state since the controller started.",
+        known as f64,
+    );
     pages.push(e.into_string());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], exposition::merge(&pages))
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        exposition::merge(&pages),
+    )
 }

@@ -48,7 +48,9 @@ impl Handle {
             .send(Job { node, batch, reply })
             .await
             .map_err(|_| "the ingest writer stopped".to_owned())?;
-        answer.await.map_err(|_| "the ingest writer stopped".to_owned())?
+        answer
+            .await
+            .map_err(|_| "the ingest writer stopped".to_owned())?
     }
 }
 
@@ -65,7 +67,8 @@ pub(super) fn spawn(store: Arc<Store>) -> (Handle, Writer) {
                         Err(_) => break,
                     }
                 }
-                let batches: Vec<(&str, &Batch)> = jobs.iter().map(|j| (j.node.as_str(), &j.batch)).collect();
+                let batches: Vec<(&str, &Batch)> =
+                    jobs.iter().map(|j| (j.node.as_str(), &j.batch)).collect();
                 match store.store_batches(&batches) {
                     Ok(results) => {
                         for (job, stored) in jobs.into_iter().zip(results) {

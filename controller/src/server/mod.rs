@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_shared::protocol::enroll::valid_node_name;
-use gantry_shared::protocol::{self, ErrorCode, ErrorResponse, Request, Response, enroll, heartbeat, telemetry};
+use gantry_shared::protocol::{
+    self, ErrorCode, ErrorResponse, Request, Response, enroll, heartbeat, telemetry,
+};
 use gantry_shared::telemetry::Sample;
 use quinn::{Connection, VarInt};
 use sha2::{Digest, Sha256};
@@ -118,10 +120,16 @@ pub async fn serve(
     let store = Arc::new(Store::open(&home.store_path())?);
     let ca = Ca::load(&home.dir)?;
     let cert_pem = home.read("controller.crt")?;
-    let tls = gantry_shared::tls::server_config(ca.cert_pem(), &cert_pem, &home.read("controller.key")?)
-        .map_err(|e| ServeError::Tls(e.to_string()))?;
-    let controller_fingerprint = ca::pem_fingerprint(&cert_pem).map_err(|e| ServeError::Tls(e.to_string()))?;
-    let endpoint = gantry_net::server_endpoint(config.listen, tls).map_err(|source| ServeError::Listen { addr: config.listen, source })?;
+    let tls =
+        gantry_shared::tls::server_config(ca.cert_pem(), &cert_pem, &home.read("controller.key")?)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let controller_fingerprint =
+        ca::pem_fingerprint(&cert_pem).map_err(|e| ServeError::Tls(e.to_string()))?;
+    let endpoint =
+        gantry_net::server_endpoint(config.listen, tls).map_err(|source| ServeError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let local = endpoint.local_addr().map_err(|e| ServeError::Listen {
         addr: config.listen,
         source: gantry_net::NetError::Endpoint(e),
@@ -144,13 +152,19 @@ pub async fn serve(
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServeError::MetricsListen { addr, source })?;
-            let bound = listener.local_addr().map_err(|source| ServeError::MetricsListen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::MetricsListen { addr, source })?;
             tracker.spawn(http::serve(listener, Arc::clone(&shared), shutdown.clone()));
             Some(bound)
         }
         None => None,
     };
-    tracker.spawn(retention_loop(Arc::clone(&store), config.retention, shutdown.clone()));
+    tracker.spawn(retention_loop(
+        Arc::clone(&store),
+        config.retention,
+        shutdown.clone(),
+    ));
 
     tracing::info!(addr = %local, metrics = ?metrics_addr, dir = %home.dir.display(), "controller listening");
     if let Some(ready) = ready {
@@ -174,9 +188,15 @@ pub async fn serve(
     }
 
     tracing::info!("controller stopping");
-    endpoint.close(VarInt::from_u32(CLOSE_SHUTDOWN), b"controller shutting down");
+    endpoint.close(
+        VarInt::from_u32(CLOSE_SHUTDOWN),
+        b"controller shutting down",
+    );
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not finish within 5 s of shutdown");
     }
     drop(shared);
@@ -187,7 +207,9 @@ pub async fn serve(
 }
 
 fn load_latest(shared: &Shared) {
-    let Ok(nodes) = shared.store.nodes() else { return };
+    let Ok(nodes) = shared.store.nodes() else {
+        return;
+    };
     let mut live = shared.live.lock().expect("live map");
     for node in nodes {
         if let Ok(Some(body)) = shared.store.latest_metrics(&node.name)
@@ -228,12 +250,20 @@ fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal>, (u3
     };
     let fingerprint = gantry_shared::tls::fingerprint(cert);
     match shared.store.identity(&fingerprint) {
-        Ok(Some(record)) if record.revoked => Err((CLOSE_REVOKED, "certificate revoked".to_owned())),
+        Ok(Some(record)) if record.revoked => {
+            Err((CLOSE_REVOKED, "certificate revoked".to_owned()))
+        }
         Ok(Some(record)) => Ok(Some(record.principal)),
-        Ok(None) => Err((CLOSE_UNKNOWN_CERTIFICATE, "certificate unknown to this controller".to_owned())),
+        Ok(None) => Err((
+            CLOSE_UNKNOWN_CERTIFICATE,
+            "certificate unknown to this controller".to_owned(),
+        )),
         Err(e) => {
             tracing::error!(error = %e, "identity lookup failed");
-            Err((CLOSE_UNKNOWN_CERTIFICATE, "identity lookup failed".to_owned()))
+            Err((
+                CLOSE_UNKNOWN_CERTIFICATE,
+                "identity lookup failed".to_owned(),
+            ))
         }
     }
 }
@@ -250,7 +280,14 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     };
     if let Some(Principal::Node { name }) = &principal {
         tracing::info!(node = %name, %remote, "node connected");
-        shared.live.lock().expect("live map").entry(name.clone()).or_default().connections.push(conn.clone());
+        shared
+            .live
+            .lock()
+            .expect("live map")
+            .entry(name.clone())
+            .or_default()
+            .connections
+            .push(conn.clone());
     }
     let principal = Arc::new(principal);
     loop {
@@ -269,7 +306,8 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     if let Some(Principal::Node { name }) = principal.as_ref() {
         tracing::info!(node = %name, %remote, "node disconnected");
         if let Some(live) = shared.live.lock().expect("live map").get_mut(name) {
-            live.connections.retain(|c| c.stable_id() != conn.stable_id());
+            live.connections
+                .retain(|c| c.stable_id() != conn.stable_id());
         }
     }
 }
@@ -278,16 +316,27 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error(ErrorResponse::new(code, message))
 }
 
-async fn serve_stream(shared: &Shared, principal: &Option<Principal>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(
+    shared: &Shared,
+    principal: &Option<Principal>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let response = match gantry_net::read_frame(&mut recv).await {
         Err(e) => {
-            shared.counters.rejected_streams.fetch_add(1, Ordering::Relaxed);
+            shared
+                .counters
+                .rejected_streams
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "malformed frame; closing its stream");
             error(ErrorCode::BadRequest, e.to_string())
         }
         Ok(body) => match protocol::decode_body::<Request>(&body) {
             Err(e) => {
-                shared.counters.rejected_streams.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .counters
+                    .rejected_streams
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "request not understood; closing its stream");
                 error(ErrorCode::BadRequest, e.to_string())
             }
@@ -302,11 +351,23 @@ async fn serve_stream(shared: &Shared, principal: &Option<Principal>, mut send: 
 async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request) -> Response {
     match (request, principal) {
         (Request::Enroll(req), None) => enroll(shared, req).await,
-        (Request::Enroll(_), Some(_)) => error(ErrorCode::BadRequest, "this connection already has an identity; enroll without one"),
-        (_, None) => error(ErrorCode::Unauthenticated, "a client certificate from this fleet is required (enroll first)"),
-        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, req).await,
-        (Request::Telemetry(batch), Some(Principal::Node { name })) => ingest_batch(shared, name, batch).await,
-        (Request::Admin(req), Some(Principal::Admin { name, role })) => admin::handle(shared, name, *role, req).await,
+        (Request::Enroll(_), Some(_)) => error(
+            ErrorCode::BadRequest,
+            "this connection already has an identity; enroll without one",
+        ),
+        (_, None) => error(
+            ErrorCode::Unauthenticated,
+            "a client certificate from this fleet is required (enroll first)",
+        ),
+        (Request::Heartbeat(req), Some(Principal::Node { name })) => {
+            heartbeat(shared, name, req).await
+        }
+        (Request::Telemetry(batch), Some(Principal::Node { name })) => {
+            ingest_batch(shared, name, batch).await
+        }
+        (Request::Admin(req), Some(Principal::Admin { name, role })) => {
+            admin::handle(shared, name, *role, req).await
+        }
         (Request::Heartbeat(_) | Request::Telemetry(_), Some(Principal::Admin { .. })) => {
             error(ErrorCode::Forbidden, "admins do not report telemetry")
         }
@@ -323,7 +384,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
     if !valid_node_name(&req.node_name) {
-        return error(ErrorCode::BadRequest, format!("node name {:?} must be 1-63 lowercase letters, digits or '-'", req.node_name));
+        return error(
+            ErrorCode::BadRequest,
+            format!(
+                "node name {:?} must be 1-63 lowercase letters, digits or '-'",
+                req.node_name
+            ),
+        );
     }
     let key = match PeerPublicKey::from_hex(&req.public_key) {
         Ok(key) => key,
@@ -339,10 +406,20 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
     let Ok(fingerprint) = ca::pem_fingerprint(&cert_pem) else {
         return error(ErrorCode::Unavailable, "issuing the certificate failed");
     };
-    let secret_sha256 = gantry_shared::bundle::signing::to_hex(&Sha256::digest(req.secret.as_bytes()));
+    let secret_sha256 =
+        gantry_shared::bundle::signing::to_hex(&Sha256::digest(req.secret.as_bytes()));
     let store = Arc::clone(&shared.store);
     let (token_id, name) = (req.token_id.clone(), req.node_name.clone());
-    let result = blocking(move || store.enroll(&token_id, &secret_sha256, &name, &fingerprint, crate::now_ms())).await;
+    let result = blocking(move || {
+        store.enroll(
+            &token_id,
+            &secret_sha256,
+            &name,
+            &fingerprint,
+            crate::now_ms(),
+        )
+    })
+    .await;
     match result {
         Some(Ok(node)) => {
             tracing::info!(node = %node.name, labels = ?node.labels, "node enrolled");
@@ -355,12 +432,17 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
         }
         Some(Err(EnrollRefusal::Store(e))) => {
             tracing::error!(error = %e, "enrollment failed in the store");
-            error(ErrorCode::Unavailable, "the controller store failed; try again")
+            error(
+                ErrorCode::Unavailable,
+                "the controller store failed; try again",
+            )
         }
         Some(Err(refusal)) => {
             tracing::warn!(node = %req.node_name, token = %req.token_id, reason = %refusal, "enrollment refused");
             let code = match refusal {
-                EnrollRefusal::NameTaken(_) | EnrollRefusal::TokenUsed { .. } => ErrorCode::Conflict,
+                EnrollRefusal::NameTaken(_) | EnrollRefusal::TokenUsed { .. } => {
+                    ErrorCode::Conflict
+                }
                 _ => ErrorCode::Unauthenticated,
             };
             error(code, refusal.to_string())
@@ -388,9 +470,14 @@ async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Resp
     })
     .await;
     match updated {
-        Some(Ok(Some(_))) => Response::Heartbeat(heartbeat::Response { server_time_ms: now }),
+        Some(Ok(Some(_))) => Response::Heartbeat(heartbeat::Response {
+            server_time_ms: now,
+        }),
         Some(Ok(None)) => error(ErrorCode::NotFound, "this node is not enrolled"),
-        _ => error(ErrorCode::Unavailable, "the controller store failed; try again"),
+        _ => error(
+            ErrorCode::Unavailable,
+            "the controller store failed; try again",
+        ),
     }
 }
 
@@ -408,10 +495,22 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
     match shared.ingest.store(name.to_owned(), batch).await {
         Ok(stored) => {
             shared.counters.batches.fetch_add(1, Ordering::Relaxed);
-            shared.counters.stored.fetch_add(stored.stored, Ordering::Relaxed);
-            shared.counters.duplicates.fetch_add(stored.duplicates, Ordering::Relaxed);
+            shared
+                .counters
+                .stored
+                .fetch_add(stored.stored, Ordering::Relaxed);
+            shared
+                .counters
+                .duplicates
+                .fetch_add(stored.duplicates, Ordering::Relaxed);
             if let Some(sample) = latest {
-                shared.live.lock().expect("live map").entry(name.to_owned()).or_default().latest = Some(Arc::new(sample));
+                shared
+                    .live
+                    .lock()
+                    .expect("live map")
+                    .entry(name.to_owned())
+                    .or_default()
+                    .latest = Some(Arc::new(sample));
             }
             Response::Telemetry(telemetry::Ack {
                 through_seq: stored.through_seq,
@@ -421,7 +520,10 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
         }
         Err(message) => {
             tracing::error!(node = %name, error = %message, "storing telemetry failed");
-            error(ErrorCode::Unavailable, "the controller could not store the batch; it will be retried")
+            error(
+                ErrorCode::Unavailable,
+                "the controller could not store the batch; it will be retried",
+            )
         }
     }
 }

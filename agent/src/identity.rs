@@ -1,0 +1,208 @@
+//! The node's identity: enrollment with a join token, and the files it leaves.
+//!
+//! `<state_dir>/identity/` (mode 0700) holds `node.key` (0600; made here, never sent),
+//! `node.crt` (the certificate naming the node), `ca.crt` (the fleet CA, which verifies
+//! the controller from then on) and `enrollment.json` (name, controller address, labels),
+//! written last: its presence marks a complete enrollment.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_shared::protocol::enroll::{self, JoinToken};
+use gantry_shared::protocol::{ErrorCode, Request, Response};
+use serde::{Deserialize, Serialize};
+
+const ENROLL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Enrollment failures. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "this node is already enrolled as {name:?} with {controller}; remove {dir} to enroll again"
+    )]
+    AlreadyEnrolled {
+        name: String,
+        controller: SocketAddr,
+        dir: PathBuf,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read the node identity in {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node identity in {path} is not valid: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "cannot reach the controller at {addr} (is the address right, and does the token come from that controller?)"
+    )]
+    Net {
+        addr: SocketAddr,
+        #[source]
+        source: gantry_net::NetError,
+    },
+    #[error("the controller refused the enrollment: {message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("the controller answered the enrollment with something unexpected")]
+    Unexpected,
+}
+
+/// The enrollment record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub name: String,
+    pub controller: SocketAddr,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub enrolled_at_ms: u64,
+}
+
+/// Everything needed to connect as this node.
+#[derive(Debug, Clone)]
+pub struct NodeIdentity {
+    pub enrollment: Enrollment,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn identity_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("identity")
+}
+
+/// The node's identity, or `None` when it has not enrolled.
+pub fn load(state_dir: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
+    let dir = identity_dir(state_dir);
+    let marker = dir.join("enrollment.json");
+    let text = match std::fs::read(&marker) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(IdentityError::Read {
+                path: marker,
+                source,
+            });
+        }
+    };
+    let enrollment: Enrollment =
+        serde_json::from_slice(&text).map_err(|e| IdentityError::Invalid {
+            path: marker.clone(),
+            message: e.to_string(),
+        })?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|source| IdentityError::Read { path, source })
+    };
+    Ok(Some(NodeIdentity {
+        enrollment,
+        ca_pem: read("ca.crt")?,
+        cert_pem: read("node.crt")?,
+        key_pem: read("node.key")?,
+    }))
+}
+
+fn write_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityError> {
+    let err = |source| IdentityError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+/// Enrolls with the controller at `controller` using `token`, under `name`.
+pub async fn enroll(
+    state_dir: &Path,
+    controller: SocketAddr,
+    token: &JoinToken,
+    name: &str,
+) -> Result<NodeIdentity, IdentityError> {
+    let dir = identity_dir(state_dir);
+    if let Some(existing) = load(state_dir)? {
+        return Err(IdentityError::AlreadyEnrolled {
+            name: existing.enrollment.name,
+            controller: existing.enrollment.controller,
+            dir,
+        });
+    }
+    let net = |source| IdentityError::Net {
+        addr: controller,
+        source,
+    };
+    let (key_pem, public_key) = gantry_net::new_key_pair().map_err(net)?;
+    let tls = gantry_shared::tls::pinned_client_config(&token.controller_sha256)
+        .map_err(|e| net(gantry_net::NetError::Tls(e.to_string())))?;
+    let endpoint = gantry_net::client_endpoint(controller, tls).map_err(net)?;
+    let conn = gantry_net::connect(&endpoint, controller)
+        .await
+        .map_err(net)?;
+    let request = Request::Enroll(enroll::Request {
+        token_id: token.id.clone(),
+        secret: token.secret.clone(),
+        node_name: name.to_owned(),
+        public_key,
+    });
+    let response = gantry_net::call(&conn, &request, ENROLL_TIMEOUT)
+        .await
+        .map_err(net)?;
+    conn.close(0u32.into(), b"enrolled");
+    endpoint.wait_idle().await;
+    let answer = match response {
+        Response::Enrolled(answer) => answer,
+        Response::Error(e) => {
+            return Err(IdentityError::Refused {
+                code: e.code,
+                message: e.message,
+            });
+        }
+        _ => return Err(IdentityError::Unexpected),
+    };
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|source| IdentityError::Write {
+            path: dir.clone(),
+            source,
+        })?;
+    write_file(&dir.join("node.key"), 0o600, key_pem.as_bytes())?;
+    write_file(
+        &dir.join("node.crt"),
+        0o644,
+        answer.certificate_pem.as_bytes(),
+    )?;
+    write_file(&dir.join("ca.crt"), 0o644, answer.ca_pem.as_bytes())?;
+    let enrollment = Enrollment {
+        name: answer.node_name,
+        controller,
+        labels: answer.labels,
+        enrolled_at_ms: crate::api::now_ms(),
+    };
+    let mut marker = serde_json::to_vec_pretty(&enrollment).expect("enrollment serializes");
+    marker.push(b'\n');
+    write_file(&dir.join("enrollment.json"), 0o600, &marker)?;
+    Ok(NodeIdentity {
+        enrollment,
+        ca_pem: answer.ca_pem,
+        cert_pem: answer.certificate_pem,
+        key_pem,
+    })
+}

@@ -1,0 +1,295 @@
+//! The uplink: the node's connection to its controller.
+//!
+//! The agent always dials out (it works behind NAT). It connects with mutual TLS, sends a
+//! heartbeat every interval, and drains the buffer in order: one batch in flight, the
+//! oldest records first; the controller's acknowledgement deletes exactly the records it
+//! stored. A lost acknowledgement means the batch is sent again, which the controller
+//! recognizes by (node, sequence). When the connection fails the agent reconnects with
+//! exponential backoff and full jitter, up to `max_backoff`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_shared::protocol::telemetry::{Batch, Record};
+use gantry_shared::protocol::{Request, Response, heartbeat};
+use serde_json::value::RawValue;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::Buffer;
+use crate::identity::NodeIdentity;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+
+/// Uplink settings.
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    pub controller: SocketAddr,
+    pub heartbeat: Duration,
+    pub max_backoff: Duration,
+    pub batch_records: usize,
+    pub batch_bytes: usize,
+}
+
+/// What `/metrics` and `status` show about the uplink.
+#[derive(Debug, Clone, Default)]
+pub struct UplinkStatus {
+    pub controller: Option<SocketAddr>,
+    pub node: Option<String>,
+    pub connected: bool,
+    pub last_ack_ms: Option<u64>,
+    pub last_error: Option<String>,
+    pub connects_total: u64,
+}
+
+/// Shared uplink status.
+pub type SharedStatus = Arc<Mutex<UplinkStatus>>;
+
+fn jitter(max: Duration) -> Duration {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return max;
+    }
+    let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
+    max.mul_f64(fraction.max(0.05))
+}
+
+/// Runs the uplink until `shutdown`.
+pub async fn run(
+    config: UplinkConfig,
+    identity: NodeIdentity,
+    buffer: Arc<Buffer>,
+    appended: Arc<Notify>,
+    status: SharedStatus,
+    shutdown: CancellationToken,
+) {
+    let tls = match gantry_shared::tls::client_config(
+        &identity.ca_pem,
+        &identity.cert_pem,
+        &identity.key_pem,
+    ) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "the node identity cannot be used for TLS; telemetry stays in the buffer (re-enroll the node)");
+            return;
+        }
+    };
+    let endpoint = match gantry_net::client_endpoint(config.controller, tls) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the QUIC endpoint; telemetry stays in the buffer");
+            return;
+        }
+    };
+    {
+        let mut s = status.lock().expect("uplink status");
+        s.controller = Some(config.controller);
+        s.node = Some(identity.enrollment.name.clone());
+    }
+    let mut backoff = FIRST_BACKOFF;
+    let mut reported = false;
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => break,
+            result = gantry_net::connect(&endpoint, config.controller) => result,
+        };
+        match outcome {
+            Ok(conn) => {
+                tracing::info!(controller = %config.controller, node = %identity.enrollment.name, "connected to the controller");
+                {
+                    let mut s = status.lock().expect("uplink status");
+                    s.connected = true;
+                    s.connects_total += 1;
+                    s.last_error = None;
+                }
+                reported = false;
+                backoff = FIRST_BACKOFF;
+                let reason = session(&config, &conn, &buffer, &appended, &status, &shutdown).await;
+                status.lock().expect("uplink status").connected = false;
+                match reason {
+                    None => {
+                        conn.close(0u32.into(), b"agent stopping");
+                        break;
+                    }
+                    Some(reason) => {
+                        let revoked = reason.contains("revoked");
+                        if revoked {
+                            tracing::error!(controller = %config.controller, reason, "the controller refuses this node's certificate; re-enroll the node");
+                        } else {
+                            tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
+                        }
+                        status.lock().expect("uplink status").last_error = Some(reason);
+                    }
+                }
+            }
+            Err(e) => {
+                if reported {
+                    tracing::debug!(controller = %config.controller, error = %e, "controller still unreachable");
+                } else {
+                    tracing::warn!(controller = %config.controller, error = %e, "controller unreachable; telemetry is buffered and sent when it returns");
+                    reported = true;
+                }
+                status.lock().expect("uplink status").last_error = Some(e.to_string());
+            }
+        }
+        let wait = jitter(backoff);
+        backoff = (backoff * 2).min(config.max_backoff);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    endpoint.close(0u32.into(), b"agent stopping");
+    tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle())
+        .await
+        .ok();
+}
+
+/// One connection's life: heartbeats and draining. Returns `None` on shutdown, else why
+/// the connection ended.
+async fn session(
+    config: &UplinkConfig,
+    conn: &quinn::Connection,
+    buffer: &Arc<Buffer>,
+    appended: &Notify,
+    status: &SharedStatus,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let mut next_heartbeat = tokio::time::Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            return None;
+        }
+        if let Some(reason) = conn.close_reason() {
+            return Some(reason.to_string());
+        }
+        if tokio::time::Instant::now() >= next_heartbeat {
+            if let Err(reason) = send_heartbeat(conn, buffer).await {
+                return Some(reason);
+            }
+            next_heartbeat = tokio::time::Instant::now() + config.heartbeat;
+        }
+        let peeked = {
+            let buffer = Arc::clone(buffer);
+            let (records, bytes) = (config.batch_records, config.batch_bytes);
+            tokio::task::spawn_blocking(move || buffer.peek(records, bytes)).await
+        };
+        let records = match peeked {
+            Ok(Ok(records)) => records,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the telemetry buffer");
+                Vec::new()
+            }
+            Err(e) => return Some(format!("buffer task failed: {e}")),
+        };
+        if !records.is_empty() {
+            if let Err(reason) = send_batch(conn, buffer, records, status).await {
+                return Some(reason);
+            }
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = appended.notified() => {}
+            () = tokio::time::sleep_until(next_heartbeat) => {}
+            reason = conn.closed() => return Some(reason.to_string()),
+        }
+    }
+}
+
+async fn send_heartbeat(conn: &quinn::Connection, buffer: &Buffer) -> Result<(), String> {
+    let stats = buffer.stats();
+    let now = crate::api::now_ms();
+    let request = Request::Heartbeat(heartbeat::Request {
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        buffered_records: stats.records,
+        oldest_buffered_age_s: stats
+            .oldest_at_ms
+            .map_or(0, |at| now.saturating_sub(at) / 1000),
+        last_seq: stats.last_seq,
+        dropped_metrics: stats.dropped_metrics,
+        dropped_events: stats.dropped_events,
+    });
+    match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
+        Ok(Response::Heartbeat(_)) => Ok(()),
+        Ok(Response::Error(e)) => {
+            tracing::warn!(code = ?e.code, message = %e.message, "heartbeat refused");
+            if e.code.is_transient() {
+                Ok(())
+            } else {
+                Err(format!("heartbeat refused: {}", e.message))
+            }
+        }
+        Ok(_) => Err("unexpected answer to a heartbeat".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn send_batch(
+    conn: &quinn::Connection,
+    buffer: &Arc<Buffer>,
+    records: Vec<crate::buffer::Buffered>,
+    status: &SharedStatus,
+) -> Result<(), String> {
+    let first = records[0].seq;
+    let mut batch = Batch {
+        records: Vec::with_capacity(records.len()),
+    };
+    for r in records {
+        let body = String::from_utf8(r.body)
+            .ok()
+            .and_then(|text| RawValue::from_string(text).ok());
+        match body {
+            Some(body) => batch.records.push(Record {
+                seq: r.seq,
+                at_ms: r.at_ms,
+                class: r.class,
+                body,
+            }),
+            None => tracing::error!(seq = r.seq, "buffered record is not JSON; skipping it"),
+        }
+    }
+    let Some(last) = batch.records.last().map(|r| r.seq) else {
+        return Ok(());
+    };
+    match gantry_net::call(conn, &Request::Telemetry(batch), CALL_TIMEOUT).await {
+        Ok(Response::Telemetry(ack)) => {
+            if ack.through_seq != last {
+                return Err(format!(
+                    "the controller acknowledged through {} for a batch ending at {last}",
+                    ack.through_seq
+                ));
+            }
+            let buffer = Arc::clone(buffer);
+            match tokio::task::spawn_blocking(move || buffer.ack(last)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "cannot delete acknowledged records; they will be sent again")
+                }
+                Err(e) => tracing::error!(error = %e, "buffer task failed"),
+            }
+            tracing::debug!(
+                first,
+                last,
+                stored = ack.stored,
+                duplicates = ack.duplicates,
+                "batch acknowledged"
+            );
+            status.lock().expect("uplink status").last_ack_ms = Some(crate::api::now_ms());
+            Ok(())
+        }
+        Ok(Response::Error(e)) => {
+            if e.code.is_transient() {
+                tracing::warn!(message = %e.message, "the controller could not store a batch; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            } else {
+                Err(format!("batch refused: {}", e.message))
+            }
+        }
+        Ok(_) => Err("unexpected answer to a telemetry batch".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}

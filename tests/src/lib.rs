@@ -1,0 +1,390 @@
+//! Harness for end-to-end tests: the real `gantry` controller and real `gantry-agent`
+//! processes (simulated NVML) on loopback, with certificates `gantry init` makes, driven
+//! through the CLI and the admin client as operators drive them.
+//!
+//! The binaries are the workspace's own, found beside the test executable
+//! (`target/<profile>/`); `cargo test --workspace` builds them first.
+
+#![allow(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gantry_controller::client::AdminClient;
+use gantry_controller::home::AdminIdentity;
+use gantry_nvml_sim::ControlFile;
+use gantry_shared::protocol::admin::{NodeDetail, NodeSummary, RecordInfo, Request, Response};
+
+/// Path of a workspace binary.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is missing: build the workspace first (`cargo build --workspace`)", path.display());
+    path
+}
+
+/// A UDP port free right now on loopback.
+pub fn free_udp_port() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn free_tcp_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Child output lines, collected by a thread.
+#[derive(Clone, Default, Debug)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn capture(&self, stream: impl Read + Send + 'static) {
+        let sink = Arc::clone(&self.0);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn contains(&self, text: &str) -> bool {
+        self.lines().iter().any(|l| l.contains(text))
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+/// A controller: its directory and, while running, its process.
+#[allow(missing_debug_implementations)]
+pub struct Controller {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    child: Option<Child>,
+    pub log: Log,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Controller {
+    /// `gantry init` then `gantry serve` on free loopback ports.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = free_udp_port();
+        let out = Command::new(binary("gantry"))
+            .args(["init", "--dir"])
+            .arg(dir.path().join("ctl"))
+            .args(["--listen", &addr.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut controller = Self {
+            dir,
+            addr,
+            metrics: free_tcp_port(),
+            child: None,
+            log: Log::default(),
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+        };
+        controller.resume();
+        controller
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("ctl")
+    }
+
+    pub fn identity_path(&self) -> PathBuf {
+        self.home().join("admin.identity")
+    }
+
+    /// Starts the process again on the same address and directory.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "controller already running");
+        let mut child = Command::new(binary("gantry"))
+            .args(["serve", "--dir"])
+            .arg(self.home())
+            .args(["--listen", &self.addr.to_string(), "--metrics-listen", &self.metrics.to_string()])
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.log.capture(child.stderr.take().unwrap());
+        self.child = Some(child);
+        let log = self.log.clone();
+        let started = log.lines().iter().filter(|l| l.contains("controller listening")).count();
+        wait_for("the controller to listen", Duration::from_secs(20), || {
+            (log.lines().iter().filter(|l| l.contains("controller listening")).count() > started).then_some(())
+        });
+    }
+
+    /// Stops the process abruptly.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill9(&mut child);
+        }
+    }
+
+    /// Runs the `gantry` CLI as the first admin.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("gantry")).args(args).env("GANTRY_IDENTITY", self.identity_path()).output().unwrap()
+    }
+
+    /// Runs the CLI and expects success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "gantry {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn token(&self, labels: &str) -> String {
+        self.cli_ok(&["token", "create", "--labels", labels, "--ttl", "10m"]).trim().to_owned()
+    }
+
+    /// An admin call with the identity at `identity`.
+    pub fn call_as(&self, identity: &Path, request: Request) -> Result<Response, gantry_controller::client::ClientError> {
+        let identity = AdminIdentity::load(identity).expect("identity file");
+        self.runtime.block_on(async {
+            let client = AdminClient::connect(&identity, Some(self.addr)).await?;
+            client.call(request).await
+        })
+    }
+
+    pub fn call(&self, request: Request) -> Response {
+        self.call_as(&self.identity_path(), request).expect("admin call")
+    }
+
+    pub fn node(&self, name: &str) -> NodeDetail {
+        match self.call(Request::FleetShow { node: name.to_owned() }) {
+            Response::Node(detail) => *detail,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    pub fn nodes(&self) -> Vec<NodeSummary> {
+        match self.call(Request::FleetList) {
+            Response::Nodes(nodes) => nodes,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Every record stored for `node`, in order.
+    pub fn records(&self, node: &str) -> Vec<RecordInfo> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |r: &RecordInfo| r.seq);
+            match self.call(Request::TelemetryQuery { node: node.to_owned(), after_seq: after, limit: 10_000 }) {
+                Response::Records(records) if records.is_empty() => return all,
+                Response::Records(records) => all.extend(records),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The controller's `/metrics` page.
+    pub fn metrics_page(&self) -> String {
+        let mut stream = TcpStream::connect(self.metrics).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An agent: its state directory and, while running, its process.
+#[allow(missing_debug_implementations)]
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    pub metrics: SocketAddr,
+    child: Option<Child>,
+    pub log: Log,
+    config: String,
+}
+
+impl Agent {
+    /// Enrolls a new agent named `name` with `controller` through `gantry-agent enroll`.
+    pub fn enroll(controller: &Controller, name: &str, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+        let agent = Self { dir, name: name.to_owned(), metrics: free_tcp_port(), child: None, log: Log::default(), config: config.to_owned() };
+        let out = agent.enroll_with(controller.addr, &controller.token("gpu=h100,zone=a"));
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        agent
+    }
+
+    pub fn enroll_with(&self, controller: SocketAddr, token: &str) -> Output {
+        Command::new(binary("gantry-agent"))
+            .args(["enroll", "--config"])
+            .arg(self.dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--controller", &controller.to_string(), "--token", token, "--name", &self.name])
+            .output()
+            .unwrap()
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn control(&self) -> ControlFile {
+        std::fs::create_dir_all(self.state_dir()).unwrap();
+        ControlFile::open(self.state_dir().join("nvml-sim.json"))
+    }
+
+    /// Starts `gantry-agent run` with 2 simulated GPUs, sampling every `interval`.
+    pub fn run(&mut self, interval: &str) {
+        assert!(self.child.is_none(), "agent already running");
+        let _ = &self.config;
+        let mut child = Command::new(binary("gantry-agent"))
+            .args(["run", "--config"])
+            .arg(self.dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(["--simulate-gpus", "2", "--interval", interval, "--kernel-log", "", "--metrics-listen", &self.metrics.to_string()])
+            .env("GANTRY_LOG", "info,gantry_agent::uplink=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.log.capture(child.stderr.take().unwrap());
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill9(&mut child);
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The agent's own status (`/v1/status`), once it answers.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let mut stream = TcpStream::connect(self.metrics).ok()?;
+        write!(stream, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+    }
+
+    /// (records waiting, last sequence assigned, connected) from the agent's status.
+    pub fn buffer(&self) -> Option<(u64, u64, bool)> {
+        let s = self.status()?;
+        let b = &s["buffer"];
+        Some((b["records"].as_u64()?, b["last_seq"].as_u64()?, s["uplink"]["connected"].as_bool().unwrap_or(false)))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Asserts the stored sequences are exactly 1..=n, each once, in order.
+pub fn assert_contiguous(records: &[RecordInfo], n: u64) {
+    let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+    let expected: Vec<u64> = (1..=n).collect();
+    if seqs != expected {
+        let missing: Vec<u64> = expected.iter().filter(|s| !seqs.contains(s)).copied().take(20).collect();
+        panic!("stored {} records for sequences 1..={n}; missing (first 20) {missing:?}", seqs.len());
+    }
+}
+
+/// A UDP relay that drops, duplicates and reorders packets between a client and `target`.
+#[derive(Debug)]
+pub struct LossyRelay {
+    pub addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LossyRelay {
+    /// `drop_pct`, `dup_pct` and `reorder_pct` are per-packet chances in percent.
+    pub fn start(target: SocketAddr, drop_pct: u64, dup_pct: u64, reorder_pct: u64) -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = socket.local_addr().unwrap();
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let chaos = move |seed: &mut u64| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed % 100
+        };
+        let pump = |from: UdpSocket, to: UdpSocket, dest: Arc<Mutex<Option<SocketAddr>>>, fixed: Option<SocketAddr>, remember: bool, stop: Arc<std::sync::atomic::AtomicBool>, mut seed: u64| {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65_536];
+                let mut held: Option<Vec<u8>> = None;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok((n, src)) = from.recv_from(&mut buf) else { continue };
+                    if remember {
+                        *dest.lock().unwrap() = Some(src);
+                    }
+                    let Some(to_addr) = fixed.or(*dest.lock().unwrap()) else { continue };
+                    let packet = buf[..n].to_vec();
+                    if chaos(&mut seed) < drop_pct {
+                        continue;
+                    }
+                    if chaos(&mut seed) < reorder_pct && held.is_none() {
+                        held = Some(packet);
+                        continue;
+                    }
+                    let _ = to.send_to(&packet, to_addr);
+                    if chaos(&mut seed) < dup_pct {
+                        let _ = to.send_to(&packet, to_addr);
+                    }
+                    if let Some(late) = held.take() {
+                        let _ = to.send_to(&late, to_addr);
+                    }
+                }
+            });
+        };
+        let (s1, s2) = (socket.try_clone().unwrap(), socket);
+        let (u1, u2) = (upstream.try_clone().unwrap(), upstream);
+        pump(s1, u1, Arc::clone(&client), Some(target), true, Arc::clone(&stop), 0x9e37_79b9_7f4a_7c15);
+        pump(u2, s2, client, None, false, Arc::clone(&stop), 0x2545_f491_4f6c_dd1d);
+        Self { addr, stop }
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

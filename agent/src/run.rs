@@ -93,35 +93,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Arc::clone(&appended),
         shutdown.clone(),
     ));
-    let uplink_status = match identity {
-        Some(identity) => {
-            let status = crate::uplink::SharedStatus::default();
-            let uplink = UplinkConfig {
-                controller: config
-                    .uplink
-                    .controller
-                    .unwrap_or(identity.enrollment.controller),
-                heartbeat: config.uplink.heartbeat,
-                max_backoff: config.uplink.max_backoff,
-                batch_records: 1000,
-                batch_bytes: 4 << 20,
-            };
-            tasks.spawn(crate::uplink::run(
-                uplink,
-                identity,
-                Arc::clone(&buffer),
-                appended,
-                Arc::clone(&status),
-                shutdown.clone(),
-            ));
-            Some(status)
-        }
-        None => {
-            tracing::info!(
-                "not enrolled: telemetry stays in the local buffer (run `gantry-agent enroll` to connect to a controller)"
-            );
-            None
-        }
+    let uplink_status = if let Some(identity) = identity {
+        let status = crate::uplink::SharedStatus::default();
+        let uplink = UplinkConfig {
+            controller: config
+                .uplink
+                .controller
+                .unwrap_or(identity.enrollment.controller),
+            heartbeat: config.uplink.heartbeat,
+            max_backoff: config.uplink.max_backoff,
+            batch_records: 1000,
+            batch_bytes: 4 << 20,
+        };
+        tasks.spawn(crate::uplink::run(
+            uplink,
+            identity,
+            Arc::clone(&buffer),
+            appended,
+            Arc::clone(&status),
+            shutdown.clone(),
+        ));
+        Some(status)
+    } else {
+        tracing::info!(
+            "not enrolled: telemetry stays in the local buffer (run `gantry-agent enroll` to connect to a controller)"
+        );
+        None
     };
     tasks.close();
 

@@ -241,14 +241,18 @@ async fn send_batch(
         let body = String::from_utf8(r.body)
             .ok()
             .and_then(|text| RawValue::from_string(text).ok());
-        match body {
-            Some(body) => batch.records.push(Record {
+        if let Some(body) = body {
+            batch.records.push(Record {
                 seq: r.seq,
                 at_ms: r.at_ms,
                 class: r.class,
                 body,
-            }),
-            None => tracing::error!(seq = r.seq, "buffered record is not JSON; skipping it"),
+            });
+        } else {
+            tracing::error!(
+                seq = r.seq,
+                "buffered record is not JSON; it cannot be sent and is dropped"
+            );
         }
     }
     let Some(last) = batch.records.last().map(|r| r.seq) else {
@@ -266,7 +270,7 @@ async fn send_batch(
             match tokio::task::spawn_blocking(move || buffer.ack(last)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "cannot delete acknowledged records; they will be sent again")
+                    tracing::error!(error = %e, "cannot delete acknowledged records; they will be sent again");
                 }
                 Err(e) => tracing::error!(error = %e, "buffer task failed"),
             }

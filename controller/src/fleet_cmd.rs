@@ -141,7 +141,7 @@ pub fn render_top(nodes: &[NodeLatest]) -> String {
     for n in nodes {
         match &n.sample {
             Some(sample) if !sample.gpus.is_empty() => {
-                out.push_str(&gpu_rows(&n.node, sample, false))
+                out.push_str(&gpu_rows(&n.node, sample, false));
             }
             Some(_) => {
                 let _ = writeln!(out, "{:<20} (no GPUs)", n.node);

@@ -150,7 +150,9 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path` and its tables.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path)?;
+        // The cache serves reads of recent telemetry and the small tables; writes are
+        // appends. 64 MiB keeps the controller's memory bounded under sustained ingest.
+        let db = Database::builder().set_cache_size(64 << 20).create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(TOKENS)?;
         txn.open_table(IDENTITIES)?;

@@ -22,19 +22,32 @@ use gantry_shared::protocol::admin::{NodeDetail, NodeSummary, RecordInfo, Reques
 /// Path of a workspace binary.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: build the workspace first (`cargo build --workspace`)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
     path
 }
 
 /// A UDP port free right now on loopback.
 pub fn free_udp_port() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn free_tcp_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what`.
@@ -44,7 +57,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -73,7 +89,9 @@ impl Log {
 }
 
 fn kill9(child: &mut Child) {
-    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }
 
@@ -99,14 +117,21 @@ impl Controller {
             .args(["--listen", &addr.to_string()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut controller = Self {
             dir,
             addr,
             metrics: free_tcp_port(),
             child: None,
             log: Log::default(),
-            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap(),
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
         };
         controller.resume();
         controller
@@ -126,7 +151,12 @@ impl Controller {
         let mut child = Command::new(binary("gantry"))
             .args(["serve", "--dir"])
             .arg(self.home())
-            .args(["--listen", &self.addr.to_string(), "--metrics-listen", &self.metrics.to_string()])
+            .args([
+                "--listen",
+                &self.addr.to_string(),
+                "--metrics-listen",
+                &self.metrics.to_string(),
+            ])
             .env("GANTRY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -135,9 +165,18 @@ impl Controller {
         self.log.capture(child.stderr.take().unwrap());
         self.child = Some(child);
         let log = self.log.clone();
-        let started = log.lines().iter().filter(|l| l.contains("controller listening")).count();
+        let started = log
+            .lines()
+            .iter()
+            .filter(|l| l.contains("controller listening"))
+            .count();
         wait_for("the controller to listen", Duration::from_secs(20), || {
-            (log.lines().iter().filter(|l| l.contains("controller listening")).count() > started).then_some(())
+            (log.lines()
+                .iter()
+                .filter(|l| l.contains("controller listening"))
+                .count()
+                > started)
+                .then_some(())
         });
     }
 
@@ -150,22 +189,37 @@ impl Controller {
 
     /// Runs the `gantry` CLI as the first admin.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(binary("gantry")).args(args).env("GANTRY_IDENTITY", self.identity_path()).output().unwrap()
+        Command::new(binary("gantry"))
+            .args(args)
+            .env("GANTRY_IDENTITY", self.identity_path())
+            .output()
+            .unwrap()
     }
 
     /// Runs the CLI and expects success; returns stdout.
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "gantry {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gantry {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn token(&self, labels: &str) -> String {
-        self.cli_ok(&["token", "create", "--labels", labels, "--ttl", "10m"]).trim().to_owned()
+        self.cli_ok(&["token", "create", "--labels", labels, "--ttl", "10m"])
+            .trim()
+            .to_owned()
     }
 
     /// An admin call with the identity at `identity`.
-    pub fn call_as(&self, identity: &Path, request: Request) -> Result<Response, gantry_controller::client::ClientError> {
+    pub fn call_as(
+        &self,
+        identity: &Path,
+        request: Request,
+    ) -> Result<Response, gantry_controller::client::ClientError> {
         let identity = AdminIdentity::load(identity).expect("identity file");
         self.runtime.block_on(async {
             let client = AdminClient::connect(&identity, Some(self.addr)).await?;
@@ -174,11 +228,14 @@ impl Controller {
     }
 
     pub fn call(&self, request: Request) -> Response {
-        self.call_as(&self.identity_path(), request).expect("admin call")
+        self.call_as(&self.identity_path(), request)
+            .expect("admin call")
     }
 
     pub fn node(&self, name: &str) -> NodeDetail {
-        match self.call(Request::FleetShow { node: name.to_owned() }) {
+        match self.call(Request::FleetShow {
+            node: name.to_owned(),
+        }) {
             Response::Node(detail) => *detail,
             other => panic!("unexpected {other:?}"),
         }
@@ -196,7 +253,11 @@ impl Controller {
         let mut all = Vec::new();
         loop {
             let after = all.last().map_or(0, |r: &RecordInfo| r.seq);
-            match self.call(Request::TelemetryQuery { node: node.to_owned(), after_seq: after, limit: 10_000 }) {
+            match self.call(Request::TelemetryQuery {
+                node: node.to_owned(),
+                after_seq: after,
+                limit: 10_000,
+            }) {
                 Response::Records(records) if records.is_empty() => return all,
                 Response::Records(records) => all.extend(records),
                 other => panic!("unexpected {other:?}"),
@@ -210,7 +271,10 @@ impl Controller {
         write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
-        response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -236,9 +300,20 @@ impl Agent {
     pub fn enroll(controller: &Controller, name: &str, config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("agent.toml"), config).unwrap();
-        let agent = Self { dir, name: name.to_owned(), metrics: free_tcp_port(), child: None, log: Log::default(), config: config.to_owned() };
+        let agent = Self {
+            dir,
+            name: name.to_owned(),
+            metrics: free_tcp_port(),
+            child: None,
+            log: Log::default(),
+            config: config.to_owned(),
+        };
         let out = agent.enroll_with(controller.addr, &controller.token("gpu=h100,zone=a"));
-        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         agent
     }
 
@@ -248,7 +323,14 @@ impl Agent {
             .arg(self.dir.path().join("agent.toml"))
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--controller", &controller.to_string(), "--token", token, "--name", &self.name])
+            .args([
+                "--controller",
+                &controller.to_string(),
+                "--token",
+                token,
+                "--name",
+                &self.name,
+            ])
             .output()
             .unwrap()
     }
@@ -271,7 +353,16 @@ impl Agent {
             .arg(self.dir.path().join("agent.toml"))
             .arg("--state-dir")
             .arg(self.state_dir())
-            .args(["--simulate-gpus", "2", "--interval", interval, "--kernel-log", "", "--metrics-listen", &self.metrics.to_string()])
+            .args([
+                "--simulate-gpus",
+                "2",
+                "--interval",
+                interval,
+                "--kernel-log",
+                "",
+                "--metrics-listen",
+                &self.metrics.to_string(),
+            ])
             .env("GANTRY_LOG", "info,gantry_agent::uplink=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -304,7 +395,11 @@ impl Agent {
     pub fn buffer(&self) -> Option<(u64, u64, bool)> {
         let s = self.status()?;
         let b = &s["buffer"];
-        Some((b["records"].as_u64()?, b["last_seq"].as_u64()?, s["uplink"]["connected"].as_bool().unwrap_or(false)))
+        Some((
+            b["records"].as_u64()?,
+            b["last_seq"].as_u64()?,
+            s["uplink"]["connected"].as_bool().unwrap_or(false),
+        ))
     }
 }
 
@@ -319,8 +414,16 @@ pub fn assert_contiguous(records: &[RecordInfo], n: u64) {
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
     let expected: Vec<u64> = (1..=n).collect();
     if seqs != expected {
-        let missing: Vec<u64> = expected.iter().filter(|s| !seqs.contains(s)).copied().take(20).collect();
-        panic!("stored {} records for sequences 1..={n}; missing (first 20) {missing:?}", seqs.len());
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|s| !seqs.contains(s))
+            .copied()
+            .take(20)
+            .collect();
+        panic!(
+            "stored {} records for sequences 1..={n}; missing (first 20) {missing:?}",
+            seqs.len()
+        );
     }
 }
 
@@ -335,10 +438,14 @@ impl LossyRelay {
     /// `drop_pct`, `dup_pct` and `reorder_pct` are per-packet chances in percent.
     pub fn start(target: SocketAddr, drop_pct: u64, dup_pct: u64, reorder_pct: u64) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let addr = socket.local_addr().unwrap();
         let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
-        upstream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        upstream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let chaos = move |seed: &mut u64| {
@@ -347,16 +454,26 @@ impl LossyRelay {
             *seed ^= *seed << 17;
             *seed % 100
         };
-        let pump = |from: UdpSocket, to: UdpSocket, dest: Arc<Mutex<Option<SocketAddr>>>, fixed: Option<SocketAddr>, remember: bool, stop: Arc<std::sync::atomic::AtomicBool>, mut seed: u64| {
+        let pump = |from: UdpSocket,
+                    to: UdpSocket,
+                    dest: Arc<Mutex<Option<SocketAddr>>>,
+                    fixed: Option<SocketAddr>,
+                    remember: bool,
+                    stop: Arc<std::sync::atomic::AtomicBool>,
+                    mut seed: u64| {
             std::thread::spawn(move || {
-                let mut buf = [0u8; 65_536];
+                let mut buf = vec![0u8; 65_536];
                 let mut held: Option<Vec<u8>> = None;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let Ok((n, src)) = from.recv_from(&mut buf) else { continue };
+                    let Ok((n, src)) = from.recv_from(&mut buf) else {
+                        continue;
+                    };
                     if remember {
                         *dest.lock().unwrap() = Some(src);
                     }
-                    let Some(to_addr) = fixed.or(*dest.lock().unwrap()) else { continue };
+                    let Some(to_addr) = fixed.or(*dest.lock().unwrap()) else {
+                        continue;
+                    };
                     let packet = buf[..n].to_vec();
                     if chaos(&mut seed) < drop_pct {
                         continue;
@@ -377,8 +494,24 @@ impl LossyRelay {
         };
         let (s1, s2) = (socket.try_clone().unwrap(), socket);
         let (u1, u2) = (upstream.try_clone().unwrap(), upstream);
-        pump(s1, u1, Arc::clone(&client), Some(target), true, Arc::clone(&stop), 0x9e37_79b9_7f4a_7c15);
-        pump(u2, s2, client, None, false, Arc::clone(&stop), 0x2545_f491_4f6c_dd1d);
+        pump(
+            s1,
+            u1,
+            Arc::clone(&client),
+            Some(target),
+            true,
+            Arc::clone(&stop),
+            0x9e37_79b9_7f4a_7c15,
+        );
+        pump(
+            u2,
+            s2,
+            client,
+            None,
+            false,
+            Arc::clone(&stop),
+            0x2545_f491_4f6c_dd1d,
+        );
         Self { addr, stop }
     }
 }

@@ -11,11 +11,15 @@ const FAST: &str = "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n";
 /// Waits until the agent has assigned at least `min_seq` and the controller stored
 /// everything the agent assigned; returns the agent's last sequence.
 fn wait_drained(controller: &Controller, agent: &Agent, min_seq: u64) -> u64 {
-    wait_for("the agent to drain its buffer", Duration::from_secs(60), || {
-        let (waiting, last_seq, _) = agent.buffer()?;
-        let stored = controller.node(&agent.name).summary.last_seq;
-        (waiting == 0 && last_seq >= min_seq && stored == last_seq).then_some(last_seq)
-    })
+    wait_for(
+        "the agent to drain its buffer",
+        Duration::from_secs(60),
+        || {
+            let (waiting, last_seq, _) = agent.buffer()?;
+            let stored = controller.node(&agent.name).summary.last_seq;
+            (waiting == 0 && last_seq >= min_seq && stored == last_seq).then_some(last_seq)
+        },
+    )
 }
 
 #[test]
@@ -36,16 +40,28 @@ fn enrolled_node_reports_and_the_fleet_sees_it() {
     assert_eq!(detail.latest.as_ref().map(|s| s.gpus.len()), Some(2));
 
     let ls = controller.cli_ok(&["fleet", "ls"]);
-    assert!(ls.contains("gpu-node-1") && ls.contains("connected") && ls.contains("gpu=h100"), "{ls}");
+    assert!(
+        ls.contains("gpu-node-1") && ls.contains("connected") && ls.contains("gpu=h100"),
+        "{ls}"
+    );
     let top = controller.cli_ok(&["fleet", "top", "--once"]);
-    assert!(top.contains("gpu-node-1") && top.contains("NVIDIA H100 80GB HBM3"), "{top}");
+    assert!(
+        top.contains("gpu-node-1") && top.contains("NVIDIA H100 80GB HBM3"),
+        "{top}"
+    );
     let show = controller.cli_ok(&["fleet", "show", "gpu-node-1"]);
     assert!(show.contains("records stored"), "{show}");
 
     // Federation: the node's GPUs with a `node` label.
     let page = controller.metrics_page();
-    assert!(page.contains("DCGM_FI_DEV_GPU_UTIL{node=\"gpu-node-1\",gpu=\"0\""), "{page}");
-    assert!(page.contains("gantry_controller_connected_nodes 1"), "{page}");
+    assert!(
+        page.contains("DCGM_FI_DEV_GPU_UTIL{node=\"gpu-node-1\",gpu=\"0\""),
+        "{page}"
+    );
+    assert!(
+        page.contains("gantry_controller_connected_nodes 1"),
+        "{page}"
+    );
 }
 
 #[test]
@@ -71,7 +87,10 @@ fn kill_9_during_upload_loses_nothing_and_duplicates_nothing() {
         .find_map(|l| l.strip_prefix("gantry_controller_records_stored_total "))
         .and_then(|v| v.parse().ok())
         .unwrap();
-    assert_eq!(stored as u64, last, "each record stored once although some were sent twice");
+    assert_eq!(
+        stored as u64, last,
+        "each record stored once although some were sent twice"
+    );
 }
 
 #[test]
@@ -82,14 +101,21 @@ fn controller_outage_is_buffered_and_drained_in_order() {
     let before = wait_drained(&controller, &agent, 3);
     controller.kill();
     // The agent keeps sampling into its buffer while the controller is away.
-    wait_for("records to pile up in the buffer", Duration::from_secs(30), || {
-        let (waiting, _, connected) = agent.buffer()?;
-        (waiting >= 15 && !connected).then_some(())
-    });
+    wait_for(
+        "records to pile up in the buffer",
+        Duration::from_secs(30),
+        || {
+            let (waiting, _, connected) = agent.buffer()?;
+            (waiting >= 15 && !connected).then_some(())
+        },
+    );
     controller.resume();
     let last = wait_drained(&controller, &agent, before + 15);
     assert_contiguous(&controller.records(&agent.name), last);
-    assert!(agent.log.contains("connection to the controller lost") || agent.log.contains("controller unreachable"));
+    assert!(
+        agent.log.contains("connection to the controller lost")
+            || agent.log.contains("controller unreachable")
+    );
 }
 
 #[test]
@@ -99,9 +125,11 @@ fn lossy_network_loses_nothing_and_duplicates_nothing() {
     let config = format!("{FAST}controller = \"{}\"\n", relay.addr);
     let mut agent = Agent::enroll(&controller, "far-away", &config);
     agent.run("100ms");
-    wait_for("60 records through the lossy relay", Duration::from_secs(90), || {
-        (controller.node(&agent.name).summary.last_seq >= 60).then_some(())
-    });
+    wait_for(
+        "60 records through the lossy relay",
+        Duration::from_secs(90),
+        || (controller.node(&agent.name).summary.last_seq >= 60).then_some(()),
+    );
     let last = wait_drained(&controller, &agent, 60);
     assert_contiguous(&controller.records(&agent.name), last);
     drop(relay);
@@ -116,7 +144,9 @@ fn full_buffer_drops_oldest_metrics_and_keeps_events() {
     let control = agent.control();
     agent.run("100ms");
     for code in [13, 31, 43] {
-        wait_for("the agent to sample", Duration::from_secs(20), || agent.buffer().map(|_| ()));
+        wait_for("the agent to sample", Duration::from_secs(20), || {
+            agent.buffer().map(|_| ())
+        });
         control.inject_xid(0, code).unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -125,27 +155,56 @@ fn full_buffer_drops_oldest_metrics_and_keeps_events() {
         let dropped = s["buffer"]["dropped_metrics"].as_u64()?;
         (dropped > 20).then_some(dropped)
     });
-    assert_eq!(agent.status().unwrap()["buffer"]["dropped_events"], 0, "events are kept");
-    let page = std::process::Command::new("curl").arg("-s").arg(format!("http://{}/metrics", agent.metrics)).output().unwrap();
+    assert_eq!(
+        agent.status().unwrap()["buffer"]["dropped_events"],
+        0,
+        "events are kept"
+    );
+    let page = std::process::Command::new("curl")
+        .arg("-s")
+        .arg(format!("http://{}/metrics", agent.metrics))
+        .output()
+        .unwrap();
     let page = String::from_utf8_lossy(&page.stdout);
-    assert!(page.contains("gantry_agent_buffer_dropped_total{class=\"metrics\"}"), "drops are on /metrics");
+    assert!(
+        page.contains("gantry_agent_buffer_dropped_total{class=\"metrics\"}"),
+        "drops are on /metrics"
+    );
 
     controller.resume();
     let last = wait_drained(&controller, &agent, 1);
     let records = controller.records(&agent.name);
-    let events: Vec<u64> = records.iter().filter(|r| r.class == RecordClass::Event).map(|r| r.seq).collect();
+    let events: Vec<u64> = records
+        .iter()
+        .filter(|r| r.class == RecordClass::Event)
+        .map(|r| r.seq)
+        .collect();
     assert_eq!(events.len(), 3, "every XID event arrived: {events:?}");
     assert_eq!(records.last().unwrap().seq, last);
-    let stored_metrics = records.iter().filter(|r| r.class == RecordClass::Metrics).count() as u64;
-    assert_eq!(stored_metrics + 3 + dropped_at_least(&agent), last, "stored + dropped accounts for every sequence");
-    assert!(records[0].seq > 1, "the oldest metrics were the ones dropped");
+    let stored_metrics = records
+        .iter()
+        .filter(|r| r.class == RecordClass::Metrics)
+        .count() as u64;
+    assert_eq!(
+        stored_metrics + 3 + dropped_at_least(&agent),
+        last,
+        "stored + dropped accounts for every sequence"
+    );
+    assert!(
+        records[0].seq > 1,
+        "the oldest metrics were the ones dropped"
+    );
     let _ = dropped;
     // The controller learned about the drops from the heartbeat.
-    wait_for("the drop count in the heartbeat", Duration::from_secs(10), || {
-        (controller.node(&agent.name).dropped_metrics > 0).then_some(())
-    });
+    wait_for(
+        "the drop count in the heartbeat",
+        Duration::from_secs(10),
+        || (controller.node(&agent.name).dropped_metrics > 0).then_some(()),
+    );
 }
 
 fn dropped_at_least(agent: &Agent) -> u64 {
-    agent.status().unwrap()["buffer"]["dropped_metrics"].as_u64().unwrap()
+    agent.status().unwrap()["buffer"]["dropped_metrics"]
+        .as_u64()
+        .unwrap()
 }

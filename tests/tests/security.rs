@@ -8,7 +8,10 @@ use gantry_shared::protocol::{ErrorCode, Request, Response, heartbeat};
 use gantry_tests::{Agent, Controller, wait_for};
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn controller_pin(controller: &Controller) -> String {
@@ -30,11 +33,17 @@ fn without_a_client_certificate_only_enrollment_is_possible() {
     rt.block_on(async {
         let tls = gantry_shared::tls::pinned_client_config(&controller_pin(&controller)).unwrap();
         let endpoint = gantry_net::client_endpoint(controller.addr, tls).unwrap();
-        let conn = gantry_net::connect(&endpoint, controller.addr).await.unwrap();
+        let conn = gantry_net::connect(&endpoint, controller.addr)
+            .await
+            .unwrap();
         let t = Duration::from_secs(5);
-        let hb = gantry_net::call(&conn, &Request::Heartbeat(heartbeat::Request::default()), t).await.unwrap();
+        let hb = gantry_net::call(&conn, &Request::Heartbeat(heartbeat::Request::default()), t)
+            .await
+            .unwrap();
         assert_eq!(refused_code(hb), ErrorCode::Unauthenticated);
-        let ls = gantry_net::call(&conn, &Request::Admin(admin::Request::FleetList), t).await.unwrap();
+        let ls = gantry_net::call(&conn, &Request::Admin(admin::Request::FleetList), t)
+            .await
+            .unwrap();
         assert_eq!(refused_code(ls), ErrorCode::Unauthenticated);
     });
 }
@@ -44,23 +53,47 @@ fn a_certificate_from_another_ca_is_refused() {
     let controller = Controller::start();
     let other = Controller::start();
     let foreign = controller.call_as(&other.identity_path(), admin::Request::FleetList);
-    assert!(foreign.is_err(), "a foreign CA's admin was let in: {foreign:?}");
-    assert!(controller.call_as(&controller.identity_path(), admin::Request::FleetList).is_ok());
+    assert!(
+        foreign.is_err(),
+        "a foreign CA's admin was let in: {foreign:?}"
+    );
+    assert!(
+        controller
+            .call_as(&controller.identity_path(), admin::Request::FleetList)
+            .is_ok()
+    );
 }
 
 #[test]
 fn a_revoked_node_is_cut_off_and_stays_out() {
     let controller = Controller::start();
-    let mut agent = Agent::enroll(&controller, "stolen", "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n");
+    let mut agent = Agent::enroll(
+        &controller,
+        "stolen",
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n",
+    );
     agent.run("200ms");
-    wait_for("the node to connect", Duration::from_secs(20), || agent.buffer().and_then(|(_, _, c)| c.then_some(())));
+    wait_for("the node to connect", Duration::from_secs(20), || {
+        agent.buffer().and_then(|(_, _, c)| c.then_some(()))
+    });
     let out = controller.cli_ok(&["fleet", "revoke", "stolen"]);
     assert!(out.contains("revoked"), "{out}");
-    wait_for("the agent to learn it is revoked", Duration::from_secs(20), || {
-        agent.log.contains("the controller refuses this node's certificate").then_some(())
-    });
+    wait_for(
+        "the agent to learn it is revoked",
+        Duration::from_secs(20),
+        || {
+            agent
+                .log
+                .contains("the controller refuses this node's certificate")
+                .then_some(())
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(agent.buffer().map(|b| b.2), Some(false), "the revoked node stays disconnected");
+    assert_eq!(
+        agent.buffer().map(|b| b.2),
+        Some(false),
+        "the revoked node stays disconnected"
+    );
     assert!(controller.node("stolen").summary.revoked);
     assert!(controller.cli_ok(&["fleet", "ls"]).contains("revoked"));
     assert!(controller.log.contains("certificate revoked"));
@@ -76,27 +109,49 @@ fn a_token_works_once_and_not_after_it_expires() {
     // Reuse: `second` used a fresh token; reuse that token for a third node.
     let out = second.enroll_with(controller.addr, &token);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already enrolled"), "a node does not enroll twice");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already enrolled"),
+        "a node does not enroll twice"
+    );
 
     let third = tempfile::tempdir().unwrap();
     let enroll = |token: &str, name: &str| {
         std::process::Command::new(gantry_tests::binary("gantry-agent"))
             .args(["enroll", "--config", "/dev/null", "--state-dir"])
             .arg(third.path().join(name))
-            .args(["--controller", &controller.addr.to_string(), "--token", token, "--name", name])
+            .args([
+                "--controller",
+                &controller.addr.to_string(),
+                "--token",
+                token,
+                "--name",
+                name,
+            ])
             .output()
             .unwrap()
     };
     assert!(enroll(&token, "third").status.success());
     let reused = enroll(&token, "fourth");
     assert_eq!(reused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&reused.stderr).contains("the join token was already used (by node third)"), "{}", String::from_utf8_lossy(&reused.stderr));
+    assert!(
+        String::from_utf8_lossy(&reused.stderr)
+            .contains("the join token was already used (by node third)"),
+        "{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
 
-    let short = controller.cli_ok(&["token", "create", "--ttl", "1s"]).trim().to_owned();
+    let short = controller
+        .cli_ok(&["token", "create", "--ttl", "1s"])
+        .trim()
+        .to_owned();
     std::thread::sleep(Duration::from_millis(1500));
     let expired = enroll(&short, "late");
     assert_eq!(expired.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&expired.stderr).contains("the join token expired"), "{}", String::from_utf8_lossy(&expired.stderr));
+    assert!(
+        String::from_utf8_lossy(&expired.stderr).contains("the join token expired"),
+        "{}",
+        String::from_utf8_lossy(&expired.stderr)
+    );
 
     let garbage = enroll("gantry-join-1.nope", "garbage");
     assert_eq!(garbage.status.code(), Some(1));
@@ -109,9 +164,21 @@ fn roles_bound_what_admins_may_do() {
     let dir = tempfile::tempdir().unwrap();
     for role in ["viewer", "operator"] {
         let path = dir.path().join(format!("{role}.identity"));
-        controller.cli_ok(&["admin", "add", &format!("{role}-1"), "--role", role, "--out", path.to_str().unwrap()]);
+        controller.cli_ok(&[
+            "admin",
+            "add",
+            &format!("{role}-1"),
+            "--role",
+            role,
+            "--out",
+            path.to_str().unwrap(),
+        ]);
         let as_role = |args: &[&str]| {
-            std::process::Command::new(gantry_tests::binary("gantry")).args(args).env("GANTRY_IDENTITY", &path).output().unwrap()
+            std::process::Command::new(gantry_tests::binary("gantry"))
+                .args(args)
+                .env("GANTRY_IDENTITY", &path)
+                .output()
+                .unwrap()
         };
         let ls = as_role(&["fleet", "ls"]);
         assert!(ls.status.success(), "a {role} reads the fleet");
@@ -119,12 +186,19 @@ fn roles_bound_what_admins_may_do() {
             let out = as_role(call);
             assert_eq!(out.status.code(), Some(1), "{role} {call:?}");
             let stderr = String::from_utf8_lossy(&out.stderr);
-            assert!(stderr.contains("needs the admin role") && stderr.contains(&format!("{role}-1 has {role}")), "{stderr}");
+            assert!(
+                stderr.contains("needs the admin role")
+                    && stderr.contains(&format!("{role}-1 has {role}")),
+                "{stderr}"
+            );
         }
         let identity = AdminIdentity::load(&path).unwrap();
         assert_eq!(identity.role, role.parse::<Role>().unwrap());
     }
-    assert!(controller.log.contains("admin call refused"), "refusals are logged");
+    assert!(
+        controller.log.contains("admin call refused"),
+        "refusals are logged"
+    );
 }
 
 #[test]
@@ -135,14 +209,32 @@ fn a_node_cannot_make_admin_calls_or_speak_for_another() {
     let read = |f: &str| std::fs::read_to_string(id.join(f)).unwrap();
     let rt = runtime();
     rt.block_on(async {
-        let tls = gantry_shared::tls::client_config(&read("ca.crt"), &read("node.crt"), &read("node.key")).unwrap();
+        let tls = gantry_shared::tls::client_config(
+            &read("ca.crt"),
+            &read("node.crt"),
+            &read("node.key"),
+        )
+        .unwrap();
         let endpoint = gantry_net::client_endpoint(controller.addr, tls).unwrap();
-        let conn = gantry_net::connect(&endpoint, controller.addr).await.unwrap();
+        let conn = gantry_net::connect(&endpoint, controller.addr)
+            .await
+            .unwrap();
         let t = Duration::from_secs(5);
-        let r = gantry_net::call(&conn, &Request::Admin(admin::Request::FleetList), t).await.unwrap();
+        let r = gantry_net::call(&conn, &Request::Admin(admin::Request::FleetList), t)
+            .await
+            .unwrap();
         assert_eq!(refused_code(r), ErrorCode::Forbidden);
         // A heartbeat is recorded for the certificate's node; no message field can name another.
-        let r = gantry_net::call(&conn, &Request::Heartbeat(heartbeat::Request { buffered_records: 42, ..Default::default() }), t).await.unwrap();
+        let r = gantry_net::call(
+            &conn,
+            &Request::Heartbeat(heartbeat::Request {
+                buffered_records: 42,
+                ..Default::default()
+            }),
+            t,
+        )
+        .await
+        .unwrap();
         assert!(matches!(r, Response::Heartbeat(_)));
     });
     assert_eq!(controller.node("honest").buffered_on_node, 42);
@@ -154,19 +246,39 @@ fn a_malformed_frame_fails_only_its_own_stream() {
     let identity = AdminIdentity::load(&controller.identity_path()).unwrap();
     let rt = runtime();
     rt.block_on(async {
-        let tls = gantry_shared::tls::client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem).unwrap();
+        let tls = gantry_shared::tls::client_config(
+            &identity.ca_pem,
+            &identity.cert_pem,
+            &identity.key_pem,
+        )
+        .unwrap();
         let endpoint = gantry_net::client_endpoint(controller.addr, tls).unwrap();
-        let conn = gantry_net::connect(&endpoint, controller.addr).await.unwrap();
-        for garbage in [&[0xff, 0xff, 0xff, 0xff][..], b"\x00\x00\x00\x05hello", b"\x00\x00\x00\x02{}", b"\x00\x00"] {
+        let conn = gantry_net::connect(&endpoint, controller.addr)
+            .await
+            .unwrap();
+        for garbage in [
+            &[0xff, 0xff, 0xff, 0xff][..],
+            b"\x00\x00\x00\x05hello",
+            b"\x00\x00\x00\x02{}",
+            b"\x00\x00",
+        ] {
             let (mut send, mut recv) = conn.open_bi().await.unwrap();
             send.write_all(garbage).await.unwrap();
             send.finish().unwrap();
-            let body = gantry_net::read_frame(&mut recv).await.expect("the controller answers the bad stream");
+            let body = gantry_net::read_frame(&mut recv)
+                .await
+                .expect("the controller answers the bad stream");
             let response: Response = gantry_shared::protocol::decode_body(&body).unwrap();
             assert_eq!(refused_code(response), ErrorCode::BadRequest, "{garbage:?}");
         }
         // The same connection still works.
-        let ok = gantry_net::call(&conn, &Request::Admin(admin::Request::FleetList), Duration::from_secs(5)).await.unwrap();
+        let ok = gantry_net::call(
+            &conn,
+            &Request::Admin(admin::Request::FleetList),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         assert!(matches!(ok, Response::Admin(admin::Response::Nodes(_))));
     });
     assert!(controller.log.contains("malformed frame"));

@@ -170,7 +170,9 @@ impl Buffer {
             limits,
             state: Mutex::new(State {
                 stats,
-                last_age_check: Instant::now() - AGE_CHECK_EVERY,
+                last_age_check: Instant::now()
+                    .checked_sub(AGE_CHECK_EVERY)
+                    .unwrap_or_else(Instant::now),
             }),
         })
     }
@@ -514,7 +516,7 @@ mod tests {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
-            if rng % 3 == 0 && !model.is_empty() {
+            if rng.is_multiple_of(3) && !model.is_empty() {
                 let through = model[(rng as usize / 3) % model.len()];
                 b.ack(through).unwrap();
                 model.retain(|&s| s > through);

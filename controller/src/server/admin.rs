@@ -148,7 +148,10 @@ fn summary(shared: &Shared, node: &NodeRecord) -> NodeSummary {
         name: node.name.clone(),
         labels: node.labels.clone(),
         enrolled_at_ms: node.enrolled_at_ms,
-        last_seen_ms: node.last_seen_ms,
+        last_seen_ms: entry
+            .and_then(|l| l.heartbeat.as_ref())
+            .map(|h| h.at_ms)
+            .or(node.last_seen_ms),
         connected: entry.is_some_and(|l| !l.connections.is_empty()),
         revoked: node.revoked,
         gpus: entry

@@ -76,11 +76,14 @@ pub enum ServeError {
     },
 }
 
-/// What the controller knows live about a node (not stored).
+/// What the controller knows live about a node. Heartbeats land here, not in the store:
+/// they are frequent and only the latest matters; `last_seen` is stored when the node
+/// disconnects.
 #[derive(Debug, Default)]
 struct Live {
     connections: Vec<Connection>,
     latest: Option<Arc<Sample>>,
+    heartbeat: Option<crate::store::HeartbeatInfo>,
 }
 
 /// Counters for `/metrics`.
@@ -295,7 +298,9 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
             Ok((send, recv)) => {
                 let shared = Arc::clone(&shared);
                 let principal = Arc::clone(&principal);
-                tokio::spawn(async move { serve_stream(&shared, &principal, send, recv).await });
+                tokio::spawn(async move {
+                    serve_stream(&shared, principal.as_ref().as_ref(), send, recv).await;
+                });
             }
             Err(e) => {
                 tracing::debug!(%remote, reason = %e, "connection ended");
@@ -318,7 +323,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 
 async fn serve_stream(
     shared: &Shared,
-    principal: &Option<Principal>,
+    principal: Option<&Principal>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -340,7 +345,7 @@ async fn serve_stream(
                 tracing::warn!(error = %e, "request not understood; closing its stream");
                 error(ErrorCode::BadRequest, e.to_string())
             }
-            Ok(request) => handle(shared, principal.as_ref(), request).await,
+            Ok(request) => handle(shared, principal, request).await,
         },
     };
     if let Err(e) = gantry_net::write_frame(&mut send, &response).await {
@@ -359,9 +364,7 @@ async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request
             ErrorCode::Unauthenticated,
             "a client certificate from this fleet is required (enroll first)",
         ),
-        (Request::Heartbeat(req), Some(Principal::Node { name })) => {
-            heartbeat(shared, name, req).await
-        }
+        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, req),
         (Request::Telemetry(batch), Some(Principal::Node { name })) => {
             ingest_batch(shared, name, batch).await
         }
@@ -451,34 +454,26 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
     }
 }
 
-async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
-    let store = Arc::clone(&shared.store);
-    let name = name.to_owned();
+fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
     let now = crate::now_ms();
-    let updated = blocking(move || {
-        store.update_node(&name, |node| {
-            node.last_seen_ms = Some(now);
-            node.heartbeat = crate::store::HeartbeatInfo {
-                at_ms: now,
-                agent_version: req.agent_version,
-                buffered_records: req.buffered_records,
-                last_seq: req.last_seq,
-                dropped_metrics: req.dropped_metrics,
-                dropped_events: req.dropped_events,
-            };
-        })
+    let info = crate::store::HeartbeatInfo {
+        at_ms: now,
+        agent_version: req.agent_version,
+        buffered_records: req.buffered_records,
+        last_seq: req.last_seq,
+        dropped_metrics: req.dropped_metrics,
+        dropped_events: req.dropped_events,
+    };
+    shared
+        .live
+        .lock()
+        .expect("live map")
+        .entry(name.to_owned())
+        .or_default()
+        .heartbeat = Some(info);
+    Response::Heartbeat(heartbeat::Response {
+        server_time_ms: now,
     })
-    .await;
-    match updated {
-        Some(Ok(Some(_))) => Response::Heartbeat(heartbeat::Response {
-            server_time_ms: now,
-        }),
-        Some(Ok(None)) => error(ErrorCode::NotFound, "this node is not enrolled"),
-        _ => error(
-            ErrorCode::Unavailable,
-            "the controller store failed; try again",
-        ),
-    }
 }
 
 async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> Response {

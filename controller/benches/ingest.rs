@@ -1,0 +1,259 @@
+//! Controller ingest and connection capacity (DESIGN.md: ≥ 500 k samples/s on 2 cores;
+//! 10 k connected agents).
+//!
+//! Runs the real `gantry serve` as its own process on loopback and measures it from
+//! `/proc`: CPU and RSS. Simulated agents are enrolled through the real protocol (join
+//! tokens, enrollment, node certificates) and connect over real QUIC with mutual TLS.
+//!
+//! 1. Ingest: `GANTRY_BENCH_SENDERS` (default 32) nodes send batches of 1 000 records of
+//!    about 200 bytes, one batch in flight each, for `GANTRY_BENCH_SECONDS` (default 10).
+//! 2. Connections: `GANTRY_BENCH_AGENTS` (default 10 000) nodes connect and each sends a
+//!    heartbeat; the controller's RSS is read with all of them connected.
+//!
+//! Run: `cargo bench -p gantry-controller --bench ingest`.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use gantry_controller::client::AdminClient;
+use gantry_controller::home::{AdminIdentity, Home};
+use gantry_shared::protocol::admin;
+use gantry_shared::protocol::enroll::{self, JoinToken};
+use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
+use gantry_shared::protocol::{Request, Response, heartbeat};
+use serde_json::value::RawValue;
+
+const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (CPU seconds, RSS bytes) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, rss * 1024)
+}
+
+struct Node {
+    name: String,
+    tls: rustls::ClientConfig,
+}
+
+/// Enrolls `count` nodes through one connection without a certificate.
+async fn enroll_nodes(
+    admin: &AdminClient,
+    addr: SocketAddr,
+    pin: &str,
+    prefix: &str,
+    count: usize,
+) -> Vec<Node> {
+    let tls = gantry_shared::tls::pinned_client_config(pin).unwrap();
+    let endpoint = gantry_net::client_endpoint(addr, tls).unwrap();
+    let conn = gantry_net::connect(&endpoint, addr).await.unwrap();
+    let mut nodes = Vec::with_capacity(count);
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let admin::Response::Token { token, .. } = admin
+            .call(admin::Request::TokenCreate {
+                labels: std::collections::BTreeMap::default(),
+                ttl_s: 3600,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("no token")
+        };
+        let token = JoinToken::parse(&token).unwrap();
+        let (key_pem, public_key) = gantry_net::new_key_pair().unwrap();
+        let name = format!("{prefix}-{i}");
+        let conn = conn.clone();
+        pending.push(tokio::spawn(async move {
+            let request = Request::Enroll(enroll::Request {
+                token_id: token.id,
+                secret: token.secret,
+                node_name: name.clone(),
+                public_key,
+            });
+            let Response::Enrolled(answer) =
+                gantry_net::call(&conn, &request, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            else {
+                panic!("enrollment refused")
+            };
+            let tls = gantry_shared::tls::client_config(
+                &answer.ca_pem,
+                &answer.certificate_pem,
+                &key_pem,
+            )
+            .unwrap();
+            Node { name, tls }
+        }));
+        if pending.len() >= 64 {
+            for p in pending.drain(..) {
+                nodes.push(p.await.unwrap());
+            }
+        }
+    }
+    for p in pending {
+        nodes.push(p.await.unwrap());
+    }
+    nodes
+}
+
+fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+fn batch(first_seq: u64, body: &str, n: usize) -> Batch {
+    Batch {
+        records: (0..n as u64)
+            .map(|i| Record {
+                seq: first_seq + i,
+                at_ms: 1_700_000_000_000 + i,
+                class: RecordClass::Metrics,
+                body: RawValue::from_string(body.to_owned()).unwrap(),
+            })
+            .collect(),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let senders = env_or("GANTRY_BENCH_SENDERS", 32) as usize;
+    let seconds = env_or("GANTRY_BENCH_SECONDS", 10);
+    let agents = env_or("GANTRY_BENCH_AGENTS", 10_000) as usize;
+
+    let dir = tempfile::tempdir().unwrap();
+    let home = Home::new(dir.path().join("ctl"));
+    let addr: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let identity_path = home.init(addr, "bench").unwrap();
+    let mut server: Child = Command::new(GANTRY)
+        .args(["serve", "--dir"])
+        .arg(&home.dir)
+        .args(["--listen", &addr.to_string(), "--metrics-listen", ""])
+        .env("GANTRY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = server.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let identity = AdminIdentity::load(&identity_path).unwrap();
+        let admin = loop {
+            if let Ok(client) = AdminClient::connect(&identity, None).await {
+                break client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let pin = gantry_controller::ca::pem_fingerprint(&std::fs::read_to_string(home.path("controller.crt")).unwrap()).unwrap();
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+
+        // 1. Ingest.
+        let nodes = enroll_nodes(&admin, addr, &pin, "sender", senders).await;
+        let body = r#"{"gpu":0,"uuid":"GPU-5177a7ed-0000-4000-8000-000000000000","util":63,"mem_used":43481088000,"temp":55,"power_mw":466000,"sm_clock":1782,"ecc_dbe":0,"xid":0,"throttle":0,"n":1}"#;
+        let stored = Arc::new(AtomicU64::new(0));
+        let (cpu_before, _) = usage(pid);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for node in nodes {
+            let conn = endpoint.connect_with(client_config(node.tls), addr, gantry_shared::protocol::CONTROLLER_SERVER_NAME).unwrap().await.unwrap();
+            let stored = Arc::clone(&stored);
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 1;
+                while Instant::now() < deadline {
+                    let request = Request::Telemetry(batch(seq, body, 1000));
+                    match gantry_net::call(&conn, &request, Duration::from_secs(30)).await.unwrap() {
+                        Response::Telemetry(ack) => stored.fetch_add(ack.stored, Ordering::Relaxed),
+                        other => panic!("{} batch refused: {other:?}", node.name),
+                    };
+                    seq += 1000;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let (cpu_after, rss_ingest) = usage(pid);
+        let total = stored.load(Ordering::Relaxed);
+
+        // 2. Connections.
+        let start_enroll = Instant::now();
+        let fleet = enroll_nodes(&admin, addr, &pin, "agent", agents).await;
+        let enroll_time = start_enroll.elapsed();
+        let (cpu_idle, rss_idle) = usage(pid);
+        let start_connect = Instant::now();
+        let mut conns = Vec::with_capacity(fleet.len());
+        let mut pending = Vec::new();
+        for node in fleet {
+            let connecting = endpoint.connect_with(client_config(node.tls), addr, gantry_shared::protocol::CONTROLLER_SERVER_NAME).unwrap();
+            pending.push(tokio::spawn(async move {
+                let conn = connecting.await.unwrap();
+                let hb = Request::Heartbeat(heartbeat::Request { agent_version: "bench".into(), ..Default::default() });
+                assert!(matches!(gantry_net::call(&conn, &hb, Duration::from_secs(60)).await.unwrap(), Response::Heartbeat(_)));
+                conn
+            }));
+            if pending.len() >= 32 {
+                for p in pending.drain(..) {
+                    conns.push(p.await.unwrap());
+                }
+            }
+        }
+        for p in pending {
+            conns.push(p.await.unwrap());
+        }
+        let connect_time = start_connect.elapsed();
+        let connect_cpu = usage(pid).0 - cpu_idle;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (_, rss_connected) = usage(pid);
+        let connected = conns.iter().filter(|c| c.close_reason().is_none()).count();
+
+        println!();
+        println!("controller ingest: {senders} nodes over QUIC, batches of 1000 records of {} bytes, {elapsed:.1} s", body.len());
+        println!("  stored            {total} records");
+        println!("  rate              {:.0} records/s (target >= 500k: {})", total as f64 / elapsed, if total as f64 / elapsed >= 500_000.0 { "met" } else { "MISSED" });
+        println!("  controller CPU    {:.2} cores", (cpu_after - cpu_before) / elapsed);
+        println!("  controller RSS    {:.1} MiB", rss_ingest as f64 / 1_048_576.0);
+        println!("connections: {agents} nodes enrolled in {:.1} s, connected with a heartbeat each in {:.1} s", enroll_time.as_secs_f64(), connect_time.as_secs_f64());
+        println!("  connected         {connected} (target 10k: {}); controller CPU while connecting {:.2} cores", if connected >= 10_000 { "met" } else { "MISSED" }, connect_cpu / connect_time.as_secs_f64());
+        println!("  controller RSS    {:.1} MiB before, {:.1} MiB with all connected ({:.1} KiB per connection)",
+            rss_idle as f64 / 1_048_576.0, rss_connected as f64 / 1_048_576.0, (rss_connected.saturating_sub(rss_idle)) as f64 / 1024.0 / connected.max(1) as f64);
+        drop(conns);
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = server.wait();
+}

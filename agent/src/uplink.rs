@@ -91,9 +91,17 @@ pub async fn run(
     let mut backoff = FIRST_BACKOFF;
     let mut reported = false;
     loop {
+        // A controller that is down does not answer at all: bound the handshake so the
+        // next attempt (the controller may be back) is not held up by this one.
+        let connect_timeout =
+            (config.max_backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        let attempt = tokio::time::timeout(
+            connect_timeout,
+            gantry_net::connect(&endpoint, config.controller),
+        );
         let outcome = tokio::select! {
             () = shutdown.cancelled() => break,
-            result = gantry_net::connect(&endpoint, config.controller) => result,
+            result = attempt => result.unwrap_or(Err(gantry_net::NetError::Timeout(connect_timeout))),
         };
         match outcome {
             Ok(conn) => {

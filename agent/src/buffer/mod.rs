@@ -100,7 +100,12 @@ pub struct BufferStats {
 struct State {
     stats: BufferStats,
     last_age_check: Instant,
+    /// When a limit drop was last logged at WARN (drops repeat every sample while full).
+    last_drop_warning: Option<Instant>,
 }
+
+/// How often a sustained drop is logged at WARN; in between, at DEBUG.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// The durable buffer. Blocking: call from a blocking thread, never from async code.
 #[derive(Debug)]
@@ -173,6 +178,7 @@ impl Buffer {
                 last_age_check: Instant::now()
                     .checked_sub(AGE_CHECK_EVERY)
                     .unwrap_or_else(Instant::now),
+                last_drop_warning: None,
             }),
         })
     }
@@ -211,7 +217,24 @@ impl Buffer {
             }
             stats.last_seq = first + records.len() as u64 - 1;
             let check_age = state.last_age_check.elapsed() >= AGE_CHECK_EVERY;
-            self.enforce_limits(&mut table, &mut stats, now_ms, check_age)?;
+            let dropped = self.enforce_limits(&mut table, &mut stats, now_ms, check_age)?;
+            if dropped > 0 {
+                let warn = state
+                    .last_drop_warning
+                    .is_none_or(|at| at.elapsed() >= DROP_WARNING_EVERY);
+                if warn {
+                    state.last_drop_warning = Some(Instant::now());
+                    tracing::warn!(
+                        dropped_metrics_total = stats.dropped_metrics,
+                        dropped_events_total = stats.dropped_events,
+                        buffered = stats.records,
+                        max_bytes = self.limits.max_bytes,
+                        "telemetry buffer over its limits: dropping the oldest records (metrics before events); is the controller reachable?"
+                    );
+                } else {
+                    tracing::debug!(dropped, "telemetry buffer still over its limits");
+                }
+            }
             if check_age {
                 state.last_age_check = Instant::now();
             }
@@ -234,7 +257,7 @@ impl Buffer {
         stats: &mut BufferStats,
         now_ms: u64,
         check_age: bool,
-    ) -> Result<(), BufferError> {
+    ) -> Result<usize, BufferError> {
         let mut victims: Vec<(u64, RecordClass, u64)> = Vec::new();
         if check_age {
             let metrics_cutoff = now_ms.saturating_sub(self.limits.max_age.as_millis() as u64);
@@ -279,7 +302,7 @@ impl Buffer {
             }
         }
         if victims.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         for (seq, class, size) in &victims {
             table.remove(*seq).map_err(|e| self.engine(&e))?;
@@ -290,17 +313,11 @@ impl Buffer {
                 RecordClass::Event => stats.dropped_events += 1,
             }
         }
-        tracing::warn!(
-            dropped = victims.len(),
-            buffered = stats.records,
-            max_bytes = self.limits.max_bytes,
-            "telemetry buffer over its limits: oldest records dropped (metrics before events)"
-        );
         stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
             Some((key, value)) => Some(decode(&self.path, key.value(), value.value())?.0),
             None => None,
         };
-        Ok(())
+        Ok(victims.len())
     }
 
     /// The oldest records, in order: at most `max_records` and about `max_bytes`.

@@ -173,18 +173,22 @@ async fn show(shared: &Shared, name: &str) -> Response {
     let key = name.to_owned();
     match blocking(move || store.node(&key)).await {
         Some(Ok(Some(node))) => {
-            let latest = shared
-                .live
-                .lock()
-                .expect("live map")
-                .get(name)
-                .and_then(|l| l.latest.as_deref().cloned());
+            let (latest, heartbeat) = {
+                let live = shared.live.lock().expect("live map");
+                let entry = live.get(name);
+                (
+                    entry.and_then(|l| l.latest.as_deref().cloned()),
+                    entry.and_then(|l| l.heartbeat.clone()),
+                )
+            };
+            // The live heartbeat, else the one stored when the node last disconnected.
+            let heartbeat = heartbeat.unwrap_or_else(|| node.heartbeat.clone());
             Response::Admin(admin::Response::Node(Box::new(NodeDetail {
                 summary: summary(shared, &node),
-                buffered_on_node: node.heartbeat.buffered_records,
-                dropped_metrics: node.heartbeat.dropped_metrics,
-                dropped_events: node.heartbeat.dropped_events,
-                agent_version: node.heartbeat.agent_version.clone(),
+                buffered_on_node: heartbeat.buffered_records,
+                dropped_metrics: heartbeat.dropped_metrics,
+                dropped_events: heartbeat.dropped_events,
+                agent_version: heartbeat.agent_version,
                 latest,
             })))
         }

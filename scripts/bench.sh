@@ -5,3 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/tools.sh node-exporter
 cargo bench -p gantry-agent --bench footprint --locked
 cargo bench -p gantry-controller --bench verify --locked
+cargo bench -p gantry-agent --bench buffer --locked
+cargo bench -p gantry-controller --bench ingest --locked

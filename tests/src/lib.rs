@@ -88,6 +88,17 @@ impl Log {
     }
 }
 
+/// One HTTP/1.0 GET; the body, or `None` when nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
 fn kill9(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
@@ -384,11 +395,12 @@ impl Agent {
 
     /// The agent's own status (`/v1/status`), once it answers.
     pub fn status(&self) -> Option<serde_json::Value> {
-        let mut stream = TcpStream::connect(self.metrics).ok()?;
-        write!(stream, "GET /v1/status HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        serde_json::from_str(response.split_once("\r\n\r\n")?.1).ok()
+        serde_json::from_str(&http_get(self.metrics, "/v1/status")?).ok()
+    }
+
+    /// The agent's `/metrics` page.
+    pub fn metrics_page(&self) -> String {
+        http_get(self.metrics, "/metrics").unwrap_or_default()
     }
 
     /// (records waiting, last sequence assigned, connected) from the agent's status.

@@ -160,12 +160,7 @@ fn full_buffer_drops_oldest_metrics_and_keeps_events() {
         0,
         "events are kept"
     );
-    let page = std::process::Command::new("curl")
-        .arg("-s")
-        .arg(format!("http://{}/metrics", agent.metrics))
-        .output()
-        .unwrap();
-    let page = String::from_utf8_lossy(&page.stdout);
+    let page = agent.metrics_page();
     assert!(
         page.contains("gantry_agent_buffer_dropped_total{class=\"metrics\"}"),
         "drops are on /metrics"

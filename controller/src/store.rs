@@ -8,10 +8,13 @@
 //! - `identities`: certificate SHA-256 → [`IdentityRecord`] (JSON). Every certificate
 //!   the CA issued; a connection's identity is looked up here, and revocation marks it.
 //! - `nodes`: node name → [`NodeRecord`] (JSON).
-//! - `telemetry`: (node, sequence) → `at_ms: u64 BE | class: u8 | body JSON`. Inserted
-//!   only if absent, so redelivery never double-counts. Records older than the retention
-//!   are deleted, and the node's `low_water` remembers the highest sequence deleted, so a
-//!   late redelivery of a deleted record is recognized as a duplicate too.
+//! - `telemetry`: `node id << 64 | sequence` (`u128`) → `at_ms: u64 BE | class: u8 |
+//!   body JSON`. A node id is allocated per enrollment (`meta.next_node_id`), so a node
+//!   enrolled again under the same name starts a fresh sequence without colliding with
+//!   its earlier life; numeric keys also keep inserts cheap. A (node, sequence) already
+//!   present counts as a duplicate, so redelivery never double-counts. Records older than
+//!   the retention are deleted, and the node's `low_water` remembers the highest sequence
+//!   deleted, so a late redelivery of a deleted record is recognized as a duplicate too.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,7 +27,12 @@ use serde::{Deserialize, Serialize};
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("identities");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
-const TELEMETRY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("telemetry");
+const TELEMETRY: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+fn key(id: u64, seq: u64) -> u128 {
+    u128::from(id) << 64 | u128::from(seq)
+}
 
 /// Store failures: the controller cannot vouch for its state. Transient for clients.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +122,10 @@ pub struct NodeRecord {
     pub records_stored: u64,
     /// Highest sequence deleted by retention.
     pub low_water: u64,
+    /// Telemetry key space of this enrollment.
+    pub id: u64,
+    /// Ids of earlier enrollments under this name, whose records retention still clears.
+    pub retired_ids: Vec<u64>,
 }
 
 /// Why an enrollment was refused.
@@ -158,6 +170,7 @@ impl Store {
         txn.open_table(IDENTITIES)?;
         txn.open_table(NODES)?;
         txn.open_table(TELEMETRY)?;
+        txn.open_table(META)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -219,22 +232,34 @@ impl Store {
                 return Err(EnrollRefusal::TokenExpired);
             }
             let mut nodes = txn.open_table(NODES).map_err(StoreError::from)?;
+            let mut retired_ids = Vec::new();
             if let Some(existing) = nodes.get(name).map_err(StoreError::from)? {
                 let existing: NodeRecord = from_json(existing.value())?;
                 if !existing.revoked {
                     return Err(EnrollRefusal::NameTaken(name.to_owned()));
                 }
+                retired_ids = existing.retired_ids;
+                retired_ids.push(existing.id);
             }
             token.used_at_ms = Some(now_ms);
             token.used_by = Some(name.to_owned());
             tokens
                 .insert(token_id, to_json(&token).as_slice())
                 .map_err(StoreError::from)?;
+            let mut meta = txn.open_table(META).map_err(StoreError::from)?;
+            let id = meta
+                .get("next_node_id")
+                .map_err(StoreError::from)?
+                .map_or(1, |v| v.value());
+            meta.insert("next_node_id", id + 1)
+                .map_err(StoreError::from)?;
             let node = NodeRecord {
                 name: name.to_owned(),
                 labels: token.labels.clone(),
                 enrolled_at_ms: now_ms,
                 fingerprint: fingerprint.to_owned(),
+                id,
+                retired_ids,
                 ..NodeRecord::default()
             };
             nodes
@@ -324,7 +349,7 @@ impl Store {
     }
 
     /// Stores batches from several nodes in one transaction (group commit). Each
-    /// record is inserted only if its (node, seq) is new.
+    /// record is stored once: a (node, seq) already present counts as a duplicate.
     pub fn store_batches(&self, batches: &[(&str, &Batch)]) -> Result<Vec<Stored>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(batches.len());
@@ -344,8 +369,7 @@ impl Store {
                 let mut value = Vec::new();
                 for record in &batch.records {
                     outcome.through_seq = record.seq;
-                    if record.seq <= node.low_water || telemetry.get((*name, record.seq))?.is_some()
-                    {
+                    if record.seq <= node.low_water {
                         outcome.duplicates += 1;
                         continue;
                     }
@@ -353,8 +377,16 @@ impl Store {
                     value.extend_from_slice(&record.at_ms.to_be_bytes());
                     value.push(record.class.as_byte());
                     value.extend_from_slice(record.body.get().as_bytes());
-                    telemetry.insert((*name, record.seq), value.as_slice())?;
-                    outcome.stored += 1;
+                    // A redelivered record carries the same bytes under the same key, so
+                    // replacing it changes nothing; the old value says it was a duplicate.
+                    if telemetry
+                        .insert(key(node.id, record.seq), value.as_slice())?
+                        .is_some()
+                    {
+                        outcome.duplicates += 1;
+                    } else {
+                        outcome.stored += 1;
+                    }
                 }
                 node.records_stored += outcome.stored;
                 node.last_seq = node.last_seq.max(outcome.through_seq);
@@ -366,6 +398,10 @@ impl Store {
         Ok(results)
     }
 
+    fn node_id(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.node(name)?.map(|n| n.id))
+    }
+
     /// Stored records of `node` after `after_seq`, at most `limit`.
     pub fn records(
         &self,
@@ -373,19 +409,21 @@ impl Store {
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<RecordInfo>, StoreError> {
+        let Some(id) = self.node_id(node)? else {
+            return Ok(Vec::new());
+        };
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TELEMETRY)?;
         let mut out = Vec::new();
         for entry in table
-            .range((node, after_seq.saturating_add(1))..=(node, u64::MAX))?
+            .range(key(id, after_seq.saturating_add(1))..=key(id, u64::MAX))?
             .take(limit)
         {
-            let (key, value) = entry?;
-            let value = value.value();
-            let (at, class) = decode_header(value)?;
+            let (k, value) = entry?;
+            let (at_ms, class) = decode_header(value.value())?;
             out.push(RecordInfo {
-                seq: key.value().1,
-                at_ms: at,
+                seq: k.value() as u64,
+                at_ms,
                 class,
             });
         }
@@ -394,9 +432,12 @@ impl Store {
 
     /// The body of the newest metrics record of `node`, if any.
     pub fn latest_metrics(&self, node: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(id) = self.node_id(node)? else {
+            return Ok(None);
+        };
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TELEMETRY)?;
-        for entry in table.range((node, 0)..=(node, u64::MAX))?.rev() {
+        for entry in table.range(key(id, 0)..=key(id, u64::MAX))?.rev() {
             let (_, value) = entry?;
             let value = value.value();
             if decode_header(value)?.1 == RecordClass::Metrics {
@@ -406,37 +447,40 @@ impl Store {
         Ok(None)
     }
 
-    /// Deletes records older than `cutoff_ms` for every node; returns how many.
+    /// Deletes records older than `cutoff_ms` for every node (and its earlier
+    /// enrollments); returns how many.
     pub fn apply_retention(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let names: Vec<String> = self.nodes()?.into_iter().map(|n| n.name).collect();
         let mut deleted = 0;
-        for name in names {
+        for node in self.nodes()? {
             let txn = self.db.begin_write()?;
             {
                 let mut table = txn.open_table(TELEMETRY)?;
-                let mut old = Vec::new();
-                for entry in table.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))? {
-                    let (key, value) = entry?;
-                    if decode_header(value.value())?.0 >= cutoff_ms {
-                        break;
+                let mut current_highest = None;
+                let mut current_removed = 0u64;
+                for id in std::iter::once(node.id).chain(node.retired_ids.iter().copied()) {
+                    let mut old = Vec::new();
+                    for entry in table.range(key(id, 0)..=key(id, u64::MAX))? {
+                        let (k, value) = entry?;
+                        if decode_header(value.value())?.0 >= cutoff_ms {
+                            break;
+                        }
+                        old.push(k.value());
                     }
-                    old.push(key.value().1);
-                }
-                if let Some(&highest) = old.last() {
-                    for seq in &old {
-                        table.remove((name.as_str(), *seq))?;
+                    for k in &old {
+                        table.remove(*k)?;
                     }
-                    let mut nodes = txn.open_table(NODES)?;
-                    let node: Option<NodeRecord> = nodes
-                        .get(name.as_str())?
-                        .map(|v| from_json(v.value()))
-                        .transpose()?;
-                    if let Some(mut node) = node {
-                        node.low_water = node.low_water.max(highest);
-                        node.records_stored = node.records_stored.saturating_sub(old.len() as u64);
-                        nodes.insert(name.as_str(), to_json(&node).as_slice())?;
+                    if id == node.id {
+                        current_highest = old.last().map(|&k| k as u64);
+                        current_removed = old.len() as u64;
                     }
                     deleted += old.len() as u64;
+                }
+                if let Some(highest) = current_highest {
+                    let mut nodes = txn.open_table(NODES)?;
+                    let mut record = node.clone();
+                    record.low_water = record.low_water.max(highest);
+                    record.records_stored = record.records_stored.saturating_sub(current_removed);
+                    nodes.insert(node.name.as_str(), to_json(&record).as_slice())?;
                 }
             }
             txn.commit()?;
@@ -456,4 +500,102 @@ fn decode_header(value: &[u8]) -> Result<(u64, RecordClass), StoreError> {
         .and_then(|&b| RecordClass::from_byte(b))
         .ok_or_else(|| StoreError::Corrupt("telemetry record of unknown class".into()))?;
     Ok((at, class))
+}
+
+#[cfg(test)]
+mod tests {
+    use gantry_shared::protocol::telemetry::Record;
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn batch(seqs: std::ops::RangeInclusive<u64>, at_ms: u64) -> Batch {
+        Batch {
+            records: seqs
+                .map(|seq| Record {
+                    seq,
+                    at_ms,
+                    class: RecordClass::Metrics,
+                    body: RawValue::from_string("{}".into()).unwrap(),
+                })
+                .collect(),
+        }
+    }
+
+    fn enrolled(store: &Store, name: &str, token: &str) {
+        let record = TokenRecord {
+            secret_sha256: "s".into(),
+            labels: BTreeMap::new(),
+            created_by: "t".into(),
+            expires_at_ms: u64::MAX,
+            used_at_ms: None,
+            used_by: None,
+        };
+        store.put_token(token, &record).unwrap();
+        store
+            .enroll(token, "s", name, &format!("fp-{token}"), 1)
+            .unwrap();
+    }
+
+    #[test]
+    fn redelivery_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        enrolled(&store, "n", "t1");
+        let first = store.store_batches(&[("n", &batch(1..=10, 5))]).unwrap()[0];
+        assert_eq!(
+            (first.stored, first.duplicates, first.through_seq),
+            (10, 0, 10)
+        );
+        let again = store.store_batches(&[("n", &batch(5..=15, 5))]).unwrap()[0];
+        assert_eq!((again.stored, again.duplicates), (5, 6));
+        let seqs: Vec<u64> = store
+            .records("n", 0, 100)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn retention_deletes_old_records_and_remembers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        enrolled(&store, "n", "t1");
+        store.store_batches(&[("n", &batch(1..=5, 100))]).unwrap();
+        store.store_batches(&[("n", &batch(6..=8, 900))]).unwrap();
+        assert_eq!(store.apply_retention(500).unwrap(), 5);
+        assert_eq!(
+            store.records("n", 0, 100).unwrap().first().map(|r| r.seq),
+            Some(6)
+        );
+        let late = store.store_batches(&[("n", &batch(3..=3, 100))]).unwrap()[0];
+        assert_eq!(
+            (late.stored, late.duplicates),
+            (0, 1),
+            "a deleted record redelivered is not stored again"
+        );
+    }
+
+    #[test]
+    fn a_node_enrolled_again_starts_a_fresh_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        enrolled(&store, "n", "t1");
+        store.store_batches(&[("n", &batch(1..=3, 5))]).unwrap();
+        store.revoke_node("n").unwrap();
+        enrolled(&store, "n", "t2");
+        let fresh = store.store_batches(&[("n", &batch(1..=2, 6))]).unwrap()[0];
+        assert_eq!(
+            fresh.stored, 2,
+            "the new enrollment's sequence 1 is not a duplicate of the old one"
+        );
+        assert_eq!(store.node("n").unwrap().unwrap().retired_ids.len(), 1);
+        assert_eq!(
+            store.apply_retention(u64::MAX).unwrap(),
+            5,
+            "retention clears both lives"
+        );
+    }
 }

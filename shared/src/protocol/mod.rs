@@ -73,6 +73,7 @@ struct VersionOnly {
 
 #[derive(Deserialize)]
 struct EnvelopeIn<T> {
+    v: u32,
     msg: T,
 }
 
@@ -106,14 +107,16 @@ pub fn frame_length(header: [u8; 4]) -> Result<usize, FrameError> {
 
 /// Decodes the JSON body of one frame (without its length prefix).
 pub fn decode_body<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, FrameError> {
-    let version: VersionOnly =
-        serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if version.v != VERSION {
-        return Err(FrameError::Version { found: version.v });
+    // One pass in the common case; the version is probed separately only when the
+    // message does not parse, so a frame of another version is named as such.
+    match serde_json::from_slice::<EnvelopeIn<T>>(body) {
+        Ok(envelope) if envelope.v == VERSION => Ok(envelope.msg),
+        Ok(envelope) => Err(FrameError::Version { found: envelope.v }),
+        Err(e) => match serde_json::from_slice::<VersionOnly>(body) {
+            Ok(version) if version.v != VERSION => Err(FrameError::Version { found: version.v }),
+            _ => Err(FrameError::Malformed(e.to_string())),
+        },
     }
-    let envelope: EnvelopeIn<T> =
-        serde_json::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    Ok(envelope.msg)
 }
 
 /// Decodes one complete frame (length prefix included) held in `bytes`.

@@ -350,7 +350,10 @@ impl Store {
 
     /// Stores batches from several nodes in one transaction (group commit). Each
     /// record is stored once: a (node, seq) already present counts as a duplicate.
-    pub fn store_batches(&self, batches: &[(&str, &Batch)]) -> Result<Vec<Stored>, StoreError> {
+    pub fn store_batches(
+        &self,
+        batches: &[(&str, &Batch)],
+    ) -> Result<Vec<Result<Stored, String>>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(batches.len());
         {
@@ -360,9 +363,9 @@ impl Store {
                 let mut node: NodeRecord = match nodes.get(*name)? {
                     Some(v) => from_json(v.value())?,
                     None => {
-                        return Err(StoreError::Corrupt(format!(
-                            "telemetry for unknown node {name}"
-                        )));
+                        // Not fatal for the other nodes' batches in this transaction.
+                        results.push(Err(format!("telemetry for unknown node {name}")));
+                        continue;
                     }
                 };
                 let mut outcome = Stored::default();
@@ -391,7 +394,7 @@ impl Store {
                 node.records_stored += outcome.stored;
                 node.last_seq = node.last_seq.max(outcome.through_seq);
                 nodes.insert(*name, to_json(&node).as_slice())?;
-                results.push(outcome);
+                results.push(Ok(outcome));
             }
         }
         txn.commit()?;
@@ -542,12 +545,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         enrolled(&store, "n", "t1");
-        let first = store.store_batches(&[("n", &batch(1..=10, 5))]).unwrap()[0];
+        let first = store.store_batches(&[("n", &batch(1..=10, 5))]).unwrap()[0]
+            .clone()
+            .unwrap();
         assert_eq!(
             (first.stored, first.duplicates, first.through_seq),
             (10, 0, 10)
         );
-        let again = store.store_batches(&[("n", &batch(5..=15, 5))]).unwrap()[0];
+        let again = store.store_batches(&[("n", &batch(5..=15, 5))]).unwrap()[0]
+            .clone()
+            .unwrap();
         assert_eq!((again.stored, again.duplicates), (5, 6));
         let seqs: Vec<u64> = store
             .records("n", 0, 100)
@@ -570,7 +577,9 @@ mod tests {
             store.records("n", 0, 100).unwrap().first().map(|r| r.seq),
             Some(6)
         );
-        let late = store.store_batches(&[("n", &batch(3..=3, 100))]).unwrap()[0];
+        let late = store.store_batches(&[("n", &batch(3..=3, 100))]).unwrap()[0]
+            .clone()
+            .unwrap();
         assert_eq!(
             (late.stored, late.duplicates),
             (0, 1),
@@ -586,7 +595,9 @@ mod tests {
         store.store_batches(&[("n", &batch(1..=3, 5))]).unwrap();
         store.revoke_node("n").unwrap();
         enrolled(&store, "n", "t2");
-        let fresh = store.store_batches(&[("n", &batch(1..=2, 6))]).unwrap()[0];
+        let fresh = store.store_batches(&[("n", &batch(1..=2, 6))]).unwrap()[0]
+            .clone()
+            .unwrap();
         assert_eq!(
             fresh.stored, 2,
             "the new enrollment's sequence 1 is not a duplicate of the old one"

@@ -72,7 +72,7 @@ pub(super) fn spawn(store: Arc<Store>) -> (Handle, Writer) {
                 match store.store_batches(&batches) {
                     Ok(results) => {
                         for (job, stored) in jobs.into_iter().zip(results) {
-                            let _ = job.reply.send(Ok(stored));
+                            let _ = job.reply.send(stored);
                         }
                     }
                     Err(e) => {

@@ -360,13 +360,14 @@ impl Store {
             let mut telemetry = txn.open_table(TELEMETRY)?;
             let mut nodes = txn.open_table(NODES)?;
             for (name, batch) in batches {
-                let mut node: NodeRecord = match nodes.get(*name)? {
-                    Some(v) => from_json(v.value())?,
-                    None => {
-                        // Not fatal for the other nodes' batches in this transaction.
-                        results.push(Err(format!("telemetry for unknown node {name}")));
-                        continue;
-                    }
+                let Some(mut node) = nodes
+                    .get(*name)?
+                    .map(|v| from_json::<NodeRecord>(v.value()))
+                    .transpose()?
+                else {
+                    // Not fatal for the other nodes' batches in this transaction.
+                    results.push(Err(format!("telemetry for unknown node {name}")));
+                    continue;
                 };
                 let mut outcome = Stored::default();
                 let mut value = Vec::new();

@@ -136,6 +136,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         model_label: config.metrics_model_label,
     };
     tracing::info!(addr = %local, "metrics endpoint listening");
+    let notifier = gantry_net::notify::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.ready(&format!("metrics on {local}"));
+        let on_stop = Arc::clone(notifier);
+        let stopping = shutdown.clone();
+        tasks.spawn(async move {
+            stopping.cancelled().await;
+            on_stop.stopping();
+        });
+        if let Some(every) = gantry_net::notify::watchdog_interval() {
+            tasks.spawn(watchdog(
+                Arc::clone(notifier),
+                every,
+                config.telemetry.interval,
+                snapshots.clone(),
+                shutdown.clone(),
+            ));
+        }
+    }
     let links = api::Links {
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
@@ -162,6 +181,44 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     served.map_err(RunError::Serve)?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Pings the systemd watchdog while the sampler keeps producing samples. A sampler stuck
+/// in a driver call stops the pings, so systemd restarts the agent (`WatchdogSec`).
+async fn watchdog(
+    notifier: Arc<gantry_net::notify::Notifier>,
+    every: Duration,
+    interval: Duration,
+    snapshots: crate::telemetry::SnapshotReceiver,
+    shutdown: CancellationToken,
+) {
+    // A sample may take this long before the agent counts as hung: three intervals, and
+    // never less than ten seconds.
+    let stale_after = (interval * 3).max(Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let age = snapshots
+            .borrow()
+            .as_ref()
+            .map(|s| Duration::from_millis(api::now_ms().saturating_sub(s.sample.taken_at_ms)));
+        let alive = match age {
+            Some(age) => age <= stale_after,
+            None => started.elapsed() <= stale_after,
+        };
+        if alive {
+            notifier.watchdog();
+            warned = false;
+        } else if !warned {
+            tracing::error!(stale_for = ?age, "the sampler has not produced a sample; withholding watchdog pings so the service manager restarts the agent");
+            notifier.status("sampler stalled");
+            warned = true;
+        }
+    }
 }
 
 fn create_state_dir(path: &std::path::Path) -> Result<(), RunError> {

@@ -4,6 +4,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod notify;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

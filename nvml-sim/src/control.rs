@@ -52,6 +52,8 @@ pub struct DeviceFaults {
     pub ecc_correctable: u64,
     /// The GPU has fallen off the bus: every query answers `GPU_IS_LOST`.
     pub lost: bool,
+    /// The driver hangs: every query of this GPU blocks until the fault is cleared.
+    pub hang: bool,
     /// Pin GPU utilisation to this percentage instead of the moving wave.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub utilization: Option<u32>,

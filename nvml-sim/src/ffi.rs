@@ -77,19 +77,27 @@ fn with_device(
     device: nvmlDevice_t,
     f: impl FnOnce(&mut Sim, u32) -> nvmlReturn_t,
 ) -> nvmlReturn_t {
-    let mut guard = state();
-    let Some((sim, _)) = guard.as_mut() else {
-        return ERROR_UNINITIALIZED;
-    };
-    let gpu = match device.addr().checked_sub(1) {
-        Some(gpu) if gpu < sim.gpus as usize => gpu as u32,
-        _ => return ERROR_INVALID_ARGUMENT,
-    };
-    sim.refresh(false);
-    if sim.is_lost(gpu) {
-        return ERROR_GPU_IS_LOST;
+    loop {
+        let mut guard = state();
+        let Some((sim, _)) = guard.as_mut() else {
+            return ERROR_UNINITIALIZED;
+        };
+        let gpu = match device.addr().checked_sub(1) {
+            Some(gpu) if gpu < sim.gpus as usize => gpu as u32,
+            _ => return ERROR_INVALID_ARGUMENT,
+        };
+        sim.refresh(false);
+        if sim.faults(gpu).hang {
+            // A hung driver: the call does not return until the fault is cleared.
+            drop(guard);
+            std::thread::sleep(EVENT_POLL);
+            continue;
+        }
+        if sim.is_lost(gpu) {
+            return ERROR_GPU_IS_LOST;
+        }
+        return f(sim, gpu);
     }
-    f(sim, gpu)
 }
 
 /// Reads one value of a present GPU into `out`.

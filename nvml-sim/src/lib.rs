@@ -25,6 +25,7 @@
 //! - `ecc_uncorrectable` / `ecc_correctable`: added to the volatile and aggregate ECC
 //!   counters, with remapped rows (or retired pages on older models) to match;
 //! - `lost`: every query of that GPU answers `NVML_ERROR_GPU_IS_LOST`;
+//! - `hang`: every query of that GPU blocks until the fault is cleared (a hung driver);
 //! - XID events, delivered once each through `nvmlEventSetWait_v2`
 //!   ([`ControlFile::fall_off_bus`] writes XID 79 together with `lost`, as a real
 //!   GPU that falls off the bus does both);

@@ -27,6 +27,7 @@ pub struct AgentBuilder {
     args: Vec<String>,
     dir: tempfile::TempDir,
     config: Option<String>,
+    env: Vec<(String, String)>,
 }
 
 impl AgentBuilder {
@@ -35,6 +36,7 @@ impl AgentBuilder {
             args: Vec::new(),
             dir: tempfile::tempdir().expect("temp dir"),
             config: None,
+            env: Vec::new(),
         }
     }
 
@@ -51,6 +53,12 @@ impl AgentBuilder {
 
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
         self.args.push(arg.into());
+        self
+    }
+
+    /// Sets an environment variable for the agent.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -95,7 +103,12 @@ impl AgentBuilder {
         }
         cmd.args(&self.args)
             .env("GANTRY_LOG", "info")
-            .env_remove("GANTRY_AGENT_CONFIG");
+            .env_remove("GANTRY_AGENT_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC");
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         cmd
     }
 

@@ -173,6 +173,23 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send((local, metrics_addr));
     }
+    let notifier = gantry_net::notify::Notifier::from_env().map(Arc::new);
+    if let Some(notifier) = &notifier {
+        notifier.ready(&format!("listening on {local}"));
+        if let Some(every) = gantry_net::notify::watchdog_interval() {
+            // Pinged from the runtime that serves connections: a stuck runtime stops it.
+            let notifier = Arc::clone(notifier);
+            let stop = shutdown.clone();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(every) => notifier.watchdog(),
+                    }
+                }
+            });
+        }
+    }
 
     loop {
         tokio::select! {
@@ -191,6 +208,9 @@ pub async fn serve(
     }
 
     tracing::info!("controller stopping");
+    if let Some(notifier) = &notifier {
+        notifier.stopping();
+    }
     endpoint.close(
         VarInt::from_u32(CLOSE_SHUTDOWN),
         b"controller shutting down",

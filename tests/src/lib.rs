@@ -303,7 +303,6 @@ pub struct Agent {
     pub metrics: SocketAddr,
     child: Option<Child>,
     pub log: Log,
-    config: String,
 }
 
 impl Agent {
@@ -317,7 +316,6 @@ impl Agent {
             metrics: free_tcp_port(),
             child: None,
             log: Log::default(),
-            config: config.to_owned(),
         };
         let out = agent.enroll_with(controller.addr, &controller.token("gpu=h100,zone=a"));
         assert!(
@@ -358,7 +356,6 @@ impl Agent {
     /// Starts `gantry-agent run` with 2 simulated GPUs, sampling every `interval`.
     pub fn run(&mut self, interval: &str) {
         assert!(self.child.is_none(), "agent already running");
-        let _ = &self.config;
         let mut child = Command::new(binary("gantry-agent"))
             .args(["run", "--config"])
             .arg(self.dir.path().join("agent.toml"))

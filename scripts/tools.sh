@@ -12,8 +12,9 @@ gantry_fetch_deb() {
     local pkg="$1"
     local debs="$gantry_cache/debs"
     local lists="$gantry_cache/apt/lists"
-    mkdir -p "$debs" "$lists/partial" "$gantry_cache/apt/archives/partial"
-    local apt_opts=(-q -o "Dir::State::Lists=$lists" -o "Dir::Cache::Archives=$gantry_cache/apt/archives" -o Debug::NoLocking=1)
+    mkdir -p "$debs" "$lists/partial" "$gantry_cache/apt/archives/partial" "$gantry_cache/apt/cache"
+    local apt_opts=(-q -o "Dir::State::Lists=$lists" -o "Dir::Cache=$gantry_cache/apt/cache"
+        -o "Dir::Cache::Archives=$gantry_cache/apt/archives" -o Debug::NoLocking=1)
     if ! compgen -G "$debs/${pkg}_*.deb" >/dev/null; then
         echo "tools: downloading Debian package $pkg" >&2
         if ! (cd "$debs" && apt-get "${apt_opts[@]}" download "$pkg" >/dev/null 2>&1); then

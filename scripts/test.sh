@@ -3,7 +3,7 @@
 # real agent against the simulated NVML and check its output with promtool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh promtool
-echo "test: using $(command -v promtool)"
+source scripts/tools.sh promtool onnxruntime
+echo "test: using $(command -v promtool) and $GANTRY_ONNXRUNTIME"
 cargo build --workspace --locked
 cargo test --workspace --locked

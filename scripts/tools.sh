@@ -32,10 +32,37 @@ gantry_fetch_deb() {
     export PATH="$target/usr/bin:$PATH"
 }
 
+# ONNX Runtime's shared library from the PyPI wheel (no build-time download: the agent
+# loads it at run time). Exports GANTRY_ONNXRUNTIME with its path.
+gantry_fetch_onnxruntime() {
+    local version=1.31.1
+    local target="$gantry_cache/tools/onnxruntime-$version"
+    if [ ! -f "$target/libonnxruntime.so.$version" ]; then
+        local wheels="$gantry_cache/wheels"
+        mkdir -p "$wheels"
+        if ! compgen -G "$wheels/onnxruntime-$version-*.whl" >/dev/null; then
+            echo "tools: downloading the onnxruntime==$version wheel" >&2
+            python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" "onnxruntime==$version" >&2
+        fi
+        mkdir -p "$target.tmp"
+        python3 - "$(compgen -G "$wheels/onnxruntime-$version-*.whl" | head -n 1)" "$target.tmp" "$version" <<'PY'
+import sys, zipfile
+wheel, out, version = sys.argv[1:]
+name = f"onnxruntime/capi/libonnxruntime.so.{version}"
+with zipfile.ZipFile(wheel) as z, open(f"{out}/libonnxruntime.so.{version}", "wb") as f:
+    f.write(z.read(name))
+PY
+        rm -rf "$target" && mv "$target.tmp" "$target"
+    fi
+    export GANTRY_ONNXRUNTIME="$target/libonnxruntime.so.$version"
+}
+
 for tool in "$@"; do
     case "$tool" in
         promtool)
             command -v promtool >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
+        onnxruntime)
+            [ -n "${GANTRY_ONNXRUNTIME:-}" ] && [ -f "$GANTRY_ONNXRUNTIME" ] || gantry_fetch_onnxruntime ;;
         node-exporter)
             command -v prometheus-node-exporter >/dev/null 2>&1 || gantry_fetch_deb prometheus-node-exporter ;;
         *)

@@ -68,6 +68,14 @@ pub struct RawConfig {
     pub trust: RawTrust,
     pub buffer: RawBuffer,
     pub uplink: RawUplink,
+    pub inference: RawInference,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInference {
+    /// ONNX Runtime's shared library. Default `/usr/lib/gantry/libonnxruntime.so.1.31.1`.
+    pub onnxruntime: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +172,8 @@ pub struct Config {
     pub trust_policy: PathBuf,
     pub buffer: crate::buffer::Limits,
     pub uplink: UplinkSettings,
+    /// ONNX Runtime's shared library.
+    pub onnxruntime: PathBuf,
 }
 
 /// Validated `[uplink]` settings.
@@ -576,6 +586,10 @@ impl RawConfig {
             trust_policy,
             buffer,
             uplink,
+            onnxruntime: self
+                .inference
+                .onnxruntime
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/gantry/libonnxruntime.so.1.31.1")),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod bundle;
 pub mod config;
 pub mod identity;
+pub mod inference;
 pub mod metrics;
 pub mod run;
 pub mod status;

@@ -77,6 +77,12 @@ struct VerifyArgs {
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+    /// Also run the bundle's golden vectors in this node's ONNX Runtime.
+    #[arg(long)]
+    golden: bool,
+    /// ONNX Runtime library (`inference.onnxruntime`).
+    #[arg(long, value_name = "PATH", env = "GANTRY_ONNXRUNTIME")]
+    onnxruntime: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -322,33 +328,60 @@ fn enroll(args: EnrollArgs) -> ExitCode {
 }
 
 fn verify(args: &VerifyArgs) -> ExitCode {
-    let policy = match &args.trust {
-        Some(path) => path.clone(),
-        None => match config::load(args.config.config.as_deref(), &Overrides::default()) {
-            Ok(config) => config.trust_policy,
-            Err(e) => return config_failure(&e),
-        },
+    let config = match config::load(args.config.config.as_deref(), &Overrides::default()) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
     };
-    match gantry_agent::bundle::verify_file(&args.bundle, &policy, std::time::SystemTime::now()) {
-        Ok(outcome) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&outcome).expect("outcome serializes")
-                );
-            } else {
-                print!("{}", outcome.render_text());
-            }
-            if outcome.ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILURE)
+    let policy = args.trust.clone().unwrap_or(config.trust_policy);
+    let now = std::time::SystemTime::now();
+    let (outcome, golden) = if args.golden {
+        let library = args.onnxruntime.clone().unwrap_or(config.onnxruntime);
+        match gantry_agent::bundle::verify_with_golden(&args.bundle, &policy, &library, now) {
+            Ok(result) => result,
+            Err(e) => {
+                report("", &e);
+                return ExitCode::from(EXIT_FAILURE);
             }
         }
-        Err(e) => {
-            report("", &e);
-            ExitCode::from(EXIT_FAILURE)
+    } else {
+        match gantry_agent::bundle::verify_file(&args.bundle, &policy, now) {
+            Ok(outcome) => (outcome, Vec::new()),
+            Err(e) => {
+                report("", &e);
+                return ExitCode::from(EXIT_FAILURE);
+            }
         }
+    };
+    let golden_ok = golden.iter().all(|g| g.passed);
+    if args.json {
+        let mut value = serde_json::to_value(&outcome).expect("outcome serializes");
+        if args.golden {
+            value["golden"] = serde_json::to_value(&golden).expect("results serialize");
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).expect("outcome serializes")
+        );
+    } else {
+        print!("{}", outcome.render_text());
+        for g in &golden {
+            match (&g.error, &g.first_mismatch) {
+                (Some(error), _) => println!("golden      {}: FAILED: {error}", g.name),
+                (None, Some((output, index, got, want))) => println!(
+                    "golden      {}: FAILED: output {output:?} element {index} is {got}, expected {want} (max error {:.3e})",
+                    g.name, g.max_abs_error
+                ),
+                (None, None) => println!(
+                    "golden      {}: ok (max error {:.3e})",
+                    g.name, g.max_abs_error
+                ),
+            }
+        }
+    }
+    if outcome.ok && golden_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
     }
 }
 

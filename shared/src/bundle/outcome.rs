@@ -30,6 +30,9 @@ pub struct VerifyOutcome {
     /// The failed check, with its causes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The manifest, once it was read (for callers that go on, e.g. to run golden vectors).
+    #[serde(skip)]
+    pub manifest: Option<super::manifest::Manifest>,
 }
 
 /// One signature's verdict.
@@ -142,6 +145,7 @@ pub fn verify_bundle<R: Read>(
     outcome.id = Some(bundle.id().to_string());
     outcome.name = Some(bundle.manifest().name.clone());
     outcome.version = Some(bundle.manifest().version.clone());
+    outcome.manifest = Some(bundle.manifest().clone());
     match bundle.check_signatures(policy, now) {
         Ok(report) => outcome.record_signatures(&report),
         Err(e) => return outcome.fail(&e),

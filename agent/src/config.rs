@@ -76,6 +76,8 @@ pub struct RawConfig {
 pub struct RawInference {
     /// ONNX Runtime's shared library. Default `/usr/lib/gantry/libonnxruntime.so.1.31.1`.
     pub onnxruntime: Option<PathBuf>,
+    /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,6 +176,8 @@ pub struct Config {
     pub uplink: UplinkSettings,
     /// ONNX Runtime's shared library.
     pub onnxruntime: PathBuf,
+    /// The inference endpoint's address; `None` when disabled.
+    pub inference_listen: Option<SocketAddr>,
 }
 
 /// Validated `[uplink]` settings.
@@ -215,6 +219,7 @@ pub struct Overrides {
     pub simulate_model: Option<String>,
     pub metrics_listen: Option<String>,
     pub kernel_log: Option<PathBuf>,
+    pub inference_listen: Option<String>,
 }
 
 impl Overrides {
@@ -261,6 +266,12 @@ impl Overrides {
         }
         if let Some(listen) = &self.metrics_listen {
             set(&["metrics", "listen"], toml::Value::String(listen.clone()));
+        }
+        if let Some(listen) = &self.inference_listen {
+            set(
+                &["inference", "listen"],
+                toml::Value::String(listen.clone()),
+            );
         }
         if let Some(log) = &self.kernel_log {
             set(&["xid", "kernel_log"], path_value(log));
@@ -571,6 +582,16 @@ impl RawConfig {
             heartbeat,
             max_backoff,
         };
+        let inference_listen = match self.inference.listen.as_deref().map(str::trim) {
+            Some("") => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
+            Some(text) => Some(text.parse().map_err(|_| {
+                ConfigError::invalid(
+                    "inference.listen",
+                    format!("{text:?} is not an IP address and port like \"127.0.0.1:8000\""),
+                )
+            })?),
+        };
 
         Ok(Config {
             state_dir,
@@ -590,6 +611,7 @@ impl RawConfig {
                 .inference
                 .onnxruntime
                 .unwrap_or_else(|| PathBuf::from("/usr/lib/gantry/libonnxruntime.so.1.31.1")),
+            inference_listen,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! `gantry-agent`: parses arguments, loads configuration, starts logging, runs the
 //! library, and maps the outcome to an exit code (0 ok, 1 failure, 2 usage, 64 config).
 
+// Doc comments on the argument types are `--help` text, written for operators.
+#![allow(clippy::doc_markdown)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +43,36 @@ enum Command {
     Verify(VerifyArgs),
     /// Enroll this node with a controller, using a join token from `gantry token create`.
     Enroll(EnrollArgs),
+    /// Verify a bundle file (removable media), run its golden vectors, and activate it.
+    Import(ImportArgs),
+    /// Switch back to the previously active bundle.
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The bundle file.
+    bundle: PathBuf,
+    /// Trust policy to use instead of the node's (`trust.policy`).
+    #[arg(long, value_name = "POLICY")]
+    trust: Option<PathBuf>,
+    /// ONNX Runtime library (`inference.onnxruntime`).
+    #[arg(long, value_name = "PATH", env = "GANTRY_ONNXRUNTIME")]
+    onnxruntime: Option<PathBuf>,
+    /// State directory (`state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// State directory (`state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +150,9 @@ struct RunArgs {
     /// Kernel log to read XIDs from; empty to disable (`xid.kernel_log`).
     #[arg(long, value_name = "PATH")]
     kernel_log: Option<String>,
+    /// Address of the KServe v2 inference endpoint; empty to disable (`inference.listen`).
+    #[arg(long, value_name = "ADDR")]
+    inference_listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +178,8 @@ fn main() -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Verify(args) => verify(&args),
         Command::Enroll(args) => enroll(args),
+        Command::Import(args) => import(args),
+        Command::Rollback(args) => rollback(args),
     }
 }
 
@@ -189,6 +227,7 @@ fn run(args: RunArgs) -> ExitCode {
         simulate_model: args.simulate_model,
         metrics_listen: args.metrics_listen,
         kernel_log: args.kernel_log.map(PathBuf::from),
+        inference_listen: args.inference_listen,
     };
     let config = match config::load(args.config.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -382,6 +421,86 @@ fn verify(args: &VerifyArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+fn import(args: ImportArgs) -> ExitCode {
+    let overrides = Overrides {
+        state_dir: args.state_dir,
+        ..Overrides::default()
+    };
+    let config = match config::load(args.config.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let policy = args.trust.unwrap_or(config.trust_policy);
+    let library = args.onnxruntime.unwrap_or(config.onnxruntime);
+    let store = gantry_agent::bundle::store::BundleStore::new(&config.state_dir);
+    match store.import(
+        &args.bundle,
+        &policy,
+        &library,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(imported) => {
+            print!("{}", imported.outcome.render_text());
+            for g in &imported.golden {
+                let verdict = if g.passed {
+                    "ok".to_owned()
+                } else {
+                    format!(
+                        "FAILED: {}",
+                        g.error
+                            .clone()
+                            .unwrap_or_else(|| format!("{:?}", g.first_mismatch))
+                    )
+                };
+                println!(
+                    "golden      {}: {verdict} (max error {:.3e})",
+                    g.name, g.max_abs_error
+                );
+            }
+            if let Some(digest) = imported.activated {
+                println!(
+                    "activated   sha256:{digest} (the previous bundle is kept for `gantry-agent rollback`)"
+                );
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "NOT ACTIVATED: the bundle failed a check; the active bundle is unchanged"
+                );
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn rollback(args: RollbackArgs) -> ExitCode {
+    let overrides = Overrides {
+        state_dir: args.state_dir,
+        ..Overrides::default()
+    };
+    let config = match config::load(args.config.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    match gantry_agent::bundle::store::BundleStore::new(&config.state_dir).rollback() {
+        Ok(current) => {
+            println!("active      sha256:{}", current.active.unwrap_or_default());
+            println!(
+                "previous    sha256:{}",
+                current.previous.unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
     }
 }
 

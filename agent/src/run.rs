@@ -42,6 +42,14 @@ pub enum RunError {
     Host(#[from] HostError),
     #[error("the metrics endpoint failed")]
     Serve(#[source] std::io::Error),
+    #[error(
+        "cannot listen on {addr} (inference.listen); is another inference server using the port?"
+    )]
+    InferenceListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Buffer(#[from] crate::buffer::BufferError),
     #[error(transparent)]
@@ -153,6 +161,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 snapshots.clone(),
                 shutdown.clone(),
             ));
+        }
+    }
+    if let Some(addr) = config.inference_listen {
+        match crate::inference::init(&config.onnxruntime) {
+            Ok(()) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::InferenceListen { addr, source })?;
+                let slot = Arc::new(crate::inference::server::Slot::default());
+                let store = crate::bundle::store::BundleStore::new(&config.state_dir);
+                tasks.spawn(crate::inference::server::watch_store(
+                    store,
+                    Arc::clone(&slot),
+                    shutdown.clone(),
+                ));
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    if let Err(e) = crate::inference::server::serve(listener, slot, stop).await {
+                        tracing::error!(error = %e, "the inference endpoint failed");
+                    }
+                });
+                tracing::info!(%addr, "inference endpoint listening (KServe v2)");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "inference disabled: ONNX Runtime is not available (set inference.onnxruntime)");
+            }
         }
     }
     let links = api::Links {

@@ -1,6 +1,8 @@
 //! Bundles on the node: checking a bundle file against the node's own trust policy, and
 //! (with `--golden`) running its golden vectors in this node's ONNX Runtime.
 
+pub mod store;
+
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};

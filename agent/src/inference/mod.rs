@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use gantry_shared::bundle::manifest::{DType, GoldenVector, ModelEntry, Tensor};
+pub mod server;
+
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 

@@ -80,8 +80,10 @@ impl AgentBuilder {
 
     fn command(&self) -> Command {
         let mut cmd = Command::new(AGENT);
-        cmd.args(["--log-format", "json", "run", "--state-dir"])
-            .arg(self.state_dir());
+        cmd.args(["--log-format", "json", "run"]);
+        if !self.args.iter().any(|a| a == "--state-dir") {
+            cmd.arg("--state-dir").arg(self.state_dir());
+        }
         for (flag, default) in [
             ("--metrics-listen", "127.0.0.1:0"),
             ("--interval", "100ms"),

@@ -1,0 +1,333 @@
+//! The local inference endpoint: the `KServe` v2 / Open Inference Protocol over HTTP/JSON,
+//! serving the active bundle's model.
+//!
+//! Routes: `GET /v2/health/live`, `GET /v2/health/ready`, `GET /v2/models/{name}`,
+//! `GET /v2/models/{name}/ready`, `POST /v2/models/{name}/infer`. Errors use the
+//! protocol's shape, `{"error": "…"}`: 400 for a bad request (wrong shape, wrong
+//! datatype, missing input), 404 for an unknown model, 413 for an oversized body, 503
+//! while no model is loaded.
+//!
+//! The active model sits in a slot as an `Arc`: a request clones the `Arc` and runs on it
+//! to the end, so switching bundles (the store's `current.json` changes) never fails a
+//! request in flight — it finishes on the model it started with. Inference runs on
+//! blocking threads, never on the async workers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use gantry_shared::bundle::manifest::{DType, Dim, Manifest, Tensor, TensorSpec, check_tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Model;
+use crate::bundle::store::BundleStore;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 << 20;
+/// How often the store's active bundle is checked.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// A loaded model and the bundle it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    model: Mutex<Model>,
+}
+
+/// The active model, swappable.
+#[derive(Debug, Default)]
+pub struct Slot {
+    active: RwLock<Option<Arc<Loaded>>>,
+}
+
+impl Slot {
+    pub fn get(&self) -> Option<Arc<Loaded>> {
+        self.active.read().expect("model slot").clone()
+    }
+
+    fn set(&self, loaded: Option<Arc<Loaded>>) {
+        *self.active.write().expect("model slot") = loaded;
+    }
+}
+
+/// `KServe` datatype names.
+fn datatype(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool => "BOOL",
+        DType::Uint8 => "UINT8",
+        DType::Uint16 => "UINT16",
+        DType::Uint32 => "UINT32",
+        DType::Uint64 => "UINT64",
+        DType::Int8 => "INT8",
+        DType::Int16 => "INT16",
+        DType::Int32 => "INT32",
+        DType::Int64 => "INT64",
+        DType::Float16 => "FP16",
+        DType::Float32 => "FP32",
+        DType::Float64 => "FP64",
+        DType::Bfloat16 => "BF16",
+        DType::String => "BYTES",
+    }
+}
+
+fn shape_json(shape: &[Dim]) -> Vec<i64> {
+    shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+            Dim::Named(_) => -1,
+        })
+        .collect()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "error": message.into() }))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    inputs: Vec<InferInput>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InferInput {
+    name: String,
+    shape: Vec<u64>,
+    datatype: String,
+    data: Vec<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct InferOutput {
+    name: String,
+    shape: Vec<u64>,
+    datatype: &'static str,
+    data: Vec<f64>,
+}
+
+/// Loads the store's active bundle into `slot` whenever it changes, until `shutdown`.
+pub async fn watch_store(store: BundleStore, slot: Arc<Slot>, shutdown: CancellationToken) {
+    let mut loaded_digest: Option<String> = None;
+    loop {
+        let active = match store.current() {
+            Ok(current) => current.active,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the active bundle");
+                loaded_digest.clone()
+            }
+        };
+        if active != loaded_digest {
+            match active.clone() {
+                None => slot.set(None),
+                Some(digest) => {
+                    let store = store.clone();
+                    let d = digest.clone();
+                    let result = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
+                        let manifest: Manifest = store.manifest(&d).map_err(|e| e.to_string())?;
+                        let path = store
+                            .bundle_dir(&d)
+                            .join("files")
+                            .join(&manifest.model.entry);
+                        let model =
+                            Model::load(&path, &manifest.model).map_err(|e| e.to_string())?;
+                        Ok(Loaded {
+                            name: manifest.name,
+                            version: manifest.version,
+                            digest: d,
+                            inputs: manifest.model.inputs,
+                            outputs: manifest.model.outputs,
+                            model: Mutex::new(model),
+                        })
+                    })
+                    .await;
+                    match result {
+                        Ok(Ok(loaded)) => {
+                            tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, "model loaded and serving");
+                            slot.set(Some(Arc::new(loaded)));
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(bundle = %digest, error = %e, "cannot load the active bundle's model; the previous model keeps serving");
+                        }
+                        Err(e) => tracing::error!(error = %e, "model loading task failed"),
+                    }
+                }
+            }
+            loaded_digest = active;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(WATCH_EVERY) => {}
+        }
+    }
+}
+
+/// Serves the inference endpoint on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    slot: Arc<Slot>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let router = Router::new()
+        .route(
+            "/v2/health/live",
+            get(|| async { axum::Json(json!({ "live": true })) }),
+        )
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(slot);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn ready(State(slot): State<Arc<Slot>>) -> Response {
+    match slot.get() {
+        Some(_) => axum::Json(json!({ "ready": true })).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({ "ready": false })),
+        )
+            .into_response(),
+    }
+}
+
+fn named(slot: &Slot, name: &str) -> Result<Arc<Loaded>, Box<Response>> {
+    match slot.get() {
+        Some(loaded) if loaded.name == name => Ok(loaded),
+        Some(_) => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown model {name:?}"),
+        ))),
+        None => Err(Box::new(error(
+            StatusCode::NOT_FOUND,
+            format!("unknown model {name:?}: no model is loaded"),
+        ))),
+    }
+}
+
+async fn model_ready(State(slot): State<Arc<Slot>>, UrlPath(name): UrlPath<String>) -> Response {
+    match named(&slot, &name) {
+        Ok(_) => axum::Json(json!({ "name": name, "ready": true })).into_response(),
+        Err(response) => *response,
+    }
+}
+
+async fn metadata(State(slot): State<Arc<Slot>>, UrlPath(name): UrlPath<String>) -> Response {
+    let loaded = match named(&slot, &name) {
+        Ok(loaded) => loaded,
+        Err(response) => return *response,
+    };
+    let describe = |specs: &[TensorSpec]| -> Vec<serde_json::Value> {
+        specs.iter().map(|s| json!({ "name": s.name, "datatype": datatype(s.dtype), "shape": shape_json(&s.shape) })).collect()
+    };
+    axum::Json(json!({
+        "name": loaded.name,
+        "versions": [loaded.version],
+        "platform": "onnxruntime_onnx",
+        "inputs": describe(&loaded.inputs),
+        "outputs": describe(&loaded.outputs),
+    }))
+    .into_response()
+}
+
+async fn infer(
+    State(slot): State<Arc<Slot>>,
+    UrlPath(name): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let loaded = match named(&slot, &name) {
+        Ok(loaded) => loaded,
+        Err(response) => return *response,
+    };
+    let request: InferRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the request is not a valid inference request: {e}"),
+            );
+        }
+    };
+    let mut inputs = BTreeMap::new();
+    for input in request.inputs {
+        let Some(spec) = loaded.inputs.iter().find(|s| s.name == input.name) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the model has no input {:?}", input.name),
+            );
+        };
+        if input.datatype != datatype(spec.dtype) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "input {:?}: datatype {} does not match the model's {}",
+                    input.name,
+                    input.datatype,
+                    datatype(spec.dtype)
+                ),
+            );
+        }
+        let tensor = Tensor {
+            dtype: spec.dtype,
+            shape: input.shape,
+            data: input.data,
+        };
+        if let Err(problem) = check_tensor(spec, &tensor) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("input {:?}: {problem}", input.name),
+            );
+        }
+        inputs.insert(input.name, tensor);
+    }
+    if let Some(missing) = loaded.inputs.iter().find(|s| !inputs.contains_key(&s.name)) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("input {:?} is missing", missing.name),
+        );
+    }
+    let model = Arc::clone(&loaded);
+    let result =
+        tokio::task::spawn_blocking(move || model.model.lock().expect("model").run(&inputs)).await;
+    match result {
+        Ok(Ok(outputs)) => {
+            let outputs: Vec<InferOutput> = outputs
+                .into_iter()
+                .map(|(name, t)| InferOutput {
+                    name,
+                    shape: t.shape,
+                    datatype: datatype(t.dtype),
+                    data: t.data,
+                })
+                .collect();
+            axum::Json(json!({
+                "model_name": loaded.name,
+                "model_version": loaded.version,
+                "id": request.id,
+                "outputs": outputs,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inference task failed: {e}"),
+        ),
+    }
+}

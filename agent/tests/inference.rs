@@ -1,0 +1,377 @@
+//! Air-gapped activation and the `KServe` v2 endpoint, with real ONNX Runtime:
+//! `gantry-agent import` → the running agent serves the model; a golden mismatch is never
+//! activated; rollback; bundle switches under load fail no request.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use gantry_shared::bundle::manifest::{
+    FileEntry, GoldenVector, Manifest, ModelEntry, Provenance, Requirements,
+};
+use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
+use gantry_shared::bundle::{self, onnx, signing};
+use sha2::{Digest, Sha256};
+use support::{AGENT, AgentBuilder};
+
+fn onnxruntime() -> PathBuf {
+    let path = std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from).expect(
+        "GANTRY_ONNXRUNTIME is not set: run the suite with scripts/test.sh, which fetches ONNX Runtime's library from the PyPI wheel",
+    );
+    assert!(
+        path.is_file(),
+        "GANTRY_ONNXRUNTIME={} does not exist",
+        path.display()
+    );
+    path
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[5; 32])
+}
+
+fn write_policy(path: &Path) {
+    let public = key().verifying_key();
+    let mut policy = SignedPolicy::new(TrustPolicy {
+        schema: 1,
+        version: 1,
+        threshold: 1,
+        keys: vec![TrustedKey {
+            id: signing::key_id(&public),
+            name: "ml".into(),
+            public_key: signing::to_hex(public.as_bytes()),
+            not_before: None,
+            not_after: None,
+        }],
+        revoked: vec![],
+    })
+    .unwrap();
+    policy.sign(&key()).unwrap();
+    std::fs::write(path, policy.to_bytes()).unwrap();
+}
+
+/// A signed bundle of a test model, named `name` at `version`.
+fn write_bundle(
+    path: &Path,
+    model: &str,
+    name: &str,
+    version: &str,
+    edit: impl FnOnce(&mut Vec<GoldenVector>),
+) {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models");
+    let bytes = std::fs::read(models.join(format!("{model}.onnx"))).unwrap();
+    let sig = onnx::read_signature(&bytes[..]).unwrap();
+    let mut golden: Vec<GoldenVector> = serde_json::from_slice(
+        &std::fs::read(models.join(format!("{model}.golden.json"))).unwrap(),
+    )
+    .unwrap();
+    edit(&mut golden);
+    let manifest = Manifest {
+        schema: 1,
+        name: name.into(),
+        version: version.into(),
+        created_at: "2026-11-21T00:00:00Z".into(),
+        files: vec![FileEntry {
+            path: "model.onnx".into(),
+            size: bytes.len() as u64,
+            sha256: signing::to_hex(&Sha256::digest(&bytes)),
+        }],
+        model: ModelEntry {
+            format: "onnx".into(),
+            entry: "model.onnx".into(),
+            inputs: sig.inputs,
+            outputs: sig.outputs,
+        },
+        golden,
+        provenance: Provenance::default(),
+        requirements: Requirements::default(),
+    };
+    let manifest_bytes = manifest.to_bytes().unwrap();
+    let sigs = vec![bundle::sign_manifest(&key(), &manifest_bytes)];
+    let out = bundle::write(Vec::new(), &manifest_bytes, &sigs, &mut |_| {
+        Ok(Box::new(std::io::Cursor::new(bytes.clone())))
+    })
+    .unwrap();
+    std::fs::write(path, out).unwrap();
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Node {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        write_policy(&dir.path().join("trust.json"));
+        std::fs::write(
+            dir.path().join("agent.toml"),
+            format!(
+                "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n[trust]\npolicy = \"{}\"\n",
+                onnxruntime().display(),
+                dir.path().join("trust.json").display()
+            ),
+        )
+        .unwrap();
+        Self { dir, port }
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn cli(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(AGENT)
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn bundle(&self, file: &str, model: &str, name: &str, version: &str) -> String {
+        write_bundle(&self.dir.path().join(file), model, name, version, |_| {});
+        file.to_owned()
+    }
+
+    fn http(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        // A server refusing an oversized body may answer and close before it is all sent.
+        let _ = write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    fn infer_linear(&self) -> (u16, serde_json::Value) {
+        self.http("POST", "/v2/models/tiny-linear/infer", r#"{"id":"r1","inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#)
+    }
+}
+
+fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_agent(node: &Node) -> support::Agent {
+    AgentBuilder::new()
+        .config(&std::fs::read_to_string(node.dir.path().join("agent.toml")).unwrap())
+        .arg("--state-dir")
+        .arg(node.state_dir().to_str().unwrap())
+        .arg("--simulate-gpus")
+        .arg("1")
+        .start()
+}
+
+#[test]
+fn imported_bundle_is_served_over_kserve_v2() {
+    let node = Node::new();
+    let bundle = node.bundle("linear.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    let (code, text) = node.cli(&["import", &bundle]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("golden      counting: ok") && text.contains("activated   sha256:"),
+        "{text}"
+    );
+
+    let _agent = start_agent(&node);
+    wait_until("the model to be ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
+            && node.http("GET", "/v2/health/ready", "").0 == 200
+    });
+    assert_eq!(node.http("GET", "/v2/health/live", "").0, 200);
+    assert_eq!(node.http("GET", "/v2/models/tiny-linear/ready", "").0, 200);
+    let (status, meta) = node.http("GET", "/v2/models/tiny-linear", "");
+    assert_eq!(status, 200);
+    assert_eq!(meta["inputs"][0]["datatype"], "FP32");
+    assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 4]));
+    assert_eq!(meta["versions"][0], "1.0.0");
+
+    let (status, body) = node.infer_linear();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["name"], "y");
+    assert_eq!(body["outputs"][0]["shape"], serde_json::json!([1, 2]));
+    assert_eq!(
+        body["outputs"][0]["data"],
+        serde_json::json!([-3.5, 14.0]),
+        "x @ W + b for x = [1, 2, 3, 4]"
+    );
+    assert_eq!(body["id"], "r1");
+
+    // The protocol's error shapes.
+    let wrong_shape = node.http(
+        "POST",
+        "/v2/models/tiny-linear/infer",
+        r#"{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,3]}]}"#,
+    );
+    assert_eq!(wrong_shape.0, 400);
+    assert!(
+        wrong_shape.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("dimension 1 is 3")
+    );
+    let wrong_type = node.http(
+        "POST",
+        "/v2/models/tiny-linear/infer",
+        r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"INT64","data":[1,2,3,4]}]}"#,
+    );
+    assert_eq!(wrong_type.0, 400);
+    assert!(
+        wrong_type.1["error"]
+            .as_str()
+            .unwrap()
+            .contains("datatype INT64 does not match the model's FP32")
+    );
+    let missing = node.http("POST", "/v2/models/tiny-linear/infer", r#"{"inputs":[]}"#);
+    assert_eq!(missing.0, 400);
+    assert_eq!(
+        node.http("POST", "/v2/models/other/infer", r#"{"inputs":[]}"#)
+            .0,
+        404
+    );
+    assert_eq!(node.http("GET", "/v2/models/other/ready", "").0, 404);
+    let garbage = node.http("POST", "/v2/models/tiny-linear/infer", "{not json");
+    assert_eq!(garbage.0, 400);
+    let huge = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,4],"datatype":"FP32","data":[{}]}}]}}"#,
+        "1,".repeat(40 << 20)
+    );
+    assert_eq!(
+        node.http("POST", "/v2/models/tiny-linear/infer", &huge).0,
+        413,
+        "oversized body"
+    );
+}
+
+#[test]
+fn a_golden_mismatch_is_never_activated() {
+    let node = Node::new();
+    let good = node.bundle("good.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    assert_eq!(node.cli(&["import", &good]).0, 0);
+    let before = std::fs::read_to_string(node.state_dir().join("bundles/current.json")).unwrap();
+    write_bundle(
+        &node.dir.path().join("bad.gbundle"),
+        "tiny_linear",
+        "tiny-linear",
+        "1.1.0",
+        |golden| {
+            golden[0].outputs.get_mut("y").unwrap().data[0] += 1.0;
+        },
+    );
+    let (code, text) = node.cli(&["import", "bad.gbundle"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("NOT ACTIVATED") && text.contains("golden      ones: FAILED"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(node.state_dir().join("bundles/current.json")).unwrap(),
+        before,
+        "the active bundle is unchanged"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(node.state_dir().join("bundles"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        2,
+        "only the good bundle and current.json remain: {leftovers:?}"
+    );
+}
+
+#[test]
+fn rollback_and_switches_under_load_fail_no_request() {
+    let node = Node::new();
+    let v1 = node.bundle("v1.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    let v2 = node.bundle("v2.gbundle", "tiny_linear", "tiny-linear", "2.0.0");
+    assert_eq!(node.cli(&["import", &v1]).0, 0);
+    let _agent = start_agent(&node);
+    wait_until("the model to be ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
+            && node.http("GET", "/v2/health/ready", "").0 == 200
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = node.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let probe = Node {
+                    dir: tempfile::tempdir().unwrap(),
+                    port,
+                };
+                let (mut ok, mut versions) = (0u32, std::collections::BTreeSet::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, body) = probe.infer_linear();
+                    assert_eq!(status, 200, "a request failed during a switch: {body}");
+                    assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
+                    versions.insert(body["model_version"].as_str().unwrap().to_owned());
+                    ok += 1;
+                }
+                (ok, versions)
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        assert_eq!(node.cli(&["import", &v2]).0, 0);
+        wait_until("version 2 to serve", || {
+            node.http("GET", "/v2/models/tiny-linear", "").1["versions"][0] == "2.0.0"
+        });
+        let (code, text) = node.cli(&["rollback"]);
+        assert_eq!(code, 0, "{text}");
+        wait_until("version 1 to serve again", || {
+            node.http("GET", "/v2/models/tiny-linear", "").1["versions"][0] == "1.0.0"
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeSet::new();
+    for client in clients {
+        let (ok, versions) = client.join().expect("no client saw a failed request");
+        assert!(ok > 0);
+        seen.extend(versions);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "requests were served by both versions: {seen:?}"
+    );
+}

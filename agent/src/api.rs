@@ -45,6 +45,7 @@ struct ApiState {
 /// The buffer and uplink, when running, for `/metrics` and `/v1/status`.
 #[derive(Debug, Clone, Default)]
 pub struct Links {
+    pub health: Option<crate::health::SharedHealth>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
 }
@@ -74,6 +75,11 @@ pub async fn serve(
 async fn get_metrics(State(state): State<ApiState>) -> Response {
     let snapshot = state.snapshots.borrow().clone();
     let buffer = state.links.buffer.as_ref().map(|b| b.stats());
+    let health = state
+        .links
+        .health
+        .as_ref()
+        .map(|h| h.lock().expect("health").clone());
     let uplink = state
         .links
         .uplink
@@ -85,6 +91,7 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         ProcessStats::read(),
         buffer.as_ref(),
         uplink.as_ref(),
+        health.as_ref(),
     );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }
@@ -118,6 +125,11 @@ async fn get_status(State(state): State<ApiState>) -> Response {
                 dropped_events: stats.dropped_events,
             }
         }),
+        health: state
+            .links
+            .health
+            .as_ref()
+            .map(|h| h.lock().expect("health").clone()),
         uplink: state.links.uplink.as_ref().map(|u| {
             let u = u.lock().expect("uplink status");
             crate::status::UplinkSummary {

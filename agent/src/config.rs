@@ -69,6 +69,22 @@ pub struct RawConfig {
     pub buffer: RawBuffer,
     pub uplink: RawUplink,
     pub inference: RawInference,
+    pub health: RawHealth,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHealth {
+    /// GPU temperature that makes the node degraded. Default 85 (°C).
+    pub gpu_temp_degraded: Option<u32>,
+    /// GPU temperature that makes the node unhealthy. Default 95 (°C).
+    pub gpu_temp_unhealthy: Option<u32>,
+    /// How long a new XID counts against health. Default `10m`.
+    pub xid_window: Option<String>,
+    /// State-directory free space below which the node is degraded. Default `5GiB`.
+    pub state_dir_free_degraded: Option<String>,
+    /// State-directory free space below which the node is unhealthy. Default `512MiB`.
+    pub state_dir_free_unhealthy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,6 +194,7 @@ pub struct Config {
     pub onnxruntime: PathBuf,
     /// The inference endpoint's address; `None` when disabled.
     pub inference_listen: Option<SocketAddr>,
+    pub health: crate::health::Thresholds,
 }
 
 /// Validated `[uplink]` settings.
@@ -582,6 +599,44 @@ impl RawConfig {
             heartbeat,
             max_backoff,
         };
+        let health_defaults = crate::health::Thresholds::default();
+        let size = |key: &str, text: Option<&str>, default: u64| -> Result<u64, ConfigError> {
+            text.map_or(Ok(default), |t| {
+                gantry_shared::units::parse_size(t).map_err(|e| ConfigError::invalid(key, e))
+            })
+        };
+        let health = crate::health::Thresholds {
+            gpu_temp_degraded_c: self
+                .health
+                .gpu_temp_degraded
+                .unwrap_or(health_defaults.gpu_temp_degraded_c),
+            gpu_temp_unhealthy_c: self
+                .health
+                .gpu_temp_unhealthy
+                .unwrap_or(health_defaults.gpu_temp_unhealthy_c),
+            xid_window: duration(
+                "health.xid_window",
+                self.health.xid_window.as_deref(),
+                health_defaults.xid_window,
+            )?,
+            state_dir_free_degraded: size(
+                "health.state_dir_free_degraded",
+                self.health.state_dir_free_degraded.as_deref(),
+                health_defaults.state_dir_free_degraded,
+            )?,
+            state_dir_free_unhealthy: size(
+                "health.state_dir_free_unhealthy",
+                self.health.state_dir_free_unhealthy.as_deref(),
+                health_defaults.state_dir_free_unhealthy,
+            )?,
+            memory_available_min: health_defaults.memory_available_min,
+        };
+        if health.gpu_temp_degraded_c > health.gpu_temp_unhealthy_c {
+            return Err(ConfigError::invalid(
+                "health.gpu_temp_degraded",
+                "must not exceed health.gpu_temp_unhealthy",
+            ));
+        }
         let inference_listen = match self.inference.listen.as_deref().map(str::trim) {
             Some("") => None,
             None => Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
@@ -612,6 +667,7 @@ impl RawConfig {
                 .onnxruntime
                 .unwrap_or_else(|| PathBuf::from("/usr/lib/gantry/libonnxruntime.so.1.31.1")),
             inference_listen,
+            health,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod api;
 pub mod buffer;
 pub mod bundle;
 pub mod config;
+pub mod health;
 pub mod identity;
 pub mod inference;
 pub mod metrics;

@@ -2,6 +2,7 @@
 //! agent's own figures (`gantry_agent_*`) and the conventional `process_*` metrics.
 
 use gantry_shared::exposition::{self, Exposition, Kind, ModelLabel};
+use gantry_shared::health::HealthState;
 
 use crate::buffer::BufferStats;
 use crate::telemetry::{SamplerStats, Snapshot};
@@ -96,6 +97,7 @@ pub fn render(
     process: Option<ProcessStats>,
     buffer: Option<&BufferStats>,
     uplink: Option<&UplinkStatus>,
+    health: Option<&gantry_shared::health::Health>,
 ) -> String {
     let mut e = Exposition::default();
     if let Some(snapshot) = snapshot {
@@ -105,6 +107,41 @@ pub fn render(
     }
     if let Some(b) = buffer {
         render_buffer(&mut e, b, crate::api::now_ms());
+    }
+    if let Some(h) = health {
+        e.family(
+            "gantry_agent_health",
+            Kind::Gauge,
+            "The node's health: 1 for its current state, 0 for the others.",
+        );
+        for state in [
+            HealthState::Healthy,
+            HealthState::Degraded,
+            HealthState::Unhealthy,
+        ] {
+            e.sample(
+                "gantry_agent_health",
+                &[("state", state.as_str())],
+                if h.state == state { 1.0 } else { 0.0 },
+            );
+        }
+        e.family(
+            "gantry_agent_health_reasons",
+            Kind::Gauge,
+            "Findings behind the health state, per check.",
+        );
+        let mut per_check: std::collections::BTreeMap<&str, u32> =
+            std::collections::BTreeMap::new();
+        for r in &h.reasons {
+            *per_check.entry(r.check.as_str()).or_default() += 1;
+        }
+        for (check, n) in per_check {
+            e.sample(
+                "gantry_agent_health_reasons",
+                &[("check", check)],
+                f64::from(n),
+            );
+        }
     }
     if let Some(u) = uplink {
         e.single(

@@ -95,10 +95,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let (sampler, snapshots) = telemetry::spawn(sampler_config, shutdown.clone())?;
     let tasks = TaskTracker::new();
     let appended = Arc::new(Notify::new());
+    let health = crate::health::SharedHealth::default();
     tasks.spawn(recorder::run(
         Arc::clone(&buffer),
         snapshots.clone(),
         Arc::clone(&appended),
+        Arc::clone(&health),
+        crate::health::Monitor::new(config.health),
         shutdown.clone(),
     ));
     let uplink_status = if let Some(identity) = identity {
@@ -112,6 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             max_backoff: config.uplink.max_backoff,
             batch_records: 1000,
             batch_bytes: 4 << 20,
+            health: Arc::clone(&health),
         };
         tasks.spawn(crate::uplink::run(
             uplink,
@@ -190,6 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     }
     let links = api::Links {
+        health: Some(Arc::clone(&health)),
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
     };

@@ -29,6 +29,8 @@ pub struct AgentStatus {
     pub sample: Option<Sample>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<BufferSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<gantry_shared::health::Health>,
     /// Present when the node is enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSummary>,
@@ -238,6 +240,12 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
     }
     let h = &sample.host;
     let _ = writeln!(out);
+    if let Some(health) = &status.health {
+        let _ = writeln!(out, "health: {}", health.state.as_str());
+        for r in &health.reasons {
+            let _ = writeln!(out, "  {} {}: {}", r.state.as_str(), r.check, r.message);
+        }
+    }
     match &status.uplink {
         Some(u) => {
             let _ = writeln!(

@@ -31,6 +31,8 @@ pub struct UplinkConfig {
     pub max_backoff: Duration,
     pub batch_records: usize,
     pub batch_bytes: usize,
+    /// The node's latest health, sent in every heartbeat.
+    pub health: crate::health::SharedHealth,
 }
 
 /// What `/metrics` and `status` show about the uplink.
@@ -174,7 +176,7 @@ async fn session(
             return Some(reason.to_string());
         }
         if tokio::time::Instant::now() >= next_heartbeat {
-            if let Err(reason) = send_heartbeat(conn, buffer).await {
+            if let Err(reason) = send_heartbeat(conn, buffer, &config.health).await {
                 return Some(reason);
             }
             next_heartbeat = tokio::time::Instant::now() + config.heartbeat;
@@ -207,7 +209,11 @@ async fn session(
     }
 }
 
-async fn send_heartbeat(conn: &quinn::Connection, buffer: &Buffer) -> Result<(), String> {
+async fn send_heartbeat(
+    conn: &quinn::Connection,
+    buffer: &Buffer,
+    health: &crate::health::SharedHealth,
+) -> Result<(), String> {
     let stats = buffer.stats();
     let now = crate::api::now_ms();
     let request = Request::Heartbeat(heartbeat::Request {
@@ -219,6 +225,7 @@ async fn send_heartbeat(conn: &quinn::Connection, buffer: &Buffer) -> Result<(),
         last_seq: stats.last_seq,
         dropped_metrics: stats.dropped_metrics,
         dropped_events: stats.dropped_events,
+        health: Some(health.lock().expect("health").clone()),
     });
     match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
         Ok(Response::Heartbeat(_)) => Ok(()),

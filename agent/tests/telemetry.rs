@@ -578,3 +578,56 @@ fn simulated_library_is_found_beside_the_agent() {
         support::sim_library_path().display()
     );
 }
+
+#[test]
+fn health_follows_gpu_faults_and_recovers() {
+    let builder = AgentBuilder::new().simulate(3, "h100");
+    let control = builder.control();
+    let agent = builder.start();
+    agent.wait_metrics("healthy", |m| {
+        m.value("gantry_agent_health", &[("state", "healthy")]) == Some(1.0)
+    });
+
+    control.update_device(1, |d| d.overheat = true).unwrap();
+    let m = agent.wait_metrics("degraded", |m| {
+        m.value("gantry_agent_health", &[("state", "degraded")]) == Some(1.0)
+    });
+    assert_eq!(
+        m.value("gantry_agent_health_reasons", &[("check", "gpu.thermal")]),
+        Some(1.0)
+    );
+    control
+        .update_device(2, |d| d.ecc_uncorrectable = 1)
+        .unwrap();
+    agent.wait_metrics("unhealthy", |m| {
+        m.value("gantry_agent_health", &[("state", "unhealthy")]) == Some(1.0)
+    });
+    let status: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
+    assert_eq!(status["health"]["state"], "unhealthy");
+    let table = agent.status_cli(false);
+    assert!(
+        table.contains("unhealthy gpu.ecc: GPU 2 has 1 uncorrectable ECC error(s)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("degraded gpu.thermal: GPU 1 is thermally throttled"),
+        "{table}"
+    );
+
+    control.update(|c| c.devices.clear()).unwrap();
+    agent.wait_metrics("healthy again", |m| {
+        m.value("gantry_agent_health", &[("state", "healthy")]) == Some(1.0)
+    });
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|l| l.contains("node health worsened"))
+    );
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|l| l.contains("node health improved"))
+    );
+}

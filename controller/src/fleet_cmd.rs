@@ -36,15 +36,16 @@ fn state(summary: &NodeSummary) -> &'static str {
 
 pub fn render_list(nodes: &[NodeSummary], now_ms: u64) -> String {
     let mut out = format!(
-        "{:<24} {:<10} {:>4} {:>10} {:<14} {}\n",
-        "NODE", "STATE", "GPUS", "RECORDS", "LAST SEEN", "LABELS"
+        "{:<24} {:<10} {:<10} {:>4} {:>10} {:<14} {}\n",
+        "NODE", "STATE", "HEALTH", "GPUS", "RECORDS", "LAST SEEN", "LABELS"
     );
     for n in nodes {
         let _ = writeln!(
             out,
-            "{:<24} {:<10} {:>4} {:>10} {:<14} {}",
+            "{:<24} {:<10} {:<10} {:>4} {:>10} {:<14} {}",
             n.name,
             state(n),
+            n.health.map_or("-", |h| h.as_str()),
             n.gpus,
             n.records_stored,
             ago(now_ms, n.last_seen_ms),
@@ -65,6 +66,12 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
     let _ = writeln!(out, "labels      {}", labels(s));
     let _ = writeln!(out, "enrolled    {}", ago(now_ms, Some(s.enrolled_at_ms)));
     let _ = writeln!(out, "last seen   {}", ago(now_ms, s.last_seen_ms));
+    if let Some(health) = &d.health {
+        let _ = writeln!(out, "health      {}", health.state.as_str());
+        for r in &health.reasons {
+            let _ = writeln!(out, "  {:<9} {}: {}", r.state.as_str(), r.check, r.message);
+        }
+    }
     let _ = writeln!(
         out,
         "agent       {}",

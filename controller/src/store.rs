@@ -105,6 +105,7 @@ pub struct HeartbeatInfo {
     pub last_seq: u64,
     pub dropped_metrics: u64,
     pub dropped_events: u64,
+    pub health: Option<gantry_shared::health::Health>,
 }
 
 /// An enrolled node.

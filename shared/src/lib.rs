@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod exposition;
+pub mod health;
 pub mod protocol;
 pub mod telemetry;
 pub mod tls;

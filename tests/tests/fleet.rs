@@ -50,7 +50,26 @@ fn enrolled_node_reports_and_the_fleet_sees_it() {
         "{top}"
     );
     let show = controller.cli_ok(&["fleet", "show", "gpu-node-1"]);
-    assert!(show.contains("records stored"), "{show}");
+    assert!(
+        show.contains("records stored") && show.contains("health      healthy"),
+        "{show}"
+    );
+
+    // A GPU fault reaches the fleet view through the heartbeat.
+    agent.control().fall_off_bus(1).unwrap();
+    wait_for(
+        "the controller to see the node unhealthy",
+        Duration::from_secs(20),
+        || {
+            let detail = controller.node("gpu-node-1");
+            detail
+                .health
+                .filter(|h| h.reasons.iter().any(|r| r.check == "gpu.lost"))
+                .map(|_| ())
+        },
+    );
+    let ls = controller.cli_ok(&["fleet", "ls"]);
+    assert!(ls.contains("unhealthy"), "{ls}");
 
     // Federation: the node's GPUs with a `node` label.
     let page = controller.metrics_page();

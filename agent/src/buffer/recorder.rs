@@ -80,6 +80,8 @@ pub async fn run(
     buffer: Arc<Buffer>,
     mut snapshots: SnapshotReceiver,
     appended: Arc<Notify>,
+    health: crate::health::SharedHealth,
+    mut monitor: crate::health::Monitor,
     shutdown: CancellationToken,
 ) {
     let mut previous: Option<Sample> = None;
@@ -111,6 +113,8 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "the buffer task failed"),
         }
+        let evaluated = monitor.evaluate(&snapshot.sample, failing, std::time::Instant::now());
+        *health.lock().expect("health") = evaluated;
         previous = Some(snapshot.sample.clone());
     }
 }

@@ -159,6 +159,10 @@ fn summary(shared: &Shared, node: &NodeRecord) -> NodeSummary {
             .map_or(0, |s| s.gpus.len() as u32),
         records_stored: node.records_stored,
         last_seq: node.last_seq,
+        health: entry
+            .and_then(|l| l.heartbeat.as_ref())
+            .and_then(|h| h.health.as_ref())
+            .map(|h| h.state),
     }
 }
 
@@ -189,6 +193,7 @@ async fn show(shared: &Shared, name: &str) -> Response {
                 dropped_metrics: heartbeat.dropped_metrics,
                 dropped_events: heartbeat.dropped_events,
                 agent_version: heartbeat.agent_version,
+                health: heartbeat.health,
                 latest,
             })))
         }

@@ -483,6 +483,7 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         last_seq: req.last_seq,
         dropped_metrics: req.dropped_metrics,
         dropped_events: req.dropped_events,
+        health: req.health,
     };
     shared
         .live

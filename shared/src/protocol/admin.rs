@@ -137,6 +137,8 @@ pub struct NodeSummary {
     /// Records stored for the node, and the highest sequence stored.
     pub records_stored: u64,
     pub last_seq: u64,
+    /// From the node's latest heartbeat.
+    pub health: Option<crate::health::HealthState>,
 }
 
 /// `fleet show`.
@@ -149,6 +151,7 @@ pub struct NodeDetail {
     pub dropped_metrics: u64,
     pub dropped_events: u64,
     pub agent_version: String,
+    pub health: Option<crate::health::Health>,
     pub latest: Option<Sample>,
 }
 

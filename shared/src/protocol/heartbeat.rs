@@ -16,6 +16,8 @@ pub struct Request {
     /// Records the buffer dropped to stay within its limits, per class.
     pub dropped_metrics: u64,
     pub dropped_events: u64,
+    /// The node's health as the agent judged it.
+    pub health: Option<crate::health::Health>,
 }
 
 /// The controller's answer.

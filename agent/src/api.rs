@@ -46,6 +46,7 @@ struct ApiState {
 #[derive(Debug, Clone, Default)]
 pub struct Links {
     pub health: Option<crate::health::SharedHealth>,
+    pub model: Option<Arc<crate::inference::server::Slot>>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
 }
@@ -80,6 +81,7 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         .health
         .as_ref()
         .map(|h| h.lock().expect("health").clone());
+    let model = state.links.model.as_ref().and_then(|s| s.health());
     let uplink = state
         .links
         .uplink
@@ -92,6 +94,7 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         buffer.as_ref(),
         uplink.as_ref(),
         health.as_ref(),
+        model.as_ref(),
     );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }

@@ -85,6 +85,8 @@ pub struct RawHealth {
     pub state_dir_free_degraded: Option<String>,
     /// State-directory free space below which the node is unhealthy. Default `512MiB`.
     pub state_dir_free_unhealthy: Option<String>,
+    /// How often the served model's golden vectors run again. Default `5m`.
+    pub golden_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -630,6 +632,12 @@ impl RawConfig {
                 health_defaults.state_dir_free_unhealthy,
             )?,
             memory_available_min: health_defaults.memory_available_min,
+            golden_interval: duration(
+                "health.golden_interval",
+                self.health.golden_interval.as_deref(),
+                health_defaults.golden_interval,
+            )?,
+            inference_error_rate: health_defaults.inference_error_rate,
         };
         if health.gpu_temp_degraded_c > health.gpu_temp_unhealthy_c {
             return Err(ConfigError::invalid(

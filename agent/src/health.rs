@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use gantry_shared::health::{Health, HealthState};
 use gantry_shared::telemetry::{GpuState, Sample, THERMAL_THROTTLE_MASK};
 
+use crate::inference::server::ModelHealth;
+
 /// The latest evaluation, shared with the endpoint and the uplink.
 pub type SharedHealth = std::sync::Arc<std::sync::Mutex<Health>>;
 
@@ -27,6 +29,10 @@ pub struct Thresholds {
     pub state_dir_free_unhealthy: u64,
     /// Available memory below this share of the total is degraded.
     pub memory_available_min: f64,
+    /// How often the served model's golden vectors run again.
+    pub golden_interval: Duration,
+    /// Failed share of recent inference requests that makes the node degraded.
+    pub inference_error_rate: f64,
 }
 
 impl Default for Thresholds {
@@ -38,6 +44,8 @@ impl Default for Thresholds {
             state_dir_free_degraded: 5 << 30,
             state_dir_free_unhealthy: 512 << 20,
             memory_available_min: 0.05,
+            golden_interval: Duration::from_secs(300),
+            inference_error_rate: 0.05,
         }
     }
 }
@@ -67,7 +75,13 @@ impl Monitor {
     }
 
     /// The health at `now` given the latest sample and whether the buffer can be written.
-    pub fn evaluate(&mut self, sample: &Sample, buffer_failing: bool, now: Instant) -> Health {
+    pub fn evaluate(
+        &mut self,
+        sample: &Sample,
+        buffer_failing: bool,
+        model: Option<&ModelHealth>,
+        now: Instant,
+    ) -> Health {
         let t = self.thresholds;
         let mut h = Health::default();
         self.gpus_seen = self.gpus_seen.max(sample.gpus.len());
@@ -236,6 +250,27 @@ impl Monitor {
                 ),
             );
         }
+        if let Some(model) = model {
+            if let Some(Err(e)) = &model.golden {
+                h.add(
+                    "model.golden",
+                    HealthState::Unhealthy,
+                    format!("{}: {e}", model.model),
+                );
+            }
+            if model.recent_requests >= 20 && model.recent_error_rate > t.inference_error_rate {
+                h.add(
+                    "model.errors",
+                    HealthState::Degraded,
+                    format!(
+                        "{}: {:.1} % of the last {} requests failed",
+                        model.model,
+                        model.recent_error_rate * 100.0,
+                        model.recent_requests
+                    ),
+                );
+            }
+        }
         if buffer_failing {
             h.add(
                 "node.buffer",
@@ -321,8 +356,13 @@ mod tests {
             ..GpuFields::default()
         };
         assert_eq!(
-            m.evaluate(&sample(fields, GpuState::Ok, 0), false, Instant::now())
-                .state,
+            m.evaluate(
+                &sample(fields, GpuState::Ok, 0),
+                false,
+                None,
+                Instant::now()
+            )
+            .state,
             HealthState::Healthy
         );
     }
@@ -335,14 +375,14 @@ mod tests {
             clock_throttle_reasons: Some(0x40),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), false, Instant::now());
+        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), false, None, Instant::now());
         assert_eq!(h.state, HealthState::Degraded);
         assert!(h.reasons.iter().any(|r| r.check == "gpu.thermal"));
         let ecc = GpuFields {
             ecc_dbe_volatile: Some(2),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), false, Instant::now());
+        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), false, None, Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         assert!(h.reasons[0].message.contains("2 uncorrectable"));
     }
@@ -354,6 +394,7 @@ mod tests {
             m.evaluate(
                 &sample(GpuFields::default(), GpuState::Lost, 0),
                 false,
+                None,
                 Instant::now()
             )
             .state,
@@ -361,7 +402,7 @@ mod tests {
         );
         let mut none = sample(GpuFields::default(), GpuState::Ok, 0);
         none.gpus.clear();
-        let h = m.evaluate(&none, false, Instant::now());
+        let h = m.evaluate(&none, false, None, Instant::now());
         assert!(h.reasons.iter().any(|r| r.check == "gpu.missing"), "{h:?}");
     }
 
@@ -372,17 +413,24 @@ mod tests {
             ..Thresholds::default()
         });
         let t0 = Instant::now();
-        let h = m.evaluate(&sample(GpuFields::default(), GpuState::Ok, 1), false, t0);
+        let h = m.evaluate(
+            &sample(GpuFields::default(), GpuState::Ok, 1),
+            false,
+            None,
+            t0,
+        );
         assert_eq!(h.state, HealthState::Unhealthy);
         let later = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 1),
             false,
+            None,
             t0 + Duration::from_secs(61),
         );
         assert_eq!(later.state, HealthState::Healthy, "{later:?}");
         let again = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 2),
             false,
+            None,
             t0 + Duration::from_secs(62),
         );
         assert_eq!(
@@ -398,9 +446,56 @@ mod tests {
         let mut s = sample(GpuFields::default(), GpuState::Ok, 0);
         s.host.state_dir.as_mut().unwrap().free_bytes = 100 << 20;
         s.host.mem_available_bytes = 1 << 30;
-        let h = m.evaluate(&s, true, Instant::now());
+        let h = m.evaluate(&s, true, None, Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         let checks: Vec<&str> = h.reasons.iter().map(|r| r.check.as_str()).collect();
         assert_eq!(checks, vec!["node.disk", "node.memory", "node.buffer"]);
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_golden_run_or_many_errors_count() {
+        let mut m = Monitor::new(Thresholds::default());
+        let sample = gantry_shared::telemetry::Sample {
+            taken_at_ms: 1,
+            nvml: gantry_shared::telemetry::NvmlStatus::Unavailable {
+                reason: "none".into(),
+            },
+            gpus: vec![],
+            xids: vec![],
+            host: gantry_shared::telemetry::HostReading::default(),
+        };
+        let mut model = ModelHealth {
+            model: "m 1.0.0".into(),
+            golden: Some(Ok(())),
+            recent_requests: 100,
+            recent_error_rate: 0.01,
+            ..ModelHealth::default()
+        };
+        assert_eq!(
+            m.evaluate(&sample, false, Some(&model), Instant::now())
+                .state,
+            HealthState::Healthy
+        );
+        model.recent_error_rate = 0.2;
+        let h = m.evaluate(&sample, false, Some(&model), Instant::now());
+        assert_eq!(h.state, HealthState::Degraded);
+        assert!(
+            h.reasons[0]
+                .message
+                .contains("20.0 % of the last 100 requests failed")
+        );
+        model.golden = Some(Err(
+            "golden vector ones: output \"y\" element 0 is 1, expected 2".into(),
+        ));
+        assert_eq!(
+            m.evaluate(&sample, false, Some(&model), Instant::now())
+                .state,
+            HealthState::Unhealthy
+        );
     }
 }

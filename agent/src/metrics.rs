@@ -98,6 +98,7 @@ pub fn render(
     buffer: Option<&BufferStats>,
     uplink: Option<&UplinkStatus>,
     health: Option<&gantry_shared::health::Health>,
+    model: Option<&crate::inference::server::ModelHealth>,
 ) -> String {
     let mut e = Exposition::default();
     if let Some(snapshot) = snapshot {
@@ -107,6 +108,46 @@ pub fn render(
     }
     if let Some(b) = buffer {
         render_buffer(&mut e, b, crate::api::now_ms());
+    }
+    if let Some(m) = model {
+        e.family("gantry_agent_inference_requests_total", Kind::Counter, "Inference requests by outcome: ok, error (the model failed), rejected (a bad request).");
+        e.sample(
+            "gantry_agent_inference_requests_total",
+            &[("outcome", "ok")],
+            m.requests_ok as f64,
+        );
+        e.sample(
+            "gantry_agent_inference_requests_total",
+            &[("outcome", "error")],
+            m.requests_failed as f64,
+        );
+        e.sample(
+            "gantry_agent_inference_requests_total",
+            &[("outcome", "rejected")],
+            m.requests_rejected as f64,
+        );
+        if let (Some(p50), Some(p99)) = (m.latency_p50, m.latency_p99) {
+            e.single(
+                "gantry_agent_inference_latency_p50_seconds",
+                Kind::Gauge,
+                "Median latency of the latest 1024 successful requests.",
+                p50,
+            );
+            e.single(
+                "gantry_agent_inference_latency_p99_seconds",
+                Kind::Gauge,
+                "99th-percentile latency of the latest 1024 successful requests.",
+                p99,
+            );
+        }
+        if let Some(golden) = &m.golden {
+            e.single(
+                "gantry_agent_model_golden_ok",
+                Kind::Gauge,
+                "Whether the served model passed its golden vectors on the latest run.",
+                if golden.is_ok() { 1.0 } else { 0.0 },
+            );
+        }
     }
     if let Some(h) = health {
         e.family(

@@ -96,11 +96,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tasks = TaskTracker::new();
     let appended = Arc::new(Notify::new());
     let health = crate::health::SharedHealth::default();
+    let slot = Arc::new(crate::inference::server::Slot::default());
     tasks.spawn(recorder::run(
         Arc::clone(&buffer),
         snapshots.clone(),
         Arc::clone(&appended),
         Arc::clone(&health),
+        Arc::clone(&slot),
         crate::health::Monitor::new(config.health),
         shutdown.clone(),
     ));
@@ -173,16 +175,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| RunError::InferenceListen { addr, source })?;
-                let slot = Arc::new(crate::inference::server::Slot::default());
                 let store = crate::bundle::store::BundleStore::new(&config.state_dir);
                 tasks.spawn(crate::inference::server::watch_store(
                     store,
                     Arc::clone(&slot),
+                    config.health.golden_interval,
                     shutdown.clone(),
                 ));
                 let stop = shutdown.clone();
+                let served = Arc::clone(&slot);
                 tasks.spawn(async move {
-                    if let Err(e) = crate::inference::server::serve(listener, slot, stop).await {
+                    if let Err(e) = crate::inference::server::serve(listener, served, stop).await {
                         tracing::error!(error = %e, "the inference endpoint failed");
                     }
                 });
@@ -195,6 +198,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let links = api::Links {
         health: Some(Arc::clone(&health)),
+        model: Some(Arc::clone(&slot)),
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
     };

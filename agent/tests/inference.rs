@@ -188,6 +188,10 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+fn agent_metrics_addr(agent: &support::Agent) -> std::net::SocketAddr {
+    agent.addr
+}
+
 fn start_agent(node: &Node) -> support::Agent {
     AgentBuilder::new()
         .config(&std::fs::read_to_string(node.dir.path().join("agent.toml")).unwrap())
@@ -209,7 +213,7 @@ fn imported_bundle_is_served_over_kserve_v2() {
         "{text}"
     );
 
-    let _agent = start_agent(&node);
+    let agent = start_agent(&node);
     wait_until("the model to be ready", || {
         std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
             && node.http("GET", "/v2/health/ready", "").0 == 200
@@ -268,6 +272,21 @@ fn imported_bundle_is_served_over_kserve_v2() {
     assert_eq!(node.http("GET", "/v2/models/other/ready", "").0, 404);
     let garbage = node.http("POST", "/v2/models/tiny-linear/infer", "{not json");
     assert_eq!(garbage.0, 400);
+    // Serving is measured, and the model's golden vectors ran when it loaded.
+    let page = support::http_get(agent_metrics_addr(&agent), "/metrics");
+    assert!(
+        page.contains("gantry_agent_inference_requests_total{outcome=\"ok\"} 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("gantry_agent_inference_requests_total{outcome=\"rejected\"} 4"),
+        "{page}"
+    );
+    assert!(page.contains("gantry_agent_model_golden_ok 1"), "{page}");
+    assert!(
+        page.contains("gantry_agent_inference_latency_p99_seconds"),
+        "{page}"
+    );
     let huge = format!(
         r#"{{"inputs":[{{"name":"x","shape":[1,4],"datatype":"FP32","data":[{}]}}]}}"#,
         "1,".repeat(40 << 20)

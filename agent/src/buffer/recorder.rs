@@ -81,6 +81,7 @@ pub async fn run(
     mut snapshots: SnapshotReceiver,
     appended: Arc<Notify>,
     health: crate::health::SharedHealth,
+    slot: Arc<crate::inference::server::Slot>,
     mut monitor: crate::health::Monitor,
     shutdown: CancellationToken,
 ) {
@@ -113,7 +114,13 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "the buffer task failed"),
         }
-        let evaluated = monitor.evaluate(&snapshot.sample, failing, std::time::Instant::now());
+        let model = slot.health();
+        let evaluated = monitor.evaluate(
+            &snapshot.sample,
+            failing,
+            model.as_ref(),
+            std::time::Instant::now(),
+        );
         *health.lock().expect("health") = evaluated;
         previous = Some(snapshot.sample.clone());
     }

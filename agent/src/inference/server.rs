@@ -42,13 +42,44 @@ pub struct Loaded {
     pub digest: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    golden: Vec<gantry_shared::bundle::manifest::GoldenVector>,
     model: Mutex<Model>,
 }
 
-/// The active model, swappable.
+/// The active model, swappable, and what serving it has shown.
 #[derive(Debug, Default)]
 pub struct Slot {
     active: RwLock<Option<Arc<Loaded>>>,
+    stats: Mutex<Stats>,
+}
+
+/// Requests kept for the error rate and latency percentiles.
+const RECENT: usize = 1024;
+
+#[derive(Debug, Default)]
+struct Stats {
+    ok: u64,
+    failed: u64,
+    rejected: u64,
+    /// (succeeded, seconds) of the latest requests.
+    recent: std::collections::VecDeque<(bool, f64)>,
+    golden: Option<Result<(), String>>,
+}
+
+/// The served model's health figures, for checks and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelHealth {
+    pub model: String,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub requests_rejected: u64,
+    /// Failed share of the latest requests, and how many that is over.
+    pub recent_error_rate: f64,
+    pub recent_requests: usize,
+    pub latency_p50: Option<f64>,
+    pub latency_p99: Option<f64>,
+    /// The latest golden-vector run: `None` before the first.
+    pub golden: Option<Result<(), String>>,
 }
 
 impl Slot {
@@ -58,6 +89,71 @@ impl Slot {
 
     fn set(&self, loaded: Option<Arc<Loaded>>) {
         *self.active.write().expect("model slot") = loaded;
+        *self.stats.lock().expect("model stats") = Stats::default();
+    }
+
+    fn record(&self, ok: bool, seconds: f64) {
+        let mut s = self.stats.lock().expect("model stats");
+        if ok {
+            s.ok += 1;
+        } else {
+            s.failed += 1;
+        }
+        if s.recent.len() == RECENT {
+            s.recent.pop_front();
+        }
+        s.recent.push_back((ok, seconds));
+    }
+
+    fn reject(&self) {
+        self.stats.lock().expect("model stats").rejected += 1;
+    }
+
+    fn set_golden(&self, result: Result<(), String>) {
+        self.stats.lock().expect("model stats").golden = Some(result);
+    }
+
+    /// The served model's figures; `None` when no model is loaded.
+    pub fn health(&self) -> Option<ModelHealth> {
+        let loaded = self.get()?;
+        let s = self.stats.lock().expect("model stats");
+        let mut latencies: Vec<f64> = s.recent.iter().filter(|r| r.0).map(|r| r.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        let quantile = |q: f64| -> Option<f64> {
+            let last = latencies.len().checked_sub(1)?;
+            Some(latencies[((last as f64) * q).round() as usize])
+        };
+        let failed = s.recent.iter().filter(|r| !r.0).count();
+        Some(ModelHealth {
+            model: format!("{} {}", loaded.name, loaded.version),
+            requests_ok: s.ok,
+            requests_failed: s.failed,
+            requests_rejected: s.rejected,
+            recent_error_rate: if s.recent.is_empty() {
+                0.0
+            } else {
+                failed as f64 / s.recent.len() as f64
+            },
+            recent_requests: s.recent.len(),
+            latency_p50: quantile(0.5),
+            latency_p99: quantile(0.99),
+            golden: s.golden.clone(),
+        })
+    }
+}
+
+/// Runs the loaded model's golden vectors; `Err` names the first failure.
+fn run_golden(loaded: &Loaded) -> Result<(), String> {
+    let results = super::check_golden(&mut loaded.model.lock().expect("model"), &loaded.golden);
+    match results.into_iter().find(|r| !r.passed) {
+        None => Ok(()),
+        Some(r) => Err(r.error.unwrap_or_else(|| match r.first_mismatch {
+            Some((output, i, got, want)) => format!(
+                "golden vector {}: output {output:?} element {i} is {got}, expected {want}",
+                r.name
+            ),
+            None => format!("golden vector {} failed", r.name),
+        })),
     }
 }
 
@@ -119,8 +215,14 @@ struct InferOutput {
 }
 
 /// Loads the store's active bundle into `slot` whenever it changes, until `shutdown`.
-pub async fn watch_store(store: BundleStore, slot: Arc<Slot>, shutdown: CancellationToken) {
+pub async fn watch_store(
+    store: BundleStore,
+    slot: Arc<Slot>,
+    golden_every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut loaded_digest: Option<String> = None;
+    let mut next_golden = tokio::time::Instant::now();
     loop {
         let active = match store.current() {
             Ok(current) => current.active,
@@ -149,6 +251,7 @@ pub async fn watch_store(store: BundleStore, slot: Arc<Slot>, shutdown: Cancella
                             digest: d,
                             inputs: manifest.model.inputs,
                             outputs: manifest.model.outputs,
+                            golden: manifest.golden,
                             model: Mutex::new(model),
                         })
                     })
@@ -157,6 +260,7 @@ pub async fn watch_store(store: BundleStore, slot: Arc<Slot>, shutdown: Cancella
                         Ok(Ok(loaded)) => {
                             tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, "model loaded and serving");
                             slot.set(Some(Arc::new(loaded)));
+                            next_golden = tokio::time::Instant::now();
                         }
                         Ok(Err(e)) => {
                             tracing::error!(bundle = %digest, error = %e, "cannot load the active bundle's model; the previous model keeps serving");
@@ -166,6 +270,21 @@ pub async fn watch_store(store: BundleStore, slot: Arc<Slot>, shutdown: Cancella
                 }
             }
             loaded_digest = active;
+        }
+        if let Some(loaded) = slot
+            .get()
+            .filter(|_| tokio::time::Instant::now() >= next_golden)
+        {
+            next_golden = tokio::time::Instant::now() + golden_every;
+            let checked = Arc::clone(&loaded);
+            match tokio::task::spawn_blocking(move || run_golden(&checked)).await {
+                Ok(Ok(())) => slot.set_golden(Ok(())),
+                Ok(Err(e)) => {
+                    tracing::error!(model = %loaded.name, version = %loaded.version, error = %e, "the served model fails its golden vectors");
+                    slot.set_golden(Err(e));
+                }
+                Err(e) => tracing::error!(error = %e, "golden-vector task failed"),
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -248,10 +367,23 @@ async fn metadata(State(slot): State<Arc<Slot>>, UrlPath(name): UrlPath<String>)
 
 async fn infer(
     State(slot): State<Arc<Slot>>,
+    name: UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let response = infer_request(&slot, name, body).await;
+    // 400 is the client's mistake (shape, datatype, JSON); the model never ran.
+    if response.status() == StatusCode::BAD_REQUEST {
+        slot.reject();
+    }
+    response
+}
+
+async fn infer_request(
+    slot: &Arc<Slot>,
     UrlPath(name): UrlPath<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let loaded = match named(&slot, &name) {
+    let loaded = match named(slot, &name) {
         Ok(loaded) => loaded,
         Err(response) => return *response,
     };
@@ -303,8 +435,10 @@ async fn infer(
         );
     }
     let model = Arc::clone(&loaded);
+    let started = std::time::Instant::now();
     let result =
         tokio::task::spawn_blocking(move || model.model.lock().expect("model").run(&inputs)).await;
+    slot.record(matches!(result, Ok(Ok(_))), started.elapsed().as_secs_f64());
     match result {
         Ok(Ok(outputs)) => {
             let outputs: Vec<InferOutput> = outputs
@@ -324,7 +458,10 @@ async fn infer(
             }))
             .into_response()
         }
-        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Err(e)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the model failed: {e}"),
+        ),
         Err(e) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("inference task failed: {e}"),

@@ -2,8 +2,9 @@
 # Runs the benchmarks for the figures in DESIGN.md, with their references installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh node-exporter
+source scripts/tools.sh node-exporter onnxruntime
 cargo bench -p gantry-agent --bench footprint --locked
 cargo bench -p gantry-controller --bench verify --locked
 cargo bench -p gantry-agent --bench buffer --locked
 cargo bench -p gantry-controller --bench ingest --locked
+cargo bench -p gantry-agent --bench inference --locked

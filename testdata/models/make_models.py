@@ -85,6 +85,28 @@ def tiny_mlp():
     golden("tiny_mlp", [("random_pair", x, y)], {"abs": 1e-4, "rel": 1e-4})
 
 
+def bench_compute():
+    """A compute-heavy model with no weights (a tiny file): x [1, 256] → outer product
+    [256, 256] → 24 chained square matmuls, each rescaled → sum [1, 1]. A few ms per run on
+    CPU, so the inference benchmark can compare endpoint overhead against real work."""
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["xt", "x"], ["h0"])]
+    for i in range(24):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"h{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Mul", [f"m{i}", "scale"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceSum", ["h24"], ["y"], keepdims=1))
+    graph = helper.make_graph(
+        nodes, "bench_compute",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        initializer=[numpy_helper.from_array(np.array(1.0 / 256, dtype=np.float32), "scale")],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "bench_compute")
+
+
 if __name__ == "__main__":
     tiny_linear()
     tiny_mlp()
+    bench_compute()

@@ -103,7 +103,11 @@ impl Model {
             path: path.to_owned(),
             message,
         };
+        // No spinning between runs: the agent serves requests one by one with HTTP work in
+        // between, and a spinning pool thread would take that time from the other core.
         let session = Session::builder(environment)
+            .map_err(|e| load(e.to_string()))?
+            .with_intra_op_spinning(false)
             .map_err(|e| load(e.to_string()))?
             .commit_from_file(path)
             .map_err(|e| load(e.to_string()))?;

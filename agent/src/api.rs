@@ -49,6 +49,7 @@ pub struct Links {
     pub model: Option<Arc<crate::inference::server::Slot>>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
+    pub bundles: Option<crate::delivery::SharedBundles>,
 }
 
 /// Serves the endpoint on `listener` until `shutdown` is cancelled.
@@ -142,6 +143,11 @@ async fn get_status(State(state): State<ApiState>) -> Response {
                 last_error: u.last_error.clone(),
             }
         }),
+        bundles: state
+            .links
+            .bundles
+            .as_ref()
+            .map(|b| b.lock().expect("bundles").clone()),
     };
     match serde_json::to_vec(&status) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

@@ -9,6 +9,7 @@ pub mod api;
 pub mod buffer;
 pub mod bundle;
 pub mod config;
+pub mod delivery;
 pub mod health;
 pub mod identity;
 pub mod inference;

@@ -106,6 +106,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         crate::health::Monitor::new(config.health),
         shutdown.clone(),
     ));
+    let bundles = crate::delivery::SharedBundles::default();
+    let enrolled = identity.is_some();
     let uplink_status = if let Some(identity) = identity {
         let status = crate::uplink::SharedStatus::default();
         let uplink = UplinkConfig {
@@ -118,6 +120,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             batch_records: 1000,
             batch_bytes: 4 << 20,
             health: Arc::clone(&health),
+            delivery: crate::delivery::DeliveryConfig {
+                state_dir: config.state_dir.clone(),
+                trust_policy: config.trust_policy.clone(),
+                onnxruntime: config.onnxruntime.clone(),
+            },
+            bundles: Arc::clone(&bundles),
         };
         tasks.spawn(crate::uplink::run(
             uplink,
@@ -201,6 +209,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         model: Some(Arc::clone(&slot)),
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
+        bundles: enrolled.then_some(bundles),
     };
     let served = api::serve(listener, info, snapshots, links, shutdown.clone()).await;
     // Whatever ended the endpoint, the sampler stops too.

@@ -34,6 +34,9 @@ pub struct AgentStatus {
     /// Present when the node is enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkSummary>,
+    /// Assigned-bundle delivery, when enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundles: Option<gantry_shared::protocol::delivery::NodeBundles>,
 }
 
 /// The durable buffer, as `status` shows it.
@@ -270,6 +273,23 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 out,
                 "not enrolled: telemetry stays in the local buffer (gantry-agent enroll)"
             );
+        }
+    }
+    if let Some(d) = &status.bundles {
+        if let Some(id) = &d.downloading {
+            let _ = writeln!(
+                out,
+                "bundle {id}: downloading, {} bytes received{}",
+                d.downloaded_bytes,
+                if d.resumed_at > 0 {
+                    format!(" (resumed at {})", d.resumed_at)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        if let Some(f) = &d.failed {
+            let _ = writeln!(out, "bundle {} NOT activated: {}", f.id, f.reason);
         }
     }
     if let Some(b) = &status.buffer {

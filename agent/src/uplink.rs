@@ -33,6 +33,10 @@ pub struct UplinkConfig {
     pub batch_bytes: usize,
     /// The node's latest health, sent in every heartbeat.
     pub health: crate::health::SharedHealth,
+    /// Where assigned bundles go and how they are checked.
+    pub delivery: crate::delivery::DeliveryConfig,
+    /// Delivery state, reported in every heartbeat.
+    pub bundles: crate::delivery::SharedBundles,
 }
 
 /// What `/metrics` and `status` show about the uplink.
@@ -167,6 +171,16 @@ async fn session(
     status: &SharedStatus,
     shutdown: &CancellationToken,
 ) -> Option<String> {
+    let (desired_tx, desired_rx) = tokio::sync::watch::channel(None);
+    let delivery_stop = shutdown.child_token();
+    let _stop_delivery = delivery_stop.clone().drop_guard();
+    tokio::spawn(crate::delivery::run(
+        config.delivery.clone(),
+        conn.clone(),
+        desired_rx,
+        Arc::clone(&config.bundles),
+        delivery_stop,
+    ));
     let mut next_heartbeat = tokio::time::Instant::now();
     loop {
         if shutdown.is_cancelled() {
@@ -176,7 +190,7 @@ async fn session(
             return Some(reason.to_string());
         }
         if tokio::time::Instant::now() >= next_heartbeat {
-            if let Err(reason) = send_heartbeat(conn, buffer, &config.health).await {
+            if let Err(reason) = send_heartbeat(conn, buffer, config, &desired_tx).await {
                 return Some(reason);
             }
             next_heartbeat = tokio::time::Instant::now() + config.heartbeat;
@@ -212,8 +226,17 @@ async fn session(
 async fn send_heartbeat(
     conn: &quinn::Connection,
     buffer: &Buffer,
-    health: &crate::health::SharedHealth,
+    config: &UplinkConfig,
+    desired: &tokio::sync::watch::Sender<Option<gantry_shared::protocol::delivery::Desired>>,
 ) -> Result<(), String> {
+    let health = &config.health;
+    let bundles = {
+        let store = crate::bundle::store::BundleStore::new(&config.delivery.state_dir);
+        let active = crate::delivery::active_id(&store);
+        let mut s = config.bundles.lock().expect("bundles");
+        s.active = active;
+        s.clone()
+    };
     let stats = buffer.stats();
     let now = crate::api::now_ms();
     let request = Request::Heartbeat(heartbeat::Request {
@@ -226,9 +249,19 @@ async fn send_heartbeat(
         dropped_metrics: stats.dropped_metrics,
         dropped_events: stats.dropped_events,
         health: Some(health.lock().expect("health").clone()),
+        bundles,
     });
     match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
-        Ok(Response::Heartbeat(_)) => Ok(()),
+        Ok(Response::Heartbeat(reply)) => {
+            desired.send_if_modified(|current| {
+                let changed = *current != reply.desired;
+                if changed {
+                    current.clone_from(&reply.desired);
+                }
+                changed
+            });
+            Ok(())
+        }
         Ok(Response::Error(e)) => {
             tracing::warn!(code = ?e.code, message = %e.message, "heartbeat refused");
             if e.code.is_transient() {

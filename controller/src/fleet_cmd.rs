@@ -72,6 +72,17 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
             let _ = writeln!(out, "  {:<9} {}: {}", r.state.as_str(), r.check, r.message);
         }
     }
+    if let Some(want) = &d.desired {
+        let _ = writeln!(out, "assigned    {}", want.id);
+    }
+    let b = &d.bundles;
+    let _ = writeln!(out, "bundle      {}", b.active.as_deref().unwrap_or("-"));
+    if let Some(id) = &b.downloading {
+        let _ = writeln!(out, "  fetching  {id}: {} bytes", b.downloaded_bytes);
+    }
+    if let Some(f) = &b.failed {
+        let _ = writeln!(out, "  REFUSED   {}: {}", f.id, f.reason);
+    }
     let _ = writeln!(
         out,
         "agent       {}",

@@ -7,12 +7,14 @@
 
 pub mod atomic_file;
 pub mod bundle_cmd;
+pub mod bundles;
 pub mod ca;
 pub mod client;
 pub mod fleet_cmd;
 pub mod home;
 pub mod keys;
 pub mod policy_cmd;
+pub mod push;
 pub mod server;
 pub mod store;
 

@@ -188,6 +188,32 @@ enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Upload a signed bundle to the controller, which keeps it only if it passes the
+    /// controller's trust policy (DIR/trust.json). A broken push resumes when run again.
+    Push {
+        bundle: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the bundles the controller holds and the nodes each is assigned to.
+    Ls {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a pushed bundle the one the named nodes should run.
+    Assign {
+        /// Bundle id (sha256:…), as `gantry bundle push` or `bundle ls` shows it.
+        id: String,
+        /// A node to assign it to; repeat for more.
+        #[arg(long = "node", value_name = "NODE", required = true)]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -331,7 +357,10 @@ fn main() -> ExitCode {
         command @ (Command::Serve { .. }
         | Command::Token(_)
         | Command::Fleet(_)
-        | Command::Admin(_)) => {
+        | Command::Admin(_)
+        | Command::Bundle(
+            BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
+        )) => {
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -365,7 +394,9 @@ mod fleet {
     use gantry_shared::protocol::admin::{Request, Response};
     use tokio_util::sync::CancellationToken;
 
-    use super::{AdminArgs, AdminCommand, Command, FleetCommand, TokenCommand, print_json};
+    use super::{
+        AdminArgs, AdminCommand, BundleCommand, Command, FleetCommand, TokenCommand, print_json,
+    };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
         let identity = AdminIdentity::load(&client::identity_path(args.identity.as_deref()))?;
@@ -432,6 +463,44 @@ mod fleet {
                         expires_at_ms.saturating_sub(now_ms()) / 1000
                     ))
                 );
+            }
+            Command::Bundle(BundleCommand::Push {
+                bundle,
+                admin,
+                json,
+            }) => {
+                let client = connect(&admin).await?;
+                let info = gantry_controller::push::push(&client, &bundle).await?;
+                if json {
+                    print_json(&info);
+                } else {
+                    println!(
+                        "pushed {} {} ({} bytes)\nid: {}\nassign it with: gantry bundle assign {} --node NODE",
+                        info.name, info.version, info.size, info.id, info.id
+                    );
+                }
+            }
+            Command::Bundle(BundleCommand::Ls { admin, json }) => {
+                let Response::Bundles(bundles) =
+                    connect(&admin).await?.call(Request::BundleList).await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                if json {
+                    print_json(&bundles);
+                } else {
+                    print!("{}", gantry_controller::push::render_list(&bundles));
+                }
+            }
+            Command::Bundle(BundleCommand::Assign { id, nodes, admin }) => {
+                let Response::Assigned { id, nodes } = connect(&admin)
+                    .await?
+                    .call(Request::BundleAssign { id, nodes })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                println!("assigned {id} to {}", nodes.join(", "));
             }
             Command::Fleet(FleetCommand::Ls { admin, json }) => {
                 let Response::Nodes(nodes) =
@@ -710,7 +779,13 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
                 dir.dir.display()
             );
         }
-        Command::Serve { .. } | Command::Token(_) | Command::Fleet(_) | Command::Admin(_) => {
+        Command::Serve { .. }
+        | Command::Token(_)
+        | Command::Fleet(_)
+        | Command::Admin(_)
+        | Command::Bundle(
+            BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
+        ) => {
             unreachable!("routed to the runtime")
         }
         Command::Policy(PolicyCommand::Verify { policy, trust }) => {

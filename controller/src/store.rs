@@ -106,6 +106,7 @@ pub struct HeartbeatInfo {
     pub dropped_metrics: u64,
     pub dropped_events: u64,
     pub health: Option<gantry_shared::health::Health>,
+    pub bundles: gantry_shared::protocol::delivery::NodeBundles,
 }
 
 /// An enrolled node.

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gantry_shared::protocol::admin::{self, NodeDetail, NodeLatest, NodeSummary, Request, Role};
+use gantry_shared::protocol::delivery;
 use gantry_shared::protocol::enroll::JoinToken;
 use gantry_shared::protocol::{ErrorCode, Response};
 use quinn::VarInt;
@@ -69,6 +70,90 @@ pub(super) async fn handle(
             role,
             public_key,
         } => admin_add(shared, caller, name, role, &public_key).await,
+        Request::BundleUpload {
+            file_sha256,
+            size,
+            offset,
+            data,
+        } => {
+            let bytes = match delivery::decode(&data, delivery::CHUNK_SIZE) {
+                Ok(bytes) => bytes,
+                Err(e) => return error(ErrorCode::BadRequest, e),
+            };
+            let bundles = Arc::clone(&shared.bundles);
+            repo_call(move || {
+                bundles
+                    .upload(&file_sha256, size, offset, &bytes)
+                    .map(|received| admin::Response::Uploaded { received })
+            })
+            .await
+        }
+        Request::BundleCommit { file_sha256 } => {
+            let bundles = Arc::clone(&shared.bundles);
+            let caller_name = caller.to_owned();
+            let response = repo_call(move || {
+                bundles
+                    .commit(&file_sha256, &caller_name, std::time::SystemTime::now())
+                    .map(|info| admin::Response::Pushed(Box::new(info)))
+            })
+            .await;
+            match &response {
+                Response::Admin(admin::Response::Pushed(info)) => {
+                    tracing::info!(admin = caller, id = %info.id, name = %info.name, version = %info.version, bytes = info.size, "bundle pushed");
+                }
+                Response::Error(e) => {
+                    tracing::warn!(admin = caller, reason = %e.message, "bundle push refused");
+                }
+                _ => {}
+            }
+            response
+        }
+        Request::BundleList => {
+            let bundles = Arc::clone(&shared.bundles);
+            repo_call(move || bundles.list().map(admin::Response::Bundles)).await
+        }
+        Request::BundleAssign { id, nodes } => {
+            let unknown: Vec<&String> = {
+                let Some(known) = list(shared).await else {
+                    return error(ErrorCode::Unavailable, "the controller store failed");
+                };
+                nodes
+                    .iter()
+                    .filter(|n| !known.iter().any(|k| &k.name == *n))
+                    .collect()
+            };
+            if nodes.is_empty() || !unknown.is_empty() {
+                return error(
+                    ErrorCode::NotFound,
+                    if nodes.is_empty() {
+                        "name at least one node to assign the bundle to".to_owned()
+                    } else {
+                        format!("no enrolled node is named {unknown:?}; see `gantry fleet ls`")
+                    },
+                );
+            }
+            let bundles = Arc::clone(&shared.bundles);
+            let response = repo_call(move || {
+                bundles
+                    .assign(&id, &nodes)
+                    .map(|id| admin::Response::Assigned { id, nodes })
+            })
+            .await;
+            if let Response::Admin(admin::Response::Assigned { id, nodes }) = &response {
+                tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
+            }
+            response
+        }
+    }
+}
+
+async fn repo_call(
+    f: impl FnOnce() -> Result<admin::Response, crate::bundles::RepoError> + Send + 'static,
+) -> Response {
+    match blocking(f).await {
+        Some(Ok(response)) => Response::Admin(response),
+        Some(Err(e)) => super::repo_error(&e),
+        None => error(ErrorCode::Unavailable, "the bundle task failed"),
     }
 }
 
@@ -195,6 +280,8 @@ async fn show(shared: &Shared, name: &str) -> Response {
                 agent_version: heartbeat.agent_version,
                 health: heartbeat.health,
                 latest,
+                bundles: heartbeat.bundles,
+                desired: shared.bundles.desired(name),
             })))
         }
         Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),

@@ -60,6 +60,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    Bundles(#[from] crate::bundles::RepoError),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}")]
@@ -103,6 +105,7 @@ struct Shared {
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
+    bundles: Arc<crate::bundles::BundleRepo>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -138,6 +141,10 @@ pub async fn serve(
         source: gantry_net::NetError::Endpoint(e),
     })?;
 
+    let bundles = Arc::new(crate::bundles::BundleRepo::open(
+        home.dir.join("bundles"),
+        home.path("trust.json"),
+    )?);
     let tracker = TaskTracker::new();
     let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
     let shared = Arc::new(Shared {
@@ -147,6 +154,7 @@ pub async fn serve(
         live: Mutex::new(HashMap::new()),
         ingest,
         counters: Counters::default(),
+        bundles,
     });
     load_latest(&shared);
 
@@ -391,9 +399,13 @@ async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request
         (Request::Admin(req), Some(Principal::Admin { name, role })) => {
             admin::handle(shared, name, *role, req).await
         }
-        (Request::Heartbeat(_) | Request::Telemetry(_), Some(Principal::Admin { .. })) => {
-            error(ErrorCode::Forbidden, "admins do not report telemetry")
+        (Request::BundleChunk(req), Some(Principal::Node { name })) => {
+            bundle_chunk(shared, name, req).await
         }
+        (
+            Request::Heartbeat(_) | Request::Telemetry(_) | Request::BundleChunk(_),
+            Some(Principal::Admin { .. }),
+        ) => error(ErrorCode::Forbidden, "admins do not report telemetry"),
         (Request::Admin(req), Some(Principal::Node { name })) => {
             tracing::warn!(node = %name, call = req.name(), "node attempted an admin call; refused");
             error(ErrorCode::Forbidden, "nodes cannot make admin calls")
@@ -484,6 +496,7 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         dropped_metrics: req.dropped_metrics,
         dropped_events: req.dropped_events,
         health: req.health,
+        bundles: req.bundles,
     };
     shared
         .live
@@ -494,7 +507,40 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         .heartbeat = Some(info);
     Response::Heartbeat(heartbeat::Response {
         server_time_ms: now,
+        desired: shared.bundles.desired(name),
     })
+}
+
+async fn bundle_chunk(
+    shared: &Shared,
+    name: &str,
+    req: gantry_shared::protocol::delivery::ChunkRequest,
+) -> Response {
+    let bundles = Arc::clone(&shared.bundles);
+    let node = name.to_owned();
+    let offset = req.offset;
+    match blocking(move || bundles.chunk(&node, &req.id, req.offset, req.len)).await {
+        Some(Ok(bytes)) => Response::BundleChunk(gantry_shared::protocol::delivery::Chunk {
+            offset,
+            data: gantry_shared::protocol::delivery::encode(&bytes),
+        }),
+        Some(Err(e)) => repo_error(&e),
+        None => error(ErrorCode::Unavailable, "the bundle task failed"),
+    }
+}
+
+/// A repository failure as the wire error a client can act on.
+fn repo_error(e: &crate::bundles::RepoError) -> Response {
+    use crate::bundles::RepoError;
+    let code = match e {
+        RepoError::BadRequest(_) | RepoError::Refused(_) => ErrorCode::BadRequest,
+        RepoError::NotFound(_) => ErrorCode::NotFound,
+        RepoError::Io { .. } => {
+            tracing::error!(error = %e, "bundle repository failure");
+            ErrorCode::Unavailable
+        }
+    };
+    error(code, e.to_string())
 }
 
 async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> Response {

@@ -70,6 +70,22 @@ pub enum Request {
         role: Role,
         public_key: String,
     },
+    /// Operator: bytes of a bundle being pushed, at `offset` of a file of `size` bytes
+    /// whose SHA-256 is `file_sha256`. Answered with the bytes held so far, so a broken
+    /// push resumes.
+    BundleUpload {
+        file_sha256: String,
+        size: u64,
+        offset: u64,
+        data: String,
+    },
+    /// Operator: the upload is complete; verify it against the controller's trust policy
+    /// and keep it.
+    BundleCommit { file_sha256: String },
+    /// Viewer: every bundle held.
+    BundleList,
+    /// Operator: make `id` the desired bundle of `nodes`.
+    BundleAssign { id: String, nodes: Vec<String> },
 }
 
 impl Request {
@@ -79,7 +95,11 @@ impl Request {
             Self::FleetList
             | Self::FleetShow { .. }
             | Self::FleetTop
-            | Self::TelemetryQuery { .. } => Role::Viewer,
+            | Self::TelemetryQuery { .. }
+            | Self::BundleList => Role::Viewer,
+            Self::BundleUpload { .. } | Self::BundleCommit { .. } | Self::BundleAssign { .. } => {
+                Role::Operator
+            }
             Self::TokenCreate { .. } | Self::NodeRevoke { .. } | Self::AdminAdd { .. } => {
                 Role::Admin
             }
@@ -96,6 +116,10 @@ impl Request {
             Self::TelemetryQuery { .. } => "telemetry query",
             Self::NodeRevoke { .. } => "fleet revoke",
             Self::AdminAdd { .. } => "admin add",
+            Self::BundleUpload { .. } => "bundle upload",
+            Self::BundleCommit { .. } => "bundle push",
+            Self::BundleList => "bundle ls",
+            Self::BundleAssign { .. } => "bundle assign",
         }
     }
 }
@@ -120,6 +144,16 @@ pub enum Response {
         role: Role,
         certificate_pem: String,
         ca_pem: String,
+    },
+    /// Bytes of the upload held so far.
+    Uploaded {
+        received: u64,
+    },
+    Pushed(Box<super::delivery::BundleInfo>),
+    Bundles(Vec<super::delivery::BundleInfo>),
+    Assigned {
+        id: String,
+        nodes: Vec<String>,
     },
 }
 
@@ -153,6 +187,10 @@ pub struct NodeDetail {
     pub agent_version: String,
     pub health: Option<crate::health::Health>,
     pub latest: Option<Sample>,
+    /// Active bundle, download progress and the last refusal, from the last heartbeat.
+    pub bundles: super::delivery::NodeBundles,
+    /// What the controller wants the node to run.
+    pub desired: Option<super::delivery::Desired>,
 }
 
 /// `fleet top`: a node's latest sample.

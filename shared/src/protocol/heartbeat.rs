@@ -18,6 +18,8 @@ pub struct Request {
     pub dropped_events: u64,
     /// The node's health as the agent judged it.
     pub health: Option<crate::health::Health>,
+    /// Active bundle, download progress, the last refusal.
+    pub bundles: super::delivery::NodeBundles,
 }
 
 /// The controller's answer.
@@ -26,4 +28,6 @@ pub struct Request {
 pub struct Response {
     /// Controller wall clock, for the node's clock-skew check.
     pub server_time_ms: u64,
+    /// The bundle this node should run; `None` while nothing is assigned.
+    pub desired: Option<super::delivery::Desired>,
 }

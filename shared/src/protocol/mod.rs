@@ -30,6 +30,7 @@
 //! on that stream only.
 
 pub mod admin;
+pub mod delivery;
 pub mod enroll;
 pub mod heartbeat;
 pub mod telemetry;
@@ -153,6 +154,8 @@ pub enum Request {
     Heartbeat(heartbeat::Request),
     Telemetry(telemetry::Batch),
     Admin(admin::Request),
+    /// Node: a piece of the bundle the controller assigned to it.
+    BundleChunk(delivery::ChunkRequest),
 }
 
 /// Every response the controller sends.
@@ -163,6 +166,7 @@ pub enum Response {
     Heartbeat(heartbeat::Response),
     Telemetry(telemetry::Ack),
     Admin(admin::Response),
+    BundleChunk(delivery::Chunk),
     Error(ErrorResponse),
 }
 

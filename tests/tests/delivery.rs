@@ -1,0 +1,230 @@
+//! Bundle delivery end to end, as an operator runs it: `gantry bundle push` → `bundle
+//! assign` → the agent fetches over QUIC (resuming a broken transfer), verifies against its
+//! own policy, runs the golden vectors, activates, and serves the right numbers; a bundle
+//! altered on the controller after the push is refused while the old model keeps serving;
+//! a bundle the controller's policy does not trust is never kept.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_tests::{Agent, Controller, wait_for};
+
+fn onnxruntime() -> PathBuf {
+    let path = std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from).expect(
+        "GANTRY_ONNXRUNTIME is not set: run the suite with scripts/test.sh, which fetches ONNX Runtime's library from the PyPI wheel",
+    );
+    assert!(
+        path.is_file(),
+        "GANTRY_ONNXRUNTIME={} does not exist",
+        path.display()
+    );
+    path
+}
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
+}
+
+/// A signed bundle of `tiny_linear` named `tiny-linear` at `version`, signed with `key`.
+fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -> PathBuf {
+    let out = dir.join(format!("linear-{version}.gbundle"));
+    let m = models();
+    controller.cli_ok(&[
+        "bundle",
+        "create",
+        "--model",
+        m.join("tiny_linear.onnx").to_str().unwrap(),
+        "--golden",
+        m.join("tiny_linear.golden.json").to_str().unwrap(),
+        "--name",
+        "tiny-linear",
+        "--version",
+        version,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    out
+}
+
+fn infer(addr: SocketAddr) -> Option<serde_json::Value> {
+    let body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "POST /v2/models/tiny-linear/infer HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| serde_json::from_str(body).ok())?
+}
+
+fn bundles_status(agent: &Agent) -> serde_json::Value {
+    agent
+        .status()
+        .map(|s| s["bundles"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
+    let library = onnxruntime();
+    let controller = Controller::start();
+    let work = tempfile::tempdir().unwrap();
+    let key = work.path().join("ml.key");
+    controller.cli_ok(&["keygen", "--out", key.to_str().unwrap()]);
+    let policy = work.path().join("trust.json");
+    controller.cli_ok(&[
+        "policy",
+        "create",
+        "--key",
+        &format!("ml={}.pub", key.display()),
+        "--threshold",
+        "1",
+        "--out",
+        policy.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "policy",
+        "sign",
+        policy.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    std::fs::copy(&policy, controller.home().join("trust.json")).unwrap();
+
+    let infer_addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = format!(
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
+        library.display(),
+        policy.display()
+    );
+    let mut agent = Agent::enroll(&controller, "n1", &config);
+
+    // Push v1 and assign it.
+    let v1 = make_bundle(&controller, work.path(), "1.0.0", &key);
+    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        v1.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id1 = pushed["id"].as_str().unwrap().to_owned();
+    let sha1 = pushed["file_sha256"].as_str().unwrap().to_owned();
+    assert_eq!(pushed["name"], "tiny-linear");
+
+    // A transfer broken half-way: the first half of the file is already on the node.
+    let bytes = std::fs::read(&v1).unwrap();
+    let half = bytes.len() / 2;
+    let downloads = agent.state_dir().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join(format!("{sha1}.partial")), &bytes[..half]).unwrap();
+
+    agent.run("1s");
+    controller.cli_ok(&["bundle", "assign", &id1, "--node", "n1"]);
+    let ls = controller.cli_ok(&["bundle", "ls"]);
+    assert!(ls.contains("tiny-linear") && ls.contains("n1"), "{ls}");
+
+    let answer = wait_for(
+        "the assigned bundle to serve",
+        Duration::from_secs(30),
+        || infer(infer_addr),
+    );
+    let data: Vec<f64> = serde_json::from_value(answer["outputs"][0]["data"].clone()).unwrap();
+    assert_eq!(data, vec![-3.5, 14.0]);
+    let status = bundles_status(&agent);
+    assert_eq!(status["active"], id1.as_str(), "{status}");
+    assert_eq!(
+        status["resumed_at"], half as u64,
+        "the transfer restarted instead of resuming: {status}"
+    );
+    assert!(agent.log.contains("resuming bundle transfer"));
+    assert!(
+        !downloads.join(format!("{sha1}.partial")).exists(),
+        "the finished download was left behind"
+    );
+    // The controller sees what the node runs.
+    wait_for(
+        "the heartbeat to report the active bundle",
+        Duration::from_secs(10),
+        || {
+            let node = serde_json::to_value(controller.node("n1")).unwrap();
+            (node.to_string().contains(&id1)).then_some(())
+        },
+    );
+
+    // v2 is pushed, then altered on the controller's disk: the node refuses it and keeps
+    // serving v1.
+    let v2 = make_bundle(&controller, work.path(), "2.0.0", &key);
+    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        v2.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id2 = pushed["id"].as_str().unwrap().to_owned();
+    let stored = controller
+        .home()
+        .join("bundles")
+        .join(format!("{}.gbundle", id2.trim_start_matches("sha256:")));
+    let mut tampered = std::fs::read(&stored).unwrap();
+    let at = tampered.len() / 2;
+    tampered[at] ^= 0x01;
+    std::fs::write(&stored, tampered).unwrap();
+    controller.cli_ok(&["bundle", "assign", &id2, "--node", "n1"]);
+    let failed = wait_for(
+        "the node to refuse the altered bundle",
+        Duration::from_secs(30),
+        || {
+            let s = bundles_status(&agent);
+            (s["failed"]["id"] == id2.as_str())
+                .then(|| s["failed"]["reason"].as_str().unwrap().to_owned())
+        },
+    );
+    assert!(failed.contains("hashes to"), "{failed}");
+    assert_eq!(bundles_status(&agent)["active"], id1.as_str());
+    assert!(infer(infer_addr).is_some(), "the old model stopped serving");
+    wait_for(
+        "the refusal to reach the controller",
+        Duration::from_secs(10),
+        || {
+            let node = serde_json::to_value(controller.node("n1")).unwrap();
+            node.to_string().contains("hashes to").then_some(())
+        },
+    );
+
+    // A bundle signed by a key the controller does not trust is never kept.
+    let rogue = work.path().join("rogue.key");
+    controller.cli_ok(&["keygen", "--out", rogue.to_str().unwrap()]);
+    let v3 = make_bundle(&controller, work.path(), "3.0.0", &rogue);
+    let out = controller.cli(&["bundle", "push", v3.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("trust policy"), "{stderr}");
+    let ls = controller.cli_ok(&["bundle", "ls", "--json"]);
+    let held: Vec<serde_json::Value> = serde_json::from_str(&ls).unwrap();
+    assert_eq!(held.len(), 2, "{ls}");
+
+    // Assigning to a node that does not exist names the problem.
+    let out = controller.cli(&["bundle", "assign", &id1, "--node", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    agent.kill();
+}

@@ -6,7 +6,8 @@
 //! bytes already there — its file digest is checked, and the bundle store then verifies it
 //! against the node's own trust policy, runs its golden vectors and only then activates it.
 //! A bundle that fails is never activated, is not fetched again until the controller
-//! assigns something else, and the reason goes to the log and the next heartbeat.
+//! assigns something else (or the agent restarts), and the reason goes to the log and the
+//! next heartbeat.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -29,6 +29,22 @@ fn models() -> PathBuf {
 
 /// A signed bundle of `tiny_linear` named `tiny-linear` at `version`, signed with `key`.
 fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -> PathBuf {
+    make_bundle_with(
+        controller,
+        dir,
+        version,
+        key,
+        &models().join("tiny_linear.golden.json"),
+    )
+}
+
+fn make_bundle_with(
+    controller: &Controller,
+    dir: &Path,
+    version: &str,
+    key: &Path,
+    golden: &Path,
+) -> PathBuf {
     let out = dir.join(format!("linear-{version}.gbundle"));
     let m = models();
     controller.cli_ok(&[
@@ -37,7 +53,7 @@ fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -
         "--model",
         m.join("tiny_linear.onnx").to_str().unwrap(),
         "--golden",
-        m.join("tiny_linear.golden.json").to_str().unwrap(),
+        golden.to_str().unwrap(),
         "--name",
         "tiny-linear",
         "--version",
@@ -210,6 +226,41 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
         },
     );
 
+    // A correctly signed bundle whose golden vectors the model does not reproduce is
+    // fetched, verified, and never activated.
+    let mut golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
+            .unwrap();
+    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
+    let wrong = work.path().join("wrong-golden.json");
+    std::fs::write(&wrong, golden.to_string()).unwrap();
+    let v4 = make_bundle_with(&controller, work.path(), "4.0.0", &key, &wrong);
+    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        v4.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id4 = pushed["id"].as_str().unwrap().to_owned();
+    controller.cli_ok(&["bundle", "assign", &id4, "--node", "n1"]);
+    let failed = wait_for(
+        "the node to refuse the golden mismatch",
+        Duration::from_secs(30),
+        || {
+            let s = bundles_status(&agent);
+            (s["failed"]["id"] == id4.as_str())
+                .then(|| s["failed"]["reason"].as_str().unwrap().to_owned())
+        },
+    );
+    assert!(failed.contains("golden vector \"ones\""), "{failed}");
+    assert_eq!(bundles_status(&agent)["active"], id1.as_str());
+    let data: Vec<f64> =
+        serde_json::from_value(infer(infer_addr).unwrap()["outputs"][0]["data"].clone()).unwrap();
+    assert_eq!(data, vec![-3.5, 14.0]);
+    let show = controller.cli_ok(&["fleet", "show", "n1"]);
+    assert!(show.contains("REFUSED") && show.contains(&id4), "{show}");
+
     // A bundle signed by a key the controller does not trust is never kept.
     let rogue = work.path().join("rogue.key");
     controller.cli_ok(&["keygen", "--out", rogue.to_str().unwrap()]);
@@ -220,7 +271,7 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     assert!(stderr.contains("trust policy"), "{stderr}");
     let ls = controller.cli_ok(&["bundle", "ls", "--json"]);
     let held: Vec<serde_json::Value> = serde_json::from_str(&ls).unwrap();
-    assert_eq!(held.len(), 2, "{ls}");
+    assert_eq!(held.len(), 3, "{ls}");
 
     // Assigning to a node that does not exist names the problem.
     let out = controller.cli(&["bundle", "assign", &id1, "--node", "nope"]);

@@ -9,6 +9,7 @@
 //! assigns something else (or the agent restarts), and the reason goes to the log and the
 //! next heartbeat.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -22,10 +23,13 @@ use gantry_shared::protocol::{Request, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::bundle::store::BundleStore;
 
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunk requests outstanding at once during a transfer.
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Delivery state, reported in heartbeats and `status`.
 pub type SharedBundles = Arc<Mutex<NodeBundles>>;
@@ -144,16 +148,30 @@ async fn fetch(
     } else {
         tracing::info!(bundle = %want.id, size = want.size, "fetching assigned bundle");
     }
+    // Several chunks in flight hide the round trip; they are written in order.
+    let mut in_flight = VecDeque::new();
+    let mut requested = offset;
     while offset < want.size {
         if stop.is_cancelled() {
             return Ok(None);
         }
-        let request = Request::BundleChunk(ChunkRequest {
-            id: want.id.clone(),
-            offset,
-            len: CHUNK_SIZE as u32,
-        });
-        let chunk = match gantry_net::call(conn, &request, CHUNK_TIMEOUT).await {
+        while requested < want.size && in_flight.len() < CHUNKS_IN_FLIGHT {
+            let request = Request::BundleChunk(ChunkRequest {
+                id: want.id.clone(),
+                offset: requested,
+                len: CHUNK_SIZE as u32,
+            });
+            let conn = conn.clone();
+            let call =
+                tokio::spawn(async move { gantry_net::call(&conn, &request, CHUNK_TIMEOUT).await });
+            in_flight.push_back(AbortOnDropHandle::new(call));
+            requested += CHUNK_SIZE as u64;
+        }
+        let call = in_flight.pop_front().expect("a chunk is in flight");
+        let answer = call
+            .await
+            .map_err(|e| Fetch::Connection(format!("chunk task failed: {e}")))?;
+        let chunk = match answer {
             Ok(Response::BundleChunk(chunk)) if chunk.offset == offset => chunk,
             Ok(Response::Error(e)) if e.code.is_transient() => {
                 return Err(Fetch::Connection(e.message));
@@ -172,15 +190,16 @@ async fn fetch(
             Err(e) => return Err(Fetch::Connection(e.to_string())),
         };
         let bytes = delivery::decode(&chunk.data, CHUNK_SIZE).map_err(Fetch::Connection)?;
-        if bytes.is_empty() {
+        let expected = (want.size - offset).min(CHUNK_SIZE as u64) as usize;
+        if bytes.len() != expected {
             return Err(Fetch::Refused(format!(
-                "the controller's copy ends at {offset} bytes, not {}",
-                want.size
+                "the controller's copy does not match the announced size of {} bytes (chunk at {offset} has {} bytes, expected {expected})",
+                want.size,
+                bytes.len()
             )));
         }
-        let take = bytes.len().min((want.size - offset) as usize);
-        file.write_all(&bytes[..take]).map_err(local)?;
-        offset += take as u64;
+        file.write_all(&bytes).map_err(local)?;
+        offset += bytes.len() as u64;
         state.lock().expect("bundles").downloaded_bytes = offset;
     }
     file.sync_all().map_err(local)?;

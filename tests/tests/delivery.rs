@@ -35,6 +35,7 @@ fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -
         version,
         key,
         &models().join("tiny_linear.golden.json"),
+        &[],
     )
 }
 
@@ -44,14 +45,15 @@ fn make_bundle_with(
     version: &str,
     key: &Path,
     golden: &Path,
+    extra: &[&str],
 ) -> PathBuf {
     let out = dir.join(format!("linear-{version}.gbundle"));
-    let m = models();
-    controller.cli_ok(&[
+    let model = models().join("tiny_linear.onnx");
+    let mut args = vec![
         "bundle",
         "create",
         "--model",
-        m.join("tiny_linear.onnx").to_str().unwrap(),
+        model.to_str().unwrap(),
         "--golden",
         golden.to_str().unwrap(),
         "--name",
@@ -60,7 +62,9 @@ fn make_bundle_with(
         version,
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    controller.cli_ok(&args);
     controller.cli_ok(&[
         "bundle",
         "sign",
@@ -94,14 +98,13 @@ fn bundles_status(agent: &Agent) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-#[test]
-fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
-    let library = onnxruntime();
+/// A controller that trusts a fresh key `ml.key` in `work`; returns it, the key and the
+/// signed policy (which the agents use too).
+fn trusting_controller(work: &Path) -> (Controller, PathBuf, PathBuf) {
     let controller = Controller::start();
-    let work = tempfile::tempdir().unwrap();
-    let key = work.path().join("ml.key");
+    let key = work.join("ml.key");
     controller.cli_ok(&["keygen", "--out", key.to_str().unwrap()]);
-    let policy = work.path().join("trust.json");
+    let policy = work.join("trust.json");
     controller.cli_ok(&[
         "policy",
         "create",
@@ -120,6 +123,14 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
         key.to_str().unwrap(),
     ]);
     std::fs::copy(&policy, controller.home().join("trust.json")).unwrap();
+    (controller, key, policy)
+}
+
+#[test]
+fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
+    let library = onnxruntime();
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
 
     let infer_addr: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -234,7 +245,7 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
     let wrong = work.path().join("wrong-golden.json");
     std::fs::write(&wrong, golden.to_string()).unwrap();
-    let v4 = make_bundle_with(&controller, work.path(), "4.0.0", &key, &wrong);
+    let v4 = make_bundle_with(&controller, work.path(), "4.0.0", &key, &wrong, &[]);
     let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
         "bundle",
         "push",
@@ -277,5 +288,81 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     let out = controller.cli(&["bundle", "assign", &id1, "--node", "nope"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    agent.kill();
+}
+
+#[test]
+fn a_transfer_cut_mid_way_resumes_where_it_stopped() {
+    let library = onnxruntime();
+    let work = tempfile::tempdir().unwrap();
+    let (mut controller, key, policy) = trusting_controller(work.path());
+    // 96 MiB of incompressible payload, so the transfer lasts long enough to cut.
+    let weights = work.path().join("weights.bin");
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let payload: Vec<u8> = (0..(96usize << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(&weights, payload).unwrap();
+    let file_arg = format!("{}=weights.bin", weights.display());
+    let bundle = make_bundle_with(
+        &controller,
+        work.path(),
+        "1.0.0",
+        &key,
+        &models().join("tiny_linear.golden.json"),
+        &["--file", &file_arg],
+    );
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    let infer_addr: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let config = format!(
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
+        library.display(),
+        policy.display()
+    );
+    let mut agent = Agent::enroll(&controller, "n1", &config);
+    agent.run("1s");
+    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let id = pushed["id"].as_str().unwrap().to_owned();
+    controller.cli_ok(&["bundle", "assign", &id, "--node", "n1"]);
+
+    // Cut the transfer: the controller dies once some, not all, bytes have arrived.
+    wait_for("the transfer to start", Duration::from_secs(30), || {
+        let got = bundles_status(&agent)["downloaded_bytes"].as_u64()?;
+        (got > 0 && got < size).then_some(())
+    });
+    controller.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    let cut_at = bundles_status(&agent)["downloaded_bytes"].as_u64().unwrap();
+    assert!(cut_at > 0 && cut_at < size, "cut at {cut_at} of {size}");
+    assert!(infer(infer_addr).is_none(), "nothing should serve yet");
+
+    controller.resume();
+    wait_for(
+        "the bundle to serve after the cut",
+        Duration::from_secs(60),
+        || infer(infer_addr),
+    );
+    let status = bundles_status(&agent);
+    assert_eq!(status["active"], id.as_str(), "{status}");
+    let resumed_at = status["resumed_at"].as_u64().unwrap();
+    assert!(
+        resumed_at >= cut_at && resumed_at < size,
+        "resumed at {resumed_at}, cut at {cut_at}, size {size}: the transfer restarted"
+    );
+    assert!(agent.log.contains("resuming bundle transfer"));
     agent.kill();
 }

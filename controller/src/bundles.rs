@@ -304,3 +304,130 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const ID_HEX: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn repo() -> (tempfile::TempDir, BundleRepo) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo =
+            BundleRepo::open(dir.path().join("bundles"), dir.path().join("trust.json")).unwrap();
+        (dir, repo)
+    }
+
+    /// A bundle placed as `commit` would leave it.
+    fn held(repo: &BundleRepo, bytes: &[u8]) -> String {
+        fs::write(repo.bundle_path(ID_HEX), bytes).unwrap();
+        let info = BundleInfo {
+            id: format!("sha256:{ID_HEX}"),
+            size: bytes.len() as u64,
+            file_sha256: SHA.to_owned(),
+            ..BundleInfo::default()
+        };
+        fs::write(repo.info_path(ID_HEX), serde_json::to_vec(&info).unwrap()).unwrap();
+        info.id
+    }
+
+    #[test]
+    fn path_traversal_in_upload_digest_is_refused() {
+        let (dir, repo) = repo();
+        let err = repo
+            .upload("../../../../etc/passwd", 10, 0, b"x")
+            .unwrap_err();
+        assert!(matches!(err, RepoError::BadRequest(_)), "{err}");
+        assert!(!dir.path().join("etc").exists());
+        let err = repo.commit("../x", "op", SystemTime::now()).unwrap_err();
+        assert!(matches!(err, RepoError::BadRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn path_traversal_in_bundle_id_is_refused() {
+        let (_dir, repo) = repo();
+        for id in ["sha256:../../trust", "../assignments", ""] {
+            assert!(matches!(
+                repo.assign(id, &["n1".into()]),
+                Err(RepoError::BadRequest(_))
+            ));
+            assert!(matches!(
+                repo.chunk("n1", id, 0, 10),
+                Err(RepoError::BadRequest(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn upload_beyond_its_announced_size_is_refused() {
+        let (_dir, repo) = repo();
+        assert_eq!(repo.upload(SHA, 4, 0, b"abc").unwrap(), 3);
+        assert!(matches!(
+            repo.upload(SHA, 4, 3, b"de"),
+            Err(RepoError::BadRequest(_))
+        ));
+        assert!(matches!(
+            repo.upload(SHA, MAX_BUNDLE_SIZE + 1, 0, b""),
+            Err(RepoError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn out_of_order_upload_chunk_writes_nothing_and_names_the_resume_point() {
+        let (_dir, repo) = repo();
+        assert_eq!(repo.upload(SHA, 10, 0, b"0123").unwrap(), 4);
+        assert_eq!(repo.upload(SHA, 10, 8, b"89").unwrap(), 4);
+        assert_eq!(repo.upload(SHA, 10, 0, b"0123").unwrap(), 4);
+        assert_eq!(repo.upload(SHA, 10, u64::MAX, b"").unwrap(), 4);
+        assert_eq!(fs::read(repo.upload_path(SHA)).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn commit_of_bytes_that_do_not_match_their_digest_is_refused_and_discarded() {
+        let (_dir, repo) = repo();
+        repo.upload(SHA, 3, 0, b"abc").unwrap();
+        let err = repo.commit(SHA, "op", SystemTime::now()).unwrap_err();
+        assert!(err.to_string().contains("hash to"), "{err}");
+        assert!(!repo.upload_path(SHA).exists());
+        assert!(repo.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn node_reading_a_bundle_not_assigned_to_it_is_refused() {
+        let (_dir, repo) = repo();
+        let id = held(&repo, b"bundle bytes");
+        assert!(matches!(
+            repo.chunk("n2", &id, 0, 4),
+            Err(RepoError::NotFound(_))
+        ));
+        repo.assign(&id, &["n1".into()]).unwrap();
+        assert_eq!(repo.chunk("n1", &id, 7, 100).unwrap(), b"bytes");
+        assert!(matches!(
+            repo.chunk("n2", &id, 0, 4),
+            Err(RepoError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn assignments_survive_a_restart() {
+        let (dir, repo) = repo();
+        let id = held(&repo, b"bundle bytes");
+        repo.assign(&id, &["n1".into(), "n2".into()]).unwrap();
+        drop(repo);
+        let again =
+            BundleRepo::open(dir.path().join("bundles"), dir.path().join("trust.json")).unwrap();
+        assert_eq!(again.desired("n2").unwrap().id, id);
+        assert_eq!(again.list().unwrap()[0].assigned, vec!["n1", "n2"]);
+        assert!(again.desired("n3").is_none());
+    }
+
+    #[test]
+    fn assigning_a_bundle_not_held_is_refused() {
+        let (_dir, repo) = repo();
+        let err = repo
+            .assign(&format!("sha256:{ID_HEX}"), &["n1".into()])
+            .unwrap_err();
+        assert!(matches!(err, RepoError::NotFound(_)), "{err}");
+    }
+}

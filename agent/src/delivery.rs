@@ -116,7 +116,7 @@ async fn fetch(
     stop: &CancellationToken,
 ) -> Result<Option<PathBuf>, Fetch> {
     let local = |e: io::Error| Fetch::Refused(format!("cannot write the download: {e}"));
-    if want.file_sha256.len() != 64 || !want.file_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !delivery::is_sha256_hex(&want.file_sha256) {
         return Err(Fetch::Refused(format!(
             "the controller named a malformed file digest {:?}",
             want.file_sha256
@@ -213,7 +213,7 @@ async fn fetch(
     .await
     .map_err(|e| Fetch::Refused(e.to_string()))?
     .map_err(local)?;
-    if !digest.eq_ignore_ascii_case(&want.file_sha256) {
+    if digest != want.file_sha256 {
         fs::remove_file(&path).map_err(local)?;
         return Err(Fetch::Refused(format!(
             "the transferred file hashes to {digest}, not {}; discarded",

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use gantry_shared::protocol::delivery::{BundleInfo, CHUNK_SIZE, Desired};
+use gantry_shared::bundle::outcome::error_chain;
+use gantry_shared::protocol::delivery::{self, BundleInfo, CHUNK_SIZE, Desired};
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file::write_atomically;
@@ -45,11 +46,7 @@ fn io_err(path: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
 
 /// Bundle ids and file digests name files here, so only 64 lowercase hex digits pass.
 fn check_hex(what: &str, value: &str) -> Result<(), RepoError> {
-    if value.len() == 64
-        && value
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if delivery::is_sha256_hex(value) {
         Ok(())
     } else {
         Err(RepoError::BadRequest(format!(
@@ -164,7 +161,7 @@ impl BundleRepo {
             )));
         }
         let outcome = crate::bundle_cmd::verify(&upload, &self.trust, now)
-            .map_err(|e| RepoError::Refused(format!("{e}: {}", error_chain(&e))))?;
+            .map_err(|e| RepoError::Refused(error_chain(&e)))?;
         let (true, Some(id)) = (outcome.ok, outcome.id.clone()) else {
             fs::remove_file(&upload).map_err(io_err(&upload))?;
             return Err(RepoError::Refused(format!(
@@ -293,16 +290,6 @@ impl BundleRepo {
             .map_err(io_err(&path))?;
         Ok(out)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push(s.to_string());
-        source = s.source();
-    }
-    out.join(": ")
 }
 
 #[cfg(test)]

@@ -605,10 +605,6 @@ mod fleet {
     }
 }
 
-fn outcome_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    gantry_shared::bundle::outcome::error_chain(e)
-}
-
 fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",
@@ -765,7 +761,9 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         } => {
             let identity = gantry_controller::home::Home::new(&dir.dir)
                 .init(listen, &admin_name)
-                .map_err(|e| BundleCmdError::Usage(outcome_chain(&e)))?;
+                .map_err(|e| {
+                    BundleCmdError::Usage(gantry_shared::bundle::outcome::error_chain(&e))
+                })?;
             println!(
                 "initialized {} (fleet CA, controller certificate, store)",
                 dir.dir.display()

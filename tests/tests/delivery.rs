@@ -98,6 +98,31 @@ fn bundles_status(agent: &Agent) -> serde_json::Value {
         .unwrap_or_default()
 }
 
+/// An agent configuration serving inference on a free loopback port, trusting `policy`.
+fn agent_config(library: &Path, policy: &Path) -> (String, SocketAddr) {
+    let infer_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
+        library.display(),
+        policy.display()
+    );
+    (config, infer_addr)
+}
+
+/// `gantry bundle push --json`, parsed.
+fn push(controller: &Controller, bundle: &Path) -> serde_json::Value {
+    serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap()
+}
+
 /// A controller that trusts a fresh key `ml.key` in `work`; returns it, the key and the
 /// signed policy (which the agents use too).
 fn trusting_controller(work: &Path) -> (Controller, PathBuf, PathBuf) {
@@ -132,26 +157,12 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     let work = tempfile::tempdir().unwrap();
     let (controller, key, policy) = trusting_controller(work.path());
 
-    let infer_addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let config = format!(
-        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
-        library.display(),
-        policy.display()
-    );
+    let (config, infer_addr) = agent_config(&library, &policy);
     let mut agent = Agent::enroll(&controller, "n1", &config);
 
     // Push v1 and assign it.
     let v1 = make_bundle(&controller, work.path(), "1.0.0", &key);
-    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
-        "bundle",
-        "push",
-        v1.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let pushed = push(&controller, &v1);
     let id1 = pushed["id"].as_str().unwrap().to_owned();
     let sha1 = pushed["file_sha256"].as_str().unwrap().to_owned();
     assert_eq!(pushed["name"], "tiny-linear");
@@ -199,13 +210,7 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     // v2 is pushed, then altered on the controller's disk: the node refuses it and keeps
     // serving v1.
     let v2 = make_bundle(&controller, work.path(), "2.0.0", &key);
-    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
-        "bundle",
-        "push",
-        v2.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let pushed = push(&controller, &v2);
     let id2 = pushed["id"].as_str().unwrap().to_owned();
     let stored = controller
         .home()
@@ -246,13 +251,7 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     let wrong = work.path().join("wrong-golden.json");
     std::fs::write(&wrong, golden.to_string()).unwrap();
     let v4 = make_bundle_with(&controller, work.path(), "4.0.0", &key, &wrong, &[]);
-    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
-        "bundle",
-        "push",
-        v4.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let pushed = push(&controller, &v4);
     let id4 = pushed["id"].as_str().unwrap().to_owned();
     controller.cli_ok(&["bundle", "assign", &id4, "--node", "n1"]);
     let failed = wait_for(
@@ -318,24 +317,10 @@ fn a_transfer_cut_mid_way_resumes_where_it_stopped() {
         &["--file", &file_arg],
     );
     let size = std::fs::metadata(&bundle).unwrap().len();
-    let infer_addr: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let config = format!(
-        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
-        library.display(),
-        policy.display()
-    );
+    let (config, infer_addr) = agent_config(&library, &policy);
     let mut agent = Agent::enroll(&controller, "n1", &config);
     agent.run("1s");
-    let pushed: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
-        "bundle",
-        "push",
-        bundle.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
+    let pushed = push(&controller, &bundle);
     let id = pushed["id"].as_str().unwrap().to_owned();
     controller.cli_ok(&["bundle", "assign", &id, "--node", "n1"]);
 

@@ -75,6 +75,12 @@ pub struct Chunk {
     pub data: String,
 }
 
+/// Whether `text` is a SHA-256 digest as the delivery protocol writes it: 64 lowercase
+/// hex digits. Bundle ids and file digests name files on both sides, so nothing else passes.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Encodes chunk bytes for a frame.
 pub fn encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)

@@ -2,95 +2,19 @@
 //! Runtime (loaded from the `PyPI` wheel's library; `scripts/test.sh` fetches it and sets
 //! `GANTRY_ONNXRUNTIME`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use ed25519_dalek::SigningKey;
-use gantry_shared::bundle::manifest::{
-    FileEntry, GoldenVector, Manifest, ModelEntry, Provenance, Requirements,
-};
-use gantry_shared::bundle::onnx;
-use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
-use gantry_shared::bundle::{self, signing};
-use sha2::{Digest, Sha256};
+use gantry_shared::bundle::manifest::GoldenVector;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_gantry-agent");
+mod support;
 
-fn onnxruntime() -> PathBuf {
-    let path = std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from).expect(
-        "GANTRY_ONNXRUNTIME is not set: run the suite with scripts/test.sh, which fetches ONNX Runtime's library from the PyPI wheel",
-    );
-    assert!(
-        path.is_file(),
-        "GANTRY_ONNXRUNTIME={} does not exist",
-        path.display()
-    );
-    path
-}
+use support::AGENT;
+use support::bundles::{onnxruntime, write_policy};
 
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[3; 32])
-}
-
-fn write_policy(path: &Path) {
-    let public = key().verifying_key();
-    let mut policy = SignedPolicy::new(TrustPolicy {
-        schema: 1,
-        version: 1,
-        threshold: 1,
-        keys: vec![TrustedKey {
-            id: signing::key_id(&public),
-            name: "ml".into(),
-            public_key: signing::to_hex(public.as_bytes()),
-            not_before: None,
-            not_after: None,
-        }],
-        revoked: vec![],
-    })
-    .unwrap();
-    policy.sign(&key()).unwrap();
-    std::fs::write(path, policy.to_bytes()).unwrap();
-}
-
+/// A signed bundle of `model` named after it (`tiny_linear` → `tiny-linear`), version 1.0.0.
 fn write_bundle(path: &Path, model: &str, edit_golden: impl FnOnce(&mut Vec<GoldenVector>)) {
-    let bytes = std::fs::read(models().join(format!("{model}.onnx"))).unwrap();
-    let signature = onnx::read_signature(&bytes[..]).unwrap();
-    let mut golden: Vec<GoldenVector> = serde_json::from_slice(
-        &std::fs::read(models().join(format!("{model}.golden.json"))).unwrap(),
-    )
-    .unwrap();
-    edit_golden(&mut golden);
-    let manifest = Manifest {
-        schema: 1,
-        name: model.replace('_', "-"),
-        version: "1.0.0".into(),
-        created_at: "2026-11-21T00:00:00Z".into(),
-        files: vec![FileEntry {
-            path: "model.onnx".into(),
-            size: bytes.len() as u64,
-            sha256: signing::to_hex(&Sha256::digest(&bytes)),
-        }],
-        model: ModelEntry {
-            format: "onnx".into(),
-            entry: "model.onnx".into(),
-            inputs: signature.inputs,
-            outputs: signature.outputs,
-        },
-        golden,
-        provenance: Provenance::default(),
-        requirements: Requirements::default(),
-    };
-    let manifest_bytes = manifest.to_bytes().unwrap();
-    let sigs = vec![bundle::sign_manifest(&key(), &manifest_bytes)];
-    let out = bundle::write(Vec::new(), &manifest_bytes, &sigs, &mut |_| {
-        Ok(Box::new(std::io::Cursor::new(bytes.clone())))
-    })
-    .unwrap();
-    std::fs::write(path, out).unwrap();
+    support::bundles::write_bundle(path, model, &model.replace('_', "-"), "1.0.0", edit_golden);
 }
 
 fn verify(dir: &Path, bundle: &str, library: &Path) -> (i32, String) {

@@ -4,99 +4,12 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use gantry_shared::bundle::manifest::{
-    FileEntry, GoldenVector, Manifest, ModelEntry, Provenance, Requirements,
-};
-use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
-use gantry_shared::bundle::{self, onnx, signing};
-use sha2::{Digest, Sha256};
+use support::bundles::{onnxruntime, write_bundle, write_policy};
 use support::{AGENT, AgentBuilder};
-
-fn onnxruntime() -> PathBuf {
-    let path = std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from).expect(
-        "GANTRY_ONNXRUNTIME is not set: run the suite with scripts/test.sh, which fetches ONNX Runtime's library from the PyPI wheel",
-    );
-    assert!(
-        path.is_file(),
-        "GANTRY_ONNXRUNTIME={} does not exist",
-        path.display()
-    );
-    path
-}
-
-fn key() -> SigningKey {
-    SigningKey::from_bytes(&[5; 32])
-}
-
-fn write_policy(path: &Path) {
-    let public = key().verifying_key();
-    let mut policy = SignedPolicy::new(TrustPolicy {
-        schema: 1,
-        version: 1,
-        threshold: 1,
-        keys: vec![TrustedKey {
-            id: signing::key_id(&public),
-            name: "ml".into(),
-            public_key: signing::to_hex(public.as_bytes()),
-            not_before: None,
-            not_after: None,
-        }],
-        revoked: vec![],
-    })
-    .unwrap();
-    policy.sign(&key()).unwrap();
-    std::fs::write(path, policy.to_bytes()).unwrap();
-}
-
-/// A signed bundle of a test model, named `name` at `version`.
-fn write_bundle(
-    path: &Path,
-    model: &str,
-    name: &str,
-    version: &str,
-    edit: impl FnOnce(&mut Vec<GoldenVector>),
-) {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models");
-    let bytes = std::fs::read(models.join(format!("{model}.onnx"))).unwrap();
-    let sig = onnx::read_signature(&bytes[..]).unwrap();
-    let mut golden: Vec<GoldenVector> = serde_json::from_slice(
-        &std::fs::read(models.join(format!("{model}.golden.json"))).unwrap(),
-    )
-    .unwrap();
-    edit(&mut golden);
-    let manifest = Manifest {
-        schema: 1,
-        name: name.into(),
-        version: version.into(),
-        created_at: "2026-11-21T00:00:00Z".into(),
-        files: vec![FileEntry {
-            path: "model.onnx".into(),
-            size: bytes.len() as u64,
-            sha256: signing::to_hex(&Sha256::digest(&bytes)),
-        }],
-        model: ModelEntry {
-            format: "onnx".into(),
-            entry: "model.onnx".into(),
-            inputs: sig.inputs,
-            outputs: sig.outputs,
-        },
-        golden,
-        provenance: Provenance::default(),
-        requirements: Requirements::default(),
-    };
-    let manifest_bytes = manifest.to_bytes().unwrap();
-    let sigs = vec![bundle::sign_manifest(&key(), &manifest_bytes)];
-    let out = bundle::write(Vec::new(), &manifest_bytes, &sigs, &mut |_| {
-        Ok(Box::new(std::io::Cursor::new(bytes.clone())))
-    })
-    .unwrap();
-    std::fs::write(path, out).unwrap();
-}
 
 struct Node {
     dir: tempfile::TempDir,

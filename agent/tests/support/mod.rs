@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use gantry_nvml_sim::ControlFile;
 
+pub mod bundles;
+
 pub const AGENT: &str = env!("CARGO_BIN_EXE_gantry-agent");
 
 /// A running agent; killed when dropped.

@@ -291,6 +291,17 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
         if let Some(f) = &d.failed {
             let _ = writeln!(out, "bundle {} NOT activated: {}", f.id, f.reason);
         }
+        if let Some(t) = &d.last_transfer {
+            let _ = writeln!(
+                out,
+                "last transfer: bundle {}, {} bytes in {:.2} s ({:.0} MiB/s), synced in {:.2} s",
+                t.id,
+                t.bytes,
+                t.seconds,
+                t.mib_per_second(),
+                t.sync_seconds
+            );
+        }
     }
     if let Some(b) = &status.buffer {
         let _ = writeln!(

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use gantry_shared::bundle::outcome::error_chain;
-use gantry_shared::protocol::delivery::{self, BundleInfo, CHUNK_SIZE, Desired};
+use gantry_shared::protocol::delivery::{self, BundleInfo, Desired};
 use sha2::{Digest, Sha256};
 
 use crate::atomic_file::write_atomically;
@@ -267,8 +267,14 @@ impl BundleRepo {
         })
     }
 
-    /// Bytes `offset..offset+len` of bundle `id`, for a node it is assigned to.
-    pub fn chunk(&self, node: &str, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, RepoError> {
+    /// Bundle `id` opened for a node it is assigned to, positioned at `offset`, with the
+    /// file's size.
+    pub fn open_for_node(
+        &self,
+        node: &str,
+        id: &str,
+        offset: u64,
+    ) -> Result<(File, u64), RepoError> {
         let hex = id_hex(id)?;
         let assigned = self
             .assignments
@@ -283,18 +289,21 @@ impl BundleRepo {
         }
         let path = self.bundle_path(hex);
         let mut file = File::open(&path).map_err(io_err(&path))?;
+        let size = file.metadata().map_err(io_err(&path))?.len();
+        if offset > size {
+            return Err(RepoError::BadRequest(format!(
+                "offset {offset} is beyond the end of bundle {id} ({size} bytes)"
+            )));
+        }
         file.seek(SeekFrom::Start(offset)).map_err(io_err(&path))?;
-        let mut out = Vec::with_capacity((len as usize).min(CHUNK_SIZE));
-        file.take(u64::from(len).min(CHUNK_SIZE as u64))
-            .read_to_end(&mut out)
-            .map_err(io_err(&path))?;
-        Ok(out)
+        Ok((file, size))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read as _;
 
     const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const ID_HEX: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -340,7 +349,7 @@ mod tests {
                 Err(RepoError::BadRequest(_))
             ));
             assert!(matches!(
-                repo.chunk("n1", id, 0, 10),
+                repo.open_for_node("n1", id, 0),
                 Err(RepoError::BadRequest(_))
             ));
         }
@@ -385,14 +394,29 @@ mod tests {
         let (_dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
         assert!(matches!(
-            repo.chunk("n2", &id, 0, 4),
+            repo.open_for_node("n2", &id, 0),
             Err(RepoError::NotFound(_))
         ));
         repo.assign(&id, &["n1".into()]).unwrap();
-        assert_eq!(repo.chunk("n1", &id, 7, 100).unwrap(), b"bytes");
+        let (mut file, size) = repo.open_for_node("n1", &id, 7).unwrap();
+        let mut rest = String::new();
+        file.read_to_string(&mut rest).unwrap();
+        assert_eq!((rest.as_str(), size), ("bytes", 12));
         assert!(matches!(
-            repo.chunk("n2", &id, 0, 4),
+            repo.open_for_node("n2", &id, 0),
             Err(RepoError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn fetch_beyond_the_end_of_a_bundle_is_refused() {
+        let (_dir, repo) = repo();
+        let id = held(&repo, b"bundle bytes");
+        repo.assign(&id, &["n1".into()]).unwrap();
+        assert!(repo.open_for_node("n1", &id, 12).is_ok());
+        assert!(matches!(
+            repo.open_for_node("n1", &id, 13),
+            Err(RepoError::BadRequest(_))
         ));
     }
 

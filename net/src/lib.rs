@@ -1,5 +1,6 @@
 //! QUIC plumbing for the fleet protocol (`gantry_shared::protocol`): endpoints with the
-//! fleet's transport settings, frames on streams, and one-stream request/response calls.
+//! fleet's transport settings, frames on streams, one-stream request/response calls, and
+//! the raw byte streams that follow a bundle fetch's header.
 //! The protocol itself — messages, framing rules, versions — lives in `gantry-shared`.
 
 #![forbid(unsafe_code)]
@@ -76,6 +77,8 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits")));
     t.max_concurrent_bidi_streams(256u32.into());
+    t.stream_receive_window((8u32 << 20).into());
+    t.send_window(32 << 20);
     Arc::new(t)
 }
 
@@ -158,4 +161,88 @@ pub async fn call(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| NetError::Timeout(timeout))?
+}
+
+/// One request on a new stream whose response frame is followed by raw bytes: the
+/// response, read within `timeout`, and the stream to read those bytes from.
+pub async fn open_download(
+    conn: &Connection,
+    request: &Request,
+    timeout: Duration,
+) -> Result<(Response, RecvStream), NetError> {
+    let exchange = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Stream(e.to_string()))?;
+        write_frame(&mut send, request).await?;
+        let body = read_frame(&mut recv).await?;
+        Ok((protocol::decode_body(&body)?, recv))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| NetError::Timeout(timeout))?
+}
+
+/// Bytes read from disk per piece while sending a file.
+const SEND_PIECE: usize = 1024 * 1024;
+/// Pieces read ahead of the stream, so disk reads overlap sending.
+const SEND_AHEAD: usize = 4;
+
+/// Sends the next `len` bytes of `file` on `send` and finishes the stream. The file is
+/// read on a blocking thread a few pieces ahead of the stream. On failure the stream is
+/// reset, so the receiver sees a broken transfer, never a short one that looks complete.
+pub async fn send_file(
+    mut send: SendStream,
+    file: std::fs::File,
+    len: u64,
+) -> Result<(), NetError> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(SEND_AHEAD);
+    let reader = tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut file = file;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(SEND_PIECE as u64) as usize;
+            let mut piece = Vec::with_capacity(n);
+            let read = match (&mut file).take(n as u64).read_to_end(&mut piece) {
+                Ok(got) if got == n => Ok(bytes::Bytes::from(piece)),
+                Ok(got) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("the file ended {got} bytes into a {n}-byte piece"),
+                )),
+                Err(e) => Err(e),
+            };
+            let failed = read.is_err();
+            if tx.blocking_send(read).is_err() || failed {
+                return;
+            }
+            left -= n as u64;
+        }
+    });
+    let mut sent = 0u64;
+    let result = async {
+        while let Some(piece) = rx.recv().await {
+            let piece =
+                piece.map_err(|e| NetError::Stream(format!("cannot read the file: {e}")))?;
+            sent += piece.len() as u64;
+            send.write_chunk(piece)
+                .await
+                .map_err(|e| NetError::Stream(e.to_string()))?;
+        }
+        if sent == len {
+            send.finish().map_err(|e| NetError::Stream(e.to_string()))
+        } else {
+            Err(NetError::Stream(format!(
+                "the file ended after {sent} of {len} bytes"
+            )))
+        }
+    }
+    .await;
+    if result.is_err() {
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+    }
+    drop(rx);
+    let _ = reader.await;
+    result
 }

@@ -160,14 +160,25 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     let (config, infer_addr) = agent_config(&library, &policy);
     let mut agent = Agent::enroll(&controller, "n1", &config);
 
-    // Push v1 and assign it.
-    let v1 = make_bundle(&controller, work.path(), "1.0.0", &key);
+    // Push v1 (with 64 KiB of weights, so half of it spans several blocks) and assign it.
+    let weights = work.path().join("weights.bin");
+    std::fs::write(&weights, vec![0x5a; 64 << 10]).unwrap();
+    let file_arg = format!("{}=weights.bin", weights.display());
+    let v1 = make_bundle_with(
+        &controller,
+        work.path(),
+        "1.0.0",
+        &key,
+        &models().join("tiny_linear.golden.json"),
+        &["--file", &file_arg],
+    );
     let pushed = push(&controller, &v1);
     let id1 = pushed["id"].as_str().unwrap().to_owned();
     let sha1 = pushed["file_sha256"].as_str().unwrap().to_owned();
     assert_eq!(pushed["name"], "tiny-linear");
 
-    // A transfer broken half-way: the first half of the file is already on the node.
+    // A transfer broken half-way: the first half of the file is already on the node. It
+    // resumes from the last whole 4 KiB block of it (downloads append in blocks).
     let bytes = std::fs::read(&v1).unwrap();
     let half = bytes.len() / 2;
     let downloads = agent.state_dir().join("downloads");
@@ -189,8 +200,13 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
     let status = bundles_status(&agent);
     assert_eq!(status["active"], id1.as_str(), "{status}");
     assert_eq!(
-        status["resumed_at"], half as u64,
+        status["resumed_at"],
+        (half - half % 4096) as u64,
         "the transfer restarted instead of resuming: {status}"
+    );
+    assert!(
+        half >= 4096,
+        "the test bundle is too small to resume within"
     );
     assert!(agent.log.contains("resuming bundle transfer"));
     assert!(
@@ -217,8 +233,12 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
         .join("bundles")
         .join(format!("{}.gbundle", id2.trim_start_matches("sha256:")));
     let mut tampered = std::fs::read(&stored).unwrap();
-    let at = tampered.len() / 2;
-    tampered[at] ^= 0x01;
+    // One bit of the model's contents, the block after its header.
+    let header = tampered
+        .windows(22)
+        .position(|w| w == b"files/tiny_linear.onnx")
+        .unwrap();
+    tampered[header + 512 + 20] ^= 0x01;
     std::fs::write(&stored, tampered).unwrap();
     controller.cli_ok(&["bundle", "assign", &id2, "--node", "n1"]);
     let failed = wait_for(
@@ -230,7 +250,7 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
                 .then(|| s["failed"]["reason"].as_str().unwrap().to_owned())
         },
     );
-    assert!(failed.contains("hashes to"), "{failed}");
+    assert!(failed.contains("does not match its SHA-256"), "{failed}");
     assert_eq!(bundles_status(&agent)["active"], id1.as_str());
     assert!(infer(infer_addr).is_some(), "the old model stopped serving");
     wait_for(
@@ -238,7 +258,9 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
         Duration::from_secs(10),
         || {
             let node = serde_json::to_value(controller.node("n1")).unwrap();
-            node.to_string().contains("hashes to").then_some(())
+            node.to_string()
+                .contains("does not match its SHA-256")
+                .then_some(())
         },
     );
 
@@ -345,7 +367,7 @@ fn a_transfer_cut_mid_way_resumes_where_it_stopped() {
     assert_eq!(status["active"], id.as_str(), "{status}");
     let resumed_at = status["resumed_at"].as_u64().unwrap();
     assert!(
-        resumed_at >= cut_at && resumed_at < size,
+        resumed_at >= cut_at - cut_at % 4096 && resumed_at < size,
         "resumed at {resumed_at}, cut at {cut_at}, size {size}: the transfer restarted"
     );
     assert!(agent.log.contains("resuming bundle transfer"));

@@ -373,12 +373,28 @@ async fn serve_stream(
                 tracing::warn!(error = %e, "request not understood; closing its stream");
                 error(ErrorCode::BadRequest, e.to_string())
             }
+            Ok(Request::BundleFetch(req)) => match principal {
+                Some(Principal::Node { name }) => {
+                    return bundle_fetch(shared, name, req, send).await;
+                }
+                Some(Principal::Admin { .. }) => {
+                    error(ErrorCode::Forbidden, "admins do not fetch bundles")
+                }
+                None => unauthenticated(),
+            },
             Ok(request) => handle(shared, principal, request).await,
         },
     };
     if let Err(e) = gantry_net::write_frame(&mut send, &response).await {
         tracing::debug!(error = %e, "could not answer on the stream");
     }
+}
+
+fn unauthenticated() -> Response {
+    error(
+        ErrorCode::Unauthenticated,
+        "a client certificate from this fleet is required (enroll first)",
+    )
 }
 
 async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request) -> Response {
@@ -388,10 +404,7 @@ async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request
             ErrorCode::BadRequest,
             "this connection already has an identity; enroll without one",
         ),
-        (_, None) => error(
-            ErrorCode::Unauthenticated,
-            "a client certificate from this fleet is required (enroll first)",
-        ),
+        (_, None) => unauthenticated(),
         (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, req),
         (Request::Telemetry(batch), Some(Principal::Node { name })) => {
             ingest_batch(shared, name, batch).await
@@ -399,13 +412,13 @@ async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request
         (Request::Admin(req), Some(Principal::Admin { name, role })) => {
             admin::handle(shared, name, *role, req).await
         }
-        (Request::BundleChunk(req), Some(Principal::Node { name })) => {
-            bundle_chunk(shared, name, req).await
+        (Request::Heartbeat(_) | Request::Telemetry(_), Some(Principal::Admin { .. })) => {
+            error(ErrorCode::Forbidden, "admins do not report telemetry")
         }
-        (
-            Request::Heartbeat(_) | Request::Telemetry(_) | Request::BundleChunk(_),
-            Some(Principal::Admin { .. }),
-        ) => error(ErrorCode::Forbidden, "admins do not report telemetry"),
+        (Request::BundleFetch(_), Some(_)) => error(
+            ErrorCode::BadRequest,
+            "bundle fetches are answered as streams",
+        ),
         (Request::Admin(req), Some(Principal::Node { name })) => {
             tracing::warn!(node = %name, call = req.name(), "node attempted an admin call; refused");
             error(ErrorCode::Forbidden, "nodes cannot make admin calls")
@@ -511,21 +524,46 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
     })
 }
 
-async fn bundle_chunk(
+/// A node's bundle fetch: the header frame, then the file's bytes from the requested
+/// offset to its end, read off the async workers.
+async fn bundle_fetch(
     shared: &Shared,
     name: &str,
-    req: gantry_shared::protocol::delivery::ChunkRequest,
-) -> Response {
+    req: gantry_shared::protocol::delivery::FetchRequest,
+    mut send: quinn::SendStream,
+) {
+    use gantry_shared::protocol::delivery::StreamHeader;
     let bundles = Arc::clone(&shared.bundles);
     let node = name.to_owned();
-    let offset = req.offset;
-    match blocking(move || bundles.chunk(&node, &req.id, req.offset, req.len)).await {
-        Some(Ok(bytes)) => Response::BundleChunk(gantry_shared::protocol::delivery::Chunk {
-            offset,
-            data: gantry_shared::protocol::delivery::encode(&bytes),
-        }),
-        Some(Err(e)) => repo_error(&e),
-        None => error(ErrorCode::Unavailable, "the bundle task failed"),
+    let (id, offset) = (req.id.clone(), req.offset);
+    let opened = blocking(move || bundles.open_for_node(&node, &req.id, req.offset)).await;
+    let (file, size) = match opened {
+        Some(Ok(opened)) => opened,
+        failed => {
+            let response = match failed {
+                Some(Err(e)) => repo_error(&e),
+                _ => error(ErrorCode::Unavailable, "the bundle task failed"),
+            };
+            if let Err(e) = gantry_net::write_frame(&mut send, &response).await {
+                tracing::debug!(error = %e, "could not answer on the stream");
+            }
+            return;
+        }
+    };
+    let header = Response::BundleStream(StreamHeader { offset, size });
+    let header = match protocol::encode(&header) {
+        Ok(bytes) => bytes,
+        Err(e) => return tracing::error!(error = %e, "cannot encode a stream header"),
+    };
+    if send.write_all(&header).await.is_err() {
+        return;
+    }
+    tracing::debug!(node = %name, bundle = %id, offset, size, "sending bundle");
+    match gantry_net::send_file(send, file, size - offset).await {
+        Ok(()) => tracing::info!(node = %name, bundle = %id, offset, size, "bundle sent"),
+        Err(e) => {
+            tracing::info!(node = %name, bundle = %id, error = %e, "bundle transfer broke off; the node resumes it");
+        }
     }
 }
 

@@ -8,6 +8,12 @@
 //! device files, FIFOs, directories, pax and GNU extension headers — is refused by type,
 //! before its contents are read. The archive ends with two zero blocks and nothing after
 //! them: a byte past the end is trailing garbage, a missing end is truncation.
+//!
+//! The reader also insists on the writer's exact form: every header byte-for-byte as the
+//! writer would build it for that path and size (mode, owner, mtime zero), and zero
+//! padding. So no byte of a bundle escapes verification: headers are functions of the
+//! signed manifest's paths and sizes, contents are covered by its digests, and a changed
+//! mtime or a message hidden in padding is refused like any other alteration.
 
 use std::io::{self, Read, Write};
 
@@ -23,6 +29,8 @@ pub enum ArchiveError {
     BadHeader { block: u64, reason: &'static str },
     #[error("entry {path:?} is a {kind}; bundles hold regular files only")]
     NotARegularFile { path: String, kind: &'static str },
+    #[error("block {block} has non-zero bytes in the padding after a file's contents")]
+    NonZeroPadding { block: u64 },
     #[error("the bundle has trailing data after its end-of-archive marker")]
     TrailingGarbage,
     #[error("reading the bundle failed")]
@@ -137,6 +145,13 @@ impl<R: Read> ArchiveReader<R> {
             return Ok(None);
         }
         let header = parse_header(&block, block_no)?;
+        if build_header(&header.path, header.size).ok() != Some(block) {
+            return Err(ArchiveError::BadHeader {
+                block: block_no,
+                reason: "not in the form bundles are written in: mode, owner, time or layout altered",
+            });
+        }
+        self.blocks_read += header.size.div_ceil(BLOCK as u64);
         self.remaining = header.size;
         self.padding = (BLOCK as u64 - header.size % BLOCK as u64) % BLOCK as u64;
         Ok(Some(header))
@@ -180,6 +195,11 @@ impl<R: Read> ArchiveReader<R> {
                 &mut scratch[..n],
                 "inside a file's padding",
             )?;
+            if scratch[..n].iter().any(|&b| b != 0) {
+                return Err(ArchiveError::NonZeroPadding {
+                    block: self.blocks_read - 1,
+                });
+            }
             self.padding -= n as u64;
         }
         Ok(())
@@ -455,6 +475,58 @@ mod tests {
                 reason: "checksum mismatch",
                 ..
             }
+        ));
+    }
+
+    /// Recomputes a header's checksum after an edit, as a careful forger would.
+    fn reseal(header: &mut [u8]) {
+        header[148..156].copy_from_slice(b"        ");
+        let sum: u64 = header.iter().map(|&b| u64::from(b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+
+    #[test]
+    fn header_with_altered_mtime_and_valid_checksum_is_refused() {
+        let mut bytes = archive(&[("a", b"x"), ("b", b"y")]);
+        let second = 2 * BLOCK;
+        bytes[second + 136..second + 147].copy_from_slice(b"14712345670");
+        reseal(&mut bytes[second..second + BLOCK]);
+        let err = read_all(&bytes).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::BadHeader { block: 2, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("time"), "{err}");
+    }
+
+    #[test]
+    fn header_with_altered_owner_or_mode_is_refused() {
+        for field in [100..107, 108..115, 265..270] {
+            let mut bytes = archive(&[("a", b"x")]);
+            bytes[field.clone()].copy_from_slice(&b"0000777"[..field.len()]);
+            reseal(&mut bytes[..BLOCK]);
+            assert!(
+                matches!(read_all(&bytes), Err(ArchiveError::BadHeader { .. })),
+                "field {field:?} altered unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn data_hidden_in_padding_is_refused() {
+        let mut bytes = archive(&[("a", b"x"), ("b", b"y")]);
+        bytes[BLOCK + 300] = b'!';
+        let err = read_all(&bytes).unwrap_err();
+        assert!(
+            matches!(err, ArchiveError::NonZeroPadding { block: 1 }),
+            "{err}"
+        );
+        // In the last file's padding too.
+        let mut bytes = archive(&[("a", b"x")]);
+        bytes[BLOCK + 511] = 1;
+        assert!(matches!(
+            read_all(&bytes),
+            Err(ArchiveError::NonZeroPadding { .. })
         ));
     }
 }

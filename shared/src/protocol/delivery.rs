@@ -1,11 +1,32 @@
 //! Bundle delivery: operators upload bundles to the controller in chunks, assign them to
-//! nodes, and each node fetches its assigned bundle in chunks, resuming where a broken
-//! transfer stopped. Chunk payloads travel base64-encoded inside the JSON frames.
+//! nodes, and each node fetches its assigned bundle, resuming where a broken transfer
+//! stopped.
+//!
+//! # Uploads
+//!
+//! Admin requests carry chunks of at most [`CHUNK_SIZE`] bytes, base64-encoded inside the
+//! JSON frames (`admin::Request::BundleUpload`).
+//!
+//! # Fetches
+//!
+//! A node fetches on one stream, the one exchange whose response is more than a frame:
+//!
+//! ```text
+//! node → controller   frame {"bundle_fetch": {"id": "sha256:…", "offset": N}}, finish
+//! controller → node   frame {"bundle_stream": {"offset": N, "size": S}}
+//!                     S − N raw bytes of the bundle file from offset N, finish
+//! ```
+//!
+//! or a single [`super::Response::Error`] frame when the fetch is refused. The node checks
+//! that the header repeats its offset and the size it was told in the heartbeat, takes at
+//! most `S − N` bytes (more is a protocol violation), treats a stream that ends early as a
+//! broken transfer to resume, and checks the whole file's SHA-256 before anything reads it
+//! as a bundle. Raw bytes, not frames, so a transfer runs at the speed of the stream.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-/// Bytes per chunk: far below [`super::MAX_FRAME`] once base64-encoded.
+/// Bytes per upload chunk: far below [`super::MAX_FRAME`] once base64-encoded.
 pub const CHUNK_SIZE: usize = 1024 * 1024;
 
 /// A bundle the controller holds.
@@ -35,7 +56,7 @@ pub struct Desired {
 }
 
 /// The node's view of delivery, in every heartbeat.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeBundles {
     /// Active bundle id (`sha256:<hex>`).
@@ -47,6 +68,28 @@ pub struct NodeBundles {
     pub resumed_at: u64,
     /// Why the last assigned bundle was not activated.
     pub failed: Option<FailedBundle>,
+    /// The last transfer that delivered a whole file.
+    pub last_transfer: Option<Transfer>,
+}
+
+/// One completed transfer, as the node measured it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Transfer {
+    pub id: String,
+    /// Bytes received in this transfer (less than the file when it resumed).
+    pub bytes: u64,
+    /// From the fetch request to the last byte written to the download file.
+    pub seconds: f64,
+    /// Then the time to make the file durable (fsync).
+    pub sync_seconds: f64,
+}
+
+impl Transfer {
+    /// Throughput in MiB/s.
+    pub fn mib_per_second(&self) -> f64 {
+        self.bytes as f64 / 1_048_576.0 / self.seconds.max(1e-9)
+    }
 }
 
 /// A bundle the node refused or could not fetch.
@@ -57,22 +100,21 @@ pub struct FailedBundle {
     pub reason: String,
 }
 
-/// Node → controller: bytes `offset..offset+len` of bundle `id`.
+/// Node → controller: the bundle assigned to it, from byte `offset` to its end.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ChunkRequest {
+pub struct FetchRequest {
     pub id: String,
     pub offset: u64,
-    pub len: u32,
 }
 
-/// The bytes asked for (fewer at the end of the file).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// The header before the raw bytes of a fetch: they run from `offset` to `size`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Chunk {
+pub struct StreamHeader {
     pub offset: u64,
-    /// Base64 (standard alphabet, padded).
-    pub data: String,
+    /// The whole file's size.
+    pub size: u64,
 }
 
 /// Whether `text` is a SHA-256 digest as the delivery protocol writes it: 64 lowercase

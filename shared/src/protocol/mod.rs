@@ -11,7 +11,9 @@
 //! # Exchanges
 //!
 //! Every exchange is one bidirectional stream: the client writes one request frame and
-//! finishes its side; the server writes one response frame and finishes. Streams are
+//! finishes its side; the server writes one response frame and finishes. The one
+//! exception is a node's bundle fetch, whose response frame is followed by raw bytes
+//! ([`delivery`]). Streams are
 //! independent: a malformed or oversized frame fails its own stream (the server answers
 //! with [`Response::Error`] where it can), and the connection's other streams go on.
 //!
@@ -154,8 +156,9 @@ pub enum Request {
     Heartbeat(heartbeat::Request),
     Telemetry(telemetry::Batch),
     Admin(admin::Request),
-    /// Node: a piece of the bundle the controller assigned to it.
-    BundleChunk(delivery::ChunkRequest),
+    /// Node: the bundle the controller assigned to it, from an offset; answered by a
+    /// [`Response::BundleStream`] header and raw bytes (see [`delivery`]).
+    BundleFetch(delivery::FetchRequest),
 }
 
 /// Every response the controller sends.
@@ -166,7 +169,7 @@ pub enum Response {
     Heartbeat(heartbeat::Response),
     Telemetry(telemetry::Ack),
     Admin(admin::Response),
-    BundleChunk(delivery::Chunk),
+    BundleStream(delivery::StreamHeader),
     Error(ErrorResponse),
 }
 

@@ -1,0 +1,418 @@
+//! Fetching the bundle the controller assigns to this node.
+//!
+//! Heartbeat replies name the desired bundle. When it differs from the active one, the
+//! bundle is fetched over the same QUIC connection, on one stream of raw bytes, into
+//! `<state_dir>/downloads/<file sha256>.partial` — a broken transfer resumes from the
+//! bytes already there — and the bundle store then verifies it against the node's own
+//! trust policy (signatures over the manifest, every file's size and SHA-256: the one
+//! pass over the bytes that decides; a corrupt or altered transfer fails there), runs its
+//! golden vectors and only then activates it. A bundle that fails is never activated, is not
+//! fetched again until the controller assigns something else (or the agent restarts),
+//! and the reason goes to the log and the next heartbeat. A new assignment during a
+//! transfer stops it (the partial file stays until another bundle's transfer starts).
+
+mod download;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use gantry_shared::protocol::delivery::{
+    self, Desired, FailedBundle, FetchRequest, NodeBundles, Transfer,
+};
+use gantry_shared::protocol::{Request, Response};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use self::download::{Download, Piece};
+use crate::bundle::store::BundleStore;
+
+/// How long a transfer may go without a byte before it counts as broken.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes handed to the writer thread at a time.
+const PIECE: usize = 1024 * 1024;
+/// Pieces received ahead of the disk.
+const WRITE_AHEAD: usize = 4;
+
+/// Delivery state, reported in heartbeats and `status`.
+pub type SharedBundles = Arc<Mutex<NodeBundles>>;
+
+/// Where bundles come from and how they are checked.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub state_dir: PathBuf,
+    pub trust_policy: PathBuf,
+    pub onnxruntime: PathBuf,
+}
+
+/// The active bundle id as the store records it.
+pub fn active_id(store: &BundleStore) -> Option<String> {
+    store
+        .current()
+        .ok()?
+        .active
+        .map(|hex| format!("sha256:{hex}"))
+}
+
+/// Fetches and activates what `desired` names, over `conn`, until `stop`. Ends when the
+/// connection fails; the next connection's task resumes the transfer.
+pub async fn run(
+    config: DeliveryConfig,
+    conn: quinn::Connection,
+    mut desired: watch::Receiver<Option<Desired>>,
+    state: SharedBundles,
+    stop: CancellationToken,
+) {
+    let store = BundleStore::new(&config.state_dir);
+    loop {
+        let want = desired.borrow_and_update().clone();
+        if let Some(want) = want {
+            let active = active_id(&store);
+            let failed = state
+                .lock()
+                .expect("bundles")
+                .failed
+                .as_ref()
+                .is_some_and(|f| f.id == want.id);
+            if active.as_deref() != Some(want.id.as_str()) && !failed {
+                match fetch(&config, &conn, &want, &state, &stop, &mut desired).await {
+                    Ok(Fetched::Complete(path)) => {
+                        install(&config, &store, &want, path, &state).await;
+                    }
+                    Ok(Fetched::Superseded) => {
+                        tracing::info!(bundle = %want.id, "assignment changed during the transfer; the partial download is kept");
+                        state.lock().expect("bundles").downloading = None;
+                        continue;
+                    }
+                    Ok(Fetched::Stopped) => return,
+                    Err(Fetch::Connection(reason)) => {
+                        tracing::warn!(bundle = %want.id, reason, "bundle transfer interrupted; it resumes on the next connection");
+                        return;
+                    }
+                    Err(Fetch::Refused(reason)) => refuse(&state, &want, reason),
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = desired.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// How a transfer ended without an error.
+enum Fetched {
+    /// The whole file is there, to be verified.
+    Complete(PathBuf),
+    /// The controller assigned something else meanwhile.
+    Superseded,
+    /// The agent is stopping.
+    Stopped,
+}
+
+enum Fetch {
+    /// The connection broke; keep what was fetched.
+    Connection(String),
+    /// The transfer cannot succeed as it is; the partial file was removed.
+    Refused(String),
+}
+
+fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
+    tracing::error!(bundle = %want.id, reason, "assigned bundle NOT activated; the active model keeps serving");
+    let mut s = state.lock().expect("bundles");
+    s.downloading = None;
+    s.failed = Some(FailedBundle {
+        id: want.id.clone(),
+        reason,
+    });
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(local)`
+fn local(e: io::Error) -> Fetch {
+    Fetch::Refused(format!("cannot write the download: {e}"))
+}
+
+/// Downloads the rest of `want` into `<state_dir>/downloads/<file sha256>.partial`.
+/// The bytes stream from the controller to a writer thread that appends them; nothing in
+/// them is trusted until the bundle store has verified the file.
+async fn fetch(
+    config: &DeliveryConfig,
+    conn: &quinn::Connection,
+    want: &Desired,
+    state: &SharedBundles,
+    stop: &CancellationToken,
+    desired: &mut watch::Receiver<Option<Desired>>,
+) -> Result<Fetched, Fetch> {
+    if !delivery::is_sha256_hex(&want.file_sha256) {
+        return Err(Fetch::Refused(format!(
+            "the controller named a malformed file digest {:?}",
+            want.file_sha256
+        )));
+    }
+    let dir = config.state_dir.join("downloads");
+    fs::create_dir_all(&dir).map_err(local)?;
+    remove_other_downloads(&dir, &want.file_sha256);
+    let path = dir.join(format!("{}.partial", want.file_sha256));
+    let download = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || Download::open(&path))
+            .await
+            .map_err(|e| Fetch::Refused(e.to_string()))?
+            .map_err(local)?
+    };
+    let offset = download.len();
+    if offset > want.size {
+        fs::remove_file(&path).map_err(local)?;
+        return Err(Fetch::Refused(
+            "a partial download was larger than the bundle; removed it".to_owned(),
+        ));
+    }
+    {
+        let mut s = state.lock().expect("bundles");
+        s.downloading = Some(want.id.clone());
+        s.downloaded_bytes = offset;
+        s.resumed_at = offset;
+    }
+    if offset > 0 {
+        tracing::info!(bundle = %want.id, offset, size = want.size, "resuming bundle transfer");
+    } else {
+        tracing::info!(bundle = %want.id, size = want.size, "fetching assigned bundle");
+    }
+    let started = Instant::now();
+    let request = Request::BundleFetch(FetchRequest {
+        id: want.id.clone(),
+        offset,
+    });
+    let (answer, mut recv) = gantry_net::open_download(conn, &request, STALL_TIMEOUT)
+        .await
+        .map_err(|e| Fetch::Connection(e.to_string()))?;
+    match answer {
+        Response::BundleStream(h) if h.offset == offset && h.size == want.size => {}
+        Response::BundleStream(h) => {
+            return Err(Fetch::Refused(format!(
+                "the controller offered bytes {}.. of a {}-byte file; asked for {offset}.. of the {} bytes assigned",
+                h.offset, h.size, want.size
+            )));
+        }
+        Response::Error(e) if e.code.is_transient() => return Err(Fetch::Connection(e.message)),
+        Response::Error(e) => {
+            return Err(Fetch::Refused(format!(
+                "the controller refused the transfer: {}",
+                e.message
+            )));
+        }
+        _ => {
+            return Err(Fetch::Connection(
+                "unexpected answer to a bundle fetch".to_owned(),
+            ));
+        }
+    }
+
+    let (pieces, rx) = mpsc::channel(WRITE_AHEAD);
+    let (give_back, mut returned) = mpsc::unbounded_channel();
+    let writer = {
+        let state = Arc::clone(state);
+        tokio::task::spawn_blocking(move || write_pieces(download, rx, &give_back, &state))
+    };
+    let mut received = offset;
+    let ended: Result<Option<Fetched>, Fetch> = loop {
+        let mut piece = returned.try_recv().unwrap_or_else(|_| Piece::new(PIECE));
+        piece.clear();
+        // Fill one piece, or stop at the end of the stream, a stall, a stop or a new
+        // assignment. Reading is cancel-safe: a read that did not finish took nothing.
+        let end = loop {
+            let read = tokio::select! {
+                () = stop.cancelled() => break Some(Ok(Some(Fetched::Stopped))),
+                changed = desired.changed() => {
+                    let same = changed.is_ok()
+                        && desired.borrow().as_ref().is_some_and(|d| d.id == want.id);
+                    if same { continue }
+                    break Some(Ok(Some(Fetched::Superseded)));
+                }
+                read = tokio::time::timeout(STALL_TIMEOUT, recv.read(piece.space())) => read,
+            };
+            match read {
+                Err(_) => {
+                    break Some(Err(Fetch::Connection(format!(
+                        "no bytes for {STALL_TIMEOUT:?}"
+                    ))));
+                }
+                Ok(Err(e)) => {
+                    break Some(Err(Fetch::Connection(format!(
+                        "the transfer broke off: {e}"
+                    ))));
+                }
+                Ok(Ok(None)) => break Some(Ok(None)),
+                Ok(Ok(Some(n))) => {
+                    piece.advance(n);
+                    if received + piece.filled() as u64 > want.size {
+                        break Some(Err(Fetch::Refused(format!(
+                            "the controller sent more than the {} bytes announced; discarded",
+                            want.size
+                        ))));
+                    }
+                    if piece.is_full() {
+                        break None;
+                    }
+                }
+            }
+        };
+        let refused = matches!(end, Some(Err(Fetch::Refused(_))));
+        if piece.filled() > 0 && !refused {
+            received += piece.filled() as u64;
+            if pieces.send(piece).await.is_err() {
+                // The writer failed; its error is reported below.
+                break Ok(None);
+            }
+        }
+        if let Some(end) = end {
+            break end;
+        }
+    };
+    drop(pieces);
+    let written = writer
+        .await
+        .map_err(|e| Fetch::Refused(format!("the download writer failed: {e}")))?;
+    match ended {
+        Ok(Some(fetched)) => return Ok(fetched),
+        Err(Fetch::Refused(reason)) => {
+            fs::remove_file(&path).map_err(local)?;
+            return Err(Fetch::Refused(reason));
+        }
+        Err(connection) => return Err(connection),
+        Ok(None) => {}
+    }
+    let (last_byte, synced) = match written {
+        Ok(times) => times,
+        Err(e) => {
+            fs::remove_file(&path).map_err(local)?;
+            return Err(local(e));
+        }
+    };
+    if received < want.size {
+        return Err(Fetch::Connection(format!(
+            "the stream ended after {received} of {} bytes",
+            want.size
+        )));
+    }
+    let transfer = Transfer {
+        id: want.id.clone(),
+        bytes: received - offset,
+        seconds: last_byte.duration_since(started).as_secs_f64(),
+        sync_seconds: synced.duration_since(last_byte).as_secs_f64(),
+    };
+    tracing::info!(
+        bundle = %want.id,
+        bytes = transfer.bytes,
+        seconds = transfer.seconds,
+        sync_seconds = transfer.sync_seconds,
+        mib_per_s = transfer.mib_per_second(),
+        "bundle transferred"
+    );
+    state.lock().expect("bundles").last_transfer = Some(transfer);
+    Ok(Fetched::Complete(path))
+}
+
+/// Appends the pieces as they come, handing each buffer back, until the sender is done;
+/// then syncs the file. Returns when the last byte was written and when it was synced.
+fn write_pieces(
+    mut download: Download,
+    mut pieces: mpsc::Receiver<Piece>,
+    give_back: &mpsc::UnboundedSender<Piece>,
+    state: &SharedBundles,
+) -> io::Result<(Instant, Instant)> {
+    let mut last_byte = Instant::now();
+    while let Some(piece) = pieces.blocking_recv() {
+        download.append(piece.bytes())?;
+        last_byte = Instant::now();
+        state.lock().expect("bundles").downloaded_bytes = download.len();
+        let _ = give_back.send(piece);
+    }
+    download.sync()?;
+    Ok((last_byte, Instant::now()))
+}
+
+/// Removes partial downloads of bundles no longer assigned, so a node that is reassigned
+/// again and again holds at most one.
+fn remove_other_downloads(dir: &Path, keep_sha256: &str) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let keep = format!("{keep_sha256}.partial");
+    for entry in entries.flatten() {
+        if entry.file_name().to_str() == Some(keep.as_str()) {
+            continue;
+        }
+        match fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(path = %entry.path().display(), "removed the download of a bundle no longer assigned");
+            }
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an old download");
+            }
+        }
+    }
+}
+
+/// Verifies, golden-checks and activates the downloaded file through the bundle store.
+async fn install(
+    config: &DeliveryConfig,
+    store: &BundleStore,
+    want: &Desired,
+    path: PathBuf,
+    state: &SharedBundles,
+) {
+    let (store, config, file) = (store.clone(), config.clone(), path.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        store.import(
+            &file,
+            &config.trust_policy,
+            &config.onnxruntime,
+            SystemTime::now(),
+        )
+    })
+    .await;
+    // Whatever happened, the download has served its purpose: a refused bundle is not
+    // fetched again, and an accepted one now lives in the store.
+    if let Err(e) = fs::remove_file(&path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove a finished download");
+    }
+    let imported = match result {
+        Ok(Ok(imported)) => imported,
+        Ok(Err(e)) => {
+            return refuse(state, want, gantry_shared::bundle::outcome::error_chain(&e));
+        }
+        Err(e) => return refuse(state, want, format!("the install task failed: {e}")),
+    };
+    let Some(digest) = imported.activated else {
+        let reason = imported.outcome.error.clone().unwrap_or_else(|| {
+            let failed: Vec<String> = imported
+                .golden
+                .iter()
+                .filter(|g| !g.passed)
+                .map(|g| {
+                    format!(
+                        "golden vector {:?} failed: {}",
+                        g.name,
+                        g.error
+                            .clone()
+                            .unwrap_or_else(|| format!("max error {:.3e}", g.max_abs_error))
+                    )
+                })
+                .collect();
+            failed.join("; ")
+        });
+        return refuse(state, want, reason);
+    };
+    let id = format!("sha256:{digest}");
+    if id != want.id {
+        tracing::warn!(assigned = %want.id, activated = %id, "the activated bundle's id differs from the one assigned");
+    }
+    tracing::info!(bundle = %id, "assigned bundle verified and activated");
+    let mut s = state.lock().expect("bundles");
+    s.active = Some(id);
+    s.downloading = None;
+    s.failed = None;
+}

@@ -20,7 +20,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use gantry_controller::home::AdminIdentity;
 use gantry_tests::{Agent, Controller, wait_for};
 
 fn payload_mib() -> usize {
@@ -32,18 +31,7 @@ fn payload_mib() -> usize {
 
 /// Bytes per second of one QUIC stream carrying `bytes` over loopback.
 fn raw_quic(controller: &Controller, bytes: usize) -> f64 {
-    let home = controller.home();
-    let ca = gantry_controller::ca::Ca::load(&home).unwrap();
-    let read = |name: &str| std::fs::read_to_string(home.join(name)).unwrap();
-    let server_tls = gantry_shared::tls::server_config(
-        ca.cert_pem(),
-        &read("controller.crt"),
-        &read("controller.key"),
-    )
-    .unwrap();
-    let admin = AdminIdentity::load(&controller.identity_path()).unwrap();
-    let client_tls =
-        gantry_shared::tls::client_config(&admin.ca_pem, &admin.cert_pem, &admin.key_pem).unwrap();
+    let (server_tls, client_tls) = controller.tls_pair();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -156,6 +156,26 @@ impl Controller {
         self.home().join("admin.identity")
     }
 
+    /// TLS configurations for a stand-in server with this controller's certificate and a
+    /// client with its admin identity: what a test needs to put its own QUIC endpoint
+    /// where the controller would be.
+    pub fn tls_pair(&self) -> (rustls::ServerConfig, rustls::ClientConfig) {
+        let home = self.home();
+        let ca = gantry_controller::ca::Ca::load(&home).unwrap();
+        let read = |name: &str| std::fs::read_to_string(home.join(name)).unwrap();
+        let server = gantry_shared::tls::server_config(
+            ca.cert_pem(),
+            &read("controller.crt"),
+            &read("controller.key"),
+        )
+        .unwrap();
+        let admin = AdminIdentity::load(&self.identity_path()).unwrap();
+        let client =
+            gantry_shared::tls::client_config(&admin.ca_pem, &admin.cert_pem, &admin.key_pem)
+                .unwrap();
+        (server, client)
+    }
+
     /// Starts the process again on the same address and directory.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "controller already running");

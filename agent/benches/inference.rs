@@ -239,8 +239,13 @@ fn main() {
         }
         let (manifest, _) = manifest_for(model);
         let name = manifest.name.clone();
-        let mut bare =
-            Model::load(&models().join(format!("{model}.onnx")), &manifest.model).unwrap();
+        let mut bare = Model::load(
+            &models().join(format!("{model}.onnx")),
+            &manifest.model,
+            &manifest.requirements,
+            gantry_agent::inference::Hardware::default(),
+        )
+        .unwrap();
         let (tensors, json) = input(model);
         let path = format!("/v2/models/{name}/infer");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -148,6 +148,12 @@ async fn get_status(State(state): State<ApiState>) -> Response {
             .bundles
             .as_ref()
             .map(|b| b.lock().expect("bundles").clone()),
+        model: state
+            .links
+            .model
+            .as_ref()
+            .and_then(|s| s.health())
+            .map(|m| crate::status::ServingModel::from(&m)),
     };
     match serde_json::to_vec(&status) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),

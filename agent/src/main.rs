@@ -440,6 +440,7 @@ fn import(args: ImportArgs) -> ExitCode {
         &args.bundle,
         &policy,
         &library,
+        gantry_agent::inference::Hardware::default(),
         std::time::SystemTime::now(),
     ) {
         Ok(imported) => {

@@ -110,6 +110,20 @@ pub fn render(
         render_buffer(&mut e, b, crate::api::now_ms());
     }
     if let Some(m) = model {
+        e.family(
+            "gantry_agent_model_info",
+            Kind::Gauge,
+            "The served model: name and version, bundle digest and execution provider.",
+        );
+        e.sample(
+            "gantry_agent_model_info",
+            &[
+                ("model", m.model.as_str()),
+                ("bundle", m.bundle.as_str()),
+                ("execution_provider", m.execution_provider),
+            ],
+            1.0,
+        );
         e.family("gantry_agent_inference_requests_total", Kind::Counter, "Inference requests by outcome: ok, error (the model failed), rejected (a bad request).");
         e.sample(
             "gantry_agent_inference_requests_total",

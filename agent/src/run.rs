@@ -124,6 +124,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 state_dir: config.state_dir.clone(),
                 trust_policy: config.trust_policy.clone(),
                 onnxruntime: config.onnxruntime.clone(),
+                snapshots: snapshots.clone(),
             },
             bundles: Arc::clone(&bundles),
         };
@@ -187,6 +188,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 tasks.spawn(crate::inference::server::watch_store(
                     store,
                     Arc::clone(&slot),
+                    snapshots.clone(),
                     config.health.golden_interval,
                     shutdown.clone(),
                 ));

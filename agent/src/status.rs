@@ -37,6 +37,50 @@ pub struct AgentStatus {
     /// Assigned-bundle delivery, when enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundles: Option<gantry_shared::protocol::delivery::NodeBundles>,
+    /// The model being served, when the endpoint runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ServingModel>,
+}
+
+/// The served model, as `status` shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServingModel {
+    /// Name and version.
+    pub model: String,
+    /// Bundle digest (hex).
+    pub bundle: String,
+    /// `cuda` or `cpu`.
+    pub execution_provider: String,
+    /// Providers the bundle preferred that were passed over, with why.
+    pub passed_over: Vec<String>,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub requests_rejected: u64,
+    pub latency_p50_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
+    /// Whether the latest golden-vector run passed; absent before the first.
+    pub golden_ok: Option<bool>,
+    /// Why it failed.
+    pub golden_error: Option<String>,
+}
+
+impl From<&crate::inference::server::ModelHealth> for ServingModel {
+    fn from(m: &crate::inference::server::ModelHealth) -> Self {
+        Self {
+            model: m.model.clone(),
+            bundle: m.bundle.clone(),
+            execution_provider: m.execution_provider.to_owned(),
+            passed_over: m.passed_over.clone(),
+            requests_ok: m.requests_ok,
+            requests_failed: m.requests_failed,
+            requests_rejected: m.requests_rejected,
+            latency_p50_seconds: m.latency_p50,
+            latency_p99_seconds: m.latency_p99,
+            golden_ok: m.golden.as_ref().map(Result::is_ok),
+            golden_error: m.golden.clone().and_then(Result::err),
+        }
+    }
 }
 
 /// The durable buffer, as `status` shows it.
@@ -273,6 +317,33 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 out,
                 "not enrolled: telemetry stays in the local buffer (gantry-agent enroll)"
             );
+        }
+    }
+    if let Some(m) = &status.model {
+        let _ = writeln!(
+            out,
+            "serving {} (bundle sha256:{}) on {}: {} requests ok, {} failed, {} rejected{}{}",
+            m.model,
+            m.bundle,
+            m.execution_provider,
+            m.requests_ok,
+            m.requests_failed,
+            m.requests_rejected,
+            match (m.latency_p50_seconds, m.latency_p99_seconds) {
+                (Some(p50), Some(p99)) => {
+                    format!("; p50 {:.2} ms, p99 {:.2} ms", p50 * 1e3, p99 * 1e3)
+                }
+                _ => String::new(),
+            },
+            match (m.golden_ok, &m.golden_error) {
+                (Some(true), _) => "; golden vectors pass".to_owned(),
+                (Some(false), Some(e)) => format!("; golden vectors FAIL: {e}"),
+                (Some(false), None) => "; golden vectors FAIL".to_owned(),
+                (None, _) => String::new(),
+            }
+        );
+        for reason in &m.passed_over {
+            let _ = writeln!(out, "  not on {reason}");
         }
     }
     if let Some(d) = &status.bundles {

@@ -222,8 +222,8 @@ fn a_golden_mismatch_is_never_activated() {
         "tiny_linear",
         "tiny-linear",
         "1.1.0",
-        |golden| {
-            golden[0].outputs.get_mut("y").unwrap().data[0] += 1.0;
+        |manifest| {
+            manifest.golden[0].outputs.get_mut("y").unwrap().data[0] += 1.0;
         },
     );
     let (code, text) = node.cli(&["import", "bad.gbundle"]);
@@ -305,5 +305,126 @@ fn rollback_and_switches_under_load_fail_no_request() {
         seen.len(),
         2,
         "requests were served by both versions: {seen:?}"
+    );
+}
+
+/// The suite runs ONNX Runtime's CPU build (the `onnxruntime` wheel from `PyPI`), which has no
+/// CUDA provider: a bundle that prefers CUDA runs on CPU, and `status` and `/metrics` say
+/// where it runs and why not on CUDA.
+#[test]
+fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
+    use gantry_shared::bundle::manifest::ExecutionProvider;
+    let node = Node::new();
+    write_bundle(
+        &node.dir.path().join("prefers-cuda.gbundle"),
+        "tiny_linear",
+        "tiny-linear",
+        "1.0.0",
+        |manifest| {
+            manifest.requirements.execution_providers =
+                vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu];
+        },
+    );
+    let (code, text) = node.cli(&["import", "prefers-cuda.gbundle"]);
+    assert_eq!(code, 0, "{text}");
+    let agent = start_agent(&node);
+    wait_until("the model to be ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
+            && node.http("GET", "/v2/health/ready", "").0 == 200
+    });
+    let (status, body) = node.infer_linear();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
+
+    let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
+    let model = &doc["model"];
+    assert_eq!(model["execution_provider"], "cpu", "{model}");
+    assert_eq!(model["model"], "tiny-linear 1.0.0", "{model}");
+    let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
+    assert!(
+        passed_over.starts_with("cuda: ") && passed_over.contains("without the CUDA provider"),
+        "{model}"
+    );
+    let table = agent.status_cli(false);
+    assert!(
+        table.contains("serving tiny-linear 1.0.0") && table.contains("on cpu"),
+        "{table}"
+    );
+    assert!(table.contains("not on cuda: "), "{table}");
+    let page = support::http_get(agent_metrics_addr(&agent), "/metrics");
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("gantry_agent_model_info{")
+                && l.contains("execution_provider=\"cpu\"")
+                && l.contains("model=\"tiny-linear 1.0.0\"")
+                && l.ends_with(" 1")),
+        "{page}"
+    );
+}
+
+/// A bundle that may run on CUDA only is refused where CUDA is unusable: never activated,
+/// the reason names the provider, and the active bundle stays.
+#[test]
+fn a_bundle_requiring_cuda_only_is_not_activated_on_a_node_without_it() {
+    use gantry_shared::bundle::manifest::ExecutionProvider;
+    let node = Node::new();
+    let good = node.bundle("good.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    assert_eq!(node.cli(&["import", &good]).0, 0);
+    let current = node.state_dir().join("bundles/current.json");
+    let before = std::fs::read_to_string(&current).unwrap();
+    write_bundle(
+        &node.dir.path().join("cuda-only.gbundle"),
+        "tiny_linear",
+        "tiny-linear",
+        "2.0.0",
+        |manifest| {
+            manifest.requirements.execution_providers = vec![ExecutionProvider::Cuda];
+        },
+    );
+    let (code, text) = node.cli(&["import", "cuda-only.gbundle"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("needs execution provider cuda")
+            && text.contains("without the CUDA provider"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&current).unwrap(),
+        before,
+        "the active bundle changed"
+    );
+}
+
+/// The running agent knows its GPUs: a bundle needing more GPU memory than any GPU has
+/// free is passed over for CUDA with that reason (checked before the library is asked).
+#[test]
+fn a_bundle_needing_more_gpu_memory_than_is_free_is_not_placed_on_cuda() {
+    use gantry_shared::bundle::manifest::ExecutionProvider;
+    let node = Node::new();
+    write_bundle(
+        &node.dir.path().join("big.gbundle"),
+        "tiny_linear",
+        "tiny-linear",
+        "1.0.0",
+        |manifest| {
+            manifest.requirements.execution_providers =
+                vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu];
+            manifest.requirements.min_gpu_memory_bytes = 1 << 40;
+        },
+    );
+    assert_eq!(node.cli(&["import", "big.gbundle"]).0, 0);
+    let agent = start_agent(&node);
+    wait_until("the model to be ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
+            && node.http("GET", "/v2/health/ready", "").0 == 200
+    });
+    let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
+    let model = &doc["model"];
+    assert_eq!(model["execution_provider"], "cpu", "{model}");
+    let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
+    assert!(
+        passed_over.contains("needs 1099511627776 bytes of GPU memory")
+            && passed_over.contains("most free on a GPU here is"),
+        "{model}"
     );
 }

@@ -100,6 +100,7 @@ impl Setup {
             state_dir: self.state_dir.path().to_owned(),
             trust_policy: self.state_dir.path().join("trust.json"),
             onnxruntime: PathBuf::from("/nonexistent/libonnxruntime.so"),
+            snapshots: watch::channel(None).1,
         };
         let (_tx, rx) = watch::channel(Some(desired()));
         let state = SharedBundles::default();

@@ -154,6 +154,8 @@ pub fn verify_with_golden(
     let mut model = crate::inference::Model::load(
         &scratch.path().join(&manifest.model.entry),
         &manifest.model,
+        &manifest.requirements,
+        crate::inference::Hardware::default(),
     )?;
     let results = crate::inference::check_golden(&mut model, &manifest.golden);
     Ok((outcome, results))

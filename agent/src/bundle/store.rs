@@ -125,6 +125,7 @@ impl BundleStore {
         bundle: &Path,
         policy: &Path,
         onnxruntime: &Path,
+        hardware: inference::Hardware,
         now: SystemTime,
     ) -> Result<Imported, StoreError> {
         let policy = load_policy(policy)?;
@@ -161,6 +162,8 @@ impl BundleStore {
         let mut model = inference::Model::load(
             &staging.path().join("files").join(&manifest.model.entry),
             &manifest.model,
+            &manifest.requirements,
+            hardware,
         )?;
         let golden = inference::check_golden(&mut model, &manifest.golden);
         drop(model);

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::download::{Download, Piece};
 use crate::bundle::store::BundleStore;
+use crate::inference::Hardware;
 
 /// How long a transfer may go without a byte before it counts as broken.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +46,8 @@ pub struct DeliveryConfig {
     pub state_dir: PathBuf,
     pub trust_policy: PathBuf,
     pub onnxruntime: PathBuf,
+    /// The sampler's readings: GPU memory decides whether a bundle can run on CUDA.
+    pub snapshots: crate::telemetry::SnapshotReceiver,
 }
 
 /// The active bundle id as the store records it.
@@ -364,12 +367,14 @@ async fn install(
     path: PathBuf,
     state: &SharedBundles,
 ) {
+    let hardware = Hardware::from_snapshots(&config.snapshots);
     let (store, config, file) = (store.clone(), config.clone(), path.clone());
     let result = tokio::task::spawn_blocking(move || {
         store.import(
             &file,
             &config.trust_policy,
             &config.onnxruntime,
+            hardware,
             SystemTime::now(),
         )
     })

@@ -1,13 +1,25 @@
 //! ONNX Runtime through `ort` with `load-dynamic`: the library is loaded at run time from
 //! a path (`ort::init_from`), so a missing or wrong library is an error the operator can
-//! act on, never a panic. Today this runs a bundle's golden vectors
-//! (`gantry-agent verify --golden`); the inference endpoint builds on the same [`Model`].
+//! act on, never a panic. [`Model`] runs golden vectors (import, `verify --golden`) and
+//! serves the endpoint (`server`).
+//!
+//! # Execution providers
+//!
+//! A bundle lists the providers it may run on, in preference order
+//! (`requirements.execution_providers`; none listed means CUDA where it works, else CPU).
+//! Each is tried in turn: CUDA needs a library built with its provider, enough free GPU
+//! memory for `requirements.min_gpu_memory_bytes` when the caller knows the GPUs, and a
+//! session that registers and loads on it; CPU always works when listed. The first that
+//! loads is the model's [`Placement`], with the reason each one before it was passed
+//! over; a bundle whose every listed provider is unusable does not load, and says why.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use gantry_shared::bundle::manifest::{DType, GoldenVector, ModelEntry, Tensor};
+use gantry_shared::bundle::manifest::{
+    DType, ExecutionProvider, GoldenVector, ModelEntry, Requirements, Tensor,
+};
 pub mod server;
 
 use ort::session::Session;
@@ -36,6 +48,14 @@ pub enum InferenceError {
     Runtime(String),
     #[error("model {path} cannot be loaded: {message}")]
     Load { path: PathBuf, message: String },
+    #[error(
+        "model {path} needs execution provider {wanted}, and none is usable on this node: {reasons}"
+    )]
+    NoProvider {
+        path: PathBuf,
+        wanted: String,
+        reasons: String,
+    },
     #[error("tensor {name:?}: {problem}")]
     Tensor { name: String, problem: String },
 }
@@ -79,6 +99,78 @@ pub fn init(library: &Path) -> Result<(), InferenceError> {
 pub struct Model {
     session: Session,
     entry: ModelEntry,
+    placement: Placement,
+}
+
+/// What the node offers a model, as far as the caller knows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hardware {
+    /// Free memory of the GPU with the most of it; `None` when the GPUs were not read
+    /// (the CLI) — the memory requirement is then left to CUDA itself.
+    pub gpu_free_bytes: Option<u64>,
+}
+
+impl Hardware {
+    /// What the latest sample says: the most free memory on one GPU, or nothing known
+    /// before the first sample or without NVML.
+    pub fn from_snapshots(snapshots: &crate::telemetry::SnapshotReceiver) -> Self {
+        let snapshot = snapshots.borrow().clone();
+        let Some(snapshot) = snapshot else {
+            return Self::default();
+        };
+        let sample = &snapshot.sample;
+        if !matches!(
+            sample.nvml,
+            gantry_shared::telemetry::NvmlStatus::Available { .. }
+        ) {
+            return Self::default();
+        }
+        Self {
+            gpu_free_bytes: Some(
+                sample
+                    .gpus
+                    .iter()
+                    .filter_map(|g| g.fields.fb_free_bytes)
+                    .max()
+                    .unwrap_or(0),
+            ),
+        }
+    }
+}
+
+/// Where a loaded model runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub provider: ExecutionProvider,
+    /// Providers preferred to it that were passed over, each as `name: reason`.
+    pub passed_over: Vec<String>,
+}
+
+/// The provider's name as bundles and `status` write it.
+pub fn provider_name(provider: ExecutionProvider) -> &'static str {
+    match provider {
+        ExecutionProvider::Cuda => "cuda",
+        ExecutionProvider::Cpu => "cpu",
+    }
+}
+
+/// Why CUDA cannot take this model before a session is even tried; `None` to try it.
+fn cuda_unusable(requirements: &Requirements, hardware: Hardware) -> Option<String> {
+    use ort::ep::ExecutionProvider as _;
+    let need = requirements.min_gpu_memory_bytes;
+    if let Some(free) = hardware.gpu_free_bytes.filter(|&free| need > free) {
+        return Some(format!(
+            "the bundle needs {need} bytes of GPU memory and the most free on a GPU here is {free}"
+        ));
+    }
+    match ort::ep::CUDA::is_available() {
+        Ok(true) => None,
+        Ok(false) => Some(
+            "the ONNX Runtime library was built without the CUDA provider (install the GPU build)"
+                .to_owned(),
+        ),
+        Err(e) => Some(format!("ONNX Runtime cannot list its providers: {e}")),
+    }
 }
 
 fn shape_i64(name: &str, shape: &[u64]) -> Result<Vec<i64>, InferenceError> {
@@ -94,8 +186,14 @@ fn shape_i64(name: &str, shape: &[u64]) -> Result<Vec<i64>, InferenceError> {
 }
 
 impl Model {
-    /// Loads the model file at `path`, declared by `entry`. [`init`] must have run.
-    pub fn load(path: &Path, entry: &ModelEntry) -> Result<Self, InferenceError> {
+    /// Loads the model file at `path`, declared by `entry`, on the first usable provider
+    /// of `requirements` (module docs). [`init`] must have run.
+    pub fn load(
+        path: &Path,
+        entry: &ModelEntry,
+        requirements: &Requirements,
+        hardware: Hardware,
+    ) -> Result<Self, InferenceError> {
         let (_, environment) = ENVIRONMENT
             .get()
             .ok_or_else(|| InferenceError::Runtime("ONNX Runtime is not loaded".to_owned()))?;
@@ -103,18 +201,68 @@ impl Model {
             path: path.to_owned(),
             message,
         };
-        // No spinning between runs: the agent serves requests one by one with HTTP work in
-        // between, and a spinning pool thread would take that time from the other core.
-        let session = Session::builder(environment)
-            .map_err(|e| load(e.to_string()))?
-            .with_intra_op_spinning(false)
-            .map_err(|e| load(e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| load(e.to_string()))?;
-        Ok(Self {
-            session,
-            entry: entry.clone(),
+        let candidates = if requirements.execution_providers.is_empty() {
+            vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu]
+        } else {
+            requirements.execution_providers.clone()
+        };
+        let mut passed_over = Vec::new();
+        for &provider in &candidates {
+            // No spinning between runs: the agent serves requests one by one with HTTP
+            // work in between, and a spinning pool thread would take that time from the
+            // other core.
+            let builder = Session::builder(environment)
+                .map_err(|e| load(e.to_string()))?
+                .with_intra_op_spinning(false)
+                .map_err(|e| load(e.to_string()))?;
+            let mut builder = match provider {
+                ExecutionProvider::Cpu => builder,
+                ExecutionProvider::Cuda => {
+                    if let Some(reason) = cuda_unusable(requirements, hardware) {
+                        passed_over.push(format!("cuda: {reason}"));
+                        continue;
+                    }
+                    let cuda = ort::ep::CUDA::default().build().error_on_failure();
+                    match builder.with_execution_providers([cuda]) {
+                        Ok(builder) => builder,
+                        Err(e) => {
+                            passed_over.push(format!("cuda: the provider did not register: {e}"));
+                            continue;
+                        }
+                    }
+                }
+            };
+            match builder.commit_from_file(path) {
+                Ok(session) => {
+                    return Ok(Self {
+                        session,
+                        entry: entry.clone(),
+                        placement: Placement {
+                            provider,
+                            passed_over,
+                        },
+                    });
+                }
+                Err(e) if provider == ExecutionProvider::Cuda => {
+                    passed_over.push(format!("cuda: the model did not load on it: {e}"));
+                }
+                Err(e) => return Err(load(e.to_string())),
+            }
+        }
+        Err(InferenceError::NoProvider {
+            path: path.to_owned(),
+            wanted: candidates
+                .iter()
+                .map(|&p| provider_name(p))
+                .collect::<Vec<_>>()
+                .join(" or "),
+            reasons: passed_over.join("; "),
         })
+    }
+
+    /// Where the model runs.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     /// Runs the model on `inputs`; returns every declared output.

@@ -42,6 +42,7 @@ pub struct Loaded {
     pub digest: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
+    pub placement: super::Placement,
     golden: Vec<gantry_shared::bundle::manifest::GoldenVector>,
     model: Mutex<Model>,
 }
@@ -70,6 +71,11 @@ struct Stats {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelHealth {
     pub model: String,
+    /// The bundle digest (hex) it came from.
+    pub bundle: String,
+    pub execution_provider: &'static str,
+    /// Providers the bundle preferred that were passed over, with why.
+    pub passed_over: Vec<String>,
     pub requests_ok: u64,
     pub requests_failed: u64,
     pub requests_rejected: u64,
@@ -126,6 +132,9 @@ impl Slot {
         let failed = s.recent.iter().filter(|r| !r.0).count();
         Some(ModelHealth {
             model: format!("{} {}", loaded.name, loaded.version),
+            bundle: loaded.digest.clone(),
+            execution_provider: super::provider_name(loaded.placement.provider),
+            passed_over: loaded.placement.passed_over.clone(),
             requests_ok: s.ok,
             requests_failed: s.failed,
             requests_rejected: s.rejected,
@@ -218,9 +227,14 @@ struct InferOutput {
 pub async fn watch_store(
     store: BundleStore,
     slot: Arc<Slot>,
+    snapshots: crate::telemetry::SnapshotReceiver,
     golden_every: Duration,
     shutdown: CancellationToken,
 ) {
+    // Place the first model knowing the GPUs: the first sample comes within moments of
+    // starting (without NVML it says so, and the model goes to the CPU).
+    let mut first = snapshots.clone();
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.wait_for(Option::is_some)).await;
     let mut loaded_digest: Option<String> = None;
     let mut next_golden = tokio::time::Instant::now();
     loop {
@@ -237,6 +251,7 @@ pub async fn watch_store(
                 Some(digest) => {
                     let store = store.clone();
                     let d = digest.clone();
+                    let hardware = super::Hardware::from_snapshots(&snapshots);
                     let result = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
                         let manifest: Manifest = store.manifest(&d).map_err(|e| e.to_string())?;
                         let path = store
@@ -244,13 +259,15 @@ pub async fn watch_store(
                             .join("files")
                             .join(&manifest.model.entry);
                         let model =
-                            Model::load(&path, &manifest.model).map_err(|e| e.to_string())?;
+                            Model::load(&path, &manifest.model, &manifest.requirements, hardware)
+                                .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))?;
                         Ok(Loaded {
                             name: manifest.name,
                             version: manifest.version,
                             digest: d,
                             inputs: manifest.model.inputs,
                             outputs: manifest.model.outputs,
+                            placement: model.placement().clone(),
                             golden: manifest.golden,
                             model: Mutex::new(model),
                         })
@@ -258,7 +275,13 @@ pub async fn watch_store(
                     .await;
                     match result {
                         Ok(Ok(loaded)) => {
-                            tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, "model loaded and serving");
+                            let provider = super::provider_name(loaded.placement.provider);
+                            if loaded.placement.passed_over.is_empty() {
+                                tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, "model loaded and serving");
+                            } else {
+                                let passed_over = loaded.placement.passed_over.join("; ");
+                                tracing::warn!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, passed_over, "model loaded and serving, not on the provider the bundle prefers");
+                            }
                             slot.set(Some(Arc::new(loaded)));
                             next_golden = tokio::time::Instant::now();
                         }

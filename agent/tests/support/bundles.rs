@@ -54,23 +54,23 @@ pub fn write_policy(path: &Path) {
     std::fs::write(path, policy.to_bytes()).unwrap();
 }
 
-/// A signed bundle of a test model, named `name` at `version`.
+/// A signed bundle of a test model, named `name` at `version`; `edit` changes the
+/// manifest before it is signed.
 pub fn write_bundle(
     path: &Path,
     model: &str,
     name: &str,
     version: &str,
-    edit: impl FnOnce(&mut Vec<GoldenVector>),
+    edit: impl FnOnce(&mut Manifest),
 ) {
     let models = models();
     let bytes = std::fs::read(models.join(format!("{model}.onnx"))).unwrap();
     let sig = onnx::read_signature(&bytes[..]).unwrap();
-    let mut golden: Vec<GoldenVector> = serde_json::from_slice(
+    let golden: Vec<GoldenVector> = serde_json::from_slice(
         &std::fs::read(models.join(format!("{model}.golden.json"))).unwrap(),
     )
     .unwrap();
-    edit(&mut golden);
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         schema: 1,
         name: name.into(),
         version: version.into(),
@@ -90,6 +90,7 @@ pub fn write_bundle(
         provenance: Provenance::default(),
         requirements: Requirements::default(),
     };
+    edit(&mut manifest);
     let manifest_bytes = manifest.to_bytes().unwrap();
     let sigs = vec![bundle::sign_manifest(&key(), &manifest_bytes)];
     let out = bundle::write(Vec::new(), &manifest_bytes, &sigs, &mut |_| {

@@ -127,6 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 snapshots: snapshots.clone(),
             },
             bundles: Arc::clone(&bundles),
+            model: config.inference_listen.map(|_| Arc::clone(&slot)),
         };
         tasks.spawn(crate::uplink::run(
             uplink,

@@ -37,6 +37,8 @@ pub struct UplinkConfig {
     pub delivery: crate::delivery::DeliveryConfig,
     /// Delivery state, reported in every heartbeat.
     pub bundles: crate::delivery::SharedBundles,
+    /// The served model, whose figures every heartbeat carries for rollout gates.
+    pub model: Option<std::sync::Arc<crate::inference::server::Slot>>,
 }
 
 /// What `/metrics` and `status` show about the uplink.
@@ -239,7 +241,7 @@ async fn send_heartbeat(
     };
     let stats = buffer.stats();
     let now = crate::api::now_ms();
-    let request = Request::Heartbeat(heartbeat::Request {
+    let request = Request::Heartbeat(Box::new(heartbeat::Request {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         buffered_records: stats.records,
         oldest_buffered_age_s: stats
@@ -250,7 +252,19 @@ async fn send_heartbeat(
         dropped_events: stats.dropped_events,
         health: Some(health.lock().expect("health").clone()),
         bundles,
-    });
+        model: config
+            .model
+            .as_ref()
+            .and_then(|slot| slot.health())
+            .map(|m| heartbeat::ModelReport {
+                bundle: format!("sha256:{}", m.bundle),
+                execution_provider: m.execution_provider.to_owned(),
+                recent_error_rate: m.recent_error_rate,
+                recent_requests: m.recent_requests as u64,
+                latency_p99_s: m.latency_p99,
+                golden_ok: m.golden.as_ref().map(Result::is_ok),
+            }),
+    }));
     match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
         Ok(Response::Heartbeat(reply)) => {
             desired.send_if_modified(|current| {

@@ -226,7 +226,7 @@ fn main() {
             let connecting = endpoint.connect_with(client_config(node.tls), addr, gantry_shared::protocol::CONTROLLER_SERVER_NAME).unwrap();
             pending.push(tokio::spawn(async move {
                 let conn = connecting.await.unwrap();
-                let hb = Request::Heartbeat(heartbeat::Request { agent_version: "bench".into(), ..Default::default() });
+                let hb = Request::Heartbeat(Box::new(heartbeat::Request { agent_version: "bench".into(), ..Default::default() }));
                 assert!(matches!(gantry_net::call(&conn, &hb, Duration::from_secs(60)).await.unwrap(), Response::Heartbeat(_)));
                 conn
             }));

@@ -68,6 +68,9 @@ pub struct BundleRepo {
     trust: PathBuf,
     /// Node name → bundle id; guards `assignments.json` too.
     assignments: Mutex<BTreeMap<String, String>>,
+    /// What heartbeats answer per bundle id; bundles are immutable, so this never goes
+    /// stale.
+    desired: Mutex<std::collections::HashMap<String, Desired>>,
 }
 
 impl BundleRepo {
@@ -87,6 +90,7 @@ impl BundleRepo {
             dir,
             trust,
             assignments: Mutex::new(assignments),
+            desired: Mutex::default(),
         })
     }
 
@@ -237,18 +241,68 @@ impl BundleRepo {
         let hex = id_hex(id)?.to_owned();
         self.info(&hex)?;
         let id = format!("sha256:{hex}");
+        self.change_assignments(|next| {
+            for node in nodes {
+                next.insert(node.clone(), id.clone());
+            }
+        })?;
+        Ok(id)
+    }
+
+    /// Takes the assignment away from `nodes`: they keep running what they run.
+    pub fn unassign(&self, nodes: &[String]) -> Result<(), RepoError> {
+        self.change_assignments(|next| {
+            for node in nodes {
+                next.remove(node);
+            }
+        })
+    }
+
+    /// The bundle id assigned to `node`.
+    pub fn assigned(&self, node: &str) -> Option<String> {
+        self.assignments
+            .lock()
+            .expect("assignments")
+            .get(node)
+            .cloned()
+    }
+
+    /// The bundle a rollout names: an id (`sha256:…`), or `NAME@VERSION` (the latest
+    /// pushed when several bundles carry it).
+    pub fn find(&self, reference: &str) -> Result<BundleInfo, RepoError> {
+        if reference.starts_with("sha256:") {
+            return self.info(id_hex(reference)?);
+        }
+        let Some((name, version)) = reference.split_once('@') else {
+            return Err(RepoError::BadRequest(format!(
+                "{reference:?} names no bundle: write NAME@VERSION or sha256:<id>"
+            )));
+        };
+        self.list()?
+            .into_iter()
+            .rev()
+            .find(|b| b.name == name && b.version == version)
+            .ok_or_else(|| {
+                RepoError::NotFound(format!(
+                    "no bundle {name}@{version} is held; push it first (`gantry bundle ls` lists them)"
+                ))
+            })
+    }
+
+    fn change_assignments(
+        &self,
+        change: impl FnOnce(&mut BTreeMap<String, String>),
+    ) -> Result<(), RepoError> {
         let mut assignments = self.assignments.lock().expect("assignments");
         let mut next = assignments.clone();
-        for node in nodes {
-            next.insert(node.clone(), id.clone());
-        }
+        change(&mut next);
         let path = self.dir.join("assignments.json");
         write_atomically(&path, 0o644, |w| {
             serde_json::to_writer_pretty(&mut *w, &next).map_err(io::Error::other)
         })
         .map_err(io_err(&path))?;
         *assignments = next;
-        Ok(id)
+        Ok(())
     }
 
     /// What `node` should run.
@@ -259,12 +313,20 @@ impl BundleRepo {
             .expect("assignments")
             .get(node)?
             .clone();
+        if let Some(desired) = self.desired.lock().expect("desired cache").get(&id) {
+            return Some(desired.clone());
+        }
         let info = self.info(id_hex(&id).ok()?).ok()?;
-        Some(Desired {
-            id,
+        let desired = Desired {
+            id: id.clone(),
             file_sha256: info.file_sha256,
             size: info.size,
-        })
+        };
+        self.desired
+            .lock()
+            .expect("desired cache")
+            .insert(id, desired.clone());
+        Some(desired)
     }
 
     /// Bundle `id` opened for a node it is assigned to, positioned at `offset`, with the

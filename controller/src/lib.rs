@@ -15,6 +15,8 @@ pub mod home;
 pub mod keys;
 pub mod policy_cmd;
 pub mod push;
+pub mod rollout_cmd;
+pub mod rollouts;
 pub mod server;
 pub mod store;
 

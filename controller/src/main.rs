@@ -88,6 +88,98 @@ enum Command {
     /// Create, sign, inspect and verify trust policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Canary rollouts with health gates and automatic rollback.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Reports from the controller's records.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Roll a pushed bundle out to the nodes a selector picks, step by step.
+    Start {
+        /// The bundle: NAME@VERSION or sha256:<id>.
+        bundle: String,
+        /// Labels the nodes must carry, k=v,k=v (default: every node).
+        #[arg(long, value_delimiter = ',', value_parser = parse_key_value, value_name = "K=V,…")]
+        selector: Vec<(String, String)>,
+        /// Nodes each step covers: counts and percentages of the selected nodes.
+        #[arg(long, default_value = "1,10%,50%,100%", value_name = "STEPS")]
+        steps: String,
+        /// How long each step holds, gates evaluated, before the next.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        bake: Duration,
+        /// Touched nodes allowed to be unhealthy, silent, refusing or late.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_unhealthy: u32,
+        /// Fail when a node's recent inference error rate exceeds this share (0.05 = 5 %).
+        #[arg(long, value_name = "RATE")]
+        max_error_rate: Option<f64>,
+        /// Fail when a node's p99 inference latency exceeds this.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_latency_p99: Option<Duration>,
+        /// Do not fail on a served model failing its golden vectors.
+        #[arg(long)]
+        no_golden_gate: bool,
+        /// How long a step's nodes have to run the bundle before they count as failed.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        step_timeout: Duration,
+        /// A touched node without a heartbeat this long counts as unhealthy.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        silence: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A rollout's step, nodes per state, gate values and time left; all rollouts without ID.
+    Status {
+        id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold a rollout where it is.
+    Pause {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Go on with a paused rollout (the step's timers start again).
+    Resume {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop a rollout; the nodes it touched keep the bundle.
+    Abort {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Return every node a rollout touched to its previous bundle.
+    Rollback {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Deployment frequency, lead time, change failure rate and time to recovery.
+    Kpis {
+        /// The window, ending now: rollouts started in it count.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        window: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +450,8 @@ fn main() -> ExitCode {
         | Command::Token(_)
         | Command::Fleet(_)
         | Command::Admin(_)
+        | Command::Rollout(_)
+        | Command::Report(_)
         | Command::Bundle(
             BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
         )) => {
@@ -395,12 +489,75 @@ mod fleet {
     use tokio_util::sync::CancellationToken;
 
     use super::{
-        AdminArgs, AdminCommand, BundleCommand, Command, FleetCommand, TokenCommand, print_json,
+        AdminArgs, AdminCommand, BundleCommand, Command, FleetCommand, ReportCommand,
+        RolloutCommand, TokenCommand, print_json,
     };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
         let identity = AdminIdentity::load(&client::identity_path(args.identity.as_deref()))?;
         AdminClient::connect(&identity, args.controller).await
+    }
+
+    async fn rollout(command: RolloutCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        use gantry_controller::rollout_cmd;
+        use gantry_shared::protocol::rollout::{Gates, Spec, parse_steps};
+        let now = gantry_controller::now_ms;
+        let (admin, request, json) = match command {
+            RolloutCommand::Start {
+                bundle,
+                selector,
+                steps,
+                bake,
+                max_unhealthy,
+                max_error_rate,
+                max_latency_p99,
+                no_golden_gate,
+                step_timeout,
+                silence,
+                admin,
+                json,
+            } => {
+                let steps = parse_steps(&steps).map_err(|e| format!("--steps: {e}"))?;
+                if let Some(rate) = max_error_rate.filter(|r| !(0.0..=1.0).contains(r)) {
+                    return Err(format!(
+                        "--max-error-rate {rate} is not a share between 0 and 1 (0.05 = 5 %)"
+                    )
+                    .into());
+                }
+                let spec = Spec {
+                    bundle,
+                    selector: selector.into_iter().collect(),
+                    steps,
+                    bake_ms: bake.as_millis() as u64,
+                    gates: Gates {
+                        max_unhealthy,
+                        max_error_rate,
+                        max_latency_p99_s: max_latency_p99.map(|d| d.as_secs_f64()),
+                        golden: !no_golden_gate,
+                    },
+                    step_timeout_ms: step_timeout.as_millis() as u64,
+                    silence_ms: silence.as_millis() as u64,
+                };
+                (admin, Request::RolloutStart(Box::new(spec)), json)
+            }
+            RolloutCommand::Status { id, admin, json } => {
+                (admin, Request::RolloutStatus { id }, json)
+            }
+            RolloutCommand::Pause { id, admin } => (admin, Request::RolloutPause { id }, false),
+            RolloutCommand::Resume { id, admin } => (admin, Request::RolloutResume { id }, false),
+            RolloutCommand::Abort { id, admin } => (admin, Request::RolloutAbort { id }, false),
+            RolloutCommand::Rollback { id, admin } => {
+                (admin, Request::RolloutRollback { id }, false)
+            }
+        };
+        match connect(&admin).await?.call(request).await? {
+            Response::Rollout(r) if json => print_json(&r),
+            Response::Rollout(r) => print!("{}", rollout_cmd::render_status(&r, now())),
+            Response::Rollouts(list) if json => print_json(&list),
+            Response::Rollouts(list) => print!("{}", rollout_cmd::render_list(&list, now())),
+            _ => return Err(ClientError::Unexpected.into()),
+        }
+        Ok(ExitCode::SUCCESS)
     }
 
     pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -501,6 +658,27 @@ mod fleet {
                     return Err(ClientError::Unexpected.into());
                 };
                 println!("assigned {id} to {}", nodes.join(", "));
+            }
+            Command::Rollout(command) => return rollout(command).await,
+            Command::Report(ReportCommand::Kpis {
+                window,
+                admin,
+                json,
+            }) => {
+                let Response::Kpis(kpis) = connect(&admin)
+                    .await?
+                    .call(Request::ReportKpis {
+                        window_ms: window.as_millis() as u64,
+                    })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                if json {
+                    print_json(&kpis);
+                } else {
+                    print!("{}", gantry_controller::rollout_cmd::render_kpis(&kpis));
+                }
             }
             Command::Fleet(FleetCommand::Ls { admin, json }) => {
                 let Response::Nodes(nodes) =
@@ -781,6 +959,8 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         | Command::Token(_)
         | Command::Fleet(_)
         | Command::Admin(_)
+        | Command::Rollout(_)
+        | Command::Report(_)
         | Command::Bundle(
             BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
         ) => {

@@ -29,6 +29,8 @@ const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("identitie
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const TELEMETRY: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Rollout number → the rollout record (JSON), rewritten on every change.
+const ROLLOUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollouts");
 
 fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
@@ -107,6 +109,7 @@ pub struct HeartbeatInfo {
     pub dropped_events: u64,
     pub health: Option<gantry_shared::health::Health>,
     pub bundles: gantry_shared::protocol::delivery::NodeBundles,
+    pub model: Option<gantry_shared::protocol::heartbeat::ModelReport>,
 }
 
 /// An enrolled node.
@@ -173,6 +176,7 @@ impl Store {
         txn.open_table(NODES)?;
         txn.open_table(TELEMETRY)?;
         txn.open_table(META)?;
+        txn.open_table(ROLLOUTS)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -282,6 +286,34 @@ impl Store {
         };
         txn.commit().map_err(StoreError::from)?;
         Ok(node)
+    }
+
+    /// Stores a rollout under its number (`r<number>`), replacing the previous record.
+    pub fn put_rollout(
+        &self,
+        number: u64,
+        rollout: &gantry_shared::protocol::rollout::Rollout,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(ROLLOUTS)?
+            .insert(number, to_json(rollout).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every rollout, by number.
+    pub fn rollouts(
+        &self,
+    ) -> Result<Vec<(u64, gantry_shared::protocol::rollout::Rollout)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ROLLOUTS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.value(), from_json(v.value())?))
+            })
+            .collect()
     }
 
     pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {

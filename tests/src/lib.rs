@@ -7,6 +7,8 @@
 
 #![allow(missing_docs)]
 
+pub mod bundles;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -328,6 +330,11 @@ pub struct Agent {
 impl Agent {
     /// Enrolls a new agent named `name` with `controller` through `gantry-agent enroll`.
     pub fn enroll(controller: &Controller, name: &str, config: &str) -> Self {
+        Self::enroll_labeled(controller, name, config, "gpu=h100,zone=a")
+    }
+
+    /// Enrolls a new agent with the labels `labels` (`k=v,k=v`) in its join token.
+    pub fn enroll_labeled(controller: &Controller, name: &str, config: &str, labels: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("agent.toml"), config).unwrap();
         let agent = Self {
@@ -337,7 +344,7 @@ impl Agent {
             child: None,
             log: Log::default(),
         };
-        let out = agent.enroll_with(controller.addr, &controller.token("gpu=h100,zone=a"));
+        let out = agent.enroll_with(controller.addr, &controller.token(labels));
         assert!(
             out.status.success(),
             "enroll failed: {}",

@@ -37,7 +37,7 @@ fn without_a_client_certificate_only_enrollment_is_possible() {
             .await
             .unwrap();
         let t = Duration::from_secs(5);
-        let hb = gantry_net::call(&conn, &Request::Heartbeat(heartbeat::Request::default()), t)
+        let hb = gantry_net::call(&conn, &Request::Heartbeat(Box::default()), t)
             .await
             .unwrap();
         assert_eq!(refused_code(hb), ErrorCode::Unauthenticated);
@@ -227,10 +227,10 @@ fn a_node_cannot_make_admin_calls_or_speak_for_another() {
         // A heartbeat is recorded for the certificate's node; no message field can name another.
         let r = gantry_net::call(
             &conn,
-            &Request::Heartbeat(heartbeat::Request {
+            &Request::Heartbeat(Box::new(heartbeat::Request {
                 buffered_records: 42,
                 ..Default::default()
-            }),
+            })),
             t,
         )
         .await

@@ -12,13 +12,14 @@ use sha2::{Digest, Sha256};
 
 use super::{CLOSE_REVOKED, Shared, blocking, error};
 use crate::ca::{self, PeerPublicKey};
+use crate::rollouts::{Command, RolloutError};
 use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
 
 /// Longest token lifetime accepted.
 const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
 pub(super) async fn handle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     caller: &str,
     role: Role,
     request: Request,
@@ -143,6 +144,82 @@ pub(super) async fn handle(
                 tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
             }
             response
+        }
+        Request::RolloutStart(spec) => {
+            rollout_call(shared, caller, move |engine, views, caller, now| {
+                engine
+                    .start(*spec, caller, views, now)
+                    .map(|r| admin::Response::Rollout(Box::new(r)))
+            })
+            .await
+        }
+        Request::RolloutStatus { id } => match shared.rollouts.status(id.as_deref()) {
+            Ok(mut list) if id.is_some() => {
+                Response::Admin(admin::Response::Rollout(Box::new(list.remove(0))))
+            }
+            Ok(list) => Response::Admin(admin::Response::Rollouts(list)),
+            Err(e) => rollout_error(&e),
+        },
+        Request::RolloutPause { id } => rollout_command(shared, caller, id, Command::Pause).await,
+        Request::RolloutResume { id } => rollout_command(shared, caller, id, Command::Resume).await,
+        Request::RolloutAbort { id } => rollout_command(shared, caller, id, Command::Abort).await,
+        Request::RolloutRollback { id } => {
+            rollout_command(shared, caller, id, Command::Rollback).await
+        }
+        Request::ReportKpis { window_ms } => Response::Admin(admin::Response::Kpis(Box::new(
+            shared.rollouts.kpis(window_ms, crate::now_ms()),
+        ))),
+    }
+}
+
+async fn rollout_command(
+    shared: &Arc<Shared>,
+    caller: &str,
+    id: String,
+    command: Command,
+) -> Response {
+    rollout_call(shared, caller, move |engine, views, caller, now| {
+        engine
+            .command(&id, command, caller, views, now)
+            .map(|r| admin::Response::Rollout(Box::new(r)))
+    })
+    .await
+}
+
+/// Runs a rollout change with the current node views, off the async workers.
+async fn rollout_call(
+    shared: &Arc<Shared>,
+    caller: &str,
+    f: impl FnOnce(
+        &crate::rollouts::Engine,
+        &std::collections::BTreeMap<String, crate::rollouts::NodeView>,
+        &str,
+        u64,
+    ) -> Result<admin::Response, RolloutError>
+    + Send
+    + 'static,
+) -> Response {
+    let Some(views) = super::node_views(shared).await else {
+        return error(ErrorCode::Unavailable, "the controller store failed");
+    };
+    let shared = Arc::clone(shared);
+    let caller = caller.to_owned();
+    match blocking(move || f(&shared.rollouts, &views, &caller, crate::now_ms())).await {
+        Some(Ok(response)) => Response::Admin(response),
+        Some(Err(e)) => rollout_error(&e),
+        None => error(ErrorCode::Unavailable, "the rollout task failed"),
+    }
+}
+
+fn rollout_error(e: &RolloutError) -> Response {
+    match e {
+        RolloutError::BadRequest(m) => error(ErrorCode::BadRequest, m.clone()),
+        RolloutError::NotFound(m) => error(ErrorCode::NotFound, m.clone()),
+        RolloutError::Conflict(m) => error(ErrorCode::Conflict, m.clone()),
+        RolloutError::Repo(e) => super::repo_error(e),
+        RolloutError::Store(e) => {
+            tracing::error!(error = %e, "rollout store failure");
+            error(ErrorCode::Unavailable, e.to_string())
         }
     }
 }

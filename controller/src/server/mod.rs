@@ -14,7 +14,7 @@ mod admin;
 mod http;
 mod ingest;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -106,6 +106,7 @@ struct Shared {
     ingest: ingest::Handle,
     counters: Counters,
     bundles: Arc<crate::bundles::BundleRepo>,
+    rollouts: crate::rollouts::Engine,
 }
 
 impl std::fmt::Debug for Shared {
@@ -147,6 +148,7 @@ pub async fn serve(
     )?);
     let tracker = TaskTracker::new();
     let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
+    let rollouts = crate::rollouts::Engine::open(Arc::clone(&store), Arc::clone(&bundles))?;
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         ca,
@@ -155,6 +157,7 @@ pub async fn serve(
         ingest,
         counters: Counters::default(),
         bundles,
+        rollouts,
     });
     load_latest(&shared);
 
@@ -176,6 +179,7 @@ pub async fn serve(
         config.retention,
         shutdown.clone(),
     ));
+    tracker.spawn(rollout_loop(Arc::clone(&shared), shutdown.clone()));
 
     tracing::info!(addr = %local, metrics = ?metrics_addr, dir = %home.dir.display(), "controller listening");
     if let Some(ready) = ready {
@@ -249,6 +253,56 @@ fn load_latest(shared: &Shared) {
             live.entry(node.name.clone()).or_default().latest = Some(Arc::new(sample));
         }
     }
+}
+
+/// How often active rollouts are moved on.
+const ROLLOUT_TICK: Duration = Duration::from_millis(250);
+
+/// Drives the rollout engine until `shutdown`.
+async fn rollout_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(ROLLOUT_TICK) => {}
+        }
+        let Some(nodes) = node_views(&shared).await else {
+            continue;
+        };
+        let ticking = Arc::clone(&shared);
+        // The engine writes assignments and the store: off the async workers.
+        let _ = blocking(move || ticking.rollouts.tick(&nodes, crate::now_ms())).await;
+    }
+}
+
+/// What the rollout engine sees of every node: stored labels, the live heartbeat (or the
+/// one stored at the last disconnect).
+async fn node_views(shared: &Arc<Shared>) -> Option<BTreeMap<String, crate::rollouts::NodeView>> {
+    let store = Arc::clone(&shared.store);
+    let nodes = match blocking(move || store.nodes()).await? {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the nodes for rollouts");
+            return None;
+        }
+    };
+    let live = shared.live.lock().expect("live map");
+    Some(
+        nodes
+            .into_iter()
+            .map(|n| {
+                let heartbeat = live
+                    .get(&n.name)
+                    .and_then(|l| l.heartbeat.clone())
+                    .or_else(|| (n.heartbeat.at_ms > 0).then_some(n.heartbeat));
+                let view = crate::rollouts::NodeView {
+                    labels: n.labels,
+                    revoked: n.revoked,
+                    heartbeat,
+                };
+                (n.name, view)
+            })
+            .collect(),
+    )
 }
 
 async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: CancellationToken) {
@@ -350,7 +404,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
 }
 
 async fn serve_stream(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     principal: Option<&Principal>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -397,7 +451,7 @@ fn unauthenticated() -> Response {
     )
 }
 
-async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request) -> Response {
+async fn handle(shared: &Arc<Shared>, principal: Option<&Principal>, request: Request) -> Response {
     match (request, principal) {
         (Request::Enroll(req), None) => enroll(shared, req).await,
         (Request::Enroll(_), Some(_)) => error(
@@ -405,7 +459,7 @@ async fn handle(shared: &Shared, principal: Option<&Principal>, request: Request
             "this connection already has an identity; enroll without one",
         ),
         (_, None) => unauthenticated(),
-        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, req),
+        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, *req),
         (Request::Telemetry(batch), Some(Principal::Node { name })) => {
             ingest_batch(shared, name, batch).await
         }
@@ -510,6 +564,7 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         dropped_events: req.dropped_events,
         health: req.health,
         bundles: req.bundles,
+        model: req.model,
     };
     shared
         .live

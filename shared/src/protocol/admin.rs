@@ -86,6 +86,20 @@ pub enum Request {
     BundleList,
     /// Operator: make `id` the desired bundle of `nodes`.
     BundleAssign { id: String, nodes: Vec<String> },
+    /// Operator: start a rollout.
+    RolloutStart(Box<super::rollout::Spec>),
+    /// Viewer: one rollout, or every rollout when `id` is `None`.
+    RolloutStatus { id: Option<String> },
+    /// Operator: hold a rollout where it is.
+    RolloutPause { id: String },
+    /// Operator: go on with a paused rollout.
+    RolloutResume { id: String },
+    /// Operator: stop a rollout; touched nodes keep what they run.
+    RolloutAbort { id: String },
+    /// Operator: return every node a rollout touched to its previous bundle.
+    RolloutRollback { id: String },
+    /// Viewer: delivery KPIs over rollouts started in the last `window_ms`.
+    ReportKpis { window_ms: u64 },
 }
 
 impl Request {
@@ -96,10 +110,17 @@ impl Request {
             | Self::FleetShow { .. }
             | Self::FleetTop
             | Self::TelemetryQuery { .. }
-            | Self::BundleList => Role::Viewer,
-            Self::BundleUpload { .. } | Self::BundleCommit { .. } | Self::BundleAssign { .. } => {
-                Role::Operator
-            }
+            | Self::BundleList
+            | Self::RolloutStatus { .. }
+            | Self::ReportKpis { .. } => Role::Viewer,
+            Self::BundleUpload { .. }
+            | Self::BundleCommit { .. }
+            | Self::BundleAssign { .. }
+            | Self::RolloutStart(_)
+            | Self::RolloutPause { .. }
+            | Self::RolloutResume { .. }
+            | Self::RolloutAbort { .. }
+            | Self::RolloutRollback { .. } => Role::Operator,
             Self::TokenCreate { .. } | Self::NodeRevoke { .. } | Self::AdminAdd { .. } => {
                 Role::Admin
             }
@@ -120,6 +141,13 @@ impl Request {
             Self::BundleCommit { .. } => "bundle push",
             Self::BundleList => "bundle ls",
             Self::BundleAssign { .. } => "bundle assign",
+            Self::RolloutStart(_) => "rollout start",
+            Self::RolloutStatus { .. } => "rollout status",
+            Self::RolloutPause { .. } => "rollout pause",
+            Self::RolloutResume { .. } => "rollout resume",
+            Self::RolloutAbort { .. } => "rollout abort",
+            Self::RolloutRollback { .. } => "rollout rollback",
+            Self::ReportKpis { .. } => "report kpis",
         }
     }
 }
@@ -155,6 +183,9 @@ pub enum Response {
         id: String,
         nodes: Vec<String>,
     },
+    Rollout(Box<super::rollout::Rollout>),
+    Rollouts(Vec<super::rollout::Rollout>),
+    Kpis(Box<super::rollout::Kpis>),
 }
 
 /// One node in `fleet ls`.

@@ -20,6 +20,23 @@ pub struct Request {
     pub health: Option<crate::health::Health>,
     /// Active bundle, download progress, the last refusal.
     pub bundles: super::delivery::NodeBundles,
+    /// The served model's figures, while one is served.
+    pub model: Option<ModelReport>,
+}
+
+/// The served model's figures, for rollout gates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelReport {
+    /// Bundle id (`sha256:<hex>`) of the model being served.
+    pub bundle: String,
+    pub execution_provider: String,
+    /// Failed share of the latest requests, and how many those are.
+    pub recent_error_rate: f64,
+    pub recent_requests: u64,
+    pub latency_p99_s: Option<f64>,
+    /// The latest golden-vector run; `None` before the first.
+    pub golden_ok: Option<bool>,
 }
 
 /// The controller's answer.

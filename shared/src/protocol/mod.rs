@@ -35,6 +35,7 @@ pub mod admin;
 pub mod delivery;
 pub mod enroll;
 pub mod heartbeat;
+pub mod rollout;
 pub mod telemetry;
 
 use serde::{Deserialize, Serialize};
@@ -153,7 +154,7 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, FrameErro
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     Enroll(enroll::Request),
-    Heartbeat(heartbeat::Request),
+    Heartbeat(Box<heartbeat::Request>),
     Telemetry(telemetry::Batch),
     Admin(admin::Request),
     /// Node: the bundle the controller assigned to it, from an offset; answered by a
@@ -223,10 +224,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        let req = Request::Heartbeat(heartbeat::Request {
+        let req = Request::Heartbeat(Box::new(heartbeat::Request {
             buffered_records: 3,
             ..Default::default()
-        });
+        }));
         let bytes = encode(&req).unwrap();
         let back: Request = decode(&bytes).unwrap();
         assert!(matches!(back, Request::Heartbeat(h) if h.buffered_records == 3));
@@ -243,7 +244,7 @@ mod tests {
 
     #[test]
     fn truncated_and_trailing_frames_are_refused() {
-        let bytes = encode(&Request::Heartbeat(heartbeat::Request::default())).unwrap();
+        let bytes = encode(&Request::Heartbeat(Box::default())).unwrap();
         assert!(matches!(
             decode::<Request>(&bytes[..bytes.len() - 1]),
             Err(FrameError::Truncated { .. })

@@ -1,0 +1,191 @@
+//! The `gantry rollout` and `gantry report kpis` output: readable tables for people, the
+//! records themselves (`--json`) for scripts.
+
+use std::fmt::Write as _;
+
+use gantry_shared::protocol::rollout::{Kpis, Rollout, State};
+
+fn seconds(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn ago(at_ms: u64, now_ms: u64) -> String {
+    format!("{} ago", seconds(now_ms.saturating_sub(at_ms)))
+}
+
+/// One rollout in detail.
+pub fn render_status(r: &Rollout, now_ms: u64) -> String {
+    let mut out = String::new();
+    let state = r.state();
+    let steps: Vec<String> = r.spec.steps.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        out,
+        "rollout {}: {}@{} ({})",
+        r.id, r.bundle_name, r.bundle_version, r.bundle_id
+    );
+    let _ = writeln!(
+        out,
+        "state     {}{}",
+        state.as_str().to_uppercase(),
+        match state {
+            State::Rolling => format!(
+                " — step {} of {} ({}), {} of {} nodes assigned, waiting {} for them",
+                r.step + 1,
+                r.spec.steps.len(),
+                steps.get(r.step).map_or("", String::as_str),
+                r.touched.len(),
+                r.plan.len(),
+                seconds(now_ms.saturating_sub(r.phase_started_ms))
+            ),
+            State::Baking => format!(
+                " — step {} of {} ({}), {} nodes, {} of bake left",
+                r.step + 1,
+                r.spec.steps.len(),
+                steps.get(r.step).map_or("", String::as_str),
+                r.touched.len(),
+                seconds((r.phase_started_ms + r.spec.bake_ms).saturating_sub(now_ms))
+            ),
+            _ => format!(
+                " — step {} of {}, {} of {} nodes touched",
+                r.step + 1,
+                r.spec.steps.len(),
+                r.touched.len(),
+                r.plan.len()
+            ),
+        }
+    );
+    let _ = writeln!(
+        out,
+        "started   {} by {}; steps {}, bake {}",
+        ago(r.created_at_ms, now_ms),
+        r.created_by,
+        steps.join(","),
+        seconds(r.spec.bake_ms)
+    );
+    let g = &r.spec.gates;
+    let mut gates = vec![format!("max unhealthy {}", g.max_unhealthy)];
+    if let Some(rate) = g.max_error_rate {
+        gates.push(format!("error rate ≤ {:.1} %", rate * 100.0));
+    }
+    if let Some(p99) = g.max_latency_p99_s {
+        gates.push(format!("p99 ≤ {:.1} ms", p99 * 1e3));
+    }
+    if g.golden {
+        gates.push("golden vectors pass".to_owned());
+    }
+    let _ = writeln!(out, "gates     {}", gates.join(", "));
+    let nodes: Vec<String> = r
+        .gates
+        .nodes
+        .iter()
+        .map(|(state, n)| format!("{n} {state}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "nodes     {}{}",
+        if nodes.is_empty() {
+            "none touched yet".to_owned()
+        } else {
+            nodes.join(", ")
+        },
+        match (r.gates.max_error_rate, r.gates.max_latency_p99_s) {
+            (Some(e), Some(p)) => format!(
+                "; worst error rate {:.1} %, worst p99 {:.1} ms",
+                e * 100.0,
+                p * 1e3
+            ),
+            (Some(e), None) => format!("; worst error rate {:.1} %", e * 100.0),
+            _ => String::new(),
+        }
+    );
+    for why in &r.gates.failing {
+        let _ = writeln!(out, "  ✗ {why}");
+    }
+    if let Some(failure) = &r.failure {
+        let _ = writeln!(out, "FAILED    {failure}");
+    }
+    if let (Some(failed), Some(recovered)) = (r.failed_at_ms, r.recovered_at_ms) {
+        let _ = writeln!(
+            out,
+            "recovered in {:.1} s",
+            recovered.saturating_sub(failed) as f64 / 1e3
+        );
+    }
+    let _ = writeln!(out, "events");
+    for e in r.events.iter().rev().take(10).rev() {
+        let _ = writeln!(out, "  {:>9}  {}", ago(e.at_ms, now_ms), e.message);
+    }
+    out
+}
+
+/// Every rollout, one line each.
+pub fn render_list(rollouts: &[Rollout], now_ms: u64) -> String {
+    if rollouts.is_empty() {
+        return "no rollouts yet (`gantry rollout start NAME@VERSION …`)\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<6} {:<28} {:<13} {:>7} {:>11}  {}\n",
+        "ID", "BUNDLE", "STATE", "STEP", "NODES", "STARTED"
+    );
+    for r in rollouts {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<28} {:<13} {:>7} {:>11}  {}",
+            r.id,
+            format!("{}@{}", r.bundle_name, r.bundle_version),
+            r.state().as_str(),
+            format!("{}/{}", r.step + 1, r.spec.steps.len()),
+            format!("{}/{}", r.touched.len(), r.plan.len()),
+            ago(r.created_at_ms, now_ms)
+        );
+    }
+    out
+}
+
+/// The KPIs, readable.
+pub fn render_kpis(k: &Kpis) -> String {
+    let opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or_else(|| "—".to_owned(), f);
+    let secs = |s: f64| format!("{s:.1} s");
+    let states: Vec<String> = k.rollouts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "over {} (rollouts started in the window): {}",
+        seconds(k.to_ms.saturating_sub(k.from_ms)),
+        if states.is_empty() {
+            "none".to_owned()
+        } else {
+            states.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "deployment frequency   {:.2} per day",
+        k.deployments_per_day
+    );
+    let _ = writeln!(
+        out,
+        "lead time              median {}, max {} (push → fleet-wide)",
+        opt(k.lead_time_median_s, &secs),
+        opt(k.lead_time_max_s, &secs)
+    );
+    let _ = writeln!(
+        out,
+        "change failure rate    {}",
+        opt(k.change_failure_rate, &|r| format!("{:.1} %", r * 100.0))
+    );
+    let _ = writeln!(
+        out,
+        "time to recovery       mean {}, max {} (failed gate → touched nodes back and healthy)",
+        opt(k.mttr_mean_s, &secs),
+        opt(k.mttr_max_s, &secs)
+    );
+    out
+}

@@ -1,0 +1,236 @@
+use std::collections::BTreeMap;
+
+use gantry_shared::health::{Health, HealthState};
+use gantry_shared::protocol::delivery::{FailedBundle, NodeBundles};
+use gantry_shared::protocol::rollout::{Rollout, Spec, State, Step, parse_steps};
+
+use super::*;
+
+const NEW: &str = "sha256:new";
+const OLD: &str = "sha256:old";
+
+fn view(rack: &str, active: &str, at_ms: u64) -> NodeView {
+    NodeView {
+        labels: BTreeMap::from([
+            ("gpu".to_owned(), "h100".to_owned()),
+            ("rack".to_owned(), rack.to_owned()),
+        ]),
+        revoked: false,
+        heartbeat: Some(HeartbeatInfo {
+            at_ms,
+            health: Some(Health::default()),
+            bundles: NodeBundles {
+                active: Some(active.to_owned()),
+                ..NodeBundles::default()
+            },
+            ..HeartbeatInfo::default()
+        }),
+    }
+}
+
+fn fleet(n: usize, at_ms: u64) -> BTreeMap<String, NodeView> {
+    (0..n)
+        .map(|i| (format!("n{i:02}"), view(&format!("r{}", i % 3), OLD, at_ms)))
+        .collect()
+}
+
+fn rollout(nodes: &BTreeMap<String, NodeView>, steps: &str, bake_ms: u64) -> Rollout {
+    let spec = Spec {
+        bundle: "m@1".to_owned(),
+        steps: parse_steps(steps).unwrap(),
+        bake_ms,
+        step_timeout_ms: 10_000,
+        silence_ms: 5_000,
+        ..Spec::default()
+    };
+    Rollout {
+        id: "r1".to_owned(),
+        bundle_id: NEW.to_owned(),
+        state: Some(State::Rolling),
+        plan: plan(&spec.selector, nodes),
+        spec,
+        ..Rollout::default()
+    }
+}
+
+/// Every node assigned the new bundle reports it active at `at_ms`.
+fn activate(r: &Rollout, nodes: &mut BTreeMap<String, NodeView>, at_ms: u64) {
+    for t in &r.touched {
+        *nodes.get_mut(&t.node).unwrap() = view("r0", NEW, at_ms);
+    }
+}
+
+#[allow(clippy::unnecessary_wraps)] // the shape of the engine's assignment lookup
+fn old(_: &str) -> Option<String> {
+    Some(OLD.to_owned())
+}
+
+#[test]
+fn the_plan_spreads_over_labels_and_is_deterministic() {
+    let nodes = fleet(9, 0);
+    let p = plan(&BTreeMap::new(), &nodes);
+    assert_eq!(&p[..3], ["n00", "n01", "n02"], "one per rack first");
+    assert_eq!(p, plan(&BTreeMap::new(), &nodes));
+    let only_r1 = BTreeMap::from([("rack".to_owned(), "r1".to_owned())]);
+    assert_eq!(plan(&only_r1, &nodes), ["n01", "n04", "n07"]);
+}
+
+#[test]
+fn steps_assign_wait_bake_and_succeed() {
+    let mut nodes = fleet(10, 0);
+    let mut r = rollout(&nodes, "1,50%,100%", 1_000);
+    let a = advance(&mut r, &nodes, &old, 0);
+    assert_eq!(
+        a,
+        [Action::Assign {
+            bundle: NEW.into(),
+            nodes: vec!["n00".into()]
+        }]
+    );
+    assert_eq!(r.touched[0].previous.as_deref(), Some(OLD));
+    // Not active yet: still rolling, nothing new assigned.
+    assert!(advance(&mut r, &nodes, &old, 100).is_empty());
+    assert_eq!(r.state(), State::Rolling);
+    activate(&r, &mut nodes, 200);
+    advance(&mut r, &nodes, &old, 200);
+    assert_eq!(r.state(), State::Baking);
+    advance(&mut r, &nodes, &old, 900);
+    assert_eq!(r.state(), State::Baking, "bake not over");
+    let a = advance(&mut r, &nodes, &old, 1_300);
+    assert_eq!((r.state(), r.step, r.touched.len()), (State::Rolling, 1, 5));
+    assert!(matches!(&a[0], Action::Assign { nodes, .. } if nodes.len() == 4));
+    activate(&r, &mut nodes, 1_400);
+    advance(&mut r, &nodes, &old, 1_400);
+    advance(&mut r, &nodes, &old, 2_500);
+    activate(&r, &mut nodes, 2_600);
+    advance(&mut r, &nodes, &old, 2_600);
+    assert_eq!((r.state(), r.touched.len()), (State::Baking, 10));
+    advance(&mut r, &nodes, &old, 3_700);
+    assert_eq!(r.state(), State::Succeeded);
+    assert_eq!(r.finished_at_ms, Some(3_700));
+}
+
+#[test]
+fn an_unhealthy_canary_fails_the_gate_and_everything_touched_goes_back() {
+    let mut nodes = fleet(4, 0);
+    let mut r = rollout(&nodes, "2,100%", 60_000);
+    advance(&mut r, &nodes, &old, 0);
+    activate(&r, &mut nodes, 100);
+    advance(&mut r, &nodes, &old, 100);
+    let canary = r.touched[0].node.clone();
+    let hb = nodes.get_mut(&canary).unwrap().heartbeat.as_mut().unwrap();
+    hb.at_ms = 500;
+    hb.health
+        .as_mut()
+        .unwrap()
+        .add("gpu.lost", HealthState::Unhealthy, "GPU 0 fell off the bus");
+    let a = advance(&mut r, &nodes, &old, 500);
+    assert_eq!(r.state(), State::RollingBack);
+    assert!(
+        r.failure
+            .as_ref()
+            .unwrap()
+            .contains("GPU 0 fell off the bus")
+    );
+    assert_eq!(
+        a,
+        [Action::Assign {
+            bundle: OLD.into(),
+            nodes: vec![r.touched[0].node.clone(), r.touched[1].node.clone()]
+        }]
+    );
+    // Back on the old bundle and healthy: rolled back, recovery recorded.
+    for t in &r.touched {
+        *nodes.get_mut(&t.node).unwrap() = view("r0", OLD, 900);
+    }
+    advance(&mut r, &nodes, &old, 900);
+    assert_eq!(r.state(), State::RolledBack);
+    assert_eq!((r.failed_at_ms, r.recovered_at_ms), (Some(500), Some(900)));
+}
+
+#[test]
+fn a_refused_bundle_and_a_silent_node_count_against_the_gate() {
+    let mut nodes = fleet(3, 0);
+    let mut r = rollout(&nodes, "1", 60_000);
+    advance(&mut r, &nodes, &old, 0);
+    let canary = r.touched[0].node.clone();
+    nodes
+        .get_mut(&canary)
+        .unwrap()
+        .heartbeat
+        .as_mut()
+        .unwrap()
+        .bundles
+        .failed = Some(FailedBundle {
+        id: NEW.into(),
+        reason: "golden vector \"ones\" failed".into(),
+    });
+    advance(&mut r, &nodes, &old, 100);
+    assert!(r.failure.as_ref().unwrap().contains("refused the bundle"));
+
+    // A node that stops sending heartbeats is not skipped.
+    let mut nodes = fleet(3, 0);
+    let mut r = rollout(&nodes, "1", 60_000);
+    advance(&mut r, &nodes, &old, 0);
+    activate(&r, &mut nodes, 100);
+    advance(&mut r, &nodes, &old, 100);
+    assert_eq!(r.state(), State::Baking);
+    advance(&mut r, &nodes, &old, 6_000);
+    assert_eq!(r.state(), State::RollingBack);
+    assert!(
+        r.failure.as_ref().unwrap().contains("no heartbeat"),
+        "{:?}",
+        r.failure
+    );
+}
+
+#[test]
+fn nodes_late_past_the_step_timeout_count_unless_allowed() {
+    let nodes = fleet(3, 0);
+    let mut r = rollout(&nodes, "1", 0);
+    r.spec.silence_ms = 60_000;
+    advance(&mut r, &nodes, &old, 0);
+    advance(&mut r, &nodes, &old, 10_001);
+    assert!(
+        r.failure
+            .as_ref()
+            .unwrap()
+            .contains("after the step timeout")
+    );
+    let mut r = rollout(&nodes, "1", 0);
+    r.spec.silence_ms = 60_000;
+    r.spec.gates.max_unhealthy = 1;
+    advance(&mut r, &nodes, &old, 0);
+    advance(&mut r, &nodes, &old, 10_001);
+    assert_eq!(r.state(), State::Baking, "one late node is allowed");
+}
+
+#[test]
+fn kpis_come_from_the_recorded_rollouts() {
+    let done = |created: u64, state: State, failed: Option<u64>, end: u64| Rollout {
+        created_at_ms: created,
+        pushed_at_ms: created.saturating_sub(1_000),
+        state: Some(state),
+        failed_at_ms: failed,
+        recovered_at_ms: failed.map(|_| end),
+        finished_at_ms: Some(end),
+        ..Rollout::default()
+    };
+    let list = [
+        done(10_000, State::Succeeded, None, 20_000),
+        done(30_000, State::Succeeded, None, 60_000),
+        done(70_000, State::RolledBack, Some(71_000), 75_000),
+        done(1, State::Succeeded, None, 2),
+    ];
+    let k = kpis(list.iter(), 5_000, 86_405_000);
+    assert_eq!(
+        k.rollouts["succeeded"], 2,
+        "the one before the window is out"
+    );
+    assert_eq!(k.rollouts["rolled-back"], 1);
+    assert!((k.deployments_per_day - 2.0).abs() < 1e-9);
+    assert_eq!(k.lead_time_median_s, Some(31.0));
+    assert_eq!(k.change_failure_rate, Some(1.0 / 3.0));
+    assert_eq!(k.mttr_mean_s, Some(4.0));
+    assert!(Step::Percent(100.0).target(3) == 3);
+}

@@ -1,0 +1,149 @@
+//! Bundles for end-to-end tests: a controller that trusts a fresh signing key, signed
+//! bundles of the test models, pushes, agent configurations that serve inference, and the
+//! inference call the tests make.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+
+use crate::{Agent, Controller};
+
+pub fn onnxruntime() -> PathBuf {
+    let path = std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from).expect(
+        "GANTRY_ONNXRUNTIME is not set: run the suite with scripts/test.sh, which fetches ONNX Runtime's library from the PyPI wheel",
+    );
+    assert!(
+        path.is_file(),
+        "GANTRY_ONNXRUNTIME={} does not exist",
+        path.display()
+    );
+    path
+}
+
+pub fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
+}
+
+/// A signed bundle of `tiny_linear` named `tiny-linear` at `version`, signed with `key`.
+pub fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -> PathBuf {
+    make_bundle_with(
+        controller,
+        dir,
+        version,
+        key,
+        &models().join("tiny_linear.golden.json"),
+        &[],
+    )
+}
+
+pub fn make_bundle_with(
+    controller: &Controller,
+    dir: &Path,
+    version: &str,
+    key: &Path,
+    golden: &Path,
+    extra: &[&str],
+) -> PathBuf {
+    let out = dir.join(format!("linear-{version}.gbundle"));
+    let model = models().join("tiny_linear.onnx");
+    let mut args = vec![
+        "bundle",
+        "create",
+        "--model",
+        model.to_str().unwrap(),
+        "--golden",
+        golden.to_str().unwrap(),
+        "--name",
+        "tiny-linear",
+        "--version",
+        version,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    controller.cli_ok(&args);
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    out
+}
+
+pub fn infer(addr: SocketAddr) -> Option<serde_json::Value> {
+    let body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "POST /v2/models/tiny-linear/infer HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| serde_json::from_str(body).ok())?
+}
+
+pub fn bundles_status(agent: &Agent) -> serde_json::Value {
+    agent
+        .status()
+        .map(|s| s["bundles"].clone())
+        .unwrap_or_default()
+}
+
+/// An agent configuration serving inference on a free loopback port, trusting `policy`.
+pub fn agent_config(library: &Path, policy: &Path) -> (String, SocketAddr) {
+    let infer_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
+        library.display(),
+        policy.display()
+    );
+    (config, infer_addr)
+}
+
+/// `gantry bundle push --json`, parsed.
+pub fn push(controller: &Controller, bundle: &Path) -> serde_json::Value {
+    serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "push",
+        bundle.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap()
+}
+
+/// A controller that trusts a fresh key `ml.key` in `work`; returns it, the key and the
+/// signed policy (which the agents use too).
+pub fn trusting_controller(work: &Path) -> (Controller, PathBuf, PathBuf) {
+    let controller = Controller::start();
+    let key = work.join("ml.key");
+    controller.cli_ok(&["keygen", "--out", key.to_str().unwrap()]);
+    let policy = work.join("trust.json");
+    controller.cli_ok(&[
+        "policy",
+        "create",
+        "--key",
+        &format!("ml={}.pub", key.display()),
+        "--threshold",
+        "1",
+        "--out",
+        policy.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "policy",
+        "sign",
+        policy.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    std::fs::copy(&policy, controller.home().join("trust.json")).unwrap();
+    (controller, key, policy)
+}

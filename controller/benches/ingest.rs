@@ -20,111 +20,15 @@ use std::time::{Duration, Instant};
 
 use gantry_controller::client::AdminClient;
 use gantry_controller::home::{AdminIdentity, Home};
-use gantry_shared::protocol::admin;
-use gantry_shared::protocol::enroll::{self, JoinToken};
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response, heartbeat};
 use serde_json::value::RawValue;
 
+mod support;
+
+use support::{client_config, enroll_nodes, env_or, usage};
+
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// (CPU seconds, RSS bytes) of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    (cpu, rss * 1024)
-}
-
-struct Node {
-    name: String,
-    tls: rustls::ClientConfig,
-}
-
-/// Enrolls `count` nodes through one connection without a certificate.
-async fn enroll_nodes(
-    admin: &AdminClient,
-    addr: SocketAddr,
-    pin: &str,
-    prefix: &str,
-    count: usize,
-) -> Vec<Node> {
-    let tls = gantry_shared::tls::pinned_client_config(pin).unwrap();
-    let endpoint = gantry_net::client_endpoint(addr, tls).unwrap();
-    let conn = gantry_net::connect(&endpoint, addr).await.unwrap();
-    let mut nodes = Vec::with_capacity(count);
-    let mut pending = Vec::new();
-    for i in 0..count {
-        let admin::Response::Token { token, .. } = admin
-            .call(admin::Request::TokenCreate {
-                labels: std::collections::BTreeMap::default(),
-                ttl_s: 3600,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!("no token")
-        };
-        let token = JoinToken::parse(&token).unwrap();
-        let (key_pem, public_key) = gantry_net::new_key_pair().unwrap();
-        let name = format!("{prefix}-{i}");
-        let conn = conn.clone();
-        pending.push(tokio::spawn(async move {
-            let request = Request::Enroll(enroll::Request {
-                token_id: token.id,
-                secret: token.secret,
-                node_name: name.clone(),
-                public_key,
-            });
-            let Response::Enrolled(answer) =
-                gantry_net::call(&conn, &request, Duration::from_secs(60))
-                    .await
-                    .unwrap()
-            else {
-                panic!("enrollment refused")
-            };
-            let tls = gantry_shared::tls::client_config(
-                &answer.ca_pem,
-                &answer.certificate_pem,
-                &key_pem,
-            )
-            .unwrap();
-            Node { name, tls }
-        }));
-        if pending.len() >= 64 {
-            for p in pending.drain(..) {
-                nodes.push(p.await.unwrap());
-            }
-        }
-    }
-    for p in pending {
-        nodes.push(p.await.unwrap());
-    }
-    nodes
-}
-
-fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    quinn::ClientConfig::new(Arc::new(crypto))
-}
 
 fn batch(first_seq: u64, body: &str, n: usize) -> Batch {
     Batch {
@@ -180,7 +84,7 @@ fn main() {
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
 
         // 1. Ingest.
-        let nodes = enroll_nodes(&admin, addr, &pin, "sender", senders).await;
+        let nodes = enroll_nodes(&admin, addr, &pin, "sender", senders, |_| String::new()).await;
         let body = r#"{"gpu":0,"uuid":"GPU-5177a7ed-0000-4000-8000-000000000000","util":63,"mem_used":43481088000,"temp":55,"power_mw":466000,"sm_clock":1782,"ecc_dbe":0,"xid":0,"throttle":0,"n":1}"#;
         let stored = Arc::new(AtomicU64::new(0));
         let (cpu_before, _) = usage(pid);
@@ -216,7 +120,7 @@ fn main() {
 
         // 2. Connections.
         let start_enroll = Instant::now();
-        let fleet = enroll_nodes(&admin, addr, &pin, "agent", agents).await;
+        let fleet = enroll_nodes(&admin, addr, &pin, "agent", agents, |_| String::new()).await;
         let enroll_time = start_enroll.elapsed();
         let (cpu_idle, rss_idle) = usage(pid);
         let start_connect = Instant::now();

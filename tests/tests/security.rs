@@ -201,6 +201,137 @@ fn roles_bound_what_admins_may_do() {
     );
 }
 
+/// Every admin call, with harmless arguments, and the least role the product grants it:
+/// viewers read; operators push, assign and roll out; admins manage tokens, nodes and
+/// admins.
+fn every_admin_call() -> Vec<(admin::Request, Role)> {
+    use gantry_shared::protocol::rollout::Spec;
+    let id = || "r999".to_owned();
+    vec![
+        (admin::Request::FleetList, Role::Viewer),
+        (
+            admin::Request::FleetShow {
+                node: "none".into(),
+            },
+            Role::Viewer,
+        ),
+        (admin::Request::FleetTop, Role::Viewer),
+        (
+            admin::Request::TelemetryQuery {
+                node: "none".into(),
+                after_seq: 0,
+                limit: 1,
+            },
+            Role::Viewer,
+        ),
+        (admin::Request::BundleList, Role::Viewer),
+        (admin::Request::RolloutStatus { id: None }, Role::Viewer),
+        (admin::Request::ReportKpis { window_ms: 1000 }, Role::Viewer),
+        (
+            admin::Request::BundleUpload {
+                file_sha256: "not-a-digest".into(),
+                size: 1,
+                offset: 0,
+                data: String::new(),
+            },
+            Role::Operator,
+        ),
+        (
+            admin::Request::BundleCommit {
+                file_sha256: "not-a-digest".into(),
+            },
+            Role::Operator,
+        ),
+        (
+            admin::Request::BundleAssign {
+                id: "sha256:none".into(),
+                nodes: Vec::new(),
+            },
+            Role::Operator,
+        ),
+        (
+            admin::Request::RolloutStart(Box::new(Spec {
+                bundle: "none@0".into(),
+                ..Spec::default()
+            })),
+            Role::Operator,
+        ),
+        (admin::Request::RolloutPause { id: id() }, Role::Operator),
+        (admin::Request::RolloutResume { id: id() }, Role::Operator),
+        (admin::Request::RolloutAbort { id: id() }, Role::Operator),
+        (admin::Request::RolloutRollback { id: id() }, Role::Operator),
+        (
+            admin::Request::TokenCreate {
+                labels: std::collections::BTreeMap::new(),
+                ttl_s: 0,
+            },
+            Role::Admin,
+        ),
+        (
+            admin::Request::NodeRevoke {
+                node: "none".into(),
+            },
+            Role::Admin,
+        ),
+        (
+            admin::Request::AdminAdd {
+                name: "x".into(),
+                role: Role::Viewer,
+                public_key: "not-a-key".into(),
+            },
+            Role::Admin,
+        ),
+    ]
+}
+
+#[test]
+fn every_admin_call_is_checked_against_the_callers_role() {
+    let controller = Controller::start();
+    let dir = tempfile::tempdir().unwrap();
+    let calls = every_admin_call();
+    for (request, least) in &calls {
+        assert_eq!(request.required_role(), *least, "{}", request.name());
+    }
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let path = dir.path().join(format!("{}.identity", role.as_str()));
+        controller.cli_ok(&[
+            "admin",
+            "add",
+            &format!("{}-2", role.as_str()),
+            "--role",
+            role.as_str(),
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        for (request, least) in &calls {
+            let name = request.name();
+            let answer = controller.call_as(&path, request.clone());
+            let forbidden = matches!(
+                &answer,
+                Err(gantry_controller::client::ClientError::Refused {
+                    code: ErrorCode::Forbidden,
+                    ..
+                })
+            );
+            assert_eq!(
+                forbidden,
+                role < *least,
+                "{} calling `{name}` (needs {}): {answer:?}",
+                role.as_str(),
+                least.as_str()
+            );
+            if let Err(gantry_controller::client::ClientError::Refused { message, .. }) = &answer
+                && forbidden
+            {
+                assert!(
+                    message.contains(&format!("needs the {} role", least.as_str())),
+                    "{message}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_node_cannot_make_admin_calls_or_speak_for_another() {
     let controller = Controller::start();

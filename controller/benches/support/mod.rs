@@ -1,0 +1,116 @@
+//! What the controller benchmarks share: process figures from `/proc`, and simulated
+//! nodes enrolled through the real protocol.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_controller::client::AdminClient;
+use gantry_shared::protocol::admin;
+use gantry_shared::protocol::enroll::{self, JoinToken};
+use gantry_shared::protocol::{Request, Response};
+
+pub fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// (CPU seconds, RSS bytes) of a process.
+pub fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let cpu = (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    (cpu, rss * 1024)
+}
+
+pub struct Node {
+    pub name: String,
+    pub tls: rustls::ClientConfig,
+}
+
+/// Enrolls `count` nodes through one connection without a certificate.
+pub async fn enroll_nodes(
+    admin: &AdminClient,
+    addr: SocketAddr,
+    pin: &str,
+    prefix: &str,
+    count: usize,
+    labels: impl Fn(usize) -> String,
+) -> Vec<Node> {
+    let tls = gantry_shared::tls::pinned_client_config(pin).unwrap();
+    let endpoint = gantry_net::client_endpoint(addr, tls).unwrap();
+    let conn = gantry_net::connect(&endpoint, addr).await.unwrap();
+    let mut nodes = Vec::with_capacity(count);
+    let mut pending = Vec::new();
+    for i in 0..count {
+        let admin::Response::Token { token, .. } = admin
+            .call(admin::Request::TokenCreate {
+                labels: labels(i)
+                    .split(',')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                ttl_s: 3600,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!("no token")
+        };
+        let token = JoinToken::parse(&token).unwrap();
+        let (key_pem, public_key) = gantry_net::new_key_pair().unwrap();
+        let name = format!("{prefix}-{i}");
+        let conn = conn.clone();
+        pending.push(tokio::spawn(async move {
+            let request = Request::Enroll(enroll::Request {
+                token_id: token.id,
+                secret: token.secret,
+                node_name: name.clone(),
+                public_key,
+            });
+            let Response::Enrolled(answer) =
+                gantry_net::call(&conn, &request, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            else {
+                panic!("enrollment refused")
+            };
+            let tls = gantry_shared::tls::client_config(
+                &answer.ca_pem,
+                &answer.certificate_pem,
+                &key_pem,
+            )
+            .unwrap();
+            Node { name, tls }
+        }));
+        if pending.len() >= 64 {
+            for p in pending.drain(..) {
+                nodes.push(p.await.unwrap());
+            }
+        }
+    }
+    for p in pending {
+        nodes.push(p.await.unwrap());
+    }
+    nodes
+}
+
+pub fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}

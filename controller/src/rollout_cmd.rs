@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use gantry_shared::protocol::rollout::{Kpis, Rollout, State};
 
+use crate::rollouts::nodes_text;
+
 fn seconds(ms: u64) -> String {
     let s = ms / 1000;
     if s >= 3600 {
@@ -36,20 +38,18 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
         state.as_str().to_uppercase(),
         match state {
             State::Rolling => format!(
-                " — step {} of {} ({}), {} of {} nodes assigned, waiting {} for them",
+                " — step {} of {} ({} of {} assigned), waiting {} for them to run it",
                 r.step + 1,
                 r.spec.steps.len(),
-                steps.get(r.step).map_or("", String::as_str),
-                r.touched.len(),
+                nodes_text(r.touched.len()),
                 r.plan.len(),
                 seconds(now_ms.saturating_sub(r.phase_started_ms))
             ),
             State::Baking => format!(
-                " — step {} of {} ({}), {} nodes, {} of bake left",
+                " — step {} of {} ({} run it), {} of bake left",
                 r.step + 1,
                 r.spec.steps.len(),
-                steps.get(r.step).map_or("", String::as_str),
-                r.touched.len(),
+                nodes_text(r.touched.len()),
                 seconds((r.phase_started_ms + r.spec.bake_ms).saturating_sub(now_ms))
             ),
             _ => format!(

@@ -155,10 +155,10 @@ impl Engine {
         };
         let steps: Vec<String> = rollout.spec.steps.iter().map(ToString::to_string).collect();
         let message = format!(
-            "started by {caller}: {}@{} to {} nodes, steps {}",
+            "started by {caller}: {}@{} to {}, steps {}",
             info.name,
             info.version,
-            rollout.plan.len(),
+            nodes_text(rollout.plan.len()),
             steps.join(",")
         );
         event(&mut rollout, now_ms, message);
@@ -337,6 +337,15 @@ fn event(r: &mut Rollout, at_ms: u64, message: String) {
         r.events.remove(1);
     }
     r.events.push(Event { at_ms, message });
+}
+
+/// `1 node`, `25 nodes`.
+pub fn nodes_text(n: usize) -> String {
+    if n == 1 {
+        "1 node".to_owned()
+    } else {
+        format!("{n} nodes")
+    }
 }
 
 fn selector_text(selector: &BTreeMap<String, String>) -> String {
@@ -571,8 +580,8 @@ pub fn advance(
                     r,
                     now_ms,
                     format!(
-                        "rolled back: all {} touched nodes run their previous bundle{took}",
-                        r.touched.len()
+                        "rolled back: {} back on the previous bundle{took}",
+                        nodes_text(r.touched.len())
                     ),
                 );
             }
@@ -607,9 +616,9 @@ pub fn advance(
                     r,
                     now_ms,
                     format!(
-                        "step {} ({} nodes) runs the bundle; baking for {} s",
+                        "step {} ({}) runs the bundle; baking for {} s",
                         r.step + 1,
-                        r.touched.len(),
+                        nodes_text(r.touched.len()),
                         r.spec.bake_ms / 1000
                     ),
                 );
@@ -622,7 +631,7 @@ pub fn advance(
                     event(
                         r,
                         now_ms,
-                        format!("succeeded: {} nodes run the bundle", r.touched.len()),
+                        format!("succeeded: {} run the bundle", nodes_text(r.touched.len())),
                     );
                 } else {
                     r.step += 1;
@@ -632,10 +641,10 @@ pub fn advance(
                         r,
                         now_ms,
                         format!(
-                            "step {} baked; step {} takes it to {} nodes",
+                            "step {} baked; step {} takes it to {}",
                             r.step,
                             r.step + 1,
-                            r.step_target()
+                            nodes_text(r.step_target())
                         ),
                     );
                     actions.extend(advance(r, nodes, assigned, now_ms));

@@ -144,6 +144,8 @@ pub struct Placement {
     pub provider: ExecutionProvider,
     /// Providers preferred to it that were passed over, each as `name: reason`.
     pub passed_over: Vec<String>,
+    /// Whether the bundle listed its providers (else CUDA was tried as the default).
+    pub listed: bool,
 }
 
 /// The provider's name as bundles and `status` write it.
@@ -240,6 +242,7 @@ impl Model {
                         placement: Placement {
                             provider,
                             passed_over,
+                            listed: !requirements.execution_providers.is_empty(),
                         },
                     });
                 }

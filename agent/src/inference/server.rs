@@ -276,10 +276,10 @@ pub async fn watch_store(
                     match result {
                         Ok(Ok(loaded)) => {
                             let provider = super::provider_name(loaded.placement.provider);
-                            if loaded.placement.passed_over.is_empty() {
-                                tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, "model loaded and serving");
+                            let passed_over = loaded.placement.passed_over.join("; ");
+                            if loaded.placement.passed_over.is_empty() || !loaded.placement.listed {
+                                tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, passed_over, "model loaded and serving");
                             } else {
-                                let passed_over = loaded.placement.passed_over.join("; ");
                                 tracing::warn!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, passed_over, "model loaded and serving, not on the provider the bundle prefers");
                             }
                             slot.set(Some(Arc::new(loaded)));

@@ -184,6 +184,18 @@ impl BundleRepo {
             pushed_at_ms: crate::now_ms(),
             pushed_by: pushed_by.to_owned(),
             assigned: Vec::new(),
+            signers: outcome
+                .signatures
+                .iter()
+                .filter(|s| s.valid)
+                .map(|s| match &s.key_name {
+                    Some(name) => format!("{name} ({})", s.key_id),
+                    None => s.key_id.clone(),
+                })
+                .collect(),
+            policy_sha256: fs::read(&self.trust)
+                .map(|bytes| format!("{:x}", Sha256::digest(&bytes)))
+                .unwrap_or_default(),
         };
         if let Ok(existing) = self.info(&hex) {
             fs::remove_file(&upload).map_err(io_err(&upload))?;

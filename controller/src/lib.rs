@@ -6,6 +6,8 @@
 //! (`store`), and the admin client (`client`) with its readable output (`fleet_cmd`).
 
 pub mod atomic_file;
+pub mod audit;
+pub mod audit_cmd;
 pub mod bundle_cmd;
 pub mod bundles;
 pub mod ca;

@@ -94,6 +94,40 @@ enum Command {
     /// Reports from the controller's records.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// The hash-chained audit log: verify it, report from it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Prove the chain intact, or name its first broken entry (exit 1).
+    Verify {
+        /// Read the store of this controller directory directly (the controller stopped,
+        /// or a copy), instead of asking the running controller.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which bundle ran where and when, who signed it, what put it there; flags (Markdown).
+    Report {
+        /// The range: from this long ago until now.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        since: Duration,
+        /// Flag nodes without a connection for longer than this.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        silence: Duration,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -452,6 +486,7 @@ fn main() -> ExitCode {
         | Command::Admin(_)
         | Command::Rollout(_)
         | Command::Report(_)
+        | Command::Audit(_)
         | Command::Bundle(
             BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
         )) => {
@@ -489,13 +524,86 @@ mod fleet {
     use tokio_util::sync::CancellationToken;
 
     use super::{
-        AdminArgs, AdminCommand, BundleCommand, Command, FleetCommand, ReportCommand,
+        AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, ReportCommand,
         RolloutCommand, TokenCommand, print_json,
     };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
         let identity = AdminIdentity::load(&client::identity_path(args.identity.as_deref()))?;
         AdminClient::connect(&identity, args.controller).await
+    }
+
+    async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+        use gantry_controller::audit_cmd;
+        match command {
+            AuditCommand::Verify { dir, admin, json } => {
+                let v = if let Some(dir) = dir {
+                    tokio::task::spawn_blocking(move || {
+                        audit_cmd::open_store(&dir)?
+                            .verify_audit()
+                            .map_err(Into::into)
+                    })
+                    .await?
+                    .map_err(|e: audit_cmd::OfflineError| e.to_string())?
+                } else {
+                    let Response::AuditVerified(v) =
+                        connect(&admin).await?.call(Request::AuditVerify).await?
+                    else {
+                        return Err(ClientError::Unexpected.into());
+                    };
+                    v
+                };
+                if json {
+                    print_json(&v);
+                } else {
+                    print!("{}", audit_cmd::render_verification(&v));
+                }
+                Ok(if v.ok() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            AuditCommand::Report {
+                since,
+                silence,
+                dir,
+                admin,
+                json,
+            } => {
+                let to_ms = gantry_controller::now_ms();
+                let from_ms = to_ms.saturating_sub(since.as_millis() as u64);
+                let silence_ms = silence.as_millis() as u64;
+                let report = if let Some(dir) = dir {
+                    tokio::task::spawn_blocking(move || {
+                        let store = audit_cmd::open_store(&dir)?;
+                        gantry_controller::audit::report(&store, from_ms, to_ms, silence_ms)
+                            .map_err(audit_cmd::OfflineError::from)
+                    })
+                    .await?
+                    .map_err(|e| e.to_string())?
+                } else {
+                    let Response::AuditReport(report) = connect(&admin)
+                        .await?
+                        .call(Request::AuditReport {
+                            from_ms,
+                            to_ms,
+                            silence_ms,
+                        })
+                        .await?
+                    else {
+                        return Err(ClientError::Unexpected.into());
+                    };
+                    *report
+                };
+                if json {
+                    print_json(&report);
+                } else {
+                    print!("{}", audit_cmd::render_markdown(&report));
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
     }
 
     async fn rollout(command: RolloutCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -660,6 +768,7 @@ mod fleet {
                 println!("assigned {id} to {}", nodes.join(", "));
             }
             Command::Rollout(command) => return rollout(command).await,
+            Command::Audit(command) => return audit(command).await,
             Command::Report(ReportCommand::Kpis {
                 window,
                 admin,
@@ -961,6 +1070,7 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         | Command::Admin(_)
         | Command::Rollout(_)
         | Command::Report(_)
+        | Command::Audit(_)
         | Command::Bundle(
             BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
         ) => {

@@ -35,6 +35,7 @@ use gantry_shared::protocol::rollout::{
     Event, GateValues, Kpis, NodeState, Rollout, Spec, State, Touched,
 };
 
+use crate::audit::NewEntry;
 use crate::bundles::{BundleRepo, RepoError};
 use crate::store::{HeartbeatInfo, Store, StoreError};
 
@@ -165,6 +166,7 @@ impl Engine {
         let actions = advance(&mut rollout, nodes, &|n| self.bundles.assigned(n), now_ms);
         self.apply(&rollout, &actions)?;
         self.store.put_rollout(number, &rollout)?;
+        self.audit(0, &rollout, caller, &actions);
         tracing::info!(rollout = %rollout.id, bundle = %rollout.bundle_id, nodes = rollout.plan.len(), admin = caller, "rollout started");
         rollouts.insert(number, rollout.clone());
         Ok(rollout)
@@ -251,6 +253,7 @@ impl Engine {
         }
         self.apply(&r, &actions)?;
         self.store.put_rollout(number, &r)?;
+        self.audit(rollouts[&number].events.len(), &r, caller, &actions);
         tracing::info!(rollout = %id, admin = caller, command = ?command, state = r.state().as_str(), "rollout command");
         rollouts.insert(number, r.clone());
         Ok(r)
@@ -284,6 +287,7 @@ impl Engine {
             if announce {
                 log_transition(&r);
             }
+            self.audit(stored.events.len(), &r, "controller", &actions);
             *stored = r;
         }
     }
@@ -292,6 +296,49 @@ impl Engine {
     pub fn kpis(&self, window_ms: u64, now_ms: u64) -> Kpis {
         let rollouts = self.rollouts.lock().expect("rollouts");
         kpis(rollouts.values(), now_ms.saturating_sub(window_ms), now_ms)
+    }
+
+    /// Records in the audit log the rollout's events from `since` on and the assignments
+    /// it made, with `actor`.
+    fn audit(&self, since: usize, r: &Rollout, actor: &str, actions: &[Action]) {
+        let mut entries: Vec<NewEntry> = actions
+            .iter()
+            .map(|action| {
+                let (what, bundle, nodes) = match action {
+                    Action::Assign { bundle, nodes } => ("bundle.assign", bundle.as_str(), nodes),
+                    Action::Unassign { nodes } => ("bundle.unassign", "", nodes),
+                };
+                NewEntry::new(
+                    format!("rollout {}", r.id),
+                    what,
+                    bundle,
+                    crate::audit::details([
+                        ("nodes", serde_json::json!(nodes)),
+                        ("rollout", serde_json::json!(r.id)),
+                    ]),
+                )
+            })
+            .collect();
+        for e in r.events.iter().skip(since) {
+            let mut entry = NewEntry::new(
+                actor,
+                format!("rollout.{}", r.state().as_str()),
+                &r.id,
+                crate::audit::details([
+                    ("bundle", serde_json::json!(r.bundle_id)),
+                    ("step", serde_json::json!(r.step + 1)),
+                    ("message", serde_json::json!(e.message)),
+                ]),
+            );
+            entry.at_ms = e.at_ms;
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.append_audit(entries) {
+            tracing::error!(rollout = %r.id, error = %e, "cannot append to the audit log");
+        }
     }
 
     fn apply(&self, r: &Rollout, actions: &[Action]) -> Result<(), RepoError> {

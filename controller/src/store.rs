@@ -31,6 +31,12 @@ const TELEMETRY: TableDefinition<u128, &[u8]> = TableDefinition::new("telemetry"
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// Rollout number → the rollout record (JSON), rewritten on every change.
 const ROLLOUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollouts");
+/// Audit sequence number → entry (JSON); appended only (`audit.rs`).
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// `"head"` → the last audit entry's `[seq, hash]` (JSON), written with each append.
+const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
+/// Node → the `[active, refused]` bundle ids last recorded in the audit log for it.
+const AUDITED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("audited_bundles");
 
 fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
@@ -158,6 +164,29 @@ pub struct Stored {
     pub through_seq: u64,
 }
 
+/// Chains `entries` after the stored head inside `txn`, and moves the head.
+fn append_audit_in(
+    txn: &redb::WriteTransaction,
+    entries: Vec<crate::audit::NewEntry>,
+) -> Result<Vec<crate::audit::Entry>, StoreError> {
+    let mut head_table = txn.open_table(AUDIT_HEAD)?;
+    let (mut seq, mut hash): (u64, String) = match head_table.get("head")? {
+        Some(v) => from_json(v.value())?,
+        None => (0, crate::audit::GENESIS.to_owned()),
+    };
+    let mut table = txn.open_table(AUDIT)?;
+    let mut stored = Vec::with_capacity(entries.len());
+    for new in entries {
+        let entry = crate::audit::chain(seq, &hash, new);
+        table.insert(entry.seq, to_json(&entry).as_slice())?;
+        seq = entry.seq;
+        hash.clone_from(&entry.hash);
+        stored.push(entry);
+    }
+    head_table.insert("head", to_json(&(seq, &hash)).as_slice())?;
+    Ok(stored)
+}
+
 /// The controller store.
 #[derive(Debug)]
 pub struct Store {
@@ -177,6 +206,9 @@ impl Store {
         txn.open_table(TELEMETRY)?;
         txn.open_table(META)?;
         txn.open_table(ROLLOUTS)?;
+        txn.open_table(AUDIT)?;
+        txn.open_table(AUDIT_HEAD)?;
+        txn.open_table(AUDITED_BUNDLES)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -286,6 +318,77 @@ impl Store {
         };
         txn.commit().map_err(StoreError::from)?;
         Ok(node)
+    }
+
+    /// Appends `entries` to the audit log, chained, in one transaction; returns them as
+    /// stored.
+    pub fn append_audit(
+        &self,
+        entries: Vec<crate::audit::NewEntry>,
+    ) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let stored = append_audit_in(&txn, entries)?;
+        txn.commit()?;
+        Ok(stored)
+    }
+
+    /// Records what `node` now reports, `(active, refused)`, and the audit entries
+    /// `entries` makes from what was recorded before — in one transaction, so two reports
+    /// of the same change can never both be recorded. Returns whether anything changed.
+    pub fn audit_node_bundles(
+        &self,
+        node: &str,
+        now: &crate::audit::NodeBundleState,
+        entries: impl FnOnce(&crate::audit::NodeBundleState) -> Vec<crate::audit::NewEntry>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let changed = {
+            let mut table = txn.open_table(AUDITED_BUNDLES)?;
+            let before: crate::audit::NodeBundleState = table
+                .get(node)?
+                .map(|v| from_json(v.value()))
+                .transpose()?
+                .unwrap_or_default();
+            if before == *now {
+                false
+            } else {
+                table.insert(node, to_json(now).as_slice())?;
+                append_audit_in(&txn, entries(&before))?;
+                true
+            }
+        };
+        txn.commit()?;
+        Ok(changed)
+    }
+
+    /// Walks the audit chain and names its first break (`audit::verify`).
+    pub fn verify_audit(&self) -> Result<crate::audit::Verification, StoreError> {
+        let txn = self.db.begin_read()?;
+        let head: Option<(u64, String)> = txn
+            .open_table(AUDIT_HEAD)?
+            .get("head")?
+            .map(|v| from_json(v.value()))
+            .transpose()?;
+        let table = txn.open_table(AUDIT)?;
+        let entries = table.iter()?.map(|item| {
+            let (k, v) = item.map_err(StoreError::from)?;
+            Ok::<_, StoreError>((k.value(), v.value().to_vec()))
+        });
+        crate::audit::verify(entries, head)
+    }
+
+    /// Calls `f` with every audit entry in order (entries that do not parse are skipped;
+    /// `verify_audit` names them).
+    pub fn scan_audit(&self, mut f: impl FnMut(crate::audit::Entry)) -> Result<(), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AUDIT)?;
+        for item in table.iter()? {
+            let (_, v) = item?;
+            if let Ok(entry) = serde_json::from_slice(v.value()) {
+                f(entry);
+            }
+        }
+        Ok(())
     }
 
     /// Stores a rollout under its number (`r<number>`), replacing the previous record.

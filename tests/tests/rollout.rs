@@ -208,6 +208,7 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     let r3 = fleet.start(&["tiny-linear@3.0.0", "--steps", "1,100%", "--bake", "20s"]);
     let r = fleet.wait_state(&r3, "baking", Duration::from_secs(60));
     let canary = touched(&r)[0].0.clone();
+    let gpu_canary = canary.clone();
     assert_eq!(fleet.active(&canary).as_deref(), Some(id3.as_str()));
     fleet.agent_of(&canary).control().fall_off_bus(0).unwrap();
     let r = fleet.wait_state(&r3, "rolling-back", Duration::from_secs(30));
@@ -246,7 +247,10 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     let wrong = work.path().join("wrong-golden.json");
     std::fs::write(&wrong, golden.to_string()).unwrap();
     let v4 = make_bundle_with(&fleet.controller, work.path(), "4.0.0", &key, &wrong, &[]);
-    push(&fleet.controller, &v4);
+    let id4 = push(&fleet.controller, &v4)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r4 = fleet.start(&["tiny-linear@4.0.0", "--steps", "1,100%", "--bake", "5s"]);
     let r = fleet.wait_state(&r4, "rolled-back", Duration::from_secs(60));
     let failure = r["failure"].as_str().unwrap();
@@ -254,8 +258,8 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
         failure.contains("refused the bundle") && failure.contains("golden vector"),
         "{failure}"
     );
-    let canary = touched(&r)[0].0.clone();
-    assert_eq!(fleet.active(&canary).as_deref(), Some(id2.as_str()));
+    let golden_canary = touched(&r)[0].0.clone();
+    assert_eq!(fleet.active(&golden_canary).as_deref(), Some(id2.as_str()));
 
     // 5. Two rollouts may not fight over the same nodes; pause holds a rollout.
     let v5 = push(
@@ -318,4 +322,53 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
         .controller
         .cli_ok(&["report", "kpis", "--window", "1h"]);
     assert!(text.contains("change failure rate    40.0 %"), "{text}");
+    // 8. The audit log is intact and answers the auditor: what ran where, since when,
+    // signed by whom, put there by what.
+    let text = fleet.controller.cli_ok(&["audit", "verify"]);
+    assert!(text.contains("audit chain intact"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(
+        &fleet
+            .controller
+            .cli_ok(&["audit", "report", "--since", "1h", "--json"]),
+    )
+    .unwrap();
+    assert!(report["chain"]["first_break"].is_null());
+    let ran = report["nodes"][&gpu_canary]["ran"].as_array().unwrap();
+    let v3_run = ran
+        .iter()
+        .find(|i| i["bundle"] == id3.as_str())
+        .unwrap_or_else(|| panic!("v3 is not in {gpu_canary}'s history: {ran:?}"));
+    assert_eq!(v3_run["cause"], format!("rollout {r3}"));
+    assert_eq!(v3_run["signatures_valid"], true);
+    assert!(v3_run["signers"][0].as_str().unwrap().starts_with("ml ("));
+    assert!(v3_run["to_ms"].as_u64().is_some(), "v3 ended on the canary");
+    let refused = report["nodes"][&golden_canary]["refused"]
+        .as_array()
+        .unwrap();
+    assert!(
+        refused.iter().any(|f| f["bundle"] == id4.as_str()
+            && f["reason"].as_str().unwrap().contains("golden vector")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        report["bundles"][&id5]["ran_on"].as_array().unwrap().len(),
+        FLEET
+    );
+    assert!(
+        report["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] != "unverified-bundle" && f["kind"] != "chain-broken"),
+        "{}",
+        report["flags"]
+    );
+    let markdown = fleet
+        .controller
+        .cli_ok(&["audit", "report", "--since", "1h"]);
+    assert!(markdown.starts_with("# Gantry audit report"), "{markdown}");
+    assert!(
+        markdown.contains(report["chain"]["head_hash"].as_str().unwrap()),
+        "the report names the chain head it was computed from"
+    );
 }

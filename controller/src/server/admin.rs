@@ -10,7 +10,8 @@ use gantry_shared::protocol::{ErrorCode, Response};
 use quinn::VarInt;
 use sha2::{Digest, Sha256};
 
-use super::{CLOSE_REVOKED, Shared, blocking, error};
+use super::{CLOSE_REVOKED, Shared, blocking, error, record_audit};
+use crate::audit::{self, NewEntry};
 use crate::ca::{self, PeerPublicKey};
 use crate::rollouts::{Command, RolloutError};
 use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
@@ -101,9 +102,37 @@ pub(super) async fn handle(
             match &response {
                 Response::Admin(admin::Response::Pushed(info)) => {
                     tracing::info!(admin = caller, id = %info.id, name = %info.name, version = %info.version, bytes = info.size, "bundle pushed");
+                    record_audit(
+                        shared,
+                        NewEntry::new(
+                            caller,
+                            "bundle.push",
+                            &info.id,
+                            audit::details([
+                                ("name", serde_json::json!(info.name)),
+                                ("version", serde_json::json!(info.version)),
+                                ("file_sha256", serde_json::json!(info.file_sha256)),
+                                ("size", serde_json::json!(info.size)),
+                                ("signers", serde_json::json!(info.signers)),
+                                ("policy_sha256", serde_json::json!(info.policy_sha256)),
+                                ("signatures_valid", serde_json::json!(true)),
+                            ]),
+                        ),
+                    )
+                    .await;
                 }
                 Response::Error(e) => {
                     tracing::warn!(admin = caller, reason = %e.message, "bundle push refused");
+                    record_audit(
+                        shared,
+                        NewEntry::new(
+                            caller,
+                            "bundle.push_refused",
+                            "",
+                            audit::details([("reason", serde_json::json!(e.message))]),
+                        ),
+                    )
+                    .await;
                 }
                 _ => {}
             }
@@ -142,6 +171,16 @@ pub(super) async fn handle(
             .await;
             if let Response::Admin(admin::Response::Assigned { id, nodes }) = &response {
                 tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
+                record_audit(
+                    shared,
+                    NewEntry::new(
+                        caller,
+                        "bundle.assign",
+                        id,
+                        audit::details([("nodes", serde_json::json!(nodes))]),
+                    ),
+                )
+                .await;
             }
             response
         }
@@ -169,6 +208,24 @@ pub(super) async fn handle(
         Request::ReportKpis { window_ms } => Response::Admin(admin::Response::Kpis(Box::new(
             shared.rollouts.kpis(window_ms, crate::now_ms()),
         ))),
+        Request::AuditVerify => {
+            let store = Arc::clone(&shared.store);
+            match blocking(move || store.verify_audit()).await {
+                Some(Ok(v)) => Response::Admin(admin::Response::AuditVerified(v)),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
+        Request::AuditReport {
+            from_ms,
+            to_ms,
+            silence_ms,
+        } => {
+            let store = Arc::clone(&shared.store);
+            match blocking(move || crate::audit::report(&store, from_ms, to_ms, silence_ms)).await {
+                Some(Ok(r)) => Response::Admin(admin::Response::AuditReport(Box::new(r))),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
     }
 }
 
@@ -279,7 +336,7 @@ async fn token_create(
     let expires_at_ms = crate::now_ms() + ttl_s * 1000;
     let record = TokenRecord {
         secret_sha256: gantry_shared::bundle::signing::to_hex(&Sha256::digest(secret.as_bytes())),
-        labels,
+        labels: labels.clone(),
         created_by: caller.to_owned(),
         expires_at_ms,
         used_at_ms: None,
@@ -289,6 +346,19 @@ async fn token_create(
     let token_id = id.clone();
     match blocking(move || store.put_token(&token_id, &record)).await {
         Some(Ok(())) => {
+            record_audit(
+                shared,
+                NewEntry::new(
+                    caller,
+                    "token.create",
+                    &id,
+                    audit::details([
+                        ("labels", serde_json::json!(labels)),
+                        ("expires_at_ms", serde_json::json!(expires_at_ms)),
+                    ]),
+                ),
+            )
+            .await;
             let token = JoinToken {
                 id,
                 secret,
@@ -398,6 +468,11 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
                 conn.close(VarInt::from_u32(CLOSE_REVOKED), b"certificate revoked");
             }
             tracing::warn!(node = %name, admin = caller, "node revoked");
+            record_audit(
+                shared,
+                NewEntry::new(caller, "node.revoke", &name, serde_json::json!({})),
+            )
+            .await;
             Response::Admin(admin::Response::Revoked { node: name })
         }
         Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),
@@ -440,6 +515,16 @@ async fn admin_add(
     match blocking(move || store.put_identity(&fingerprint, &record)).await {
         Some(Ok(())) => {
             tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), "admin added");
+            record_audit(
+                shared,
+                NewEntry::new(
+                    caller,
+                    "admin.add",
+                    &name,
+                    audit::details([("role", serde_json::json!(role.as_str()))]),
+                ),
+            )
+            .await;
             Response::Admin(admin::Response::AdminAdded {
                 name,
                 role,

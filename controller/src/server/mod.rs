@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::audit::{self, NewEntry};
 use crate::ca::{self, Ca, PeerPublicKey};
 use crate::home::{Home, HomeError};
 use crate::store::{EnrollRefusal, Principal, Store, StoreError};
@@ -107,6 +108,8 @@ struct Shared {
     counters: Counters,
     bundles: Arc<crate::bundles::BundleRepo>,
     rollouts: crate::rollouts::Engine,
+    /// Node → `(active, refused)` as last written to the audit log.
+    audited_bundles: Arc<Mutex<HashMap<String, audit::NodeBundleState>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -158,6 +161,7 @@ pub async fn serve(
         counters: Counters::default(),
         bundles,
         rollouts,
+        audited_bundles: Arc::default(),
     });
     load_latest(&shared);
 
@@ -365,6 +369,16 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     };
     if let Some(Principal::Node { name }) = &principal {
         tracing::info!(node = %name, %remote, "node connected");
+        record_audit(
+            &shared,
+            NewEntry::new(
+                format!("node {name}"),
+                "node.connect",
+                name,
+                audit::details([("remote", serde_json::json!(remote.to_string()))]),
+            ),
+        )
+        .await;
         shared
             .live
             .lock()
@@ -392,6 +406,16 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     }
     if let Some(Principal::Node { name }) = principal.as_ref() {
         tracing::info!(node = %name, %remote, "node disconnected");
+        record_audit(
+            &shared,
+            NewEntry::new(
+                format!("node {name}"),
+                "node.disconnect",
+                name,
+                audit::details([("remote", serde_json::json!(remote.to_string()))]),
+            ),
+        )
+        .await;
         if let Some(live) = shared.live.lock().expect("live map").get_mut(name) {
             live.connections
                 .retain(|c| c.stable_id() != conn.stable_id());
@@ -525,6 +549,20 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
     match result {
         Some(Ok(node)) => {
             tracing::info!(node = %node.name, labels = ?node.labels, "node enrolled");
+            record_audit(
+                shared,
+                NewEntry::new(
+                    format!("node {}", node.name),
+                    "node.enroll",
+                    &node.name,
+                    audit::details([
+                        ("token", serde_json::json!(req.token_id)),
+                        ("labels", serde_json::json!(node.labels)),
+                        ("certificate_sha256", serde_json::json!(node.fingerprint)),
+                    ]),
+                ),
+            )
+            .await;
             Response::Enrolled(enroll::Response {
                 node_name: node.name,
                 certificate_pem: cert_pem,
@@ -566,6 +604,7 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         bundles: req.bundles,
         model: req.model,
     };
+    audit_node_bundles(shared, name, &info.bundles);
     shared
         .live
         .lock()
@@ -577,6 +616,88 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         server_time_ms: now,
         desired: shared.bundles.desired(name),
     })
+}
+
+/// Records in the audit log what a node reports about its bundles when it changed: an
+/// activation, or a refusal with the node's reason. The last recorded state is kept per
+/// node in the store, so a restarted controller does not record it twice.
+fn audit_node_bundles(
+    shared: &Shared,
+    name: &str,
+    bundles: &gantry_shared::protocol::delivery::NodeBundles,
+) {
+    let now = (
+        bundles.active.clone(),
+        bundles.failed.as_ref().map(|f| f.id.clone()),
+    );
+    let known = shared
+        .audited_bundles
+        .lock()
+        .expect("audited bundles")
+        .get(name)
+        .cloned();
+    if known.as_ref() == Some(&now) {
+        return;
+    }
+    // Marked at once, so the heartbeats that follow while this is written do not queue
+    // more writes; taken back if the write fails, so a later heartbeat retries.
+    shared
+        .audited_bundles
+        .lock()
+        .expect("audited bundles")
+        .insert(name.to_owned(), now.clone());
+    let store = Arc::clone(&shared.store);
+    let cache = Arc::clone(&shared.audited_bundles);
+    let (node, bundles) = (name.to_owned(), bundles.clone());
+    // Off the async workers. The store compares with what it recorded last inside the
+    // write transaction, so heartbeats racing here never record a change twice.
+    tokio::task::spawn_blocking(move || {
+        let entries = |before: &audit::NodeBundleState| {
+            let mut entries = Vec::new();
+            if now.0 != before.0
+                && let Some(active) = &now.0
+            {
+                entries.push(NewEntry::new(
+                    format!("node {node}"),
+                    "node.activated",
+                    &node,
+                    audit::details([
+                        ("bundle", serde_json::json!(active)),
+                        ("previous", serde_json::json!(before.0)),
+                    ]),
+                ));
+            }
+            if now.1 != before.1
+                && let Some(failed) = &bundles.failed
+            {
+                entries.push(NewEntry::new(
+                    format!("node {node}"),
+                    "node.refused",
+                    &node,
+                    audit::details([
+                        ("bundle", serde_json::json!(failed.id)),
+                        ("reason", serde_json::json!(failed.reason)),
+                    ]),
+                ));
+            }
+            entries
+        };
+        if let Err(e) = store.audit_node_bundles(&node, &now, entries) {
+            tracing::error!(node = %node, error = %e, "cannot append to the audit log");
+            cache.lock().expect("audited bundles").remove(&node);
+        }
+    });
+}
+
+/// Records an action in the audit log, off the async workers. A failure is logged at
+/// ERROR: the action itself already happened.
+async fn record_audit(shared: &Shared, entry: NewEntry) {
+    let store = Arc::clone(&shared.store);
+    match blocking(move || store.append_audit(vec![entry])).await {
+        Some(Ok(_)) => {}
+        Some(Err(e)) => tracing::error!(error = %e, "cannot append to the audit log"),
+        None => tracing::error!("the audit task failed"),
+    }
 }
 
 /// A node's bundle fetch: the header frame, then the file's bytes from the requested

@@ -100,6 +100,15 @@ pub enum Request {
     RolloutRollback { id: String },
     /// Viewer: delivery KPIs over rollouts started in the last `window_ms`.
     ReportKpis { window_ms: u64 },
+    /// Viewer: walk the audit chain and name its first break.
+    AuditVerify,
+    /// Viewer: the auditor's report over `[from_ms, to_ms]`; nodes without a connection
+    /// for longer than `silence_ms` are flagged.
+    AuditReport {
+        from_ms: u64,
+        to_ms: u64,
+        silence_ms: u64,
+    },
 }
 
 impl Request {
@@ -112,7 +121,9 @@ impl Request {
             | Self::TelemetryQuery { .. }
             | Self::BundleList
             | Self::RolloutStatus { .. }
-            | Self::ReportKpis { .. } => Role::Viewer,
+            | Self::ReportKpis { .. }
+            | Self::AuditVerify
+            | Self::AuditReport { .. } => Role::Viewer,
             Self::BundleUpload { .. }
             | Self::BundleCommit { .. }
             | Self::BundleAssign { .. }
@@ -148,6 +159,8 @@ impl Request {
             Self::RolloutAbort { .. } => "rollout abort",
             Self::RolloutRollback { .. } => "rollout rollback",
             Self::ReportKpis { .. } => "report kpis",
+            Self::AuditVerify => "audit verify",
+            Self::AuditReport { .. } => "audit report",
         }
     }
 }
@@ -186,6 +199,8 @@ pub enum Response {
     Rollout(Box<super::rollout::Rollout>),
     Rollouts(Vec<super::rollout::Rollout>),
     Kpis(Box<super::rollout::Kpis>),
+    AuditVerified(super::audit::Verification),
+    AuditReport(Box<super::audit::Report>),
 }
 
 /// One node in `fleet ls`.

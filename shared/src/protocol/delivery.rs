@@ -44,6 +44,10 @@ pub struct BundleInfo {
     pub pushed_by: String,
     /// Nodes this bundle is assigned to.
     pub assigned: Vec<String>,
+    /// The keys whose valid signatures admitted it, `name (key id)`.
+    pub signers: Vec<String>,
+    /// SHA-256 of the controller's trust policy it was verified against at the push.
+    pub policy_sha256: String,
 }
 
 /// What the controller wants a node to run, in every heartbeat reply.

@@ -32,6 +32,7 @@
 //! on that stream only.
 
 pub mod admin;
+pub mod audit;
 pub mod delivery;
 pub mod enroll;
 pub mod heartbeat;

@@ -1,0 +1,171 @@
+//! The audit log as an auditor meets it: `gantry audit verify` proves the chain intact and
+//! names the first broken entry after each kind of tampering with the store — an edit, a
+//! deletion, a reordering, entries cut off the end — each done to the store file directly,
+//! as someone with disk access would.
+
+use gantry_tests::Controller;
+use redb::ReadableTable as _;
+
+/// A controller with a few audited actions (token creations), then stopped; returns it
+/// and the number of entries.
+fn stopped_controller_with_entries() -> (Controller, u64) {
+    let mut controller = Controller::start();
+    for _ in 0..5 {
+        controller.token("gpu=h100");
+    }
+    let out = controller.cli_ok(&["audit", "verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["first_break"].is_null(), "{v}");
+    let entries = v["entries"].as_u64().unwrap();
+    assert!(entries >= 5, "{v}");
+    controller.kill();
+    (controller, entries)
+}
+
+/// Applies `change` to the audit table of the stopped controller's store.
+fn tamper(controller: &Controller, change: impl FnOnce(&mut redb::Table<u64, &[u8]>)) {
+    let db = redb::Database::open(controller.home().join("store.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(gantry_controller::store::AUDIT).unwrap();
+        change(&mut table);
+    }
+    txn.commit().unwrap();
+}
+
+fn entry(table: &redb::Table<u64, &[u8]>, seq: u64) -> serde_json::Value {
+    serde_json::from_slice(table.get(seq).unwrap().unwrap().value()).unwrap()
+}
+
+fn put(table: &mut redb::Table<u64, &[u8]>, seq: u64, value: &serde_json::Value) {
+    table
+        .insert(seq, serde_json::to_vec(value).unwrap().as_slice())
+        .unwrap();
+}
+
+/// `gantry audit verify --dir` on the stopped controller: exit code and output.
+fn verify_offline(controller: &Controller) -> (i32, String) {
+    let out = controller.cli(&[
+        "audit",
+        "verify",
+        "--dir",
+        controller.home().to_str().unwrap(),
+    ]);
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn an_intact_chain_verifies_offline_and_through_the_controller() {
+    let (mut controller, entries) = stopped_controller_with_entries();
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("audit chain intact: {entries} entries")),
+        "{text}"
+    );
+    controller.resume();
+    let text = controller.cli_ok(&["audit", "verify"]);
+    assert!(text.contains("audit chain intact"), "{text}");
+}
+
+#[test]
+fn an_edited_audit_entry_is_pinpointed() {
+    let (controller, _) = stopped_controller_with_entries();
+    tamper(&controller, |table| {
+        let mut e = entry(table, 3);
+        e["actor"] = serde_json::json!("someone-else");
+        put(table, 3, &e);
+    });
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("BROKEN at entry 3") && text.contains("altered"),
+        "{text}"
+    );
+    assert!(text.contains("intact up to entry 2"), "{text}");
+}
+
+#[test]
+fn an_edited_audit_entry_with_its_hash_recomputed_is_pinpointed_by_the_next_link() {
+    let (controller, _) = stopped_controller_with_entries();
+    tamper(&controller, |table| {
+        let mut e: gantry_controller::audit::Entry =
+            serde_json::from_value(entry(table, 3)).unwrap();
+        e.actor = "someone-else".into();
+        let new = gantry_controller::audit::NewEntry {
+            at_ms: e.at_ms,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            subject: e.subject.clone(),
+            details: e.details.clone(),
+        };
+        e.hash = gantry_controller::audit::entry_hash(&e.prev, e.seq, &new);
+        put(table, 3, &serde_json::to_value(&e).unwrap());
+    });
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("BROKEN at entry 4") && text.contains("does not follow entry 3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_deleted_audit_entry_is_pinpointed() {
+    let (controller, _) = stopped_controller_with_entries();
+    tamper(&controller, |table| {
+        table.remove(2).unwrap();
+    });
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("BROKEN at entry 2") && text.contains("missing"),
+        "{text}"
+    );
+}
+
+#[test]
+fn reordered_audit_entries_are_pinpointed() {
+    let (controller, _) = stopped_controller_with_entries();
+    tamper(&controller, |table| {
+        let (mut a, mut b) = (entry(table, 2), entry(table, 3));
+        a["seq"] = serde_json::json!(3);
+        b["seq"] = serde_json::json!(2);
+        put(table, 2, &b);
+        put(table, 3, &a);
+    });
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("BROKEN at entry 2"), "{text}");
+}
+
+#[test]
+fn audit_entries_cut_off_the_end_are_pinpointed() {
+    let (controller, entries) = stopped_controller_with_entries();
+    tamper(&controller, |table| {
+        table.remove(entries).unwrap();
+    });
+    let (code, text) = verify_offline(&controller);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains(&format!("BROKEN at entry {entries}")) && text.contains("cut off"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_running_controller_s_store_is_not_opened_behind_its_back() {
+    let controller = Controller::start();
+    let out = controller.cli(&[
+        "audit",
+        "verify",
+        "--dir",
+        controller.home().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("drop --dir"), "{stderr}");
+}

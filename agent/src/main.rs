@@ -53,7 +53,7 @@ enum Command {
 struct ImportArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// The bundle file.
+    /// A bundle file, or a signed trust-policy update (JSON) to install over the node's.
     bundle: PathBuf,
     /// Trust policy to use instead of the node's (`trust.policy`).
     #[arg(long, value_name = "POLICY")]
@@ -424,6 +424,38 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     }
 }
 
+/// `import` of a trust-policy update.
+fn import_policy(installed: &std::path::Path, update: &std::path::Path) -> ExitCode {
+    match gantry_agent::bundle::policy_update::install(
+        installed,
+        update,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(done) => {
+            println!(
+                "trust policy updated: version {} → {} ({}), authorized by {}",
+                done.from_version,
+                done.to_version,
+                installed.display(),
+                done.authorized_by.join(", ")
+            );
+            println!(
+                "previous    {} (kept)",
+                gantry_agent::bundle::policy_update::previous_path(installed).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report("", &e);
+            println!(
+                "trust policy NOT updated; {} is unchanged",
+                installed.display()
+            );
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 fn import(args: ImportArgs) -> ExitCode {
     let overrides = Overrides {
         state_dir: args.state_dir,
@@ -434,6 +466,9 @@ fn import(args: ImportArgs) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let policy = args.trust.unwrap_or(config.trust_policy);
+    if gantry_agent::bundle::policy_update::looks_like_policy(&args.bundle) {
+        return import_policy(&policy, &args.bundle);
+    }
     let library = args.onnxruntime.unwrap_or(config.onnxruntime);
     let store = gantry_agent::bundle::store::BundleStore::new(&config.state_dir);
     match store.import(

@@ -271,7 +271,7 @@ impl ReportBuilder {
 
     /// Takes the next entry of the chain.
     pub fn add(&mut self, e: &Entry) {
-        if e.at_ms > self.report.to_ms && e.action != "bundle.push" {
+        if e.at_ms > self.report.to_ms && !e.action.starts_with("bundle.") {
             return;
         }
         let text = |key: &str| e.details[key].as_str().unwrap_or_default().to_owned();
@@ -279,7 +279,7 @@ impl ReportBuilder {
             serde_json::from_value(e.details["nodes"].clone()).unwrap_or_default()
         };
         match e.action.as_str() {
-            "bundle.push" => {
+            "bundle.push" | "bundle.import" => {
                 let pushed = BundleReport {
                     name: text("name"),
                     version: text("version"),

@@ -416,3 +416,81 @@ pub fn render_inspection(i: &Inspection) -> String {
     out.push_str("(not verified: run `gantry bundle verify --trust POLICY` to check digests and signatures)\n");
     out
 }
+
+/// What `bundle export` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exported {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub size: u64,
+    /// The keys whose valid signatures it carries under the controller's policy.
+    pub signers: Vec<String>,
+}
+
+/// Reads through to `copy` everything it reads.
+struct Tee<R, W> {
+    inner: R,
+    copy: W,
+}
+
+impl<R: io::Read, W: io::Write> io::Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Writes the bundle `reference` (`NAME@VERSION` or `sha256:<id>`) that the controller in
+/// `dir` holds to `out` for removable media. The bytes written are the bytes verified, in
+/// one pass, against the controller's trust policy; a bundle that does not verify is not
+/// written.
+pub fn export(dir: &Path, reference: &str, out: &Path) -> Result<Exported, BundleCmdError> {
+    let repo = crate::bundles::BundleRepo::open(dir.join("bundles"), dir.join("trust.json"))
+        .map_err(|e| BundleCmdError::Usage(outcome::error_chain(&e)))?;
+    let info = repo
+        .find(reference)
+        .map_err(|e| BundleCmdError::Usage(outcome::error_chain(&e)))?;
+    let hex = info.id.trim_start_matches("sha256:");
+    let source = dir.join("bundles").join(format!("{hex}.gbundle"));
+    let trust = dir.join("trust.json");
+    let policy = load_policy(&trust)?;
+    let file = File::open(&source).map_err(|e| BundleCmdError::Read {
+        path: source.clone(),
+        source: e,
+    })?;
+    let verified = atomic_file::write_atomically(out, 0o644, |w| {
+        let tee = Tee {
+            inner: BufReader::with_capacity(1 << 20, file),
+            copy: w,
+        };
+        let outcome = outcome::verify_bundle(tee, &policy, SystemTime::now(), &mut Discard);
+        if outcome.ok && outcome.id.as_deref() == Some(info.id.as_str()) {
+            Ok(outcome)
+        } else {
+            Err(io::Error::other(format!(
+                "the controller's copy of {} does not verify against {}:\n{}",
+                info.id,
+                trust.display(),
+                outcome.render_text()
+            )))
+        }
+    })
+    .map_err(|source| BundleCmdError::Write {
+        path: out.to_owned(),
+        source,
+    })?;
+    Ok(Exported {
+        id: info.id,
+        name: info.name,
+        version: info.version,
+        size: info.size,
+        signers: verified
+            .signatures
+            .iter()
+            .filter(|s| s.valid)
+            .map(|s| s.key_name.clone().unwrap_or_else(|| s.key_id.clone()))
+            .collect(),
+    })
+}

@@ -323,6 +323,26 @@ enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Load a bundle file carried in (air-gapped) into the controller: checked against
+    /// its trust policy like a push, and recorded in the audit log as an import.
+    Import {
+        bundle: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a bundle the controller holds to a file for removable media, verified on
+    /// the way against the controller's trust policy.
+    Export {
+        /// NAME@VERSION or sha256:<id>.
+        bundle: String,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
     /// List the bundles the controller holds and the nodes each is assigned to.
     Ls {
         #[command(flatten)]
@@ -488,7 +508,10 @@ fn main() -> ExitCode {
         | Command::Report(_)
         | Command::Audit(_)
         | Command::Bundle(
-            BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
+            BundleCommand::Push { .. }
+            | BundleCommand::Import { .. }
+            | BundleCommand::Ls { .. }
+            | BundleCommand::Assign { .. },
         )) => {
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -728,6 +751,22 @@ mod fleet {
                         expires_at_ms.saturating_sub(now_ms()) / 1000
                     ))
                 );
+            }
+            Command::Bundle(BundleCommand::Import {
+                bundle,
+                admin,
+                json,
+            }) => {
+                let client = connect(&admin).await?;
+                let info = gantry_controller::push::import(&client, &bundle).await?;
+                if json {
+                    print_json(&info);
+                } else {
+                    println!(
+                        "imported {} {} ({} bytes)\nid: {}",
+                        info.name, info.version, info.size, info.id
+                    );
+                }
             }
             Command::Bundle(BundleCommand::Push {
                 bundle,
@@ -982,6 +1021,21 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Command::Bundle(BundleCommand::Export { bundle, out, dir }) => {
+            let exported = gantry_controller::bundle_cmd::export(&dir.dir, &bundle, &out)?;
+            println!(
+                "exported    {} {} {}\nfile        {} ({} bytes)\nsignatures  {} valid under {}\nnext        carry it in; `gantry-agent import {}` verifies it offline",
+                exported.name,
+                exported.version,
+                exported.id,
+                out.display(),
+                exported.size,
+                exported.signers.join(", "),
+                dir.dir.join("trust.json").display(),
+                out.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
+        }
         Command::Bundle(BundleCommand::Inspect { bundle, json }) => {
             let inspection = bundle_cmd::inspect(&bundle)?;
             if json {
@@ -1072,7 +1126,10 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         | Command::Report(_)
         | Command::Audit(_)
         | Command::Bundle(
-            BundleCommand::Push { .. } | BundleCommand::Ls { .. } | BundleCommand::Assign { .. },
+            BundleCommand::Push { .. }
+            | BundleCommand::Import { .. }
+            | BundleCommand::Ls { .. }
+            | BundleCommand::Assign { .. },
         ) => {
             unreachable!("routed to the runtime")
         }

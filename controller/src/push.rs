@@ -27,6 +27,16 @@ pub enum PushError {
 /// Uploads `path` and returns what the controller kept. Shows a progress bar on stderr
 /// when it is a terminal.
 pub async fn push(client: &AdminClient, path: &Path) -> Result<BundleInfo, PushError> {
+    upload(client, path, false).await
+}
+
+/// Like [`push`], for a bundle carried in by file to an air-gapped controller: recorded
+/// in the audit log as an import.
+pub async fn import(client: &AdminClient, path: &Path) -> Result<BundleInfo, PushError> {
+    upload(client, path, true).await
+}
+
+async fn upload(client: &AdminClient, path: &Path, import: bool) -> Result<BundleInfo, PushError> {
     let read_err = |source| PushError::Read {
         path: path.to_owned(),
         source,
@@ -65,7 +75,13 @@ pub async fn push(client: &AdminClient, path: &Path) -> Result<BundleInfo, PushE
     if progress {
         eprintln!();
     }
-    match client.call(Request::BundleCommit { file_sha256 }).await? {
+    match client
+        .call(Request::BundleCommit {
+            file_sha256,
+            import,
+        })
+        .await?
+    {
         Response::Pushed(info) => Ok(*info),
         _ => Err(ClientError::Unexpected.into()),
     }

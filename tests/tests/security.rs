@@ -239,6 +239,7 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
         (
             admin::Request::BundleCommit {
                 file_sha256: "not-a-digest".into(),
+                import: false,
             },
             Role::Operator,
         ),

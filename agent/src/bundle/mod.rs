@@ -1,6 +1,7 @@
 //! Bundles on the node: checking a bundle file against the node's own trust policy, and
 //! (with `--golden`) running its golden vectors in this node's ONNX Runtime.
 
+pub mod policy_update;
 pub mod store;
 
 use std::fs::File;

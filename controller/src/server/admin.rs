@@ -90,7 +90,10 @@ pub(super) async fn handle(
             })
             .await
         }
-        Request::BundleCommit { file_sha256 } => {
+        Request::BundleCommit {
+            file_sha256,
+            import,
+        } => {
             let bundles = Arc::clone(&shared.bundles);
             let caller_name = caller.to_owned();
             let response = repo_call(move || {
@@ -106,7 +109,11 @@ pub(super) async fn handle(
                         shared,
                         NewEntry::new(
                             caller,
-                            "bundle.push",
+                            if import {
+                                "bundle.import"
+                            } else {
+                                "bundle.push"
+                            },
                             &info.id,
                             audit::details([
                                 ("name", serde_json::json!(info.name)),

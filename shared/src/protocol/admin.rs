@@ -81,7 +81,12 @@ pub enum Request {
     },
     /// Operator: the upload is complete; verify it against the controller's trust policy
     /// and keep it.
-    BundleCommit { file_sha256: String },
+    BundleCommit {
+        file_sha256: String,
+        /// Carried in by file (`gantry bundle import`) rather than pushed: recorded so.
+        #[serde(default)]
+        import: bool,
+    },
     /// Viewer: every bundle held.
     BundleList,
     /// Operator: make `id` the desired bundle of `nodes`.

@@ -1,0 +1,133 @@
+//! Bundles across an air gap: `gantry bundle export` writes a verified bundle file for
+//! removable media; a node that never talks to a controller activates it with
+//! `gantry-agent import`; an air-gapped controller loads it with `gantry bundle import`,
+//! which the audit log records as an import. A file altered on the way is refused by both.
+
+use std::process::Command;
+
+use gantry_tests::bundles::{make_bundle, onnxruntime, push, trusting_controller};
+use gantry_tests::{Controller, binary};
+
+#[test]
+fn an_exported_bundle_crosses_the_gap_to_a_node_and_a_controller() {
+    let work = tempfile::tempdir().unwrap();
+    let (connected, key, policy) = trusting_controller(work.path());
+    let bundle = make_bundle(&connected, work.path(), "1.0.0", &key);
+    let id = push(&connected, &bundle)["id"].as_str().unwrap().to_owned();
+
+    // Out of the connected controller, onto "removable media".
+    let media = work.path().join("media");
+    std::fs::create_dir(&media).unwrap();
+    let exported = media.join("tiny-linear-1.0.0.gbundle");
+    let text = connected.cli_ok(&[
+        "bundle",
+        "export",
+        "tiny-linear@1.0.0",
+        "--out",
+        exported.to_str().unwrap(),
+        "--dir",
+        connected.home().to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains(&id) && text.contains("signatures  ml valid"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&exported).unwrap(),
+        std::fs::read(&bundle).unwrap(),
+        "the export is the pushed bundle, byte for byte"
+    );
+
+    // A node that never enrolled: verified against its own policy, activated.
+    let node = work.path().join("node");
+    std::fs::create_dir(&node).unwrap();
+    std::fs::write(
+        node.join("agent.toml"),
+        format!(
+            "[trust]\npolicy = \"{}\"\n[inference]\nonnxruntime = \"{}\"\n",
+            policy.display(),
+            onnxruntime().display()
+        ),
+    )
+    .unwrap();
+    let agent_import = |file: &std::path::Path| {
+        Command::new(binary("gantry-agent"))
+            .args(["import"])
+            .arg(file)
+            .arg("--config")
+            .arg(node.join("agent.toml"))
+            .arg("--state-dir")
+            .arg(node.join("state"))
+            .output()
+            .unwrap()
+    };
+    let out = agent_import(&exported);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("activated   {id}")), "{stdout}");
+
+    // An air-gapped controller with the same trust policy loads it from the file.
+    let gapped = Controller::start();
+    std::fs::copy(&policy, gapped.home().join("trust.json")).unwrap();
+    let imported = gapped.cli_ok(&["bundle", "import", exported.to_str().unwrap()]);
+    assert!(imported.contains(&format!("id: {id}")), "{imported}");
+    assert!(gapped.cli_ok(&["bundle", "ls"]).contains("tiny-linear"));
+    let report: serde_json::Value =
+        serde_json::from_str(&gapped.cli_ok(&["audit", "report", "--json"])).unwrap();
+    assert_eq!(report["bundles"][&id]["signatures_valid"], true, "{report}");
+    let verify = gapped.cli_ok(&["audit", "verify"]);
+    assert!(verify.contains("audit chain intact"), "{verify}");
+
+    // Altered on the way: both sides refuse it, nothing changes.
+    let mut bytes = std::fs::read(&exported).unwrap();
+    let at = bytes
+        .windows(22)
+        .position(|w| w == b"files/tiny_linear.onnx")
+        .unwrap()
+        + 512
+        + 20;
+    bytes[at] ^= 1;
+    let altered = media.join("altered.gbundle");
+    std::fs::write(&altered, bytes).unwrap();
+    let out = agent_import(&altered);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not match its SHA-256"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = gapped.cli(&["bundle", "import", altered.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does not pass the controller's trust policy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn exporting_a_bundle_the_controller_does_not_hold_names_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, _, _) = trusting_controller(work.path());
+    let out = controller.cli(&[
+        "bundle",
+        "export",
+        "missing@9.9.9",
+        "--out",
+        work.path().join("x.gbundle").to_str().unwrap(),
+        "--dir",
+        controller.home().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no bundle missing@9.9.9 is held"),
+        "{stderr}"
+    );
+    assert!(!work.path().join("x.gbundle").exists());
+}

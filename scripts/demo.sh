@@ -3,8 +3,8 @@
 # loopback. The agents enroll with single-use tokens and stream their telemetry over QUIC
 # with mutual TLS; a model is signed, pushed and rolled out through a canary step; an
 # agent answers an inference request; a second rollout whose canary's GPU falls off the
-# bus (XID 79) is rolled back automatically; the KPIs show both. Everything runs in a
-# temporary directory and is stopped at the end.
+# bus (XID 79) is rolled back automatically; the KPIs and the audit log show both.
+# Everything runs in a temporary directory and is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -137,6 +137,12 @@ wait_rollout r2 rolled-back
 
 step "gantry report kpis: deployment frequency, lead time, change failure rate, time to recovery"
 "$gantry" report kpis --window 1h
+
+step "gantry audit verify: every action above is in a hash-chained log"
+"$gantry" audit verify
+
+step "gantry audit report: what ran on $canary, signed by whom, put there by what (excerpt)"
+"$gantry" audit report --since 1h | sed -n "/^### $canary/,/^### /p" | head -n 12
 
 step "Injecting a fault on gpu-node-3 (no rollout there): GPU 3 overheats"
 control="$work/gpu-node-3/state/nvml-sim.json"

@@ -301,6 +301,11 @@ impl Engine {
     /// Records in the audit log the rollout's events from `since` on and the assignments
     /// it made, with `actor`.
     fn audit(&self, since: usize, r: &Rollout, actor: &str, actions: &[Action]) {
+        let assigner = if r.state() == State::RollingBack {
+            format!("rollout {} rollback", r.id)
+        } else {
+            format!("rollout {}", r.id)
+        };
         let mut entries: Vec<NewEntry> = actions
             .iter()
             .map(|action| {
@@ -309,7 +314,7 @@ impl Engine {
                     Action::Unassign { nodes } => ("bundle.unassign", "", nodes),
                 };
                 NewEntry::new(
-                    format!("rollout {}", r.id),
+                    &assigner,
                     what,
                     bundle,
                     crate::audit::details([

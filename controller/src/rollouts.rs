@@ -259,6 +259,15 @@ impl Engine {
         Ok(r)
     }
 
+    /// Whether any rollout is rolling, baking or rolling back (the ones `tick` moves).
+    pub fn has_running(&self) -> bool {
+        self.rollouts
+            .lock()
+            .expect("rollouts")
+            .values()
+            .any(|r| r.state().is_active() && r.state() != State::Paused)
+    }
+
     /// Moves every active rollout on.
     pub fn tick(&self, nodes: &BTreeMap<String, NodeView>, now_ms: u64) {
         let mut rollouts = self.rollouts.lock().expect("rollouts");

@@ -269,6 +269,9 @@ async fn rollout_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(ROLLOUT_TICK) => {}
         }
+        if !shared.rollouts.has_running() {
+            continue;
+        }
         let Some(nodes) = node_views(&shared).await else {
             continue;
         };

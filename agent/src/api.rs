@@ -68,6 +68,7 @@ pub async fn serve(
     let router = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/v1/status", get(get_status))
+        .route("/v1/telemetry-export", get(get_export))
         .with_state(state);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -98,6 +99,51 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         model.as_ref(),
     );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
+}
+
+/// `GET /v1/telemetry-export?after_seq=N&max_records=M`: the signed export file
+/// (`gantry-agent export-telemetry` asks the running agent, whose buffer it cannot open).
+async fn get_export(
+    State(state): State<ApiState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
+    let param = |name: &str| {
+        query.as_deref().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .and_then(|(_, v)| v.parse::<u64>().ok())
+        })
+    };
+    let after_seq = param("after_seq").unwrap_or(0);
+    let max_records = param("max_records").map_or(usize::MAX, |m| m as usize);
+    let Some(buffer) = state.links.buffer.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the buffer is not open").into_response();
+    };
+    let health = state
+        .links
+        .health
+        .as_ref()
+        .map(|h| h.lock().expect("health").clone());
+    let state_dir = std::path::PathBuf::from(&state.info.state_dir);
+    let built = tokio::task::spawn_blocking(move || {
+        let identity = crate::identity::load(&state_dir).map_err(|e| e.to_string())?;
+        crate::export::build(
+            &buffer,
+            identity.as_ref(),
+            health,
+            after_seq,
+            max_records,
+            now_ms(),
+        )
+        .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))
+    })
+    .await;
+    match built {
+        Ok(Ok((bytes, _))) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(Err(message)) => (StatusCode::CONFLICT, message).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 async fn get_status(State(state): State<ApiState>) -> Response {

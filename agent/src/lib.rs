@@ -10,6 +10,7 @@ pub mod buffer;
 pub mod bundle;
 pub mod config;
 pub mod delivery;
+pub mod export;
 pub mod health;
 pub mod identity;
 pub mod inference;

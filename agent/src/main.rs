@@ -47,6 +47,31 @@ enum Command {
     Import(ImportArgs),
     /// Switch back to the previously active bundle.
     Rollback(RollbackArgs),
+    /// Write buffered telemetry (with health and events) to a file signed by the node key,
+    /// for `gantry telemetry import` on the other side of an air gap.
+    ExportTelemetry(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Where to write the export.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Export the records after this sequence number (the last export's end).
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    after_seq: u64,
+    /// At most this many records (an export also stays under 5 MiB).
+    #[arg(long, value_name = "N")]
+    max_records: Option<usize>,
+    /// The running agent to ask; default: metrics.listen. When none answers, the buffer
+    /// is read directly.
+    #[arg(long, value_name = "ADDR")]
+    agent: Option<SocketAddr>,
+    /// State directory (`state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +205,7 @@ fn main() -> ExitCode {
         Command::Enroll(args) => enroll(args),
         Command::Import(args) => import(args),
         Command::Rollback(args) => rollback(args),
+        Command::ExportTelemetry(args) => export_telemetry(&args),
     }
 }
 
@@ -422,6 +448,104 @@ fn verify(args: &VerifyArgs) -> ExitCode {
     } else {
         ExitCode::from(EXIT_FAILURE)
     }
+}
+
+fn export_telemetry(args: &ExportArgs) -> ExitCode {
+    let overrides = Overrides {
+        state_dir: args.state_dir.clone(),
+        ..Overrides::default()
+    };
+    let config = match config::load(args.config.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return config_failure(&e),
+    };
+    let fail = |context: &str, e: &(dyn std::error::Error + 'static)| {
+        report(context, e);
+        println!("nothing exported");
+        ExitCode::from(EXIT_FAILURE)
+    };
+    let identity = match gantry_agent::identity::load(&config.state_dir) {
+        Ok(Some(identity)) => identity,
+        Ok(None) => return fail("", &gantry_agent::export::ExportBuildError::NotEnrolled),
+        Err(e) => return fail("", &e),
+    };
+    let addr = args.agent.unwrap_or(config.metrics_listen);
+    let max_records = args.max_records.unwrap_or(usize::MAX);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail("cannot start the async runtime: ", &e),
+    };
+    let path = format!(
+        "/v1/telemetry-export?after_seq={}&max_records={max_records}",
+        args.after_seq
+    );
+    let bytes = match runtime.block_on(gantry_agent::status::fetch_raw(
+        addr,
+        &path,
+        Duration::from_secs(60),
+    )) {
+        Ok(bytes) => bytes.to_vec(),
+        Err(gantry_agent::status::StatusError::Connect { .. }) => {
+            // No agent running: its buffer is free to read.
+            let buffer = match gantry_agent::buffer::Buffer::open(
+                &config.state_dir.join("buffer.redb"),
+                config.buffer,
+            ) {
+                Ok(buffer) => buffer,
+                Err(e) => return fail("", &e),
+            };
+            match gantry_agent::export::build(
+                &buffer,
+                Some(&identity),
+                None,
+                args.after_seq,
+                max_records,
+                gantry_agent::api::now_ms(),
+            ) {
+                Ok((bytes, _)) => bytes,
+                Err(e) => return fail("", &e),
+            }
+        }
+        Err(e) => return fail("", &e),
+    };
+    let write = || -> std::io::Result<()> {
+        let dir = args.out.parent().filter(|d| !d.as_os_str().is_empty());
+        let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new(".")))?;
+        std::io::Write::write_all(&mut tmp, &bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&args.out).map(|_| ()).map_err(|e| e.error)
+    };
+    if let Err(e) = write() {
+        return fail(&format!("cannot write {}: ", args.out.display()), &e);
+    }
+    let body = gantry_shared::telemetry_export::parse_envelope(&bytes)
+        .and_then(|e| gantry_shared::telemetry_export::parse_body(&e.body));
+    match body {
+        Ok(body) if body.records.is_empty() => {
+            println!(
+                "nothing buffered after sequence {}; wrote an empty export to {}",
+                args.after_seq,
+                args.out.display()
+            );
+        }
+        Ok(body) => {
+            println!(
+                "exported    {} records of node {}, sequences {}..={}\nfile        {} ({} bytes, signed by the node key)\nnext        carry it out and run `gantry telemetry import`; the next export starts with --after-seq {}",
+                body.records.len(),
+                body.node,
+                body.from_seq,
+                body.to_seq,
+                args.out.display(),
+                bytes.len(),
+                body.to_seq
+            );
+        }
+        Err(e) => return fail("the export just written does not read back: ", &e),
+    }
+    ExitCode::SUCCESS
 }
 
 /// `import` of a trust-policy update.

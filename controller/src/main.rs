@@ -97,6 +97,23 @@ enum Command {
     /// The hash-chained audit log: verify it, report from it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Telemetry carried in by file.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TelemetryCommand {
+    /// Ingest a file from `gantry-agent export-telemetry`: checked against the node's
+    /// enrolled certificate and key; importing it again, or after the uplink delivered
+    /// the same records, stores nothing twice.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -507,6 +524,7 @@ fn main() -> ExitCode {
         | Command::Rollout(_)
         | Command::Report(_)
         | Command::Audit(_)
+        | Command::Telemetry(_)
         | Command::Bundle(
             BundleCommand::Push { .. }
             | BundleCommand::Import { .. }
@@ -548,7 +566,7 @@ mod fleet {
 
     use super::{
         AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, ReportCommand,
-        RolloutCommand, TokenCommand, print_json,
+        RolloutCommand, TelemetryCommand, TokenCommand, print_json,
     };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
@@ -808,6 +826,43 @@ mod fleet {
             }
             Command::Rollout(command) => return rollout(command).await,
             Command::Audit(command) => return audit(command).await,
+            Command::Telemetry(TelemetryCommand::Import { file, admin, json }) => {
+                let bytes = std::fs::read(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                if bytes.len() > gantry_shared::telemetry_export::MAX_EXPORT_BYTES {
+                    return Err(format!(
+                        "{} is {} bytes; an export is at most {} (export in ranges with --max-records)",
+                        file.display(),
+                        bytes.len(),
+                        gantry_shared::telemetry_export::MAX_EXPORT_BYTES
+                    )
+                    .into());
+                }
+                let answer = connect(&admin)
+                    .await?
+                    .call(Request::TelemetryImport {
+                        file: gantry_shared::protocol::delivery::encode(&bytes),
+                    })
+                    .await?;
+                let Response::TelemetryImported {
+                    node,
+                    from_seq,
+                    to_seq,
+                    records,
+                    stored,
+                    duplicates,
+                } = &answer
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                if json {
+                    print_json(&answer);
+                } else {
+                    println!(
+                        "imported    {records} records of node {node}, sequences {from_seq}..={to_seq}\nstored      {stored} new, {duplicates} already held (imported before or delivered by the uplink)"
+                    );
+                }
+            }
             Command::Report(ReportCommand::Kpis {
                 window,
                 admin,
@@ -1125,6 +1180,7 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         | Command::Rollout(_)
         | Command::Report(_)
         | Command::Audit(_)
+        | Command::Telemetry(_)
         | Command::Bundle(
             BundleCommand::Push { .. }
             | BundleCommand::Import { .. }

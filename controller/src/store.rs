@@ -126,6 +126,9 @@ pub struct NodeRecord {
     pub labels: BTreeMap<String, String>,
     pub enrolled_at_ms: u64,
     pub fingerprint: String,
+    /// The node's public key (hex uncompressed P-256 point), as it enrolled with it: what
+    /// its signed telemetry exports verify against.
+    pub public_key: String,
     pub revoked: bool,
     pub last_seen_ms: Option<u64>,
     pub heartbeat: HeartbeatInfo,
@@ -250,6 +253,7 @@ impl Store {
         secret_sha256: &str,
         name: &str,
         fingerprint: &str,
+        public_key: &str,
         now_ms: u64,
     ) -> Result<NodeRecord, EnrollRefusal> {
         let txn = self.db.begin_write().map_err(StoreError::from)?;
@@ -296,6 +300,7 @@ impl Store {
                 labels: token.labels.clone(),
                 enrolled_at_ms: now_ms,
                 fingerprint: fingerprint.to_owned(),
+                public_key: public_key.to_owned(),
                 id,
                 retired_ids,
                 ..NodeRecord::default()
@@ -674,7 +679,7 @@ mod tests {
         };
         store.put_token(token, &record).unwrap();
         store
-            .enroll(token, "s", name, &format!("fp-{token}"), 1)
+            .enroll(token, "s", name, &format!("fp-{token}"), "04ab", 1)
             .unwrap();
     }
 

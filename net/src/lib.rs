@@ -26,6 +26,31 @@ pub fn new_key_pair() -> Result<(String, String), NetError> {
     ))
 }
 
+/// Signs `message` with a node's or admin's private key (PKCS#8 PEM, P-256): an ECDSA
+/// signature over SHA-256, ASN.1 DER encoded.
+pub fn sign(key_pem: &str, message: &[u8]) -> Result<Vec<u8>, NetError> {
+    use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| NetError::Tls(e.to_string()))?;
+    let rng = ring::rand::SystemRandom::new();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key.serialize_der(), &rng)
+            .map_err(|e| NetError::Tls(format!("the key is not a P-256 key: {e}")))?;
+    pair.sign(&rng, message)
+        .map(|sig| sig.as_ref().to_vec())
+        .map_err(|_| NetError::Tls("signing failed".to_owned()))
+}
+
+/// Whether `signature` (as [`sign`] makes it) over `message` verifies with the public key
+/// `public_key_hex` (the uncompressed P-256 point, hex, as [`new_key_pair`] gives it).
+pub fn verify(public_key_hex: &str, message: &[u8], signature: &[u8]) -> bool {
+    let Some(point) = gantry_shared::bundle::signing::from_hex(public_key_hex) else {
+        return false;
+    };
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_ASN1, point)
+        .verify(message, signature)
+        .is_ok()
+}
+
 /// Keep-alive on idle connections, so NAT bindings stay open and a dead peer is noticed.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// A connection with no traffic for this long is closed.

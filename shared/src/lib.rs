@@ -13,5 +13,6 @@ pub mod exposition;
 pub mod health;
 pub mod protocol;
 pub mod telemetry;
+pub mod telemetry_export;
 pub mod tls;
 pub mod units;

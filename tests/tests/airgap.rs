@@ -4,9 +4,10 @@
 //! which the audit log records as an import. A file altered on the way is refused by both.
 
 use std::process::Command;
+use std::time::Duration;
 
 use gantry_tests::bundles::{make_bundle, onnxruntime, push, trusting_controller};
-use gantry_tests::{Controller, binary};
+use gantry_tests::{Agent, Controller, binary, wait_for};
 
 #[test]
 fn an_exported_bundle_crosses_the_gap_to_a_node_and_a_controller() {
@@ -130,4 +131,123 @@ fn exporting_a_bundle_the_controller_does_not_hold_names_it() {
         "{stderr}"
     );
     assert!(!work.path().join("x.gbundle").exists());
+}
+
+/// `gantry-agent export-telemetry` for `agent`, asking it while it runs.
+fn export(agent: &Agent, out: &std::path::Path, after_seq: u64) -> std::process::Output {
+    Command::new(binary("gantry-agent"))
+        .args(["export-telemetry", "--out"])
+        .arg(out)
+        .arg("--config")
+        .arg(agent.dir.path().join("agent.toml"))
+        .arg("--state-dir")
+        .arg(agent.state_dir())
+        .args(["--agent", &agent.metrics.to_string()])
+        .args(["--after-seq", &after_seq.to_string()])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn telemetry_carried_out_by_file_is_ingested_once_and_tampering_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let mut controller = Controller::start();
+    let config = "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n";
+    let mut agent = Agent::enroll(&controller, "hall-1", config);
+    // The hall loses its link: the agent buffers.
+    controller.kill();
+    agent.run("200ms");
+    let (_, last_seq, _) = wait_for("records to buffer", Duration::from_secs(30), || {
+        agent.buffer().filter(|(records, _, _)| *records >= 10)
+    });
+
+    let file = work.path().join("hall-1.telemetry.json");
+    let out = export(&agent, &file, 0);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("records of node hall-1, sequences 1..="),
+        "{stdout}"
+    );
+    let exported: u64 = stdout
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(exported >= last_seq, "{stdout}");
+    // Nothing was taken out of the buffer by exporting.
+    assert!(agent.buffer().unwrap().0 >= exported);
+    agent.kill();
+
+    // Carried to the controller: stored once, however often it is imported.
+    controller.resume();
+    let first = controller.cli_ok(&["telemetry", "import", file.to_str().unwrap()]);
+    assert!(
+        first.contains(&format!("stored      {exported} new, 0 already held")),
+        "{first}"
+    );
+    let again = controller.cli_ok(&["telemetry", "import", file.to_str().unwrap()]);
+    assert!(
+        again.contains(&format!("stored      0 new, {exported} already held")),
+        "{again}"
+    );
+    gantry_tests::assert_contiguous(&controller.records("hall-1"), exported);
+
+    // The uplink delivers the same records (and newer ones) later: nothing twice.
+    agent.run("200ms");
+    wait_for("the uplink to drain", Duration::from_secs(30), || {
+        agent
+            .buffer()
+            .filter(|(records, seq, connected)| *connected && *records == 0 && *seq > exported)
+            .map(|(_, seq, _)| seq)
+    });
+    agent.kill();
+    let records = controller.records("hall-1");
+    let last = records.last().unwrap().seq;
+    gantry_tests::assert_contiguous(&records, last);
+    assert_eq!(records.len() as u64, last, "no record stored twice");
+
+    // A byte of the body changed: the node's signature no longer verifies.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tampered = work.path().join("tampered.json");
+    std::fs::write(
+        &tampered,
+        text.replacen("\\\"at_ms\\\":", "\\\"at_ms\\\":1", 1),
+    )
+    .unwrap();
+    let out = controller.cli(&["telemetry", "import", tampered.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("signature does not verify with node hall-1's key"),
+        "{stderr}"
+    );
+
+    // A foreign export: another fleet's node of the same name.
+    let other = Controller::start();
+    let mut impostor = Agent::enroll(&other, "hall-1", config);
+    impostor.run("200ms");
+    wait_for("the impostor to buffer", Duration::from_secs(30), || {
+        impostor.buffer().filter(|(records, _, _)| *records >= 1)
+    });
+    let foreign = work.path().join("foreign.json");
+    assert!(export(&impostor, &foreign, 0).status.success());
+    impostor.kill();
+    let out = controller.cli(&["telemetry", "import", foreign.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not the one node hall-1 enrolled with"),
+        "{stderr}"
+    );
+
+    // Every import, and every refusal's absence of effect, is in the audit log.
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    assert!(report["chain"]["first_break"].is_null());
+    assert!(controller.cli_ok(&["audit", "verify"]).contains("intact"));
 }

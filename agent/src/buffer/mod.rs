@@ -344,6 +344,37 @@ impl Buffer {
         Ok(out)
     }
 
+    /// Records after sequence `after`, in order: at most `max_records` and about
+    /// `max_bytes` (at least one). Nothing is deleted.
+    pub fn read_after(
+        &self,
+        after: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Buffered>, BufferError> {
+        let txn = self.db.begin_read().map_err(|e| self.engine(&e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.engine(&e))?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let start = after.saturating_add(1);
+        for entry in table.range(start..).map_err(|e| self.engine(&e))? {
+            let (key, value) = entry.map_err(|e| self.engine(&e))?;
+            let value = value.value();
+            if out.len() >= max_records || (bytes + value.len() > max_bytes && !out.is_empty()) {
+                break;
+            }
+            let (at_ms, class) = decode(&self.path, key.value(), value)?;
+            bytes += value.len();
+            out.push(Buffered {
+                seq: key.value(),
+                at_ms,
+                class,
+                body: value[9..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Deletes every record with a sequence up to `through` (the controller stored them).
     pub fn ack(&self, through: u64) -> Result<u64, BufferError> {
         let mut state = self.state.lock().expect("buffer state");

@@ -215,6 +215,7 @@ pub(super) async fn handle(
         Request::ReportKpis { window_ms } => Response::Admin(admin::Response::Kpis(Box::new(
             shared.rollouts.kpis(window_ms, crate::now_ms()),
         ))),
+        Request::TelemetryImport { file } => telemetry_import(shared, caller, &file).await,
         Request::AuditVerify => {
             let store = Arc::clone(&shared.store);
             match blocking(move || store.verify_audit()).await {
@@ -286,6 +287,141 @@ fn rollout_error(e: &RolloutError) -> Response {
             error(ErrorCode::Unavailable, e.to_string())
         }
     }
+}
+
+/// Verifies a telemetry export against the node's enrolled certificate and key, then
+/// stores its records idempotently by (node, sequence) and records the import.
+async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Response {
+    use gantry_shared::telemetry_export::{self, MAX_EXPORT_BYTES};
+    let bytes = match delivery::decode(file, MAX_EXPORT_BYTES) {
+        Ok(bytes) => bytes,
+        Err(e) => return error(ErrorCode::BadRequest, format!("the export {e}")),
+    };
+    let file_sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let parsed = telemetry_export::parse_envelope(&bytes).and_then(|envelope| {
+        let body = telemetry_export::parse_body(&envelope.body)?;
+        Ok((envelope, body))
+    });
+    let (envelope, body) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
+    };
+    let store = Arc::clone(&shared.store);
+    let name = body.node.clone();
+    let node = match blocking(move || store.node(&name)).await {
+        Some(Ok(Some(node))) => node,
+        Some(Ok(None)) => {
+            return error(
+                ErrorCode::NotFound,
+                format!(
+                    "no node named {:?} is enrolled here; telemetry is accepted only from this fleet's nodes",
+                    body.node
+                ),
+            );
+        }
+        _ => return error(ErrorCode::Unavailable, "the controller store failed"),
+    };
+    let refuse = |message: String| {
+        tracing::warn!(admin = caller, node = %node.name, reason = %message, "telemetry import refused");
+        error(ErrorCode::BadRequest, message)
+    };
+    if node.revoked {
+        return refuse(format!(
+            "node {} is revoked; its exports are not accepted",
+            node.name
+        ));
+    }
+    if ca::pem_fingerprint(&envelope.certificate_pem)
+        .ok()
+        .as_deref()
+        != Some(node.fingerprint.as_str())
+    {
+        return refuse(format!(
+            "the export's certificate is not the one node {} enrolled with (a foreign or re-enrolled node)",
+            node.name
+        ));
+    }
+    if node.public_key.is_empty() {
+        return refuse(format!(
+            "no public key is recorded for node {} (it enrolled before signed exports); re-enroll it",
+            node.name
+        ));
+    }
+    let signature =
+        gantry_shared::bundle::signing::from_hex(&envelope.signature).unwrap_or_default();
+    if !gantry_net::verify(
+        &node.public_key,
+        &telemetry_export::signed_message(&envelope.body),
+        &signature,
+    ) {
+        return refuse(format!(
+            "the export's signature does not verify with node {}'s key: the file was altered, or is not from that node",
+            node.name
+        ));
+    }
+    let records = body.records.len() as u64;
+    let (from_seq, to_seq, name) = (body.from_seq, body.to_seq, node.name.clone());
+    let store = Arc::clone(&shared.store);
+    let stored = blocking(move || -> Result<(u64, u64), String> {
+        let mut totals = (0, 0);
+        let mut records = body.records.into_iter().peekable();
+        while records.peek().is_some() {
+            let batch = gantry_shared::protocol::telemetry::Batch {
+                records: records
+                    .by_ref()
+                    .take(gantry_shared::protocol::telemetry::MAX_BATCH_RECORDS)
+                    .collect(),
+            };
+            let results = store
+                .store_batches(&[(name.as_str(), &batch)])
+                .map_err(|e| e.to_string())?;
+            let outcome = results
+                .into_iter()
+                .next()
+                .unwrap_or(Err("no result".into()))?;
+            totals.0 += outcome.stored;
+            totals.1 += outcome.duplicates;
+        }
+        Ok(totals)
+    })
+    .await;
+    let (stored, duplicates) = match stored {
+        Some(Ok(totals)) => totals,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "telemetry import failed in the store");
+            return error(
+                ErrorCode::Unavailable,
+                "the controller store failed; import again",
+            );
+        }
+        None => return error(ErrorCode::Unavailable, "the import task failed"),
+    };
+    tracing::info!(admin = caller, node = %node.name, records, stored, duplicates, "telemetry imported");
+    record_audit(
+        shared,
+        NewEntry::new(
+            caller,
+            "telemetry.import",
+            &node.name,
+            audit::details([
+                ("from_seq", serde_json::json!(from_seq)),
+                ("to_seq", serde_json::json!(to_seq)),
+                ("records", serde_json::json!(records)),
+                ("stored", serde_json::json!(stored)),
+                ("duplicates", serde_json::json!(duplicates)),
+                ("file_sha256", serde_json::json!(file_sha256)),
+            ]),
+        ),
+    )
+    .await;
+    Response::Admin(admin::Response::TelemetryImported {
+        node: node.name,
+        from_seq,
+        to_seq,
+        records,
+        stored,
+        duplicates,
+    })
 }
 
 async fn repo_call(

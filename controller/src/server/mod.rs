@@ -539,12 +539,14 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
         gantry_shared::bundle::signing::to_hex(&Sha256::digest(req.secret.as_bytes()));
     let store = Arc::clone(&shared.store);
     let (token_id, name) = (req.token_id.clone(), req.node_name.clone());
+    let public_key = req.public_key.clone();
     let result = blocking(move || {
         store.enroll(
             &token_id,
             &secret_sha256,
             &name,
             &fingerprint,
+            &public_key,
             crate::now_ms(),
         )
     })

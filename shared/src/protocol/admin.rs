@@ -105,6 +105,9 @@ pub enum Request {
     RolloutRollback { id: String },
     /// Viewer: delivery KPIs over rollouts started in the last `window_ms`.
     ReportKpis { window_ms: u64 },
+    /// Operator: ingest a telemetry export carried out of an air-gapped hall (the file,
+    /// base64).
+    TelemetryImport { file: String },
     /// Viewer: walk the audit chain and name its first break.
     AuditVerify,
     /// Viewer: the auditor's report over `[from_ms, to_ms]`; nodes without a connection
@@ -136,7 +139,8 @@ impl Request {
             | Self::RolloutPause { .. }
             | Self::RolloutResume { .. }
             | Self::RolloutAbort { .. }
-            | Self::RolloutRollback { .. } => Role::Operator,
+            | Self::RolloutRollback { .. }
+            | Self::TelemetryImport { .. } => Role::Operator,
             Self::TokenCreate { .. } | Self::NodeRevoke { .. } | Self::AdminAdd { .. } => {
                 Role::Admin
             }
@@ -165,6 +169,7 @@ impl Request {
             Self::RolloutRollback { .. } => "rollout rollback",
             Self::ReportKpis { .. } => "report kpis",
             Self::AuditVerify => "audit verify",
+            Self::TelemetryImport { .. } => "telemetry import",
             Self::AuditReport { .. } => "audit report",
         }
     }
@@ -205,6 +210,14 @@ pub enum Response {
     Rollouts(Vec<super::rollout::Rollout>),
     Kpis(Box<super::rollout::Kpis>),
     AuditVerified(super::audit::Verification),
+    TelemetryImported {
+        node: String,
+        from_seq: u64,
+        to_seq: u64,
+        records: u64,
+        stored: u64,
+        duplicates: u64,
+    },
     AuditReport(Box<super::audit::Report>),
 }
 

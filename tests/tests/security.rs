@@ -227,6 +227,21 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
         (admin::Request::BundleList, Role::Viewer),
         (admin::Request::RolloutStatus { id: None }, Role::Viewer),
         (admin::Request::ReportKpis { window_ms: 1000 }, Role::Viewer),
+        (admin::Request::AuditVerify, Role::Viewer),
+        (
+            admin::Request::AuditReport {
+                from_ms: 0,
+                to_ms: 1,
+                silence_ms: 1,
+            },
+            Role::Viewer,
+        ),
+        (
+            admin::Request::TelemetryImport {
+                file: "bm90IGFuIGV4cG9ydA==".into(),
+            },
+            Role::Operator,
+        ),
         (
             admin::Request::BundleUpload {
                 file_sha256: "not-a-digest".into(),
@@ -285,12 +300,42 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
     ]
 }
 
+/// Fails to compile when an admin call is added without a line in [`every_admin_call`].
+fn listed(request: &admin::Request) -> bool {
+    use admin::Request as R;
+    match request {
+        R::TokenCreate { .. }
+        | R::FleetList
+        | R::FleetShow { .. }
+        | R::FleetTop
+        | R::TelemetryQuery { .. }
+        | R::NodeRevoke { .. }
+        | R::AdminAdd { .. }
+        | R::BundleUpload { .. }
+        | R::BundleCommit { .. }
+        | R::BundleList
+        | R::BundleAssign { .. }
+        | R::RolloutStart(_)
+        | R::RolloutStatus { .. }
+        | R::RolloutPause { .. }
+        | R::RolloutResume { .. }
+        | R::RolloutAbort { .. }
+        | R::RolloutRollback { .. }
+        | R::ReportKpis { .. }
+        | R::TelemetryImport { .. }
+        | R::AuditVerify
+        | R::AuditReport { .. } => true,
+    }
+}
+
 #[test]
 fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
+    assert_eq!(calls.len(), 21, "one line per admin call");
     for (request, least) in &calls {
+        assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());
     }
     for role in [Role::Viewer, Role::Operator, Role::Admin] {

@@ -93,6 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     );
 
     let (sampler, snapshots) = telemetry::spawn(sampler_config, shutdown.clone())?;
+    let bundles = crate::delivery::SharedBundles::default();
     let tasks = TaskTracker::new();
     let appended = Arc::new(Notify::new());
     let health = crate::health::SharedHealth::default();
@@ -101,12 +102,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         Arc::clone(&buffer),
         snapshots.clone(),
         Arc::clone(&appended),
-        Arc::clone(&health),
-        Arc::clone(&slot),
-        crate::health::Monitor::new(config.health),
+        recorder::Judge {
+            health: Arc::clone(&health),
+            slot: Arc::clone(&slot),
+            monitor: crate::health::Monitor::new(config.health),
+        },
+        crate::buffer::recorder::Journal {
+            store: crate::bundle::store::BundleStore::new(&config.state_dir),
+            bundles: Arc::clone(&bundles),
+        },
         shutdown.clone(),
     ));
-    let bundles = crate::delivery::SharedBundles::default();
     let enrolled = identity.is_some();
     let uplink_status = if let Some(identity) = identity {
         let status = crate::uplink::SharedStatus::default();

@@ -26,8 +26,23 @@ use gantry_shared::protocol::audit::{BundleReport, Flag, Interval, Period, Refus
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// What the log last recorded of a node's bundles: `(active, refused)` bundle ids.
-pub type NodeBundleState = (Option<String>, Option<String>);
+/// What the log last recorded of a node's bundles, and when the node said so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeBundleState {
+    pub active: Option<String>,
+    pub refused: Option<String>,
+    /// The node's time of the last change recorded (a journal event older than it is
+    /// history already told).
+    pub at_ms: u64,
+}
+
+impl NodeBundleState {
+    /// The same bundles, whenever reported.
+    pub fn same(&self, other: &Self) -> bool {
+        self.active == other.active && self.refused == other.refused
+    }
+}
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -337,14 +337,17 @@ impl Store {
         Ok(stored)
     }
 
-    /// Records what `node` now reports, `(active, refused)`, and the audit entries
-    /// `entries` makes from what was recorded before — in one transaction, so two reports
-    /// of the same change can never both be recorded. Returns whether anything changed.
+    /// Moves what the audit log knows of `node`'s bundles on, with the entries that say
+    /// what changed, in one transaction: `change` sees the state last recorded and returns
+    /// the new one with its entries, or `None` when nothing changed. Two reports of the
+    /// same change can never both be recorded.
     pub fn audit_node_bundles(
         &self,
         node: &str,
-        now: &crate::audit::NodeBundleState,
-        entries: impl FnOnce(&crate::audit::NodeBundleState) -> Vec<crate::audit::NewEntry>,
+        change: impl FnOnce(
+            &crate::audit::NodeBundleState,
+        )
+            -> Option<(crate::audit::NodeBundleState, Vec<crate::audit::NewEntry>)>,
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let changed = {
@@ -354,12 +357,13 @@ impl Store {
                 .map(|v| from_json(v.value()))
                 .transpose()?
                 .unwrap_or_default();
-            if before == *now {
-                false
-            } else {
-                table.insert(node, to_json(now).as_slice())?;
-                append_audit_in(&txn, entries(&before))?;
-                true
+            match change(&before) {
+                None => false,
+                Some((after, entries)) => {
+                    table.insert(node, to_json(&after).as_slice())?;
+                    append_audit_in(&txn, entries)?;
+                    true
+                }
             }
         };
         txn.commit()?;

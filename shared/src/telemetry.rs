@@ -272,6 +272,11 @@ pub enum Event {
     },
     /// NVML became available or unavailable.
     Nvml { available: bool },
+    /// The node's journal: a bundle became active (verified against the node's policy,
+    /// golden vectors passed), by delivery, local import or rollback.
+    BundleActivated { bundle: String },
+    /// The node's journal: an assigned bundle was refused, and why.
+    BundleRefused { bundle: String, reason: String },
 }
 
 /// NVML clock throttle reason bits and their names, as `nvml.h` defines them.

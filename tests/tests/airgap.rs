@@ -251,3 +251,73 @@ fn telemetry_carried_out_by_file_is_ingested_once_and_tampering_is_refused() {
     assert!(report["chain"]["first_break"].is_null());
     assert!(controller.cli_ok(&["audit", "verify"]).contains("intact"));
 }
+
+#[test]
+fn a_hall_node_s_local_import_reaches_the_audit_report_through_its_telemetry_export() {
+    let work = tempfile::tempdir().unwrap();
+    let (mut controller, key, policy) = trusting_controller(work.path());
+    let bundle = make_bundle(&controller, work.path(), "1.0.0", &key);
+    let id = push(&controller, &bundle)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config = format!(
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[trust]\npolicy = \"{}\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"\"\n",
+        policy.display(),
+        onnxruntime().display()
+    );
+    // Enrolled once at installation; then the hall is cut off for good.
+    let mut agent = Agent::enroll(&controller, "hall-2", &config);
+    controller.kill();
+    agent.run("200ms");
+    // The bundle comes in by file and is activated on the node.
+    let out = Command::new(binary("gantry-agent"))
+        .arg("import")
+        .arg(&bundle)
+        .arg("--config")
+        .arg(agent.dir.path().join("agent.toml"))
+        .arg("--state-dir")
+        .arg(agent.state_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The node's journal records the activation with its next sample.
+    wait_for(
+        "the next samples after the activation",
+        Duration::from_secs(30),
+        || {
+            let before = agent.buffer()?.1;
+            std::thread::sleep(Duration::from_millis(600));
+            (agent.buffer()?.1 > before + 1).then_some(())
+        },
+    );
+    let file = work.path().join("hall-2.telemetry.json");
+    assert!(export(&agent, &file, 0).status.success());
+    agent.kill();
+
+    // Telemetry out by file: the controller's audit report shows what ran in the hall.
+    controller.resume();
+    controller.cli_ok(&["telemetry", "import", file.to_str().unwrap()]);
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    let ran = &report["nodes"]["hall-2"]["ran"];
+    assert_eq!(ran[0]["bundle"], id.as_str(), "{report}");
+    assert_eq!(
+        ran[0]["cause"], "activated on the node (local import or rollback)",
+        "{report}"
+    );
+    assert_eq!(ran[0]["signatures_valid"], true, "{report}");
+    assert!(ran[0]["signers"][0].as_str().unwrap().starts_with("ml"));
+    // Importing the same file again adds nothing to the report.
+    controller.cli_ok(&["telemetry", "import", file.to_str().unwrap()]);
+    let again: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    assert_eq!(
+        again["nodes"]["hall-2"]["ran"],
+        report["nodes"]["hall-2"]["ran"]
+    );
+}

@@ -74,19 +74,51 @@ pub fn records_for(previous: Option<&Sample>, sample: &Sample) -> Vec<NewRecord>
     records
 }
 
+/// What the health checks read and where their verdict goes, after each sample.
+#[derive(Debug)]
+pub struct Judge {
+    pub health: crate::health::SharedHealth,
+    pub slot: Arc<crate::inference::server::Slot>,
+    pub monitor: crate::health::Monitor,
+}
+
+/// What the node's own journal watches: the store's active bundle (whatever switched
+/// it — delivery, a local import, a rollback) and delivery's refusals. Their changes go
+/// into the buffer as event records, so they reach the controller's audit log through
+/// the uplink or a telemetry export.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    pub store: crate::bundle::store::BundleStore,
+    pub bundles: crate::delivery::SharedBundles,
+}
+
+fn event_record(at_ms: u64, event: &Event) -> NewRecord {
+    NewRecord {
+        class: RecordClass::Event,
+        at_ms,
+        body: serde_json::to_vec(event).expect("events serialize"),
+    }
+}
+
 /// Appends every new snapshot to the buffer until `shutdown`; wakes the uplink after
 /// each append.
 pub async fn run(
     buffer: Arc<Buffer>,
     mut snapshots: SnapshotReceiver,
     appended: Arc<Notify>,
-    health: crate::health::SharedHealth,
-    slot: Arc<crate::inference::server::Slot>,
-    mut monitor: crate::health::Monitor,
+    judge: Judge,
+    journal: Journal,
     shutdown: CancellationToken,
 ) {
+    let Judge {
+        health,
+        slot,
+        mut monitor,
+    } = judge;
     let mut previous: Option<Sample> = None;
     let mut failing = false;
+    let mut journaled_active: Option<String> = None;
+    let mut journaled_refusal: Option<String> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -95,10 +127,42 @@ pub async fn run(
         let Some(snapshot) = snapshots.borrow_and_update().clone() else {
             continue;
         };
-        let records = records_for(previous.as_ref(), &snapshot.sample);
+        let mut records = records_for(previous.as_ref(), &snapshot.sample);
         let now = snapshot.sample.taken_at_ms;
+        let refusal = journal.bundles.lock().expect("bundles").failed.clone();
+        if let Some(failed) = refusal.filter(|f| journaled_refusal.as_ref() != Some(&f.id)) {
+            records.push(event_record(
+                now,
+                &Event::BundleRefused {
+                    bundle: failed.id.clone(),
+                    reason: failed.reason,
+                },
+            ));
+            journaled_refusal = Some(failed.id);
+        }
         let buffer = Arc::clone(&buffer);
-        match tokio::task::spawn_blocking(move || buffer.append(&records, now)).await {
+        let store = journal.store.clone();
+        let before = journaled_active.clone();
+        let appended_with = tokio::task::spawn_blocking(move || {
+            // current.json is a file: read here, off the async workers.
+            let active = crate::delivery::active_id(&store);
+            if active.is_some() && active != before {
+                let bundle = active.clone().expect("checked");
+                records.push(event_record(now, &Event::BundleActivated { bundle }));
+            }
+            (buffer.append(&records, now), active)
+        })
+        .await;
+        let result = match appended_with {
+            Ok((result, active)) => {
+                if result.is_ok() {
+                    journaled_active = active;
+                }
+                Ok(result)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
             Ok(Ok(_)) => {
                 if failing {
                     tracing::info!("telemetry buffer writable again");

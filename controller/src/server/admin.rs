@@ -364,6 +364,7 @@ async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Res
     let store = Arc::clone(&shared.store);
     let stored = blocking(move || -> Result<(u64, u64), String> {
         let mut totals = (0, 0);
+        super::audit_node_journal(&store, &name, &body.records, "telemetry import");
         let mut records = body.records.into_iter().peekable();
         while records.peek().is_some() {
             let batch = gantry_shared::protocol::telemetry::Batch {

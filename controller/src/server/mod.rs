@@ -631,17 +631,18 @@ fn audit_node_bundles(
     name: &str,
     bundles: &gantry_shared::protocol::delivery::NodeBundles,
 ) {
-    let now = (
-        bundles.active.clone(),
-        bundles.failed.as_ref().map(|f| f.id.clone()),
-    );
+    let now = audit::NodeBundleState {
+        active: bundles.active.clone(),
+        refused: bundles.failed.as_ref().map(|f| f.id.clone()),
+        at_ms: crate::now_ms(),
+    };
     let known = shared
         .audited_bundles
         .lock()
         .expect("audited bundles")
         .get(name)
         .cloned();
-    if known.as_ref() == Some(&now) {
+    if known.is_some_and(|k| k.same(&now)) {
         return;
     }
     // Marked at once, so the heartbeats that follow while this is written do not queue
@@ -657,41 +658,112 @@ fn audit_node_bundles(
     // Off the async workers. The store compares with what it recorded last inside the
     // write transaction, so heartbeats racing here never record a change twice.
     tokio::task::spawn_blocking(move || {
-        let entries = |before: &audit::NodeBundleState| {
+        let change = |before: &audit::NodeBundleState| {
+            if before.same(&now) {
+                return None;
+            }
             let mut entries = Vec::new();
-            if now.0 != before.0
-                && let Some(active) = &now.0
+            if now.active != before.active
+                && let Some(active) = &now.active
             {
-                entries.push(NewEntry::new(
-                    format!("node {node}"),
-                    "node.activated",
+                entries.push(node_activated(
                     &node,
-                    audit::details([
-                        ("bundle", serde_json::json!(active)),
-                        ("previous", serde_json::json!(before.0)),
-                    ]),
+                    active,
+                    before.active.as_ref(),
+                    "heartbeat",
                 ));
             }
-            if now.1 != before.1
+            if now.refused != before.refused
                 && let Some(failed) = &bundles.failed
             {
-                entries.push(NewEntry::new(
-                    format!("node {node}"),
-                    "node.refused",
-                    &node,
-                    audit::details([
-                        ("bundle", serde_json::json!(failed.id)),
-                        ("reason", serde_json::json!(failed.reason)),
-                    ]),
-                ));
+                entries.push(node_refused(&node, &failed.id, &failed.reason, "heartbeat"));
             }
-            entries
+            Some((now, entries))
         };
-        if let Err(e) = store.audit_node_bundles(&node, &now, entries) {
+        if let Err(e) = store.audit_node_bundles(&node, change) {
             tracing::error!(node = %node, error = %e, "cannot append to the audit log");
             cache.lock().expect("audited bundles").remove(&node);
         }
     });
+}
+
+fn node_activated(node: &str, bundle: &str, previous: Option<&String>, source: &str) -> NewEntry {
+    NewEntry::new(
+        format!("node {node}"),
+        "node.activated",
+        node,
+        audit::details([
+            ("bundle", serde_json::json!(bundle)),
+            ("previous", serde_json::json!(previous)),
+            ("source", serde_json::json!(source)),
+        ]),
+    )
+}
+
+fn node_refused(node: &str, bundle: &str, reason: &str, source: &str) -> NewEntry {
+    NewEntry::new(
+        format!("node {node}"),
+        "node.refused",
+        node,
+        audit::details([
+            ("bundle", serde_json::json!(bundle)),
+            ("reason", serde_json::json!(reason)),
+            ("source", serde_json::json!(source)),
+        ]),
+    )
+}
+
+/// Records in the audit log the activations and refusals in a node's own journal (event
+/// records that reached the controller through the uplink or a telemetry import), in
+/// order, skipping what the log already holds from heartbeats or earlier deliveries.
+/// Blocking: call it off the async workers.
+pub(super) fn audit_node_journal(
+    store: &Store,
+    node: &str,
+    records: &[gantry_shared::protocol::telemetry::Record],
+    source: &str,
+) {
+    use gantry_shared::protocol::telemetry::RecordClass;
+    use gantry_shared::telemetry::Event;
+    for r in records.iter().filter(|r| r.class == RecordClass::Event) {
+        let Ok(event) = serde_json::from_str::<Event>(r.body.get()) else {
+            continue;
+        };
+        let change = |before: &audit::NodeBundleState| {
+            if r.at_ms <= before.at_ms {
+                return None;
+            }
+            let (after, entry) = match &event {
+                Event::BundleActivated { bundle } if before.active.as_ref() != Some(bundle) => (
+                    audit::NodeBundleState {
+                        active: Some(bundle.clone()),
+                        refused: before.refused.clone(),
+                        at_ms: r.at_ms,
+                    },
+                    node_activated(node, bundle, before.active.as_ref(), source),
+                ),
+                Event::BundleRefused { bundle, reason }
+                    if before.refused.as_ref() != Some(bundle) =>
+                {
+                    (
+                        audit::NodeBundleState {
+                            active: before.active.clone(),
+                            refused: Some(bundle.clone()),
+                            at_ms: r.at_ms,
+                        },
+                        node_refused(node, bundle, reason, source),
+                    )
+                }
+                _ => return None,
+            };
+            let mut entry = entry;
+            entry.at_ms = r.at_ms;
+            Some((after, vec![entry]))
+        };
+        if let Err(e) = store.audit_node_bundles(node, change) {
+            tracing::error!(node, error = %e, "cannot append the node's journal to the audit log");
+        }
+    }
 }
 
 /// Records an action in the audit log, off the async workers. A failure is logged at
@@ -773,8 +845,21 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
         .rev()
         .find(|r| r.class == telemetry::RecordClass::Metrics)
         .and_then(|r| serde_json::from_str::<Sample>(r.body.get()).ok());
+    // The node's journal (bundle events), for the audit log once the batch is stored.
+    let journal: Vec<telemetry::Record> = batch
+        .records
+        .iter()
+        .filter(|r| r.class == telemetry::RecordClass::Event && r.body.get().contains("\"bundle_"))
+        .cloned()
+        .collect();
     match shared.ingest.store(name.to_owned(), batch).await {
         Ok(stored) => {
+            if !journal.is_empty() {
+                let store = Arc::clone(&shared.store);
+                let node = name.to_owned();
+                let _ =
+                    blocking(move || audit_node_journal(&store, &node, &journal, "journal")).await;
+            }
             shared.counters.batches.fetch_add(1, Ordering::Relaxed);
             shared
                 .counters

@@ -22,7 +22,9 @@
 use std::collections::BTreeMap;
 
 pub use gantry_shared::protocol::audit::{Break, Verification};
-use gantry_shared::protocol::audit::{BundleReport, Flag, Interval, Period, Refusal, Report};
+use gantry_shared::protocol::audit::{
+    BundleReport, Flag, Interval, Period, PolicyRecord, Refusal, Report,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -286,7 +288,7 @@ impl ReportBuilder {
 
     /// Takes the next entry of the chain.
     pub fn add(&mut self, e: &Entry) {
-        if e.at_ms > self.report.to_ms && !e.action.starts_with("bundle.") {
+        if e.at_ms > self.report.to_ms {
             return;
         }
         let text = |key: &str| e.details[key].as_str().unwrap_or_default().to_owned();
@@ -307,6 +309,17 @@ impl ReportBuilder {
                     ran_on: Vec::new(),
                 };
                 self.pushed.entry(e.subject.clone()).or_insert(pushed);
+            }
+            "policy.change" => {
+                self.report.policies.push(PolicyRecord {
+                    from_ms: e.at_ms,
+                    sha256: text("sha256"),
+                    version: e.details["version"].as_u64(),
+                    threshold: e.details["threshold"].as_u64().map(|t| t as u32),
+                    keys: serde_json::from_value(e.details["keys"].clone()).unwrap_or_default(),
+                    revoked: serde_json::from_value(e.details["revoked"].clone())
+                        .unwrap_or_default(),
+                });
             }
             "bundle.assign" => {
                 let cause = if e.actor.starts_with("rollout ") {

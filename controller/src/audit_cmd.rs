@@ -80,6 +80,30 @@ pub fn render_markdown(r: &Report) -> String {
     if !r.flags.is_empty() {
         out.push('\n');
     }
+    let _ = writeln!(out, "## Trust policy of the controller\n");
+    if r.policies.is_empty() {
+        let _ = writeln!(out, "None recorded.\n");
+    }
+    for p in &r.policies {
+        let _ = writeln!(
+            out,
+            "- from {}: `{}` version {}, {} of [{}]{}",
+            time(p.from_ms),
+            p.sha256,
+            p.version.map_or_else(|| "?".to_owned(), |v| v.to_string()),
+            p.threshold
+                .map_or_else(|| "?".to_owned(), |t| t.to_string()),
+            p.keys.join(", "),
+            if p.revoked.is_empty() {
+                String::new()
+            } else {
+                format!("; revoked {}", p.revoked.join(", "))
+            }
+        );
+    }
+    if !r.policies.is_empty() {
+        out.push('\n');
+    }
     let _ = writeln!(out, "## Nodes\n");
     for (node, n) in &r.nodes {
         let _ = writeln!(out, "### {node}\n");

@@ -94,6 +94,11 @@ impl BundleRepo {
         })
     }
 
+    /// The controller's trust policy that pushes are verified against.
+    pub fn trust_path(&self) -> PathBuf {
+        self.trust.clone()
+    }
+
     fn upload_path(&self, file_sha256: &str) -> PathBuf {
         self.dir.join(format!(".upload-{file_sha256}"))
     }

@@ -35,6 +35,8 @@ const ROLLOUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollouts");
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// `"head"` → the last audit entry's `[seq, hash]` (JSON), written with each append.
 const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_head");
+/// `"trust.json"` → SHA-256 of the controller's trust policy last recorded in the audit log.
+const AUDITED_POLICY: TableDefinition<&str, &str> = TableDefinition::new("audited_policy");
 /// Node → the `[active, refused]` bundle ids last recorded in the audit log for it.
 const AUDITED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("audited_bundles");
 
@@ -212,6 +214,7 @@ impl Store {
         txn.open_table(AUDIT)?;
         txn.open_table(AUDIT_HEAD)?;
         txn.open_table(AUDITED_BUNDLES)?;
+        txn.open_table(AUDITED_POLICY)?;
         txn.commit()?;
         Ok(Self { db })
     }
@@ -364,6 +367,30 @@ impl Store {
                     append_audit_in(&txn, entries)?;
                     true
                 }
+            }
+        };
+        txn.commit()?;
+        Ok(changed)
+    }
+
+    /// Records the controller's trust policy with hash `sha256` in the audit log unless it
+    /// is the one recorded last; `entry` makes the entry from the previous hash. Returns
+    /// whether it was recorded.
+    pub fn audit_policy(
+        &self,
+        sha256: &str,
+        entry: impl FnOnce(Option<&str>) -> crate::audit::NewEntry,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let changed = {
+            let mut table = txn.open_table(AUDITED_POLICY)?;
+            let previous = table.get("trust.json")?.map(|v| v.value().to_owned());
+            if previous.as_deref() == Some(sha256) {
+                false
+            } else {
+                table.insert("trust.json", sha256)?;
+                append_audit_in(&txn, vec![entry(previous.as_deref())])?;
+                true
             }
         };
         txn.commit()?;

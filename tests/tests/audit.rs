@@ -169,3 +169,63 @@ fn a_running_controller_s_store_is_not_opened_behind_its_back() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("drop --dir"), "{stderr}");
 }
+
+#[test]
+fn a_change_of_the_controllers_trust_policy_is_recorded_with_the_pushes_after_it() {
+    use gantry_tests::bundles::{make_bundle, push, trusting_controller};
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let v1 = make_bundle(&controller, work.path(), "1.0.0", &key);
+    push(&controller, &v1);
+    // A second key joins the policy (version 2, signed by the first).
+    let key2 = work.path().join("ml2.key");
+    controller.cli_ok(&["keygen", "--out", key2.to_str().unwrap()]);
+    let p2 = work.path().join("trust-v2.json");
+    controller.cli_ok(&[
+        "policy",
+        "create",
+        "--from",
+        policy.to_str().unwrap(),
+        "--key",
+        &format!("ml2={}.pub", key2.display()),
+        "--out",
+        p2.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "policy",
+        "sign",
+        p2.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    std::fs::copy(&p2, controller.home().join("trust.json")).unwrap();
+    let v2 = make_bundle(&controller, work.path(), "2.0.0", &key2);
+    push(&controller, &v2);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    let policies = report["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 2, "{policies:?}");
+    assert_eq!(policies[0]["version"], 1);
+    assert_eq!(policies[1]["version"], 2);
+    assert!(
+        policies[1]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k.as_str().unwrap().starts_with("ml2 (")),
+        "{policies:?}"
+    );
+    // Each push names the policy it passed, as recorded.
+    let mut bundles: Vec<&serde_json::Value> =
+        report["bundles"].as_object().unwrap().values().collect();
+    bundles.sort_by_key(|b| b["pushed_at_ms"].as_u64());
+    for (bundle, policy) in bundles.iter().zip(policies) {
+        assert_eq!(bundle["policy_sha256"], policy["sha256"]);
+    }
+    let markdown = controller.cli_ok(&["audit", "report"]);
+    assert!(
+        markdown.contains("## Trust policy of the controller"),
+        "{markdown}"
+    );
+}

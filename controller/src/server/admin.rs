@@ -96,7 +96,9 @@ pub(super) async fn handle(
         } => {
             let bundles = Arc::clone(&shared.bundles);
             let caller_name = caller.to_owned();
+            let (store, trust) = (Arc::clone(&shared.store), shared.bundles.trust_path());
             let response = repo_call(move || {
+                super::audit_trust_policy(&store, &trust);
                 bundles
                     .commit(&file_sha256, &caller_name, std::time::SystemTime::now())
                     .map(|info| admin::Response::Pushed(Box::new(info)))

@@ -164,6 +164,7 @@ pub async fn serve(
         audited_bundles: Arc::default(),
     });
     load_latest(&shared);
+    audit_trust_policy(&store, &home.path("trust.json"));
 
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
@@ -763,6 +764,50 @@ pub(super) fn audit_node_journal(
         if let Err(e) = store.audit_node_bundles(node, change) {
             tracing::error!(node, error = %e, "cannot append the node's journal to the audit log");
         }
+    }
+}
+
+/// Records the controller's trust policy (`DIR/trust.json`) in the audit log when it is
+/// not the one recorded last: at start and before each push, so the policy every push was
+/// verified against is in the log. Blocking.
+pub(super) fn audit_trust_policy(store: &Store, path: &std::path::Path) {
+    let Ok(bytes) = std::fs::read(path) else {
+        return;
+    };
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let policy = gantry_shared::bundle::policy::SignedPolicy::parse(&bytes).ok();
+    let entry = |previous: Option<&str>| {
+        let p = policy
+            .as_ref()
+            .map(gantry_shared::bundle::policy::SignedPolicy::policy);
+        NewEntry::new(
+            "controller",
+            "policy.change",
+            path.display().to_string(),
+            audit::details([
+                ("sha256", serde_json::json!(sha256)),
+                ("previous_sha256", serde_json::json!(previous)),
+                ("version", serde_json::json!(p.map(|p| p.version))),
+                ("threshold", serde_json::json!(p.map(|p| p.threshold))),
+                (
+                    "keys",
+                    serde_json::json!(p.map(|p| {
+                        p.keys
+                            .iter()
+                            .map(|k| format!("{} ({})", k.name, k.id))
+                            .collect::<Vec<_>>()
+                    })),
+                ),
+                ("revoked", serde_json::json!(p.map(|p| p.revoked.clone()))),
+            ]),
+        )
+    };
+    match store.audit_policy(&sha256, entry) {
+        Ok(true) => {
+            tracing::info!(policy = %path.display(), sha256, "trust policy recorded in the audit log");
+        }
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot append the trust policy to the audit log"),
     }
 }
 

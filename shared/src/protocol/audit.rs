@@ -41,8 +41,23 @@ pub struct Report {
     pub chain: Verification,
     pub nodes: BTreeMap<String, NodeReport>,
     pub bundles: BTreeMap<String, BundleReport>,
+    /// The controller's trust policies, in the order they came into force (up to the end
+    /// of the range): pushes are verified against the one in force at their time.
+    pub policies: Vec<PolicyRecord>,
     /// Everything an auditor must look at.
     pub flags: Vec<Flag>,
+}
+
+/// A trust policy of the controller, from when the log first saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PolicyRecord {
+    pub from_ms: u64,
+    pub sha256: String,
+    pub version: Option<u64>,
+    pub threshold: Option<u32>,
+    pub keys: Vec<String>,
+    pub revoked: Vec<String>,
 }
 
 /// One node: what ran on it and when.

@@ -55,6 +55,8 @@ pub enum IdentityError {
     Refused { code: ErrorCode, message: String },
     #[error("the controller answered the enrollment with something unexpected")]
     Unexpected,
+    #[error("{0}")]
+    Offline(String),
 }
 
 /// The enrollment record.
@@ -125,6 +127,156 @@ fn write_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityErr
         .map_err(err)?;
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+/// A pending enrollment by file: the request is out, the key waits here.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    name: String,
+    /// The controller certificate's SHA-256 from the token, to check the response.
+    controller_sha256: String,
+}
+
+fn make_identity_dir(dir: &Path) -> Result<(), IdentityError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| IdentityError::Write {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Starts an enrollment by file, for a node that never reaches the controller: makes the
+/// node key (kept here as `pending.key`, never sent) and returns the request to carry to
+/// the controller (`gantry token redeem`).
+pub fn offline_request(
+    state_dir: &Path,
+    token: &JoinToken,
+    name: &str,
+) -> Result<enroll::OfflineRequest, IdentityError> {
+    let dir = identity_dir(state_dir);
+    if let Some(existing) = load(state_dir)? {
+        return Err(IdentityError::AlreadyEnrolled {
+            name: existing.enrollment.name,
+            controller: existing.enrollment.controller,
+            dir,
+        });
+    }
+    let (key_pem, public_key) = gantry_net::new_key_pair()
+        .map_err(|e| IdentityError::Offline(format!("cannot make the node key: {e}")))?;
+    make_identity_dir(&dir)?;
+    write_file(&dir.join("pending.key"), 0o600, key_pem.as_bytes())?;
+    let pending = Pending {
+        name: name.to_owned(),
+        controller_sha256: token.controller_sha256.clone(),
+    };
+    write_file(
+        &dir.join("pending.json"),
+        0o600,
+        &serde_json::to_vec_pretty(&pending).expect("pending serializes"),
+    )?;
+    Ok(enroll::OfflineRequest {
+        format: enroll::OFFLINE_REQUEST_FORMAT.to_owned(),
+        request: enroll::Request {
+            token_id: token.id.clone(),
+            secret: token.secret.clone(),
+            node_name: name.to_owned(),
+            public_key,
+        },
+    })
+}
+
+/// Completes an enrollment by file with the controller's response: checks it answers
+/// this node's pending request and comes from the controller the token pinned, then
+/// installs the identity.
+pub fn offline_install(
+    state_dir: &Path,
+    response: &enroll::OfflineResponse,
+) -> Result<NodeIdentity, IdentityError> {
+    let dir = identity_dir(state_dir);
+    if let Some(existing) = load(state_dir)? {
+        return Err(IdentityError::AlreadyEnrolled {
+            name: existing.enrollment.name,
+            controller: existing.enrollment.controller,
+            dir,
+        });
+    }
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|_| {
+            IdentityError::Offline(format!(
+                "no pending enrollment in {} (run `gantry-agent enroll --offline-request` first)",
+                dir.display()
+            ))
+        })
+    };
+    let pending: Pending =
+        serde_json::from_slice(&read("pending.json")?).map_err(|e| IdentityError::Invalid {
+            path: dir.join("pending.json"),
+            message: e.to_string(),
+        })?;
+    let key_pem = String::from_utf8(read("pending.key")?).map_err(|e| IdentityError::Invalid {
+        path: dir.join("pending.key"),
+        message: e.to_string(),
+    })?;
+    if response.format != enroll::OFFLINE_RESPONSE_FORMAT {
+        return Err(IdentityError::Offline(
+            "not an enrollment response from `gantry token redeem`".to_owned(),
+        ));
+    }
+    if response.response.node_name != pending.name {
+        return Err(IdentityError::Offline(format!(
+            "the response enrolls {:?}, but this node asked to enroll as {:?}",
+            response.response.node_name, pending.name
+        )));
+    }
+    let fingerprint = gantry_shared::tls::certificates_from_pem(
+        &response.controller_certificate_pem,
+        "controller certificate",
+    )
+    .ok()
+    .and_then(|certs| certs.first().map(|c| gantry_shared::tls::fingerprint(c)));
+    if fingerprint.as_deref() != Some(pending.controller_sha256.as_str()) {
+        return Err(IdentityError::Offline(
+            "the response does not come from the controller the join token names (its certificate does not match the token's pin)".to_owned(),
+        ));
+    }
+    let controller: SocketAddr = response.controller.parse().map_err(|_| {
+        IdentityError::Offline(format!(
+            "the response names no controller address ({:?})",
+            response.controller
+        ))
+    })?;
+    write_file(&dir.join("node.key"), 0o600, key_pem.as_bytes())?;
+    write_file(
+        &dir.join("node.crt"),
+        0o644,
+        response.response.certificate_pem.as_bytes(),
+    )?;
+    write_file(
+        &dir.join("ca.crt"),
+        0o644,
+        response.response.ca_pem.as_bytes(),
+    )?;
+    let enrollment = Enrollment {
+        name: response.response.node_name.clone(),
+        controller,
+        labels: response.response.labels.clone(),
+        enrolled_at_ms: crate::api::now_ms(),
+    };
+    let mut marker = serde_json::to_vec_pretty(&enrollment).expect("enrollment serializes");
+    marker.push(b'\n');
+    write_file(&dir.join("enrollment.json"), 0o600, &marker)?;
+    let _ = std::fs::remove_file(dir.join("pending.key"));
+    let _ = std::fs::remove_file(dir.join("pending.json"));
+    Ok(NodeIdentity {
+        enrollment,
+        ca_pem: response.response.ca_pem.clone(),
+        cert_pem: response.response.certificate_pem.clone(),
+        key_pem,
+    })
 }
 
 /// Enrolls with the controller at `controller` using `token`, under `name`.

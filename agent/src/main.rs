@@ -105,16 +105,24 @@ struct EnrollArgs {
     #[command(flatten)]
     config: ConfigArgs,
     /// The controller's QUIC address, e.g. 10.0.0.5:7443.
-    #[arg(long, value_name = "ADDR")]
-    controller: SocketAddr,
+    #[arg(long, value_name = "ADDR", required_unless_present_any = ["offline_request", "offline_response"])]
+    controller: Option<SocketAddr>,
     /// The join token.
     #[arg(
         long,
         env = "GANTRY_JOIN_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        required_unless_present = "offline_response"
     )]
-    token: String,
+    token: Option<String>,
+    /// Enroll by file, for a node that never reaches the controller: make the node key
+    /// and write the request to FILE, for `gantry token redeem` on the controller.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["controller", "offline_response"])]
+    offline_request: Option<PathBuf>,
+    /// Finish an enrollment by file with the controller's response.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["controller", "token"])]
+    offline_response: Option<PathBuf>,
     /// The node's name in the fleet (default: the host name).
     #[arg(long)]
     name: Option<String>,
@@ -333,7 +341,12 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_failure(&e),
     };
-    let token = match gantry_shared::protocol::enroll::JoinToken::parse(&args.token) {
+    if let Some(path) = &args.offline_response {
+        return enroll_offline_response(&config.state_dir, path);
+    }
+    let token = match gantry_shared::protocol::enroll::JoinToken::parse(
+        args.token.as_deref().unwrap_or_default(),
+    ) {
         Ok(token) => token,
         Err(e) => {
             report("--token: ", &e);
@@ -341,6 +354,15 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         }
     };
     let name = args.name.unwrap_or_else(default_node_name);
+    if let Some(path) = &args.offline_request {
+        return enroll_offline_request(&config.state_dir, &token, &name, path);
+    }
+    let Some(controller) = args.controller else {
+        eprintln!(
+            "error: --controller is needed (or --offline-request for a node that cannot reach it)"
+        );
+        return ExitCode::from(2);
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -360,7 +382,7 @@ fn enroll(args: EnrollArgs) -> ExitCode {
     }
     match runtime.block_on(gantry_agent::identity::enroll(
         &config.state_dir,
-        args.controller,
+        controller,
         &token,
         &name,
     )) {
@@ -387,6 +409,68 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         }
         Err(e) => {
             report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn enroll_offline_request(
+    state_dir: &std::path::Path,
+    token: &gantry_shared::protocol::enroll::JoinToken,
+    name: &str,
+    out: &std::path::Path,
+) -> ExitCode {
+    let result = std::fs::create_dir_all(state_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            gantry_agent::identity::offline_request(state_dir, token, name)
+                .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))
+        })
+        .and_then(|request| {
+            let mut bytes = serde_json::to_vec_pretty(&request).expect("request serializes");
+            bytes.push(b'\n');
+            std::fs::write(out, bytes).map_err(|e| format!("cannot write {}: {e}", out.display()))
+        });
+    match result {
+        Ok(()) => {
+            println!(
+                "request     {} (node {name}; the node key stays in {})\nnext        carry it to the controller: gantry token redeem {} --out RESPONSE\n            then here: gantry-agent enroll --offline-response RESPONSE",
+                out.display(),
+                gantry_agent::identity::identity_dir(state_dir).display(),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn enroll_offline_response(state_dir: &std::path::Path, path: &std::path::Path) -> ExitCode {
+    let response = std::fs::read(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|bytes| {
+            serde_json::from_slice::<gantry_shared::protocol::enroll::OfflineResponse>(&bytes)
+                .map_err(|e| format!("{} is not an enrollment response: {e}", path.display()))
+        });
+    let installed = response.and_then(|response| {
+        gantry_agent::identity::offline_install(state_dir, &response)
+            .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))
+    });
+    match installed {
+        Ok(identity) => {
+            println!(
+                "enrolled    as {} (by file; controller {})\nidentity    {} (the key never left this node)\nnext        gantry-agent run",
+                identity.enrollment.name,
+                identity.enrollment.controller,
+                gantry_agent::identity::identity_dir(state_dir).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("error: {message}");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -246,6 +246,17 @@ enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
         ttl: Duration,
     },
+    /// Enroll a node that cannot reach the controller, from the request file it wrote
+    /// (`gantry-agent enroll --offline-request`); writes the response for it to install.
+    Redeem {
+        /// The node's request file.
+        request: PathBuf,
+        /// Where to write the response.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -746,6 +757,54 @@ mod fleet {
                     None,
                 )
                 .await?;
+            }
+            Command::Token(TokenCommand::Redeem {
+                request,
+                out,
+                admin,
+            }) => {
+                use gantry_shared::protocol::enroll::{
+                    OFFLINE_REQUEST_FORMAT, OFFLINE_RESPONSE_FORMAT, OfflineRequest,
+                    OfflineResponse,
+                };
+                let text = std::fs::read(&request)
+                    .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+                let offline: OfflineRequest = serde_json::from_slice(&text)
+                    .ok()
+                    .filter(|r: &OfflineRequest| r.format == OFFLINE_REQUEST_FORMAT)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is not an enrollment request from `gantry-agent enroll --offline-request`",
+                            request.display()
+                        )
+                    })?;
+                let identity =
+                    AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
+                let client = AdminClient::connect(&identity, admin.controller).await?;
+                let Response::Redeemed {
+                    response,
+                    controller_certificate_pem,
+                } = client
+                    .call(Request::TokenRedeem(Box::new(offline.request)))
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                let node = response.node_name.clone();
+                let file = OfflineResponse {
+                    format: OFFLINE_RESPONSE_FORMAT.to_owned(),
+                    response,
+                    controller: admin.controller.unwrap_or(identity.controller).to_string(),
+                    controller_certificate_pem,
+                };
+                let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
+                bytes.push(b'\n');
+                gantry_controller::atomic_file::write_bytes(&out, 0o644, &bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                println!(
+                    "enrolled    {node} (by file)\nresponse    {}\nnext        carry it to the node: gantry-agent enroll --offline-response FILE",
+                    out.display()
+                );
             }
             Command::Token(TokenCommand::Create { admin, labels, ttl }) => {
                 let client = connect(&admin).await?;

@@ -321,3 +321,158 @@ fn a_hall_node_s_local_import_reaches_the_audit_report_through_its_telemetry_exp
         report["nodes"]["hall-2"]["ran"]
     );
 }
+
+/// `gantry-agent` run against the node directory `dir` with `args`.
+fn agent_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("gantry-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross_the_gap() {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let bundle = make_bundle(&controller, work.path(), "1.0.0", &key);
+    let id = push(&controller, &bundle)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The hall's node: its uplink points nowhere reachable, so it never talks to the
+    // controller; everything crosses by file.
+    let node = work.path().join("hall-3");
+    std::fs::create_dir(&node).unwrap();
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        node.join("agent.toml"),
+        format!(
+            "[uplink]\ncontroller = \"127.0.0.1:9\"\n[metrics]\nlisten = \"{metrics}\"\n[trust]\npolicy = \"{}\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"\"\n",
+            policy.display(),
+            onnxruntime().display()
+        ),
+    )
+    .unwrap();
+    let request = work.path().join("enroll-request.json");
+    let out = agent_cli(
+        &node,
+        &[
+            "enroll",
+            "--offline-request",
+            request.to_str().unwrap(),
+            "--token",
+            &controller.token("hall=c"),
+            "--name",
+            "hall-3",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_text = std::fs::read_to_string(&request).unwrap();
+    assert!(
+        !key_text.contains("PRIVATE KEY"),
+        "the node key never leaves the node"
+    );
+    let response = work.path().join("enroll-response.json");
+    controller.cli_ok(&[
+        "token",
+        "redeem",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    let out = agent_cli(
+        &node,
+        &["enroll", "--offline-response", response.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A response replayed, or meant for another node, is refused.
+    let again = agent_cli(
+        &node,
+        &["enroll", "--offline-response", response.to_str().unwrap()],
+    );
+    assert_eq!(again.status.code(), Some(1));
+
+    // Bundle in by file, activated on the node; the daemon runs, cut off.
+    let out = agent_cli(&node, &["import", bundle.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut daemon = Command::new(binary("gantry-agent"))
+        .args(["run", "--config"])
+        .arg(node.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(node.join("state"))
+        .args([
+            "--simulate-gpus",
+            "1",
+            "--interval",
+            "200ms",
+            "--kernel-log",
+            "",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || -> Option<serde_json::Value> {
+        serde_json::from_str(&gantry_tests::http_get(metrics, "/v1/status")?).ok()
+    };
+    wait_for("samples with the journal", Duration::from_secs(30), || {
+        status().filter(|s| s["buffer"]["last_seq"].as_u64() >= Some(5))
+    });
+
+    // Telemetry out by file.
+    let file = work.path().join("hall-3.telemetry.json");
+    let out = Command::new(binary("gantry-agent"))
+        .args(["export-telemetry", "--out"])
+        .arg(&file)
+        .arg("--config")
+        .arg(node.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(node.join("state"))
+        .output()
+        .unwrap();
+    let _ = Command::new("kill").arg(daemon.id().to_string()).status();
+    let _ = daemon.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let imported = controller.cli_ok(&["telemetry", "import", file.to_str().unwrap()]);
+    assert!(imported.contains("records of node hall-3"), "{imported}");
+
+    // The audit report shows both: the bundle that ran in the hall, from the node's
+    // journal, and that the node never connected.
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    let ran = &report["nodes"]["hall-3"]["ran"];
+    assert_eq!(ran[0]["bundle"], id.as_str(), "{report}");
+    assert_eq!(ran[0]["signatures_valid"], true, "{report}");
+    assert!(
+        !controller
+            .log
+            .lines()
+            .iter()
+            .any(|l| l.contains("node connected") && l.contains("hall-3")),
+        "the node never connected"
+    );
+}

@@ -290,6 +290,15 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             Role::Admin,
         ),
         (
+            admin::Request::TokenRedeem(Box::new(gantry_shared::protocol::enroll::Request {
+                token_id: "none".into(),
+                secret: "none".into(),
+                node_name: "none".into(),
+                public_key: "04".into(),
+            })),
+            Role::Admin,
+        ),
+        (
             admin::Request::AdminAdd {
                 name: "x".into(),
                 role: Role::Viewer,
@@ -305,6 +314,7 @@ fn listed(request: &admin::Request) -> bool {
     use admin::Request as R;
     match request {
         R::TokenCreate { .. }
+        | R::TokenRedeem(_)
         | R::FleetList
         | R::FleetShow { .. }
         | R::FleetTop
@@ -333,7 +343,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 21, "one line per admin call");
+    assert_eq!(calls.len(), 22, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

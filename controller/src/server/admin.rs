@@ -218,6 +218,19 @@ pub(super) async fn handle(
             shared.rollouts.kpis(window_ms, crate::now_ms()),
         ))),
         Request::TelemetryImport { file } => telemetry_import(shared, caller, &file).await,
+        Request::TokenRedeem(request) => {
+            let node = request.node_name.clone();
+            match super::enroll(shared, *request).await {
+                Response::Enrolled(response) => {
+                    tracing::info!(admin = caller, %node, "node enrolled by file");
+                    Response::Admin(admin::Response::Redeemed {
+                        response,
+                        controller_certificate_pem: shared.controller_certificate_pem.clone(),
+                    })
+                }
+                other => other,
+            }
+        }
         Request::AuditVerify => {
             let store = Arc::clone(&shared.store);
             match blocking(move || store.verify_audit()).await {

@@ -103,6 +103,9 @@ struct Shared {
     store: Arc<Store>,
     ca: Ca,
     controller_fingerprint: String,
+    /// The controller's certificate, for nodes enrolling by file to check against their
+    /// token's pin.
+    controller_certificate_pem: String,
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
@@ -156,6 +159,7 @@ pub async fn serve(
         store: Arc::clone(&store),
         ca,
         controller_fingerprint,
+        controller_certificate_pem: cert_pem.clone(),
         live: Mutex::new(HashMap::new()),
         ingest,
         counters: Counters::default(),
@@ -718,7 +722,7 @@ fn node_refused(node: &str, bundle: &str, reason: &str, source: &str) -> NewEntr
 /// records that reached the controller through the uplink or a telemetry import), in
 /// order, skipping what the log already holds from heartbeats or earlier deliveries.
 /// Blocking: call it off the async workers.
-pub(super) fn audit_node_journal(
+fn audit_node_journal(
     store: &Store,
     node: &str,
     records: &[gantry_shared::protocol::telemetry::Record],
@@ -770,7 +774,7 @@ pub(super) fn audit_node_journal(
 /// Records the controller's trust policy (`DIR/trust.json`) in the audit log when it is
 /// not the one recorded last: at start and before each push, so the policy every push was
 /// verified against is in the log. Blocking.
-pub(super) fn audit_trust_policy(store: &Store, path: &std::path::Path) {
+fn audit_trust_policy(store: &Store, path: &std::path::Path) {
     let Ok(bytes) = std::fs::read(path) else {
         return;
     };

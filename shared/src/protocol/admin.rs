@@ -105,6 +105,8 @@ pub enum Request {
     RolloutRollback { id: String },
     /// Viewer: delivery KPIs over rollouts started in the last `window_ms`.
     ReportKpis { window_ms: u64 },
+    /// Admin: enroll a node by file (its offline request), as if it had dialled in.
+    TokenRedeem(Box<super::enroll::Request>),
     /// Operator: ingest a telemetry export carried out of an air-gapped hall (the file,
     /// base64).
     TelemetryImport { file: String },
@@ -141,9 +143,10 @@ impl Request {
             | Self::RolloutAbort { .. }
             | Self::RolloutRollback { .. }
             | Self::TelemetryImport { .. } => Role::Operator,
-            Self::TokenCreate { .. } | Self::NodeRevoke { .. } | Self::AdminAdd { .. } => {
-                Role::Admin
-            }
+            Self::TokenCreate { .. }
+            | Self::TokenRedeem(_)
+            | Self::NodeRevoke { .. }
+            | Self::AdminAdd { .. } => Role::Admin,
         }
     }
 
@@ -170,6 +173,7 @@ impl Request {
             Self::ReportKpis { .. } => "report kpis",
             Self::AuditVerify => "audit verify",
             Self::TelemetryImport { .. } => "telemetry import",
+            Self::TokenRedeem(_) => "token redeem",
             Self::AuditReport { .. } => "audit report",
         }
     }
@@ -210,6 +214,10 @@ pub enum Response {
     Rollouts(Vec<super::rollout::Rollout>),
     Kpis(Box<super::rollout::Kpis>),
     AuditVerified(super::audit::Verification),
+    Redeemed {
+        response: super::enroll::Response,
+        controller_certificate_pem: String,
+    },
     TelemetryImported {
         node: String,
         from_seq: u64,

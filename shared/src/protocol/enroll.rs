@@ -35,6 +35,33 @@ pub struct Response {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Enrollment by file, for a node that never reaches the controller: what the node
+/// writes (`gantry-agent enroll --offline-request`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRequest {
+    /// `gantry-enroll-request`.
+    pub format: String,
+    pub request: Request,
+}
+
+/// What the controller writes back (`gantry token redeem`), for the node to install
+/// (`gantry-agent enroll --offline-response`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineResponse {
+    /// `gantry-enroll-response`.
+    pub format: String,
+    pub response: Response,
+    /// The controller's address, should the node ever reach it.
+    pub controller: String,
+    /// The controller's certificate: the node checks it against the token's pin.
+    pub controller_certificate_pem: String,
+}
+
+pub const OFFLINE_REQUEST_FORMAT: &str = "gantry-enroll-request";
+pub const OFFLINE_RESPONSE_FORMAT: &str = "gantry-enroll-response";
+
 /// A parsed join token: `gantry-join-1.<id>.<secret>.<controller certificate sha256>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinToken {

@@ -476,3 +476,70 @@ fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross
         "the node never connected"
     );
 }
+
+#[test]
+fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let controller = Controller::start();
+    let node = work.path().join("node");
+    std::fs::create_dir(&node).unwrap();
+    std::fs::write(node.join("agent.toml"), "").unwrap();
+    let request = work.path().join("request.json");
+    let out = agent_cli(
+        &node,
+        &[
+            "enroll",
+            "--offline-request",
+            request.to_str().unwrap(),
+            "--token",
+            &controller.token("hall=d"),
+            "--name",
+            "hall-4",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let response = work.path().join("response.json");
+    controller.cli_ok(&[
+        "token",
+        "redeem",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&response).unwrap()).unwrap();
+    let refused = |value: &serde_json::Value, expect: &str| {
+        let forged = work.path().join("forged.json");
+        std::fs::write(&forged, value.to_string()).unwrap();
+        let out = agent_cli(&node, &["enroll", "--offline-response", forged.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+    };
+    // Meant for another node.
+    let mut other_node = genuine.clone();
+    other_node["response"]["node_name"] = serde_json::json!("hall-5");
+    refused(&other_node, "asked to enroll as \"hall-4\"");
+    // Signed by another fleet's controller (not the one the token pinned).
+    let other = Controller::start();
+    let mut other_controller = genuine.clone();
+    other_controller["controller_certificate_pem"] = serde_json::json!(
+        std::fs::read_to_string(other.home().join("controller.crt")).unwrap()
+    );
+    refused(&other_controller, "does not match the token's pin");
+    // Not a response at all.
+    refused(&serde_json::json!({"format": "x"}), "is not an enrollment response");
+    // Nothing was installed by the refusals; the genuine response still works, once.
+    let out = agent_cli(&node, &["enroll", "--offline-response", response.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A request cannot be redeemed twice: the token is single-use.
+    let out = controller.cli(&[
+        "token",
+        "redeem",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+}

@@ -497,7 +497,11 @@ fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused
             "hall-4",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let response = work.path().join("response.json");
     controller.cli_ok(&[
         "token",
@@ -511,7 +515,10 @@ fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused
     let refused = |value: &serde_json::Value, expect: &str| {
         let forged = work.path().join("forged.json");
         std::fs::write(&forged, value.to_string()).unwrap();
-        let out = agent_cli(&node, &["enroll", "--offline-response", forged.to_str().unwrap()]);
+        let out = agent_cli(
+            &node,
+            &["enroll", "--offline-response", forged.to_str().unwrap()],
+        );
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(expect), "{stderr}");
@@ -523,15 +530,24 @@ fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused
     // Signed by another fleet's controller (not the one the token pinned).
     let other = Controller::start();
     let mut other_controller = genuine.clone();
-    other_controller["controller_certificate_pem"] = serde_json::json!(
-        std::fs::read_to_string(other.home().join("controller.crt")).unwrap()
-    );
+    other_controller["controller_certificate_pem"] =
+        serde_json::json!(std::fs::read_to_string(other.home().join("controller.crt")).unwrap());
     refused(&other_controller, "does not match the token's pin");
     // Not a response at all.
-    refused(&serde_json::json!({"format": "x"}), "is not an enrollment response");
+    refused(
+        &serde_json::json!({"format": "x"}),
+        "is not an enrollment response",
+    );
     // Nothing was installed by the refusals; the genuine response still works, once.
-    let out = agent_cli(&node, &["enroll", "--offline-response", response.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agent_cli(
+        &node,
+        &["enroll", "--offline-response", response.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A request cannot be redeemed twice: the token is single-use.
     let out = controller.cli(&[
         "token",

@@ -239,6 +239,19 @@ fn report(context: &str, error: &(dyn std::error::Error + 'static)) {
     }
 }
 
+/// The configuration, with `--state-dir` over the file's; a bad one is reported and
+/// its exit code returned.
+fn load_with_state_dir(
+    args: &ConfigArgs,
+    state_dir: Option<PathBuf>,
+) -> Result<config::Config, ExitCode> {
+    let overrides = Overrides {
+        state_dir,
+        ..Overrides::default()
+    };
+    config::load(args.config.as_deref(), &overrides).map_err(|e| config_failure(&e))
+}
+
 fn config_failure(error: &ConfigError) -> ExitCode {
     report("", error);
     ExitCode::from(EXIT_CONFIG)
@@ -333,13 +346,9 @@ fn default_node_name() -> String {
 }
 
 fn enroll(args: EnrollArgs) -> ExitCode {
-    let overrides = Overrides {
-        state_dir: args.state_dir,
-        ..Overrides::default()
-    };
-    let config = match config::load(args.config.config.as_deref(), &overrides) {
+    let config = match load_with_state_dir(&args.config, args.state_dir) {
         Ok(config) => config,
-        Err(e) => return config_failure(&e),
+        Err(code) => return code,
     };
     if let Some(path) = &args.offline_response {
         return enroll_offline_response(&config.state_dir, path);
@@ -535,13 +544,9 @@ fn verify(args: &VerifyArgs) -> ExitCode {
 }
 
 fn export_telemetry(args: &ExportArgs) -> ExitCode {
-    let overrides = Overrides {
-        state_dir: args.state_dir.clone(),
-        ..Overrides::default()
-    };
-    let config = match config::load(args.config.config.as_deref(), &overrides) {
+    let config = match load_with_state_dir(&args.config, args.state_dir.clone()) {
         Ok(config) => config,
-        Err(e) => return config_failure(&e),
+        Err(code) => return code,
     };
     let fail = |context: &str, e: &(dyn std::error::Error + 'static)| {
         report(context, e);
@@ -665,13 +670,9 @@ fn import_policy(installed: &std::path::Path, update: &std::path::Path) -> ExitC
 }
 
 fn import(args: ImportArgs) -> ExitCode {
-    let overrides = Overrides {
-        state_dir: args.state_dir,
-        ..Overrides::default()
-    };
-    let config = match config::load(args.config.config.as_deref(), &overrides) {
+    let config = match load_with_state_dir(&args.config, args.state_dir) {
         Ok(config) => config,
-        Err(e) => return config_failure(&e),
+        Err(code) => return code,
     };
     let policy = args.trust.unwrap_or(config.trust_policy);
     if gantry_agent::bundle::policy_update::looks_like_policy(&args.bundle) {
@@ -724,13 +725,9 @@ fn import(args: ImportArgs) -> ExitCode {
 }
 
 fn rollback(args: RollbackArgs) -> ExitCode {
-    let overrides = Overrides {
-        state_dir: args.state_dir,
-        ..Overrides::default()
-    };
-    let config = match config::load(args.config.config.as_deref(), &overrides) {
+    let config = match load_with_state_dir(&args.config, args.state_dir) {
         Ok(config) => config,
-        Err(e) => return config_failure(&e),
+        Err(code) => return code,
     };
     match gantry_agent::bundle::store::BundleStore::new(&config.state_dir).rollback() {
         Ok(current) => {

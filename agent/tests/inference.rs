@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use gantry_shared::bundle::manifest::ExecutionProvider;
 use support::bundles::{onnxruntime, write_bundle, write_policy};
 use support::{AGENT, AgentBuilder};
 
@@ -59,6 +60,36 @@ impl Node {
                 String::from_utf8_lossy(&out.stderr)
             ),
         )
+    }
+
+    /// Waits until the endpoint answers and a model is ready.
+    fn wait_ready(&self) {
+        wait_until("the model to be ready", || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.http("GET", "/v2/health/ready", "").0 == 200
+        });
+    }
+
+    /// A `tiny-linear` bundle at `version` that may run on `providers` only, needing
+    /// `min_gpu_memory_bytes` of GPU memory.
+    fn bundle_requiring(
+        &self,
+        file: &str,
+        version: &str,
+        providers: &[ExecutionProvider],
+        min_gpu_memory_bytes: u64,
+    ) -> String {
+        write_bundle(
+            &self.dir.path().join(file),
+            "tiny_linear",
+            "tiny-linear",
+            version,
+            |manifest| {
+                manifest.requirements.execution_providers = providers.to_vec();
+                manifest.requirements.min_gpu_memory_bytes = min_gpu_memory_bytes;
+            },
+        );
+        file.to_owned()
     }
 
     fn bundle(&self, file: &str, model: &str, name: &str, version: &str) -> String {
@@ -127,10 +158,7 @@ fn imported_bundle_is_served_over_kserve_v2() {
     );
 
     let agent = start_agent(&node);
-    wait_until("the model to be ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
-            && node.http("GET", "/v2/health/ready", "").0 == 200
-    });
+    node.wait_ready();
     assert_eq!(node.http("GET", "/v2/health/live", "").0, 200);
     assert_eq!(node.http("GET", "/v2/models/tiny-linear/ready", "").0, 200);
     let (status, meta) = node.http("GET", "/v2/models/tiny-linear", "");
@@ -256,10 +284,7 @@ fn rollback_and_switches_under_load_fail_no_request() {
     let v2 = node.bundle("v2.gbundle", "tiny_linear", "tiny-linear", "2.0.0");
     assert_eq!(node.cli(&["import", &v1]).0, 0);
     let _agent = start_agent(&node);
-    wait_until("the model to be ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
-            && node.http("GET", "/v2/health/ready", "").0 == 200
-    });
+    node.wait_ready();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let port = node.port;
@@ -313,25 +338,17 @@ fn rollback_and_switches_under_load_fail_no_request() {
 /// where it runs and why not on CUDA.
 #[test]
 fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
-    use gantry_shared::bundle::manifest::ExecutionProvider;
     let node = Node::new();
-    write_bundle(
-        &node.dir.path().join("prefers-cuda.gbundle"),
-        "tiny_linear",
-        "tiny-linear",
+    let bundle = node.bundle_requiring(
+        "prefers-cuda.gbundle",
         "1.0.0",
-        |manifest| {
-            manifest.requirements.execution_providers =
-                vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu];
-        },
+        &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+        0,
     );
-    let (code, text) = node.cli(&["import", "prefers-cuda.gbundle"]);
+    let (code, text) = node.cli(&["import", &bundle]);
     assert_eq!(code, 0, "{text}");
     let agent = start_agent(&node);
-    wait_until("the model to be ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
-            && node.http("GET", "/v2/health/ready", "").0 == 200
-    });
+    node.wait_ready();
     let (status, body) = node.infer_linear();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
@@ -366,22 +383,13 @@ fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
 /// the reason names the provider, and the active bundle stays.
 #[test]
 fn a_bundle_requiring_cuda_only_is_not_activated_on_a_node_without_it() {
-    use gantry_shared::bundle::manifest::ExecutionProvider;
     let node = Node::new();
     let good = node.bundle("good.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
     assert_eq!(node.cli(&["import", &good]).0, 0);
     let current = node.state_dir().join("bundles/current.json");
     let before = std::fs::read_to_string(&current).unwrap();
-    write_bundle(
-        &node.dir.path().join("cuda-only.gbundle"),
-        "tiny_linear",
-        "tiny-linear",
-        "2.0.0",
-        |manifest| {
-            manifest.requirements.execution_providers = vec![ExecutionProvider::Cuda];
-        },
-    );
-    let (code, text) = node.cli(&["import", "cuda-only.gbundle"]);
+    let bundle = node.bundle_requiring("cuda-only.gbundle", "2.0.0", &[ExecutionProvider::Cuda], 0);
+    let (code, text) = node.cli(&["import", &bundle]);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("needs execution provider cuda")
@@ -399,25 +407,16 @@ fn a_bundle_requiring_cuda_only_is_not_activated_on_a_node_without_it() {
 /// free is passed over for CUDA with that reason (checked before the library is asked).
 #[test]
 fn a_bundle_needing_more_gpu_memory_than_is_free_is_not_placed_on_cuda() {
-    use gantry_shared::bundle::manifest::ExecutionProvider;
     let node = Node::new();
-    write_bundle(
-        &node.dir.path().join("big.gbundle"),
-        "tiny_linear",
-        "tiny-linear",
+    let bundle = node.bundle_requiring(
+        "big.gbundle",
         "1.0.0",
-        |manifest| {
-            manifest.requirements.execution_providers =
-                vec![ExecutionProvider::Cuda, ExecutionProvider::Cpu];
-            manifest.requirements.min_gpu_memory_bytes = 1 << 40;
-        },
+        &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+        1 << 40,
     );
-    assert_eq!(node.cli(&["import", "big.gbundle"]).0, 0);
+    assert_eq!(node.cli(&["import", &bundle]).0, 0);
     let agent = start_agent(&node);
-    wait_until("the model to be ready", || {
-        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_ok()
-            && node.http("GET", "/v2/health/ready", "").0 == 200
-    });
+    node.wait_ready();
     let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
     let model = &doc["model"];
     assert_eq!(model["execution_provider"], "cpu", "{model}");

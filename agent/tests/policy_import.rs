@@ -5,43 +5,16 @@
 use std::path::Path;
 use std::process::Command;
 
-use ed25519_dalek::SigningKey;
-use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
-use gantry_shared::bundle::signing;
+mod support;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_gantry-agent");
+use support::bundles::policy_bytes;
 
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
+use support::AGENT;
 
-/// A policy of `version` trusting the keys of `trusted`, signed by `signers`.
+/// A policy of `version` trusting the keys of `trusted`, one signature needed, signed by
+/// `signers`.
 fn policy(version: u64, trusted: &[u8], signers: &[u8]) -> Vec<u8> {
-    let keys = trusted
-        .iter()
-        .map(|&s| {
-            let public = key(s).verifying_key();
-            TrustedKey {
-                id: signing::key_id(&public),
-                name: format!("release-{s}"),
-                public_key: signing::to_hex(public.as_bytes()),
-                not_before: None,
-                not_after: None,
-            }
-        })
-        .collect();
-    let mut p = SignedPolicy::new(TrustPolicy {
-        schema: 1,
-        version,
-        threshold: 1,
-        keys,
-        revoked: vec![],
-    })
-    .unwrap();
-    for &s in signers {
-        p.sign(&key(s)).unwrap();
-    }
-    p.to_bytes()
+    policy_bytes(version, trusted, 1, signers)
 }
 
 fn import(dir: &Path, file: &str) -> (i32, String) {

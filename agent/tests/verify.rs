@@ -3,47 +3,21 @@
 use std::path::Path;
 use std::process::Command;
 
-use ed25519_dalek::SigningKey;
+mod support;
+
 use gantry_shared::bundle::manifest::{
     DType, Dim, FileEntry, Manifest, ModelEntry, Provenance, Requirements, TensorSpec,
 };
-use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
 use gantry_shared::bundle::{self, signing};
 use sha2::{Digest, Sha256};
+use support::bundles::{policy_bytes, seeded_key as key};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_gantry-agent");
+use support::AGENT;
 const MODEL: &[u8] = b"model bytes";
 
-fn key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
 fn write_policy(path: &Path, trusted: &[u8], threshold: u32) {
-    let keys = trusted
-        .iter()
-        .map(|&s| {
-            let public = key(s).verifying_key();
-            TrustedKey {
-                id: signing::key_id(&public),
-                name: format!("node-key-{s}"),
-                public_key: signing::to_hex(public.as_bytes()),
-                not_before: None,
-                not_after: None,
-            }
-        })
-        .collect();
-    let mut policy = SignedPolicy::new(TrustPolicy {
-        schema: 1,
-        version: 1,
-        threshold,
-        keys,
-        revoked: vec![],
-    })
-    .unwrap();
-    for &s in &trusted[..threshold as usize] {
-        policy.sign(&key(s)).unwrap();
-    }
-    std::fs::write(path, policy.to_bytes()).unwrap();
+    let signers = &trusted[..threshold as usize];
+    std::fs::write(path, policy_bytes(1, trusted, threshold, signers)).unwrap();
 }
 
 fn write_bundle(path: &Path, signers: &[u8], payload: &[u8]) {
@@ -120,7 +94,7 @@ fn node_verifies_against_its_own_policy() {
     let (code, text) = verify(dir.path(), "good.gbundle");
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("VERIFIED") && text.contains("(node-key-3)"),
+        text.contains("VERIFIED") && text.contains("(release-3)"),
         "{text}"
     );
 

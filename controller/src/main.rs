@@ -344,22 +344,10 @@ enum BundleCommand {
     },
     /// Upload a signed bundle to the controller, which keeps it only if it passes the
     /// controller's trust policy (DIR/trust.json). A broken push resumes when run again.
-    Push {
-        bundle: PathBuf,
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Push(PushArgs),
     /// Load a bundle file carried in (air-gapped) into the controller: checked against
     /// its trust policy like a push, and recorded in the audit log as an import.
-    Import {
-        bundle: PathBuf,
-        #[command(flatten)]
-        admin: AdminArgs,
-        #[arg(long)]
-        json: bool,
-    },
+    Import(PushArgs),
     /// Write a bundle the controller holds to a file for removable media, verified on
     /// the way against the controller's trust policy.
     Export {
@@ -388,6 +376,16 @@ enum BundleCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+/// A bundle file to upload (`bundle push`, `bundle import`).
+#[derive(Debug, Args)]
+struct PushArgs {
+    bundle: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -537,8 +535,8 @@ fn main() -> ExitCode {
         | Command::Audit(_)
         | Command::Telemetry(_)
         | Command::Bundle(
-            BundleCommand::Push { .. }
-            | BundleCommand::Import { .. }
+            BundleCommand::Push(_)
+            | BundleCommand::Import(_)
             | BundleCommand::Ls { .. }
             | BundleCommand::Assign { .. },
         )) => {
@@ -576,13 +574,37 @@ mod fleet {
     use tokio_util::sync::CancellationToken;
 
     use super::{
-        AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, ReportCommand,
-        RolloutCommand, TelemetryCommand, TokenCommand, print_json,
+        AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, PushArgs,
+        ReportCommand, RolloutCommand, TelemetryCommand, TokenCommand, print_json,
     };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
         let identity = AdminIdentity::load(&client::identity_path(args.identity.as_deref()))?;
         AdminClient::connect(&identity, args.controller).await
+    }
+
+    /// `bundle push`, or `bundle import` (the same upload, recorded as an import).
+    async fn upload(args: PushArgs, import: bool) -> Result<(), Box<dyn std::error::Error>> {
+        let client = connect(&args.admin).await?;
+        let info = if import {
+            gantry_controller::push::import(&client, &args.bundle).await?
+        } else {
+            gantry_controller::push::push(&client, &args.bundle).await?
+        };
+        if args.json {
+            print_json(&info);
+        } else if import {
+            println!(
+                "imported {} {} ({} bytes)\nid: {}",
+                info.name, info.version, info.size, info.id
+            );
+        } else {
+            println!(
+                "pushed {} {} ({} bytes)\nid: {}\nassign it with: gantry bundle assign {} --node NODE",
+                info.name, info.version, info.size, info.id, info.id
+            );
+        }
+        Ok(())
     }
 
     async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -829,38 +851,8 @@ mod fleet {
                     ))
                 );
             }
-            Command::Bundle(BundleCommand::Import {
-                bundle,
-                admin,
-                json,
-            }) => {
-                let client = connect(&admin).await?;
-                let info = gantry_controller::push::import(&client, &bundle).await?;
-                if json {
-                    print_json(&info);
-                } else {
-                    println!(
-                        "imported {} {} ({} bytes)\nid: {}",
-                        info.name, info.version, info.size, info.id
-                    );
-                }
-            }
-            Command::Bundle(BundleCommand::Push {
-                bundle,
-                admin,
-                json,
-            }) => {
-                let client = connect(&admin).await?;
-                let info = gantry_controller::push::push(&client, &bundle).await?;
-                if json {
-                    print_json(&info);
-                } else {
-                    println!(
-                        "pushed {} {} ({} bytes)\nid: {}\nassign it with: gantry bundle assign {} --node NODE",
-                        info.name, info.version, info.size, info.id, info.id
-                    );
-                }
-            }
+            Command::Bundle(BundleCommand::Push(args)) => upload(args, false).await?,
+            Command::Bundle(BundleCommand::Import(args)) => upload(args, true).await?,
             Command::Bundle(BundleCommand::Ls { admin, json }) => {
                 let Response::Bundles(bundles) =
                     connect(&admin).await?.call(Request::BundleList).await?
@@ -1241,8 +1233,8 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         | Command::Audit(_)
         | Command::Telemetry(_)
         | Command::Bundle(
-            BundleCommand::Push { .. }
-            | BundleCommand::Import { .. }
+            BundleCommand::Push(_)
+            | BundleCommand::Import(_)
             | BundleCommand::Ls { .. }
             | BundleCommand::Assign { .. },
         ) => {

@@ -9,6 +9,54 @@ use std::time::Duration;
 use gantry_tests::bundles::{make_bundle, onnxruntime, push, trusting_controller};
 use gantry_tests::{Agent, Controller, binary, wait_for};
 
+/// `gantry-agent` run against the node directory `dir` with `args`.
+fn agent_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("gantry-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(dir.join("agent.toml"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap()
+}
+
+/// Enrolls the node in `dir` by file as `name`: its request, redeemed by `controller`,
+/// and the response installed. Returns the request's and the response's paths.
+fn enroll_by_file(
+    controller: &Controller,
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let request = dir.join("enroll-request.json");
+    let response = dir.join("enroll-response.json");
+    let out = agent_cli(
+        dir,
+        &[
+            "enroll",
+            "--offline-request",
+            request.to_str().unwrap(),
+            "--token",
+            &controller.token("hall=c"),
+            "--name",
+            name,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    controller.cli_ok(&[
+        "token",
+        "redeem",
+        request.to_str().unwrap(),
+        "--out",
+        response.to_str().unwrap(),
+    ]);
+    (request, response)
+}
+
 #[test]
 fn an_exported_bundle_crosses_the_gap_to_a_node_and_a_controller() {
     let work = tempfile::tempdir().unwrap();
@@ -51,17 +99,8 @@ fn an_exported_bundle_crosses_the_gap_to_a_node_and_a_controller() {
         ),
     )
     .unwrap();
-    let agent_import = |file: &std::path::Path| {
-        Command::new(binary("gantry-agent"))
-            .args(["import"])
-            .arg(file)
-            .arg("--config")
-            .arg(node.join("agent.toml"))
-            .arg("--state-dir")
-            .arg(node.join("state"))
-            .output()
-            .unwrap()
-    };
+    let agent_import =
+        |file: &std::path::Path| agent_cli(&node, &["import", file.to_str().unwrap()]);
     let out = agent_import(&exported);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -135,17 +174,18 @@ fn exporting_a_bundle_the_controller_does_not_hold_names_it() {
 
 /// `gantry-agent export-telemetry` for `agent`, asking it while it runs.
 fn export(agent: &Agent, out: &std::path::Path, after_seq: u64) -> std::process::Output {
-    Command::new(binary("gantry-agent"))
-        .args(["export-telemetry", "--out"])
-        .arg(out)
-        .arg("--config")
-        .arg(agent.dir.path().join("agent.toml"))
-        .arg("--state-dir")
-        .arg(agent.state_dir())
-        .args(["--agent", &agent.metrics.to_string()])
-        .args(["--after-seq", &after_seq.to_string()])
-        .output()
-        .unwrap()
+    agent_cli(
+        agent.dir.path(),
+        &[
+            "export-telemetry",
+            "--out",
+            out.to_str().unwrap(),
+            "--agent",
+            &agent.metrics.to_string(),
+            "--after-seq",
+            &after_seq.to_string(),
+        ],
+    )
 }
 
 #[test]
@@ -271,15 +311,7 @@ fn a_hall_node_s_local_import_reaches_the_audit_report_through_its_telemetry_exp
     controller.kill();
     agent.run("200ms");
     // The bundle comes in by file and is activated on the node.
-    let out = Command::new(binary("gantry-agent"))
-        .arg("import")
-        .arg(&bundle)
-        .arg("--config")
-        .arg(agent.dir.path().join("agent.toml"))
-        .arg("--state-dir")
-        .arg(agent.state_dir())
-        .output()
-        .unwrap();
+    let out = agent_cli(agent.dir.path(), &["import", bundle.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
@@ -322,18 +354,6 @@ fn a_hall_node_s_local_import_reaches_the_audit_report_through_its_telemetry_exp
     );
 }
 
-/// `gantry-agent` run against the node directory `dir` with `args`.
-fn agent_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(binary("gantry-agent"))
-        .args(args)
-        .arg("--config")
-        .arg(dir.join("agent.toml"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross_the_gap() {
     let work = tempfile::tempdir().unwrap();
@@ -361,37 +381,12 @@ fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross
         ),
     )
     .unwrap();
-    let request = work.path().join("enroll-request.json");
-    let out = agent_cli(
-        &node,
-        &[
-            "enroll",
-            "--offline-request",
-            request.to_str().unwrap(),
-            "--token",
-            &controller.token("hall=c"),
-            "--name",
-            "hall-3",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (request, response) = enroll_by_file(&controller, &node, "hall-3");
     let key_text = std::fs::read_to_string(&request).unwrap();
     assert!(
         !key_text.contains("PRIVATE KEY"),
         "the node key never leaves the node"
     );
-    let response = work.path().join("enroll-response.json");
-    controller.cli_ok(&[
-        "token",
-        "redeem",
-        request.to_str().unwrap(),
-        "--out",
-        response.to_str().unwrap(),
-    ]);
     let out = agent_cli(
         &node,
         &["enroll", "--offline-response", response.to_str().unwrap()],
@@ -441,15 +436,10 @@ fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross
 
     // Telemetry out by file.
     let file = work.path().join("hall-3.telemetry.json");
-    let out = Command::new(binary("gantry-agent"))
-        .args(["export-telemetry", "--out"])
-        .arg(&file)
-        .arg("--config")
-        .arg(node.join("agent.toml"))
-        .arg("--state-dir")
-        .arg(node.join("state"))
-        .output()
-        .unwrap();
+    let out = agent_cli(
+        &node,
+        &["export-telemetry", "--out", file.to_str().unwrap()],
+    );
     let _ = Command::new("kill").arg(daemon.id().to_string()).status();
     let _ = daemon.wait();
     assert!(
@@ -484,32 +474,7 @@ fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused
     let node = work.path().join("node");
     std::fs::create_dir(&node).unwrap();
     std::fs::write(node.join("agent.toml"), "").unwrap();
-    let request = work.path().join("request.json");
-    let out = agent_cli(
-        &node,
-        &[
-            "enroll",
-            "--offline-request",
-            request.to_str().unwrap(),
-            "--token",
-            &controller.token("hall=d"),
-            "--name",
-            "hall-4",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let response = work.path().join("response.json");
-    controller.cli_ok(&[
-        "token",
-        "redeem",
-        request.to_str().unwrap(),
-        "--out",
-        response.to_str().unwrap(),
-    ]);
+    let (request, response) = enroll_by_file(&controller, &node, "hall-4");
     let genuine: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&response).unwrap()).unwrap();
     let refused = |value: &serde_json::Value, expect: &str| {

@@ -29,29 +29,49 @@ pub fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
 }
 
-/// The release key every test bundle is signed with.
-pub fn key() -> SigningKey {
-    SigningKey::from_bytes(&[5; 32])
+/// A test signing key, from its seed.
+pub fn seeded_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
 }
 
-pub fn write_policy(path: &Path) {
-    let public = key().verifying_key();
+/// The release key every test bundle is signed with.
+pub fn key() -> SigningKey {
+    seeded_key(5)
+}
+
+/// A trust policy of `version` trusting the keys seeded by `trusted` (named
+/// `release-<seed>`), needing `threshold` signatures, signed by the keys of `signers`.
+pub fn policy_bytes(version: u64, trusted: &[u8], threshold: u32, signers: &[u8]) -> Vec<u8> {
+    let keys = trusted
+        .iter()
+        .map(|&s| {
+            let public = seeded_key(s).verifying_key();
+            TrustedKey {
+                id: signing::key_id(&public),
+                name: format!("release-{s}"),
+                public_key: signing::to_hex(public.as_bytes()),
+                not_before: None,
+                not_after: None,
+            }
+        })
+        .collect();
     let mut policy = SignedPolicy::new(TrustPolicy {
         schema: 1,
-        version: 1,
-        threshold: 1,
-        keys: vec![TrustedKey {
-            id: signing::key_id(&public),
-            name: "ml".into(),
-            public_key: signing::to_hex(public.as_bytes()),
-            not_before: None,
-            not_after: None,
-        }],
+        version,
+        threshold,
+        keys,
         revoked: vec![],
     })
     .unwrap();
-    policy.sign(&key()).unwrap();
-    std::fs::write(path, policy.to_bytes()).unwrap();
+    for &s in signers {
+        policy.sign(&seeded_key(s)).unwrap();
+    }
+    policy.to_bytes()
+}
+
+/// The node policy the tests use: the release key [`key`], one signature needed.
+pub fn write_policy(path: &Path) {
+    std::fs::write(path, policy_bytes(1, &[5], 1, &[5])).unwrap();
 }
 
 /// A signed bundle of a test model, named `name` at `version`; `edit` changes the

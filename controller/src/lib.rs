@@ -3,7 +3,8 @@
 //!
 //! Signing keys (`keys`), bundles (`bundle_cmd`), trust policies (`policy_cmd`), the fleet
 //! CA (`ca`) and controller directory (`home`), the daemon (`server`) with its store
-//! (`store`), and the admin client (`client`) with its readable output (`fleet_cmd`).
+//! (`store`), the admin client (`client`) with its readable output (`fleet_cmd`), and
+//! `gantry demo` (`demo`).
 
 pub mod atomic_file;
 pub mod audit;
@@ -12,6 +13,7 @@ pub mod bundle_cmd;
 pub mod bundles;
 pub mod ca;
 pub mod client;
+pub mod demo;
 pub mod fleet_cmd;
 pub mod home;
 pub mod keys;

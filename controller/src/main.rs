@@ -100,6 +100,25 @@ enum Command {
     /// Telemetry carried in by file.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// The whole system on this machine: an embedded controller and a few agents on
+    /// simulated GPUs, over loopback. Enrolls them, signs a bundle, rolls it out through a
+    /// canary, answers an inference request, rolls back a failing rollout, and shows the
+    /// fleet, the KPIs and the audit report; then stops everything.
+    Demo {
+        /// Agents to start, 2 to 8.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        agents: usize,
+        /// gantry-agent to run (default: beside this gantry, else on PATH).
+        #[arg(long, value_name = "PATH")]
+        agent_binary: Option<PathBuf>,
+        /// ONNX Runtime's library (default: $GANTRY_ONNXRUNTIME, else
+        /// /usr/lib/gantry/libonnxruntime.so.1.31.1 from the gantry-agent package).
+        #[arg(long, value_name = "PATH")]
+        onnxruntime: Option<PathBuf>,
+        /// Keep the working directory (configuration, state, logs) after a successful run.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -514,6 +533,28 @@ fn report(error: &(dyn std::error::Error + 'static)) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo {
+        agents,
+        agent_binary,
+        onnxruntime,
+        keep,
+    } = cli.command
+    {
+        // The demo logs its embedded controller to a file of its own.
+        let options = gantry_controller::demo::Options {
+            agents,
+            agent_binary,
+            onnxruntime,
+            keep,
+        };
+        return match gantry_controller::demo::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                report(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
         "info"
     } else {
@@ -1240,6 +1281,7 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
         ) => {
             unreachable!("routed to the runtime")
         }
+        Command::Demo { .. } => unreachable!("run before logging is set up"),
         Command::Policy(PolicyCommand::Verify { policy, trust }) => {
             let report = policy_cmd::verify(&policy, trust.as_deref(), SystemTime::now())?;
             match trust {

@@ -33,11 +33,12 @@ gantry_fetch_deb() {
 }
 
 # ONNX Runtime's shared library from the PyPI wheel (no build-time download: the agent
-# loads it at run time). Exports GANTRY_ONNXRUNTIME with its path.
+# loads it at run time), with its license and third-party notices for the packages.
+# Exports GANTRY_ONNXRUNTIME with the library's path.
 gantry_fetch_onnxruntime() {
     local version=1.31.1
     local target="$gantry_cache/tools/onnxruntime-$version"
-    if [ ! -f "$target/libonnxruntime.so.$version" ]; then
+    if [ ! -f "$target/libonnxruntime.so.$version" ] || [ ! -f "$target/ThirdPartyNotices.txt" ]; then
         local wheels="$gantry_cache/wheels"
         mkdir -p "$wheels"
         if ! compgen -G "$wheels/onnxruntime-$version-*.whl" >/dev/null; then
@@ -48,9 +49,12 @@ gantry_fetch_onnxruntime() {
         python3 - "$(compgen -G "$wheels/onnxruntime-$version-*.whl" | head -n 1)" "$target.tmp" "$version" <<'PY'
 import sys, zipfile
 wheel, out, version = sys.argv[1:]
-name = f"onnxruntime/capi/libonnxruntime.so.{version}"
-with zipfile.ZipFile(wheel) as z, open(f"{out}/libonnxruntime.so.{version}", "wb") as f:
-    f.write(z.read(name))
+with zipfile.ZipFile(wheel) as z:
+    for name, file in [(f"onnxruntime/capi/libonnxruntime.so.{version}", f"libonnxruntime.so.{version}"),
+                       ("onnxruntime/LICENSE", "LICENSE"),
+                       ("onnxruntime/ThirdPartyNotices.txt", "ThirdPartyNotices.txt")]:
+        with open(f"{out}/{file}", "wb") as f:
+            f.write(z.read(name))
 PY
         rm -rf "$target" && mv "$target.tmp" "$target"
     fi
@@ -63,6 +67,8 @@ for tool in "$@"; do
             command -v promtool >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
         onnxruntime)
             [ -n "${GANTRY_ONNXRUNTIME:-}" ] && [ -f "$GANTRY_ONNXRUNTIME" ] || gantry_fetch_onnxruntime ;;
+        help2man)
+            command -v help2man >/dev/null 2>&1 || gantry_fetch_deb help2man ;;
         node-exporter)
             command -v prometheus-node-exporter >/dev/null 2>&1 || gantry_fetch_deb prometheus-node-exporter ;;
         *)

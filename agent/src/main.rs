@@ -252,6 +252,16 @@ fn load_with_state_dir(
     config::load(args.config.as_deref(), &overrides).map_err(|e| config_failure(&e))
 }
 
+/// For the commands that write into the state directory: refuses root writing into the
+/// service user's directory (`sudo -u gantry` is what works).
+fn as_state_dir_owner(config: &config::Config, command: &str) -> Result<(), ExitCode> {
+    gantry_net::service_dir::check_writer(&config.state_dir, &format!("gantry-agent {command}"))
+        .map_err(|e| {
+            report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
 fn config_failure(error: &ConfigError) -> ExitCode {
     report("", error);
     ExitCode::from(EXIT_CONFIG)
@@ -350,6 +360,9 @@ fn enroll(args: EnrollArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = as_state_dir_owner(&config, "enroll …") {
+        return code;
+    }
     if let Some(path) = &args.offline_response {
         return enroll_offline_response(&config.state_dir, path);
     }
@@ -674,6 +687,9 @@ fn import(args: ImportArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = as_state_dir_owner(&config, "import …") {
+        return code;
+    }
     let policy = args.trust.unwrap_or(config.trust_policy);
     if gantry_agent::bundle::policy_update::looks_like_policy(&args.bundle) {
         return import_policy(&policy, &args.bundle);
@@ -729,6 +745,9 @@ fn rollback(args: RollbackArgs) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
+    if let Err(code) = as_state_dir_owner(&config, "rollback") {
+        return code;
+    }
     match gantry_agent::bundle::store::BundleStore::new(&config.state_dir).rollback() {
         Ok(current) => {
             println!("active      sha256:{}", current.active.unwrap_or_default());

@@ -48,7 +48,7 @@ enum Command {
         #[command(flatten)]
         dir: DirArgs,
         /// Address `gantry serve` will listen on (recorded in the admin identity).
-        #[arg(long, default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        #[arg(long, env = "GANTRY_LISTEN", default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
         listen: SocketAddr,
         /// Name of the first admin.
         #[arg(long, default_value = "admin")]
@@ -58,13 +58,19 @@ enum Command {
     Serve {
         #[command(flatten)]
         dir: DirArgs,
-        #[arg(long, default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        /// QUIC address for agents and admins.
+        #[arg(long, env = "GANTRY_LISTEN", default_value = gantry_controller::home::DEFAULT_LISTEN, value_name = "ADDR")]
         listen: SocketAddr,
         /// Address for the fleet's /metrics (Prometheus federation); "" disables it.
-        #[arg(long, default_value = "127.0.0.1:9401", value_name = "ADDR")]
+        #[arg(
+            long,
+            env = "GANTRY_METRICS_LISTEN",
+            default_value = "127.0.0.1:9401",
+            value_name = "ADDR"
+        )]
         metrics_listen: String,
         /// How long telemetry is kept.
-        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        #[arg(long, env = "GANTRY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
         retention: Duration,
     },
     /// Join tokens for enrolling nodes.
@@ -791,6 +797,7 @@ mod fleet {
                 metrics_listen,
                 retention,
             } => {
+                gantry_net::service_dir::check_writer(&dir.dir, "gantry serve …")?;
                 let metrics_listen = if metrics_listen.trim().is_empty() {
                     None
                 } else {
@@ -1247,6 +1254,10 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
             listen,
             admin_name,
         } => {
+            if let Err(e) = gantry_net::service_dir::check_writer(&dir.dir, "gantry init …") {
+                report(&e);
+                return Ok(ExitCode::FAILURE);
+            }
             let identity = gantry_controller::home::Home::new(&dir.dir)
                 .init(listen, &admin_name)
                 .map_err(|e| {

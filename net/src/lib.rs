@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod notify;
+pub mod service_dir;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Builds the Debian packages into target/debian/:
+#   gantry-agent_<version>_<arch>.deb   the node agent, ONNX Runtime's library, the
+#                                       simulated NVML library, its unit and configuration
+#   gantry_<version>_<arch>.deb         the controller and fleet CLI, its unit and defaults
+# Usage: packaging/build-deb.sh [--version VERSION]   (default: the workspace's version)
+# Needs dpkg-dev (dpkg-shlibdeps); fetches ONNX Runtime's wheel into .cache/ if needed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --version) version="$2"; shift 2 ;;
+        *) echo "usage: packaging/build-deb.sh [--version VERSION]" >&2; exit 2 ;;
+    esac
+done
+
+source scripts/tools.sh onnxruntime help2man
+ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
+if [ ! -f "$ort_dir/ThirdPartyNotices.txt" ]; then
+    # GANTRY_ONNXRUNTIME pointed elsewhere: the packages take the cached wheel's copy.
+    unset GANTRY_ONNXRUNTIME
+    source scripts/tools.sh onnxruntime
+    ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
+fi
+command -v dpkg-shlibdeps >/dev/null || { echo "build-deb: dpkg-shlibdeps is missing: apt-get install dpkg-dev" >&2; exit 1; }
+
+echo "build-deb: building release binaries" >&2
+cargo build --release --locked -p gantry-agent -p gantry-controller -p gantry-nvml-sim
+
+arch=$(dpkg --print-architecture)
+out="$root/target/debian"
+stage="$out/stage"
+rm -rf "$stage"
+mkdir -p "$stage"
+# Reproducible: file times and the changelog date come from the last commit.
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
+
+# install_file MODE SRC DEST (DEST relative to the package root)
+install_file() { install -D -m "$1" "$2" "$pkgroot/$3"; }
+strip_file() { strip --remove-section=.comment --remove-section=.note --strip-unneeded "$pkgroot/$1"; }
+
+# Package-wide documentation: copyright, changelog, the README.
+docs() { # package
+    local doc="$pkgroot/usr/share/doc/$1"
+    install -d -m 0755 "$doc"
+    install -m 0644 packaging/debian/copyright "$doc/copyright"
+    sed -e "s/@VERSION@/$version/" -e "s/@DATE@/$(date -R -u -d "@$SOURCE_DATE_EPOCH")/" \
+        packaging/debian/changelog | gzip -9n > "$doc/changelog.gz"
+    gzip -9n < README.md > "$doc/README.md.gz"
+}
+
+# manpage SECTION BINARY NAME EXAMPLE: a manual page from the binary's --help (help2man).
+manpage() {
+    local section="$1" binary="$2" name="$3"
+    local include="$stage/see-also-$binary"
+    printf '[SEE ALSO]\nEvery command has its own \\fB\\-\\-help\\fR, e.g. \\fB%s\\fR.\nThe full documentation: /usr/share/doc/%s/README.md.gz\n' \
+        "$4" "$binary" > "$include"
+    install -d -m 0755 "$pkgroot/usr/share/man/man$section"
+    help2man --no-info --section "$section" --name "$name" --include "$include" \
+        "target/release/$binary" | gzip -9n > "$pkgroot/usr/share/man/man$section/$binary.$section.gz"
+}
+
+# control PACKAGE BINARY...: DEBIAN/ with control (dependencies from dpkg-shlibdeps),
+# maintainer scripts, conffiles.
+control() {
+    local package="$1"; shift
+    local work="$stage/shlibs-$package"
+    mkdir -p "$work/debian"
+    printf 'Source: gantry\n\nPackage: %s\nArchitecture: any\n' "$package" > "$work/debian/control"
+    local shlibs
+    shlibs=$(cd "$work" && dpkg-shlibdeps -O "${@/#/-e$pkgroot/}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    [ -n "$shlibs" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies for $package" >&2; exit 1; }
+    local size
+    size=$(du -sk --apparent-size "$pkgroot" | cut -f1)
+    install -d -m 0755 "$pkgroot/DEBIAN"
+    sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@SHLIBS@/$shlibs/" \
+        "packaging/debian/$package/control" > "$pkgroot/DEBIAN/control"
+    for script in postinst prerm postrm; do
+        install -m 0755 "packaging/debian/$package/$script" "$pkgroot/DEBIAN/$script"
+    done
+    (cd "$pkgroot" && find etc -type f -printf '/%p\n' 2>/dev/null | sort) > "$pkgroot/DEBIAN/conffiles"
+    [ -s "$pkgroot/DEBIAN/conffiles" ] || rm "$pkgroot/DEBIAN/conffiles"
+    (cd "$pkgroot" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$pkgroot/DEBIAN/md5sums"
+}
+
+build() { # package
+    find "$pkgroot" -exec touch --no-dereference -d "@$SOURCE_DATE_EPOCH" {} +
+    dpkg-deb --root-owner-group -Zxz --build "$pkgroot" "$out/${1}_${version}_${arch}.deb" >/dev/null
+    echo "$out/${1}_${version}_${arch}.deb"
+}
+
+# gantry-agent
+pkgroot="$stage/gantry-agent"
+install_file 0755 target/release/gantry-agent usr/bin/gantry-agent
+strip_file usr/bin/gantry-agent
+install_file 0644 target/release/libgantry_nvml_sim.so usr/lib/gantry/libgantry_nvml_sim.so
+strip_file usr/lib/gantry/libgantry_nvml_sim.so
+install_file 0644 "$GANTRY_ONNXRUNTIME" "usr/lib/gantry/$(basename "$GANTRY_ONNXRUNTIME")"
+install_file 0644 systemd/gantry-agent.service lib/systemd/system/gantry-agent.service
+install_file 0644 packaging/agent.toml etc/gantry/agent.toml
+install -d -m 0755 "$pkgroot/etc/gantry/agent.d"
+install_file 0644 packaging/debian/gantry-agent/lintian-overrides usr/share/lintian/overrides/gantry-agent
+docs gantry-agent
+manpage 8 gantry-agent "Gantry node agent: GPU telemetry, signed model bundles, local inference" 'gantry-agent run \\-\\-help'
+cat packaging/debian/copyright-onnxruntime >> "$pkgroot/usr/share/doc/gantry-agent/copyright"
+install -d -m 0755 "$pkgroot/usr/share/doc/gantry-agent/onnxruntime"
+gzip -9n < "$ort_dir/ThirdPartyNotices.txt" > "$pkgroot/usr/share/doc/gantry-agent/onnxruntime/ThirdPartyNotices.txt.gz"
+chmod 0644 "$pkgroot/usr/share/doc/gantry-agent/onnxruntime/ThirdPartyNotices.txt.gz"
+control gantry-agent usr/bin/gantry-agent usr/lib/gantry/libgantry_nvml_sim.so "usr/lib/gantry/$(basename "$GANTRY_ONNXRUNTIME")"
+build gantry-agent
+
+# gantry (controller and fleet CLI)
+pkgroot="$stage/gantry"
+install_file 0755 target/release/gantry usr/bin/gantry
+strip_file usr/bin/gantry
+install_file 0644 systemd/gantry-controller.service lib/systemd/system/gantry-controller.service
+install_file 0644 packaging/gantry-controller.default etc/default/gantry-controller
+install_file 0644 packaging/debian/gantry/lintian-overrides usr/share/lintian/overrides/gantry
+docs gantry
+manpage 1 gantry "Gantry controller and fleet CLI" 'gantry rollout start \\-\\-help'
+control gantry usr/bin/gantry
+build gantry

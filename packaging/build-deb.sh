@@ -3,21 +3,25 @@
 #   gantry-agent_<version>_<arch>.deb   the node agent, ONNX Runtime's library, the
 #                                       simulated NVML library, its unit and configuration
 #   gantry_<version>_<arch>.deb         the controller and fleet CLI, its unit and defaults
-# Usage: packaging/build-deb.sh [--version VERSION]   (default: the workspace's version)
-# Needs dpkg-dev (dpkg-shlibdeps); fetches ONNX Runtime's wheel into .cache/ if needed.
+# Usage: packaging/build-deb.sh [--version VERSION] [--out DIR]
+#   (default: the workspace's version, into target/debian)
+# Needs dpkg-dev (dpkg-shlibdeps; installed if missing, as root) and fetches ONNX
+# Runtime's wheel and help2man into .cache/ once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+out="$root/target/debian"
 while [ $# -gt 0 ]; do
     case "$1" in
         --version) version="$2"; shift 2 ;;
-        *) echo "usage: packaging/build-deb.sh [--version VERSION]" >&2; exit 2 ;;
+        --out) out="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
+        *) echo "usage: packaging/build-deb.sh [--version VERSION] [--out DIR]" >&2; exit 2 ;;
     esac
 done
 
-source scripts/tools.sh onnxruntime help2man
+source scripts/tools.sh onnxruntime help2man dpkg-dev
 ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
 if [ ! -f "$ort_dir/ThirdPartyNotices.txt" ]; then
     # GANTRY_ONNXRUNTIME pointed elsewhere: the packages take the cached wheel's copy.
@@ -25,14 +29,12 @@ if [ ! -f "$ort_dir/ThirdPartyNotices.txt" ]; then
     source scripts/tools.sh onnxruntime
     ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
 fi
-command -v dpkg-shlibdeps >/dev/null || { echo "build-deb: dpkg-shlibdeps is missing: apt-get install dpkg-dev" >&2; exit 1; }
 
 echo "build-deb: building release binaries" >&2
 cargo build --release --locked -p gantry-agent -p gantry-controller -p gantry-nvml-sim
 
 arch=$(dpkg --print-architecture)
-out="$root/target/debian"
-stage="$out/stage"
+stage="$root/target/debian-stage"
 rm -rf "$stage"
 mkdir -p "$stage"
 # Reproducible: file times and the changelog date come from the last commit.

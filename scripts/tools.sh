@@ -3,6 +3,7 @@
 # without installing services: Debian packages are downloaded once into .cache/debs and
 # unpacked under .cache/tools (no root needed when the package lists are present).
 # Source it to get PATH set:  source scripts/tools.sh promtool [node-exporter]
+# (lintian and dpkg-dev, which the packaging uses, are installed with apt as root).
 set -euo pipefail
 
 gantry_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +31,22 @@ gantry_fetch_deb() {
         mv "$target.tmp" "$target"
     fi
     export PATH="$target/usr/bin:$PATH"
+}
+
+# Tools that run from their installed place (lintian reads its data from /usr/share):
+# installed with apt, which needs root. Package lists are refreshed only when needed.
+gantry_apt_install() {
+    local pkg="$1"
+    if [ "$(id -u)" != 0 ]; then
+        echo "tools: $pkg is not installed and installing it needs root: sudo apt-get install $pkg" >&2
+        return 1
+    fi
+    echo "tools: installing Debian package $pkg" >&2
+    local apt=(env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$pkg")
+    if ! "${apt[@]}" >/dev/null 2>&1; then
+        apt-get -q update >/dev/null
+        "${apt[@]}" >/dev/null
+    fi
 }
 
 # ONNX Runtime's shared library from the PyPI wheel (no build-time download: the agent
@@ -67,6 +84,10 @@ for tool in "$@"; do
             command -v promtool >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
         onnxruntime)
             [ -n "${GANTRY_ONNXRUNTIME:-}" ] && [ -f "$GANTRY_ONNXRUNTIME" ] || gantry_fetch_onnxruntime ;;
+        lintian)
+            command -v lintian >/dev/null 2>&1 || gantry_apt_install lintian ;;
+        dpkg-dev)
+            command -v dpkg-shlibdeps >/dev/null 2>&1 || gantry_apt_install dpkg-dev ;;
         help2man)
             command -v help2man >/dev/null 2>&1 || gantry_fetch_deb help2man ;;
         node-exporter)

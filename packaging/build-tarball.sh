@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# Builds target/gantry-agent-<version>-<arch>.tar.gz for hosts without Debian packages.
-# Unpack with `tar -C / -xzf …`: it holds usr/bin/gantry-agent, the simulated NVML in
-# usr/lib/gantry, the systemd unit, an example /etc/gantry/agent.toml and the README.
+# Builds target/gantry-<version>-<arch>.tar.gz for hosts without Debian packages: the
+# same files as the two .deb packages, under one prefix. Unpacked with
+# `tar -C / -xzf …` it installs to /usr, /lib/systemd/system and /etc; unpacked anywhere
+# else (say /opt/gantry) the binaries find their libraries in <prefix>/usr/lib/gantry.
+# What the packages' maintainer scripts do is then the operator's (README, "Other hosts").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p gantry-agent -p gantry-nvml-sim
+source scripts/tools.sh onnxruntime
+ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
+[ -f "$ort_dir/ThirdPartyNotices.txt" ] || { unset GANTRY_ONNXRUNTIME; source scripts/tools.sh onnxruntime; ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"; }
+cargo build --release --locked -p gantry-agent -p gantry-controller -p gantry-nvml-sim
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-name="gantry-agent-$version-$(uname -m)"
+name="gantry-$version-$(uname -m)"
 root="target/$name"
 rm -rf "$root"
 install -D -m 0755 target/release/gantry-agent "$root/usr/bin/gantry-agent"
+install -D -m 0755 target/release/gantry "$root/usr/bin/gantry"
+strip --strip-unneeded "$root/usr/bin/gantry-agent" "$root/usr/bin/gantry"
 install -D -m 0644 target/release/libgantry_nvml_sim.so "$root/usr/lib/gantry/libgantry_nvml_sim.so"
+install -D -m 0644 "$GANTRY_ONNXRUNTIME" "$root/usr/lib/gantry/$(basename "$GANTRY_ONNXRUNTIME")"
 install -D -m 0644 systemd/gantry-agent.service "$root/lib/systemd/system/gantry-agent.service"
+install -D -m 0644 systemd/gantry-controller.service "$root/lib/systemd/system/gantry-controller.service"
 install -D -m 0644 packaging/agent.toml "$root/etc/gantry/agent.toml"
-install -D -m 0644 README.md "$root/usr/share/doc/gantry-agent/README.md"
-tar -C "$root" --owner=0 --group=0 -czf "target/$name.tar.gz" .
+install -D -m 0644 packaging/gantry-controller.default "$root/etc/default/gantry-controller"
+install -D -m 0644 README.md "$root/usr/share/doc/gantry/README.md"
+cat packaging/debian/copyright packaging/debian/copyright-onnxruntime > "$root/usr/share/doc/gantry/copyright"
+install -D -m 0644 "$ort_dir/ThirdPartyNotices.txt" "$root/usr/share/doc/gantry/onnxruntime/ThirdPartyNotices.txt"
+tar -C "$root" --owner=0 --group=0 --sort=name -czf "target/$name.tar.gz" .
 echo "target/$name.tar.gz"

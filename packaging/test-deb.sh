@@ -26,6 +26,8 @@ for dir in /var/lib/gantry /var/lib/gantry-controller /etc/gantry; do
 done
 
 source scripts/tools.sh lintian
+# What is checked is the packaged layout: nothing may point the binaries elsewhere.
+unset GANTRY_ONNXRUNTIME GANTRY_AGENT_CONFIG GANTRY_DIR GANTRY_IDENTITY
 work="$(mktemp -d)"
 pids=()
 users_before=$(getent passwd gantry gantry-controller | cut -d: -f1 || true)
@@ -73,6 +75,25 @@ for v in "$v1" "$v2"; do
     packaging/build-deb.sh --version "$v" --out "$work/$v" >/dev/null
 done
 ls -l "$work/$v1" "$work/$v2"
+
+step "the tarball for other hosts, unpacked under a prefix of its own"
+tarball=$(packaging/build-tarball.sh 2>/dev/null | tail -n 1)
+mkdir -p "$work/opt"
+tar -C "$work/opt" -xzf "$tarball"
+expect "gantry-agent from the tarball" "$("$work/opt/usr/bin/gantry-agent" --version)" "gantry-agent 0.1.0"
+expect "gantry from the tarball" "$("$work/opt/usr/bin/gantry" --version)" "gantry 0.1.0"
+# Its libraries are found under its own prefix: the golden vectors of a bundle run in
+# the tarball's ONNX Runtime (nothing is installed under /usr yet).
+absent /usr/lib/gantry
+"$work/opt/usr/bin/gantry" keygen --out "$work/tar.key" >/dev/null
+"$work/opt/usr/bin/gantry" policy create --key "t=$work/tar.key.pub" --threshold 1 --out "$work/tar-trust.json" >/dev/null
+"$work/opt/usr/bin/gantry" policy sign "$work/tar-trust.json" --key "$work/tar.key" >/dev/null
+"$work/opt/usr/bin/gantry" bundle create --model testdata/models/tiny_linear.onnx \
+    --golden testdata/models/tiny_linear.golden.json --name tiny-linear --version 0.0.1 --out "$work/tar.gbundle" >/dev/null
+"$work/opt/usr/bin/gantry" bundle sign "$work/tar.gbundle" --key "$work/tar.key" >/dev/null
+"$work/opt/usr/bin/gantry-agent" import "$work/tar.gbundle" --state-dir "$work/tar-state" --trust "$work/tar-trust.json" \
+    | grep -q '^activated' || fail "the tarball's agent did not import a bundle with its own ONNX Runtime"
+echo "ok  the tarball's agent ran the golden vectors in its own ONNX Runtime"
 
 step "lintian (errors and warnings fail; each override in packaging/debian/*/lintian-overrides says why)"
 lintian --fail-on error,warning --pedantic "$work/$v1"/*.deb

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Sets up and runs the whole test suite: unit tests, and end-to-end tests that start the
-# real agent against the simulated NVML and check its output with promtool.
+# Sets up and runs the whole test suite: unit tests, end-to-end tests that start real
+# controllers and agents (simulated NVML, real ONNX Runtime, output checked with
+# promtool), then the Debian packages built, linted, installed, upgraded, removed and
+# purged on this machine (packaging/test-deb.sh; as root, else skipped saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh promtool onnxruntime
 echo "test: using $(command -v promtool) and $GANTRY_ONNXRUNTIME"
 cargo build --workspace --locked
 cargo test --workspace --locked
+packaging/test-deb.sh

@@ -92,7 +92,9 @@ pub struct RawHealth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawInference {
-    /// ONNX Runtime's shared library. Default `/usr/lib/gantry/libonnxruntime.so.1.31.1`.
+    /// ONNX Runtime's shared library. Default: `<prefix>/lib/gantry/libonnxruntime.so.1.31.1`
+    /// for an agent in `<prefix>/bin` (an unpacked tarball), else the packaged
+    /// `/usr/lib/gantry/libonnxruntime.so.1.31.1`.
     pub onnxruntime: Option<PathBuf>,
     /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
     pub listen: Option<String>,
@@ -673,7 +675,7 @@ impl RawConfig {
             onnxruntime: self
                 .inference
                 .onnxruntime
-                .unwrap_or_else(|| PathBuf::from("/usr/lib/gantry/libonnxruntime.so.1.31.1")),
+                .unwrap_or_else(default_onnxruntime),
             inference_listen,
             health,
         })
@@ -704,6 +706,16 @@ fn simulated_library_dirs() -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("/usr/lib/gantry"));
     dirs
+}
+
+/// ONNX Runtime's library as the packages and the tarball install it.
+fn default_onnxruntime() -> PathBuf {
+    const FILE_NAME: &str = "libonnxruntime.so.1.31.1";
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("lib/gantry").join(FILE_NAME)))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| Path::new("/usr/lib/gantry").join(FILE_NAME))
 }
 
 fn find_simulated_library() -> Option<PathBuf> {

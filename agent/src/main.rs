@@ -220,8 +220,10 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: under systemd, stderr goes to the journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
@@ -260,6 +262,10 @@ fn as_state_dir_owner(config: &config::Config, command: &str) -> Result<(), Exit
             report("", &e);
             ExitCode::from(EXIT_FAILURE)
         })
+}
+
+fn colour_on_stderr() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none()
 }
 
 fn config_failure(error: &ConfigError) -> ExitCode {

@@ -1,6 +1,7 @@
 //! Air-gapped activation and the `KServe` v2 endpoint, with real ONNX Runtime:
 //! `gantry-agent import` → the running agent serves the model; a golden mismatch is never
-//! activated; rollback; bundle switches under load fail no request.
+//! activated; rollback; bundle switches under load fail no request; a stop drains the
+//! request in flight.
 
 mod support;
 
@@ -425,5 +426,45 @@ fn a_bundle_needing_more_gpu_memory_than_is_free_is_not_placed_on_cuda() {
         passed_over.contains("needs 1099511627776 bytes of GPU memory")
             && passed_over.contains("most free on a GPU here is"),
         "{model}"
+    );
+}
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish_before_the_agent_exits() {
+    let node = Node::new();
+    let file = node.bundle("slow.gbundle", "slow_compute", "slow-compute", "1.0.0");
+    let (code, out) = node.cli(&["import", &file]);
+    assert_eq!(code, 0, "{out}");
+    let agent = start_agent(&node);
+    node.wait_ready();
+
+    // About a second of work (x of ones: the answer is exactly 2048²).
+    let ones = vec!["1"; 2048].join(",");
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,2048],"datatype":"FP32","data":[{ones}]}}]}}"#
+    );
+    let (answered, (code, answer), signalled, status) = std::thread::scope(|scope| {
+        let request = scope.spawn(|| {
+            let answer = node.http("POST", "/v2/models/slow-compute/infer", &body);
+            (std::time::Instant::now(), answer)
+        });
+        // The request is being computed when the agent is told to stop.
+        std::thread::sleep(Duration::from_millis(300));
+        let signalled = std::time::Instant::now();
+        let status = agent.terminate();
+        let (answered, answer) = request.join().unwrap();
+        (answered, answer, signalled, status)
+    });
+    assert_eq!(code, 200, "the request in flight is answered: {answer}");
+    assert_eq!(answer["outputs"][0]["data"][0], 4_194_304.0, "{answer}");
+    assert!(
+        answered > signalled,
+        "the answer came after SIGTERM, {:?} later",
+        answered.saturating_duration_since(signalled)
+    );
+    assert!(status.success(), "a clean exit after draining: {status:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err(),
+        "nothing listens once the agent has stopped"
     );
 }

@@ -56,6 +56,11 @@ systemctl restart gantry-agent || fail "restart gantry-agent"
 say "ok  restarted with simulated GPUs: $(prop gantry-agent StatusText)"
 wait_for "vm-node connected with 2 GPUs" 20 sh -c "gantry fleet ls | grep -E '^vm-node +connected +[a-z]+ +2 '"
 say "ok  $(gantry fleet ls | grep '^vm-node' | tr -s ' ')"
+gantry-agent status | sed -n '/^health/,/^node/p' | sed 's/^/VMTEST status: /'
+if journalctl --no-pager -u gantry-agent | grep -q "kernel log not readable"; then
+    fail "the agent cannot read /dev/kmsg inside its unit"
+fi
+say "ok  the kernel log is readable inside the unit (XIDs from both NVML and /dev/kmsg)"
 
 # ONNX Runtime inside the hardened sandbox (system-call filter, MemoryDenyWriteExecute, …).
 body='{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'

@@ -8,6 +8,7 @@ Needs: pip install onnx==1.17.0 numpy   (only to regenerate; the outputs are com
   Weights are an initializer that some exporters also list as a graph input; this one
   does too, so the bundle tooling must not mistake it for a model input.
 - tiny_mlp.onnx: y = relu(x @ W1 + b1) @ W2 + b2, x float32 [batch, 8], y float32 [batch, 3].
+- bench_compute.onnx, slow_compute.onnx: no weights, a few ms and about a second of work.
 Each has <name>.golden.json: golden vectors as `gantry bundle create --golden` reads them.
 """
 import json
@@ -106,7 +107,33 @@ def bench_compute():
     save(model, "bench_compute")
 
 
+def slow_compute():
+    """A model that runs about a second on two CPU cores, for tests that need a request
+    in flight (a clean stop drains it): x [1, 2048] → outer product [2048, 2048] → 4
+    chained square matmuls, each rescaled by 1/2048 → sum [1, 1]. For x of ones every
+    intermediate is the all-ones matrix, so the answer is exactly 2048²."""
+    n = 2048
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["xt", "x"], ["h0"])]
+    for i in range(4):
+        nodes.append(helper.make_node("MatMul", [f"h{i}", f"h{i}"], [f"m{i}"]))
+        nodes.append(helper.make_node("Mul", [f"m{i}", "scale"], [f"h{i + 1}"]))
+    nodes.append(helper.make_node("ReduceSum", ["h4"], ["y"], keepdims=1))
+    graph = helper.make_graph(
+        nodes, "slow_compute",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        initializer=[numpy_helper.from_array(np.array(1.0 / n, dtype=np.float32), "scale")],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "slow_compute")
+    golden("slow_compute", [("ones", np.ones((1, n), np.float32), np.array([[n * n]], np.float32))],
+           {"abs": 0.0, "rel": 1e-6})
+
+
 if __name__ == "__main__":
     tiny_linear()
     tiny_mlp()
     bench_compute()
+    slow_compute()

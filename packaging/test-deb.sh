@@ -132,6 +132,12 @@ if command -v systemd-analyze >/dev/null; then
 fi
 [ -d /run/systemd/system ] || echo "note: systemd is not running here: the services were enabled, not started"
 
+step "gantry demo, from the installed packages alone"
+(cd / && gantry demo) >"$work/demo.log" 2>&1 || { tail -n 40 "$work/demo.log"; fail "gantry demo"; }
+grep -q "gantry-agent  /usr/bin/gantry-agent" "$work/demo.log" || fail "the demo did not use the installed agent"
+grep -q "ONNX Runtime  /usr/lib/gantry/libonnxruntime.so.1.31.1" "$work/demo.log" || fail "the demo did not use the packaged ONNX Runtime"
+echo "ok  $(grep 'Demo finished' "$work/demo.log")"
+
 step "the quick start, with the packaged binaries as their service users"
 controller="127.0.0.1:$(free_port SOCK_DGRAM)"
 refused=$(gantry init --dir /var/lib/gantry-controller --listen "$controller" 2>&1 || true)

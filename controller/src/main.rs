@@ -555,6 +555,10 @@ fn main() -> ExitCode {
         };
         return match gantry_controller::demo::run(&options) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e @ gantry_controller::demo::DemoError::Interrupted) => {
+                eprintln!("\n{e}");
+                ExitCode::from(130)
+            }
             Err(e) => {
                 report(&e);
                 ExitCode::FAILURE

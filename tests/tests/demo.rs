@@ -150,3 +150,55 @@ fn a_demo_without_onnx_runtime_or_with_too_few_agents_is_refused_before_starting
         String::from_utf8_lossy(&out.stderr).contains("--agents 1: the demo runs 2 to 8 agents")
     );
 }
+
+#[test]
+fn ctrl_c_stops_everything_the_demo_started_and_removes_its_directory() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    // A process group of its own, as a terminal gives a command: Ctrl-C reaches the demo
+    // and everything it started at once.
+    let mut child = Command::new(binary("gantry"))
+        .arg("demo")
+        .process_group(0)
+        .env_remove("GANTRY_IDENTITY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    // Once the agents run, Ctrl-C.
+    loop {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "the demo ended early:\n{seen}"
+        );
+        seen.push_str(&line);
+        if line.starts_with("[4/11]") {
+            break;
+        }
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{seen}{rest}\n{stderr}");
+    assert!(
+        stderr.contains(
+            "interrupted; everything the demo started is stopped and its directory removed"
+        ),
+        "{stderr}"
+    );
+    assert!(rest.contains("Stopping what the demo started"), "{rest}");
+    let dir = demo_dir(&seen);
+    assert!(!dir.exists(), "{} is removed", dir.display());
+    assert_eq!(processes_using(&dir), Vec::<String>::new());
+}

@@ -16,6 +16,8 @@ mod node;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_shared::bundle::manifest::GoldenVector;
@@ -104,6 +106,8 @@ pub enum DemoError {
     },
     #[error("{0}")]
     Unexpected(String),
+    #[error("interrupted; everything the demo started is stopped and its directory removed")]
+    Interrupted,
     #[error("step {step} of {STEPS} failed; the logs are kept in {dir}")]
     Failed {
         step: usize,
@@ -135,6 +139,12 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
         .tempdir()
         .map_err(|e| DemoError::io("create a temporary directory", e))?;
     log_to(&work.path().join("controller.log"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| DemoError::io("start the controller's runtime", e))?;
+    let interrupted = watch_signals(&runtime)?;
 
     println!(
         "Gantry demo: an embedded controller and {} agents on simulated GPUs, over loopback QUIC with mutual TLS.",
@@ -151,11 +161,19 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
         gantry,
         agent,
         onnxruntime,
+        runtime,
+        interrupted,
         controller: None,
         nodes: Vec::new(),
         events_seen: HashMap::new(),
     };
     let outcome = demo.steps(options.agents);
+    // A Ctrl-C reaches the commands the demo runs too: whatever failed then, it was that.
+    let outcome = if demo.interrupted.load(Ordering::SeqCst) {
+        Err(DemoError::Interrupted)
+    } else {
+        outcome
+    };
     let failed_step = demo.console.current();
     let stopped = demo.stop_all(outcome.is_err());
     let outcome = outcome.and(stopped);
@@ -175,6 +193,10 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
             }
             Ok(())
         }
+        Err(DemoError::Interrupted) => {
+            drop(work);
+            Err(DemoError::Interrupted)
+        }
         Err(error) => {
             demo.print_logs();
             Err(DemoError::Failed {
@@ -184,6 +206,27 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
             })
         }
     }
+}
+
+/// A flag raised by SIGINT (Ctrl-C) or SIGTERM: the demo then stops what it started and
+/// cleans up instead of dying with its agents left behind.
+fn watch_signals(runtime: &tokio::runtime::Runtime) -> Result<Arc<AtomicBool>, DemoError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let flag = Arc::new(AtomicBool::new(false));
+    let (mut int, mut term) = runtime
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+            ))
+        })
+        .map_err(|e| DemoError::io("watch for Ctrl-C", e))?;
+    let raised = Arc::clone(&flag);
+    runtime.spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        raised.store(true, Ordering::SeqCst);
+    });
+    Ok(flag)
 }
 
 /// The controller's log goes to a file: the demo's output is the commands and answers.
@@ -239,7 +282,7 @@ fn find_onnxruntime(explicit: Option<&Path>) -> Result<PathBuf, DemoError> {
 
 /// The controller, running in this process on its own runtime.
 struct Embedded {
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
     addr: SocketAddr,
@@ -248,12 +291,11 @@ struct Embedded {
 }
 
 impl Embedded {
-    fn start(home: Home, listen: SocketAddr) -> Result<Self, DemoError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| DemoError::io("start the controller's runtime", e))?;
+    fn start(
+        runtime: tokio::runtime::Handle,
+        home: Home,
+        listen: SocketAddr,
+    ) -> Result<Self, DemoError> {
         let shutdown = CancellationToken::new();
         let (ready, bound) = tokio::sync::oneshot::channel();
         let config = ServeConfig {
@@ -328,6 +370,9 @@ struct Demo {
     gantry: PathBuf,
     agent: PathBuf,
     onnxruntime: PathBuf,
+    /// Runs the embedded controller and watches for Ctrl-C.
+    runtime: tokio::runtime::Runtime,
+    interrupted: Arc<AtomicBool>,
     controller: Option<Embedded>,
     nodes: Vec<Node>,
     /// Rollout events already printed, per rollout.
@@ -374,8 +419,17 @@ impl Demo {
         Ok(())
     }
 
+    fn check_interrupted(&self) -> Result<(), DemoError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            Err(DemoError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
     /// `gantry ARGS`, shown with what it answered.
     fn gantry(&self, args: &[&str]) -> Result<String, DemoError> {
+        self.check_interrupted()?;
         let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         self.console.run(
             "gantry",
@@ -442,7 +496,7 @@ impl Demo {
             self.path("trust.json"),
             arg(&trust)
         ));
-        let controller = Embedded::start(Home::new(dir), listen)?;
+        let controller = Embedded::start(self.runtime.handle().clone(), Home::new(dir), listen)?;
         self.console.say(&format!(
             "controller listening on {} (QUIC, mutual TLS); fleet metrics on http://{}/metrics",
             controller.addr,
@@ -574,6 +628,7 @@ impl Demo {
     ) -> Result<T, DemoError> {
         let deadline = Instant::now() + timeout;
         loop {
+            self.check_interrupted()?;
             for node in &mut self.nodes {
                 node.check_running()?;
             }

@@ -62,6 +62,21 @@ free_port() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_INET, get
 # as_user USER COMMAND...: the command as a service user would run it. Background
 # processes call setpriv directly, so that $! is the process itself.
 as_user() { local user="$1"; shift; setpriv --reuid="$user" --regid="$user" --init-groups -- "$@"; }
+# signed_sample GANTRY DIR VERSION: with that gantry binary, a key, a signed trust
+# policy naming it (DIR/trust.json) and the sample model signed by it
+# (DIR/tiny-linear.gbundle), readable by the service users.
+signed_sample() {
+    local gantry="$1" dir="$2" version="$3"
+    mkdir -p "$dir"
+    "$gantry" keygen --out "$dir/ml.key" >/dev/null
+    "$gantry" policy create --key "ml=$dir/ml.key.pub" --threshold 1 --out "$dir/trust.json" >/dev/null
+    "$gantry" policy sign "$dir/trust.json" --key "$dir/ml.key" >/dev/null
+    "$gantry" bundle create --model testdata/models/tiny_linear.onnx --golden testdata/models/tiny_linear.golden.json \
+        --name tiny-linear --version "$version" --out "$dir/tiny-linear.gbundle" >/dev/null
+    "$gantry" bundle sign "$dir/tiny-linear.gbundle" --key "$dir/ml.key" >/dev/null
+    chmod 0755 "$work" "$dir"
+    chmod 0644 "$dir/tiny-linear.gbundle"
+}
 wait_for() { # DESCRIPTION COMMAND...
     local what="$1"; shift
     for _ in $(seq 1 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
@@ -85,13 +100,8 @@ expect "gantry from the tarball" "$("$work/opt/usr/bin/gantry" --version)" "gant
 # Its libraries are found under its own prefix: the golden vectors of a bundle run in
 # the tarball's ONNX Runtime (nothing is installed under /usr yet).
 absent /usr/lib/gantry
-"$work/opt/usr/bin/gantry" keygen --out "$work/tar.key" >/dev/null
-"$work/opt/usr/bin/gantry" policy create --key "t=$work/tar.key.pub" --threshold 1 --out "$work/tar-trust.json" >/dev/null
-"$work/opt/usr/bin/gantry" policy sign "$work/tar-trust.json" --key "$work/tar.key" >/dev/null
-"$work/opt/usr/bin/gantry" bundle create --model testdata/models/tiny_linear.onnx \
-    --golden testdata/models/tiny_linear.golden.json --name tiny-linear --version 0.0.1 --out "$work/tar.gbundle" >/dev/null
-"$work/opt/usr/bin/gantry" bundle sign "$work/tar.gbundle" --key "$work/tar.key" >/dev/null
-"$work/opt/usr/bin/gantry-agent" import "$work/tar.gbundle" --state-dir "$work/tar-state" --trust "$work/tar-trust.json" \
+signed_sample "$work/opt/usr/bin/gantry" "$work/tar" 0.0.1
+"$work/opt/usr/bin/gantry-agent" import "$work/tar/tiny-linear.gbundle" --state-dir "$work/tar-state" --trust "$work/tar/trust.json" \
     | grep -q '^activated' || fail "the tarball's agent did not import a bundle with its own ONNX Runtime"
 echo "ok  the tarball's agent ran the golden vectors in its own ONNX Runtime"
 
@@ -157,16 +167,9 @@ as_user gantry gantry-agent enroll --controller "$controller" --token "$token" -
 
 # A signed bundle, imported as the site operator of an air-gapped hall would, runs its
 # golden vectors in the packaged ONNX Runtime before it is activated.
-gantry keygen --out "$work/ml.key" >/dev/null
-gantry policy create --key "ml=$work/ml.key.pub" --threshold 1 --out "$work/trust.json" >/dev/null
-gantry policy sign "$work/trust.json" --key "$work/ml.key" >/dev/null
-install -o gantry -g gantry -m 0640 "$work/trust.json" /var/lib/gantry/trust.json
-gantry bundle create --model testdata/models/tiny_linear.onnx --golden testdata/models/tiny_linear.golden.json \
-    --name tiny-linear --version 1.0.0 --out "$work/tiny-linear.gbundle" >/dev/null
-gantry bundle sign "$work/tiny-linear.gbundle" --key "$work/ml.key" >/dev/null
-chmod 0644 "$work/tiny-linear.gbundle"
-chmod 0755 "$work"
-as_user gantry gantry-agent import "$work/tiny-linear.gbundle"
+signed_sample gantry "$work/sample" 1.0.0
+install -o gantry -g gantry -m 0640 "$work/sample/trust.json" /var/lib/gantry/trust.json
+as_user gantry gantry-agent import "$work/sample/tiny-linear.gbundle"
 
 metrics="127.0.0.1:$(free_port SOCK_STREAM)"
 inference="127.0.0.1:$(free_port SOCK_STREAM)"

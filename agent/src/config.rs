@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use gantry_shared::exposition::ModelLabel;
+use gantry_shared::layout;
 
 /// Default location of the main configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/gantry/agent.toml";
@@ -690,32 +691,36 @@ mod gantry_nvml_sim_limits {
     pub(super) const LIBRARY_FILE_NAME: &str = "libgantry_nvml_sim.so";
 }
 
+/// The directory of the running agent's executable.
+fn exe_dir() -> Option<PathBuf> {
+    std::env::current_exe().ok()?.parent().map(Path::to_owned)
+}
+
+/// `<prefix>/lib/gantry` for an agent installed as `<prefix>/bin/gantry-agent`.
+fn prefix_library_dir() -> Option<PathBuf> {
+    Some(exe_dir()?.parent()?.join(layout::PREFIX_LIBRARY_DIR))
+}
+
 /// Directories searched for the simulated NVML library, in order.
 fn simulated_library_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(exe_dir) = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_owned))
-    {
+    if let Some(exe_dir) = exe_dir() {
         // A build tree (`target/debug`), then an installed prefix (`<prefix>/bin`).
         dirs.push(exe_dir.join("deps"));
-        dirs.push(exe_dir.clone());
-        if let Some(prefix) = exe_dir.parent() {
-            dirs.push(prefix.join("lib/gantry"));
-        }
+        dirs.push(exe_dir);
     }
-    dirs.push(PathBuf::from("/usr/lib/gantry"));
+    dirs.extend(prefix_library_dir());
+    dirs.push(PathBuf::from(layout::LIBRARY_DIR));
     dirs
 }
 
-/// ONNX Runtime's library as the packages and the tarball install it.
+/// ONNX Runtime's library as the tarball (under the agent's prefix) or the packages
+/// install it.
 fn default_onnxruntime() -> PathBuf {
-    const FILE_NAME: &str = "libonnxruntime.so.1.31.1";
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("lib/gantry").join(FILE_NAME)))
+    prefix_library_dir()
+        .map(|dir| dir.join(layout::ONNXRUNTIME_LIBRARY))
         .filter(|path| path.is_file())
-        .unwrap_or_else(|| Path::new("/usr/lib/gantry").join(FILE_NAME))
+        .unwrap_or_else(|| Path::new(layout::LIBRARY_DIR).join(layout::ONNXRUNTIME_LIBRARY))
 }
 
 fn find_simulated_library() -> Option<PathBuf> {

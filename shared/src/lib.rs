@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod exposition;
 pub mod health;
+pub mod layout;
 pub mod protocol;
 pub mod telemetry;
 pub mod telemetry_export;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_shared::bundle::manifest::GoldenVector;
+use gantry_shared::layout;
 use gantry_shared::protocol::admin::{Request, Response};
 use gantry_shared::protocol::rollout::{Rollout, State};
 use tokio_util::sync::CancellationToken;
@@ -36,8 +37,6 @@ const MODEL: &[u8] = include_bytes!("../../../testdata/models/tiny_linear.onnx")
 /// Its golden vectors (inputs and the outputs they must give).
 const GOLDEN: &[u8] = include_bytes!("../../../testdata/models/tiny_linear.golden.json");
 const MODEL_NAME: &str = "tiny-linear";
-/// ONNX Runtime's library where the `gantry-agent` package installs it.
-const PACKAGED_ONNXRUNTIME: &str = "/usr/lib/gantry/libonnxruntime.so.1.31.1";
 const STEPS: usize = 11;
 
 /// `gantry demo`'s options.
@@ -270,7 +269,8 @@ fn find_onnxruntime(explicit: Option<&Path>) -> Result<PathBuf, DemoError> {
     let path = explicit
         .map(Path::to_owned)
         .or_else(|| std::env::var_os("GANTRY_ONNXRUNTIME").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(PACKAGED_ONNXRUNTIME));
+        // Where the gantry-agent package installs it.
+        .unwrap_or_else(|| Path::new(layout::LIBRARY_DIR).join(layout::ONNXRUNTIME_LIBRARY));
     if path.is_file() {
         Ok(path)
     } else {

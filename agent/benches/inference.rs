@@ -87,6 +87,7 @@ fn write_policy(path: &Path) {
             not_after: None,
         }],
         revoked: vec![],
+        golden: None,
     })
     .unwrap();
     policy.sign(&key()).unwrap();

@@ -119,6 +119,7 @@ fn main() {
         threshold: 2,
         keys,
         revoked: vec![],
+        golden: None,
     })
     .unwrap();
     policy.sign(&key(1)).unwrap();

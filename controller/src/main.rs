@@ -478,6 +478,20 @@ enum PolicyCommand {
         /// Revoke this key id: its signatures never count again.
         #[arg(long = "revoke", value_name = "KEY_ID")]
         revoke: Vec<String>,
+        /// Golden vectors a bundle must carry, each with non-empty inputs and outputs
+        /// (new policies: 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        golden_min: Option<u32>,
+        /// Loosest absolute tolerance a golden vector may have (new policies: 0.01).
+        #[arg(long, value_name = "ABS")]
+        golden_max_abs: Option<f64>,
+        /// Loosest relative tolerance a golden vector may have (new policies: 0.01).
+        #[arg(long, value_name = "REL")]
+        golden_max_rel: Option<f64>,
+        /// Require no golden vectors at all (not recommended: the golden gate can then pass
+        /// a bundle that never ran a real input).
+        #[arg(long, conflicts_with_all = ["golden_min", "golden_max_abs", "golden_max_rel"])]
+        no_golden_requirement: bool,
         #[arg(long, value_name = "POLICY")]
         out: PathBuf,
     },
@@ -1214,6 +1228,10 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
             keys,
             remove_keys,
             revoke,
+            golden_min,
+            golden_max_abs,
+            golden_max_rel,
+            no_golden_requirement,
             out,
         }) => {
             let policy = policy_cmd::create(&policy_cmd::CreateRequest {
@@ -1223,6 +1241,12 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
                 add_keys: keys,
                 remove_keys,
                 revoke,
+                golden: policy_cmd::GoldenChoice {
+                    min_vectors: golden_min,
+                    max_abs_tolerance: golden_max_abs,
+                    max_rel_tolerance: golden_max_rel,
+                    none: no_golden_requirement,
+                },
                 out: out.clone(),
             })?;
             println!(

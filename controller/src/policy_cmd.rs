@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use gantry_shared::bundle::policy::{
-    POLICY_SCHEMA, PolicyError, SignatureReport, SignedPolicy, TrustPolicy, TrustedKey,
+    GoldenRequirement, POLICY_SCHEMA, PolicyError, SignatureReport, SignedPolicy, TrustPolicy,
+    TrustedKey,
 };
 use gantry_shared::bundle::signing;
 use serde::Serialize;
@@ -66,7 +67,39 @@ pub struct CreateRequest {
     pub add_keys: Vec<KeySpec>,
     pub remove_keys: Vec<String>,
     pub revoke: Vec<String>,
+    pub golden: GoldenChoice,
     pub out: PathBuf,
+}
+
+/// What the command line says of the golden-vector requirement; unset values keep the
+/// `--from` policy's (or the default for a new policy, or a policy that had none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GoldenChoice {
+    pub min_vectors: Option<u32>,
+    pub max_abs_tolerance: Option<f64>,
+    pub max_rel_tolerance: Option<f64>,
+    /// Require none.
+    pub none: bool,
+}
+
+impl GoldenChoice {
+    fn apply(self, current: Option<GoldenRequirement>) -> Option<GoldenRequirement> {
+        if self.none {
+            return None;
+        }
+        let asked = self.min_vectors.is_some()
+            || self.max_abs_tolerance.is_some()
+            || self.max_rel_tolerance.is_some();
+        let mut golden = match current {
+            Some(golden) => golden,
+            None if asked => GoldenRequirement::DEFAULT,
+            None => return None,
+        };
+        golden.min_vectors = self.min_vectors.unwrap_or(golden.min_vectors);
+        golden.max_abs_tolerance = self.max_abs_tolerance.unwrap_or(golden.max_abs_tolerance);
+        golden.max_rel_tolerance = self.max_rel_tolerance.unwrap_or(golden.max_rel_tolerance);
+        Some(golden)
+    }
 }
 
 fn policy_error(path: &Path) -> impl Fn(PolicyError) -> BundleCmdError + '_ {
@@ -98,6 +131,7 @@ pub fn create(req: &CreateRequest) -> Result<TrustPolicy, BundleCmdError> {
             threshold: 1,
             keys: Vec::new(),
             revoked: Vec::new(),
+            golden: Some(GoldenRequirement::DEFAULT),
         },
     };
     if let Some(version) = req.version {
@@ -106,6 +140,7 @@ pub fn create(req: &CreateRequest) -> Result<TrustPolicy, BundleCmdError> {
     if let Some(threshold) = req.threshold {
         policy.threshold = threshold;
     }
+    policy.golden = req.golden.apply(policy.golden);
     for id in &req.remove_keys {
         let before = policy.keys.len();
         policy.keys.retain(|k| &k.id != id);
@@ -197,6 +232,16 @@ pub fn render_inspection(i: &Inspection) -> String {
         "threshold   {} distinct valid signature(s) per bundle and per policy update",
         p.threshold
     );
+    match &p.golden {
+        Some(g) => {
+            let _ = writeln!(
+                out,
+                "golden      at least {} vector(s) per bundle, tolerance at most abs {:e}, rel {:e}",
+                g.min_vectors, g.max_abs_tolerance, g.max_rel_tolerance
+            );
+        }
+        None => out.push_str("golden      not required\n"),
+    }
     let _ = writeln!(out, "keys        {}", p.keys.len());
     for k in &p.keys {
         let window = match (&k.not_before, &k.not_after) {

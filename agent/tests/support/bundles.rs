@@ -61,6 +61,7 @@ pub fn policy_bytes(version: u64, trusted: &[u8], threshold: u32, signers: &[u8]
         threshold,
         keys,
         revoked: vec![],
+        golden: None,
     })
     .unwrap();
     for &s in signers {

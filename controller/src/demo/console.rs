@@ -3,8 +3,9 @@
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::DemoError;
@@ -112,7 +113,13 @@ pub(super) fn run_quiet(
     env: &[(&str, &OsStr)],
 ) -> Result<String, DemoError> {
     let mut command = Command::new(program);
-    command.args(args).env("NO_COLOR", "1");
+    // A process group of its own: Ctrl-C in the terminal reaches the demo alone, which
+    // then stops what it started in order, instead of racing a child that dies of it.
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .process_group(0);
     for (key, value) in env {
         command.env(key, value);
     }

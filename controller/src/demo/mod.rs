@@ -167,7 +167,8 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
         events_seen: HashMap::new(),
     };
     let outcome = demo.steps(options.agents);
-    // A Ctrl-C reaches the commands the demo runs too: whatever failed then, it was that.
+    // The commands the demo runs are in process groups of their own, so a Ctrl-C does not
+    // fail them; a step that fails while one arrives is still reported as the interruption.
     let outcome = if demo.interrupted.load(Ordering::SeqCst) {
         Err(DemoError::Interrupted)
     } else {

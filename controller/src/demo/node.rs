@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -121,6 +122,9 @@ impl Node {
             .args(self.run_args())
             .env("GANTRY_LOG", "info")
             .env_remove("NOTIFY_SOCKET")
+            // Its own process group, as every command the demo runs (see `run_quiet`): a
+            // Ctrl-C is the demo's to handle, and the demo stops its agents itself.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

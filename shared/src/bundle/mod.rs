@@ -43,7 +43,7 @@ use sha2::{Digest, Sha256};
 use self::archive::{ArchiveError, ArchiveReader, ArchiveWriter};
 use self::manifest::{FileEntry, MAX_MANIFEST_BYTES, Manifest, ManifestError};
 use self::path::{PathError, check_relative_path};
-use self::policy::{SignatureReport, SignedPolicy};
+use self::policy::{GoldenShortfall, SignatureReport, SignedPolicy};
 use self::signing::{MAX_SIGNATURES, Purpose, Signature};
 
 /// Name of the manifest entry.
@@ -108,6 +108,8 @@ pub enum BundleError {
     NoSignatures,
     #[error("the bundle's signatures do not satisfy the trust policy: {report}")]
     Untrusted { report: SignatureReport },
+    #[error("the bundle's golden vectors do not satisfy the trust policy")]
+    GoldenRequirement(#[source] GoldenShortfall),
     #[error("storing file {path:?} failed")]
     Sink {
         path: String,
@@ -284,7 +286,8 @@ impl<R: Read> BundleReader<R> {
         &self.id
     }
 
-    /// Checks the signatures against `policy` at `now`.
+    /// Checks the signatures against `policy` at `now`, then the policy's golden-vector
+    /// requirement (a property of the signed manifest, so also before any payload).
     pub fn check_signatures(
         &self,
         policy: &SignedPolicy,
@@ -294,11 +297,13 @@ impl<R: Read> BundleReader<R> {
             return Err(BundleError::NoSignatures);
         }
         let report = policy.verify_manifest(&self.manifest_bytes, &self.signatures, now);
-        if report.is_satisfied() {
-            Ok(report)
-        } else {
-            Err(BundleError::Untrusted { report })
+        if !report.is_satisfied() {
+            return Err(BundleError::Untrusted { report });
         }
+        policy
+            .check_golden(&self.manifest)
+            .map_err(BundleError::GoldenRequirement)?;
+        Ok(report)
     }
 
     /// Streams every payload file into `sink`, checking paths, sizes and digests, then

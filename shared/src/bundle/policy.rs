@@ -24,6 +24,7 @@ use std::time::SystemTime;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use super::manifest::Manifest;
 use super::signing::{self, MAX_SIGNATURES, Purpose, Signature, SignatureProblem};
 
 /// The policy schema this code reads.
@@ -47,9 +48,13 @@ pub enum PolicyError {
     #[error("the policy is not signed by enough of its own keys: {report}")]
     NotSelfSigned { report: SignatureReport },
     #[error(
-        "policy version {update} does not replace version {current}: an update must carry a higher version"
+        "policy version {update} does not replace version {current}: an update must carry exactly the next version, {next}"
     )]
-    NotNewer { current: u64, update: u64 },
+    NotNext {
+        current: u64,
+        update: u64,
+        next: u64,
+    },
     #[error("the policy update is not signed by enough keys the current policy trusts: {report}")]
     UpdateNotAuthorized { report: SignatureReport },
     #[error("the policy update is not signed by enough of its own keys: {report}")]
@@ -80,6 +85,110 @@ pub struct TrustPolicy {
     /// Key ids that must never count again, whether or not still listed in `keys`.
     #[serde(default)]
     pub revoked: Vec<String>,
+    /// What a bundle's golden vectors must be for the bundle to be accepted. Absent in
+    /// policies made before it existed (no requirement); `gantry policy create` sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub golden: Option<GoldenRequirement>,
+}
+
+/// The golden gate a policy demands: at least `min_vectors` vectors that each exercise the
+/// model (every input and output holds at least one element), and no vector whose
+/// tolerance is looser than the ceilings — a gate that cannot fail is no gate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenRequirement {
+    pub min_vectors: u32,
+    pub max_abs_tolerance: f64,
+    pub max_rel_tolerance: f64,
+}
+
+impl Eq for GoldenRequirement {}
+
+impl GoldenRequirement {
+    /// What new policies require unless told otherwise.
+    pub const DEFAULT: Self = Self {
+        min_vectors: 1,
+        max_abs_tolerance: 1e-2,
+        max_rel_tolerance: 1e-2,
+    };
+
+    fn validate(&self) -> Result<(), PolicyError> {
+        if self.min_vectors == 0 {
+            return Err(invalid(
+                "golden.min_vectors",
+                "must be at least 1 (leave `golden` out to require none)",
+            ));
+        }
+        for (field, value) in [
+            ("golden.max_abs_tolerance", self.max_abs_tolerance),
+            ("golden.max_rel_tolerance", self.max_rel_tolerance),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(invalid(
+                    field,
+                    format!("{value} is not a finite number ≥ 0"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a manifest's golden vectors against the requirement.
+    pub fn check(&self, manifest: &Manifest) -> Result<(), GoldenShortfall> {
+        for golden in &manifest.golden {
+            let t = golden.tolerance;
+            if t.abs > self.max_abs_tolerance || t.rel > self.max_rel_tolerance {
+                return Err(GoldenShortfall::TooLoose {
+                    vector: golden.name.clone(),
+                    abs: t.abs,
+                    rel: t.rel,
+                    max_abs: self.max_abs_tolerance,
+                    max_rel: self.max_rel_tolerance,
+                });
+            }
+        }
+        let exercising = manifest
+            .golden
+            .iter()
+            .filter(|g| {
+                g.inputs
+                    .values()
+                    .chain(g.outputs.values())
+                    .all(|t| !t.data.is_empty())
+            })
+            .count();
+        if exercising < self.min_vectors as usize {
+            return Err(GoldenShortfall::TooFew {
+                found: exercising,
+                listed: manifest.golden.len(),
+                needed: self.min_vectors,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a bundle's golden vectors do not satisfy the policy.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GoldenShortfall {
+    #[error(
+        "the trust policy requires {needed} golden vector(s) with non-empty inputs and outputs; the bundle has {found} ({listed} listed)"
+    )]
+    TooFew {
+        found: usize,
+        listed: usize,
+        needed: u32,
+    },
+    #[error(
+        "golden vector {vector:?} has tolerance abs {abs:e}, rel {rel:e}; the trust policy allows at most abs {max_abs:e}, rel {max_rel:e}"
+    )]
+    TooLoose {
+        vector: String,
+        abs: f64,
+        rel: f64,
+        max_abs: f64,
+        max_rel: f64,
+    },
 }
 
 /// A key the policy trusts.
@@ -222,6 +331,12 @@ impl TrustPolicy {
         if self.version == 0 {
             return Err(invalid("version", "starts at 1"));
         }
+        if self.version == u64::MAX {
+            return Err(invalid(
+                "version",
+                "leaves no room for the next update (each update carries exactly the next version)",
+            ));
+        }
         if self.keys.is_empty() {
             return Err(invalid("keys", "a policy trusts at least one key"));
         }
@@ -259,6 +374,9 @@ impl TrustPolicy {
                 not_before,
                 not_after,
             });
+        }
+        if let Some(golden) = &self.golden {
+            golden.validate()?;
         }
         for id in &self.revoked {
             if id.len() != 16 || signing::from_hex(id).is_none() {
@@ -462,10 +580,14 @@ impl SignedPolicy {
         update: &Self,
         now: SystemTime,
     ) -> Result<SignatureReport, PolicyError> {
-        if update.policy.version <= self.policy.version {
-            return Err(PolicyError::NotNewer {
+        // Exactly the next version (TUF's rule for root metadata): a validly signed update
+        // can never jump to the last version and freeze the node, nor go back.
+        let next = self.policy.version.saturating_add(1);
+        if update.policy.version != next || next == self.policy.version {
+            return Err(PolicyError::NotNext {
                 current: self.policy.version,
                 update: update.policy.version,
+                next,
             });
         }
         let authorized = self.policy.check(
@@ -483,6 +605,11 @@ impl SignedPolicy {
             return Err(PolicyError::UpdateNotSelfSigned { report: own });
         }
         Ok(authorized)
+    }
+
+    /// Checks a bundle's golden vectors against the policy's requirement, if it has one.
+    pub fn check_golden(&self, manifest: &Manifest) -> Result<(), GoldenShortfall> {
+        self.policy.golden.map_or(Ok(()), |g| g.check(manifest))
     }
 
     /// Checks a bundle manifest's signatures at time `now`.
@@ -533,6 +660,7 @@ mod tests {
                 .map(|&s| trusted(s, &format!("k{s}")))
                 .collect(),
             revoked: Vec::new(),
+            golden: None,
         }
     }
 
@@ -629,8 +757,30 @@ mod tests {
         let old = signed(policy(4, 1, &[1]), &[1]);
         assert!(matches!(
             current.verify_update(&old, now()),
-            Err(PolicyError::NotNewer { .. })
+            Err(PolicyError::NotNext { .. })
         ));
+    }
+
+    #[test]
+    fn policy_freeze_by_jumping_to_the_last_version_is_refused() {
+        let current = signed(policy(1, 1, &[1]), &[1]);
+        let mut last = policy(u64::MAX - 1, 1, &[1]);
+        let jump = signed(last.clone(), &[1]);
+        let err = current.verify_update(&jump, now()).unwrap_err();
+        assert!(matches!(err, PolicyError::NotNext { next: 2, .. }), "{err}");
+        last.version = u64::MAX;
+        let err = SignedPolicy::new(last).unwrap_err();
+        assert!(
+            err.to_string().contains("no room for the next update"),
+            "{err}"
+        );
+        let skip = signed(policy(3, 1, &[1]), &[1]);
+        assert!(
+            current.verify_update(&skip, now()).is_err(),
+            "versions are not skipped"
+        );
+        let next = signed(policy(2, 1, &[1]), &[1]);
+        assert!(current.verify_update(&next, now()).is_ok());
     }
 
     #[test]

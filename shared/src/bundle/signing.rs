@@ -6,7 +6,7 @@
 //! first 16 hexadecimal digits of the SHA-256 of the raw 32-byte public key.
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -40,6 +40,20 @@ pub enum KeyError {
     PublicKey(String),
     #[error("public key {0:?} is not 64 hexadecimal digits of an ed25519 key")]
     PublicKeyHex(String),
+    #[error(
+        "public key {0} is a weak ed25519 key (a point of small order): signatures could be forged for it without its private key; generate a real key with `gantry keygen`"
+    )]
+    WeakPublicKey(String),
+}
+
+/// Refuses a key of small order: any message "verifies" against such a key with a
+/// signature anybody can make (R = identity, S = 0), so it can never be trusted.
+fn refuse_weak(key: VerifyingKey) -> Result<VerifyingKey, KeyError> {
+    if key.is_weak() {
+        Err(KeyError::WeakPublicKey(to_hex(key.as_bytes())))
+    } else {
+        Ok(key)
+    }
 }
 
 /// Lowercase hexadecimal.
@@ -83,7 +97,9 @@ pub fn private_key_to_pem(key: &SigningKey) -> String {
 
 /// Parses a PEM (SPKI) public key.
 pub fn public_key_from_pem(pem: &str) -> Result<VerifyingKey, KeyError> {
-    VerifyingKey::from_public_key_pem(pem).map_err(|e| KeyError::PublicKey(e.to_string()))
+    VerifyingKey::from_public_key_pem(pem)
+        .map_err(|e| KeyError::PublicKey(e.to_string()))
+        .and_then(refuse_weak)
 }
 
 /// Encodes a public key as PEM (SPKI).
@@ -97,7 +113,9 @@ pub fn public_key_from_hex(text: &str) -> Result<VerifyingKey, KeyError> {
     let bytes: [u8; 32] = from_hex(text)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| KeyError::PublicKeyHex(text.to_owned()))?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::PublicKeyHex(text.to_owned()))
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| KeyError::PublicKeyHex(text.to_owned()))
+        .and_then(refuse_weak)
 }
 
 /// One signature as stored in a bundle or policy file.
@@ -121,6 +139,8 @@ pub enum SignatureProblem {
     KeyIdMismatch,
     #[error("the signature does not match these bytes (signed a different document, or altered)")]
     Mismatch,
+    #[error("the key is a weak ed25519 key (small order); nothing it signs counts")]
+    WeakKey,
 }
 
 /// Signs `message` for `purpose`.
@@ -150,7 +170,12 @@ pub fn verify(
         .and_then(|b| b.try_into().ok())
         .ok_or(SignatureProblem::Encoding)?;
     let signature = ed25519_dalek::Signature::from_bytes(&bytes);
-    key.verify(&[purpose.context(), message].concat(), &signature)
+    // Strict: refuses weak keys and non-canonical signatures, so no signature counts that
+    // was not made with the key's private half.
+    if key.is_weak() {
+        return Err(SignatureProblem::WeakKey);
+    }
+    key.verify_strict(&[purpose.context(), message].concat(), &signature)
         .map_err(|_| SignatureProblem::Mismatch)
 }
 
@@ -213,5 +238,43 @@ mod tests {
         );
         assert!(public_key_from_hex("zz").is_err());
         assert_eq!(key_id(&public).len(), 16);
+    }
+
+    /// The identity point, encoded: the simplest key of small order.
+    const IDENTITY: [u8; 32] = {
+        let mut b = [0u8; 32];
+        b[0] = 1;
+        b
+    };
+
+    #[test]
+    fn weak_key_is_refused_as_hex_and_as_pem() {
+        let err = public_key_from_hex(&to_hex(&IDENTITY)).unwrap_err();
+        assert!(matches!(err, KeyError::WeakPublicKey(_)), "{err}");
+        assert!(err.to_string().contains("weak ed25519 key"), "{err}");
+        let weak = VerifyingKey::from_bytes(&IDENTITY).unwrap();
+        let pem = public_key_to_pem(&weak);
+        assert!(matches!(
+            public_key_from_pem(&pem),
+            Err(KeyError::WeakPublicKey(_))
+        ));
+    }
+
+    #[test]
+    fn forged_signature_for_a_weak_key_does_not_count() {
+        // R = identity, S = 0 satisfies the cofactored equation for a small-order key and
+        // any message: the forgery needs no private key at all.
+        let weak = VerifyingKey::from_bytes(&IDENTITY).unwrap();
+        let mut forged = [0u8; 64];
+        forged[..32].copy_from_slice(&IDENTITY);
+        let signature = Signature {
+            key_id: key_id(&weak),
+            algorithm: ALGORITHM.to_owned(),
+            signature: to_hex(&forged),
+        };
+        assert_eq!(
+            verify(&weak, Purpose::BundleManifest, b"any manifest", &signature),
+            Err(SignatureProblem::WeakKey)
+        );
     }
 }

@@ -40,6 +40,7 @@ fn policy_with(threshold: u32, edit: impl FnOnce(&mut TrustPolicy)) -> SignedPol
             })
             .collect(),
         revoked: Vec::new(),
+        golden: None,
     };
     edit(&mut p);
     let mut sp = SignedPolicy::new(p).unwrap();
@@ -501,4 +502,100 @@ fn resigning_a_tampered_bundle_fails() {
         rewrite_signatures(reader, &sigs, Vec::new()),
         Err(BundleError::DigestMismatch { .. })
     ));
+}
+
+/// A bundle whose manifest carries `golden`, signed by keys 1 and 2.
+fn bundle_with_golden(golden: Vec<manifest::GoldenVector>) -> Vec<u8> {
+    let mut m = manifest();
+    m.golden = golden;
+    let bytes = m.to_bytes().unwrap();
+    write(Vec::new(), &bytes, &sign_by(&[1, 2], &bytes), &mut |f| {
+        Ok(Box::new(contents(&f.path)))
+    })
+    .unwrap()
+}
+
+fn golden_vector(name: &str, x: Vec<f64>, y: Vec<f64>, abs: f64) -> manifest::GoldenVector {
+    let tensor = |data: Vec<f64>| manifest::Tensor {
+        dtype: DType::Float32,
+        shape: vec![data.len() as u64],
+        data,
+    };
+    manifest::GoldenVector {
+        name: name.into(),
+        inputs: [("x".to_owned(), tensor(x))].into(),
+        outputs: [("y".to_owned(), tensor(y))].into(),
+        tolerance: manifest::Tolerance { abs, rel: 0.0 },
+    }
+}
+
+fn requiring_golden() -> SignedPolicy {
+    policy_with(2, |p| p.golden = Some(policy::GoldenRequirement::DEFAULT))
+}
+
+#[test]
+fn empty_golden_gate_no_vectors_is_refused_when_the_policy_requires_them() {
+    let err = verify_bytes(&bundle_with_golden(Vec::new()), &requiring_golden()).unwrap_err();
+    assert!(matches!(err, BundleError::GoldenRequirement(_)), "{err}");
+    assert!(
+        outcome::error_chain(&err).contains("requires 1 golden vector(s)"),
+        "{}",
+        outcome::error_chain(&err)
+    );
+    // A policy made before the requirement existed still accepts it.
+    assert!(verify_bytes(&bundle_with_golden(Vec::new()), &policy(2)).is_ok());
+}
+
+#[test]
+fn empty_golden_gate_only_empty_batch_vectors_is_refused() {
+    let mut m = manifest();
+    m.model.inputs[0].shape = vec![Dim::Named("batch".into())];
+    m.model.outputs[0].shape = vec![Dim::Named("batch".into())];
+    m.golden = vec![golden_vector("empty", vec![], vec![], 0.0)];
+    let bytes = m.to_bytes().unwrap();
+    let bundle = write(Vec::new(), &bytes, &sign_by(&[1, 2], &bytes), &mut |f| {
+        Ok(Box::new(contents(&f.path)))
+    })
+    .unwrap();
+    let err = verify_bytes(&bundle, &requiring_golden()).unwrap_err();
+    assert!(
+        outcome::error_chain(&err).contains("the bundle has 0 (1 listed)"),
+        "{}",
+        outcome::error_chain(&err)
+    );
+}
+
+#[test]
+fn empty_golden_gate_huge_tolerance_is_refused() {
+    let bundle = bundle_with_golden(vec![golden_vector("loose", vec![1.0], vec![2.0], 1e300)]);
+    let err = verify_bytes(&bundle, &requiring_golden()).unwrap_err();
+    assert!(
+        outcome::error_chain(&err).contains("golden vector \"loose\" has tolerance abs 1e300"),
+        "{}",
+        outcome::error_chain(&err)
+    );
+    let strict = bundle_with_golden(vec![golden_vector("real", vec![1.0], vec![2.0], 1e-5)]);
+    assert!(verify_bytes(&strict, &requiring_golden()).is_ok());
+}
+
+#[test]
+fn weak_key_in_a_policy_is_refused() {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let err = SignedPolicy::new(TrustPolicy {
+        schema: 1,
+        version: 1,
+        threshold: 1,
+        keys: vec![TrustedKey {
+            id: signing::key_id(&ed25519_dalek::VerifyingKey::from_bytes(&identity).unwrap()),
+            name: "small-order".into(),
+            public_key: signing::to_hex(&identity),
+            not_before: None,
+            not_after: None,
+        }],
+        revoked: Vec::new(),
+        golden: None,
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("weak ed25519 key"), "{err}");
 }

@@ -89,6 +89,10 @@ struct ImportArgs {
     /// State directory (`state_dir`).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Accept a version older than the newest of its model this node has run (refused
+    /// otherwise, so that an old, validly signed but vulnerable bundle cannot come back).
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 #[derive(Debug, Args)]
@@ -657,10 +661,15 @@ fn export_telemetry(args: &ExportArgs) -> ExitCode {
 }
 
 /// `import` of a trust-policy update.
-fn import_policy(installed: &std::path::Path, update: &std::path::Path) -> ExitCode {
+fn import_policy(
+    installed: &std::path::Path,
+    update: &std::path::Path,
+    file: std::fs::File,
+) -> ExitCode {
     match gantry_agent::bundle::policy_update::install(
         installed,
         update,
+        file,
         std::time::SystemTime::now(),
     ) {
         Ok(done) => {
@@ -697,18 +706,32 @@ fn import(args: ImportArgs) -> ExitCode {
         return code;
     }
     let policy = args.trust.unwrap_or(config.trust_policy);
-    if gantry_agent::bundle::policy_update::looks_like_policy(&args.bundle) {
-        return import_policy(&policy, &args.bundle);
+    // One open, one read: what is checked is what is installed.
+    let mut file = match gantry_agent::bundle::open_regular(&args.bundle) {
+        Ok(file) => file,
+        Err(e) => {
+            report("", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match gantry_agent::bundle::policy_update::looks_like_policy(&mut file) {
+        Ok(true) => return import_policy(&policy, &args.bundle, file),
+        Ok(false) => {}
+        Err(e) => {
+            report(&format!("cannot read {}: ", args.bundle.display()), &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
     }
     let library = args.onnxruntime.unwrap_or(config.onnxruntime);
     let store = gantry_agent::bundle::store::BundleStore::new(&config.state_dir);
-    match store.import(
-        &args.bundle,
+    let mut options = gantry_agent::bundle::store::ImportOptions::new(
         &policy,
         &library,
         gantry_agent::inference::Hardware::default(),
         std::time::SystemTime::now(),
-    ) {
+    );
+    options.allow_downgrade = args.allow_downgrade;
+    match store.import_file(file, &options) {
         Ok(imported) => {
             print!("{}", imported.outcome.render_text());
             for g in &imported.golden {

@@ -92,6 +92,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         "telemetry buffer opened"
     );
 
+    // An import killed before it finished (SIGKILL, power loss) leaves its scratch copy.
+    crate::bundle::store::BundleStore::new(&config.state_dir).remove_abandoned_staging();
     let (sampler, snapshots) = telemetry::spawn(sampler_config, shutdown.clone())?;
     let bundles = crate::delivery::SharedBundles::default();
     let tasks = TaskTracker::new();

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use gantry_shared::bundle::policy::{PolicyError, SignedPolicy};
+use gantry_shared::bundle::policy::{MAX_POLICY_BYTES, PolicyError, SignedPolicy};
 
 use super::{VerifyError, load_policy};
 
@@ -54,14 +54,23 @@ pub struct Installed {
     pub authorized_by: Vec<String>,
 }
 
-/// Installs the update at `update` over the node's policy at `installed`, if the policy in
-/// force accepts it at `now`.
-pub fn install(installed: &Path, update: &Path, now: SystemTime) -> Result<Installed, UpdateError> {
+/// Installs the update read from `file` (opened from `update`, named in messages) over the
+/// node's policy at `installed`, if the policy in force accepts it at `now`.
+pub fn install(
+    installed: &Path,
+    update: &Path,
+    file: std::fs::File,
+    now: SystemTime,
+) -> Result<Installed, UpdateError> {
+    use std::io::Read as _;
     let current = load_policy(installed)?;
-    let bytes = std::fs::read(update).map_err(|source| UpdateError::Read {
-        path: update.to_owned(),
-        source,
-    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| UpdateError::Read {
+            path: update.to_owned(),
+            source,
+        })?;
     let next = SignedPolicy::parse(&bytes).map_err(|source| UpdateError::Parse {
         path: update.to_owned(),
         source,
@@ -107,14 +116,15 @@ pub fn previous_path(installed: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Whether the file at `path` looks like a trust policy (JSON) rather than a bundle (tar).
-pub fn looks_like_policy(path: &Path) -> bool {
+/// Whether `file` looks like a trust policy (JSON) rather than a bundle (tar); it is left
+/// at its start for whichever reader follows.
+pub fn looks_like_policy(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _};
     let mut head = [0u8; 64];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .unwrap_or(0);
-    head[..n]
+    let n = file.read(&mut head)?;
+    file.rewind()?;
+    Ok(head[..n]
         .iter()
         .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{')
+        .is_some_and(|&b| b == b'{'))
 }

@@ -13,13 +13,14 @@
 //! and did not pass its golden vectors; a failed import leaves the active bundle as it was.
 //! The previous bundle stays for `gantry-agent rollback`; older ones are removed.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use gantry_shared::bundle::BundleReader;
-use gantry_shared::bundle::manifest::Manifest;
+use gantry_shared::bundle::BundleId;
+use gantry_shared::bundle::manifest::{self, Manifest};
 use gantry_shared::bundle::outcome::{self, VerifyOutcome};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,94 @@ pub enum StoreError {
     Inference(#[from] inference::InferenceError),
     #[error("there is no previous bundle to roll back to")]
     NothingToRollBack,
+    #[error(
+        "downgrade refused: {model} {version} is older than {newest}, which this node already ran; publish a newer version, or run `gantry-agent import --allow-downgrade` at the node"
+    )]
+    Downgrade {
+        model: String,
+        version: String,
+        newest: String,
+    },
+}
+
+/// How an import runs.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub policy: PathBuf,
+    pub onnxruntime: PathBuf,
+    pub hardware: inference::Hardware,
+    pub now: SystemTime,
+    /// Accept a version older than the newest this node ran (the operator's explicit call).
+    pub allow_downgrade: bool,
+}
+
+impl ImportOptions {
+    pub fn new(
+        policy: &Path,
+        onnxruntime: &Path,
+        hardware: inference::Hardware,
+        now: SystemTime,
+    ) -> Self {
+        Self {
+            policy: policy.to_owned(),
+            onnxruntime: onnxruntime.to_owned(),
+            hardware,
+            now,
+            allow_downgrade: false,
+        }
+    }
+}
+
+/// The store's lock, held while it lives.
+#[derive(Debug)]
+struct StoreLock {
+    _file: File,
+}
+
+/// A `.staging-*` directory, locked while its import runs so that the clean-up of
+/// abandoned ones never touches it; removed when dropped unless installed.
+#[derive(Debug)]
+struct Staging {
+    dir: Option<tempfile::TempDir>,
+    _lock: File,
+}
+
+impl Staging {
+    fn create(root: &Path) -> Result<Self, StoreError> {
+        let dir = tempfile::Builder::new()
+            .prefix(".staging-")
+            .tempdir_in(root)
+            .map_err(BundleStore::io(root))?;
+        let lock = File::open(dir.path()).map_err(BundleStore::io(dir.path()))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| StoreError::Io {
+                path: dir.path().to_owned(),
+                source: e.into(),
+            },
+        )?;
+        Ok(Self {
+            dir: Some(dir),
+            _lock: lock,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.as_ref().expect("staging directory").path()
+    }
+
+    /// Renames the staged bundle to `target`; it is no longer removed on drop.
+    fn install(mut self, target: &Path) -> std::io::Result<()> {
+        let staged = self.dir.take().expect("staging directory").keep();
+        std::fs::rename(&staged, target)
+    }
+
+    /// Whether an import still holds the staging directory at `path`.
+    fn in_use(path: &Path) -> bool {
+        let Ok(dir) = File::open(path) else {
+            return false;
+        };
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+    }
 }
 
 /// Which bundles are active and previous, by digest (hex, without `sha256:`).
@@ -51,6 +140,10 @@ pub enum StoreError {
 pub struct Current {
     pub active: Option<String>,
     pub previous: Option<String>,
+    /// Per model name, the newest version this node ever activated: the floor of the
+    /// anti-rollback rule (see [`BundleStore::import_file`]).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub newest: BTreeMap<String, String>,
 }
 
 /// What an import did.
@@ -108,10 +201,20 @@ impl BundleStore {
         self.root.join(digest)
     }
 
-    /// The manifest of an installed bundle, re-checked from its stored bytes.
+    /// The manifest of an installed bundle, re-checked from its stored bytes: they must be
+    /// the manifest whose digest names the directory (the one that was verified).
     pub fn manifest(&self, digest: &str) -> Result<Manifest, StoreError> {
         let path = self.bundle_dir(digest).join("manifest.json");
         let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
+        let id = BundleId::of_manifest(&bytes);
+        if digest_of(id.as_str()) != digest {
+            return Err(StoreError::Corrupt {
+                path,
+                message: format!(
+                    "its digest is {id}, not the sha256:{digest} its directory names; the stored bundle was altered: remove the directory and import the bundle again"
+                ),
+            });
+        }
         Manifest::parse(&bytes).map_err(|e| StoreError::Corrupt {
             path,
             message: e.to_string(),
@@ -119,7 +222,8 @@ impl BundleStore {
     }
 
     /// Verifies the bundle file against `policy`, runs its golden vectors, installs it and
-    /// makes it active. Nothing changes unless every step passes.
+    /// makes it active. Nothing changes unless every step passes. The file is opened once
+    /// (a regular file only) and what is stored is exactly what that one read verified.
     pub fn import(
         &self,
         bundle: &Path,
@@ -128,42 +232,44 @@ impl BundleStore {
         hardware: inference::Hardware,
         now: SystemTime,
     ) -> Result<Imported, StoreError> {
-        let policy = load_policy(policy)?;
+        let file = super::open_regular(bundle)?;
+        self.import_file(file, &ImportOptions::new(policy, onnxruntime, hardware, now))
+    }
+
+    /// [`Self::import`] of an already opened bundle file.
+    pub fn import_file(&self, file: File, options: &ImportOptions) -> Result<Imported, StoreError> {
+        let policy = load_policy(&options.policy)?;
         std::fs::create_dir_all(&self.root).map_err(Self::io(&self.root))?;
-        let staging = tempfile::Builder::new()
-            .prefix(".staging-")
-            .tempdir_in(&self.root)
-            .map_err(Self::io(&self.root))?;
-        let file = File::open(bundle).map_err(|source| VerifyError::ReadBundle {
-            path: bundle.to_owned(),
-            source,
-        })?;
-        // The manifest and signatures, exactly as signed, beside the payload.
-        let header = BundleReader::open(BufReader::new(
-            File::open(bundle).map_err(Self::io(bundle))?,
-        ));
+        let staging = {
+            let _shared = self.lock_with(rustix::fs::FlockOperation::LockShared)?;
+            Staging::create(&self.root)?
+        };
         let mut sink = DirectorySink::new(&staging.path().join("files"));
         let outcome = outcome::verify_bundle(
             BufReader::with_capacity(1 << 20, file),
             &policy,
-            now,
+            options.now,
             &mut sink,
         );
-        let (Some(manifest), Ok(header)) =
-            (outcome.manifest.clone().filter(|_| outcome.ok), header)
-        else {
+        let (Some(manifest), Some(signed)) = (
+            outcome.manifest.clone().filter(|_| outcome.ok),
+            outcome.signed.clone(),
+        ) else {
             return Ok(Imported {
                 outcome,
                 golden: Vec::new(),
                 activated: None,
             });
         };
-        inference::init(onnxruntime)?;
+        let digest = digest_of(outcome.id.as_deref().unwrap_or_default()).to_owned();
+        // Refused before the model is even loaded: a downgrade is a policy decision.
+        self.check_version(&digest, &manifest, options.allow_downgrade)?;
+        inference::init(&options.onnxruntime)?;
         let mut model = inference::Model::load(
             &staging.path().join("files").join(&manifest.model.entry),
             &manifest.model,
             &manifest.requirements,
-            hardware,
+            options.hardware,
         )?;
         let golden = inference::check_golden(&mut model, &manifest.golden);
         drop(model);
@@ -174,7 +280,6 @@ impl BundleStore {
                 activated: None,
             });
         }
-        let digest = digest_of(outcome.id.as_deref().unwrap_or_default()).to_owned();
         let write = |name: &str, bytes: &[u8]| -> Result<(), StoreError> {
             let path = staging.path().join(name);
             let mut f = File::create(&path).map_err(Self::io(&path))?;
@@ -182,20 +287,25 @@ impl BundleStore {
                 .and_then(|()| f.sync_all())
                 .map_err(Self::io(&path))
         };
-        write("manifest.json", header.manifest_bytes())?;
+        write("manifest.json", &signed.manifest_bytes)?;
         write(
             "signatures.json",
-            &serde_json::to_vec_pretty(&serde_json::json!({ "signatures": header.signatures() }))
+            &serde_json::to_vec_pretty(&serde_json::json!({ "signatures": signed.signatures }))
                 .expect("signatures serialize"),
         )?;
+        let lock = self.lock()?;
+        // Checked again under the lock: another import may have raised the floor meanwhile.
+        self.check_version(&digest, &manifest, options.allow_downgrade)?;
         let target = self.bundle_dir(&digest);
         if target.exists() {
             tracing::info!(bundle = %digest, "bundle already installed; activating the installed copy");
+            drop(staging);
         } else {
-            let staged = staging.keep();
-            std::fs::rename(&staged, &target).map_err(Self::io(&target))?;
+            staging.install(&target).map_err(Self::io(&target))?;
         }
-        self.activate(&digest)?;
+        self.activate_locked(&lock, &digest, &manifest)?;
+        drop(lock);
+        self.remove_abandoned_staging();
         Ok(Imported {
             outcome,
             golden,
@@ -203,14 +313,65 @@ impl BundleStore {
         })
     }
 
-    /// Makes an installed bundle active; the active one becomes previous.
-    pub fn activate(&self, digest: &str) -> Result<(), StoreError> {
-        let mut current = self.current()?;
-        if current.active.as_deref() == Some(digest) {
+    /// The anti-rollback rule: a bundle older (by semantic-version precedence) than the
+    /// newest version of its model this node ever activated is refused, unless it is this
+    /// node's own previous (or active) bundle — the controller's automatic rollback and
+    /// `gantry-agent rollback` go back one step, never further — or the operator at the
+    /// node allowed it explicitly (`gantry-agent import --allow-downgrade`).
+    fn check_version(
+        &self,
+        digest: &str,
+        manifest: &Manifest,
+        allow_downgrade: bool,
+    ) -> Result<(), StoreError> {
+        let current = self.current()?;
+        let Some(newest) = current.newest.get(&manifest.name) else {
+            return Ok(());
+        };
+        let older = manifest::version_precedence(&manifest.version, newest)
+            .is_some_and(|o| o == std::cmp::Ordering::Less);
+        let own = current.previous.as_deref() == Some(digest) || current.active.as_deref() == Some(digest);
+        if !older || own {
             return Ok(());
         }
-        current.previous = current.active.take();
-        current.active = Some(digest.to_owned());
+        if allow_downgrade {
+            tracing::warn!(model = %manifest.name, version = %manifest.version, newest = %newest, "downgrade allowed by the operator");
+            return Ok(());
+        }
+        Err(StoreError::Downgrade {
+            model: manifest.name.clone(),
+            version: manifest.version.clone(),
+            newest: newest.clone(),
+        })
+    }
+
+    /// Makes an installed bundle active; the active one becomes previous.
+    pub fn activate(&self, digest: &str) -> Result<(), StoreError> {
+        let lock = self.lock()?;
+        let manifest = self.manifest(digest)?;
+        self.activate_locked(&lock, digest, &manifest)
+    }
+
+    fn activate_locked(
+        &self,
+        _lock: &StoreLock,
+        digest: &str,
+        manifest: &Manifest,
+    ) -> Result<(), StoreError> {
+        let mut current = self.current()?;
+        let newer = current.newest.get(&manifest.name).is_none_or(|newest| {
+            manifest::version_precedence(&manifest.version, newest)
+                .is_some_and(|o| o == std::cmp::Ordering::Greater)
+        });
+        if newer {
+            current
+                .newest
+                .insert(manifest.name.clone(), manifest.version.clone());
+        }
+        if current.active.as_deref() != Some(digest) {
+            current.previous = current.active.take();
+            current.active = Some(digest.to_owned());
+        }
         self.write_current(&current)?;
         self.collect_garbage(&current);
         Ok(())
@@ -218,6 +379,7 @@ impl BundleStore {
 
     /// Swaps the active and previous bundles.
     pub fn rollback(&self) -> Result<Current, StoreError> {
+        let _lock = self.lock()?;
         let mut current = self.current()?;
         let Some(previous) = current.previous.take() else {
             return Err(StoreError::NothingToRollBack);
@@ -226,6 +388,55 @@ impl BundleStore {
         current.active = Some(previous);
         self.write_current(&current)?;
         Ok(current)
+    }
+
+    /// Serialises every change of `current.json` and of the installed bundles between
+    /// this process and any other (the daemon's delivery, a CLI `import` or `rollback`).
+    fn lock(&self) -> Result<StoreLock, StoreError> {
+        self.lock_with(rustix::fs::FlockOperation::LockExclusive)
+    }
+
+    fn lock_with(&self, operation: rustix::fs::FlockOperation) -> Result<StoreLock, StoreError> {
+        std::fs::create_dir_all(&self.root).map_err(Self::io(&self.root))?;
+        let path = self.root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        rustix::fs::flock(&file, operation)
+            .map_err(|e| StoreError::Io {
+                path,
+                source: e.into(),
+            })?;
+        Ok(StoreLock { _file: file })
+    }
+
+    /// Removes `.staging-*` directories left by imports that were killed: any one whose
+    /// lock nobody holds. Run at start and after every import.
+    pub fn remove_abandoned_staging(&self) {
+        // Exclusive: no import is between creating its staging directory and locking it.
+        let Ok(_lock) = self.lock() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().starts_with(".staging-") {
+                continue;
+            }
+            let path = entry.path();
+            if Staging::in_use(&path) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "removed an interrupted import's staging directory"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted import's staging directory"),
+            }
+        }
     }
 
     fn write_current(&self, current: &Current) -> Result<(), StoreError> {

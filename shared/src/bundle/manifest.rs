@@ -525,6 +525,14 @@ pub fn validate_semver(version: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Orders two versions by semantic-version precedence (build metadata ignored, a
+/// pre-release before its release). `None` when either is not a semantic version.
+pub fn version_precedence(a: &str, b: &str) -> Option<std::cmp::Ordering> {
+    let a = semver::Version::parse(a).ok()?;
+    let b = semver::Version::parse(b).ok()?;
+    Some(a.cmp_precedence(&b))
+}
+
 /// Whether `text` is 64 lowercase hexadecimal digits.
 pub fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64
@@ -596,6 +604,15 @@ mod tests {
     fn round_trip_keeps_the_manifest() {
         let bytes = sample().to_bytes().unwrap();
         assert_eq!(Manifest::parse(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn versions_order_by_precedence() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(version_precedence("1.2.0", "1.10.0"), Some(Less));
+        assert_eq!(version_precedence("2.0.0", "2.0.0-rc.1"), Some(Greater));
+        assert_eq!(version_precedence("1.0.0+a", "1.0.0+b"), Some(Equal));
+        assert_eq!(version_precedence("1.0", "1.0.0"), None);
     }
 
     #[test]

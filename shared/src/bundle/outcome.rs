@@ -33,6 +33,17 @@ pub struct VerifyOutcome {
     /// The manifest, once it was read (for callers that go on, e.g. to run golden vectors).
     #[serde(skip)]
     pub manifest: Option<super::manifest::Manifest>,
+    /// The manifest's exact bytes and the signatures, from the same read that was
+    /// verified: what a store keeps must be what was checked, never a second read.
+    #[serde(skip)]
+    pub signed: Option<SignedManifest>,
+}
+
+/// A manifest's signed bytes and its signatures, as read from the bundle.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignedManifest {
+    pub manifest_bytes: Vec<u8>,
+    pub signatures: Vec<super::signing::Signature>,
 }
 
 /// One signature's verdict.
@@ -146,6 +157,10 @@ pub fn verify_bundle<R: Read>(
     outcome.name = Some(bundle.manifest().name.clone());
     outcome.version = Some(bundle.manifest().version.clone());
     outcome.manifest = Some(bundle.manifest().clone());
+    outcome.signed = Some(SignedManifest {
+        manifest_bytes: bundle.manifest_bytes().to_vec(),
+        signatures: bundle.signatures().to_vec(),
+    });
     match bundle.check_signatures(policy, now) {
         Ok(report) => outcome.record_signatures(&report),
         Err(e) => return outcome.fail(&e),

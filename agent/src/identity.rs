@@ -232,17 +232,7 @@ pub fn offline_install(
             response.response.node_name, pending.name
         )));
     }
-    let fingerprint = gantry_shared::tls::certificates_from_pem(
-        &response.controller_certificate_pem,
-        "controller certificate",
-    )
-    .ok()
-    .and_then(|certs| certs.first().map(|c| gantry_shared::tls::fingerprint(c)));
-    if fingerprint.as_deref() != Some(pending.controller_sha256.as_str()) {
-        return Err(IdentityError::Offline(
-            "the response does not come from the controller the join token names (its certificate does not match the token's pin)".to_owned(),
-        ));
-    }
+    check_offline_response(response, &pending, &key_pem, std::time::SystemTime::now())?;
     let controller: SocketAddr = response.controller.parse().map_err(|_| {
         IdentityError::Offline(format!(
             "the response names no controller address ({:?})",
@@ -276,6 +266,71 @@ pub fn offline_install(
         ca_pem: response.response.ca_pem.clone(),
         cert_pem: response.response.certificate_pem.clone(),
         key_pem,
+    })
+}
+
+/// Checks that an enrollment response by file comes from the controller the token pinned
+/// and certifies this node's own key: the pinned certificate (public, so proving nothing
+/// by itself), the controller's signature by that certificate's private key over the
+/// response and this node's public key, and both the controller's and the node's
+/// certificates issued by the CA the response names.
+fn check_offline_response(
+    response: &enroll::OfflineResponse,
+    pending: &Pending,
+    key_pem: &str,
+    now: std::time::SystemTime,
+) -> Result<(), IdentityError> {
+    use gantry_shared::tls::{self, Role};
+    let refuse = |why: String| IdentityError::Offline(why);
+    let first = |pem: &str, what: &'static str| {
+        tls::certificates_from_pem(pem, what)
+            .ok()
+            .and_then(|certs| certs.into_iter().next())
+            .ok_or_else(|| refuse(format!("the response carries no readable {what}")))
+    };
+    let controller_cert = first(
+        &response.controller_certificate_pem,
+        "controller certificate",
+    )?;
+    if tls::fingerprint(&controller_cert) != pending.controller_sha256 {
+        return Err(refuse(
+            "the response does not come from the controller the join token names (its certificate does not match the token's pin)".to_owned(),
+        ));
+    }
+    let public_key = gantry_net::public_key_of(key_pem)
+        .map_err(|e| refuse(format!("cannot read the pending node key: {e}")))?;
+    let message = enroll::offline_response_message(&public_key, &response.response);
+    let signature = gantry_shared::bundle::signing::from_hex(&response.controller_signature)
+        .ok_or_else(|| {
+            refuse("the response's controller signature is not hexadecimal".to_owned())
+        })?;
+    tls::verify_signed_by(&controller_cert, "controller certificate", &message, &signature).map_err(
+        |_| {
+            refuse(
+                "the response is not signed by the controller the join token names (a response built elsewhere, or altered on the way, or for another node key)"
+                    .to_owned(),
+            )
+        },
+    )?;
+    let ca = &response.response.ca_pem;
+    tls::verify_issued_by(ca, &controller_cert, Role::Controller, now).map_err(|e| {
+        refuse(format!(
+            "the pinned controller certificate does not chain to the CA in the response: {e}"
+        ))
+    })?;
+    let node_cert = first(&response.response.certificate_pem, "node certificate")?;
+    tls::verify_issued_by(ca, &node_cert, Role::Client, now).map_err(|e| {
+        refuse(format!(
+            "the node certificate in the response does not chain to the pinned controller's CA: {e}"
+        ))
+    })?;
+    let probe = b"gantry offline enrollment key check";
+    let proof = gantry_net::sign(key_pem, probe)
+        .map_err(|e| refuse(format!("cannot use the pending node key: {e}")))?;
+    tls::verify_signed_by(&node_cert, "node certificate", probe, &proof).map_err(|_| {
+        refuse(
+            "the node certificate in the response is for another key, not this node's".to_owned(),
+        )
     })
 }
 

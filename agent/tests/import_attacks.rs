@@ -92,7 +92,11 @@ impl Node {
     }
 
     fn active(&self) -> String {
-        self.store().current().unwrap().active.expect("an active bundle")
+        self.store()
+            .current()
+            .unwrap()
+            .active
+            .expect("an active bundle")
     }
 }
 
@@ -129,9 +133,13 @@ fn verify_then_use_the_stored_manifest_is_the_one_verified() {
     assert_eq!(code, 0, "{text}");
     let digest = node.active();
     let stored = std::fs::read(node.store().bundle_dir(&digest).join("manifest.json")).unwrap();
-    let reader = gantry_shared::bundle::BundleReader::open(std::fs::File::open(&bundle).unwrap())
-        .unwrap();
-    assert_eq!(stored, reader.manifest_bytes(), "exactly the verified bytes");
+    let reader =
+        gantry_shared::bundle::BundleReader::open(std::fs::File::open(&bundle).unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        reader.manifest_bytes(),
+        "exactly the verified bytes"
+    );
     assert_eq!(reader.id().as_str(), format!("sha256:{digest}"));
 }
 
@@ -200,9 +208,15 @@ fn concurrent_imports_never_lose_an_activation_or_delete_the_active_bundle() {
     let node = Node::new();
     let files: Vec<String> = (0..4).map(|i| format!("b{i}.bundle")).collect();
     for (i, file) in files.iter().enumerate() {
-        write_bundle(&node.path(file), "tiny_linear", "tiny-linear", "1.0.0", |m| {
-            m.created_at = format!("2026-11-2{i}T00:00:00Z");
-        });
+        write_bundle(
+            &node.path(file),
+            "tiny_linear",
+            "tiny-linear",
+            "1.0.0",
+            |m| {
+                m.created_at = format!("2026-11-2{i}T00:00:00Z");
+            },
+        );
     }
     let children: Vec<_> = files
         .iter()
@@ -233,7 +247,10 @@ fn concurrent_imports_never_lose_an_activation_or_delete_the_active_bundle() {
             (!name.starts_with('.') && name != "current.json").then_some(name)
         })
         .count();
-    assert_eq!(installed, 2, "only the active and previous bundles are kept");
+    assert_eq!(
+        installed, 2,
+        "only the active and previous bundles are kept"
+    );
 }
 
 #[test]
@@ -245,7 +262,10 @@ fn staging_left_by_a_killed_import_is_removed() {
     node.bundle("v1.bundle", "1.0.0");
     let (code, text) = node.import("v1.bundle");
     assert_eq!(code, 0, "{text}");
-    assert!(!stale.exists(), "the interrupted import's staging is removed");
+    assert!(
+        !stale.exists(),
+        "the interrupted import's staging is removed"
+    );
     let left: Vec<_> = std::fs::read_dir(node.path("state/bundles"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -877,6 +877,7 @@ mod fleet {
                 let Response::Redeemed {
                     response,
                     controller_certificate_pem,
+                    controller_signature,
                 } = client
                     .call(Request::TokenRedeem(Box::new(offline.request)))
                     .await?
@@ -889,6 +890,7 @@ mod fleet {
                     response,
                     controller: admin.controller.unwrap_or(identity.controller).to_string(),
                     controller_certificate_pem,
+                    controller_signature,
                 };
                 let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
                 bytes.push(b'\n');

@@ -27,6 +27,12 @@ pub fn new_key_pair() -> Result<(String, String), NetError> {
     ))
 }
 
+/// The public key of a private key (PKCS#8 PEM), as [`new_key_pair`] writes it.
+pub fn public_key_of(key_pem: &str) -> Result<String, NetError> {
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| NetError::Tls(e.to_string()))?;
+    Ok(gantry_shared::bundle::signing::to_hex(key.public_key_raw()))
+}
+
 /// Signs `message` with a node's or admin's private key (PKCS#8 PEM, P-256): an ECDSA
 /// signature over SHA-256, ASN.1 DER encoded.
 pub fn sign(key_pem: &str, message: &[u8]) -> Result<Vec<u8>, NetError> {

@@ -32,6 +32,77 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("client verifier configuration failed: {0}")]
     Verifier(String),
+    #[error("the {what} was not issued by this CA: {message}")]
+    NotIssued { what: &'static str, message: String },
+    #[error("the signature does not verify with the {what}'s key")]
+    BadSignature { what: &'static str },
+}
+
+/// What a certificate is for, to check it against a CA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The controller's server certificate, by [`crate::protocol::CONTROLLER_SERVER_NAME`].
+    Controller,
+    /// A node's or admin's client certificate.
+    Client,
+}
+
+/// Checks that `cert` was issued, for `role`, by the CA in `ca_pem`, and is valid at `now`.
+pub fn verify_issued_by(
+    ca_pem: &str,
+    cert: &CertificateDer<'_>,
+    role: Role,
+    now: std::time::SystemTime,
+) -> Result<(), TlsError> {
+    let now = UnixTime::since_unix_epoch(
+        now.duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    );
+    let roots = Arc::new(roots(ca_pem)?);
+    let (what, result) = match role {
+        Role::Controller => {
+            let verifier =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider())
+                    .build()
+                    .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let name = ServerName::try_from(crate::protocol::CONTROLLER_SERVER_NAME)
+                .expect("the controller's name is a DNS name");
+            (
+                "controller certificate",
+                verifier
+                    .verify_server_cert(cert, &[], &name, &[], now)
+                    .map(|_| ()),
+            )
+        }
+        Role::Client => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            (
+                "client certificate",
+                verifier.verify_client_cert(cert, &[], now).map(|_| ()),
+            )
+        }
+    };
+    result.map_err(|e| TlsError::NotIssued {
+        what,
+        message: e.to_string(),
+    })
+}
+
+/// Checks an ECDSA P-256 signature (SHA-256, ASN.1 DER) over `message` by the key of `cert`.
+pub fn verify_signed_by(
+    cert: &CertificateDer<'_>,
+    what: &'static str,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), TlsError> {
+    let cert = webpki::EndEntityCert::try_from(cert).map_err(|e| TlsError::Pem {
+        what,
+        message: e.to_string(),
+    })?;
+    cert.verify_signature(webpki::ring::ECDSA_P256_SHA256, message, signature)
+        .map_err(|_| TlsError::BadSignature { what })
 }
 
 fn provider() -> Arc<CryptoProvider> {

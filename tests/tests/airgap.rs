@@ -524,3 +524,74 @@ fn an_enrollment_response_for_another_node_or_from_another_controller_is_refused
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
 }
+
+#[test]
+fn forged_offline_enrollment_from_another_controller_with_the_pinned_certificate_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let pinned = Controller::start();
+    let node = work.path().join("node");
+    std::fs::create_dir(&node).unwrap();
+    std::fs::write(node.join("agent.toml"), "").unwrap();
+    let (_request, response) = enroll_by_file(&pinned, &node, "hall-6");
+    let genuine: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&response).unwrap()).unwrap();
+
+    // Another controller answers a request of its own, then dresses the answer up with
+    // the pinned controller's certificate, which is public.
+    let attacker = Controller::start();
+    let decoy = work.path().join("decoy");
+    std::fs::create_dir(&decoy).unwrap();
+    std::fs::write(decoy.join("agent.toml"), "").unwrap();
+    let (_, decoy_response) = enroll_by_file(&attacker, &decoy, "hall-6");
+    let mut forged: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&decoy_response).unwrap()).unwrap();
+    forged["controller_certificate_pem"] = genuine["controller_certificate_pem"].clone();
+
+    let refused = |value: &serde_json::Value, expect: &str| {
+        let path = work.path().join("forged.json");
+        std::fs::write(&path, value.to_string()).unwrap();
+        let out = agent_cli(
+            &node,
+            &["enroll", "--offline-response", path.to_str().unwrap()],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expect), "{stderr}");
+        assert!(
+            node.join("state/identity/pending.key").is_file(),
+            "the pending request stays"
+        );
+        assert!(!node.join("state/identity/node.crt").exists());
+    };
+    refused(
+        &forged,
+        "is not signed by the controller the join token names",
+    );
+    // The genuine signature kept, but the node certificate and CA swapped for the other
+    // fleet's: the signature covers them.
+    let mut swapped = genuine.clone();
+    swapped["response"]["certificate_pem"] = forged["response"]["certificate_pem"].clone();
+    swapped["response"]["ca_pem"] = forged["response"]["ca_pem"].clone();
+    refused(
+        &swapped,
+        "is not signed by the controller the join token names",
+    );
+    // No signature at all.
+    let mut unsigned = genuine.clone();
+    unsigned["controller_signature"] = serde_json::json!("00");
+    refused(
+        &unsigned,
+        "is not signed by the controller the join token names",
+    );
+
+    // The genuine response still enrolls the node.
+    let out = agent_cli(
+        &node,
+        &["enroll", "--offline-response", response.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

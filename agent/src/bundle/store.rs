@@ -233,7 +233,10 @@ impl BundleStore {
         now: SystemTime,
     ) -> Result<Imported, StoreError> {
         let file = super::open_regular(bundle)?;
-        self.import_file(file, &ImportOptions::new(policy, onnxruntime, hardware, now))
+        self.import_file(
+            file,
+            &ImportOptions::new(policy, onnxruntime, hardware, now),
+        )
     }
 
     /// [`Self::import`] of an already opened bundle file.
@@ -330,7 +333,8 @@ impl BundleStore {
         };
         let older = manifest::version_precedence(&manifest.version, newest)
             .is_some_and(|o| o == std::cmp::Ordering::Less);
-        let own = current.previous.as_deref() == Some(digest) || current.active.as_deref() == Some(digest);
+        let own = current.previous.as_deref() == Some(digest)
+            || current.active.as_deref() == Some(digest);
         if !older || own {
             return Ok(());
         }
@@ -405,11 +409,10 @@ impl BundleStore {
             .write(true)
             .open(&path)
             .map_err(Self::io(&path))?;
-        rustix::fs::flock(&file, operation)
-            .map_err(|e| StoreError::Io {
-                path,
-                source: e.into(),
-            })?;
+        rustix::fs::flock(&file, operation).map_err(|e| StoreError::Io {
+            path,
+            source: e.into(),
+        })?;
         Ok(StoreLock { _file: file })
     }
 
@@ -433,8 +436,12 @@ impl BundleStore {
                 continue;
             }
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed an interrupted import's staging directory"),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted import's staging directory"),
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an interrupted import's staging directory")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted import's staging directory")
+                }
             }
         }
     }

@@ -220,12 +220,28 @@ pub(super) async fn handle(
         Request::TelemetryImport { file } => telemetry_import(shared, caller, &file).await,
         Request::TokenRedeem(request) => {
             let node = request.node_name.clone();
+            let node_public_key = request.public_key.clone();
             match super::enroll(shared, *request).await {
                 Response::Enrolled(response) => {
+                    let message = gantry_shared::protocol::enroll::offline_response_message(
+                        &node_public_key,
+                        &response,
+                    );
+                    let signature = match gantry_net::sign(&shared.controller_key_pem, &message) {
+                        Ok(signature) => signature,
+                        Err(e) => {
+                            tracing::error!(admin = caller, %node, error = %e, "cannot sign an enrollment by file with the controller key; the node is enrolled but its response cannot be issued: revoke it and enroll again once the key is fixed");
+                            return error(
+                                ErrorCode::Unavailable,
+                                "the controller cannot sign the enrollment response",
+                            );
+                        }
+                    };
                     tracing::info!(admin = caller, %node, "node enrolled by file");
                     Response::Admin(admin::Response::Redeemed {
                         response,
                         controller_certificate_pem: shared.controller_certificate_pem.clone(),
+                        controller_signature: gantry_shared::bundle::signing::to_hex(&signature),
                     })
                 }
                 other => other,

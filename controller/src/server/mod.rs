@@ -106,6 +106,8 @@ struct Shared {
     /// The controller's certificate, for nodes enrolling by file to check against their
     /// token's pin.
     controller_certificate_pem: String,
+    /// Signs enrollments by file (`gantry token redeem`), proving they come from here.
+    controller_key_pem: String,
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
@@ -133,9 +135,9 @@ pub async fn serve(
     let store = Arc::new(Store::open(&home.store_path())?);
     let ca = Ca::load(&home.dir)?;
     let cert_pem = home.read("controller.crt")?;
-    let tls =
-        gantry_shared::tls::server_config(ca.cert_pem(), &cert_pem, &home.read("controller.key")?)
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    let key_pem = home.read("controller.key")?;
+    let tls = gantry_shared::tls::server_config(ca.cert_pem(), &cert_pem, &key_pem)
+        .map_err(|e| ServeError::Tls(e.to_string()))?;
     let controller_fingerprint =
         ca::pem_fingerprint(&cert_pem).map_err(|e| ServeError::Tls(e.to_string()))?;
     let endpoint =
@@ -160,6 +162,7 @@ pub async fn serve(
         ca,
         controller_fingerprint,
         controller_certificate_pem: cert_pem.clone(),
+        controller_key_pem: key_pem,
         live: Mutex::new(HashMap::new()),
         ingest,
         counters: Counters::default(),

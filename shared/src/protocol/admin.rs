@@ -217,6 +217,8 @@ pub enum Response {
     Redeemed {
         response: super::enroll::Response,
         controller_certificate_pem: String,
+        /// See [`super::enroll::OfflineResponse::controller_signature`].
+        controller_signature: String,
     },
     TelemetryImported {
         node: String,

@@ -47,6 +47,11 @@ pub struct OfflineRequest {
 
 /// What the controller writes back (`gantry token redeem`), for the node to install
 /// (`gantry-agent enroll --offline-response`).
+///
+/// The controller certificate alone proves nothing (it is public): the response carries
+/// the controller's signature, by the private key of that certificate, over
+/// [`offline_response_message`] — the node's own public key and the response — and the
+/// node checks that its certificate and the controller's chain to the CA in the response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineResponse {
@@ -57,6 +62,29 @@ pub struct OfflineResponse {
     pub controller: String,
     /// The controller's certificate: the node checks it against the token's pin.
     pub controller_certificate_pem: String,
+    /// ECDSA P-256 (SHA-256, ASN.1 DER) by the controller's key over
+    /// [`offline_response_message`], hexadecimal.
+    pub controller_signature: String,
+}
+
+/// What the controller signs for an enrollment by file: a context, the public key the
+/// node asked to be certified, and the response.
+pub fn offline_response_message(node_public_key: &str, response: &Response) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Signed<'a> {
+        node_public_key: &'a str,
+        response: &'a Response,
+    }
+    let mut message = b"gantry offline enrollment response v1\0".to_vec();
+    serde_json::to_writer(
+        &mut message,
+        &Signed {
+            node_public_key,
+            response,
+        },
+    )
+    .expect("an enrollment response serializes");
+    message
 }
 
 pub const OFFLINE_REQUEST_FORMAT: &str = "gantry-enroll-request";

@@ -24,12 +24,15 @@ pub enum OfflineError {
     Store(#[from] StoreError),
 }
 
-/// Opens the store of the controller directory `dir` for reading the audit log.
+/// Opens the store of the controller directory `dir` read-only, as evidence.
 pub fn open_store(dir: &Path) -> Result<Store, OfflineError> {
     let path = Home::new(dir.to_owned()).store_path();
-    Store::open(&path).map_err(|source| OfflineError::Open {
-        path: path.display().to_string(),
-        source,
+    Store::open_evidence(&path).map_err(|source| match source {
+        StoreError::Engine(_) if Path::new(&path).is_file() => OfflineError::Open {
+            path: path.display().to_string(),
+            source,
+        },
+        other => OfflineError::Store(other),
     })
 }
 

@@ -72,6 +72,10 @@ enum Command {
         /// How long telemetry is kept.
         #[arg(long, env = "GANTRY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
         retention: Duration,
+        /// Start with a new, empty store when the directory has none (the audit chain
+        /// starts again); without it a missing or empty store is refused.
+        #[arg(long)]
+        new_store: bool,
     },
     /// Join tokens for enrolling nodes.
     #[command(subcommand)]
@@ -684,7 +688,7 @@ mod fleet {
                 let v = if let Some(dir) = dir {
                     tokio::task::spawn_blocking(move || {
                         audit_cmd::open_store(&dir)?
-                            .verify_audit()
+                            .guarded(gantry_controller::store::Store::verify_audit)
                             .map_err(Into::into)
                     })
                     .await?
@@ -720,8 +724,10 @@ mod fleet {
                 let silence_ms = silence.as_millis() as u64;
                 let report = if let Some(dir) = dir {
                     tokio::task::spawn_blocking(move || {
-                        let store = audit_cmd::open_store(&dir)?;
-                        gantry_controller::audit::report(&store, from_ms, to_ms, silence_ms)
+                        audit_cmd::open_store(&dir)?
+                            .guarded(|store| {
+                                gantry_controller::audit::report(store, from_ms, to_ms, silence_ms)
+                            })
                             .map_err(audit_cmd::OfflineError::from)
                     })
                     .await?
@@ -819,6 +825,7 @@ mod fleet {
                 listen,
                 metrics_listen,
                 retention,
+                new_store,
             } => {
                 gantry_net::service_dir::check_writer(&dir.dir, "gantry serve …")?;
                 let metrics_listen = if metrics_listen.trim().is_empty() {
@@ -845,6 +852,7 @@ mod fleet {
                         listen,
                         metrics_listen,
                         retention,
+                        new_store,
                     },
                     shutdown,
                     None,

@@ -17,11 +17,11 @@
 //!   deleted, so a late redelivery of a deleted record is recognized as a duplicate too.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gantry_shared::protocol::admin::{RecordInfo, Role};
 use gantry_shared::protocol::telemetry::{Batch, RecordClass};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
@@ -51,6 +51,73 @@ pub enum StoreError {
     Engine(String),
     #[error("a stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error(
+        "the store {path} is damaged ({problem}); nothing was changed: restore it from a backup, or keep it as evidence and start on a copy"
+    )]
+    Damaged { path: PathBuf, problem: String },
+    #[error(
+        "the store {path} {problem}: it is not the controller's evidence (point --dir at the controller directory or a copy of its store)"
+    )]
+    NotEvidence {
+        path: PathBuf,
+        problem: &'static str,
+    },
+    #[error("the store was opened read-only, as evidence; it cannot be changed")]
+    ReadOnly,
+}
+
+/// Runs `f`, turning a panic inside the storage engine (which is how it meets some kinds
+/// of damage: a truncated file, flipped bits) into [`StoreError::Damaged`] naming `path`.
+/// The default panic message is not printed: the error says what happened.
+pub fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let problem = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the storage engine failed".to_owned());
+        Err(StoreError::Damaged {
+            path: path.to_owned(),
+            problem,
+        })
+    })
+}
+
+/// What opening the store at `path` failed with: damage named as such, with the file.
+fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
+    use redb::{DatabaseError, StorageError as S};
+    match e {
+        DatabaseError::Storage(S::Corrupted(problem)) => StoreError::Damaged {
+            path: path.to_owned(),
+            problem,
+        },
+        DatabaseError::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            StoreError::Damaged {
+                path: path.to_owned(),
+                problem: format!("it ends early: {io}"),
+            }
+        }
+        other => StoreError::Engine(format!("{}: {other}", path.display())),
+    }
+}
+
+/// The engine's handle: writable for the daemon, read-only for evidence.
+enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Writable(_) => "Db::Writable",
+            Self::ReadOnly(_) => "Db::ReadOnly",
+        })
+    }
 }
 
 macro_rules! engine_errors {
@@ -195,15 +262,35 @@ fn append_audit_in(
 /// The controller store.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: Db,
+    path: PathBuf,
+    /// The private copy an unclean evidence store is read from; removed with the store.
+    _copy: Option<tempfile::NamedTempFile>,
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path` and its tables.
+    /// Opens (or creates) the store at `path` and its tables, checking every page of an
+    /// existing one first: damage is found here, with the file named, not by a crash later.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        guarded(path, || Self::open_unguarded(path))
+    }
+
+    fn open_unguarded(path: &Path) -> Result<Self, StoreError> {
         // The cache serves reads of recent telemetry and the small tables; writes are
         // appends. 64 MiB keeps the controller's memory bounded under sustained ingest.
-        let db = Database::builder().set_cache_size(64 << 20).create(path)?;
+        let existed = std::fs::metadata(path).is_ok_and(|m| m.len() > 0);
+        let mut db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        if existed
+            && !db.check_integrity().map_err(|e| StoreError::Damaged {
+                path: path.to_owned(),
+                problem: e.to_string(),
+            })?
+        {
+            tracing::warn!(path = %path.display(), "the store was not closed cleanly; repaired");
+        }
         let txn = db.begin_write()?;
         txn.open_table(TOKENS)?;
         txn.open_table(IDENTITIES)?;
@@ -216,7 +303,83 @@ impl Store {
         txn.open_table(AUDITED_BUNDLES)?;
         txn.open_table(AUDITED_POLICY)?;
         txn.commit()?;
-        Ok(Self { db })
+        Ok(Self {
+            db: Db::Writable(db),
+            path: path.to_owned(),
+            _copy: None,
+        })
+    }
+
+    /// Opens the store at `path` read-only, as evidence: it must exist and hold a store;
+    /// nothing is created and no byte of the file changes. A store that was not closed
+    /// cleanly (its controller killed) needs a repair to be read: that repair is made on a
+    /// private copy, never on the file. Reads through such a store go through
+    /// [`Store::guarded`].
+    pub fn open_evidence(path: &Path) -> Result<Self, StoreError> {
+        let not = |problem| StoreError::NotEvidence {
+            path: path.to_owned(),
+            problem,
+        };
+        let meta = std::fs::metadata(path).map_err(|_| not("does not exist"))?;
+        if !meta.is_file() {
+            return Err(not("is not a file"));
+        }
+        if meta.len() == 0 {
+            return Err(not("is empty"));
+        }
+        guarded(path, || {
+            match redb::Builder::new()
+                .set_cache_size(64 << 20)
+                .open_read_only(path)
+            {
+                Ok(db) => Ok(Self {
+                    db: Db::ReadOnly(db),
+                    path: path.to_owned(),
+                    _copy: None,
+                }),
+                Err(redb::DatabaseError::RepairAborted) => Self::open_repaired_copy(path),
+                Err(e) => Err(open_error(path, e)),
+            }
+        })
+    }
+
+    fn open_repaired_copy(path: &Path) -> Result<Self, StoreError> {
+        tracing::info!(path = %path.display(), "the store was not closed cleanly; reading a repaired private copy, the file itself stays untouched");
+        let io =
+            |e: std::io::Error| StoreError::Engine(format!("cannot copy {}: {e}", path.display()));
+        let copy = tempfile::NamedTempFile::new().map_err(io)?;
+        std::fs::copy(path, copy.path()).map_err(io)?;
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create(copy.path())
+            .map_err(|e| open_error(path, e))?;
+        Ok(Self {
+            db: Db::Writable(db),
+            path: path.to_owned(),
+            _copy: Some(copy),
+        })
+    }
+
+    /// Runs `f` over this store, a panic of the engine on damaged data becoming an error.
+    pub fn guarded<T>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        guarded(&self.path, || f(self))
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(match &self.db {
+            Db::Writable(db) => db.begin_read()?,
+            Db::ReadOnly(db) => db.begin_read()?,
+        })
+    }
+
+    fn write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        match &self.db {
+            Db::Writable(db) => Ok(db.begin_write()?),
+            Db::ReadOnly(_) => Err(StoreError::ReadOnly),
+        }
     }
 
     pub fn put_identity(
@@ -224,7 +387,7 @@ impl Store {
         fingerprint: &str,
         record: &IdentityRecord,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         txn.open_table(IDENTITIES)?
             .insert(fingerprint, to_json(record).as_slice())?;
         txn.commit()?;
@@ -232,7 +395,7 @@ impl Store {
     }
 
     pub fn identity(&self, fingerprint: &str) -> Result<Option<IdentityRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(IDENTITIES)?;
         table
             .get(fingerprint)?
@@ -241,7 +404,7 @@ impl Store {
     }
 
     pub fn put_token(&self, id: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         txn.open_table(TOKENS)?
             .insert(id, to_json(record).as_slice())?;
         txn.commit()?;
@@ -259,7 +422,7 @@ impl Store {
         public_key: &str,
         now_ms: u64,
     ) -> Result<NodeRecord, EnrollRefusal> {
-        let txn = self.db.begin_write().map_err(StoreError::from)?;
+        let txn = self.write().map_err(StoreError::from)?;
         let node = {
             let mut tokens = txn.open_table(TOKENS).map_err(StoreError::from)?;
             let mut token: TokenRecord = match tokens.get(token_id).map_err(StoreError::from)? {
@@ -334,7 +497,7 @@ impl Store {
         &self,
         entries: Vec<crate::audit::NewEntry>,
     ) -> Result<Vec<crate::audit::Entry>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let stored = append_audit_in(&txn, entries)?;
         txn.commit()?;
         Ok(stored)
@@ -352,7 +515,7 @@ impl Store {
         )
             -> Option<(crate::audit::NodeBundleState, Vec<crate::audit::NewEntry>)>,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let changed = {
             let mut table = txn.open_table(AUDITED_BUNDLES)?;
             let before: crate::audit::NodeBundleState = table
@@ -381,7 +544,7 @@ impl Store {
         sha256: &str,
         entry: impl FnOnce(Option<&str>) -> crate::audit::NewEntry,
     ) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let changed = {
             let mut table = txn.open_table(AUDITED_POLICY)?;
             let previous = table.get("trust.json")?.map(|v| v.value().to_owned());
@@ -399,7 +562,7 @@ impl Store {
 
     /// Walks the audit chain and names its first break (`audit::verify`).
     pub fn verify_audit(&self) -> Result<crate::audit::Verification, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let head: Option<(u64, String)> = txn
             .open_table(AUDIT_HEAD)?
             .get("head")?
@@ -416,7 +579,7 @@ impl Store {
     /// Calls `f` with every audit entry in order (entries that do not parse are skipped;
     /// `verify_audit` names them).
     pub fn scan_audit(&self, mut f: impl FnMut(crate::audit::Entry)) -> Result<(), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(AUDIT)?;
         for item in table.iter()? {
             let (_, v) = item?;
@@ -433,7 +596,7 @@ impl Store {
         number: u64,
         rollout: &gantry_shared::protocol::rollout::Rollout,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         txn.open_table(ROLLOUTS)?
             .insert(number, to_json(rollout).as_slice())?;
         txn.commit()?;
@@ -444,7 +607,7 @@ impl Store {
     pub fn rollouts(
         &self,
     ) -> Result<Vec<(u64, gantry_shared::protocol::rollout::Rollout)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(ROLLOUTS)?;
         table
             .iter()?
@@ -456,13 +619,13 @@ impl Store {
     }
 
     pub fn node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(NODES)?;
         table.get(name)?.map(|v| from_json(v.value())).transpose()
     }
 
     pub fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(NODES)?;
         table
             .iter()?
@@ -476,7 +639,7 @@ impl Store {
         name: &str,
         change: impl FnOnce(&mut NodeRecord),
     ) -> Result<Option<NodeRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let updated = {
             let mut table = txn.open_table(NODES)?;
             let current: Option<NodeRecord> =
@@ -496,7 +659,7 @@ impl Store {
 
     /// Revokes a node: its record and its certificate's identity.
     pub fn revoke_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let node = {
             let mut nodes = txn.open_table(NODES)?;
             let current: Option<NodeRecord> =
@@ -527,7 +690,7 @@ impl Store {
         &self,
         batches: &[(&str, &Batch)],
     ) -> Result<Vec<Result<Stored, String>>, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.write()?;
         let mut results = Vec::with_capacity(batches.len());
         {
             let mut telemetry = txn.open_table(TELEMETRY)?;
@@ -589,7 +752,7 @@ impl Store {
         let Some(id) = self.node_id(node)? else {
             return Ok(Vec::new());
         };
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(TELEMETRY)?;
         let mut out = Vec::new();
         for entry in table
@@ -612,7 +775,7 @@ impl Store {
         let Some(id) = self.node_id(node)? else {
             return Ok(None);
         };
-        let txn = self.db.begin_read()?;
+        let txn = self.read()?;
         let table = txn.open_table(TELEMETRY)?;
         for entry in table.range(key(id, 0)..=key(id, u64::MAX))?.rev() {
             let (_, value) = entry?;
@@ -629,7 +792,7 @@ impl Store {
     pub fn apply_retention(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for node in self.nodes()? {
-            let txn = self.db.begin_write()?;
+            let txn = self.write()?;
             {
                 let mut table = txn.open_table(TELEMETRY)?;
                 let mut current_highest = None;

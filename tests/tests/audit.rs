@@ -229,3 +229,109 @@ fn a_change_of_the_controllers_trust_policy_is_recorded_with_the_pushes_after_it
         "{markdown}"
     );
 }
+
+fn sha256_of(path: &std::path::Path) -> String {
+    use sha2::Digest as _;
+    gantry_shared::bundle::signing::to_hex(&sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// `gantry audit ARGS --dir` on `dir`: exit code, stdout and stderr together.
+fn offline(controller: &Controller, args: &[&str]) -> (i32, String) {
+    let home = controller.home();
+    let mut all = vec!["audit"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--dir", home.to_str().unwrap()]);
+    let out = controller.cli(&all);
+    (
+        out.status.code().unwrap(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn verifying_evidence_never_changes_a_byte_of_the_store() {
+    let (controller, entries) = stopped_controller_with_entries();
+    let store = controller.home().join("store.redb");
+    let before = sha256_of(&store);
+    let (code, text) = offline(&controller, &["verify"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!("intact: {entries} entries")),
+        "{text}"
+    );
+    let (code, text) = offline(&controller, &["report", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        sha256_of(&store),
+        before,
+        "the evidence is opened read-only"
+    );
+}
+
+#[test]
+fn missing_or_empty_evidence_is_an_error_and_nothing_is_created() {
+    let (mut controller, _) = stopped_controller_with_entries();
+    let store = controller.home().join("store.redb");
+    let kept = controller.home().join("store.redb.kept");
+    std::fs::rename(&store, &kept).unwrap();
+    for args in [&["verify"][..], &["report"][..]] {
+        let (code, text) = offline(&controller, args);
+        assert_eq!(code, 1, "{args:?}: {text}");
+        assert!(text.contains("does not exist"), "{args:?}: {text}");
+        assert!(!text.contains("intact"), "{text}");
+        assert!(!store.exists(), "no store is created");
+    }
+    std::fs::File::create(&store).unwrap();
+    let (code, text) = offline(&controller, &["verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("is empty"), "{text}");
+    assert_eq!(std::fs::metadata(&store).unwrap().len(), 0);
+
+    // The daemon refuses the same, once the directory was initialized.
+    let out = controller.cli(&["serve", "--dir", controller.home().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is empty") && stderr.contains("--new-store"),
+        "{stderr}"
+    );
+    std::fs::rename(&kept, &store).unwrap();
+    controller.resume();
+    assert!(controller.cli_ok(&["audit", "verify"]).contains("intact"));
+}
+
+#[test]
+fn truncated_or_bit_flipped_store_is_a_clear_error_never_a_panic() {
+    let (controller, _) = stopped_controller_with_entries();
+    let store = controller.home().join("store.redb");
+    let pristine = std::fs::read(&store).unwrap();
+    let truncated = pristine[..pristine.len() / 2].to_vec();
+    let mut flipped = pristine.clone();
+    for i in (4096..flipped.len()).step_by(4096) {
+        flipped[i] ^= 0xff;
+    }
+    for (damage, bytes) in [("truncated", truncated), ("bit-flipped", flipped)] {
+        std::fs::write(&store, &bytes).unwrap();
+        for args in [&["verify"][..], &["report"][..]] {
+            let (code, text) = offline(&controller, args);
+            assert_ne!(code, 101, "{damage} {args:?} panicked: {text}");
+            assert_eq!(code, 1, "{damage} {args:?}: {text}");
+            assert!(
+                text.contains("store.redb") && !text.contains("panicked"),
+                "{damage} {args:?}: {text}"
+            );
+            assert_eq!(std::fs::read(&store).unwrap(), bytes, "{damage}: unchanged");
+        }
+        let out = controller.cli(&["serve", "--dir", controller.home().to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{damage} serve: {stderr}");
+        assert!(
+            stderr.contains("store.redb is damaged") && !stderr.contains("panicked"),
+            "{damage} serve: {stderr}"
+        );
+    }
+}

@@ -304,6 +304,7 @@ impl Embedded {
             listen,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             retention: Duration::from_secs(7 * 24 * 3600),
+            new_store: false,
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

@@ -50,6 +50,9 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub metrics_listen: Option<SocketAddr>,
     pub retention: Duration,
+    /// Start on a new, empty store when the initialized directory has none (`--new-store`):
+    /// otherwise a missing or empty store is refused, since it holds the audit chain.
+    pub new_store: bool,
 }
 
 /// Why the controller could not start or stopped.
@@ -65,6 +68,14 @@ pub enum ServeError {
     Bundles(#[from] crate::bundles::RepoError),
     #[error("TLS set-up failed: {0}")]
     Tls(String),
+    #[error(
+        "the store {path} {problem}, but {dir} was initialized: the store holds the fleet's state and its audit chain. Restore it from a backup, or start over with an empty one with `gantry serve --new-store`"
+    )]
+    StoreMissing {
+        path: std::path::PathBuf,
+        dir: std::path::PathBuf,
+        problem: &'static str,
+    },
     #[error("cannot listen on {addr}")]
     Listen {
         addr: SocketAddr,
@@ -132,7 +143,24 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     config.home.check_initialized()?;
     let home = &config.home;
-    let store = Arc::new(Store::open(&home.store_path())?);
+    let store_path = home.store_path();
+    if !config.new_store {
+        let problem = match std::fs::metadata(&store_path) {
+            Err(_) => Some("is missing"),
+            Ok(meta) if meta.len() == 0 => Some("is empty"),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(ServeError::StoreMissing {
+                path: store_path,
+                dir: home.dir.clone(),
+                problem,
+            });
+        }
+    } else {
+        tracing::warn!(path = %store_path.display(), "starting with a new store if there is none (--new-store)");
+    }
+    let store = Arc::new(Store::open(&store_path)?);
     let ca = Ca::load(&home.dir)?;
     let cert_pem = home.read("controller.crt")?;
     let key_pem = home.read("controller.key")?;

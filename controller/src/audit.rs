@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 pub use gantry_shared::protocol::audit::{Break, Verification};
 use gantry_shared::protocol::audit::{
-    BundleReport, Flag, Interval, Period, PolicyRecord, Refusal, Report,
+    BundleReport, Flag, Interval, Period, PolicyRecord, Refusal, RefusedUpload, Report,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -302,6 +302,12 @@ impl ReportBuilder {
                     version: text("version"),
                     pushed_at_ms: Some(e.at_ms),
                     pushed_by: e.actor.clone(),
+                    via: if e.action == "bundle.import" {
+                        "import"
+                    } else {
+                        "push"
+                    }
+                    .to_owned(),
                     signers: serde_json::from_value(e.details["signers"].clone())
                         .unwrap_or_default(),
                     signatures_valid: e.details["signatures_valid"].as_bool() == Some(true),
@@ -309,6 +315,20 @@ impl ReportBuilder {
                     ran_on: Vec::new(),
                 };
                 self.pushed.entry(e.subject.clone()).or_insert(pushed);
+            }
+            "bundle.push_refused" | "bundle.import_refused" if e.at_ms >= self.report.from_ms => {
+                let via = if e.action == "bundle.import_refused" {
+                    "import"
+                } else {
+                    "push"
+                };
+                self.report.refused_uploads.push(RefusedUpload {
+                    at_ms: e.at_ms,
+                    by: e.actor.clone(),
+                    via: via.to_owned(),
+                    file_sha256: text("file_sha256"),
+                    reason: text("reason"),
+                });
             }
             "policy.change" => {
                 self.report.policies.push(PolicyRecord {
@@ -479,6 +499,20 @@ impl ReportBuilder {
         }
         bundles.retain(|_, b| !b.ran_on.is_empty() || b.pushed_at_ms.is_some_and(|at| at <= to));
         self.report.bundles = bundles;
+        for u in &self.report.refused_uploads {
+            flags.push(Flag {
+                kind: format!("refused-{}", u.via),
+                subject: u.by.clone(),
+                message: format!(
+                    "a bundle {} was refused at {}: {}",
+                    u.via,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u.at_ms)
+                    ),
+                    u.reason.lines().last().unwrap_or_default()
+                ),
+            });
+        }
         self.report.flags = flags;
         self.report
     }

@@ -163,9 +163,14 @@ pub fn render_markdown(r: &Report) -> String {
     for (id, b) in &r.bundles {
         let _ = writeln!(
             out,
-            "### {} {} `{id}`\n\n- pushed {} by {}; signed by {}; valid under the controller's policy `{}`: {}",
+            "### {} {} `{id}`\n\n- {} {} by {}; signed by {}; valid under the controller's policy `{}`: {}",
             b.name,
             b.version,
+            if b.via == "import" {
+                "imported"
+            } else {
+                "pushed"
+            },
             b.pushed_at_ms
                 .map_or_else(|| "never (not pushed here)".to_owned(), time),
             if b.pushed_by.is_empty() {
@@ -191,6 +196,31 @@ pub fn render_markdown(r: &Report) -> String {
                 "- ran on {node} from {} to {}",
                 time(*from),
                 to.map_or_else(|| "now".to_owned(), time)
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "## Refused pushes and imports\n");
+    if r.refused_uploads.is_empty() {
+        let _ = writeln!(out, "None.\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "| at | by | how | file SHA-256 | reason |\n| --- | --- | --- | --- | --- |"
+        );
+        for u in &r.refused_uploads {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | `{}` | {} |",
+                time(u.at_ms),
+                u.by,
+                u.via,
+                if u.file_sha256.is_empty() {
+                    "—"
+                } else {
+                    &u.file_sha256
+                },
+                u.reason.replace('|', "\\|")
             );
         }
         out.push('\n');

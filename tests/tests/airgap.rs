@@ -148,6 +148,43 @@ fn an_exported_bundle_crosses_the_gap_to_a_node_and_a_controller() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Both refusals are in the auditor's report, the import told from the push.
+    let out = connected.cli(&["bundle", "push", altered.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    for (controller, via, accepted) in [
+        (&gapped, "import", "imported"),
+        (&connected, "push", "pushed"),
+    ] {
+        let report: serde_json::Value =
+            serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+        let refused = report["refused_uploads"].as_array().unwrap();
+        assert_eq!(refused.len(), 1, "{report}");
+        assert_eq!(refused[0]["via"], via, "{report}");
+        assert!(
+            refused[0]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("does not match its SHA-256"),
+            "{report}"
+        );
+        assert_eq!(report["bundles"][&id]["via"], via, "{report}");
+        assert!(
+            report["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f["kind"] == format!("refused-{via}")),
+            "{report}"
+        );
+        let markdown = controller.cli_ok(&["audit", "report"]);
+        assert!(
+            markdown.contains("## Refused pushes and imports")
+                && markdown.contains(&format!("| {via} |"))
+                && markdown.contains(&format!("- {accepted} ")),
+            "{markdown}"
+        );
+    }
 }
 
 #[test]

@@ -97,10 +97,11 @@ pub(super) async fn handle(
             let bundles = Arc::clone(&shared.bundles);
             let caller_name = caller.to_owned();
             let (store, trust) = (Arc::clone(&shared.store), shared.bundles.trust_path());
+            let file = file_sha256.clone();
             let response = repo_call(move || {
                 super::audit_trust_policy(&store, &trust);
                 bundles
-                    .commit(&file_sha256, &caller_name, std::time::SystemTime::now())
+                    .commit(&file, &caller_name, std::time::SystemTime::now())
                     .map(|info| admin::Response::Pushed(Box::new(info)))
             })
             .await;
@@ -131,14 +132,22 @@ pub(super) async fn handle(
                     .await;
                 }
                 Response::Error(e) => {
-                    tracing::warn!(admin = caller, reason = %e.message, "bundle push refused");
+                    let action = if import {
+                        "bundle.import_refused"
+                    } else {
+                        "bundle.push_refused"
+                    };
+                    tracing::warn!(admin = caller, reason = %e.message, %action, "bundle upload refused");
                     record_audit(
                         shared,
                         NewEntry::new(
                             caller,
-                            "bundle.push_refused",
+                            action,
                             "",
-                            audit::details([("reason", serde_json::json!(e.message))]),
+                            audit::details([
+                                ("reason", serde_json::json!(e.message)),
+                                ("file_sha256", serde_json::json!(file_sha256)),
+                            ]),
                         ),
                     )
                     .await;

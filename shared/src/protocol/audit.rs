@@ -44,8 +44,23 @@ pub struct Report {
     /// The controller's trust policies, in the order they came into force (up to the end
     /// of the range): pushes are verified against the one in force at their time.
     pub policies: Vec<PolicyRecord>,
+    /// Bundles the controller refused to take, by push or by import, in order.
+    pub refused_uploads: Vec<RefusedUpload>,
     /// Everything an auditor must look at.
     pub flags: Vec<Flag>,
+}
+
+/// A bundle upload the controller refused (`bundle push` or `bundle import`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefusedUpload {
+    pub at_ms: u64,
+    pub by: String,
+    /// `push` or `import`.
+    pub via: String,
+    /// SHA-256 of the refused file, when recorded.
+    pub file_sha256: String,
+    pub reason: String,
 }
 
 /// A trust policy of the controller, from when the log first saw it.
@@ -116,6 +131,8 @@ pub struct BundleReport {
     pub version: String,
     pub pushed_at_ms: Option<u64>,
     pub pushed_by: String,
+    /// How it reached the controller: `push`, or `import` (carried in on media).
+    pub via: String,
     pub signers: Vec<String>,
     pub signatures_valid: bool,
     pub policy_sha256: String,

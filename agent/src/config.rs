@@ -400,6 +400,56 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
     }
 }
 
+/// A duration that must lie in `range`; the error names the key and the bounds.
+fn bounded_duration(
+    key: &str,
+    text: Option<&str>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, ConfigError> {
+    let value = duration(key, text, default)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "{} is out of range: it must be between {} and {}",
+                humantime::format_duration(value),
+                humantime::format_duration(*range.start()),
+                humantime::format_duration(*range.end()),
+            ),
+        ))
+    }
+}
+
+/// A number that must lie in `range`.
+fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!(
+                "{value}{unit} is out of range: it must be between {}{unit} and {}{unit}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+const TIB: u64 = 1 << 40;
+
 impl RawConfig {
     /// Checks every value and resolves defaults.
     pub fn validate(self) -> Result<Config, ConfigError> {
@@ -433,17 +483,12 @@ impl RawConfig {
             ));
         }
 
-        let retry_interval = duration(
+        let retry_interval = bounded_duration(
             "nvml.retry_interval",
             self.nvml.retry_interval.as_deref(),
             Duration::from_secs(60),
+            Duration::from_millis(100)..=DAY,
         )?;
-        if retry_interval < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(
-                "nvml.retry_interval",
-                "must be at least 100ms",
-            ));
-        }
 
         let (library, simulate) = match self.nvml.simulate {
             None => {
@@ -555,18 +600,38 @@ impl RawConfig {
                 "must be at least 64KiB",
             ));
         }
+        if max_bytes > 16 * TIB {
+            return Err(ConfigError::invalid(
+                "buffer.max_bytes",
+                "must be at most 16TiB",
+            ));
+        }
+        let max_age = bounded_duration(
+            "buffer.max_age",
+            self.buffer.max_age.as_deref(),
+            defaults.max_age,
+            MINUTE..=3650 * DAY,
+        )?;
+        let event_max_age = bounded_duration(
+            "buffer.event_max_age",
+            self.buffer.event_max_age.as_deref(),
+            defaults.event_max_age,
+            MINUTE..=3650 * DAY,
+        )?;
+        if event_max_age < max_age {
+            return Err(ConfigError::invalid(
+                "buffer.event_max_age",
+                format!(
+                    "{} is shorter than buffer.max_age ({}): events are kept longest, so it must be at least as long",
+                    humantime::format_duration(event_max_age),
+                    humantime::format_duration(max_age)
+                ),
+            ));
+        }
         let buffer = crate::buffer::Limits {
             max_bytes,
-            max_age: duration(
-                "buffer.max_age",
-                self.buffer.max_age.as_deref(),
-                defaults.max_age,
-            )?,
-            event_max_age: duration(
-                "buffer.event_max_age",
-                self.buffer.event_max_age.as_deref(),
-                defaults.event_max_age,
-            )?,
+            max_age,
+            event_max_age,
         };
         let controller = match self.uplink.controller.as_deref() {
             None => None,
@@ -577,28 +642,18 @@ impl RawConfig {
                 )
             })?),
         };
-        let heartbeat = duration(
+        let heartbeat = bounded_duration(
             "uplink.heartbeat",
             self.uplink.heartbeat.as_deref(),
             Duration::from_secs(10),
+            Duration::from_millis(100)..=HOUR,
         )?;
-        if heartbeat < Duration::from_millis(100) {
-            return Err(ConfigError::invalid(
-                "uplink.heartbeat",
-                "must be at least 100ms",
-            ));
-        }
-        let max_backoff = duration(
+        let max_backoff = bounded_duration(
             "uplink.max_backoff",
             self.uplink.max_backoff.as_deref(),
             Duration::from_secs(60),
+            Duration::from_millis(250)..=HOUR,
         )?;
-        if max_backoff < Duration::from_millis(250) {
-            return Err(ConfigError::invalid(
-                "uplink.max_backoff",
-                "must be at least 250ms",
-            ));
-        }
         let uplink = UplinkSettings {
             controller,
             heartbeat,
@@ -611,18 +666,27 @@ impl RawConfig {
             })
         };
         let health = crate::health::Thresholds {
-            gpu_temp_degraded_c: self
-                .health
-                .gpu_temp_degraded
-                .unwrap_or(health_defaults.gpu_temp_degraded_c),
-            gpu_temp_unhealthy_c: self
-                .health
-                .gpu_temp_unhealthy
-                .unwrap_or(health_defaults.gpu_temp_unhealthy_c),
-            xid_window: duration(
+            gpu_temp_degraded_c: bounded(
+                "health.gpu_temp_degraded",
+                self.health
+                    .gpu_temp_degraded
+                    .unwrap_or(health_defaults.gpu_temp_degraded_c),
+                1..=150,
+                " °C",
+            )?,
+            gpu_temp_unhealthy_c: bounded(
+                "health.gpu_temp_unhealthy",
+                self.health
+                    .gpu_temp_unhealthy
+                    .unwrap_or(health_defaults.gpu_temp_unhealthy_c),
+                1..=150,
+                " °C",
+            )?,
+            xid_window: bounded_duration(
                 "health.xid_window",
                 self.health.xid_window.as_deref(),
                 health_defaults.xid_window,
+                SECOND..=30 * DAY,
             )?,
             state_dir_free_degraded: size(
                 "health.state_dir_free_degraded",
@@ -635,10 +699,11 @@ impl RawConfig {
                 health_defaults.state_dir_free_unhealthy,
             )?,
             memory_available_min: health_defaults.memory_available_min,
-            golden_interval: duration(
+            golden_interval: bounded_duration(
                 "health.golden_interval",
                 self.health.golden_interval.as_deref(),
                 health_defaults.golden_interval,
+                SECOND..=30 * DAY,
             )?,
             inference_error_rate: health_defaults.inference_error_rate,
         };
@@ -646,6 +711,26 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "health.gpu_temp_degraded",
                 "must not exceed health.gpu_temp_unhealthy",
+            ));
+        }
+        for (key, value) in [
+            (
+                "health.state_dir_free_degraded",
+                health.state_dir_free_degraded,
+            ),
+            (
+                "health.state_dir_free_unhealthy",
+                health.state_dir_free_unhealthy,
+            ),
+        ] {
+            if value > 1024 * TIB {
+                return Err(ConfigError::invalid(key, "must be at most 1PiB"));
+            }
+        }
+        if health.state_dir_free_unhealthy > health.state_dir_free_degraded {
+            return Err(ConfigError::invalid(
+                "health.state_dir_free_unhealthy",
+                "must not exceed health.state_dir_free_degraded (less free space is worse)",
             ));
         }
         let inference_listen = match self.inference.listen.as_deref().map(str::trim) {
@@ -781,6 +866,43 @@ mod tests {
         );
         let config = from_toml_str("[telemetry]\ninterval = \"100ms\"").unwrap();
         assert_eq!(config.telemetry.interval, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_their_key() {
+        for (toml, key) in [
+            (
+                "[health]\ngolden_interval = \"0s\"",
+                "health.golden_interval",
+            ),
+            ("[health]\nxid_window = \"0s\"", "health.xid_window"),
+            ("[buffer]\nmax_age = \"0s\"", "buffer.max_age"),
+            ("[buffer]\nevent_max_age = \"1s\"", "buffer.event_max_age"),
+            (
+                "[buffer]\nmax_age = \"30d\"\nevent_max_age = \"1d\"",
+                "buffer.event_max_age",
+            ),
+            ("[buffer]\nmax_bytes = \"100TiB\"", "buffer.max_bytes"),
+            (
+                "[health]\ngpu_temp_unhealthy = 4000000000",
+                "health.gpu_temp_unhealthy",
+            ),
+            (
+                "[health]\ngpu_temp_degraded = 0",
+                "health.gpu_temp_degraded",
+            ),
+            ("[uplink]\nheartbeat = \"100000h\"", "uplink.heartbeat"),
+            ("[uplink]\nmax_backoff = \"30d\"", "uplink.max_backoff"),
+            ("[nvml]\nretry_interval = \"400d\"", "nvml.retry_interval"),
+            (
+                "[health]\nstate_dir_free_unhealthy = \"10GiB\"\nstate_dir_free_degraded = \"1GiB\"",
+                "health.state_dir_free_unhealthy",
+            ),
+        ] {
+            assert_eq!(invalid_key(from_toml_str(toml)), key, "{toml}");
+        }
+        let err = from_toml_str("[health]\ngolden_interval = \"0s\"").unwrap_err();
+        assert!(err.to_string().contains("between 1s and 30days"), "{err}");
     }
 
     #[test]

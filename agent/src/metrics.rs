@@ -37,7 +37,7 @@ fn render_buffer(e: &mut Exposition, b: &BufferStats, now_ms: u64) {
     e.family(
         "gantry_agent_buffer_dropped_total",
         Kind::Counter,
-        "Records dropped to keep the buffer within its limits, by class.",
+        "Records dropped, by class: to keep the buffer within its limits, or damaged on disk so they could never be sent.",
     );
     e.sample(
         "gantry_agent_buffer_dropped_total",

@@ -299,6 +299,7 @@ async fn send_batch(
     let mut batch = Batch {
         records: Vec::with_capacity(records.len()),
     };
+    let mut unsendable = Vec::new();
     for r in records {
         let body = String::from_utf8(r.body)
             .ok()
@@ -311,10 +312,19 @@ async fn send_batch(
                 body,
             });
         } else {
-            tracing::error!(
-                seq = r.seq,
-                "buffered record is not JSON; it cannot be sent and is dropped"
-            );
+            unsendable.push(r.seq);
+        }
+    }
+    if !unsendable.is_empty() {
+        let (buffer, seqs) = (Arc::clone(buffer), unsendable.clone());
+        match tokio::task::spawn_blocking(move || buffer.discard_unsendable(&seqs)).await {
+            Ok(Ok(n)) => tracing::error!(
+                dropped = n,
+                seqs = ?unsendable,
+                "buffered records are not JSON (damaged on disk); they cannot be sent and are dropped, counted in gantry_agent_buffer_dropped_total"
+            ),
+            Ok(Err(e)) => return Err(format!("cannot drop unsendable buffered records: {e}")),
+            Err(e) => return Err(format!("buffer task failed: {e}")),
         }
     }
     let Some(last) = batch.records.last().map(|r| r.seq) else {

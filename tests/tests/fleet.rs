@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use redb::ReadableTable as _;
+
 use gantry_shared::protocol::telemetry::RecordClass;
 use gantry_tests::{Agent, Controller, LossyRelay, assert_contiguous, wait_for};
 
@@ -242,4 +244,65 @@ fn full_buffer_drops_oldest_metrics_and_keeps_events() {
         Duration::from_secs(10),
         || (controller.node(&agent.name).dropped_metrics >= dropped_metrics).then_some(()),
     );
+}
+
+#[test]
+fn unsendable_buffered_record_is_dropped_and_counted_and_the_uplink_moves_on() {
+    const RECORDS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("records");
+    const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let controller = Controller::start();
+    let mut agent = Agent::enroll(&controller, "damaged", FAST);
+    agent.run("100ms");
+    let before = wait_drained(&controller, &agent, 3);
+    agent.kill();
+
+    // Two records damaged on disk: a body that is not JSON (the uplink drops it), and a
+    // header cut short (it reads as the oldest metrics record: the age limit drops it).
+    let db = redb::Database::open(agent.state_dir().join("buffer.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    let first_bad = {
+        let mut meta = txn.open_table(META).unwrap();
+        let next = meta.get("next_seq").unwrap().unwrap().value();
+        meta.insert("next_seq", next + 2).unwrap();
+        next
+    };
+    {
+        let mut records = txn.open_table(RECORDS).unwrap();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let mut not_json = now_ms.to_be_bytes().to_vec();
+        not_json.push(0);
+        not_json.extend_from_slice(b"{\"gpus\": [tru");
+        records.insert(first_bad, not_json.as_slice()).unwrap();
+        records.insert(first_bad + 1, &[1u8, 2, 3][..]).unwrap();
+    }
+    txn.commit().unwrap();
+    drop(db);
+
+    agent.run("100ms");
+    let last = wait_drained(&controller, &agent, first_bad + 10);
+    assert!(last > before);
+    let stored: Vec<u64> = controller
+        .records(&agent.name)
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    let expected: Vec<u64> = (1..=last)
+        .filter(|s| *s != first_bad && *s != first_bad + 1)
+        .collect();
+    assert_eq!(stored, expected, "everything else stored, once, in order");
+    let page = agent.metrics_page();
+    assert!(
+        page.contains("gantry_agent_buffer_dropped_total{class=\"metrics\"} 2"),
+        "{page}"
+    );
+    let complaints = agent
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("they cannot be sent and are dropped"))
+        .count();
+    assert_eq!(complaints, 1, "said once, not on every try");
 }

@@ -116,6 +116,36 @@ pub struct Buffer {
     state: Mutex<State>,
 }
 
+impl Buffered {
+    /// A stored record as read back. One whose header is damaged comes back with an empty
+    /// body (never JSON), so the uplink drops and counts it rather than stalling on it.
+    fn read(path: &Path, seq: u64, value: &[u8]) -> Self {
+        match decode(path, seq, value) {
+            Ok((at_ms, class)) => Self {
+                seq,
+                at_ms,
+                class,
+                body: value[9..].to_vec(),
+            },
+            Err(e) => {
+                tracing::error!(seq, error = %e, "a buffered record's header is damaged");
+                Self {
+                    seq,
+                    at_ms: 0,
+                    class: RecordClass::Metrics,
+                    body: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// A record's time and class; a damaged header reads as the oldest possible metrics
+/// record, so the limits drop (and count) it first and nothing stalls on it.
+fn header(path: &Path, seq: u64, value: &[u8]) -> (u64, RecordClass) {
+    decode(path, seq, value).unwrap_or((0, RecordClass::Metrics))
+}
+
 fn decode(path: &Path, seq: u64, value: &[u8]) -> Result<(u64, RecordClass), BufferError> {
     let corrupt = || BufferError::Corrupt {
         path: path.to_owned(),
@@ -163,7 +193,7 @@ impl Buffer {
             for entry in records.iter().map_err(|e| engine(&e))? {
                 let (key, value) = entry.map_err(|e| engine(&e))?;
                 let value = value.value();
-                let (at, _) = decode(path, key.value(), value)?;
+                let (at, _) = header(path, key.value(), value);
                 stats.oldest_at_ms.get_or_insert(at);
                 stats.bytes += value.len() as u64 + RECORD_OVERHEAD - 9;
             }
@@ -264,7 +294,7 @@ impl Buffer {
             let events_cutoff = now_ms.saturating_sub(self.limits.event_max_age.as_millis() as u64);
             for entry in table.iter().map_err(|e| self.engine(&e))? {
                 let (key, value) = entry.map_err(|e| self.engine(&e))?;
-                let (at, class) = decode(&self.path, key.value(), value.value())?;
+                let (at, class) = header(&self.path, key.value(), value.value());
                 if at >= metrics_cutoff.max(events_cutoff) {
                     break;
                 }
@@ -292,7 +322,7 @@ impl Buffer {
                     }
                     let (key, value) = entry.map_err(|e| self.engine(&e))?;
                     let seq = key.value();
-                    let (_, c) = decode(&self.path, seq, value.value())?;
+                    let (_, c) = header(&self.path, seq, value.value());
                     if c == class && !victims.iter().any(|v| v.0 == seq) {
                         let size = value.value().len() as u64;
                         victims.push((seq, c, size));
@@ -314,7 +344,7 @@ impl Buffer {
             }
         }
         stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
-            Some((key, value)) => Some(decode(&self.path, key.value(), value.value())?.0),
+            Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
             None => None,
         };
         Ok(victims.len())
@@ -332,14 +362,8 @@ impl Buffer {
             }
             let (key, value) = entry.map_err(|e| self.engine(&e))?;
             let value = value.value();
-            let (at_ms, class) = decode(&self.path, key.value(), value)?;
             bytes += value.len();
-            out.push(Buffered {
-                seq: key.value(),
-                at_ms,
-                class,
-                body: value[9..].to_vec(),
-            });
+            out.push(Buffered::read(&self.path, key.value(), value));
         }
         Ok(out)
     }
@@ -363,16 +387,49 @@ impl Buffer {
             if out.len() >= max_records || (bytes + value.len() > max_bytes && !out.is_empty()) {
                 break;
             }
-            let (at_ms, class) = decode(&self.path, key.value(), value)?;
             bytes += value.len();
-            out.push(Buffered {
-                seq: key.value(),
-                at_ms,
-                class,
-                body: value[9..].to_vec(),
-            });
+            out.push(Buffered::read(&self.path, key.value(), value));
         }
         Ok(out)
+    }
+
+    /// Drops records that can never be sent (their body is not JSON: damaged on disk),
+    /// counting each as dropped in its class, so the uplink moves past them instead of
+    /// offering the same record forever. Returns how many were removed.
+    pub fn discard_unsendable(&self, seqs: &[u64]) -> Result<u64, BufferError> {
+        let mut state = self.state.lock().expect("buffer state");
+        let txn = self.db.begin_write().map_err(|e| self.engine(&e))?;
+        let mut stats = state.stats;
+        let mut removed = 0;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.engine(&e))?;
+            for &seq in seqs {
+                let Some(value) = table.remove(seq).map_err(|e| self.engine(&e))? else {
+                    continue;
+                };
+                let value = value.value();
+                let class = Buffered::read(&self.path, seq, value).class;
+                stats.records -= 1;
+                stats.bytes -= value.len() as u64 + RECORD_OVERHEAD - 9;
+                match class {
+                    RecordClass::Metrics => stats.dropped_metrics += 1,
+                    RecordClass::Event => stats.dropped_events += 1,
+                }
+                removed += 1;
+            }
+            stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
+                Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
+                None => None,
+            };
+            let mut meta = txn.open_table(META).map_err(|e| self.engine(&e))?;
+            meta.insert("dropped_metrics", stats.dropped_metrics)
+                .map_err(|e| self.engine(&e))?;
+            meta.insert("dropped_events", stats.dropped_events)
+                .map_err(|e| self.engine(&e))?;
+        }
+        txn.commit().map_err(|e| self.engine(&e))?;
+        state.stats = stats;
+        Ok(removed)
     }
 
     /// Deletes every record with a sequence up to `through` (the controller stored them).
@@ -396,7 +453,7 @@ impl Buffer {
                 removed += 1;
             }
             stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
-                Some((key, value)) => Some(decode(&self.path, key.value(), value.value())?.0),
+                Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
                 None => None,
             };
         }

@@ -208,6 +208,7 @@ struct StatusArgs {
 }
 
 fn main() -> ExitCode {
+    keep_onnxruntime_in_the_state_dir();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {
@@ -323,6 +324,20 @@ fn run(args: RunArgs) -> ExitCode {
             report("", &e);
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// ONNX Runtime's own telemetry writes a device id and a database under
+/// `~/.cache/Microsoft/DeveloperTools` and a session file in `/tmp` as soon as its
+/// environment is created (turning it off through the API comes too late): the agent
+/// writes nothing outside its state directory, so it is switched off before the library
+/// can ever load.
+fn keep_onnxruntime_in_the_state_dir() {
+    #[allow(unsafe_code)]
+    // SAFETY: the first thing `main` does, before any other thread exists, so nothing can
+    // read the environment concurrently.
+    unsafe {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
     }
 }
 

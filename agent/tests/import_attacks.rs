@@ -273,3 +273,44 @@ fn staging_left_by_a_killed_import_is_removed() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn onnx_runtime_writes_nothing_outside_the_state_directory() {
+    let node = Node::new();
+    node.bundle("v1.bundle", "1.0.0");
+    let (home, tmp) = (node.path("home"), node.path("tmp"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&tmp).unwrap();
+    let out = node
+        .command(&["import", "v1.bundle"])
+        .env("HOME", &home)
+        .env("TMPDIR", &tmp)
+        .env_remove("XDG_CACHE_HOME")
+        .env_remove("ORT_DISABLE_TELEMETRY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for dir in [&home, &tmp] {
+        let written: Vec<_> = walk(dir);
+        assert!(
+            written.is_empty(),
+            "written outside the state directory: {written:?}"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
+}

@@ -89,7 +89,10 @@ pub fn init(library: &Path) -> Result<(), InferenceError> {
         path: library.to_owned(),
         source,
     })?;
-    let environment = builder.with_name("gantry-agent").build()?;
+    let environment = builder
+        .with_name("gantry-agent")
+        .with_telemetry(false)
+        .build()?;
     let _ = ENVIRONMENT.set((library.to_owned(), environment));
     Ok(())
 }

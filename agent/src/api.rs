@@ -187,6 +187,7 @@ async fn get_status(State(state): State<ApiState>) -> Response {
                 controller: u.controller.map(|a| a.to_string()).unwrap_or_default(),
                 connected: u.connected,
                 last_error: u.last_error.clone(),
+                certificate_expires_at_ms: u.certificate_expires_at_ms,
             }
         }),
         bundles: state

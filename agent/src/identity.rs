@@ -67,6 +67,13 @@ pub struct Enrollment {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub enrolled_at_ms: u64,
+    /// When `node.crt` expires (Unix ms); absent for certificates issued before they had
+    /// lifetimes, which the agent renews at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_at_ms: Option<u64>,
+    /// When `node.crt` became valid (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_issued_at_ms: Option<u64>,
 }
 
 /// Everything needed to connect as this node.
@@ -127,6 +134,40 @@ fn write_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityErr
         .map_err(err)?;
     file.write_all(contents).map_err(err)?;
     file.sync_all().map_err(err)
+}
+
+/// Writes `contents` to `path` atomically: a temporary file beside it, synced, renamed.
+fn replace_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    write_file(&tmp, mode, contents)?;
+    std::fs::rename(&tmp, path).map_err(|source| IdentityError::Write {
+        path: path.to_owned(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| IdentityError::Write {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Installs a renewed certificate and the enrollment record that describes it, each
+/// replaced atomically (certificate first: a crash between leaves an older expiry on
+/// record, which only makes the agent renew again).
+pub fn replace_certificate(
+    state_dir: &Path,
+    cert_pem: &str,
+    enrollment: &Enrollment,
+) -> Result<(), IdentityError> {
+    let dir = identity_dir(state_dir);
+    replace_file(&dir.join("node.crt"), 0o644, cert_pem.as_bytes())?;
+    let mut marker = serde_json::to_vec_pretty(enrollment).expect("enrollment serializes");
+    marker.push(b'\n');
+    replace_file(&dir.join("enrollment.json"), 0o600, &marker)
 }
 
 /// A pending enrollment by file: the request is out, the key waits here.
@@ -255,6 +296,8 @@ pub fn offline_install(
         controller,
         labels: response.response.labels.clone(),
         enrolled_at_ms: crate::api::now_ms(),
+        certificate_expires_at_ms: response.response.certificate_expires_at_ms,
+        certificate_issued_at_ms: response.response.certificate_issued_at_ms,
     };
     let mut marker = serde_json::to_vec_pretty(&enrollment).expect("enrollment serializes");
     marker.push(b'\n');
@@ -372,7 +415,7 @@ pub async fn enroll(
     conn.close(0u32.into(), b"enrolled");
     endpoint.wait_idle().await;
     let answer = match response {
-        Response::Enrolled(answer) => answer,
+        Response::Enrolled(answer) => *answer,
         Response::Error(e) => {
             return Err(IdentityError::Refused {
                 code: e.code,
@@ -402,6 +445,8 @@ pub async fn enroll(
         controller,
         labels: answer.labels,
         enrolled_at_ms: crate::api::now_ms(),
+        certificate_expires_at_ms: answer.certificate_expires_at_ms,
+        certificate_issued_at_ms: answer.certificate_issued_at_ms,
     };
     let mut marker = serde_json::to_vec_pretty(&enrollment).expect("enrollment serializes");
     marker.push(b'\n');

@@ -15,6 +15,7 @@ pub mod health;
 pub mod identity;
 pub mod inference;
 pub mod metrics;
+pub mod renewal;
 pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -50,6 +50,31 @@ enum Command {
     /// Write buffered telemetry (with health and events) to a file signed by the node key,
     /// for `gantry telemetry import` on the other side of an air gap.
     ExportTelemetry(ExportArgs),
+    /// Renew the node certificate by file, for a node that does not reach its controller
+    /// (online, the running agent renews by itself).
+    Renew(RenewArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+struct RenewFiles {
+    /// Write a renewal request signed by the node key, for `gantry fleet renew`.
+    #[arg(long, value_name = "FILE")]
+    offline_request: Option<PathBuf>,
+    /// Install the controller's answer from `gantry fleet renew`.
+    #[arg(long, value_name = "FILE")]
+    offline_response: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    files: RenewFiles,
+    /// State directory (`state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +244,7 @@ fn main() -> ExitCode {
         Command::Import(args) => import(args),
         Command::Rollback(args) => rollback(args),
         Command::ExportTelemetry(args) => export_telemetry(&args),
+        Command::Renew(args) => renew(args),
     }
 }
 
@@ -779,6 +805,87 @@ fn import(args: ImportArgs) -> ExitCode {
         }
         Err(e) => {
             report("", &e);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn renew(args: RenewArgs) -> ExitCode {
+    let config = match load_with_state_dir(&args.config, args.state_dir) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Err(code) = as_state_dir_owner(&config, "renew …") {
+        return code;
+    }
+    let identity = match gantry_agent::identity::load(&config.state_dir) {
+        Ok(Some(identity)) => identity,
+        Ok(None) => {
+            eprintln!("error: this node is not enrolled; enroll it first (gantry-agent enroll)");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        Err(e) => {
+            report("", &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if let Some(out) = &args.files.offline_request {
+        let request =
+            match gantry_agent::renewal::offline_request(&identity, gantry_agent::api::now_ms()) {
+                Ok(request) => request,
+                Err(e) => {
+                    report("", &e);
+                    return ExitCode::from(EXIT_FAILURE);
+                }
+            };
+        let mut bytes = serde_json::to_vec_pretty(&request).expect("request serializes");
+        bytes.push(b'\n');
+        if let Err(e) = std::fs::write(out, bytes) {
+            report(&format!("cannot write {}: ", out.display()), &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+        println!(
+            "request     {} (signed by the node key; the key stays here)\nnext        on the controller: gantry fleet renew {} --out RESPONSE; then gantry-agent renew --offline-response RESPONSE",
+            out.display(),
+            out.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let Some(path) = &args.files.offline_response else {
+        return ExitCode::from(2);
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            report(&format!("cannot read {}: ", path.display()), &e);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match gantry_agent::renewal::offline_install(
+        &config.state_dir,
+        &identity,
+        &bytes,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(renewed) => {
+            let until = renewed.enrollment.certificate_expires_at_ms.map_or_else(
+                || "?".to_owned(),
+                |ms| {
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+                    )
+                    .to_string()
+                },
+            );
+            println!(
+                "renewed     {} (certificate valid until {until}); a running agent uses it from its next connection",
+                renewed.enrollment.name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            report("", &e);
+            println!("certificate NOT renewed; the node's identity is unchanged");
             ExitCode::from(EXIT_FAILURE)
         }
     }

@@ -101,6 +101,9 @@ pub struct UplinkSummary {
     pub connected: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the node certificate expires (Unix ms); renewed automatically before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_at_ms: Option<u64>,
 }
 
 /// The simulated NVML in use, and where to inject faults into it.
@@ -311,6 +314,19 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                     .map(|e| format!(" ({e})"))
                     .unwrap_or_default()
             );
+            if let Some(ms) = u.certificate_expires_at_ms {
+                let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                let _ = writeln!(
+                    out,
+                    "certificate valid until {}{}",
+                    humantime::format_rfc3339_seconds(at),
+                    if at < std::time::SystemTime::now() {
+                        " (EXPIRED: renewing by proof of the node key; telemetry is buffered meanwhile)"
+                    } else {
+                        " (renewed automatically before then)"
+                    }
+                );
+            }
         }
         None => {
             let _ = writeln!(

@@ -50,6 +50,8 @@ pub struct UplinkStatus {
     pub last_ack_ms: Option<u64>,
     pub last_error: Option<String>,
     pub connects_total: u64,
+    /// When the node certificate in use expires (Unix ms), when known.
+    pub certificate_expires_at_ms: Option<u64>,
 }
 
 /// Shared uplink status.
@@ -64,6 +66,92 @@ fn jitter(max: Duration) -> Duration {
     max.mul_f64(fraction.max(0.05))
 }
 
+/// Why a connection was closed on purpose: its certificate's renewal time came, or it
+/// was just renewed and the next connection presents the new one.
+const RENEWING: &str = "reconnecting for the node certificate's renewal";
+
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d.max(Duration::from_secs(1))).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn endpoint_for(
+    controller: SocketAddr,
+    identity: &NodeIdentity,
+) -> Result<quinn::Endpoint, String> {
+    let tls =
+        gantry_shared::tls::client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
+            .map_err(|e| {
+                format!("the node identity cannot be used for TLS ({e}); re-enroll the node")
+            })?;
+    gantry_net::client_endpoint(controller, tls)
+        .map_err(|e| format!("cannot create the QUIC endpoint: {e}"))
+}
+
+/// Renews an expired certificate by proof of possession; the identity as it then is.
+async fn renew_expired(
+    config: &UplinkConfig,
+    identity: &NodeIdentity,
+    status: &SharedStatus,
+) -> Option<NodeIdentity> {
+    let now = std::time::SystemTime::now();
+    let result = crate::renewal::by_proof(identity, config.controller, crate::api::now_ms())
+        .await
+        .and_then(|answer| {
+            crate::renewal::install(&config.delivery.state_dir, identity, &answer, now)
+        });
+    match result {
+        Ok(renewed) => {
+            tracing::info!(node = %renewed.enrollment.name, expires_at_ms = ?renewed.enrollment.certificate_expires_at_ms, "expired node certificate renewed by proof of possession");
+            status
+                .lock()
+                .expect("uplink status")
+                .certificate_expires_at_ms = renewed.enrollment.certificate_expires_at_ms;
+            Some(renewed)
+        }
+        Err(e) if e.is_transient() => {
+            tracing::debug!(error = %e, "cannot renew the expired certificate yet");
+            status.lock().expect("uplink status").last_error = Some(e.to_string());
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %gantry_shared::bundle::outcome::error_chain(&e), "the node certificate expired and cannot be renewed; telemetry stays in the buffer (renew by file with `gantry-agent renew --offline-request`, or enroll again)");
+            status.lock().expect("uplink status").last_error = Some(e.to_string());
+            None
+        }
+    }
+}
+
+/// Renews a certificate two thirds through its life over the connection just made. The
+/// new certificate is used from the next connection on.
+async fn renew_online(
+    config: &UplinkConfig,
+    conn: &quinn::Connection,
+    identity: &NodeIdentity,
+    status: &SharedStatus,
+) -> Option<NodeIdentity> {
+    let now = std::time::SystemTime::now();
+    let result = crate::renewal::online(conn).await.and_then(|answer| {
+        crate::renewal::install(&config.delivery.state_dir, identity, &answer, now)
+    });
+    match result {
+        Ok(renewed) => {
+            tracing::info!(node = %renewed.enrollment.name, expires_at_ms = ?renewed.enrollment.certificate_expires_at_ms, "node certificate renewed");
+            status
+                .lock()
+                .expect("uplink status")
+                .certificate_expires_at_ms = renewed.enrollment.certificate_expires_at_ms;
+            Some(renewed)
+        }
+        Err(e) => {
+            tracing::warn!(error = %gantry_shared::bundle::outcome::error_chain(&e), "cannot renew the node certificate; trying again on the next connection");
+            None
+        }
+    }
+}
+
 /// Runs the uplink until `shutdown`.
 pub async fn run(
     config: UplinkConfig,
@@ -73,21 +161,11 @@ pub async fn run(
     status: SharedStatus,
     shutdown: CancellationToken,
 ) {
-    let tls = match gantry_shared::tls::client_config(
-        &identity.ca_pem,
-        &identity.cert_pem,
-        &identity.key_pem,
-    ) {
-        Ok(tls) => tls,
-        Err(e) => {
-            tracing::error!(error = %e, "the node identity cannot be used for TLS; telemetry stays in the buffer (re-enroll the node)");
-            return;
-        }
-    };
-    let endpoint = match gantry_net::client_endpoint(config.controller, tls) {
+    let mut identity = identity;
+    let mut endpoint = match endpoint_for(config.controller, &identity) {
         Ok(endpoint) => endpoint,
         Err(e) => {
-            tracing::error!(error = %e, "cannot create the QUIC endpoint; telemetry stays in the buffer");
+            tracing::error!(error = %e, "the uplink cannot start; telemetry stays in the buffer");
             return;
         }
     };
@@ -95,10 +173,37 @@ pub async fn run(
         let mut s = status.lock().expect("uplink status");
         s.controller = Some(config.controller);
         s.node = Some(identity.enrollment.name.clone());
+        s.certificate_expires_at_ms = identity.enrollment.certificate_expires_at_ms;
     }
     let mut backoff = FIRST_BACKOFF;
     let mut reported = false;
+    // Set when the controller refused the certificate as expired although this node's
+    // clock says otherwise: renew by proof all the same.
+    let mut expired_by_controller = false;
     loop {
+        let due = crate::renewal::due(&identity.enrollment, crate::api::now_ms());
+        if due == crate::renewal::Due::Expired || expired_by_controller {
+            if let Some(renewed) = renew_expired(&config, &identity, &status).await {
+                match endpoint_for(config.controller, &renewed) {
+                    Ok(fresh) => {
+                        endpoint.close(0u32.into(), b"certificate renewed");
+                        endpoint = fresh;
+                        identity = renewed;
+                        expired_by_controller = false;
+                        backoff = FIRST_BACKOFF;
+                    }
+                    Err(e) => tracing::error!(error = %e, "the renewed identity cannot be used"),
+                }
+            } else {
+                let wait = jitter(backoff);
+                backoff = (backoff * 2).min(config.max_backoff);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        }
         // A controller that is down does not answer at all: bound the handshake so the
         // next attempt (the controller may be back) is not held up by this one.
         let connect_timeout =
@@ -111,6 +216,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             result = attempt => result.unwrap_or(Err(gantry_net::NetError::Timeout(connect_timeout))),
         };
+        let mut renewed = None;
         match outcome {
             Ok(conn) => {
                 tracing::info!(controller = %config.controller, node = %identity.enrollment.name, "connected to the controller");
@@ -122,7 +228,29 @@ pub async fn run(
                 }
                 reported = false;
                 backoff = FIRST_BACKOFF;
-                let reason = session(&config, &conn, &buffer, &appended, &status, &shutdown).await;
+                if crate::renewal::due(&identity.enrollment, crate::api::now_ms())
+                    == crate::renewal::Due::Soon
+                {
+                    renewed = renew_online(&config, &conn, &identity, &status).await;
+                }
+                // A connection outliving the renewal time is closed then, so that the
+                // next one renews: a node that stays connected for weeks renews too.
+                let renew_in = crate::renewal::renew_at(&identity.enrollment)
+                    .map(|at| Duration::from_millis(at.saturating_sub(crate::api::now_ms())));
+                let reason = if renewed.is_some() {
+                    // Straight onto the new certificate, while the old one still works
+                    // should anything be wrong with it.
+                    conn.close(0u32.into(), b"reconnecting with the renewed certificate");
+                    Some(RENEWING.to_owned())
+                } else {
+                    tokio::select! {
+                        reason = session(&config, &conn, &buffer, &appended, &status, &shutdown) => reason,
+                        () = sleep_or_never(renew_in) => {
+                            conn.close(0u32.into(), b"renewing the node certificate");
+                            Some(RENEWING.to_owned())
+                        }
+                    }
+                };
                 status.lock().expect("uplink status").connected = false;
                 match reason {
                     None => {
@@ -131,8 +259,13 @@ pub async fn run(
                     }
                     Some(reason) => {
                         let revoked = reason.contains("revoked");
-                        if revoked {
+                        if reason == RENEWING {
+                            tracing::info!(controller = %config.controller, "reconnecting for the node certificate's renewal");
+                        } else if revoked {
                             tracing::error!(controller = %config.controller, reason, "the controller refuses this node's certificate; re-enroll the node");
+                        } else if reason.contains("expired") {
+                            tracing::warn!(controller = %config.controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
+                            expired_by_controller = true;
                         } else {
                             tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
                         }
@@ -148,6 +281,18 @@ pub async fn run(
                     reported = true;
                 }
                 status.lock().expect("uplink status").last_error = Some(e.to_string());
+            }
+        }
+        if let Some(renewed) = renewed {
+            // The connection that carried the renewal is over: the next one presents the
+            // new certificate.
+            match endpoint_for(config.controller, &renewed) {
+                Ok(fresh) => {
+                    endpoint.close(0u32.into(), b"certificate renewed");
+                    endpoint = fresh;
+                    identity = renewed;
+                }
+                Err(e) => tracing::error!(error = %e, "the renewed identity cannot be used"),
             }
         }
         let wait = jitter(backoff);

@@ -57,7 +57,13 @@ fn main() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let identity_path = home.init(addr, "bench").unwrap();
+    let identity_path = home
+        .init(
+            addr,
+            "bench",
+            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
+        )
+        .unwrap();
     let mut server: Child = Command::new(GANTRY)
         .args(["serve", "--dir"])
         .arg(&home.dir)

@@ -147,7 +147,13 @@ fn main() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let identity_path = home.init(addr, "bench").unwrap();
+    let identity_path = home
+        .init(
+            addr,
+            "bench",
+            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
+        )
+        .unwrap();
     let key = work.path().join("ml.key");
     let policy = work.path().join("trust.json");
     let k = key.to_str().unwrap();

@@ -34,6 +34,8 @@ pub enum CaError {
     },
     #[error("the public key is not an uncompressed ECDSA P-256 point (65 bytes, 0x04 first)")]
     BadPublicKey,
+    #[error("the certificate's validity cannot be encoded: {0}")]
+    Validity(String),
 }
 
 const CA_NAME: &str = "Gantry fleet CA";
@@ -55,10 +57,36 @@ fn ca_params() -> CertificateParams {
     params
 }
 
+/// When a leaf certificate is valid, in Unix milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before_ms: u64,
+    pub not_after_ms: u64,
+}
+
+impl Validity {
+    /// Valid from a little before `now_ms` (clocks differ) for `lifetime`.
+    pub fn starting(now_ms: u64, lifetime: std::time::Duration) -> Self {
+        Self {
+            not_before_ms: now_ms.saturating_sub(CLOCK_SKEW_MS),
+            not_after_ms: now_ms.saturating_add(lifetime.as_millis() as u64),
+        }
+    }
+}
+
+/// How far a peer's clock may be behind: certificates start this much before issuance.
+const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+fn date(ms: u64) -> Result<time::OffsetDateTime, CaError> {
+    time::OffsetDateTime::from_unix_timestamp((ms / 1000).cast_signed())
+        .map_err(|e| CaError::Validity(e.to_string()))
+}
+
 fn leaf_params(
     common_name: &str,
     dns_names: Vec<String>,
     usage: ExtendedKeyUsagePurpose,
+    validity: Validity,
 ) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::new(dns_names)?;
     params.distinguished_name = DistinguishedName::new();
@@ -67,8 +95,8 @@ fn leaf_params(
         .push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
-    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    params.not_before = date(validity.not_before_ms)?;
+    params.not_after = date(validity.not_after_ms)?;
     Ok(params)
 }
 
@@ -131,7 +159,7 @@ impl std::fmt::Debug for Ca {
 
 impl Ca {
     /// Creates the CA, the controller certificate and the first admin certificate.
-    pub fn create_fleet(admin_name: &str) -> Result<NewFleet, CaError> {
+    pub fn create_fleet(admin_name: &str, admin_validity: Validity) -> Result<NewFleet, CaError> {
         let ca_key = KeyPair::generate()?;
         let ca_cert = ca_params().self_signed(&ca_key)?;
         let ca = Self {
@@ -139,10 +167,15 @@ impl Ca {
             issuer: Issuer::new(ca_params(), KeyPair::from_pem(&ca_key.serialize_pem())?),
         };
         let controller_key = KeyPair::generate()?;
+        // The controller's certificate is what join tokens pin: it lives as long as the CA.
         let controller_cert = leaf_params(
             CONTROLLER_SERVER_NAME,
             vec![CONTROLLER_SERVER_NAME.to_owned()],
             ExtendedKeyUsagePurpose::ServerAuth,
+            Validity {
+                not_before_ms: 1_735_689_600_000,
+                not_after_ms: 2_366_841_600_000,
+            },
         )?
         .signed_by(&controller_key, &ca.issuer)?;
         let admin_key = KeyPair::generate()?;
@@ -150,8 +183,11 @@ impl Ca {
             admin_key.serialize_pem(),
             gantry_shared::bundle::signing::to_hex(admin_key.public_key_raw()),
         );
-        let admin_cert_pem =
-            ca.issue_admin(admin_name, &PeerPublicKey::from_hex(&admin_public)?)?;
+        let admin_cert_pem = ca.issue_admin(
+            admin_name,
+            &PeerPublicKey::from_hex(&admin_public)?,
+            admin_validity,
+        )?;
         Ok(NewFleet {
             ca_key_pem: ca_key.serialize_pem(),
             ca_cert_pem: ca.cert_pem.clone(),
@@ -180,21 +216,33 @@ impl Ca {
     }
 
     /// A client certificate naming node `name`, for its public key.
-    pub fn issue_node(&self, name: &str, key: &PeerPublicKey) -> Result<String, CaError> {
+    pub fn issue_node(
+        &self,
+        name: &str,
+        key: &PeerPublicKey,
+        validity: Validity,
+    ) -> Result<String, CaError> {
         let params = leaf_params(
             name,
             vec![format!("{name}.node.gantry")],
             ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
         )?;
         Ok(params.signed_by(key, &self.issuer)?.pem())
     }
 
     /// A client certificate naming admin `name`, for its public key.
-    pub fn issue_admin(&self, name: &str, key: &PeerPublicKey) -> Result<String, CaError> {
+    pub fn issue_admin(
+        &self,
+        name: &str,
+        key: &PeerPublicKey,
+        validity: Validity,
+    ) -> Result<String, CaError> {
         let params = leaf_params(
             name,
             vec![format!("{name}.admin.gantry")],
             ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
         )?;
         Ok(params.signed_by(key, &self.issuer)?.pem())
     }
@@ -212,7 +260,11 @@ mod tests {
 
     #[test]
     fn fleet_certificates_build_tls_configurations() {
-        let fleet = Ca::create_fleet("root").unwrap();
+        let fleet = Ca::create_fleet(
+            "root",
+            Validity::starting(crate::now_ms(), std::time::Duration::from_secs(3600)),
+        )
+        .unwrap();
         gantry_shared::tls::server_config(
             &fleet.ca_cert_pem,
             &fleet.controller_cert_pem,

@@ -130,7 +130,12 @@ impl Home {
 
     /// `gantry init`: the CA, the controller certificate, the store, and the first
     /// admin's identity file. Returns the identity file's path.
-    pub fn init(&self, listen: SocketAddr, admin_name: &str) -> Result<PathBuf, HomeError> {
+    pub fn init(
+        &self,
+        listen: SocketAddr,
+        admin_name: &str,
+        admin_lifetime: std::time::Duration,
+    ) -> Result<PathBuf, HomeError> {
         if self.path("ca.key").exists() {
             return Err(HomeError::AlreadyInitialized {
                 dir: self.dir.clone(),
@@ -150,7 +155,9 @@ impl Home {
                 source,
             },
         )?;
-        let fleet = Ca::create_fleet(admin_name)?;
+        let now_ms = crate::now_ms();
+        let admin_validity = ca::Validity::starting(now_ms, admin_lifetime);
+        let fleet = Ca::create_fleet(admin_name, admin_validity)?;
         for (name, mode, text) in [
             ("ca.crt", 0o644, &fleet.ca_cert_pem),
             ("controller.key", 0o600, &fleet.controller_key_pem),
@@ -173,8 +180,9 @@ impl Home {
                     name: admin_name.to_owned(),
                     role: Role::Admin,
                 },
-                issued_at_ms: crate::now_ms(),
+                issued_at_ms: now_ms,
                 revoked: false,
+                expires_at_ms: Some(admin_validity.not_after_ms),
             },
         )?;
         let identity_path = self.path(ADMIN_IDENTITY);

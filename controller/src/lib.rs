@@ -12,6 +12,7 @@ pub mod audit_cmd;
 pub mod bundle_cmd;
 pub mod bundles;
 pub mod ca;
+pub mod certs;
 pub mod client;
 pub mod demo;
 pub mod fleet_cmd;

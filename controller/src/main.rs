@@ -53,6 +53,9 @@ enum Command {
         /// Name of the first admin.
         #[arg(long, default_value = "admin")]
         admin_name: String,
+        /// Lifetime of the first admin's certificate (rotate it with `gantry admin rotate`).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        admin_cert_lifetime: Duration,
     },
     /// Run the controller: QUIC for agents and admins, the embedded store, /metrics.
     Serve {
@@ -76,6 +79,20 @@ enum Command {
         /// starts again); without it a missing or empty store is refused.
         #[arg(long)]
         new_store: bool,
+        /// Lifetime of node certificates; agents renew them over the uplink when a third
+        /// of it is left.
+        #[arg(long, env = "GANTRY_NODE_CERT_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        node_cert_lifetime: Duration,
+        /// Lifetime of admin certificates issued by `gantry admin add` and `rotate`.
+        #[arg(long, env = "GANTRY_ADMIN_CERT_LIFETIME", default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        admin_cert_lifetime: Duration,
+        /// How long after its certificate expired a node may still renew by proof of its
+        /// key (online or by file); after that it must enroll again.
+        #[arg(long, env = "GANTRY_RENEWAL_GRACE", default_value = "180d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        renewal_grace: Duration,
+        /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
+        #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
+        clock_offset: i64,
     },
     /// Join tokens for enrolling nodes.
     #[command(subcommand)]
@@ -316,6 +333,17 @@ enum FleetCommand {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         interval: Duration,
     },
+    /// Renew a node's certificate by file: its request from `gantry-agent renew
+    /// --offline-request`, answered with a file for `gantry-agent renew --offline-response`.
+    Renew {
+        /// The node's renewal request.
+        request: PathBuf,
+        /// Where to write the response for the node.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Revoke a node: its certificate stops working at once.
     Revoke {
         node: String,
@@ -334,6 +362,13 @@ enum AdminCommand {
         /// Where to write the new identity file (mode 0600).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace your own certificate and key: a new key made here, a new certificate for
+    /// it with the controller's admin lifetime; every earlier certificate of yours is
+    /// revoked. The identity file is replaced in place.
+    Rotate {
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -520,6 +555,28 @@ enum PolicyCommand {
     },
 }
 
+/// `, valid until …` for a certificate's expiry, when known.
+fn expiry_note(expires_at_ms: Option<u64>) -> String {
+    expires_at_ms.map_or_else(String::new, |ms| {
+        format!(
+            ", valid until {}",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+        )
+    })
+}
+
+/// A signed duration (`-10d`, `2h`) in milliseconds.
+fn parse_clock_offset(text: &str) -> Result<i64, String> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let duration = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    i64::try_from(duration.as_millis())
+        .map(|ms| sign * ms)
+        .map_err(|_| "too large".to_owned())
+}
+
 fn parse_key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .filter(|(k, _)| !k.is_empty())
@@ -649,7 +706,7 @@ mod fleet {
 
     use super::{
         AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, PushArgs,
-        ReportCommand, RolloutCommand, TelemetryCommand, TokenCommand, print_json,
+        ReportCommand, RolloutCommand, TelemetryCommand, TokenCommand, expiry_note, print_json,
     };
 
     async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
@@ -826,7 +883,20 @@ mod fleet {
                 metrics_listen,
                 retention,
                 new_store,
+                node_cert_lifetime,
+                admin_cert_lifetime,
+                renewal_grace,
+                clock_offset,
             } => {
+                let certs = gantry_controller::certs::CertPolicy {
+                    node_lifetime: node_cert_lifetime,
+                    admin_lifetime: admin_cert_lifetime,
+                    renewal_grace,
+                };
+                if let Err(e) = certs.validate() {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(64));
+                }
                 gantry_net::service_dir::check_writer(&dir.dir, "gantry serve …")?;
                 let metrics_listen = if metrics_listen.trim().is_empty() {
                     None
@@ -853,6 +923,10 @@ mod fleet {
                         metrics_listen,
                         retention,
                         new_store,
+                        certs,
+                        clock: gantry_controller::certs::Clock {
+                            offset_ms: clock_offset,
+                        },
                     },
                     shutdown,
                     None,
@@ -895,7 +969,7 @@ mod fleet {
                 let node = response.node_name.clone();
                 let file = OfflineResponse {
                     format: OFFLINE_RESPONSE_FORMAT.to_owned(),
-                    response,
+                    response: *response,
                     controller: admin.controller.unwrap_or(identity.controller).to_string(),
                     controller_certificate_pem,
                     controller_signature,
@@ -1087,6 +1161,7 @@ mod fleet {
                     role,
                     certificate_pem,
                     ca_pem,
+                    expires_at_ms,
                 } = client
                     .call(Request::AdminAdd {
                         name,
@@ -1107,8 +1182,83 @@ mod fleet {
                 }
                 .save(&out)?;
                 println!(
-                    "admin       {name} ({}) written to {} (mode 0600)",
+                    "admin       {name} ({}) written to {} (mode 0600){}",
                     role.as_str(),
+                    out.display(),
+                    expiry_note(expires_at_ms)
+                );
+            }
+            Command::Admin(AdminCommand::Rotate { admin }) => {
+                let (key_pem, public_key) = gantry_net::new_key_pair()?;
+                let identity_path = client::identity_path(admin.identity.as_deref());
+                let current = AdminIdentity::load(&identity_path)?;
+                let client = AdminClient::connect(&current, admin.controller).await?;
+                let Response::AdminAdded {
+                    name,
+                    role,
+                    certificate_pem,
+                    ca_pem,
+                    expires_at_ms,
+                } = client.call(Request::AdminRotate { public_key }).await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                AdminIdentity {
+                    name: name.clone(),
+                    role,
+                    controller: current.controller,
+                    ca_pem,
+                    cert_pem: certificate_pem,
+                    key_pem,
+                }
+                .save(&identity_path)?;
+                println!(
+                    "rotated     {name} ({}): new key and certificate in {}{}; the previous certificate is revoked",
+                    role.as_str(),
+                    identity_path.display(),
+                    expiry_note(expires_at_ms)
+                );
+            }
+            Command::Fleet(FleetCommand::Renew {
+                request,
+                out,
+                admin,
+            }) => {
+                use gantry_shared::protocol::enroll::{
+                    OFFLINE_RENEW_REQUEST_FORMAT, OFFLINE_RENEW_RESPONSE_FORMAT,
+                    OfflineRenewRequest, OfflineRenewResponse,
+                };
+                let text = std::fs::read(&request)
+                    .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+                let offline: OfflineRenewRequest = serde_json::from_slice(&text)
+                    .ok()
+                    .filter(|r: &OfflineRenewRequest| r.format == OFFLINE_RENEW_REQUEST_FORMAT)
+                    .ok_or_else(|| {
+                        format!(
+                            "{} is not a renewal request from `gantry-agent renew --offline-request`",
+                            request.display()
+                        )
+                    })?;
+                let Response::NodeRenewed(response) = connect(&admin)
+                    .await?
+                    .call(Request::NodeRenew(Box::new(offline.request)))
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                let node = response.node_name.clone();
+                let expires = response.certificate_expires_at_ms;
+                let file = OfflineRenewResponse {
+                    format: OFFLINE_RENEW_RESPONSE_FORMAT.to_owned(),
+                    response: *response,
+                };
+                let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
+                bytes.push(b'\n');
+                gantry_controller::atomic_file::write_bytes(&out, 0o644, &bytes)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                println!(
+                    "renewed     {node} (by file){}\nresponse    {}\nnext        carry it to the node: gantry-agent renew --offline-response FILE",
+                    expiry_note(expires),
                     out.display()
                 );
             }
@@ -1296,13 +1446,14 @@ fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
             dir,
             listen,
             admin_name,
+            admin_cert_lifetime,
         } => {
             if let Err(e) = gantry_net::service_dir::check_writer(&dir.dir, "gantry init …") {
                 report(&e);
                 return Ok(ExitCode::FAILURE);
             }
             let identity = gantry_controller::home::Home::new(&dir.dir)
-                .init(listen, &admin_name)
+                .init(listen, &admin_name, admin_cert_lifetime)
                 .map_err(|e| {
                     BundleCmdError::Usage(gantry_shared::bundle::outcome::error_chain(&e))
                 })?;

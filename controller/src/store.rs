@@ -170,6 +170,10 @@ pub struct IdentityRecord {
     pub principal: Principal,
     pub issued_at_ms: u64,
     pub revoked: bool,
+    /// When the certificate expires (Unix ms); absent for certificates issued before
+    /// certificates had lifetimes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// What the node said in its last heartbeat.
@@ -226,6 +230,15 @@ pub enum EnrollRefusal {
     NameTaken(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A certificate just issued to a node: its SHA-256, the key it certifies (hex P-256
+/// point) and when it expires (Unix ms).
+#[derive(Debug, Clone, Copy)]
+pub struct IssuedCertificate<'a> {
+    pub fingerprint: &'a str,
+    pub public_key: &'a str,
+    pub expires_at_ms: u64,
 }
 
 /// Outcome of storing one batch.
@@ -418,11 +431,15 @@ impl Store {
         token_id: &str,
         secret_sha256: &str,
         name: &str,
-        fingerprint: &str,
-        public_key: &str,
+        certificate: &IssuedCertificate<'_>,
         now_ms: u64,
     ) -> Result<NodeRecord, EnrollRefusal> {
-        let txn = self.write().map_err(StoreError::from)?;
+        let IssuedCertificate {
+            fingerprint,
+            public_key,
+            expires_at_ms,
+        } = *certificate;
+        let txn = self.write()?;
         let node = {
             let mut tokens = txn.open_table(TOKENS).map_err(StoreError::from)?;
             let mut token: TokenRecord = match tokens.get(token_id).map_err(StoreError::from)? {
@@ -480,6 +497,7 @@ impl Store {
                 },
                 issued_at_ms: now_ms,
                 revoked: false,
+                expires_at_ms: Some(expires_at_ms),
             };
             txn.open_table(IDENTITIES)
                 .map_err(StoreError::from)?
@@ -658,6 +676,65 @@ impl Store {
     }
 
     /// Revokes a node: its record and its certificate's identity.
+    /// Records a renewed certificate of node `name` (the same key, a new validity) and
+    /// makes it the node's current one, unless the node was revoked meanwhile.
+    pub fn install_node_certificate(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        record: &IdentityRecord,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let txn = self.write()?;
+        let node = {
+            let mut nodes = txn.open_table(NODES)?;
+            let current: Option<NodeRecord> =
+                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let Some(mut node) = current.filter(|n| !n.revoked) else {
+                return Ok(None);
+            };
+            fingerprint.clone_into(&mut node.fingerprint);
+            nodes.insert(name, to_json(&node).as_slice())?;
+            txn.open_table(IDENTITIES)?
+                .insert(fingerprint, to_json(record).as_slice())?;
+            node
+        };
+        txn.commit()?;
+        Ok(Some(node))
+    }
+
+    /// Replaces an admin's certificates: the new one recorded and every earlier one of that
+    /// admin revoked, in one transaction (`gantry admin rotate`).
+    pub fn rotate_admin(
+        &self,
+        name: &str,
+        new_fingerprint: &str,
+        record: &IdentityRecord,
+    ) -> Result<usize, StoreError> {
+        let txn = self.write()?;
+        let revoked = {
+            let mut identities = txn.open_table(IDENTITIES)?;
+            let mut doomed = Vec::new();
+            for entry in identities.iter()? {
+                let (fingerprint, value) = entry?;
+                let old: IdentityRecord = from_json(value.value())?;
+                if !old.revoked
+                    && matches!(&old.principal, Principal::Admin { name: n, .. } if n == name)
+                {
+                    doomed.push((fingerprint.value().to_owned(), old));
+                }
+            }
+            let revoked = doomed.len();
+            for (fingerprint, mut old) in doomed {
+                old.revoked = true;
+                identities.insert(fingerprint.as_str(), to_json(&old).as_slice())?;
+            }
+            identities.insert(new_fingerprint, to_json(record).as_slice())?;
+            revoked
+        };
+        txn.commit()?;
+        Ok(revoked)
+    }
+
     pub fn revoke_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
         let txn = self.write()?;
         let node = {
@@ -669,14 +746,21 @@ impl Store {
             };
             node.revoked = true;
             nodes.insert(name, to_json(&node).as_slice())?;
+            // Every certificate the node ever had: renewals leave earlier ones behind.
             let mut identities = txn.open_table(IDENTITIES)?;
-            let identity: Option<IdentityRecord> = identities
-                .get(node.fingerprint.as_str())?
-                .map(|v| from_json(v.value()))
-                .transpose()?;
-            if let Some(mut identity) = identity {
-                identity.revoked = true;
-                identities.insert(node.fingerprint.as_str(), to_json(&identity).as_slice())?;
+            let mut doomed = Vec::new();
+            for entry in identities.iter()? {
+                let (fingerprint, value) = entry?;
+                let record: IdentityRecord = from_json(value.value())?;
+                if !record.revoked
+                    && matches!(&record.principal, Principal::Node { name: n } if n == name)
+                {
+                    doomed.push((fingerprint.value().to_owned(), record));
+                }
+            }
+            for (fingerprint, mut record) in doomed {
+                record.revoked = true;
+                identities.insert(fingerprint.as_str(), to_json(&record).as_slice())?;
             }
             node
         };
@@ -872,9 +956,13 @@ mod tests {
             used_by: None,
         };
         store.put_token(token, &record).unwrap();
-        store
-            .enroll(token, "s", name, &format!("fp-{token}"), "04ab", 1)
-            .unwrap();
+        let fingerprint = format!("fp-{token}");
+        let certificate = IssuedCertificate {
+            fingerprint: &fingerprint,
+            public_key: "04ab",
+            expires_at_ms: u64::MAX,
+        };
+        store.enroll(token, "s", name, &certificate, 1).unwrap();
     }
 
     #[test]

@@ -26,6 +26,7 @@ static POLICY: LazyLock<SignedPolicy> = LazyLock::new(|| {
             not_after: None,
         }],
         revoked: vec![],
+        golden: None,
     })
     .unwrap();
     policy.sign(&key).unwrap();

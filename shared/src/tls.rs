@@ -191,6 +191,17 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A client configuration without a certificate, verifying the controller by the fleet
+/// CA: a node whose certificate expired renews by proof of possession over it.
+pub fn anonymous_client_config(ca_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
 /// A client configuration without a certificate that accepts only the controller
 /// certificate whose SHA-256 is `pin` (enrollment).
 pub fn pinned_client_config(pin: &str) -> Result<rustls::ClientConfig, TlsError> {

@@ -180,6 +180,18 @@ impl Controller {
 
     /// Starts the process again on the same address and directory.
     pub fn resume(&mut self) {
+        self.resume_with(&[]);
+    }
+
+    /// Stops the process and starts it again with `args` added to `gantry serve`'s (a
+    /// shifted clock, other certificate lifetimes).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.kill();
+        self.resume_with(args);
+    }
+
+    /// [`Self::resume`] with `args` added to `gantry serve`'s.
+    pub fn resume_with(&mut self, args: &[&str]) {
         assert!(self.child.is_none(), "controller already running");
         let mut child = Command::new(binary("gantry"))
             .args(["serve", "--dir"])
@@ -190,6 +202,7 @@ impl Controller {
                 "--metrics-listen",
                 &self.metrics.to_string(),
             ])
+            .args(args)
             .env("GANTRY_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -415,6 +428,27 @@ impl Agent {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// `gantry-agent ARGS` against this agent's configuration and state directory.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary("gantry-agent"))
+            .args(args)
+            .arg("--config")
+            .arg(self.dir.path().join("agent.toml"))
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .output()
+            .unwrap()
+    }
+
+    /// `gantry-agent status` of the running agent, as an operator reads it.
+    pub fn status_text(&self) -> String {
+        let out = Command::new(binary("gantry-agent"))
+            .args(["status", "--agent", &self.metrics.to_string()])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// The agent's own status (`/v1/status`), once it answers.

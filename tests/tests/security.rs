@@ -306,6 +306,22 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             },
             Role::Admin,
         ),
+        (
+            admin::Request::NodeRenew(Box::new(gantry_shared::protocol::enroll::RenewRequest {
+                node_name: "none".into(),
+                certificate_sha256: "none".into(),
+                at_ms: 0,
+                signature: "00".into(),
+            })),
+            Role::Admin,
+        ),
+        (
+            // Any admin may rotate its own certificate; a bad key changes nothing.
+            admin::Request::AdminRotate {
+                public_key: "not-a-key".into(),
+            },
+            Role::Viewer,
+        ),
     ]
 }
 
@@ -321,6 +337,8 @@ fn listed(request: &admin::Request) -> bool {
         | R::TelemetryQuery { .. }
         | R::NodeRevoke { .. }
         | R::AdminAdd { .. }
+        | R::NodeRenew(_)
+        | R::AdminRotate { .. }
         | R::BundleUpload { .. }
         | R::BundleCommit { .. }
         | R::BundleList
@@ -343,7 +361,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 22, "one line per admin call");
+    assert_eq!(calls.len(), 24, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

@@ -343,10 +343,10 @@ impl Buffer {
                 RecordClass::Event => stats.dropped_events += 1,
             }
         }
-        stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
-            Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
-            None => None,
-        };
+        stats.oldest_at_ms = table
+            .first()
+            .map_err(|e| self.engine(&e))?
+            .map(|(key, value)| header(&self.path, key.value(), value.value()).0);
         Ok(victims.len())
     }
 
@@ -417,10 +417,10 @@ impl Buffer {
                 }
                 removed += 1;
             }
-            stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
-                Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
-                None => None,
-            };
+            stats.oldest_at_ms = table
+                .first()
+                .map_err(|e| self.engine(&e))?
+                .map(|(key, value)| header(&self.path, key.value(), value.value()).0);
             let mut meta = txn.open_table(META).map_err(|e| self.engine(&e))?;
             meta.insert("dropped_metrics", stats.dropped_metrics)
                 .map_err(|e| self.engine(&e))?;
@@ -452,10 +452,10 @@ impl Buffer {
                 stats.records -= 1;
                 removed += 1;
             }
-            stats.oldest_at_ms = match table.first().map_err(|e| self.engine(&e))? {
-                Some((key, value)) => Some(header(&self.path, key.value(), value.value()).0),
-                None => None,
-            };
+            stats.oldest_at_ms = table
+                .first()
+                .map_err(|e| self.engine(&e))?
+                .map(|(key, value)| header(&self.path, key.value(), value.value()).0);
         }
         txn.commit().map_err(|e| self.engine(&e))?;
         stats.acked_total += removed;

@@ -437,10 +437,10 @@ impl BundleStore {
             }
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {
-                    tracing::info!(path = %path.display(), "removed an interrupted import's staging directory")
+                    tracing::info!(path = %path.display(), "removed an interrupted import's staging directory");
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted import's staging directory")
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an interrupted import's staging directory");
                 }
             }
         }

@@ -305,6 +305,8 @@ impl Embedded {
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             retention: Duration::from_secs(7 * 24 * 3600),
             new_store: false,
+            certs: crate::certs::CertPolicy::default(),
+            clock: crate::certs::Clock::default(),
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

@@ -71,7 +71,19 @@ pub(super) async fn handle(
             name,
             role,
             public_key,
-        } => admin_add(shared, caller, name, role, &public_key).await,
+        } => admin_add(shared, caller, name, role, &public_key, false).await,
+        Request::AdminRotate { public_key } => {
+            admin_add(shared, caller, caller.to_owned(), role, &public_key, true).await
+        }
+        Request::NodeRenew(request) => {
+            tracing::info!(admin = caller, node = %request.node_name, "renewing a node certificate by file");
+            super::renew::by_proof(shared, &request, true)
+                .await
+                .map_or_else(
+                    |e| e,
+                    |r| Response::Admin(admin::Response::NodeRenewed(Box::new(r))),
+                )
+        }
         Request::BundleUpload {
             file_sha256,
             size,
@@ -664,12 +676,15 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
     }
 }
 
+/// A certificate for admin `name` with `role`: a new admin, or (`rotate`) the caller's
+/// own replacement, every earlier certificate of the caller then revoked.
 async fn admin_add(
     shared: &Shared,
     caller: &str,
     name: String,
     role: Role,
     public_key: &str,
+    rotate: bool,
 ) -> Response {
     if !gantry_shared::protocol::enroll::valid_node_name(&name) {
         return error(
@@ -681,7 +696,9 @@ async fn admin_add(
         Ok(key) => key,
         Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
     };
-    let Ok(cert_pem) = shared.ca.issue_admin(&name, &key) else {
+    let now_ms = shared.clock.now_ms();
+    let validity = ca::Validity::starting(now_ms, shared.certs.admin_lifetime);
+    let Ok(cert_pem) = shared.ca.issue_admin(&name, &key, validity) else {
         return error(ErrorCode::Unavailable, "issuing the certificate failed");
     };
     let Ok(fingerprint) = ca::pem_fingerprint(&cert_pem) else {
@@ -692,20 +709,36 @@ async fn admin_add(
             name: name.clone(),
             role,
         },
-        issued_at_ms: crate::now_ms(),
+        issued_at_ms: now_ms,
         revoked: false,
+        expires_at_ms: Some(validity.not_after_ms),
     };
     let store = Arc::clone(&shared.store);
-    match blocking(move || store.put_identity(&fingerprint, &record)).await {
-        Some(Ok(())) => {
-            tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), "admin added");
+    let (admin_name, new_fingerprint) = (name.clone(), fingerprint.clone());
+    let stored = blocking(move || {
+        if rotate {
+            store.rotate_admin(&admin_name, &new_fingerprint, &record)
+        } else {
+            store.put_identity(&new_fingerprint, &record).map(|()| 0)
+        }
+    })
+    .await;
+    match stored {
+        Some(Ok(revoked)) => {
+            let action = if rotate { "admin.rotate" } else { "admin.add" };
+            tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), revoked, "{action}");
             record_audit(
                 shared,
                 NewEntry::new(
                     caller,
-                    "admin.add",
+                    action,
                     &name,
-                    audit::details([("role", serde_json::json!(role.as_str()))]),
+                    audit::details([
+                        ("role", serde_json::json!(role.as_str())),
+                        ("certificate_sha256", serde_json::json!(fingerprint)),
+                        ("expires_at_ms", serde_json::json!(validity.not_after_ms)),
+                        ("revoked_certificates", serde_json::json!(revoked)),
+                    ]),
                 ),
             )
             .await;
@@ -714,6 +747,7 @@ async fn admin_add(
                 role,
                 certificate_pem: cert_pem,
                 ca_pem: shared.ca.cert_pem().to_owned(),
+                expires_at_ms: Some(validity.not_after_ms),
             })
         }
         _ => error(ErrorCode::Unavailable, "the controller store failed"),

@@ -13,6 +13,7 @@
 mod admin;
 mod http;
 mod ingest;
+mod renew;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -53,6 +54,10 @@ pub struct ServeConfig {
     /// Start on a new, empty store when the initialized directory has none (`--new-store`):
     /// otherwise a missing or empty store is refused, since it holds the audit chain.
     pub new_store: bool,
+    /// Certificate lifetimes and the renewal grace.
+    pub certs: crate::certs::CertPolicy,
+    /// The clock certificates are issued and renewals judged by.
+    pub clock: crate::certs::Clock,
 }
 
 /// Why the controller could not start or stopped.
@@ -119,6 +124,8 @@ struct Shared {
     controller_certificate_pem: String,
     /// Signs enrollments by file (`gantry token redeem`), proving they come from here.
     controller_key_pem: String,
+    certs: crate::certs::CertPolicy,
+    clock: crate::certs::Clock,
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
@@ -144,7 +151,9 @@ pub async fn serve(
     config.home.check_initialized()?;
     let home = &config.home;
     let store_path = home.store_path();
-    if !config.new_store {
+    if config.new_store {
+        tracing::warn!(path = %store_path.display(), "starting with a new store if there is none (--new-store)");
+    } else {
         let problem = match std::fs::metadata(&store_path) {
             Err(_) => Some("is missing"),
             Ok(meta) if meta.len() == 0 => Some("is empty"),
@@ -157,8 +166,6 @@ pub async fn serve(
                 problem,
             });
         }
-    } else {
-        tracing::warn!(path = %store_path.display(), "starting with a new store if there is none (--new-store)");
     }
     let store = Arc::new(Store::open(&store_path)?);
     let ca = Ca::load(&home.dir)?;
@@ -191,6 +198,8 @@ pub async fn serve(
         controller_fingerprint,
         controller_certificate_pem: cert_pem.clone(),
         controller_key_pem: key_pem,
+        certs: config.certs,
+        clock: config.clock,
         live: Mutex::new(HashMap::new()),
         ingest,
         counters: Counters::default(),
@@ -521,7 +530,17 @@ async fn handle(shared: &Arc<Shared>, principal: Option<&Principal>, request: Re
             ErrorCode::BadRequest,
             "this connection already has an identity; enroll without one",
         ),
+        (Request::RenewExpired(req), _) => renew::by_proof(shared, &req, false)
+            .await
+            .map_or_else(|e| e, |r| Response::Renewed(Box::new(r))),
         (_, None) => unauthenticated(),
+        (Request::Renew, Some(Principal::Node { name })) => renew::online(shared, name)
+            .await
+            .map_or_else(|e| e, |r| Response::Renewed(Box::new(r))),
+        (Request::Renew, Some(Principal::Admin { .. })) => error(
+            ErrorCode::BadRequest,
+            "admins rotate their certificate with `gantry admin rotate`",
+        ),
         (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, *req),
         (Request::Telemetry(batch), Some(Principal::Node { name })) => {
             ingest_batch(shared, name, batch).await
@@ -561,7 +580,9 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
         Ok(key) => key,
         Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
     };
-    let cert_pem = match shared.ca.issue_node(&req.node_name, &key) {
+    let now_ms = shared.clock.now_ms();
+    let validity = ca::Validity::starting(now_ms, shared.certs.node_lifetime);
+    let cert_pem = match shared.ca.issue_node(&req.node_name, &key, validity) {
         Ok(pem) => pem,
         Err(e) => {
             tracing::error!(error = %e, "issuing a node certificate failed");
@@ -581,9 +602,12 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
             &token_id,
             &secret_sha256,
             &name,
-            &fingerprint,
-            &public_key,
-            crate::now_ms(),
+            &crate::store::IssuedCertificate {
+                fingerprint: &fingerprint,
+                public_key: &public_key,
+                expires_at_ms: validity.not_after_ms,
+            },
+            now_ms,
         )
     })
     .await;
@@ -604,12 +628,14 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
                 ),
             )
             .await;
-            Response::Enrolled(enroll::Response {
+            Response::Enrolled(Box::new(enroll::Response {
                 node_name: node.name,
                 certificate_pem: cert_pem,
                 ca_pem: shared.ca.cert_pem().to_owned(),
                 labels: node.labels,
-            })
+                certificate_expires_at_ms: Some(validity.not_after_ms),
+                certificate_issued_at_ms: Some(validity.not_before_ms),
+            }))
         }
         Some(Err(EnrollRefusal::Store(e))) => {
             tracing::error!(error = %e, "enrollment failed in the store");

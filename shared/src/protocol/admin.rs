@@ -107,6 +107,11 @@ pub enum Request {
     ReportKpis { window_ms: u64 },
     /// Admin: enroll a node by file (its offline request), as if it had dialled in.
     TokenRedeem(Box<super::enroll::Request>),
+    /// Admin: renew a node's certificate by file (its offline renewal request).
+    NodeRenew(Box<super::enroll::RenewRequest>),
+    /// Any admin: a new certificate for the caller's own name and role, for a new key
+    /// (`gantry admin rotate`); the certificate used for the call is revoked.
+    AdminRotate { public_key: String },
     /// Operator: ingest a telemetry export carried out of an air-gapped hall (the file,
     /// base64).
     TelemetryImport { file: String },
@@ -133,7 +138,8 @@ impl Request {
             | Self::RolloutStatus { .. }
             | Self::ReportKpis { .. }
             | Self::AuditVerify
-            | Self::AuditReport { .. } => Role::Viewer,
+            | Self::AuditReport { .. }
+            | Self::AdminRotate { .. } => Role::Viewer,
             Self::BundleUpload { .. }
             | Self::BundleCommit { .. }
             | Self::BundleAssign { .. }
@@ -145,6 +151,7 @@ impl Request {
             | Self::TelemetryImport { .. } => Role::Operator,
             Self::TokenCreate { .. }
             | Self::TokenRedeem(_)
+            | Self::NodeRenew(_)
             | Self::NodeRevoke { .. }
             | Self::AdminAdd { .. } => Role::Admin,
         }
@@ -174,6 +181,8 @@ impl Request {
             Self::AuditVerify => "audit verify",
             Self::TelemetryImport { .. } => "telemetry import",
             Self::TokenRedeem(_) => "token redeem",
+            Self::NodeRenew(_) => "fleet renew",
+            Self::AdminRotate { .. } => "admin rotate",
             Self::AuditReport { .. } => "audit report",
         }
     }
@@ -199,7 +208,11 @@ pub enum Response {
         role: Role,
         certificate_pem: String,
         ca_pem: String,
+        /// When the certificate stops being valid (Unix ms).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at_ms: Option<u64>,
     },
+    NodeRenewed(Box<super::enroll::Response>),
     /// Bytes of the upload held so far.
     Uploaded {
         received: u64,
@@ -215,7 +228,7 @@ pub enum Response {
     Kpis(Box<super::rollout::Kpis>),
     AuditVerified(super::audit::Verification),
     Redeemed {
-        response: super::enroll::Response,
+        response: Box<super::enroll::Response>,
         controller_certificate_pem: String,
         /// See [`super::enroll::OfflineResponse::controller_signature`].
         controller_signature: String,

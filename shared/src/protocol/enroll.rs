@@ -33,7 +33,57 @@ pub struct Response {
     /// Labels the token assigned.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// When the certificate stops being valid (Unix ms); absent from controllers that
+    /// issued certificates for decades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_expires_at_ms: Option<u64>,
+    /// When the certificate started being valid (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_issued_at_ms: Option<u64>,
 }
+
+/// A node asking for a new certificate for the key it enrolled with, by proof of
+/// possession: its signature over [`renew_message`]. Used when its certificate expired
+/// (sent without a client certificate) and, as a file, by a node that never reaches the
+/// controller (`gantry-agent renew --offline-request`, `gantry fleet renew`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    pub node_name: String,
+    /// SHA-256 of the certificate being renewed (issued by this controller).
+    pub certificate_sha256: String,
+    /// When the node signed the request (Unix ms, the node's clock).
+    pub at_ms: u64,
+    /// ECDSA P-256 (SHA-256, ASN.1 DER) by the node key over [`renew_message`], hex.
+    pub signature: String,
+}
+
+/// What a node signs to renew its certificate.
+pub fn renew_message(node_name: &str, certificate_sha256: &str, at_ms: u64) -> Vec<u8> {
+    format!("gantry node renewal v1\0{node_name}\0{certificate_sha256}\0{at_ms}").into_bytes()
+}
+
+/// A renewal carried by file: what the node writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRenewRequest {
+    /// `gantry-renew-request`.
+    pub format: String,
+    pub request: RenewRequest,
+}
+
+/// The controller's answer to a renewal by file: the new certificate. The node checks
+/// it chains to the fleet CA it already holds and certifies its own key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRenewResponse {
+    /// `gantry-renew-response`.
+    pub format: String,
+    pub response: Response,
+}
+
+pub const OFFLINE_RENEW_REQUEST_FORMAT: &str = "gantry-renew-request";
+pub const OFFLINE_RENEW_RESPONSE_FORMAT: &str = "gantry-renew-response";
 
 /// Enrollment by file, for a node that never reaches the controller: what the node
 /// writes (`gantry-agent enroll --offline-request`).

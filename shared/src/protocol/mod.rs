@@ -161,13 +161,20 @@ pub enum Request {
     /// Node: the bundle the controller assigned to it, from an offset; answered by a
     /// [`Response::BundleStream`] header and raw bytes (see [`delivery`]).
     BundleFetch(delivery::FetchRequest),
+    /// Node, over its mutual-TLS connection: a new certificate for its key, before the
+    /// current one expires. Answered by [`Response::Renewed`].
+    Renew,
+    /// A node whose certificate expired (no client certificate on the connection):
+    /// renewal by proof of possession of its key, within the controller's grace period.
+    RenewExpired(enroll::RenewRequest),
 }
 
 /// Every response the controller sends.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
-    Enrolled(enroll::Response),
+    Enrolled(Box<enroll::Response>),
+    Renewed(Box<enroll::Response>),
     Heartbeat(heartbeat::Response),
     Telemetry(telemetry::Ack),
     Admin(admin::Response),

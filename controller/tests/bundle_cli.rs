@@ -477,3 +477,94 @@ fn usage_errors_exit_2() {
         "missing --trust is a usage error"
     );
 }
+
+#[test]
+fn weak_key_is_refused_by_policy_create() {
+    let w = Workdir::new();
+    // The identity point: a public key of small order, for which anyone can forge.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let weak = ed25519_dalek::VerifyingKey::from_bytes(&identity).unwrap();
+    std::fs::write(
+        w.path("weak.pub"),
+        gantry_shared::bundle::signing::public_key_to_pem(&weak),
+    )
+    .unwrap();
+    let text = w.fails(&[
+        "policy",
+        "create",
+        "--key",
+        "mallory=weak.pub",
+        "--out",
+        "trust.json",
+    ]);
+    assert!(text.contains("weak ed25519 key"), "{text}");
+    assert!(!w.path("trust.json").exists(), "nothing written");
+}
+
+#[test]
+fn new_policies_require_golden_vectors_and_an_empty_gate_is_refused() {
+    let w = Workdir::new();
+    w.release_setup("2");
+    let inspect = w.ok(&["policy", "inspect", "trust.json"]);
+    assert!(
+        inspect.contains(
+            "golden      at least 1 vector(s) per bundle, tolerance at most abs 1e-2, rel 1e-2"
+        ),
+        "{inspect}"
+    );
+    // A bundle without golden vectors, properly signed: refused by the policy's gate.
+    let model = models().join("tiny_linear.onnx");
+    std::fs::write(w.path("none.json"), "[]").unwrap();
+    w.ok(&[
+        "bundle",
+        "create",
+        "--model",
+        model.to_str().unwrap(),
+        "--name",
+        "tiny-linear",
+        "--version",
+        "1.0.0",
+        "--golden",
+        "none.json",
+        "--out",
+        "empty.gbundle",
+    ]);
+    w.ok(&["bundle", "sign", "empty.gbundle", "--key", "r1.key"]);
+    w.ok(&["bundle", "sign", "empty.gbundle", "--key", "r2.key"]);
+    let text = w.fails(&["bundle", "verify", "empty.gbundle", "--trust", "trust.json"]);
+    assert!(
+        text.contains("requires 1 golden vector(s) with non-empty inputs and outputs"),
+        "{text}"
+    );
+    // The requirement can be set, and turned off by name.
+    w.ok(&[
+        "policy",
+        "create",
+        "--from",
+        "trust.json",
+        "--no-golden-requirement",
+        "--out",
+        "v2.json",
+    ]);
+    assert!(
+        w.ok(&["policy", "inspect", "v2.json"])
+            .contains("golden      not required")
+    );
+    w.ok(&[
+        "policy",
+        "create",
+        "--from",
+        "trust.json",
+        "--golden-min",
+        "3",
+        "--golden-max-abs",
+        "1e-4",
+        "--out",
+        "v3.json",
+    ]);
+    assert!(
+        w.ok(&["policy", "inspect", "v3.json"])
+            .contains("at least 3 vector(s)"),
+    );
+}

@@ -466,22 +466,12 @@ impl RawConfig {
             ));
         }
 
-        let interval = duration(
+        let interval = bounded_duration(
             "telemetry.interval",
             self.telemetry.interval.as_deref(),
             Duration::from_secs(10),
+            MIN_INTERVAL..=MAX_INTERVAL,
         )?;
-        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
-            return Err(ConfigError::invalid(
-                "telemetry.interval",
-                format!(
-                    "{} is out of range: it must be between {} and {}",
-                    humantime::format_duration(interval),
-                    humantime::format_duration(MIN_INTERVAL),
-                    humantime::format_duration(MAX_INTERVAL),
-                ),
-            ));
-        }
 
         let retry_interval = bounded_duration(
             "nvml.retry_interval",

@@ -91,7 +91,7 @@ fn digest_file(path: &Path) -> Result<(u64, String), BundleCmdError> {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
+    let mut file = gantry_net::files::open_regular(path).map_err(read_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -221,7 +221,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
 }
 
 fn open_bundle(path: &Path) -> Result<BundleReader<BufReader<File>>, BundleCmdError> {
-    let file = File::open(path).map_err(|source| BundleCmdError::Read {
+    let file = gantry_net::files::open_regular(path).map_err(|source| BundleCmdError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -297,7 +297,7 @@ pub fn load_policy(path: &Path) -> Result<SignedPolicy, BundleCmdError> {
 /// Verifies the bundle at `path` against the policy at `trust`, at `now`.
 pub fn verify(path: &Path, trust: &Path, now: SystemTime) -> Result<VerifyOutcome, BundleCmdError> {
     let policy = load_policy(trust)?;
-    let file = File::open(path).map_err(|source| BundleCmdError::Read {
+    let file = gantry_net::files::open_regular(path).map_err(|source| BundleCmdError::Read {
         path: path.to_owned(),
         source,
     })?;

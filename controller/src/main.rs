@@ -875,6 +875,36 @@ mod fleet {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// A key made here and a certificate for it from the controller (`request` carries the
+    /// public key): an admin identity to save, and when its certificate expires.
+    async fn new_admin_identity(
+        admin: &AdminArgs,
+        request: impl FnOnce(String) -> Request,
+    ) -> Result<(AdminIdentity, Option<u64>), Box<dyn std::error::Error>> {
+        let (key_pem, public_key) = gantry_net::new_key_pair()?;
+        let current = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
+        let client = AdminClient::connect(&current, admin.controller).await?;
+        let Response::AdminAdded {
+            name,
+            role,
+            certificate_pem,
+            ca_pem,
+            expires_at_ms,
+        } = client.call(request(public_key)).await?
+        else {
+            return Err(ClientError::Unexpected.into());
+        };
+        let identity = AdminIdentity {
+            name,
+            role,
+            controller: admin.controller.unwrap_or(current.controller),
+            ca_pem,
+            cert_pem: certificate_pem,
+            key_pem,
+        };
+        Ok((identity, expires_at_ms))
+    }
+
     pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         match command {
             Command::Serve {
@@ -1152,70 +1182,33 @@ mod fleet {
                 out,
                 admin,
             }) => {
-                let (key_pem, public_key) = gantry_net::new_key_pair()?;
-                let identity_path = client::identity_path(admin.identity.as_deref());
-                let current = AdminIdentity::load(&identity_path)?;
-                let client = AdminClient::connect(&current, admin.controller).await?;
-                let Response::AdminAdded {
-                    name,
-                    role,
-                    certificate_pem,
-                    ca_pem,
-                    expires_at_ms,
-                } = client
-                    .call(Request::AdminAdd {
+                let (identity, expires_at_ms) =
+                    new_admin_identity(&admin, |public_key| Request::AdminAdd {
                         name,
                         role,
                         public_key,
                     })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
-                AdminIdentity {
-                    name: name.clone(),
-                    role,
-                    controller: admin.controller.unwrap_or(current.controller),
-                    ca_pem,
-                    cert_pem: certificate_pem,
-                    key_pem,
-                }
-                .save(&out)?;
+                    .await?;
+                identity.save(&out)?;
                 println!(
-                    "admin       {name} ({}) written to {} (mode 0600){}",
-                    role.as_str(),
+                    "admin       {} ({}) written to {} (mode 0600){}",
+                    identity.name,
+                    identity.role.as_str(),
                     out.display(),
                     expiry_note(expires_at_ms)
                 );
             }
             Command::Admin(AdminCommand::Rotate { admin }) => {
-                let (key_pem, public_key) = gantry_net::new_key_pair()?;
-                let identity_path = client::identity_path(admin.identity.as_deref());
-                let current = AdminIdentity::load(&identity_path)?;
-                let client = AdminClient::connect(&current, admin.controller).await?;
-                let Response::AdminAdded {
-                    name,
-                    role,
-                    certificate_pem,
-                    ca_pem,
-                    expires_at_ms,
-                } = client.call(Request::AdminRotate { public_key }).await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
-                AdminIdentity {
-                    name: name.clone(),
-                    role,
-                    controller: current.controller,
-                    ca_pem,
-                    cert_pem: certificate_pem,
-                    key_pem,
-                }
-                .save(&identity_path)?;
+                let (identity, expires_at_ms) =
+                    new_admin_identity(&admin, |public_key| Request::AdminRotate { public_key })
+                        .await?;
+                let path = client::identity_path(admin.identity.as_deref());
+                identity.save(&path)?;
                 println!(
-                    "rotated     {name} ({}): new key and certificate in {}{}; the previous certificate is revoked",
-                    role.as_str(),
-                    identity_path.display(),
+                    "rotated     {} ({}): new key and certificate in {}{}; the previous certificate is revoked",
+                    identity.name,
+                    identity.role.as_str(),
+                    path.display(),
                     expiry_note(expires_at_ms)
                 );
             }

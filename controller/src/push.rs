@@ -41,7 +41,7 @@ async fn upload(client: &AdminClient, path: &Path, import: bool) -> Result<Bundl
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(read_err)?;
+    let mut file = gantry_net::files::open_regular(path).map_err(read_err)?;
     let mut hasher = Sha256::new();
     let size = io::copy(&mut file, &mut hasher).map_err(read_err)?;
     let file_sha256 = format!("{:x}", hasher.finalize());

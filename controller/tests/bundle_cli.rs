@@ -568,3 +568,42 @@ fn new_policies_require_golden_vectors_and_an_empty_gate_is_refused() {
             .contains("at least 3 vector(s)"),
     );
 }
+
+#[test]
+fn fifo_bundle_is_refused_without_hanging() {
+    let w = Workdir::new();
+    w.release_setup("1");
+    let status = Command::new("mkfifo")
+        .arg(w.path("bundle.fifo"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // No writer: a plain open would block forever.
+    for args in [
+        &["bundle", "verify", "bundle.fifo", "--trust", "trust.json"][..],
+        &["bundle", "inspect", "bundle.fifo"][..],
+    ] {
+        let mut child = Command::new(GANTRY)
+            .args(args)
+            .current_dir(w.dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                child.kill().unwrap();
+                panic!("gantry {args:?} hung on a FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("is a FIFO, not a regular file"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

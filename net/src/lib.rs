@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod notify;
 pub mod service_dir;
 

@@ -41,45 +41,26 @@ pub enum VerifyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is {kind}, not a regular file; copy the bundle into a file and import that")]
-    NotRegularFile { path: PathBuf, kind: &'static str },
+    #[error("{message}")]
+    NotRegularFile { path: PathBuf, message: String },
 }
 
-/// Opens a bundle (or policy update) for reading. Anything but a regular file is refused
-/// before a byte is read: a FIFO or device can answer two reads differently, and opening
-/// one must not hang (it is opened non-blocking, so a FIFO with no writer returns at once).
+/// Opens a bundle (or policy update) for reading: a regular file only, refused before a
+/// byte is read otherwise (see [`gantry_net::files::open_regular`]).
 pub fn open_regular(path: &Path) -> Result<File, VerifyError> {
-    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    let read_error = |source| VerifyError::ReadBundle {
-        path: path.to_owned(),
-        source,
-    };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits().cast_signed())
-        .open(path)
-        .map_err(read_error)?;
-    let kind = file.metadata().map_err(read_error)?.file_type();
-    let refused = if kind.is_file() {
-        None
-    } else if kind.is_fifo() {
-        Some("a FIFO")
-    } else if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_char_device() || kind.is_block_device() {
-        Some("a device")
-    } else if kind.is_socket() {
-        Some("a socket")
-    } else {
-        Some("not a regular file")
-    };
-    match refused {
-        None => Ok(file),
-        Some(kind) => Err(VerifyError::NotRegularFile {
-            path: path.to_owned(),
-            kind,
-        }),
-    }
+    gantry_net::files::open_regular(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidInput {
+            VerifyError::NotRegularFile {
+                path: path.to_owned(),
+                message: source.to_string(),
+            }
+        } else {
+            VerifyError::ReadBundle {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 /// Loads the node's trust policy, checking its own signatures.

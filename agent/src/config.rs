@@ -444,6 +444,11 @@ fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
     }
 }
 
+/// Longest wait between reconnection attempts, by default: with full jitter, a fleet comes
+/// back within seconds of its controller's return, spread over this window rather than
+/// all at once.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
@@ -641,7 +646,7 @@ impl RawConfig {
         let max_backoff = bounded_duration(
             "uplink.max_backoff",
             self.uplink.max_backoff.as_deref(),
-            Duration::from_secs(60),
+            DEFAULT_MAX_BACKOFF,
             Duration::from_millis(250)..=HOUR,
         )?;
         let uplink = UplinkSettings {

@@ -41,6 +41,53 @@ pub struct UplinkConfig {
     pub model: Option<std::sync::Arc<crate::inference::server::Slot>>,
 }
 
+/// Sizes telemetry batches from the throughput the link showed: each batch aims at about
+/// [`Pacer::TARGET`] on the wire, so a slow, lossy link carries small batches that each
+/// arrive and are acknowledged, and a fast one large ones. It starts small on every
+/// connection, grows at most twofold a batch, and shrinks at once.
+#[derive(Debug, Clone, Copy)]
+struct Pacer {
+    budget: usize,
+    max: usize,
+}
+
+impl Pacer {
+    const TARGET: Duration = Duration::from_secs(2);
+    const MIN: usize = 16 << 10;
+    /// Slowest throughput a batch is given time for before the call gives up.
+    const FLOOR_BYTES_PER_S: u64 = 4 << 10;
+
+    fn new(max: usize) -> Self {
+        Self {
+            budget: (64 << 10).min(max),
+            max,
+        }
+    }
+
+    /// Learns from a batch of `bytes` acknowledged after `took`.
+    fn acknowledged(&mut self, bytes: usize, took: Duration) {
+        let rate = bytes as f64 / took.as_secs_f64().max(0.001);
+        let wanted = (rate * Self::TARGET.as_secs_f64()) as usize;
+        // A batch smaller than its budget says nothing about a larger one.
+        let grown = if bytes * 2 >= self.budget {
+            wanted.min(self.budget * 2)
+        } else {
+            wanted.min(self.budget)
+        };
+        self.budget = grown.clamp(Self::MIN, self.max);
+    }
+
+    /// A batch that could not be delivered: try a quarter of it next.
+    fn failed(&mut self) {
+        self.budget = (self.budget / 4).max(Self::MIN);
+    }
+
+    /// How long a batch of `bytes` may take before the call gives up.
+    fn ceiling(bytes: usize) -> Duration {
+        CALL_TIMEOUT + Duration::from_secs(bytes as u64 / Self::FLOOR_BYTES_PER_S)
+    }
+}
+
 /// What `/metrics` and `status` show about the uplink.
 #[derive(Debug, Clone, Default)]
 pub struct UplinkStatus {
@@ -177,6 +224,8 @@ pub async fn run(
     }
     let mut backoff = FIRST_BACKOFF;
     let mut reported = false;
+    // Batch sizes follow the link, across reconnections.
+    let mut pacer = Pacer::new(config.batch_bytes);
     // Set when the controller refused the certificate as expired although this node's
     // clock says otherwise: renew by proof all the same.
     let mut expired_by_controller = false;
@@ -244,7 +293,7 @@ pub async fn run(
                     Some(RENEWING.to_owned())
                 } else {
                     tokio::select! {
-                        reason = session(&config, &conn, &buffer, &appended, &status, &shutdown) => reason,
+                        reason = session(&config, &conn, &buffer, &appended, &status, &mut pacer, &shutdown) => reason,
                         () = sleep_or_never(renew_in) => {
                             conn.close(0u32.into(), b"renewing the node certificate");
                             Some(RENEWING.to_owned())
@@ -316,6 +365,7 @@ async fn session(
     buffer: &Arc<Buffer>,
     appended: &Notify,
     status: &SharedStatus,
+    pacer: &mut Pacer,
     shutdown: &CancellationToken,
 ) -> Option<String> {
     let (desired_tx, desired_rx) = tokio::sync::watch::channel(None);
@@ -344,7 +394,7 @@ async fn session(
         }
         let peeked = {
             let buffer = Arc::clone(buffer);
-            let (records, bytes) = (config.batch_records, config.batch_bytes);
+            let (records, bytes) = (config.batch_records, pacer.budget);
             tokio::task::spawn_blocking(move || buffer.peek(records, bytes)).await
         };
         let records = match peeked {
@@ -356,7 +406,7 @@ async fn session(
             Err(e) => return Some(format!("buffer task failed: {e}")),
         };
         if !records.is_empty() {
-            if let Err(reason) = send_batch(conn, buffer, records, status).await {
+            if let Err(reason) = send_batch(conn, buffer, records, status, pacer).await {
                 return Some(reason);
             }
             continue;
@@ -439,8 +489,10 @@ async fn send_batch(
     buffer: &Arc<Buffer>,
     records: Vec<crate::buffer::Buffered>,
     status: &SharedStatus,
+    pacer: &mut Pacer,
 ) -> Result<(), String> {
     let first = records[0].seq;
+    let bytes: usize = records.iter().map(|r| r.body.len()).sum();
     let mut batch = Batch {
         records: Vec::with_capacity(records.len()),
     };
@@ -475,8 +527,17 @@ async fn send_batch(
     let Some(last) = batch.records.last().map(|r| r.seq) else {
         return Ok(());
     };
-    match gantry_net::call(conn, &Request::Telemetry(batch), CALL_TIMEOUT).await {
+    let started = tokio::time::Instant::now();
+    let answer = gantry_net::call_while_progressing(
+        conn,
+        &Request::Telemetry(batch),
+        CALL_TIMEOUT,
+        Pacer::ceiling(bytes),
+    )
+    .await;
+    match answer {
         Ok(Response::Telemetry(ack)) => {
+            pacer.acknowledged(bytes, started.elapsed());
             if ack.through_seq != last {
                 return Err(format!(
                     "the controller acknowledged through {} for a batch ending at {last}",
@@ -494,6 +555,8 @@ async fn send_batch(
             tracing::debug!(
                 first,
                 last,
+                bytes,
+                next_budget = pacer.budget,
                 stored = ack.stored,
                 duplicates = ack.duplicates,
                 "batch acknowledged"
@@ -511,6 +574,9 @@ async fn send_batch(
             }
         }
         Ok(_) => Err("unexpected answer to a telemetry batch".to_owned()),
-        Err(e) => Err(e.to_string()),
+        Err(e) => {
+            pacer.failed();
+            Err(e.to_string())
+        }
     }
 }

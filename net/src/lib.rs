@@ -60,9 +60,11 @@ pub fn verify(public_key_hex: &str, message: &[u8], signature: &[u8]) -> bool {
 }
 
 /// Keep-alive on idle connections, so NAT bindings stay open and a dead peer is noticed.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
-/// A connection with no traffic for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A connection that heard nothing from its peer for this long is closed: a controller
+/// killed or cut off is noticed within it. Five keep-alive rounds, each retried by QUIC's
+/// loss recovery, so a lossy link (15 % of packets lost) does not drop a live connection.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Network failures. `is_transient` tells whether retrying later may help.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,10 @@ pub enum NetError {
     },
     #[error("the stream failed: {0}")]
     Stream(String),
+    /// The connection under the stream was lost, or the peer reset the stream: not a
+    /// malformed frame, nothing the peer sent was wrong.
+    #[error("the stream ended with its connection: {0}")]
+    Lost(String),
     #[error(transparent)]
     Frame(#[from] FrameError),
     #[error("no answer within {0:?}")]
@@ -99,7 +105,7 @@ impl NetError {
                 source,
                 quinn::ConnectionError::VersionMismatch | quinn::ConnectionError::TransportError(_)
             ),
-            Self::Stream(_) | Self::Timeout(_) => true,
+            Self::Stream(_) | Self::Lost(_) | Self::Timeout(_) => true,
             Self::Endpoint(_) | Self::Tls(_) | Self::Connect { .. } | Self::Frame(_) => false,
         }
     }
@@ -112,6 +118,14 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.max_concurrent_bidi_streams(256u32.into());
     t.stream_receive_window((8u32 << 20).into());
     t.send_window(32 << 20);
+    // BBR paces by the bandwidth and round trip it measures instead of halving on every
+    // loss: on a lossy hall uplink (random loss, jitter that reorders) loss-based control
+    // collapses to a few packets per round trip, BBR keeps the link busy.
+    t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+    // Jitter reorders packets: tolerate more of it before calling a packet lost, so late
+    // packets are not sent twice.
+    t.packet_threshold(16);
+    t.time_threshold(2.0);
     Arc::new(t)
 }
 
@@ -150,17 +164,26 @@ pub async fn connect(endpoint: &Endpoint, addr: SocketAddr) -> Result<Connection
         .map_err(|source| NetError::Connection { addr, source })
 }
 
+fn read_error(e: quinn::ReadExactError) -> NetError {
+    use quinn::{ReadError, ReadExactError};
+    match e {
+        ReadExactError::ReadError(ReadError::ConnectionLost(lost)) => {
+            NetError::Lost(lost.to_string())
+        }
+        ReadExactError::ReadError(ReadError::Reset(code)) => {
+            NetError::Lost(format!("the peer reset the stream (code {code})"))
+        }
+        other => NetError::Stream(other.to_string()),
+    }
+}
+
 /// Reads one frame's JSON body from `recv`, enforcing the size limit from the header.
 pub async fn read_frame(recv: &mut RecvStream) -> Result<Vec<u8>, NetError> {
     let mut header = [0u8; 4];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| NetError::Stream(e.to_string()))?;
+    recv.read_exact(&mut header).await.map_err(read_error)?;
     let size = protocol::frame_length(header)?;
     let mut body = vec![0u8; size];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| NetError::Stream(e.to_string()))?;
+    recv.read_exact(&mut body).await.map_err(read_error)?;
     Ok(body)
 }
 
@@ -194,6 +217,49 @@ pub async fn call(
     tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| NetError::Timeout(timeout))?
+}
+
+/// One request on a new stream, and its response, for as long as the connection makes
+/// progress: the call fails when the peer acknowledged none of our packets for `stall`,
+/// or at `ceiling` (a peer that is alive but never answers). On a slow, lossy link a
+/// large request takes as long as it takes and is not abandoned half-way to be sent again
+/// from scratch; a dead peer is noticed sooner by the connection's idle timeout.
+pub async fn call_while_progressing(
+    conn: &Connection,
+    request: &Request,
+    stall: Duration,
+    ceiling: Duration,
+) -> Result<Response, NetError> {
+    let exchange = async {
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| NetError::Stream(e.to_string()))?;
+        write_frame(&mut send, request).await?;
+        let body = read_frame(&mut recv).await?;
+        Ok(protocol::decode_body(&body)?)
+    };
+    tokio::pin!(exchange);
+    let acks = || conn.stats().frame_rx.acks;
+    let started = tokio::time::Instant::now();
+    let (mut seen, mut since) = (acks(), started);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            result = &mut exchange => return result,
+            _ = tick.tick() => {
+                let now = acks();
+                if now != seen {
+                    (seen, since) = (now, tokio::time::Instant::now());
+                } else if since.elapsed() >= stall {
+                    return Err(NetError::Timeout(stall));
+                }
+                if started.elapsed() >= ceiling {
+                    return Err(NetError::Timeout(ceiling));
+                }
+            }
+        }
+    }
 }
 
 /// One request on a new stream whose response frame is followed by raw bytes: the

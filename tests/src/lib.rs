@@ -498,16 +498,48 @@ pub fn assert_contiguous(records: &[RecordInfo], n: u64) {
     }
 }
 
-/// A UDP relay that drops, duplicates and reorders packets between a client and `target`.
+/// What a [`LossyRelay`] does to packets: per-packet chances in percent, and a delay with
+/// jitter (each packet waits `delay` plus up to `jitter`, so jitter reorders too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    pub drop_pct: u64,
+    pub dup_pct: u64,
+    pub reorder_pct: u64,
+    pub delay: Duration,
+    pub jitter: Duration,
+}
+
+/// A UDP relay that drops, duplicates, reorders and delays packets between a client and
+/// `target`, counting the bytes it carries.
 #[derive(Debug)]
 pub struct LossyRelay {
     pub addr: SocketAddr,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    carried: Arc<std::sync::atomic::AtomicU64>,
 }
+
+type Due = std::cmp::Reverse<(std::time::Instant, u64, Vec<u8>, SocketAddr)>;
 
 impl LossyRelay {
     /// `drop_pct`, `dup_pct` and `reorder_pct` are per-packet chances in percent.
     pub fn start(target: SocketAddr, drop_pct: u64, dup_pct: u64, reorder_pct: u64) -> Self {
+        Self::with_link(
+            target,
+            Link {
+                drop_pct,
+                dup_pct,
+                reorder_pct,
+                ..Link::default()
+            },
+        )
+    }
+
+    /// Bytes of UDP payload carried so far, both ways (what the link was made to carry).
+    pub fn carried(&self) -> u64 {
+        self.carried.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn with_link(target: SocketAddr, link: Link) -> Self {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
@@ -518,23 +550,52 @@ impl LossyRelay {
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let carried = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let chaos = move |seed: &mut u64| {
             *seed ^= *seed << 13;
             *seed ^= *seed >> 7;
             *seed ^= *seed << 17;
-            *seed % 100
+            *seed
         };
         let pump = |from: UdpSocket,
                     to: UdpSocket,
                     dest: Arc<Mutex<Option<SocketAddr>>>,
                     fixed: Option<SocketAddr>,
                     remember: bool,
-                    stop: Arc<std::sync::atomic::AtomicBool>,
                     mut seed: u64| {
+            let stop = Arc::clone(&stop);
+            let carried = Arc::clone(&carried);
+            // Packets wait here until they are due.
+            let (queue, due) = std::sync::mpsc::channel::<Due>();
+            let sender_stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut heap = std::collections::BinaryHeap::<Due>::new();
+                while !sender_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let wait = heap.peek().map_or(Duration::from_millis(50), |next| {
+                        next.0
+                            .0
+                            .saturating_duration_since(std::time::Instant::now())
+                    });
+                    match due.recv_timeout(wait) {
+                        Ok(item) => heap.push(item),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    while heap
+                        .peek()
+                        .is_some_and(|next| next.0.0 <= std::time::Instant::now())
+                    {
+                        let std::cmp::Reverse((_, _, packet, to_addr)) = heap.pop().unwrap();
+                        let _ = to.send_to(&packet, to_addr);
+                    }
+                }
+            });
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65_536];
                 let mut held: Option<Vec<u8>> = None;
+                let mut order = 0u64;
+                let jitter_us = link.jitter.as_micros() as u64;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let Ok((n, src)) = from.recv_from(&mut buf) else {
                         continue;
@@ -545,20 +606,32 @@ impl LossyRelay {
                     let Some(to_addr) = fixed.or(*dest.lock().unwrap()) else {
                         continue;
                     };
+                    carried.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     let packet = buf[..n].to_vec();
-                    if chaos(&mut seed) < drop_pct {
+                    if chaos(&mut seed) % 100 < link.drop_pct {
                         continue;
                     }
-                    if chaos(&mut seed) < reorder_pct && held.is_none() {
+                    if chaos(&mut seed) % 100 < link.reorder_pct && held.is_none() {
                         held = Some(packet);
                         continue;
                     }
-                    let _ = to.send_to(&packet, to_addr);
-                    if chaos(&mut seed) < dup_pct {
-                        let _ = to.send_to(&packet, to_addr);
+                    let mut send = |packet: Vec<u8>, seed: &mut u64| {
+                        let extra = if jitter_us == 0 {
+                            0
+                        } else {
+                            chaos(seed) % jitter_us
+                        };
+                        let at =
+                            std::time::Instant::now() + link.delay + Duration::from_micros(extra);
+                        order += 1;
+                        let _ = queue.send(std::cmp::Reverse((at, order, packet, to_addr)));
+                    };
+                    if chaos(&mut seed) % 100 < link.dup_pct {
+                        send(packet.clone(), &mut seed);
                     }
+                    send(packet, &mut seed);
                     if let Some(late) = held.take() {
-                        let _ = to.send_to(&late, to_addr);
+                        send(late, &mut seed);
                     }
                 }
             });
@@ -571,19 +644,14 @@ impl LossyRelay {
             Arc::clone(&client),
             Some(target),
             true,
-            Arc::clone(&stop),
             0x9e37_79b9_7f4a_7c15,
         );
-        pump(
-            u2,
-            s2,
-            client,
-            None,
-            false,
-            Arc::clone(&stop),
-            0x2545_f491_4f6c_dd1d,
-        );
-        Self { addr, stop }
+        pump(u2, s2, client, None, false, 0x2545_f491_4f6c_dd1d);
+        Self {
+            addr,
+            stop,
+            carried,
+        }
     }
 }
 

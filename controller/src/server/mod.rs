@@ -482,6 +482,10 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let response = match gantry_net::read_frame(&mut recv).await {
+        Err(e @ gantry_net::NetError::Lost(_)) => {
+            tracing::debug!(error = %e, "a stream ended with its connection before its request arrived");
+            return;
+        }
         Err(e) => {
             shared
                 .counters

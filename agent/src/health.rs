@@ -78,7 +78,7 @@ impl Monitor {
     pub fn evaluate(
         &mut self,
         sample: &Sample,
-        buffer_failing: bool,
+        buffer_problem: Option<&str>,
         model: Option<&ModelHealth>,
         now: Instant,
     ) -> Health {
@@ -271,11 +271,13 @@ impl Monitor {
                 );
             }
         }
-        if buffer_failing {
+        if let Some(problem) = buffer_problem {
             h.add(
                 "node.buffer",
                 HealthState::Unhealthy,
-                "the telemetry buffer cannot be written; samples are being lost",
+                format!(
+                    "the telemetry buffer cannot be written ({problem}); samples are dropped and counted until it can"
+                ),
             );
         }
         self.log_transition(&h);
@@ -358,7 +360,7 @@ mod tests {
         assert_eq!(
             m.evaluate(
                 &sample(fields, GpuState::Ok, 0),
-                false,
+                None,
                 None,
                 Instant::now()
             )
@@ -375,14 +377,14 @@ mod tests {
             clock_throttle_reasons: Some(0x40),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), false, None, Instant::now());
+        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), None, None, Instant::now());
         assert_eq!(h.state, HealthState::Degraded);
         assert!(h.reasons.iter().any(|r| r.check == "gpu.thermal"));
         let ecc = GpuFields {
             ecc_dbe_volatile: Some(2),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), false, None, Instant::now());
+        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), None, None, Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         assert!(h.reasons[0].message.contains("2 uncorrectable"));
     }
@@ -393,7 +395,7 @@ mod tests {
         assert_eq!(
             m.evaluate(
                 &sample(GpuFields::default(), GpuState::Lost, 0),
-                false,
+                None,
                 None,
                 Instant::now()
             )
@@ -402,7 +404,7 @@ mod tests {
         );
         let mut none = sample(GpuFields::default(), GpuState::Ok, 0);
         none.gpus.clear();
-        let h = m.evaluate(&none, false, None, Instant::now());
+        let h = m.evaluate(&none, None, None, Instant::now());
         assert!(h.reasons.iter().any(|r| r.check == "gpu.missing"), "{h:?}");
     }
 
@@ -415,21 +417,21 @@ mod tests {
         let t0 = Instant::now();
         let h = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 1),
-            false,
+            None,
             None,
             t0,
         );
         assert_eq!(h.state, HealthState::Unhealthy);
         let later = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 1),
-            false,
+            None,
             None,
             t0 + Duration::from_secs(61),
         );
         assert_eq!(later.state, HealthState::Healthy, "{later:?}");
         let again = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 2),
-            false,
+            None,
             None,
             t0 + Duration::from_secs(62),
         );
@@ -446,7 +448,7 @@ mod tests {
         let mut s = sample(GpuFields::default(), GpuState::Ok, 0);
         s.host.state_dir.as_mut().unwrap().free_bytes = 100 << 20;
         s.host.mem_available_bytes = 1 << 30;
-        let h = m.evaluate(&s, true, None, Instant::now());
+        let h = m.evaluate(&s, Some("No space left on device"), None, Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         let checks: Vec<&str> = h.reasons.iter().map(|r| r.check.as_str()).collect();
         assert_eq!(checks, vec!["node.disk", "node.memory", "node.buffer"]);
@@ -477,12 +479,12 @@ mod model_tests {
             ..ModelHealth::default()
         };
         assert_eq!(
-            m.evaluate(&sample, false, Some(&model), Instant::now())
+            m.evaluate(&sample, None, Some(&model), Instant::now())
                 .state,
             HealthState::Healthy
         );
         model.recent_error_rate = 0.2;
-        let h = m.evaluate(&sample, false, Some(&model), Instant::now());
+        let h = m.evaluate(&sample, None, Some(&model), Instant::now());
         assert_eq!(h.state, HealthState::Degraded);
         assert!(
             h.reasons[0]
@@ -493,7 +495,7 @@ mod model_tests {
             "golden vector ones: output \"y\" element 0 is 1, expected 2".into(),
         ));
         assert_eq!(
-            m.evaluate(&sample, false, Some(&model), Instant::now())
+            m.evaluate(&sample, None, Some(&model), Instant::now())
                 .state,
             HealthState::Unhealthy
         );

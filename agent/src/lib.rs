@@ -14,6 +14,7 @@ pub mod export;
 pub mod health;
 pub mod identity;
 pub mod inference;
+pub mod memory;
 pub mod metrics;
 pub mod renewal;
 pub mod run;

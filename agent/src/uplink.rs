@@ -21,6 +21,8 @@ use crate::buffer::Buffer;
 use crate::identity::NodeIdentity;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// A drain of more than this gives its memory back once the buffer is empty.
+const GIVE_BACK_AFTER: usize = 4 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Uplink settings.
@@ -379,6 +381,8 @@ async fn session(
         delivery_stop,
     ));
     let mut next_heartbeat = tokio::time::Instant::now();
+    // Bytes sent since the buffer was last empty.
+    let mut drained = 0;
     loop {
         if shutdown.is_cancelled() {
             return None;
@@ -406,10 +410,16 @@ async fn session(
             Err(e) => return Some(format!("buffer task failed: {e}")),
         };
         if !records.is_empty() {
+            drained += records.iter().map(|r| r.body.len()).sum::<usize>();
             if let Err(reason) = send_batch(conn, buffer, records, status, pacer).await {
                 return Some(reason);
             }
             continue;
+        }
+        if drained >= GIVE_BACK_AFTER {
+            // A backlog just drained: its batches' memory goes back to the system.
+            drained = 0;
+            let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
         }
         tokio::select! {
             () = shutdown.cancelled() => return None,
@@ -552,11 +562,16 @@ async fn send_batch(
                 }
                 Err(e) => tracing::error!(error = %e, "buffer task failed"),
             }
+            let link = conn.stats();
             tracing::debug!(
                 first,
                 last,
                 bytes,
                 next_budget = pacer.budget,
+                udp_tx_bytes = link.udp_tx.bytes,
+                udp_rx_bytes = link.udp_rx.bytes,
+                sent_packets = link.path.sent_packets,
+                lost_packets = link.path.lost_packets,
                 stored = ack.stored,
                 duplicates = ack.duplicates,
                 "batch acknowledged"

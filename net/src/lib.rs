@@ -122,9 +122,10 @@ fn transport() -> Arc<quinn::TransportConfig> {
     // loss: on a lossy hall uplink (random loss, jitter that reorders) loss-based control
     // collapses to a few packets per round trip, BBR keeps the link busy.
     t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
-    // Jitter reorders packets: tolerate more of it before calling a packet lost, so late
-    // packets are not sent twice.
-    t.packet_threshold(16);
+    // Jitter reorders packets, as many as the rate times the jitter: declare a packet lost
+    // by time (twice the round trip) rather than by how many later ones arrived first, so
+    // late packets are not sent twice.
+    t.packet_threshold(1000);
     t.time_threshold(2.0);
     Arc::new(t)
 }

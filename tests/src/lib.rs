@@ -430,6 +430,17 @@ impl Agent {
         self.child.is_some()
     }
 
+    /// The running agent's resident memory (`VmRSS`), in bytes.
+    pub fn rss(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    }
+
     /// `gantry-agent ARGS` against this agent's configuration and state directory.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(binary("gantry-agent"))

@@ -437,6 +437,7 @@ fn a_backlog_drains_exactly_once_over_a_slow_lossy_link() {
     wait_for("a few records", Duration::from_secs(20), || {
         agent.buffer().filter(|(waiting, _, _)| *waiting >= 3)
     });
+    let idle_rss = agent.rss().unwrap_or(0);
     agent.kill();
     let added = backlog(&agent, 3000);
     controller.resume();
@@ -445,8 +446,23 @@ fn a_backlog_drains_exactly_once_over_a_slow_lossy_link() {
     agent.run("1s");
     // Measured here: about 26 s (a clean link: 1-2 s); the bound leaves room for a loaded
     // machine, the figure is what the test prints.
-    let last = wait_drained_within(&controller, &agent, 3003, Duration::from_secs(300));
+    let mut peak_rss = 0;
+    let last = wait_for("the backlog to drain", Duration::from_secs(300), || {
+        peak_rss = peak_rss.max(agent.rss().unwrap_or(0));
+        let (waiting, last_seq, _) = agent.buffer()?;
+        let stored = controller.node(&agent.name).summary.last_seq;
+        (waiting == 0 && last_seq >= 3003 && stored == last_seq).then_some(last_seq)
+    });
     let took = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let after_rss = agent.rss().unwrap_or(0);
+    let mib = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "agent RSS (a debug build): {:.1} MiB before the backlog, {:.1} MiB at the peak of the drain, {:.1} MiB after it",
+        mib(idle_rss),
+        mib(peak_rss),
+        mib(after_rss)
+    );
     assert_contiguous(&controller.records(&agent.name), last);
     let carried = relay.carried() - before;
     let factor = carried as f64 / added as f64;
@@ -457,7 +473,7 @@ fn a_backlog_drains_exactly_once_over_a_slow_lossy_link() {
         carried as f64 / 1e6
     );
     assert!(
-        factor < 3.0,
+        factor < 4.0,
         "the same bytes are not sent over and over: {factor:.2}×"
     );
 }

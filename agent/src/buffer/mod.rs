@@ -23,7 +23,8 @@ pub mod recorder;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use gantry_shared::protocol::telemetry::RecordClass;
@@ -46,6 +47,10 @@ pub enum BufferError {
     Engine { path: PathBuf, message: String },
     #[error("the buffer {path} holds a corrupt record at sequence {seq}")]
     Corrupt { path: PathBuf, seq: u64 },
+    #[error(
+        "the buffer {path} cannot be reopened after a failed write ({message}); is its file system full? it is retried every second"
+    )]
+    Unavailable { path: PathBuf, message: String },
 }
 
 /// Size and age limits.
@@ -111,10 +116,19 @@ const DROP_WARNING_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Buffer {
     path: PathBuf,
-    db: Database,
+    /// `None` while the file could not be reopened after a failed write.
+    db: RwLock<Option<Database>>,
+    /// Set when a write failed (a full disk, an I/O error): the engine refuses everything
+    /// after that until the database is reopened, which the next call tries.
+    broken: AtomicBool,
+    /// When the last reopen was tried; tried at most every [`REOPEN_EVERY`].
+    last_reopen: Mutex<Option<Instant>>,
     limits: Limits,
     state: Mutex<State>,
 }
+
+/// How often a broken buffer tries to reopen its database.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
 impl Buffered {
     /// A stored record as read back. One whose header is damaged comes back with an empty
@@ -201,7 +215,9 @@ impl Buffer {
         txn.commit().map_err(|e| engine(&e))?;
         Ok(Self {
             path: path.to_owned(),
-            db,
+            db: RwLock::new(Some(db)),
+            broken: AtomicBool::new(false),
+            last_reopen: Mutex::new(None),
             limits,
             state: Mutex::new(State {
                 stats,
@@ -220,14 +236,91 @@ impl Buffer {
         }
     }
 
+    /// The database, reopened first when a write failed before. After a failed commit
+    /// the file holds the last committed state, which is what the figures describe: a
+    /// reopen loses nothing that was stored.
+    fn database(&self) -> Result<RwLockReadGuard<'_, Option<Database>>, BufferError> {
+        if self.broken.load(Ordering::SeqCst) {
+            self.try_reopen();
+        }
+        let guard = self.db.read().expect("buffer database");
+        if guard.is_some() {
+            Ok(guard)
+        } else {
+            Err(BufferError::Unavailable {
+                path: self.path.clone(),
+                message: "closed after a failed write".to_owned(),
+            })
+        }
+    }
+
+    fn try_reopen(&self) {
+        {
+            let mut last = self.last_reopen.lock().expect("buffer reopen");
+            if last.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let mut db = self.db.write().expect("buffer database");
+        if !self.broken.load(Ordering::SeqCst) {
+            return;
+        }
+        // The engine refuses every call after an I/O error: close it before opening anew.
+        drop(db.take());
+        match Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&self.path)
+        {
+            Ok(fresh) => {
+                *db = Some(fresh);
+                self.broken.store(false, Ordering::SeqCst);
+                tracing::info!(path = %self.path.display(), "telemetry buffer reopened after a failed write");
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e, "telemetry buffer cannot be reopened yet");
+            }
+        }
+    }
+
+    /// Marks the database for reopening after a failed write.
+    fn failed<T>(&self, result: Result<T, BufferError>) -> Result<T, BufferError> {
+        if result.is_err() {
+            self.broken.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
     pub fn stats(&self) -> BufferStats {
         self.state.lock().expect("buffer state").stats
     }
 
-    /// Appends records durably; returns the sequence numbers they got.
+    /// Appends records durably; returns the sequence numbers they got. Records that
+    /// cannot be written (a full disk) are counted as dropped, by class, and get no
+    /// sequence number; the buffer reopens itself once writes succeed again.
     pub fn append(&self, records: &[NewRecord], now_ms: u64) -> Result<Range<u64>, BufferError> {
+        let result = self.failed(self.append_unguarded(records, now_ms));
+        if result.is_err() {
+            let mut state = self.state.lock().expect("buffer state");
+            for record in records {
+                match record.class {
+                    RecordClass::Metrics => state.stats.dropped_metrics += 1,
+                    RecordClass::Event => state.stats.dropped_events += 1,
+                }
+            }
+        }
+        result
+    }
+
+    fn append_unguarded(
+        &self,
+        records: &[NewRecord],
+        now_ms: u64,
+    ) -> Result<Range<u64>, BufferError> {
         let mut state = self.state.lock().expect("buffer state");
-        let txn = self.db.begin_write().map_err(|e| self.engine(&e))?;
+        let db = self.database()?;
+        let db = db.as_ref().expect("checked");
+        let txn = db.begin_write().map_err(|e| self.engine(&e))?;
         let first = state.stats.last_seq + 1;
         let mut stats = state.stats;
         {
@@ -352,7 +445,20 @@ impl Buffer {
 
     /// The oldest records, in order: at most `max_records` and about `max_bytes`.
     pub fn peek(&self, max_records: usize, max_bytes: usize) -> Result<Vec<Buffered>, BufferError> {
-        let txn = self.db.begin_read().map_err(|e| self.engine(&e))?;
+        self.failed(self.peek_unguarded(max_records, max_bytes))
+    }
+
+    fn peek_unguarded(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Buffered>, BufferError> {
+        let db = self.database()?;
+        let txn = db
+            .as_ref()
+            .expect("checked")
+            .begin_read()
+            .map_err(|e| self.engine(&e))?;
         let table = txn.open_table(RECORDS).map_err(|e| self.engine(&e))?;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -376,7 +482,12 @@ impl Buffer {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Buffered>, BufferError> {
-        let txn = self.db.begin_read().map_err(|e| self.engine(&e))?;
+        let db = self.database()?;
+        let txn = db
+            .as_ref()
+            .expect("checked")
+            .begin_read()
+            .map_err(|e| self.engine(&e))?;
         let table = txn.open_table(RECORDS).map_err(|e| self.engine(&e))?;
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -397,8 +508,17 @@ impl Buffer {
     /// counting each as dropped in its class, so the uplink moves past them instead of
     /// offering the same record forever. Returns how many were removed.
     pub fn discard_unsendable(&self, seqs: &[u64]) -> Result<u64, BufferError> {
+        self.failed(self.discard_unguarded(seqs))
+    }
+
+    fn discard_unguarded(&self, seqs: &[u64]) -> Result<u64, BufferError> {
         let mut state = self.state.lock().expect("buffer state");
-        let txn = self.db.begin_write().map_err(|e| self.engine(&e))?;
+        let db = self.database()?;
+        let txn = db
+            .as_ref()
+            .expect("checked")
+            .begin_write()
+            .map_err(|e| self.engine(&e))?;
         let mut stats = state.stats;
         let mut removed = 0;
         {
@@ -434,8 +554,17 @@ impl Buffer {
 
     /// Deletes every record with a sequence up to `through` (the controller stored them).
     pub fn ack(&self, through: u64) -> Result<u64, BufferError> {
+        self.failed(self.ack_unguarded(through))
+    }
+
+    fn ack_unguarded(&self, through: u64) -> Result<u64, BufferError> {
         let mut state = self.state.lock().expect("buffer state");
-        let txn = self.db.begin_write().map_err(|e| self.engine(&e))?;
+        let db = self.database()?;
+        let txn = db
+            .as_ref()
+            .expect("checked")
+            .begin_write()
+            .map_err(|e| self.engine(&e))?;
         let mut stats = state.stats;
         let mut removed = 0;
         {

@@ -116,7 +116,8 @@ pub async fn run(
         mut monitor,
     } = judge;
     let mut previous: Option<Sample> = None;
-    let mut failing = false;
+    // Why the buffer cannot be written, while it cannot.
+    let mut failing: Option<String> = None;
     let mut journaled_active: Option<String> = None;
     let mut journaled_refusal: Option<String> = None;
     loop {
@@ -164,24 +165,23 @@ pub async fn run(
         };
         match result {
             Ok(Ok(_)) => {
-                if failing {
+                if failing.take().is_some() {
                     tracing::info!("telemetry buffer writable again");
-                    failing = false;
                 }
                 appended.notify_one();
             }
             Ok(Err(e)) => {
-                if !failing {
-                    tracing::error!(error = %e, "cannot write the telemetry buffer; samples are not being kept until it recovers");
-                    failing = true;
+                if failing.is_none() {
+                    tracing::error!(error = %e, "cannot write the telemetry buffer; samples are dropped (and counted) until it recovers");
                 }
+                failing = Some(e.to_string());
             }
             Err(e) => tracing::error!(error = %e, "the buffer task failed"),
         }
         let model = slot.health();
         let evaluated = monitor.evaluate(
             &snapshot.sample,
-            failing,
+            failing.as_deref(),
             model.as_ref(),
             std::time::Instant::now(),
         );

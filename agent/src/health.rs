@@ -358,13 +358,8 @@ mod tests {
             ..GpuFields::default()
         };
         assert_eq!(
-            m.evaluate(
-                &sample(fields, GpuState::Ok, 0),
-                None,
-                None,
-                Instant::now()
-            )
-            .state,
+            m.evaluate(&sample(fields, GpuState::Ok, 0), None, None, Instant::now())
+                .state,
             HealthState::Healthy
         );
     }

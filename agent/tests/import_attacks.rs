@@ -275,6 +275,24 @@ fn staging_left_by_a_killed_import_is_removed() {
 }
 
 #[test]
+fn staging_left_by_a_killed_import_is_removed_when_the_agent_starts() {
+    let builder = support::AgentBuilder::new().simulate(1, "h100");
+    let stale = builder.state_dir().join("bundles/.staging-killed");
+    std::fs::create_dir_all(stale.join("files")).unwrap();
+    std::fs::write(stale.join("files/model.onnx"), vec![0u8; 1 << 20]).unwrap();
+    let agent = builder.start();
+    assert!(!stale.exists(), "removed before the agent listens");
+    assert!(
+        agent
+            .logs()
+            .iter()
+            .any(|l| l.contains("removed an interrupted import's staging directory")),
+        "{:?}",
+        agent.logs()
+    );
+}
+
+#[test]
 fn onnx_runtime_writes_nothing_outside_the_state_directory() {
     let node = Node::new();
     node.bundle("v1.bundle", "1.0.0");

@@ -15,7 +15,13 @@ const FAST: &str = "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n";
 /// Mounts a tmpfs of `size` at `dir`; `false` (and why, on stderr) when this host cannot.
 fn mount_tmpfs(dir: &Path, size: &str) -> bool {
     let out = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir)
         .output();
     match out {
@@ -92,12 +98,16 @@ fn a_full_disk_drops_and_counts_samples_and_the_buffer_recovers_when_space_retur
     // be kept, and are counted.
     controller.kill();
     fill(&state.join("filler"));
-    wait_for("the health to name the buffer", Duration::from_secs(30), || {
-        let reasons = health_reasons(&agent);
-        reasons
-            .contains("the telemetry buffer cannot be written")
-            .then_some(reasons)
-    });
+    wait_for(
+        "the health to name the buffer",
+        Duration::from_secs(30),
+        || {
+            let reasons = health_reasons(&agent);
+            reasons
+                .contains("the telemetry buffer cannot be written")
+                .then_some(reasons)
+        },
+    );
     let reasons = health_reasons(&agent);
     assert!(
         reasons.to_lowercase().contains("no space left on device")
@@ -109,11 +119,9 @@ fn a_full_disk_drops_and_counts_samples_and_the_buffer_recovers_when_space_retur
         (dropped_metrics(&agent)? > first + 5).then_some(())
     });
     assert!(
-        agent
-            .metrics_page()
-            .lines()
-            .any(|l| l.starts_with("gantry_agent_buffer_dropped_total{class=\"metrics\"}")
-                && !l.ends_with(" 0")),
+        agent.metrics_page().lines().any(|l| l
+            .starts_with("gantry_agent_buffer_dropped_total{class=\"metrics\"}")
+            && !l.ends_with(" 0")),
         "drops on /metrics"
     );
 
@@ -125,21 +133,33 @@ fn a_full_disk_drops_and_counts_samples_and_the_buffer_recovers_when_space_retur
     wait_for("the buffer writable again", Duration::from_secs(30), || {
         (!health_reasons(&agent).contains("cannot be written")).then_some(())
     });
-    assert!(agent.log.contains("telemetry buffer reopened after a failed write"));
+    assert!(
+        agent
+            .log
+            .contains("telemetry buffer reopened after a failed write")
+    );
     let (_, last_seq, _) = agent.buffer().unwrap();
-    wait_for("everything buffered to arrive", Duration::from_secs(60), || {
-        let (waiting, last, _) = agent.buffer()?;
-        let stored = controller.node(&agent.name).summary.last_seq;
-        (waiting == 0 && last > last_seq + 3 && stored == last).then_some(())
-    });
+    wait_for(
+        "everything buffered to arrive",
+        Duration::from_secs(60),
+        || {
+            let (waiting, last, _) = agent.buffer()?;
+            let stored = controller.node(&agent.name).summary.last_seq;
+            (waiting == 0 && last > last_seq + 3 && stored == last).then_some(())
+        },
+    );
     let (_, last, _) = agent.buffer().unwrap();
     assert_contiguous(&controller.records(&agent.name), last);
     // The controller sees the drops too, from the heartbeats.
     let dropped = dropped_metrics(&agent).unwrap();
     assert!(dropped > first, "{dropped}");
-    wait_for("fleet show to report the drops", Duration::from_secs(10), || {
-        let shown = controller.cli_ok(&["fleet", "show", "full-disk", "--json"]);
-        let detail: serde_json::Value = serde_json::from_str(&shown).ok()?;
-        (detail["dropped_metrics"].as_u64()? >= dropped).then_some(())
-    });
+    wait_for(
+        "fleet show to report the drops",
+        Duration::from_secs(10),
+        || {
+            let shown = controller.cli_ok(&["fleet", "show", "full-disk", "--json"]);
+            let detail: serde_json::Value = serde_json::from_str(&shown).ok()?;
+            (detail["dropped_metrics"].as_u64()? >= dropped).then_some(())
+        },
+    );
 }

@@ -200,22 +200,24 @@ pub async fn write_frame<T: serde::Serialize>(
     send.finish().map_err(|e| NetError::Stream(e.to_string()))
 }
 
+/// One request on a new stream, and its response.
+async fn exchange(conn: &Connection, request: &Request) -> Result<Response, NetError> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    write_frame(&mut send, request).await?;
+    let body = read_frame(&mut recv).await?;
+    Ok(protocol::decode_body(&body)?)
+}
+
 /// One request on a new stream, and its response, within `timeout`.
 pub async fn call(
     conn: &Connection,
     request: &Request,
     timeout: Duration,
 ) -> Result<Response, NetError> {
-    let exchange = async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| NetError::Stream(e.to_string()))?;
-        write_frame(&mut send, request).await?;
-        let body = read_frame(&mut recv).await?;
-        Ok(protocol::decode_body(&body)?)
-    };
-    tokio::time::timeout(timeout, exchange)
+    tokio::time::timeout(timeout, exchange(conn, request))
         .await
         .map_err(|_| NetError::Timeout(timeout))?
 }
@@ -231,15 +233,7 @@ pub async fn call_while_progressing(
     stall: Duration,
     ceiling: Duration,
 ) -> Result<Response, NetError> {
-    let exchange = async {
-        let (mut send, mut recv) = conn
-            .open_bi()
-            .await
-            .map_err(|e| NetError::Stream(e.to_string()))?;
-        write_frame(&mut send, request).await?;
-        let body = read_frame(&mut recv).await?;
-        Ok(protocol::decode_body(&body)?)
-    };
+    let exchange = exchange(conn, request);
     tokio::pin!(exchange);
     let acks = || conn.stats().frame_rx.acks;
     let started = tokio::time::Instant::now();

@@ -283,6 +283,19 @@ impl Buffer {
         }
     }
 
+    /// Writes the drop counters into `meta`, in the transaction that changed them.
+    fn persist_drops(
+        &self,
+        meta: &mut redb::Table<'_, &str, u64>,
+        stats: &BufferStats,
+    ) -> Result<(), BufferError> {
+        meta.insert("dropped_metrics", stats.dropped_metrics)
+            .map_err(|e| self.engine(&e))?;
+        meta.insert("dropped_events", stats.dropped_events)
+            .map_err(|e| self.engine(&e))?;
+        Ok(())
+    }
+
     /// Marks the database for reopening after a failed write.
     fn failed<T>(&self, result: Result<T, BufferError>) -> Result<T, BufferError> {
         if result.is_err() {
@@ -364,10 +377,7 @@ impl Buffer {
             let mut meta = txn.open_table(META).map_err(|e| self.engine(&e))?;
             meta.insert("next_seq", stats.last_seq + 1)
                 .map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_metrics", stats.dropped_metrics)
-                .map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_events", stats.dropped_events)
-                .map_err(|e| self.engine(&e))?;
+            self.persist_drops(&mut meta, &stats)?;
         }
         txn.commit().map_err(|e| self.engine(&e))?;
         state.stats = stats;
@@ -542,10 +552,7 @@ impl Buffer {
                 .map_err(|e| self.engine(&e))?
                 .map(|(key, value)| header(&self.path, key.value(), value.value()).0);
             let mut meta = txn.open_table(META).map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_metrics", stats.dropped_metrics)
-                .map_err(|e| self.engine(&e))?;
-            meta.insert("dropped_events", stats.dropped_events)
-                .map_err(|e| self.engine(&e))?;
+            self.persist_drops(&mut meta, &stats)?;
         }
         txn.commit().map_err(|e| self.engine(&e))?;
         state.stats = stats;

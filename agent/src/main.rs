@@ -234,6 +234,7 @@ struct StatusArgs {
 
 fn main() -> ExitCode {
     keep_onnxruntime_in_the_state_dir();
+    gantry_agent::memory::limit_arenas();
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     match cli.command {

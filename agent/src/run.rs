@@ -126,7 +126,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             heartbeat: config.uplink.heartbeat,
             max_backoff: config.uplink.max_backoff,
             batch_records: 1000,
-            batch_bytes: 1 << 20,
+            batch_bytes: 256 << 10,
             health: Arc::clone(&health),
             delivery: crate::delivery::DeliveryConfig {
                 state_dir: config.state_dir.clone(),

@@ -540,7 +540,7 @@ async fn send_batch(
     let started = tokio::time::Instant::now();
     let answer = gantry_net::call_while_progressing(
         conn,
-        &Request::Telemetry(batch),
+        Request::Telemetry(batch),
         CALL_TIMEOUT,
         Pacer::ceiling(bytes),
     )

@@ -202,11 +202,20 @@ pub async fn write_frame<T: serde::Serialize>(
 
 /// One request on a new stream, and its response.
 async fn exchange(conn: &Connection, request: &Request) -> Result<Response, NetError> {
+    exchange_frame(conn, protocol::encode(request)?).await
+}
+
+/// One encoded request frame on a new stream, and its response.
+async fn exchange_frame(conn: &Connection, frame: Vec<u8>) -> Result<Response, NetError> {
     let (mut send, mut recv) = conn
         .open_bi()
         .await
         .map_err(|e| NetError::Stream(e.to_string()))?;
-    write_frame(&mut send, request).await?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| NetError::Stream(e.to_string()))?;
+    drop(frame);
+    send.finish().map_err(|e| NetError::Stream(e.to_string()))?;
     let body = read_frame(&mut recv).await?;
     Ok(protocol::decode_body(&body)?)
 }
@@ -229,11 +238,14 @@ pub async fn call(
 /// from scratch; a dead peer is noticed sooner by the connection's idle timeout.
 pub async fn call_while_progressing(
     conn: &Connection,
-    request: &Request,
+    request: Request,
     stall: Duration,
     ceiling: Duration,
 ) -> Result<Response, NetError> {
-    let exchange = exchange(conn, request);
+    // Encoded, then dropped: a large request is not held twice while it travels.
+    let frame = protocol::encode(&request)?;
+    drop(request);
+    let exchange = exchange_frame(conn, frame);
     tokio::pin!(exchange);
     let acks = || conn.stats().frame_rx.acks;
     let started = tokio::time::Instant::now();

@@ -144,6 +144,7 @@ async fn renew_expired(
     config: &UplinkConfig,
     identity: &NodeIdentity,
     status: &SharedStatus,
+    refusal_logged: &mut bool,
 ) -> Option<NodeIdentity> {
     let now = std::time::SystemTime::now();
     let result = crate::renewal::by_proof(identity, config.controller, crate::api::now_ms())
@@ -166,7 +167,13 @@ async fn renew_expired(
             None
         }
         Err(e) => {
-            tracing::error!(error = %gantry_shared::bundle::outcome::error_chain(&e), "the node certificate expired and cannot be renewed; telemetry stays in the buffer (renew by file with `gantry-agent renew --offline-request`, or enroll again)");
+            let error = gantry_shared::bundle::outcome::error_chain(&e);
+            if *refusal_logged {
+                tracing::debug!(error = %error, "the expired node certificate is still refused");
+            } else {
+                tracing::error!(error = %error, "the node certificate expired and cannot be renewed; telemetry stays in the buffer (renew by file with `gantry-agent renew --offline-request`, or enroll again)");
+                *refusal_logged = true;
+            }
             status.lock().expect("uplink status").last_error = Some(e.to_string());
             None
         }
@@ -231,10 +238,14 @@ pub async fn run(
     // Set when the controller refused the certificate as expired although this node's
     // clock says otherwise: renew by proof all the same.
     let mut expired_by_controller = false;
+    // A refused renewal is logged at ERROR once, not on every retry.
+    let mut renewal_refused = false;
     loop {
         let due = crate::renewal::due(&identity.enrollment, crate::api::now_ms());
         if due == crate::renewal::Due::Expired || expired_by_controller {
-            if let Some(renewed) = renew_expired(&config, &identity, &status).await {
+            if let Some(renewed) =
+                renew_expired(&config, &identity, &status, &mut renewal_refused).await
+            {
                 match endpoint_for(config.controller, &renewed) {
                     Ok(fresh) => {
                         endpoint.close(0u32.into(), b"certificate renewed");

@@ -36,8 +36,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RECORD_OVERHEAD: u64 = 17;
 /// How often age limits are applied.
 const AGE_CHECK_EVERY: Duration = Duration::from_secs(10);
-/// Page cache redb may keep; the buffer is written and read sequentially.
-const CACHE_BYTES: usize = 4 << 20;
+/// Page cache redb may keep; the buffer is written and read sequentially, so a larger
+/// cache only holds pages of records about to be deleted (2 MiB and 4 MiB benchmarked
+/// alike: about 300 k appends/s, 1.3-1.4 M replayed/s).
+const CACHE_BYTES: usize = 2 << 20;
 
 /// Buffer failures. Any of these stops buffering: the health state turns unhealthy and
 /// the log says why; nothing already stored is touched.

@@ -266,10 +266,9 @@ pub async fn run(
                 continue;
             }
         }
-        // A controller that is down does not answer at all: bound the handshake so the
-        // next attempt (the controller may be back) is not held up by this one.
-        let connect_timeout =
-            (config.max_backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+        // A controller that is down does not answer at all: the handshake gives up at the
+        // idle timeout; a loaded controller (or a slow link) gets that long to answer.
+        let connect_timeout = gantry_net::IDLE_TIMEOUT + Duration::from_secs(1);
         let attempt = tokio::time::timeout(
             connect_timeout,
             gantry_net::connect(&endpoint, config.controller),

@@ -245,11 +245,25 @@ impl Drop for Node {
     }
 }
 
-/// A TCP port free on loopback right now.
+/// A TCP port free on loopback right now, and not handed out before in this demo: the
+/// kernel may offer a port again as soon as its probe socket closes, and two agents given
+/// the same port would collide when they bind it.
 fn free_tcp_port() -> Result<SocketAddr, DemoError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| DemoError::io("find a free port on 127.0.0.1", e))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().expect("ports handed out");
+    for _ in 0..100 {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| DemoError::io("find a free port on 127.0.0.1", e))?;
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return Ok(addr);
+        }
+    }
+    Err(DemoError::io(
+        "find a free port on 127.0.0.1",
+        std::io::Error::other("the kernel kept offering ports already handed out"),
+    ))
 }
 
 /// `POST path` with a JSON body over HTTP/1.0; the answer's JSON body when it is 200.

@@ -128,6 +128,10 @@ pub(super) fn run_quiet(
         .map_err(|e| DemoError::io(format!("run {}", program.display()), e))?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else if killed_by_interruption(output.status) {
+        // A Ctrl-C that reached the command before it left the demo's process group (the
+        // instant between its fork and its exec): the interruption, not a failed step.
+        Err(DemoError::Interrupted)
     } else {
         Err(DemoError::Command {
             command: format!("{} {}", program.display(), quote(args)),
@@ -149,6 +153,15 @@ impl DemoError {
             other => other,
         }
     }
+}
+
+/// Whether a command was ended by SIGINT or SIGTERM: only an interruption sends those.
+pub(super) fn killed_by_interruption(status: std::process::ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    matches!(
+        status.signal(),
+        Some(s) if s == rustix::process::Signal::INT.as_raw() || s == rustix::process::Signal::TERM.as_raw()
+    )
 }
 
 /// Arguments as a shell would need them.

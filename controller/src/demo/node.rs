@@ -140,6 +140,9 @@ impl Node {
             && let Ok(Some(status)) = child.try_wait()
         {
             self.child = None;
+            if super::console::killed_by_interruption(status) {
+                return Err(DemoError::Interrupted);
+            }
             return Err(DemoError::AgentExited {
                 node: self.name.clone(),
                 status: status.to_string(),

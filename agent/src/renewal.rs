@@ -45,9 +45,10 @@ pub enum RenewError {
 }
 
 impl RenewError {
-    /// Whether trying again later may help (the controller was unreachable or busy).
+    /// Whether trying again later may help: any network failure, since the controller
+    /// may be back; a refusal or an unusable answer is not.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Net(e) if e.is_transient()) || matches!(self, Self::Net(_))
+        matches!(self, Self::Net(_))
     }
 }
 

@@ -164,6 +164,10 @@ async fn get_status(State(state): State<ApiState>) -> Response {
         kernel_log_readable: snapshot
             .as_ref()
             .is_some_and(|s| s.stats.kernel_log_readable),
+        absent_fields: snapshot
+            .as_ref()
+            .map(|s| s.stats.absent_fields.as_ref().clone())
+            .unwrap_or_default(),
         sample: snapshot.map(|s| s.sample.clone()),
         buffer: state.links.buffer.as_ref().map(|b| {
             let stats = b.stats();

@@ -324,6 +324,7 @@ mod tests {
                 },
                 state,
                 fields,
+                mig: Vec::new(),
             }],
             xids: if xid79 == 0 {
                 vec![]

@@ -24,6 +24,9 @@ pub struct AgentStatus {
     pub samples_total: u64,
     pub sample_cpu_seconds_total: f64,
     pub kernel_log_readable: bool,
+    /// GPU fields that are absent from `/metrics`, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_fields: Vec<gantry_shared::telemetry::AbsentField>,
     /// The latest sample; `None` until the first one is taken.
     #[serde(default)]
     pub sample: Option<Sample>,
@@ -271,8 +274,27 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 "  gpu {} uuid {} pci {}",
                 gpu.identity.index, gpu.identity.uuid, gpu.identity.pci_bus_id
             );
+            for mig in &gpu.mig {
+                let gib = |b: Option<u64>| {
+                    b.map_or("-".to_owned(), |b| {
+                        format!("{:.1}", b as f64 / f64::from(1u32 << 30))
+                    })
+                };
+                let _ = writeln!(
+                    out,
+                    "    MIG instance {} ({}): memory {}/{} GiB, graphics active {}",
+                    mig.gpu_instance_id,
+                    mig.profile,
+                    gib(mig.fields.fb_used_bytes),
+                    gib(mig.fields.fb_total_bytes),
+                    mig.fields
+                        .prof_gr_engine_active
+                        .map_or("-".to_owned(), |r| format!("{:.0} %", r * 100.0))
+                );
+            }
         }
     }
+    write_absent_fields(&mut out, &status.absent_fields);
     for xid in &sample.xids {
         let codes: Vec<String> = xid
             .by_code
@@ -414,6 +436,29 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
             .unwrap_or_default()
     );
     out
+}
+
+/// Absent fields, once per field and reason, with the GPUs they concern.
+fn write_absent_fields(out: &mut String, absent: &[gantry_shared::telemetry::AbsentField]) {
+    let mut grouped: std::collections::BTreeMap<(&str, &str), Vec<u32>> =
+        std::collections::BTreeMap::new();
+    for a in absent {
+        grouped
+            .entry((a.field.as_str(), a.reason.as_str()))
+            .or_default()
+            .push(a.gpu);
+    }
+    if grouped.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "absent fields (left out of /metrics, never reported as 0):"
+    );
+    for ((field, reason), gpus) in grouped {
+        let gpus: Vec<String> = gpus.iter().map(u32::to_string).collect();
+        let _ = writeln!(out, "  {field} on GPU {}: {reason}", gpus.join(","));
+    }
 }
 
 fn gpu_row(gpu: &GpuReading) -> String {

@@ -12,6 +12,13 @@
 //! }
 //! ```
 //!
+//! Per device, besides faults: `"mig": ["3g.40gb", "1g.10gb"]` puts the GPU in MIG mode
+//! with those instances (read at init), `"vgpu_licensed": true` makes it a vGPU guest.
+//!
+//! ```json
+//! { "devices": { "0": { "mig": ["3g.40gb", "1g.10gb"] } } }
+//! ```
+//!
 //! `xid_events` is append-only: the library delivers each entry once, in order, and
 //! remembers how many it has delivered; appending entries injects new events.
 
@@ -57,6 +64,14 @@ pub struct DeviceFaults {
     /// Pin GPU utilisation to this percentage instead of the moving wave.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub utilization: Option<u32>,
+    /// MIG mode with these GPU instances, by profile name (`1g.10gb`, `3g.40gb`), on
+    /// models that support MIG; read at `nvmlInit_v2` like a real mode change, which
+    /// needs a GPU reset.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mig: Vec<String>,
+    /// Make the GPU a vGPU guest whose license is held (`true`) or not (`false`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vgpu_licensed: Option<bool>,
 }
 
 /// One XID event on one GPU.

@@ -20,6 +20,16 @@ pub struct GpuModel {
     pub row_remapping: bool,
     /// PCI device id as NVML reports it (device << 16 | vendor).
     pub pci_device_id: u32,
+    /// GPU Performance Monitoring (Hopper and later): the profiling fields.
+    pub gpm: bool,
+    /// NVLink links (SXM boards); 0 for `PCIe` cards.
+    pub nvlinks: u32,
+    /// Has video encoders (NVENC); the data-centre compute parts have none.
+    pub encoder: bool,
+    /// Reports memory (HBM) temperature.
+    pub memory_temperature: bool,
+    /// Can be partitioned into MIG instances.
+    pub mig: bool,
 }
 
 /// Every model the simulator knows.
@@ -36,6 +46,11 @@ pub const MODELS: &[GpuModel] = &[
         page_retirement: false,
         row_remapping: true,
         pci_device_id: 0x2330_10DE,
+        gpm: true,
+        nvlinks: 18,
+        encoder: false,
+        memory_temperature: true,
+        mig: true,
     },
     GpuModel {
         key: "h200",
@@ -49,6 +64,11 @@ pub const MODELS: &[GpuModel] = &[
         page_retirement: false,
         row_remapping: true,
         pci_device_id: 0x2335_10DE,
+        gpm: true,
+        nvlinks: 18,
+        encoder: false,
+        memory_temperature: true,
+        mig: true,
     },
     GpuModel {
         key: "a100",
@@ -62,6 +82,11 @@ pub const MODELS: &[GpuModel] = &[
         page_retirement: false,
         row_remapping: true,
         pci_device_id: 0x20B2_10DE,
+        gpm: false,
+        nvlinks: 12,
+        encoder: false,
+        memory_temperature: true,
+        mig: true,
     },
     GpuModel {
         key: "l40s",
@@ -75,6 +100,11 @@ pub const MODELS: &[GpuModel] = &[
         page_retirement: false,
         row_remapping: true,
         pci_device_id: 0x26B9_10DE,
+        gpm: false,
+        nvlinks: 0,
+        encoder: true,
+        memory_temperature: false,
+        mig: false,
     },
     GpuModel {
         key: "v100",
@@ -88,6 +118,11 @@ pub const MODELS: &[GpuModel] = &[
         page_retirement: true,
         row_remapping: false,
         pci_device_id: 0x1DB5_10DE,
+        gpm: false,
+        nvlinks: 6,
+        encoder: true,
+        memory_temperature: true,
+        mig: false,
     },
 ];
 
@@ -118,4 +153,18 @@ pub fn pci_bus(index: u32) -> u8 {
 pub fn uuid(model: &GpuModel, index: u32) -> String {
     let model_no = MODELS.iter().position(|m| m == model).unwrap_or(0);
     format!("GPU-5177a7ed-{model_no:04x}-4000-8000-{index:012x}")
+}
+
+/// Memory of a MIG profile named like `3g.40gb`, in MiB; `None` when the name does not
+/// have that shape.
+pub fn mig_profile_memory_mib(profile: &str) -> Option<u64> {
+    let (slices, memory) = profile.split_once('.')?;
+    slices.strip_suffix('g')?.parse::<u32>().ok()?;
+    let gb: u64 = memory.strip_suffix("gb")?.parse().ok()?;
+    Some(gb * 1024)
+}
+
+/// Compute slices of a MIG profile (`3g.40gb` → 3).
+pub fn mig_profile_slices(profile: &str) -> Option<u32> {
+    profile.split_once('.')?.0.strip_suffix('g')?.parse().ok()
 }

@@ -47,6 +47,38 @@ pub(crate) struct Sim {
     delivered_xids: usize,
     event_sets: BTreeMap<usize, EventSet>,
     next_event_set: usize,
+    /// MIG instances per GPU (profile names), fixed at init as a mode change needs a reset.
+    mig: Vec<Vec<String>>,
+    /// Allocated GPM samples; `None` until filled by `nvmlGpmSampleGet`.
+    gpm_samples: BTreeMap<usize, Option<GpmRecord>>,
+    next_gpm_sample: usize,
+}
+
+/// What a GPM sample captured: whose counters, and when.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct GpmRecord {
+    pub(crate) gpu: u32,
+    /// GPU instance for a MIG sample.
+    pub(crate) instance: Option<u32>,
+    pub(crate) t: f64,
+}
+
+/// GPM metric ids the simulator computes (NVML's `nvmlGpmMetricId_t`).
+pub(crate) mod gpm_metric {
+    pub(crate) const GRAPHICS_UTIL: u32 = 1;
+    pub(crate) const ANY_TENSOR_UTIL: u32 = 5;
+    pub(crate) const DRAM_BW_UTIL: u32 = 10;
+    pub(crate) const PCIE_TX_PER_SEC: u32 = 20;
+    pub(crate) const PCIE_RX_PER_SEC: u32 = 21;
+}
+
+/// Why a GPM computation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GpmError {
+    /// A sample handle is unknown or was never filled.
+    BadSample,
+    /// The samples are of different GPUs or instances, or not in time order.
+    Mismatch,
 }
 
 /// Every value a GPU reports at one instant.
@@ -72,6 +104,13 @@ pub(crate) struct Values {
     pub(crate) pcie_tx_kbps: u32,
     pub(crate) pcie_rx_kbps: u32,
     pub(crate) fan_percent: Option<u32>,
+    pub(crate) memory_temperature: Option<u32>,
+    pub(crate) pcie_replays: u64,
+    pub(crate) enc_util: Option<u32>,
+    pub(crate) dec_util: u32,
+    /// NVLink data sent and received per link since init, KiB.
+    pub(crate) nvlink_tx_kib_per_link: u64,
+    pub(crate) nvlink_rx_kib_per_link: u64,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -91,6 +130,9 @@ impl Sim {
             delivered_xids: 0,
             event_sets: BTreeMap::new(),
             next_event_set: 1,
+            mig: Vec::new(),
+            gpm_samples: BTreeMap::new(),
+            next_gpm_sample: 1,
         };
         sim.reload_control().map_err(InitError::BadConfig)?;
         // Events already in the file when NVML initialises happened "before boot".
@@ -122,10 +164,119 @@ impl Sim {
             ))
         })?;
         sim.gpus = gpus;
+        sim.mig = (0..gpus)
+            .map(|gpu| sim.mig_profiles_at_init(gpu))
+            .collect::<Result<_, _>>()
+            .map_err(InitError::BadConfig)?;
         if sim.control.init_failure {
             return Err(InitError::DriverNotLoaded);
         }
         Ok(sim)
+    }
+
+    /// The MIG profiles the control file asks of `gpu`, checked against the model.
+    fn mig_profiles_at_init(&self, gpu: u32) -> Result<Vec<String>, String> {
+        let profiles = self.control.faults(gpu).mig;
+        if profiles.is_empty() {
+            return Ok(profiles);
+        }
+        if !self.model.mig {
+            return Err(format!(
+                "GPU {gpu}: {} does not support MIG",
+                self.model.key
+            ));
+        }
+        let mut slices = 0;
+        for profile in &profiles {
+            match (
+                model::mig_profile_slices(profile),
+                model::mig_profile_memory_mib(profile),
+            ) {
+                (Some(n), Some(_)) => slices += n,
+                _ => {
+                    return Err(format!(
+                        "GPU {gpu}: MIG profile {profile:?} is not of the form 1g.10gb"
+                    ));
+                }
+            }
+        }
+        if slices > 7 {
+            return Err(format!(
+                "GPU {gpu}: MIG profiles {profiles:?} need {slices} of 7 compute slices"
+            ));
+        }
+        Ok(profiles)
+    }
+
+    /// MIG instances of `gpu` (empty: not in MIG mode).
+    pub(crate) fn mig(&self, gpu: u32) -> &[String] {
+        self.mig.get(gpu as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// GPU instance id of MIG instance `index` of a GPU: NVML numbers instances by
+    /// placement; the simulator counts from 1.
+    pub(crate) fn gpu_instance_id(index: u32) -> u32 {
+        index + 1
+    }
+
+    /// Seconds since init.
+    pub(crate) fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    pub(crate) fn alloc_gpm_sample(&mut self) -> usize {
+        let id = self.next_gpm_sample;
+        self.next_gpm_sample += 1;
+        self.gpm_samples.insert(id, None);
+        id
+    }
+
+    pub(crate) fn free_gpm_sample(&mut self, id: usize) -> bool {
+        self.gpm_samples.remove(&id).is_some()
+    }
+
+    pub(crate) fn fill_gpm_sample(&mut self, id: usize, record: GpmRecord) -> bool {
+        match self.gpm_samples.get_mut(&id) {
+            Some(slot) => {
+                *slot = Some(record);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Metric `metric` between two samples, in NVML's units (percent, MiB/s); `None`
+    /// when the simulator does not compute that metric for that kind of sample.
+    pub(crate) fn gpm_metric(
+        &self,
+        first: usize,
+        second: usize,
+        metric: u32,
+    ) -> Result<Option<f64>, GpmError> {
+        let get = |id| {
+            self.gpm_samples
+                .get(&id)
+                .copied()
+                .flatten()
+                .ok_or(GpmError::BadSample)
+        };
+        let (a, b) = (get(first)?, get(second)?);
+        if a.gpu != b.gpu || a.instance != b.instance || b.t <= a.t {
+            return Err(GpmError::Mismatch);
+        }
+        // Activity over the interval, taken at its midpoint; an instance has a wave of
+        // its own.
+        let wave_of = a.gpu + a.instance.map_or(0, |i| 16 * (i + 1));
+        let v = values_at(self.model, wave_of, (a.t + b.t) / 2.0, &self.faults(a.gpu));
+        let util = f64::from(v.gpu_util);
+        Ok(match (metric, a.instance) {
+            (gpm_metric::GRAPHICS_UTIL, _) => Some(util * 0.97),
+            (gpm_metric::ANY_TENSOR_UTIL, _) => Some(util * 0.55),
+            (gpm_metric::DRAM_BW_UTIL, _) => Some(f64::from(v.mem_util)),
+            (gpm_metric::PCIE_TX_PER_SEC, None) => Some(f64::from(v.pcie_tx_kbps) / 1024.0),
+            (gpm_metric::PCIE_RX_PER_SEC, None) => Some(f64::from(v.pcie_rx_kbps) / 1024.0),
+            _ => None,
+        })
     }
 
     /// Re-reads the control file if it changed. Returns a message when it cannot be parsed
@@ -270,6 +421,16 @@ pub(crate) fn values_at(model: &GpuModel, gpu: u32, t: f64, faults: &DeviceFault
 
     // Lifetime counts differ per GPU so aggregates are visibly not volatile counts.
     let lifetime_sbe = u64::from(gpu) * 3;
+    // NVLink carries data in proportion to the activity wave: its integral since init.
+    let activity_seconds = faults.utilization.map_or_else(
+        || {
+            0.5 * t
+                - 7.0 * ((t / 20.0 + phase).cos() - phase.cos())
+                - 0.31 * ((t / 3.1 + 2.0 * phase).cos() - (2.0 * phase).cos())
+        },
+        |u| f64::from(u.min(100)) / 100.0 * t,
+    );
+    let nvlink_kib_per_link = (activity_seconds.max(0.0) * 20_000_000.0) as u64;
     Values {
         gpu_util,
         mem_util: (f64::from(gpu_util) * 0.6) as u32,
@@ -291,6 +452,20 @@ pub(crate) fn values_at(model: &GpuModel, gpu: u32, t: f64, faults: &DeviceFault
         pcie_tx_kbps: (2_000_000.0 * util) as u32 + 1_000,
         pcie_rx_kbps: (6_000_000.0 * util) as u32 + 1_500,
         fan_percent: (model.fans > 0).then(|| 30 + (f64::from(gpu_util) * 0.6) as u32),
+        memory_temperature: model.memory_temperature.then_some(temperature + 4),
+        pcie_replays: u64::from(gpu % 3),
+        enc_util: model.encoder.then_some(gpu_util / 5),
+        dec_util: gpu_util / 10,
+        nvlink_tx_kib_per_link: if model.nvlinks > 0 {
+            nvlink_kib_per_link
+        } else {
+            0
+        },
+        nvlink_rx_kib_per_link: if model.nvlinks > 0 {
+            nvlink_kib_per_link / 10 * 9
+        } else {
+            0
+        },
     }
 }
 
@@ -345,6 +520,22 @@ mod tests {
         assert_eq!(v.ecc_dbe_aggregate, 2);
         assert_eq!(v.ecc_sbe_volatile, 5);
         assert_eq!(v.ecc_sbe_aggregate, 6 + 5);
+    }
+
+    #[test]
+    fn nvlink_counters_only_grow() {
+        let none = DeviceFaults::default();
+        let mut previous = 0;
+        for step in 0..400 {
+            let v = values_at(h100(), 3, f64::from(step) * 0.5, &none);
+            assert!(v.nvlink_tx_kib_per_link >= previous, "step {step}");
+            previous = v.nvlink_tx_kib_per_link;
+        }
+        assert!(previous > 0);
+        assert_eq!(
+            values_at(model::find("l40s").unwrap(), 0, 9.0, &none).nvlink_tx_kib_per_link,
+            0
+        );
     }
 
     #[test]

@@ -2,20 +2,27 @@
 //! the agent's `/metrics` and the controller's federation endpoint render through it.
 //!
 //! GPU fields use dcgm-exporter's names, units and labels (`gpu`, `UUID`, `pci_bus_id`,
-//! `device`, `modelName`, `Hostname`) so dashboards built for dcgm-exporter work
-//! unchanged. dcgm-exporter declares its monotonic fields (`*_TOTAL`, energy, retired
+//! `device`, `modelName`, `Hostname` as released versions spell it, and
+//! `DCGM_FI_DRIVER_VERSION`; `GPU_I_PROFILE` and `GPU_I_ID` on MIG instances' series;
+//! `err_code` and `err_msg` on `DCGM_FI_DEV_XID_ERRORS`) so dashboards and alerts built
+//! for dcgm-exporter work unchanged. A field a GPU does not give is absent, never 0. dcgm-exporter declares its monotonic fields (`*_TOTAL`, energy, retired
 //! pages) as counters without the `_total` suffix Prometheus requires of counters; we
 //! declare those `untyped`, which keeps the names and values identical and the
 //! exposition lint-clean. What dcgm-exporter lacks comes under `gantry_`: a counter per
-//! XID code, GPU liveness, host metrics and the agent's own.
+//! XID code (from 0 for every critical code), GPU liveness, host metrics and the
+//! agent's own.
 //!
-//! One lint finding cannot be avoided without breaking dashboards: dcgm-exporter's
-//! `modelName` label is camelCase. `metrics.model_label = "model_name"` renames it for
-//! sites that run `promtool check metrics` as a gate; the default keeps dcgm-exporter's.
+//! Two lint findings cannot be avoided without breaking dashboards: dcgm-exporter's
+//! `modelName` label is camelCase, and `DCGM_FI_DEV_PCIE_REPLAY_COUNTER` names a type.
+//! `metrics.model_label = "model_name"` makes the page lint-clean for sites that run
+//! `promtool check metrics` as a gate (the label becomes `model_name`, the replay
+//! count `gantry_gpu_pcie_replays_total`); the default keeps dcgm-exporter's.
 
 use std::fmt::Write as _;
 
-use crate::telemetry::{DiskReading, GpuFields, GpuReading, GpuState, NetworkReading, Sample};
+use crate::telemetry::{
+    DiskReading, GpuFields, GpuReading, GpuState, MigReading, NetworkReading, Sample,
+};
 
 /// Which label carries the GPU's product name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -245,9 +252,84 @@ const GPU_FAMILIES: &[GpuFamily] = &[
         help: "Fan speed (in %).",
         value: |f| num(f.fan_speed_percent),
     },
+    GpuFamily {
+        name: "DCGM_FI_DEV_MEMORY_TEMP",
+        kind: Kind::Gauge,
+        help: "Memory temperature (in C).",
+        value: |f| num(f.memory_temperature_c),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_PCIE_REPLAY_COUNTER",
+        kind: Kind::Untyped,
+        help: "Total number of PCIe retries; monotonic.",
+        value: |f| u64_num(f.pcie_replay_total),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_ENC_UTIL",
+        kind: Kind::Gauge,
+        help: "Encoder utilization (in %).",
+        value: |f| num(f.enc_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_DEC_UTIL",
+        kind: Kind::Gauge,
+        help: "Decoder utilization (in %).",
+        value: |f| num(f.dec_util_percent),
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL",
+        kind: Kind::Gauge,
+        help: "NVLink data throughput over all links, transmit and receive (in MB/s), as DCGM reports it.",
+        value: |f| f.nvlink_bandwidth_mbps,
+    },
+    GpuFamily {
+        name: "DCGM_FI_DEV_VGPU_LICENSE_STATUS",
+        kind: Kind::Gauge,
+        help: "vGPU License status (1 licensed, 0 not).",
+        value: |f| num(f.vgpu_license_status),
+    },
+    GpuFamily {
+        name: "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        kind: Kind::Gauge,
+        help: "Ratio of time the graphics engine is active.",
+        value: |f| f.prof_gr_engine_active,
+    },
+    GpuFamily {
+        name: "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        kind: Kind::Gauge,
+        help: "Ratio of cycles the tensor (HMMA) pipe is active.",
+        value: |f| f.prof_pipe_tensor_active,
+    },
+    GpuFamily {
+        name: "DCGM_FI_PROF_DRAM_ACTIVE",
+        kind: Kind::Gauge,
+        help: "Ratio of cycles the device memory interface is active sending or receiving data.",
+        value: |f| f.prof_dram_active,
+    },
+    GpuFamily {
+        name: "DCGM_FI_PROF_PCIE_TX_BYTES",
+        kind: Kind::Gauge,
+        help: "The rate of data transmitted over the PCIe bus, protocol headers included (in bytes/s).",
+        value: |f| f.prof_pcie_tx_bytes,
+    },
+    GpuFamily {
+        name: "DCGM_FI_PROF_PCIE_RX_BYTES",
+        kind: Kind::Gauge,
+        help: "The rate of data received over the PCIe bus, protocol headers included (in bytes/s).",
+        value: |f| f.prof_pcie_rx_bytes,
+    },
 ];
 
-/// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
+/// The name a dcgm-exporter field takes on a lint-clean page (`metrics.model_label =
+/// "model_name"`), where dcgm-exporter's own name would fail `promtool check metrics`:
+/// `DCGM_FI_DEV_PCIE_REPLAY_COUNTER` names a metric type.
+fn lint_clean_name(name: &str) -> Option<(&'static str, Kind)> {
+    match name {
+        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER" => Some(("gantry_gpu_pcie_replays_total", Kind::Counter)),
+        _ => None,
+    }
+}
+
 /// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
 /// `extra` labels (the controller's `node`) lead every sample's label set.
 #[derive(Debug, Default)]
@@ -314,122 +396,216 @@ impl Exposition {
     }
 }
 
-fn gpu_labels<'a>(
-    gpu: &'a GpuReading,
-    device: &'a str,
-    model_label: ModelLabel,
-    hostname: &'a str,
-) -> [(&'static str, &'a str); 6] {
-    [
-        ("gpu", device.strip_prefix("nvidia").unwrap_or(device)),
-        ("UUID", &gpu.identity.uuid),
-        ("pci_bus_id", &gpu.identity.pci_bus_id),
-        ("device", device),
-        (model_label.name(), &gpu.identity.name),
-        ("Hostname", hostname),
-    ]
+/// The label set of one GPU series, in dcgm-exporter's order: `gpu`, `UUID`,
+/// `pci_bus_id`, `device`, `modelName`, for a MIG instance `GPU_I_PROFILE` and
+/// `GPU_I_ID`, then `Hostname`, `DCGM_FI_DRIVER_VERSION`, and the XID attributes.
+#[derive(Debug, Clone)]
+struct GpuLabels(Vec<(&'static str, String)>);
+
+impl GpuLabels {
+    fn new(
+        gpu: &GpuReading,
+        mig: Option<&MigReading>,
+        model_label: ModelLabel,
+        hostname: &str,
+        driver_version: Option<&str>,
+    ) -> Self {
+        let index = gpu.identity.index.to_string();
+        let mut labels = vec![
+            ("gpu", index.clone()),
+            ("UUID", gpu.identity.uuid.clone()),
+            ("pci_bus_id", gpu.identity.pci_bus_id.clone()),
+            ("device", format!("nvidia{index}")),
+            (model_label.name(), gpu.identity.name.clone()),
+        ];
+        if let Some(mig) = mig {
+            labels.push(("GPU_I_PROFILE", mig.profile.clone()));
+            labels.push(("GPU_I_ID", mig.gpu_instance_id.to_string()));
+        }
+        labels.push(("Hostname", hostname.to_owned()));
+        if let Some(version) = driver_version {
+            labels.push(("DCGM_FI_DRIVER_VERSION", version.to_owned()));
+        }
+        Self(labels)
+    }
+
+    fn with(&self, extra: &[(&'static str, String)]) -> Self {
+        let mut labels = self.0.clone();
+        labels.extend_from_slice(extra);
+        Self(labels)
+    }
+
+    fn as_pairs(&self) -> Vec<(&str, &str)> {
+        self.0.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
 }
 
-/// GPU families: dcgm-exporter's fields, XIDs, liveness.
+/// GPU families: dcgm-exporter's fields (GPU-wide and per MIG instance), XIDs, liveness.
 pub fn render_gpus(e: &mut Exposition, sample: &Sample, model_label: ModelLabel) {
     let hostname = sample.host.hostname.as_str();
-    let devices: Vec<String> = sample
+    let driver_version = match &sample.nvml {
+        crate::telemetry::NvmlStatus::Available { driver_version, .. } => driver_version.as_deref(),
+        crate::telemetry::NvmlStatus::Unavailable { .. } => None,
+    };
+    let labels: Vec<GpuLabels> = sample
         .gpus
         .iter()
-        .map(|g| format!("nvidia{}", g.identity.index))
+        .map(|gpu| GpuLabels::new(gpu, None, model_label, hostname, driver_version))
         .collect();
-    let labelled = || {
-        sample
-            .gpus
-            .iter()
-            .zip(&devices)
-            .map(|(gpu, device)| (gpu, gpu_labels(gpu, device, model_label, hostname)))
-    };
+    let mig_labels: Vec<Vec<(GpuLabels, &GpuFields)>> = sample
+        .gpus
+        .iter()
+        .map(|gpu| {
+            gpu.mig
+                .iter()
+                .map(|mig| {
+                    (
+                        GpuLabels::new(gpu, Some(mig), model_label, hostname, driver_version),
+                        &mig.fields,
+                    )
+                })
+                .collect()
+        })
+        .collect();
 
     for family in GPU_FAMILIES {
-        let values: Vec<_> = labelled()
-            .filter(|(gpu, _)| gpu.state == GpuState::Ok)
-            .filter_map(|(gpu, labels)| (family.value)(&gpu.fields).map(|v| (labels, v)))
-            .collect();
+        let mut values: Vec<(&GpuLabels, f64)> = Vec::new();
+        for ((gpu, labels), instances) in sample.gpus.iter().zip(&labels).zip(&mig_labels) {
+            if gpu.state != GpuState::Ok {
+                continue;
+            }
+            if let Some(v) = (family.value)(&gpu.fields) {
+                values.push((labels, v));
+            }
+            for (labels, fields) in instances {
+                if let Some(v) = (family.value)(fields) {
+                    values.push((labels, v));
+                }
+            }
+        }
         if values.is_empty() {
             continue;
         }
-        e.family(family.name, family.kind, family.help);
+        let (name, kind) = match model_label {
+            ModelLabel::SnakeCase => {
+                lint_clean_name(family.name).unwrap_or((family.name, family.kind))
+            }
+            ModelLabel::Dcgm => (family.name, family.kind),
+        };
+        e.family(name, kind, family.help);
         for (labels, value) in values {
-            e.sample(family.name, &labels, value);
+            e.sample(name, &labels.as_pairs(), value);
         }
     }
 
     if !sample.gpus.is_empty() {
-        e.family(
-            "DCGM_FI_DEV_XID_ERRORS",
-            Kind::Gauge,
-            "Value of the last XID error encountered (0 if none).",
+        render_gpu_states(e, sample, &labels);
+    }
+    if !sample.gpus.is_empty() || sample.xids.iter().any(|x| !x.by_code.is_empty()) {
+        render_xid_counters(e, sample);
+    }
+}
+
+/// The last XID per GPU as dcgm-exporter labels it, and the GPUs' liveness.
+fn render_gpu_states(e: &mut Exposition, sample: &Sample, labels: &[GpuLabels]) {
+    e.family(
+        "DCGM_FI_DEV_XID_ERRORS",
+        Kind::Gauge,
+        "Value of the last XID error encountered (0 if none).",
+    );
+    for (gpu, labels) in sample.gpus.iter().zip(labels) {
+        let last = sample
+            .xids
+            .iter()
+            .find(|x| x.gpu == Some(gpu.identity.index))
+            .map_or(0, |x| x.last);
+        let labels = labels.with(&[
+            ("err_code", last.to_string()),
+            ("err_msg", crate::xid::lookup(last).name.to_owned()),
+        ]);
+        e.sample("DCGM_FI_DEV_XID_ERRORS", &labels.as_pairs(), last as f64);
+    }
+    e.family(
+        "gantry_gpu_up",
+        Kind::Gauge,
+        "Whether the GPU could be read in the last sample (1) or not (0).",
+    );
+    for (gpu, labels) in sample.gpus.iter().zip(labels) {
+        let up = if gpu.state == GpuState::Ok { 1.0 } else { 0.0 };
+        e.sample("gantry_gpu_up", &labels.as_pairs(), up);
+    }
+    e.family(
+        "gantry_gpu_lost",
+        Kind::Gauge,
+        "Whether the GPU has fallen off the bus (NVML GPU_IS_LOST).",
+    );
+    for (gpu, labels) in sample.gpus.iter().zip(labels) {
+        let lost = if gpu.state == GpuState::Lost {
+            1.0
+        } else {
+            0.0
+        };
+        e.sample("gantry_gpu_lost", &labels.as_pairs(), lost);
+    }
+}
+
+/// Per-code XID counters. Every enumerated GPU has a series from 0 for each critical
+/// code, so `increase()` and alerts see the first occurrence; other codes appear when
+/// first seen (an XID on a bus id no enumerated GPU has is kept, without `gpu`).
+fn render_xid_counters(e: &mut Exposition, sample: &Sample) {
+    const NAME: &str = "gantry_gpu_xid_errors_total";
+    e.family(
+        NAME,
+        Kind::Counter,
+        "XID errors per GPU and code since the agent started, from NVML events and the kernel log, each event counted once.",
+    );
+    let hostname = sample.host.hostname.as_str();
+    let mut write = |index: &str, uuid: &str, pci: &str, code: u64, count: u64| {
+        let code = code.to_string();
+        e.sample(
+            NAME,
+            &[
+                ("gpu", index),
+                ("UUID", uuid),
+                ("pci_bus_id", pci),
+                ("Hostname", hostname),
+                ("xid", &code),
+            ],
+            count as f64,
         );
-        for (gpu, labels) in labelled() {
-            let last = sample
-                .xids
-                .iter()
-                .find(|x| x.gpu == Some(gpu.identity.index))
-                .map_or(0, |x| x.last);
-            e.sample("DCGM_FI_DEV_XID_ERRORS", &labels, last as f64);
+    };
+    for gpu in &sample.gpus {
+        let counts = sample
+            .xids
+            .iter()
+            .find(|x| x.gpu == Some(gpu.identity.index))
+            .map(|x| &x.by_code);
+        let mut codes: std::collections::BTreeMap<u64, u64> =
+            crate::xid::critical_codes().map(|code| (code, 0)).collect();
+        if let Some(counts) = counts {
+            codes.extend(counts.iter().map(|(&code, &n)| (code, n)));
         }
-        e.family(
-            "gantry_gpu_up",
-            Kind::Gauge,
-            "Whether the GPU could be read in the last sample (1) or not (0).",
-        );
-        for (gpu, labels) in labelled() {
-            e.sample(
-                "gantry_gpu_up",
-                &labels,
-                if gpu.state == GpuState::Ok { 1.0 } else { 0.0 },
-            );
-        }
-        e.family(
-            "gantry_gpu_lost",
-            Kind::Gauge,
-            "Whether the GPU has fallen off the bus (NVML GPU_IS_LOST).",
-        );
-        for (gpu, labels) in labelled() {
-            e.sample(
-                "gantry_gpu_lost",
-                &labels,
-                if gpu.state == GpuState::Lost {
-                    1.0
-                } else {
-                    0.0
-                },
+        let index = gpu.identity.index.to_string();
+        for (code, count) in codes {
+            write(
+                &index,
+                &gpu.identity.uuid,
+                &gpu.identity.pci_bus_id,
+                code,
+                count,
             );
         }
     }
-
-    if sample.xids.iter().any(|x| !x.by_code.is_empty()) {
-        e.family(
-            "gantry_gpu_xid_errors_total",
-            Kind::Counter,
-            "XID errors per GPU and code since the agent started, from NVML events and the kernel log, each event counted once.",
-        );
-        for xid in &sample.xids {
-            let gpu = xid
-                .gpu
-                .and_then(|index| sample.gpus.iter().find(|g| g.identity.index == index));
-            let index = xid.gpu.map(|i| i.to_string()).unwrap_or_default();
-            let uuid = gpu.map_or("", |g| g.identity.uuid.as_str());
-            for (code, count) in &xid.by_code {
-                let code = code.to_string();
-                e.sample(
-                    "gantry_gpu_xid_errors_total",
-                    &[
-                        ("gpu", &index),
-                        ("UUID", uuid),
-                        ("pci_bus_id", &xid.pci_bus_id),
-                        ("Hostname", hostname),
-                        ("xid", &code),
-                    ],
-                    *count as f64,
-                );
-            }
+    for xid in &sample.xids {
+        let enumerated = xid
+            .gpu
+            .is_some_and(|index| sample.gpus.iter().any(|g| g.identity.index == index));
+        if enumerated {
+            continue;
+        }
+        let index = xid.gpu.map(|i| i.to_string()).unwrap_or_default();
+        for (&code, &count) in &xid.by_code {
+            write(&index, "", &xid.pci_bus_id, code, count);
         }
     }
 }

@@ -17,3 +17,4 @@ pub mod telemetry;
 pub mod telemetry_export;
 pub mod tls;
 pub mod units;
+pub mod xid;

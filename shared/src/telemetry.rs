@@ -80,6 +80,22 @@ pub struct GpuReading {
     pub state: GpuState,
     #[serde(default)]
     pub fields: GpuFields,
+    /// MIG instances, when the GPU is in MIG mode: per-instance memory and profiling
+    /// fields (the GPU-level fields above stay).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mig: Vec<MigReading>,
+}
+
+/// One MIG GPU instance of a GPU in MIG mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigReading {
+    /// NVML's GPU instance id (dcgm-exporter's `GPU_I_ID`).
+    pub gpu_instance_id: u32,
+    /// Profile name, e.g. `1g.10gb` (dcgm-exporter's `GPU_I_PROFILE`).
+    pub profile: String,
+    /// The instance's fields that NVML gives per instance: memory, profiling.
+    #[serde(default)]
+    pub fields: GpuFields,
 }
 
 /// Whether a GPU could be read.
@@ -174,6 +190,50 @@ pub struct GpuFields {
     /// Intended speed of the first fan, percent of maximum.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_speed_percent: Option<u32>,
+    /// HBM temperature (NVML field `MEMORY_TEMP`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_temperature_c: Option<u32>,
+    /// `PCIe` replays (link-level retries) since the driver was loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcie_replay_total: Option<u64>,
+    /// Video encoder utilisation, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enc_util_percent: Option<u32>,
+    /// Video decoder utilisation, percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dec_util_percent: Option<u32>,
+    /// NVLink data throughput, transmit and receive over all links, MB/s, over the last
+    /// sampling interval (what DCGM reports as `NVLINK_BANDWIDTH_TOTAL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nvlink_bandwidth_mbps: Option<f64>,
+    /// vGPU license state of a vGPU guest: 1 licensed, 0 not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vgpu_license_status: Option<u32>,
+    /// Share of time the graphics engine was active (0-1), from GPM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prof_gr_engine_active: Option<f64>,
+    /// Share of cycles any tensor pipe was active (0-1), from GPM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prof_pipe_tensor_active: Option<f64>,
+    /// Share of cycles the memory interface was busy (0-1), from GPM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prof_dram_active: Option<f64>,
+    /// `PCIe` transmit rate including protocol headers, bytes/s, from GPM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prof_pcie_tx_bytes: Option<f64>,
+    /// `PCIe` receive rate including protocol headers, bytes/s, from GPM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prof_pcie_rx_bytes: Option<f64>,
+}
+
+/// A field a GPU does not give, and why: `gantry-agent status` lists these once per
+/// GPU and field, so an empty dashboard panel has an explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbsentField {
+    pub gpu: u32,
+    /// The field's dcgm-exporter name, e.g. `DCGM_FI_PROF_PIPE_TENSOR_ACTIVE`.
+    pub field: String,
+    pub reason: String,
 }
 
 /// XID error counts for one GPU, keyed by its PCI bus id (the one identifier both

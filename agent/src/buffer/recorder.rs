@@ -216,6 +216,7 @@ mod tests {
                 },
                 state: if lost { GpuState::Lost } else { GpuState::Ok },
                 fields: GpuFields::default(),
+                mig: Vec::new(),
             }],
             xids: if xid79 == 0 {
                 vec![]

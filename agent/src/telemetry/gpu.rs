@@ -6,10 +6,12 @@
 //! as lost, with the identity it had, while the others keep reporting; it is probed once
 //! per sample and reported again when it answers.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_shared::telemetry::{GpuFields, GpuIdentity, GpuReading, GpuState, parse_pci_bus_id};
+use gantry_shared::telemetry::{
+    AbsentField, GpuFields, GpuIdentity, GpuReading, GpuState, parse_pci_bus_id,
+};
 use nvml_wrapper::bitmasks::event::EventTypes;
 use nvml_wrapper::enum_wrappers::device::{
     Clock, EccCounter, MemoryError, PcieUtilCounter, RetirementCause, TemperatureSensor,
@@ -19,6 +21,8 @@ use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, EventSet, Nvml};
 
 use super::xid::PciAddress;
+
+mod extended;
 
 /// A field read from NVML, named for logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -44,6 +48,68 @@ enum Field {
     PcieTx,
     PcieRx,
     FanSpeed,
+    MemoryTemperature,
+    PcieReplay,
+    EncoderUtil,
+    DecoderUtil,
+    NvLink,
+    VgpuLicense,
+    /// GPU Performance Monitoring: the profiling fields.
+    Gpm,
+    Mig,
+}
+
+impl Field {
+    /// The dcgm-exporter fields this NVML read feeds.
+    fn dcgm_names(self) -> &'static [&'static str] {
+        match self {
+            Self::Utilization => &["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_MEM_COPY_UTIL"],
+            Self::Memory => &[
+                "DCGM_FI_DEV_FB_TOTAL",
+                "DCGM_FI_DEV_FB_FREE",
+                "DCGM_FI_DEV_FB_USED",
+                "DCGM_FI_DEV_FB_RESERVED",
+            ],
+            Self::Temperature => &["DCGM_FI_DEV_GPU_TEMP"],
+            Self::Power => &["DCGM_FI_DEV_POWER_USAGE"],
+            Self::PowerLimit => &["DCGM_FI_DEV_POWER_MGMT_LIMIT"],
+            Self::EnforcedPowerLimit => &["DCGM_FI_DEV_ENFORCED_POWER_LIMIT"],
+            Self::Energy => &["DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"],
+            Self::SmClock => &["DCGM_FI_DEV_SM_CLOCK"],
+            Self::MemClock => &["DCGM_FI_DEV_MEM_CLOCK"],
+            Self::ThrottleReasons => &["DCGM_FI_DEV_CLOCK_THROTTLE_REASONS"],
+            Self::EccSbeVolatile => &["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"],
+            Self::EccDbeVolatile => &["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"],
+            Self::EccSbeAggregate => &["DCGM_FI_DEV_ECC_SBE_AGG_TOTAL"],
+            Self::EccDbeAggregate => &["DCGM_FI_DEV_ECC_DBE_AGG_TOTAL"],
+            Self::RetiredPagesSbe => &["DCGM_FI_DEV_RETIRED_SBE"],
+            Self::RetiredPagesDbe => &["DCGM_FI_DEV_RETIRED_DBE"],
+            Self::RetiredPagesPending => &["DCGM_FI_DEV_RETIRED_PENDING"],
+            Self::RemappedRows => &[
+                "DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS",
+                "DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS",
+                "DCGM_FI_DEV_ROW_REMAP_PENDING",
+                "DCGM_FI_DEV_ROW_REMAP_FAILURE",
+            ],
+            Self::PcieTx => &["DCGM_FI_DEV_PCIE_TX_THROUGHPUT"],
+            Self::PcieRx => &["DCGM_FI_DEV_PCIE_RX_THROUGHPUT"],
+            Self::FanSpeed => &["DCGM_FI_DEV_FAN_SPEED"],
+            Self::MemoryTemperature => &["DCGM_FI_DEV_MEMORY_TEMP"],
+            Self::PcieReplay => &["DCGM_FI_DEV_PCIE_REPLAY_COUNTER"],
+            Self::EncoderUtil => &["DCGM_FI_DEV_ENC_UTIL"],
+            Self::DecoderUtil => &["DCGM_FI_DEV_DEC_UTIL"],
+            Self::NvLink => &["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"],
+            Self::VgpuLicense => &["DCGM_FI_DEV_VGPU_LICENSE_STATUS"],
+            Self::Gpm => &[
+                "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+                "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+                "DCGM_FI_PROF_DRAM_ACTIVE",
+                "DCGM_FI_PROF_PCIE_TX_BYTES",
+                "DCGM_FI_PROF_PCIE_RX_BYTES",
+            ],
+            Self::Mig => &["MIG instances (GPU_I_ID, GPU_I_PROFILE)"],
+        }
+    }
 }
 
 /// The GPU fell off the bus while being read.
@@ -54,8 +120,11 @@ struct Gpu<'n> {
     device: Option<Device<'n>>,
     identity: GpuIdentity,
     pci: Option<PciAddress>,
-    unsupported: BTreeSet<Field>,
+    /// Fields this GPU does not give, with NVML's or our reason.
+    unsupported: BTreeMap<Field, String>,
     state: GpuState,
+    /// Counters kept between samples for rates, GPM samples and MIG instances.
+    extended: extended::Extended<'n>,
 }
 
 /// Outcome of waiting for an NVML event.
@@ -154,6 +223,23 @@ impl<'n> GpuSet<'n> {
         Some(set)
     }
 
+    /// Fields the GPUs do not give, and why, in GPU order.
+    pub fn absent_fields(&self) -> Vec<AbsentField> {
+        let mut absent = Vec::new();
+        for gpu in &self.gpus {
+            for (field, reason) in &gpu.unsupported {
+                for name in field.dcgm_names() {
+                    absent.push(AbsentField {
+                        gpu: gpu.identity.index,
+                        field: (*name).to_owned(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        absent
+    }
+
     /// Reads every GPU. One GPU failing never stops the others.
     pub fn sample(&mut self) -> Vec<GpuReading> {
         self.gpus
@@ -222,8 +308,9 @@ impl<'n> Gpu<'n> {
                 pci_bus_id: String::new(),
             },
             pci: None,
-            unsupported: BTreeSet::new(),
+            unsupported: BTreeMap::new(),
             state: GpuState::Ok,
+            extended: extended::Extended::default(),
         };
         gpu.connect(nvml);
         gpu
@@ -246,6 +333,7 @@ impl<'n> Gpu<'n> {
                 }
                 tracing::info!(gpu = index, uuid = %self.identity.uuid, name = %self.identity.name,
                     pci_bus_id = %self.identity.pci_bus_id, "GPU found");
+                self.extended = extended::Extended::default();
                 self.device = Some(device);
             }
             Err(NvmlError::GpuLost) => self.set_state(GpuState::Lost),
@@ -278,19 +366,26 @@ impl<'n> Gpu<'n> {
         if self.device.is_none() {
             self.connect(nvml);
         }
-        let fields = if let Ok(fields) = self.read_fields() {
+        let read = self.read_fields().and_then(|mut fields| {
+            self.read_extended(nvml, &mut fields)?;
+            let mig = self.read_mig(nvml)?;
+            Ok((fields, mig))
+        });
+        let (fields, mig) = if let Ok(read) = read {
             if self.device.is_some() {
                 self.set_state(GpuState::Ok);
             }
-            fields
+            read
         } else {
             self.set_state(GpuState::Lost);
-            GpuFields::default()
+            self.extended = extended::Extended::default();
+            (GpuFields::default(), Vec::new())
         };
         GpuReading {
             identity: self.identity.clone(),
             state: self.state.clone(),
             fields,
+            mig,
         }
     }
 
@@ -300,7 +395,7 @@ impl<'n> Gpu<'n> {
         field: Field,
         read: impl FnOnce(&Device<'n>) -> Result<T, NvmlError>,
     ) -> Result<Option<T>, Lost> {
-        if self.unsupported.contains(&field) {
+        if self.unsupported.contains_key(&field) {
             return Ok(None);
         }
         let Some(device) = &self.device else {
@@ -310,9 +405,11 @@ impl<'n> Gpu<'n> {
             Ok(value) => Ok(Some(value)),
             Err(NvmlError::GpuLost) => Err(Lost),
             Err(e @ (NvmlError::NotSupported | NvmlError::FailedToLoadSymbol(_))) => {
-                tracing::debug!(gpu = self.identity.index, field = ?field, reason = %e,
-                    "GPU does not support this field; it is left out");
-                self.unsupported.insert(field);
+                let reason = match e {
+                    NvmlError::NotSupported => "NVML: not supported on this GPU".to_owned(),
+                    e => format!("NVML: {e} (driver too old?)"),
+                };
+                self.mark_unsupported(field, reason);
                 Ok(None)
             }
             Err(e) => {
@@ -320,6 +417,13 @@ impl<'n> Gpu<'n> {
                 Ok(None)
             }
         }
+    }
+
+    /// Leaves a field out from now on, saying why once.
+    fn mark_unsupported(&mut self, field: Field, reason: String) {
+        tracing::info!(gpu = self.identity.index, field = ?field, fields = ?field.dcgm_names(), reason = %reason,
+            "GPU does not give this field; it is left out (never reported as 0)");
+        self.unsupported.insert(field, reason);
     }
 
     fn read_fields(&mut self) -> Result<GpuFields, Lost> {

@@ -52,6 +52,8 @@ pub struct SamplerStats {
     pub xid_events_kernel_log: u64,
     pub xid_duplicates: u64,
     pub kernel_log_readable: bool,
+    /// Fields the GPUs do not give, and why.
+    pub absent_fields: Arc<Vec<gantry_shared::telemetry::AbsentField>>,
 }
 
 /// What the sampler needs from configuration.
@@ -264,6 +266,10 @@ impl Sampler {
             Some(gpus) => {
                 let readings = gpus.sample();
                 let xids = self.xids.snapshot(|pci| gpus.index_of(pci));
+                let absent = gpus.absent_fields();
+                if absent != *self.stats.absent_fields {
+                    self.stats.absent_fields = Arc::new(absent);
+                }
                 (readings, xids)
             }
             None => (Vec::new(), self.xids.snapshot(|_| None)),

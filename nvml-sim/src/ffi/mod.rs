@@ -29,12 +29,15 @@ use nvml_wrapper_sys::bindings::{
 
 use crate::sim::{InitError, Sim, UnknownEventSet, Values};
 
+mod extended;
+
 const SUCCESS: nvmlReturn_t = 0;
 const ERROR_UNINITIALIZED: nvmlReturn_t = 1;
 const ERROR_INVALID_ARGUMENT: nvmlReturn_t = 2;
 const ERROR_NOT_SUPPORTED: nvmlReturn_t = 3;
 const ERROR_INSUFFICIENT_SIZE: nvmlReturn_t = 7;
 const ERROR_DRIVER_NOT_LOADED: nvmlReturn_t = 9;
+const ERROR_NOT_FOUND: nvmlReturn_t = 6;
 const ERROR_TIMEOUT: nvmlReturn_t = 10;
 const ERROR_GPU_IS_LOST: nvmlReturn_t = 15;
 const ERROR_UNKNOWN: nvmlReturn_t = 999;
@@ -186,6 +189,7 @@ pub extern "C" fn nvmlErrorString(result: nvmlReturn_t) -> *const c_char {
         ERROR_UNINITIALIZED => c"Uninitialized",
         ERROR_INVALID_ARGUMENT => c"Invalid Argument",
         ERROR_NOT_SUPPORTED => c"Not Supported",
+        ERROR_NOT_FOUND => c"Not Found",
         ERROR_INSUFFICIENT_SIZE => c"Insufficient Size",
         ERROR_DRIVER_NOT_LOADED => c"Driver Not Loaded",
         ERROR_TIMEOUT => c"Timeout",
@@ -262,6 +266,10 @@ pub unsafe extern "C" fn nvmlDeviceGetName(
     length: c_uint,
 ) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
+    if let Some(code) = unsafe { extended::mig_name(device, name, length) } {
+        return code;
+    }
+    // SAFETY: forwarded caller contract.
     with_device(device, |sim, _| unsafe {
         write_str(sim.model.name, name, length)
     })
@@ -273,6 +281,10 @@ pub unsafe extern "C" fn nvmlDeviceGetUUID(
     uuid: *mut c_char,
     length: c_uint,
 ) -> nvmlReturn_t {
+    // SAFETY: forwarded caller contract.
+    if let Some(code) = unsafe { extended::mig_uuid(device, uuid, length) } {
+        return code;
+    }
     with_device(device, |sim, gpu| {
         let text = crate::model::uuid(sim.model, gpu);
         // SAFETY: forwarded caller contract.
@@ -328,7 +340,11 @@ pub unsafe extern "C" fn nvmlDeviceGetUtilizationRates(
 ) -> nvmlReturn_t {
     // SAFETY: forwarded caller contract.
     unsafe {
-        read_value(device, utilization, |_, _, v| {
+        read_value(device, utilization, |sim, gpu, v| {
+            if !sim.mig(gpu).is_empty() {
+                // NVML has no GPU-wide utilisation in MIG mode.
+                return Err(ERROR_NOT_SUPPORTED);
+            }
             Ok(nvmlUtilization_t {
                 gpu: v.gpu_util,
                 memory: v.mem_util,
@@ -347,6 +363,13 @@ pub unsafe extern "C" fn nvmlDeviceGetMemoryInfo_v2(
     }
     // SAFETY: non-null; the caller sets `version` before the call, per NVML's contract.
     let version = unsafe { (*memory).version };
+    if let Some(code) = extended::with_mig(device, |sim, gpu, _, profile| {
+        // SAFETY: checked non-null above.
+        unsafe { memory.write(extended::mig_memory(sim, gpu, profile, version)) };
+        SUCCESS
+    }) {
+        return code;
+    }
     // SAFETY: forwarded caller contract.
     unsafe {
         read_value(device, memory, |_, _, v| {

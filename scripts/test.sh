@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: unit tests, end-to-end tests that start real
 # controllers and agents (simulated NVML, real ONNX Runtime, output checked with
-# promtool), then the Debian packages built, linted, installed, upgraded, removed and
-# purged on this machine (packaging/test-deb.sh; as root, else skipped saying so).
+# promtool, NVIDIA's GPU dashboards evaluated by a real Prometheus), then the Debian
+# packages built, linted, installed, upgraded, removed and purged on this machine
+# (packaging/test-deb.sh; as root, else skipped saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh promtool onnxruntime
-echo "test: using $(command -v promtool) and $GANTRY_ONNXRUNTIME"
+source scripts/tools.sh promtool prometheus onnxruntime
+echo "test: using $(command -v promtool), $(command -v prometheus) and $GANTRY_ONNXRUNTIME"
 cargo build --workspace --locked
 cargo test --workspace --locked
 packaging/test-deb.sh

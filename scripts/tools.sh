@@ -2,7 +2,7 @@
 # Makes the outside tools the tests, demo and benchmarks use available, idempotently,
 # without installing services: Debian packages are downloaded once into .cache/debs and
 # unpacked under .cache/tools (no root needed when the package lists are present).
-# Source it to get PATH set:  source scripts/tools.sh promtool [node-exporter]
+# Source it to get PATH set:  source scripts/tools.sh promtool [prometheus] [node-exporter]
 # (lintian and dpkg-dev, which the packaging uses, are installed with apt as root).
 set -euo pipefail
 
@@ -82,6 +82,8 @@ for tool in "$@"; do
     case "$tool" in
         promtool)
             command -v promtool >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
+        prometheus)
+            command -v prometheus >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
         onnxruntime)
             [ -n "${GANTRY_ONNXRUNTIME:-}" ] && [ -f "$GANTRY_ONNXRUNTIME" ] || gantry_fetch_onnxruntime ;;
         lintian)

@@ -7,16 +7,14 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use gantry_shared::health::{Health, HealthState};
+use gantry_shared::health::{Action, Cause, Health, HealthState, Remedy};
 use gantry_shared::telemetry::{GpuState, Sample, THERMAL_THROTTLE_MASK};
+use gantry_shared::xid;
 
 use crate::inference::server::ModelHealth;
 
 /// The latest evaluation, shared with the endpoint and the uplink.
 pub type SharedHealth = std::sync::Arc<std::sync::Mutex<Health>>;
-
-/// XIDs that mean the GPU or its memory cannot be trusted until it is reset.
-pub const CRITICAL_XIDS: &[u64] = &[48, 63, 64, 74, 79, 92, 94, 95, 119, 120];
 
 /// Where the checks draw their lines. Defaults in `Default`.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +91,7 @@ impl Monitor {
                     "NVML became unavailable; {} GPU(s) are unmonitored",
                     self.gpus_seen
                 ),
+                Remedy::new(Cause::Driver, Action::RebootNode),
             );
         } else if sample.gpus.len() < self.gpus_seen {
             h.add(
@@ -103,6 +102,7 @@ impl Monitor {
                     self.gpus_seen - sample.gpus.len(),
                     self.gpus_seen
                 ),
+                Remedy::new(Cause::Hardware, Action::RebootNode),
             );
         }
         for gpu in &sample.gpus {
@@ -113,6 +113,7 @@ impl Monitor {
                         "gpu.lost",
                         HealthState::Unhealthy,
                         format!("GPU {id} has fallen off the bus"),
+                        xid::lookup(79).remedy(),
                     );
                     continue;
                 }
@@ -121,6 +122,7 @@ impl Monitor {
                         "gpu.read",
                         HealthState::Degraded,
                         format!("GPU {id} cannot be read: {message}"),
+                        Remedy::new(Cause::Driver, Action::ResetGpu),
                     );
                     continue;
                 }
@@ -132,6 +134,7 @@ impl Monitor {
                     "gpu.ecc",
                     HealthState::Unhealthy,
                     format!("GPU {id} has {n} uncorrectable ECC error(s)"),
+                    Remedy::new(Cause::Hardware, Action::ResetGpu),
                 );
             }
             if f.row_remap_failure == Some(true) {
@@ -139,12 +142,14 @@ impl Monitor {
                     "gpu.ecc",
                     HealthState::Unhealthy,
                     format!("GPU {id} failed to remap a row; it needs service"),
+                    Remedy::new(Cause::Hardware, Action::InspectHardware),
                 );
             } else if f.row_remap_pending == Some(true) || f.retired_pages_pending == Some(true) {
                 h.add(
                     "gpu.ecc",
                     HealthState::Degraded,
                     format!("GPU {id} has a memory repair pending a reset"),
+                    Remedy::new(Cause::Hardware, Action::ResetGpu),
                 );
             }
             if let Some(temp) = f.temperature_c {
@@ -156,6 +161,7 @@ impl Monitor {
                             "GPU {id} is at {temp} °C (limit {} °C)",
                             t.gpu_temp_unhealthy_c
                         ),
+                        Remedy::new(Cause::Hardware, Action::InspectHardware),
                     );
                 } else if temp >= t.gpu_temp_degraded_c {
                     h.add(
@@ -165,6 +171,7 @@ impl Monitor {
                             "GPU {id} is at {temp} °C (warning {} °C)",
                             t.gpu_temp_degraded_c
                         ),
+                        Remedy::new(Cause::Hardware, Action::InspectHardware),
                     );
                 }
             }
@@ -175,6 +182,7 @@ impl Monitor {
                     "gpu.thermal",
                     HealthState::Degraded,
                     format!("GPU {id} is thermally throttled"),
+                    Remedy::new(Cause::Hardware, Action::InspectHardware),
                 );
             }
             if let (Some(draw), Some(limit)) = (
@@ -190,6 +198,7 @@ impl Monitor {
                         draw / 1000,
                         limit / 1000
                     ),
+                    Remedy::new(Cause::Hardware, Action::InspectHardware),
                 );
             }
         }
@@ -204,7 +213,8 @@ impl Monitor {
                     let gpu = xid
                         .gpu
                         .map_or_else(|| xid.pci_bus_id.clone(), |g| format!("GPU {g}"));
-                    let state = if CRITICAL_XIDS.contains(&code) {
+                    let entry = xid::lookup(code);
+                    let state = if entry.critical {
                         HealthState::Unhealthy
                     } else {
                         HealthState::Degraded
@@ -213,9 +223,11 @@ impl Monitor {
                         "gpu.xid",
                         state,
                         format!(
-                            "{gpu} reported XID {code} in the last {}",
+                            "{gpu} reported XID {code} ({}) in the last {}",
+                            entry.name,
                             humantime::format_duration(t.xid_window)
                         ),
+                        entry.remedy(),
                     );
                 }
             }
@@ -226,12 +238,14 @@ impl Monitor {
                     "node.disk",
                     HealthState::Unhealthy,
                     format!("{} has {:.2} GiB free", dir.path, gib(dir.free_bytes)),
+                    Remedy::new(Cause::Host, Action::CheckHost),
                 );
             } else if dir.free_bytes < t.state_dir_free_degraded {
                 h.add(
                     "node.disk",
                     HealthState::Degraded,
                     format!("{} has {:.2} GiB free", dir.path, gib(dir.free_bytes)),
+                    Remedy::new(Cause::Host, Action::CheckHost),
                 );
             }
         }
@@ -248,6 +262,7 @@ impl Monitor {
                     gib(host.mem_available_bytes),
                     gib(host.mem_total_bytes)
                 ),
+                Remedy::new(Cause::Host, Action::CheckHost),
             );
         }
         if let Some(model) = model {
@@ -256,6 +271,7 @@ impl Monitor {
                     "model.golden",
                     HealthState::Unhealthy,
                     format!("{}: {e}", model.model),
+                    Remedy::new(Cause::Application, Action::CheckApplication),
                 );
             }
             if model.recent_requests >= 20 && model.recent_error_rate > t.inference_error_rate {
@@ -268,6 +284,7 @@ impl Monitor {
                         model.recent_error_rate * 100.0,
                         model.recent_requests
                     ),
+                    Remedy::new(Cause::Application, Action::CheckApplication),
                 );
             }
         }
@@ -277,8 +294,7 @@ impl Monitor {
                 HealthState::Unhealthy,
                 format!(
                     "the telemetry buffer cannot be written ({problem}); samples are dropped and counted until it can"
-                ),
-            );
+                ), Remedy::new(Cause::Host, Action::CheckHost));
         }
         self.log_transition(&h);
         h

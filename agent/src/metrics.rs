@@ -183,17 +183,22 @@ pub fn render(
         e.family(
             "gantry_agent_health_reasons",
             Kind::Gauge,
-            "Findings behind the health state, per check.",
+            "Findings behind the health state, per check, likely cause and suggested action.",
         );
-        let mut per_check: std::collections::BTreeMap<&str, u32> =
+        let mut per_check: std::collections::BTreeMap<(&str, &str, &str), u32> =
             std::collections::BTreeMap::new();
         for r in &h.reasons {
-            *per_check.entry(r.check.as_str()).or_default() += 1;
+            let (cause, action) = r.remedy.map_or(("unknown", "none"), |m| {
+                (m.cause.as_str(), m.action.as_str())
+            });
+            *per_check
+                .entry((r.check.as_str(), cause, action))
+                .or_default() += 1;
         }
-        for (check, n) in per_check {
+        for ((check, cause, action), n) in per_check {
             e.sample(
                 "gantry_agent_health_reasons",
-                &[("check", check)],
+                &[("check", check), ("cause", cause), ("action", action)],
                 f64::from(n),
             );
         }

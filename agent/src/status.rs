@@ -315,7 +315,7 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
     if let Some(health) = &status.health {
         let _ = writeln!(out, "health: {}", health.state.as_str());
         for r in &health.reasons {
-            let _ = writeln!(out, "  {} {}: {}", r.state.as_str(), r.check, r.message);
+            let _ = writeln!(out, "  {} {}: {}", r.state.as_str(), r.check, r.describe());
         }
     }
     match &status.uplink {

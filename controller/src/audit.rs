@@ -23,7 +23,8 @@ use std::collections::BTreeMap;
 
 pub use gantry_shared::protocol::audit::{Break, Verification};
 use gantry_shared::protocol::audit::{
-    BundleReport, Flag, Interval, Period, PolicyRecord, Refusal, RefusedUpload, Report,
+    BundleReport, CordonRecord, Flag, Interval, Period, PolicyRecord, Refusal, RefusedUpload,
+    Report,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -358,6 +359,36 @@ impl ReportBuilder {
                     .entry(e.subject.clone())
                     .or_default()
                     .enrolled_at_ms = Some(e.at_ms);
+            }
+            "node.cordon" => {
+                self.report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .cordons
+                    .push(CordonRecord {
+                        at_ms: e.at_ms,
+                        by: e.actor.clone(),
+                        reason: text("reason"),
+                        automatic: e.details["automatic"].as_bool() == Some(true),
+                        lifted_at_ms: None,
+                        lifted_by: None,
+                    });
+            }
+            "node.uncordon" => {
+                if let Some(open) = self
+                    .report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .cordons
+                    .iter_mut()
+                    .rev()
+                    .find(|c| c.lifted_at_ms.is_none())
+                {
+                    open.lifted_at_ms = Some(e.at_ms);
+                    open.lifted_by = Some(e.actor.clone());
+                }
             }
             "node.revoke" => {
                 self.report

@@ -149,6 +149,20 @@ pub fn render_markdown(r: &Report) -> String {
                 f.reason
             );
         }
+        for c in &n.cordons {
+            let _ = writeln!(
+                out,
+                "- cordoned {} by {}{}: {}; {}",
+                time(c.at_ms),
+                c.by,
+                if c.automatic { " (automatic)" } else { "" },
+                c.reason,
+                match (c.lifted_at_ms, &c.lifted_by) {
+                    (Some(at), Some(by)) => format!("lifted {} by {by}", time(at)),
+                    _ => "still cordoned".to_owned(),
+                }
+            );
+        }
         for p in &n.silent {
             let _ = writeln!(
                 out,

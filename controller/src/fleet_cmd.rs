@@ -24,25 +24,30 @@ fn labels(summary: &NodeSummary) -> String {
         .join(",")
 }
 
-fn state(summary: &NodeSummary) -> &'static str {
-    if summary.revoked {
+fn state(summary: &NodeSummary) -> String {
+    let link = if summary.revoked {
         "revoked"
     } else if summary.connected {
         "connected"
     } else {
         "offline"
+    };
+    if summary.cordon.is_some() && !summary.revoked {
+        format!("{link},cordoned")
+    } else {
+        link.to_owned()
     }
 }
 
 pub fn render_list(nodes: &[NodeSummary], now_ms: u64) -> String {
     let mut out = format!(
-        "{:<24} {:<10} {:<10} {:>4} {:>10} {:<14} {}\n",
+        "{:<24} {:<19} {:<10} {:>4} {:>10} {:<14} {}\n",
         "NODE", "STATE", "HEALTH", "GPUS", "RECORDS", "LAST SEEN", "LABELS"
     );
     for n in nodes {
         let _ = writeln!(
             out,
-            "{:<24} {:<10} {:<10} {:>4} {:>10} {:<14} {}",
+            "{:<24} {:<19} {:<10} {:>4} {:>10} {:<14} {}",
             n.name,
             state(n),
             n.health.map_or("-", |h| h.as_str()),
@@ -64,12 +69,28 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
     let _ = writeln!(out, "node        {}", s.name);
     let _ = writeln!(out, "state       {}", state(s));
     let _ = writeln!(out, "labels      {}", labels(s));
+    if let Some(c) = &s.cordon {
+        let _ = writeln!(
+            out,
+            "cordoned    {} by {}: {} (no new rollouts; `gantry fleet uncordon {}` lifts it)",
+            ago(now_ms, Some(c.at_ms)),
+            c.by,
+            c.reason,
+            s.name
+        );
+    }
     let _ = writeln!(out, "enrolled    {}", ago(now_ms, Some(s.enrolled_at_ms)));
     let _ = writeln!(out, "last seen   {}", ago(now_ms, s.last_seen_ms));
     if let Some(health) = &d.health {
         let _ = writeln!(out, "health      {}", health.state.as_str());
         for r in &health.reasons {
-            let _ = writeln!(out, "  {:<9} {}: {}", r.state.as_str(), r.check, r.message);
+            let _ = writeln!(
+                out,
+                "  {:<9} {}: {}",
+                r.state.as_str(),
+                r.check,
+                r.describe()
+            );
         }
     }
     if let Some(want) = &d.desired {

@@ -14,6 +14,7 @@ pub mod bundles;
 pub mod ca;
 pub mod certs;
 pub mod client;
+pub mod cordon;
 pub mod demo;
 pub mod fleet_cmd;
 pub mod home;

@@ -90,6 +90,16 @@ enum Command {
         /// key (online or by file); after that it must enroll again.
         #[arg(long, env = "GANTRY_RENEWAL_GRACE", default_value = "180d", value_parser = humantime::parse_duration, value_name = "DURATION")]
         renewal_grace: Duration,
+        /// Health checks whose unhealthy reasons cordon a node automatically (audited),
+        /// comma-separated; `gpu.xid` is unhealthy only for critical XIDs. `none` turns
+        /// automatic cordoning off.
+        #[arg(
+            long,
+            env = "GANTRY_AUTO_CORDON",
+            default_value = "gpu.xid",
+            value_name = "CHECKS"
+        )]
+        auto_cordon: String,
         /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
         #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
         clock_offset: i64,
@@ -346,6 +356,21 @@ enum FleetCommand {
     },
     /// Revoke a node: its certificate stops working at once.
     Revoke {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cordon a node: it takes no new rollouts (what it runs stays) until uncordoned.
+    Cordon {
+        node: String,
+        /// Why, for the fleet view and the audit log.
+        #[arg(long, default_value = "cordoned by an operator")]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let a cordoned node take rollouts again.
+    Uncordon {
         node: String,
         #[command(flatten)]
         admin: AdminArgs,
@@ -916,8 +941,16 @@ mod fleet {
                 node_cert_lifetime,
                 admin_cert_lifetime,
                 renewal_grace,
+                auto_cordon,
                 clock_offset,
             } => {
+                let auto_cordon = match gantry_controller::cordon::AutoCordon::parse(&auto_cordon) {
+                    Ok(rules) => rules,
+                    Err(e) => {
+                        eprintln!("error: --auto-cordon: {e}");
+                        return Ok(ExitCode::from(64));
+                    }
+                };
                 let certs = gantry_controller::certs::CertPolicy {
                     node_lifetime: node_cert_lifetime,
                     admin_lifetime: admin_cert_lifetime,
@@ -957,6 +990,7 @@ mod fleet {
                         clock: gantry_controller::certs::Clock {
                             offset_ms: clock_offset,
                         },
+                        auto_cordon,
                     },
                     shutdown,
                     None,
@@ -1175,6 +1209,33 @@ mod fleet {
                     return Err(ClientError::Unexpected.into());
                 };
                 println!("revoked     {node}: its certificate no longer connects");
+            }
+            Command::Fleet(FleetCommand::Cordon {
+                node,
+                reason,
+                admin,
+            }) => {
+                let Response::Cordoned { node, cordon } = connect(&admin)
+                    .await?
+                    .call(Request::NodeCordon { node, reason })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                let reason = cordon.map(|c| c.reason).unwrap_or_default();
+                println!(
+                    "cordoned    {node}: it takes no new rollouts ({reason}); `gantry fleet uncordon {node}` lifts it"
+                );
+            }
+            Command::Fleet(FleetCommand::Uncordon { node, admin }) => {
+                let Response::Cordoned { node, .. } = connect(&admin)
+                    .await?
+                    .call(Request::NodeUncordon { node })
+                    .await?
+                else {
+                    return Err(ClientError::Unexpected.into());
+                };
+                println!("uncordoned  {node}: it takes rollouts again");
             }
             Command::Admin(AdminCommand::Add {
                 name,

@@ -62,6 +62,8 @@ pub enum RolloutError {
 pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     pub revoked: bool,
+    /// Cordoned nodes take no new rollouts.
+    pub cordoned: bool,
     /// The latest heartbeat, live or as stored at the last disconnect.
     pub heartbeat: Option<HeartbeatInfo>,
 }
@@ -115,11 +117,30 @@ impl Engine {
         }
         let info = self.bundles.find(&spec.bundle)?;
         let plan = plan(&spec.selector, nodes);
+        let cordoned = cordoned_matches(&spec.selector, nodes);
         if plan.is_empty() {
+            let why = if cordoned.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} cordoned node(s) match but take no new rollouts ({}): `gantry fleet uncordon NODE` first",
+                    cordoned.len(),
+                    cordoned
+                        .iter()
+                        .take(5)
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             return Err(RolloutError::BadRequest(format!(
-                "no enrolled node matches the selector {}",
+                "no enrolled node matches the selector {}{why}",
                 selector_text(&spec.selector)
             )));
+        }
+        if !cordoned.is_empty() {
+            tracing::info!(selector = %selector_text(&spec.selector), cordoned = ?cordoned,
+                "cordoned nodes left out of the rollout");
         }
         let mut rollouts = self.rollouts.lock().expect("rollouts");
         for other in rollouts.values().filter(|r| r.state().is_active()) {
@@ -420,6 +441,24 @@ fn selector_text(selector: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// Cordoned, not revoked nodes the selector picks: left out of new rollouts.
+fn cordoned_matches(
+    selector: &BTreeMap<String, String>,
+    nodes: &BTreeMap<String, NodeView>,
+) -> Vec<String> {
+    nodes
+        .iter()
+        .filter(|(_, v)| {
+            v.cordoned
+                && !v.revoked
+                && selector
+                    .iter()
+                    .all(|(k, want)| v.labels.get(k) == Some(want))
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// The selected nodes in the order steps take them: grouped by their labels other than
 /// the selector's, each group by name, and the groups interleaved, so every step spreads
 /// over racks, zones or whatever else the labels tell apart.
@@ -429,7 +468,10 @@ pub fn plan(
 ) -> Vec<String> {
     let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
     for (name, view) in nodes {
-        if view.revoked || !selector.iter().all(|(k, v)| view.labels.get(k) == Some(v)) {
+        if view.revoked
+            || view.cordoned
+            || !selector.iter().all(|(k, v)| view.labels.get(k) == Some(v))
+        {
             continue;
         }
         let mut key = String::new();

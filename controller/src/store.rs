@@ -213,6 +213,8 @@ pub struct NodeRecord {
     pub id: u64,
     /// Ids of earlier enrollments under this name, whose records retention still clears.
     pub retired_ids: Vec<u64>,
+    /// Set while the node takes no new rollouts.
+    pub cordon: Option<gantry_shared::protocol::admin::Cordon>,
 }
 
 /// Why an enrollment was refused.
@@ -733,6 +735,39 @@ impl Store {
         };
         txn.commit()?;
         Ok(revoked)
+    }
+
+    /// Sets or clears a node's cordon with its audit entry, in one transaction, when
+    /// `change` (given the current cordon) returns the new one; `Ok(None)` for an unknown
+    /// node, the node unchanged when `change` declines.
+    pub fn cordon_node(
+        &self,
+        name: &str,
+        change: impl FnOnce(
+            Option<&gantry_shared::protocol::admin::Cordon>,
+        ) -> Option<(
+            Option<gantry_shared::protocol::admin::Cordon>,
+            crate::audit::NewEntry,
+        )>,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let txn = self.write()?;
+        let node = {
+            let mut nodes = txn.open_table(NODES)?;
+            let current: Option<NodeRecord> =
+                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let Some(mut node) = current else {
+                return Ok(None);
+            };
+            let Some((cordon, entry)) = change(node.cordon.as_ref()) else {
+                return Ok(Some(node));
+            };
+            node.cordon = cordon;
+            nodes.insert(name, to_json(&node).as_slice())?;
+            append_audit_in(&txn, vec![entry])?;
+            node
+        };
+        txn.commit()?;
+        Ok(Some(node))
     }
 
     pub fn revoke_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {

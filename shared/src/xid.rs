@@ -18,6 +18,8 @@ pub enum Cause {
     Hardware,
     Driver,
     Application,
+    /// The host around the GPUs: disk, memory, the agent's own state.
+    Host,
     /// Reserved or unused codes, and codes past the catalogue.
     Unknown,
 }
@@ -28,6 +30,7 @@ impl Cause {
             Self::Hardware => "hardware",
             Self::Driver => "driver",
             Self::Application => "application",
+            Self::Host => "host",
             Self::Unknown => "unknown",
         }
     }
@@ -45,6 +48,8 @@ pub enum Action {
     InspectHardware,
     /// Look at the application that was running; the GPU is fine.
     CheckApplication,
+    /// Free disk space or memory on the host, or fix what the message names.
+    CheckHost,
     /// Informational; nothing to do.
     None,
 }
@@ -56,6 +61,7 @@ impl Action {
             Self::RebootNode => "reboot_node",
             Self::InspectHardware => "inspect_hardware",
             Self::CheckApplication => "check_application",
+            Self::CheckHost => "check_host",
             Self::None => "none",
         }
     }
@@ -69,6 +75,7 @@ impl Action {
             Self::CheckApplication => {
                 "check the application that was running; the GPU itself is not at fault"
             }
+            Self::CheckHost => "free disk space or memory on the host as the message says",
             Self::None => "no action needed",
         }
     }
@@ -86,6 +93,30 @@ pub struct Xid {
     /// checks make the node unhealthy, per-code counters exist from 0, and the
     /// controller can cordon the node.
     pub critical: bool,
+}
+
+/// Likely cause and suggested action: what every health reason carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Remedy {
+    pub cause: Cause,
+    pub action: Action,
+}
+
+impl Remedy {
+    pub const fn new(cause: Cause, action: Action) -> Self {
+        Self { cause, action }
+    }
+
+    /// `likely hardware: drain the GPU and reset it (nvidia-smi -r)`.
+    pub fn describe(self) -> String {
+        format!("likely {}: {}", self.cause.as_str(), self.action.advice())
+    }
+}
+
+impl Xid {
+    pub fn remedy(self) -> Remedy {
+        Remedy::new(self.cause, self.action)
+    }
 }
 
 /// `err_msg` for codes past the catalogue, as dcgm-exporter writes it.

@@ -77,6 +77,22 @@ fn enrolled_node_reports_and_the_fleet_sees_it() {
     );
     let ls = controller.cli_ok(&["fleet", "ls"]);
     assert!(ls.contains("unhealthy"), "{ls}");
+    // Each reason says what probably happened and what to do.
+    let show = controller.cli_ok(&["fleet", "show", "gpu-node-1"]);
+    assert!(
+        show.contains(
+            "GPU 1 has fallen off the bus (likely hardware: drain the node and reboot it)"
+        ),
+        "{show}"
+    );
+    let detail = controller.node("gpu-node-1");
+    let lost = detail
+        .health
+        .as_ref()
+        .and_then(|h| h.reasons.iter().find(|r| r.check == "gpu.lost"))
+        .and_then(|r| r.remedy)
+        .expect("the heartbeat carries the remedy");
+    assert_eq!(lost.action, gantry_shared::health::Action::RebootNode);
 
     // Federation: the node's GPUs with a `node` label.
     let page = controller.metrics_page();

@@ -254,6 +254,21 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     let r = fleet.wait_state(&r3, "rolled-back", Duration::from_secs(60));
     assert!(r["recovered_at_ms"].as_u64() > r["failed_at_ms"].as_u64());
     assert_eq!(fleet.active(&canary).as_deref(), Some(id2.as_str()));
+    // XID 79 is critical: the controller cordoned the canary on its own, and says so.
+    let show = fleet.controller.cli_ok(&["fleet", "show", &canary]);
+    assert!(
+        show.contains("by controller: automatic, gpu.xid:") && show.contains("XID 79"),
+        "{show}"
+    );
+    let ls = fleet.controller.cli_ok(&["fleet", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with(&canary) && l.contains(",cordoned")),
+        "{ls}"
+    );
+    // The operator has looked at the GPU (reset above) and lets the node back in.
+    let lifted = fleet.controller.cli_ok(&["fleet", "uncordon", &canary]);
+    assert!(lifted.contains("takes rollouts again"), "{lifted}");
     for node in &plan {
         assert_ne!(
             fleet.active(node).as_deref(),
@@ -356,6 +371,11 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     )
     .unwrap();
     assert!(report["chain"]["first_break"].is_null());
+    let cordons = report["nodes"][&gpu_canary]["cordons"].as_array().unwrap();
+    assert_eq!(cordons.len(), 1, "{cordons:?}");
+    assert_eq!(cordons[0]["by"], "controller");
+    assert_eq!(cordons[0]["automatic"], true);
+    assert!(cordons[0]["lifted_by"].as_str().is_some(), "{cordons:?}");
     let ran = report["nodes"][&gpu_canary]["ran"].as_array().unwrap();
     let v3_run = ran
         .iter()

@@ -307,6 +307,7 @@ impl Embedded {
             new_store: false,
             certs: crate::certs::CertPolicy::default(),
             clock: crate::certs::Clock::default(),
+            auto_cordon: crate::cordon::AutoCordon::parse("gpu.xid").expect("default rules"),
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

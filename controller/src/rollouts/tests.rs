@@ -16,6 +16,7 @@ fn view(rack: &str, active: &str, at_ms: u64) -> NodeView {
             ("rack".to_owned(), rack.to_owned()),
         ]),
         revoked: false,
+        cordoned: false,
         heartbeat: Some(HeartbeatInfo {
             at_ms,
             health: Some(Health::default()),
@@ -233,4 +234,19 @@ fn kpis_come_from_the_recorded_rollouts() {
     assert_eq!(k.change_failure_rate, Some(1.0 / 3.0));
     assert_eq!(k.mttr_mean_s, Some(4.0));
     assert!(Step::Percent(100.0).target(3) == 3);
+}
+
+#[test]
+fn cordoned_nodes_take_no_new_rollouts_and_the_refusal_names_them() {
+    let mut nodes: BTreeMap<String, NodeView> = (1..=3)
+        .map(|i| (format!("n{i}"), view("r1", OLD, 0)))
+        .collect();
+    nodes.get_mut("n2").unwrap().cordoned = true;
+    let selector = BTreeMap::from([("gpu".to_owned(), "h100".to_owned())]);
+    assert_eq!(plan(&selector, &nodes), vec!["n1", "n3"]);
+    assert_eq!(cordoned_matches(&selector, &nodes), vec!["n2"]);
+    for view in nodes.values_mut() {
+        view.cordoned = true;
+    }
+    assert!(plan(&selector, &nodes).is_empty());
 }

@@ -67,6 +67,8 @@ pub(super) async fn handle(
             }
         }
         Request::NodeRevoke { node } => revoke(shared, caller, node).await,
+        Request::NodeCordon { node, reason } => cordon(shared, caller, node, Some(reason)).await,
+        Request::NodeUncordon { node } => cordon(shared, caller, node, None).await,
         Request::AdminAdd {
             name,
             role,
@@ -591,6 +593,7 @@ fn summary(shared: &Shared, node: &NodeRecord) -> NodeSummary {
             .and_then(|l| l.heartbeat.as_ref())
             .and_then(|h| h.health.as_ref())
             .map(|h| h.state),
+        cordon: node.cordon.clone(),
     }
 }
 
@@ -670,6 +673,66 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
             )
             .await;
             Response::Admin(admin::Response::Revoked { node: name })
+        }
+        Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),
+        _ => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
+}
+
+/// Cordons a node (`reason` given) or lifts its cordon, with the audit entry in the same
+/// transaction. Cordoning a cordoned node replaces the reason; uncordoning an uncordoned
+/// node changes nothing and records nothing.
+async fn cordon(shared: &Shared, caller: &str, name: String, reason: Option<String>) -> Response {
+    if let Some(reason) = &reason
+        && (reason.trim().is_empty() || reason.len() > 1024)
+    {
+        return error(
+            ErrorCode::BadRequest,
+            "a cordon reason must be 1-1024 characters",
+        );
+    }
+    let store = Arc::clone(&shared.store);
+    let (key, by) = (name.clone(), caller.to_owned());
+    let now_ms = shared.clock.now_ms();
+    let result = blocking(move || {
+        store.cordon_node(&key, |current| {
+            let new = reason.map(|reason| admin::Cordon {
+                reason,
+                by: by.clone(),
+                at_ms: now_ms,
+                automatic: false,
+            });
+            if current.is_none() && new.is_none() {
+                return None;
+            }
+            let (action, details) = match &new {
+                Some(c) => (
+                    "node.cordon",
+                    serde_json::json!({ "reason": c.reason, "automatic": false }),
+                ),
+                None => (
+                    "node.uncordon",
+                    serde_json::json!({ "was": current.map(|c| c.reason.clone()) }),
+                ),
+            };
+            Some((new, NewEntry::new(&by, action, &key, details)))
+        })
+    })
+    .await;
+    match result {
+        Some(Ok(Some(node))) => {
+            let mut cordoned = shared.cordoned.lock().expect("cordoned");
+            if node.cordon.is_some() {
+                cordoned.insert(name.clone());
+                tracing::warn!(node = %name, admin = caller, reason = ?node.cordon.as_ref().map(|c| &c.reason), "node cordoned");
+            } else {
+                cordoned.remove(&name);
+                tracing::info!(node = %name, admin = caller, "node uncordoned");
+            }
+            Response::Admin(admin::Response::Cordoned {
+                node: name,
+                cordon: node.cordon,
+            })
         }
         Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),
         _ => error(ErrorCode::Unavailable, "the controller store failed"),

@@ -58,6 +58,8 @@ pub struct ServeConfig {
     pub certs: crate::certs::CertPolicy,
     /// The clock certificates are issued and renewals judged by.
     pub clock: crate::certs::Clock,
+    /// Health checks whose unhealthy reasons cordon a node automatically.
+    pub auto_cordon: crate::cordon::AutoCordon,
 }
 
 /// Why the controller could not start or stopped.
@@ -133,6 +135,9 @@ struct Shared {
     rollouts: crate::rollouts::Engine,
     /// Node → `(active, refused)` as last written to the audit log.
     audited_bundles: Arc<Mutex<HashMap<String, audit::NodeBundleState>>>,
+    auto_cordon: crate::cordon::AutoCordon,
+    /// Nodes cordoned, as stored: heartbeats check here before cordoning automatically.
+    cordoned: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -206,8 +211,15 @@ pub async fn serve(
         bundles,
         rollouts,
         audited_bundles: Arc::default(),
+        auto_cordon: config.auto_cordon,
+        cordoned: Arc::default(),
     });
     load_latest(&shared);
+    if shared.auto_cordon.is_off() {
+        tracing::info!("automatic cordoning is off (--auto-cordon none)");
+    } else {
+        tracing::info!(checks = ?shared.auto_cordon.checks(), "nodes are cordoned automatically on unhealthy reasons of these checks");
+    }
     audit_trust_policy(&store, &home.path("trust.json"));
 
     let metrics_addr = match config.metrics_listen {
@@ -294,6 +306,12 @@ fn load_latest(shared: &Shared) {
     let Ok(nodes) = shared.store.nodes() else {
         return;
     };
+    shared.cordoned.lock().expect("cordoned").extend(
+        nodes
+            .iter()
+            .filter(|n| n.cordon.is_some())
+            .map(|n| n.name.clone()),
+    );
     let mut live = shared.live.lock().expect("live map");
     for node in nodes {
         if let Ok(Some(body)) = shared.store.latest_metrics(&node.name)
@@ -349,6 +367,7 @@ async fn node_views(shared: &Arc<Shared>) -> Option<BTreeMap<String, crate::roll
                 let view = crate::rollouts::NodeView {
                     labels: n.labels,
                     revoked: n.revoked,
+                    cordoned: n.cordon.is_some(),
                     heartbeat,
                 };
                 (n.name, view)
@@ -676,6 +695,9 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         model: req.model,
     };
     audit_node_bundles(shared, name, &info.bundles);
+    if let Some(health) = &info.health {
+        auto_cordon(shared, name, health, now);
+    }
     shared
         .live
         .lock()
@@ -687,6 +709,51 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
         server_time_ms: now,
         desired: shared.bundles.desired(name),
     })
+}
+
+/// Cordons a node whose heartbeat carries an unhealthy reason the operator chose, once:
+/// the store write (with its audit entry) runs off the async workers, and a node already
+/// cordoned, by hand or automatically, is left as it is.
+fn auto_cordon(shared: &Shared, name: &str, health: &gantry_shared::health::Health, now_ms: u64) {
+    let Some(cordon) = shared.auto_cordon.judge(health, now_ms) else {
+        return;
+    };
+    if !shared
+        .cordoned
+        .lock()
+        .expect("cordoned")
+        .insert(name.to_owned())
+    {
+        return;
+    }
+    let store = Arc::clone(&shared.store);
+    let cordoned = Arc::clone(&shared.cordoned);
+    let node = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let reason = cordon.reason.clone();
+        let result = store.cordon_node(&node, |current| {
+            current.is_none().then(|| {
+                let entry = NewEntry::new(
+                    crate::cordon::AUTOMATIC_BY,
+                    "node.cordon",
+                    &node,
+                    serde_json::json!({ "reason": cordon.reason, "automatic": true }),
+                );
+                (Some(cordon), entry)
+            })
+        });
+        match result {
+            Ok(Some(_)) => {
+                tracing::warn!(node = %node, reason = %reason,
+                    "node cordoned automatically: it takes no new rollouts until `gantry fleet uncordon`");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(node = %node, error = %e, "cannot store an automatic cordon; the next heartbeat retries");
+                cordoned.lock().expect("cordoned").remove(&node);
+            }
+        }
+    });
 }
 
 /// Records in the audit log what a node reports about its bundles when it changed: an

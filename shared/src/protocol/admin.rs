@@ -64,6 +64,10 @@ pub enum Request {
     },
     /// Admin: revoke a node's certificate.
     NodeRevoke { node: String },
+    /// Operator: take a node out of new rollouts, saying why.
+    NodeCordon { node: String, reason: String },
+    /// Operator: let a cordoned node take rollouts again.
+    NodeUncordon { node: String },
     /// Admin: a certificate for another admin with `role`, for `public_key` (hex P-256 point).
     AdminAdd {
         name: String,
@@ -148,6 +152,8 @@ impl Request {
             | Self::RolloutResume { .. }
             | Self::RolloutAbort { .. }
             | Self::RolloutRollback { .. }
+            | Self::NodeCordon { .. }
+            | Self::NodeUncordon { .. }
             | Self::TelemetryImport { .. } => Role::Operator,
             Self::TokenCreate { .. }
             | Self::TokenRedeem(_)
@@ -166,6 +172,8 @@ impl Request {
             Self::FleetTop => "fleet top",
             Self::TelemetryQuery { .. } => "telemetry query",
             Self::NodeRevoke { .. } => "fleet revoke",
+            Self::NodeCordon { .. } => "fleet cordon",
+            Self::NodeUncordon { .. } => "fleet uncordon",
             Self::AdminAdd { .. } => "admin add",
             Self::BundleUpload { .. } => "bundle upload",
             Self::BundleCommit { .. } => "bundle push",
@@ -202,6 +210,11 @@ pub enum Response {
     Records(Vec<RecordInfo>),
     Revoked {
         node: String,
+    },
+    /// The node's cordon after `fleet cordon` or `fleet uncordon` (`None`: uncordoned).
+    Cordoned {
+        node: String,
+        cordon: Option<Cordon>,
     },
     AdminAdded {
         name: String,
@@ -260,6 +273,20 @@ pub struct NodeSummary {
     pub last_seq: u64,
     /// From the node's latest heartbeat.
     pub health: Option<crate::health::HealthState>,
+    /// Set while the node takes no new rollouts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cordon: Option<Cordon>,
+}
+
+/// Why a node takes no new rollouts: `gantry fleet cordon`, or the controller on a health
+/// reason the operator chose (`gantry serve --auto-cordon`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cordon {
+    pub reason: String,
+    /// The admin who cordoned it, or `controller` when it was automatic.
+    pub by: String,
+    pub at_ms: u64,
+    pub automatic: bool,
 }
 
 /// `fleet show`.

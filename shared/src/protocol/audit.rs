@@ -85,6 +85,21 @@ pub struct NodeReport {
     pub refused: Vec<Refusal>,
     /// Periods without a connection longer than the report's silence threshold.
     pub silent: Vec<Period>,
+    /// When the node was cordoned (taking no new rollouts), by whom, and when lifted.
+    pub cordons: Vec<CordonRecord>,
+}
+
+/// One cordon of a node, from the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CordonRecord {
+    pub at_ms: u64,
+    /// An admin, or `controller` for an automatic cordon.
+    pub by: String,
+    pub reason: String,
+    pub automatic: bool,
+    pub lifted_at_ms: Option<u64>,
+    pub lifted_by: Option<String>,
 }
 
 /// A bundle active on a node from `from_ms` until `to_ms` (`None`: still active).

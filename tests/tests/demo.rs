@@ -93,6 +93,13 @@ fn the_demo_runs_the_main_job_end_to_end_and_leaves_nothing_behind() {
         "{stdout}"
     );
     assert!(stdout.contains("gate failed at step 1"));
+    // The critical XID cordoned the canary; the demo lifts it as an operator would.
+    assert!(
+        stdout.contains("the controller cordoned gpu-node-")
+            && stdout.contains("automatic, gpu.xid:")
+            && stdout.contains("uncordoned  gpu-node-"),
+        "{stdout}"
+    );
     assert!(stdout.contains("has fallen off the bus"));
     assert!(stdout.contains("ROLLED-BACK"));
     assert!(stdout.contains("change failure rate    50.0 %"));

@@ -864,7 +864,8 @@ impl Demo {
             "tiny-linear 2.0.0 goes to a canary; while it bakes, one of the canary's GPUs \
              falls off the bus (XID 79, injected through the simulated NVML). The node \
              reports itself unhealthy, the gate fails, and the controller puts every \
-             touched node back on its previous bundle.",
+             touched node back on its previous bundle; it also cordons the node, which \
+             takes no new rollouts until an operator lifts the cordon.",
         );
         let id = self.start_rollout("2.0.0", "20s")?;
         let rollout = self.follow(&id, State::Baking, Duration::from_secs(60))?;
@@ -899,7 +900,34 @@ impl Demo {
         self.follow(&id, State::RolledBack, Duration::from_secs(60))?;
         self.gantry(&["rollout", "status", &id])?;
         self.console.say(&format!("{canary} serves 1.0.0 again:"));
-        self.inference(&canary, golden, "1.0.0")
+        self.inference(&canary, golden, "1.0.0")?;
+        self.lift_automatic_cordon(&canary)
+    }
+
+    /// XID 79 is critical, so the controller cordoned the canary on its own: it shows the
+    /// cordon, then lifts it as the operator does once the GPU has been looked at.
+    fn lift_automatic_cordon(&mut self, node: &str) -> Result<(), DemoError> {
+        let name = node.to_owned();
+        let reason = self.wait(
+            &format!("{node} cordoned"),
+            Duration::from_secs(30),
+            |demo| {
+                let Response::Nodes(nodes) = demo.call(Request::FleetList)? else {
+                    return Err(DemoError::Unexpected("fleet ls: unexpected answer".into()));
+                };
+                Ok(nodes
+                    .iter()
+                    .find(|n| n.name == name)
+                    .and_then(|n| n.cordon.as_ref())
+                    .map(|c| c.reason.clone())
+                    .ok_or_else(|| "not yet".to_owned()))
+            },
+        )?;
+        self.console.say(&format!(
+            "the controller cordoned {node} on the critical XID (no new rollouts until an operator lifts it): {reason}"
+        ));
+        self.gantry(&["fleet", "uncordon", node])?;
+        Ok(())
     }
 
     /// Stops every agent (SIGTERM) and the controller; fails when one did not stop cleanly.

@@ -121,10 +121,12 @@ fn an_unhealthy_canary_fails_the_gate_and_everything_touched_goes_back() {
     let canary = r.touched[0].node.clone();
     let hb = nodes.get_mut(&canary).unwrap().heartbeat.as_mut().unwrap();
     hb.at_ms = 500;
-    hb.health
-        .as_mut()
-        .unwrap()
-        .add("gpu.lost", HealthState::Unhealthy, "GPU 0 fell off the bus");
+    hb.health.as_mut().unwrap().add(
+        "gpu.lost",
+        HealthState::Unhealthy,
+        "GPU 0 fell off the bus",
+        gantry_shared::xid::lookup(79).remedy(),
+    );
     let a = advance(&mut r, &nodes, &old, 500);
     assert_eq!(r.state(), State::RollingBack);
     assert!(

@@ -4,10 +4,10 @@
 //! HTTP API, with the dashboards' variables filled in as Grafana would.
 //!
 //! The queries are those of NVIDIA's dcgm-exporter dashboard
-//! (`grafana/dcgm-exporter-dashboard.json` in NVIDIA/dcgm-exporter) and of DeepOps' GPU
-//! dashboard (`src/dashboards/gpu-dashboard.json` in NVIDIA/deepops), as published. The
-//! DeepOps panels over `node_*` series are node-exporter's, not a GPU exporter's, and
-//! are left out.
+//! (`grafana/dcgm-exporter-dashboard.json` in `NVIDIA/dcgm-exporter`) and of the `DeepOps`
+//! GPU dashboard (`src/dashboards/gpu-dashboard.json` in `NVIDIA/deepops`), as published.
+//! Its panels over `node_*` series are node-exporter's, not a GPU exporter's, and are
+//! left out.
 
 mod support;
 

@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{AgentBuilder, Metrics};
+use support::{AgentBuilder, Metrics, promtool};
 
 /// The simulated driver's version, as NVML reports it.
 const DRIVER: &str = "560.35.03";
@@ -129,8 +129,9 @@ fn ampere_and_volta_leave_exactly_the_profiling_fields_absent_and_status_says_wh
             .iter()
             .filter(|f| !PROFILING_FIELDS.contains(f))
         {
-            let expect_absent = model == "v100" && field.contains("REMAPPED_ROWS")
-                || model == "v100" && *field == "DCGM_FI_DEV_ROW_REMAP_FAILURE";
+            // Volta retires pages instead of remapping rows.
+            let expect_absent = model == "v100"
+                && (field.contains("REMAPPED_ROWS") || *field == "DCGM_FI_DEV_ROW_REMAP_FAILURE");
             assert_eq!(
                 m.values(field, &[]).is_empty(),
                 expect_absent,
@@ -318,8 +319,14 @@ fn vgpu_guests_report_their_license_state() {
         .unwrap();
     let agent = builder.start();
     let m = agent.wait_samples(2.0);
-    assert_eq!(value(&m, "DCGM_FI_DEV_VGPU_LICENSE_STATUS", "0"), 1.0);
-    assert_eq!(value(&m, "DCGM_FI_DEV_VGPU_LICENSE_STATUS", "1"), 0.0);
+    assert_eq!(
+        m.value("DCGM_FI_DEV_VGPU_LICENSE_STATUS", &[("gpu", "0")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("DCGM_FI_DEV_VGPU_LICENSE_STATUS", &[("gpu", "1")]),
+        Some(0.0)
+    );
     assert_eq!(
         m.value("DCGM_FI_DEV_VGPU_LICENSE_STATUS", &[("gpu", "2")]),
         None
@@ -328,13 +335,22 @@ fn vgpu_guests_report_their_license_state() {
 
 #[test]
 fn lint_clean_pages_keep_the_fields_with_labels_promtool_accepts() {
-    let agent = AgentBuilder::new()
-        .simulate(1, "h100")
-        .config("[metrics]\nmodel_label = \"model_name\"\n")
-        .start();
+    // Every field on, MIG labels and an XID's err_msg included.
+    let builder = AgentBuilder::new()
+        .simulate(2, "h100")
+        .config("[metrics]\nmodel_label = \"model_name\"\n");
+    let control = builder.control();
+    control
+        .update_device(1, |d| d.mig = vec!["2g.20gb".into()])
+        .unwrap();
+    let agent = builder.start();
+    control.inject_xid(0, 31).unwrap();
     let m = agent.wait_metrics("profiling", |m| {
-        m.values("DCGM_FI_PROF_GR_ENGINE_ACTIVE", &[]).len() == 1
+        m.values("DCGM_FI_PROF_GR_ENGINE_ACTIVE", &[]).len() == 3
+            && m.value("DCGM_FI_DEV_XID_ERRORS", &[("gpu", "0")]) == Some(31.0)
     });
+    let (code, findings) = promtool(&m.0);
+    assert_eq!(code, 0, "promtool findings: {findings}");
     assert!(
         m.value("gantry_gpu_pcie_replays_total", &[("gpu", "0")])
             .is_some()

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use gantry_nvml_sim::model;
-use support::{AgentBuilder, Metrics};
+use support::{AgentBuilder, Metrics, promtool};
 
 const H100: &str = "NVIDIA H100 80GB HBM3";
 
@@ -481,36 +481,6 @@ fn invalid_configuration_exits_64_naming_the_key() {
         .output()
         .unwrap();
     assert_eq!(usage.status.code(), Some(2), "usage errors exit 2");
-}
-
-/// Runs `promtool check metrics` on `page`; returns its exit code and findings.
-fn promtool(page: &str) -> (i32, String) {
-    let mut child = match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => panic!(
-            "promtool is needed for this test and could not be run ({e}); `scripts/test.sh` installs \
-             Debian's `prometheus` package, which provides it"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(page.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code().unwrap_or(-1), findings)
 }
 
 /// dcgm-exporter's own name for `PCIe` replays contains a type word, which promtool

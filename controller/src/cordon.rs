@@ -52,9 +52,10 @@ impl AutoCordon {
 
     /// The cordon a heartbeat's health calls for, if any.
     pub fn judge(&self, health: &Health, now_ms: u64) -> Option<Cordon> {
-        let reason = health.reasons.iter().find(|r| {
-            r.state == HealthState::Unhealthy && self.checks.iter().any(|c| *c == r.check)
-        })?;
+        let reason = health
+            .reasons
+            .iter()
+            .find(|r| r.state == HealthState::Unhealthy && self.checks.contains(&r.check))?;
         Some(Cordon {
             reason: format!("automatic, {}: {}", reason.check, reason.describe()),
             by: AUTOMATIC_BY.to_owned(),

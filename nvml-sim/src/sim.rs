@@ -267,7 +267,12 @@ impl Sim {
         // Activity over the interval, taken at its midpoint; an instance has a wave of
         // its own.
         let wave_of = a.gpu + a.instance.map_or(0, |i| 16 * (i + 1));
-        let v = values_at(self.model, wave_of, (a.t + b.t) / 2.0, &self.faults(a.gpu));
+        let v = values_at(
+            self.model,
+            wave_of,
+            f64::midpoint(a.t, b.t),
+            &self.faults(a.gpu),
+        );
         let util = f64::from(v.gpu_util);
         Ok(match (metric, a.instance) {
             (gpm_metric::GRAPHICS_UTIL, _) => Some(util * 0.97),

@@ -316,6 +316,19 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             Role::Admin,
         ),
         (
+            admin::Request::NodeCordon {
+                node: "none".into(),
+                reason: "maintenance".into(),
+            },
+            Role::Operator,
+        ),
+        (
+            admin::Request::NodeUncordon {
+                node: "none".into(),
+            },
+            Role::Operator,
+        ),
+        (
             // Any admin may rotate its own certificate; a bad key changes nothing.
             admin::Request::AdminRotate {
                 public_key: "not-a-key".into(),
@@ -336,6 +349,8 @@ fn listed(request: &admin::Request) -> bool {
         | R::FleetTop
         | R::TelemetryQuery { .. }
         | R::NodeRevoke { .. }
+        | R::NodeCordon { .. }
+        | R::NodeUncordon { .. }
         | R::AdminAdd { .. }
         | R::NodeRenew(_)
         | R::AdminRotate { .. }
@@ -361,7 +376,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 24, "one line per admin call");
+    assert_eq!(calls.len(), 26, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

@@ -333,3 +333,33 @@ pub fn sim_library_path() -> PathBuf {
         .join("deps")
         .join(gantry_nvml_sim::LIBRARY_FILE_NAME)
 }
+
+/// Runs `promtool check metrics` on `page`; returns its exit code and findings.
+pub fn promtool(page: &str) -> (i32, String) {
+    let mut child = match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => panic!(
+            "promtool is needed for this test and could not be run ({e}); `scripts/test.sh` installs \
+             Debian's `prometheus` package, which provides it"
+        ),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(page.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), findings)
+}

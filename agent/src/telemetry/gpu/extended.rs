@@ -61,14 +61,6 @@ struct MigInstance<'n> {
     gpm_previous: Option<GpmSample<'n>>,
 }
 
-/// NVML's answer for one field value.
-fn entry_value(result: Result<u64, NvmlError>) -> Result<Option<u64>, NvmlError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) => Err(e),
-    }
-}
-
 impl<'n> Gpu<'n> {
     pub(super) fn read_extended(&mut self, nvml: &'n Nvml, f: &mut GpuFields) -> Result<(), Lost> {
         if self.device.is_none() {
@@ -106,12 +98,12 @@ impl<'n> Gpu<'n> {
             return Ok(());
         };
         for ((field, _), result) in wanted.into_iter().zip(results) {
-            match entry_value(result) {
+            match result {
                 Ok(value) => match field {
                     Field::MemoryTemperature => {
-                        f.memory_temperature_c = value.and_then(|v| u32::try_from(v).ok());
+                        f.memory_temperature_c = u32::try_from(value).ok();
                     }
-                    _ => f.pcie_replay_total = value,
+                    _ => f.pcie_replay_total = Some(value),
                 },
                 Err(NvmlError::GpuLost) => return Err(Lost),
                 Err(NvmlError::NotSupported) => {
@@ -130,27 +122,26 @@ impl<'n> Gpu<'n> {
         if self.unsupported.contains_key(&Field::NvLink) {
             return Ok(());
         }
-        let links = match self.extended.nvlinks {
-            Some(links) => links,
-            None => {
-                let Some(results) = self.read(Field::NvLink, |d| {
-                    raw::field_values(d, &[(FI_NVLINK_LINK_COUNT, 0)])
-                })?
-                else {
-                    return Ok(());
-                };
-                let links = match results.into_iter().next() {
-                    Some(Ok(n)) => u32::try_from(n).unwrap_or(0),
-                    Some(Err(NvmlError::GpuLost)) => return Err(Lost),
-                    _ => 0,
-                };
-                if links == 0 {
-                    self.mark_unsupported(Field::NvLink, "the GPU has no NVLink".to_owned());
-                    return Ok(());
-                }
-                self.extended.nvlinks = Some(links);
-                links
+        let links = if let Some(links) = self.extended.nvlinks {
+            links
+        } else {
+            let Some(results) = self.read(Field::NvLink, |d| {
+                raw::field_values(d, &[(FI_NVLINK_LINK_COUNT, 0)])
+            })?
+            else {
+                return Ok(());
+            };
+            let links = match results.into_iter().next() {
+                Some(Ok(n)) => u32::try_from(n).unwrap_or(0),
+                Some(Err(NvmlError::GpuLost)) => return Err(Lost),
+                _ => 0,
+            };
+            if links == 0 {
+                self.mark_unsupported(Field::NvLink, "the GPU has no NVLink".to_owned());
+                return Ok(());
             }
+            self.extended.nvlinks = Some(links);
+            links
         };
         let ids: Vec<(u32, u32)> = (0..links)
             .flat_map(|link| {
@@ -264,7 +255,10 @@ impl<'n> Gpu<'n> {
                     fields.fb_reserved_bytes = Some(m.reserved);
                 }
                 Err(NvmlError::GpuLost) => return Err(Lost),
-                Err(_) => {}
+                Err(e) => {
+                    tracing::debug!(gpu = self.identity.index, gpu_instance = instance.gpu_instance_id,
+                        error = %e, "reading a MIG instance's memory failed");
+                }
             }
             if gpm && let Some(parent) = parent {
                 match parent.gpm_mig_sample(instance.gpu_instance_id) {

@@ -344,6 +344,11 @@ fn lint_clean_pages_keep_the_fields_with_labels_promtool_accepts() {
         .update_device(1, |d| d.mig = vec!["2g.20gb".into()])
         .unwrap();
     let agent = builder.start();
+    // Events already in the control file when NVML starts count as before boot: inject
+    // once the agent samples.
+    agent.wait_metrics("GPUs", |m| {
+        !m.values("DCGM_FI_DEV_GPU_TEMP", &[]).is_empty()
+    });
     control.inject_xid(0, 31).unwrap();
     let m = agent.wait_metrics("profiling", |m| {
         m.values("DCGM_FI_PROF_GR_ENGINE_ACTIVE", &[]).len() == 3

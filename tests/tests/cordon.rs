@@ -22,9 +22,16 @@ fn fleet(controller: &Controller, policy: &std::path::Path, names: &[&str]) -> V
         .collect()
 }
 
+/// Waits until `n` agents are connected and have reported their GPUs (so NVML runs, and
+/// XIDs injected from now on are delivered, not taken as from before boot).
 fn wait_connected(controller: &Controller, n: usize) {
     wait_for("the agents to connect", Duration::from_secs(60), || {
-        (controller.nodes().iter().filter(|n| n.connected).count() == n).then_some(())
+        let ready = controller
+            .nodes()
+            .iter()
+            .filter(|node| node.connected && node.gpus > 0)
+            .count();
+        (ready == n).then_some(())
     });
 }
 

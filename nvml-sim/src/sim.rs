@@ -271,7 +271,7 @@ impl Sim {
             self.model,
             wave_of,
             f64::midpoint(a.t, b.t),
-            &self.faults(a.gpu),
+            self.faults(a.gpu),
         );
         let util = f64::from(v.gpu_util);
         Ok(match (metric, a.instance) {
@@ -342,12 +342,23 @@ impl Sim {
         self.delivered_xids = events.len();
     }
 
-    pub(crate) fn faults(&self, gpu: u32) -> DeviceFaults {
-        self.control.faults(gpu)
+    /// Faults of one GPU, borrowed: every NVML call asks, so nothing is cloned.
+    pub(crate) fn faults(&self, gpu: u32) -> &DeviceFaults {
+        static NONE: DeviceFaults = DeviceFaults {
+            overheat: false,
+            ecc_uncorrectable: 0,
+            ecc_correctable: 0,
+            lost: false,
+            hang: false,
+            utilization: None,
+            mig: Vec::new(),
+            vgpu_licensed: None,
+        };
+        self.control.devices.get(&gpu).unwrap_or(&NONE)
     }
 
     pub(crate) fn is_lost(&self, gpu: u32) -> bool {
-        self.control.faults(gpu).lost
+        self.faults(gpu).lost
     }
 
     pub(crate) fn create_event_set(&mut self) -> usize {
@@ -386,7 +397,7 @@ impl Sim {
     /// The values of GPU `gpu` now.
     pub(crate) fn values(&self, gpu: u32) -> Values {
         let t = self.started.elapsed().as_secs_f64();
-        values_at(self.model, gpu, t, &self.faults(gpu))
+        values_at(self.model, gpu, t, self.faults(gpu))
     }
 }
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use gantry_shared::telemetry::{DiskReading, HostReading, NetworkReading, StateDirReading};
-use sysinfo::{Disks, System};
+use sysinfo::{DiskRefreshKind, Disks, System};
 
-/// How often the lists of mounts and interfaces are rescanned; counters of known ones
-/// are refreshed every sample.
+/// How often the list of mounts is rescanned; space and counters of known ones are
+/// refreshed every sample.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +65,17 @@ impl HostSampler {
     pub fn sample(&mut self) -> HostReading {
         self.system.refresh_cpu_usage();
         self.system.refresh_memory();
-        let rescan = self.last_rescan.elapsed() >= RESCAN_INTERVAL;
-        if rescan {
+        if self.last_rescan.elapsed() >= RESCAN_INTERVAL {
             self.last_rescan = Instant::now();
+            self.disks.refresh(true);
+        } else {
+            // Known mounts only: re-reading the mount table every sample costs more than
+            // the disks themselves (and grows with every container mount on the host).
+            let kind = DiskRefreshKind::nothing().with_storage().with_io_usage();
+            for disk in self.disks.iter_mut() {
+                disk.refresh_specifics(kind);
+            }
         }
-        self.disks.refresh(rescan);
 
         let load = System::load_average().unwrap_or(sysinfo::LoadAvg {
             one: 0.0,

@@ -72,7 +72,7 @@ impl HostSampler {
             // Known mounts only: re-reading the mount table every sample costs more than
             // the disks themselves (and grows with every container mount on the host).
             let kind = DiskRefreshKind::nothing().with_storage().with_io_usage();
-            for disk in self.disks.iter_mut() {
+            for disk in &mut self.disks {
                 disk.refresh_specifics(kind);
             }
         }

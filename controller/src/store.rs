@@ -145,6 +145,14 @@ fn from_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The record of node `name` in an open nodes table.
+fn node_in(
+    nodes: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<NodeRecord>, StoreError> {
+    nodes.get(name)?.map(|v| from_json(v.value())).transpose()
+}
+
 /// A join token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -677,7 +685,6 @@ impl Store {
         Ok(updated)
     }
 
-    /// Revokes a node: its record and its certificate's identity.
     /// Records a renewed certificate of node `name` (the same key, a new validity) and
     /// makes it the node's current one, unless the node was revoked meanwhile.
     pub fn install_node_certificate(
@@ -689,8 +696,7 @@ impl Store {
         let txn = self.write()?;
         let node = {
             let mut nodes = txn.open_table(NODES)?;
-            let current: Option<NodeRecord> =
-                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let current = node_in(&nodes, name)?;
             let Some(mut node) = current.filter(|n| !n.revoked) else {
                 return Ok(None);
             };
@@ -753,8 +759,7 @@ impl Store {
         let txn = self.write()?;
         let node = {
             let mut nodes = txn.open_table(NODES)?;
-            let current: Option<NodeRecord> =
-                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let current = node_in(&nodes, name)?;
             let Some(mut node) = current else {
                 return Ok(None);
             };
@@ -770,12 +775,12 @@ impl Store {
         Ok(Some(node))
     }
 
+    /// Revokes a node: its record and every certificate identity it ever had.
     pub fn revoke_node(&self, name: &str) -> Result<Option<NodeRecord>, StoreError> {
         let txn = self.write()?;
         let node = {
             let mut nodes = txn.open_table(NODES)?;
-            let current: Option<NodeRecord> =
-                nodes.get(name)?.map(|v| from_json(v.value())).transpose()?;
+            let current = node_in(&nodes, name)?;
             let Some(mut node) = current else {
                 return Ok(None);
             };

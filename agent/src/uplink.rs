@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_shared::protocol::telemetry::{Batch, Record};
-use gantry_shared::protocol::{Request, Response, heartbeat};
+use gantry_shared::protocol::{Request, Response, close, heartbeat};
 use serde_json::value::RawValue;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -115,9 +115,100 @@ fn jitter(max: Duration) -> Duration {
     max.mul_f64(fraction.max(0.05))
 }
 
-/// Why a connection was closed on purpose: its certificate's renewal time came, or it
-/// was just renewed and the next connection presents the new one.
-const RENEWING: &str = "reconnecting for the node certificate's renewal";
+/// A call of the uplink failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error(transparent)]
+    Net(#[from] gantry_net::NetError),
+    #[error("{call} refused by the controller: {message}")]
+    Refused { call: &'static str, message: String },
+    #[error("unexpected answer to {0}")]
+    Unexpected(&'static str),
+    #[error("the controller acknowledged through {acked} for a batch ending at {last}")]
+    WrongAck { acked: u64, last: u64 },
+    #[error("cannot drop unsendable buffered records")]
+    Buffer(#[source] crate::buffer::BufferError),
+    #[error("a buffer task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Why the controller refused this node's connection, from the close it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Closed with [`close::REVOKED`]: re-enroll the node.
+    Revoked,
+    /// Closed with [`close::UNKNOWN_CERTIFICATE`].
+    UnknownCertificate,
+    /// The TLS handshake was ended with a `certificate_expired` alert: renew by proof.
+    Expired,
+}
+
+/// TLS alert `certificate_expired` (RFC 8446), as QUIC carries it in a crypto error.
+const ALERT_CERTIFICATE_EXPIRED: u8 = 45;
+
+impl Refusal {
+    /// The refusal a connection's end says, if it was one.
+    pub fn of(error: &quinn::ConnectionError) -> Option<Self> {
+        match error {
+            quinn::ConnectionError::ApplicationClosed(close) => {
+                match u32::try_from(close.error_code.into_inner()).ok()? {
+                    close::REVOKED => Some(Self::Revoked),
+                    close::UNKNOWN_CERTIFICATE => Some(Self::UnknownCertificate),
+                    _ => None,
+                }
+            }
+            // The controller's TLS stack ends the handshake with the alert (the peer's
+            // close), or this side's does on the alert it received.
+            quinn::ConnectionError::ConnectionClosed(close)
+                if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED) =>
+            {
+                Some(Self::Expired)
+            }
+            quinn::ConnectionError::TransportError(e)
+                if e.code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED) =>
+            {
+                Some(Self::Expired)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a session with the controller ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// The agent is stopping.
+    Stopping,
+    /// Closed on purpose: the certificate's renewal time came, or it was just renewed
+    /// and the next connection presents the new one.
+    Renewing,
+    /// The connection ended: lost, or closed by the controller.
+    Closed(quinn::ConnectionError),
+    /// A call on it failed.
+    Failed(UplinkError),
+}
+
+impl From<UplinkError> for SessionEnd {
+    fn from(error: UplinkError) -> Self {
+        match error {
+            UplinkError::Net(gantry_net::NetError::Connection { source, .. }) => {
+                Self::Closed(source)
+            }
+            other => Self::Failed(other),
+        }
+    }
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stopping => f.write_str("agent stopping"),
+            Self::Renewing => f.write_str("reconnecting for the node certificate's renewal"),
+            Self::Closed(e) => write!(f, "{e}"),
+            Self::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
 
 async fn sleep_or_never(duration: Option<Duration>) {
     match duration {
@@ -298,41 +389,46 @@ pub async fn run(
                 // next one renews: a node that stays connected for weeks renews too.
                 let renew_in = crate::renewal::renew_at(&identity.enrollment)
                     .map(|at| Duration::from_millis(at.saturating_sub(crate::api::now_ms())));
-                let reason = if renewed.is_some() {
+                let end = if renewed.is_some() {
                     // Straight onto the new certificate, while the old one still works
                     // should anything be wrong with it.
                     conn.close(0u32.into(), b"reconnecting with the renewed certificate");
-                    Some(RENEWING.to_owned())
+                    SessionEnd::Renewing
                 } else {
                     tokio::select! {
-                        reason = session(&config, &conn, &buffer, &appended, &status, &mut pacer, &shutdown) => reason,
+                        end = session(&config, &conn, &buffer, &appended, &status, &mut pacer, &shutdown) => end,
                         () = sleep_or_never(renew_in) => {
                             conn.close(0u32.into(), b"renewing the node certificate");
-                            Some(RENEWING.to_owned())
+                            SessionEnd::Renewing
                         }
                     }
                 };
                 status.lock().expect("uplink status").connected = false;
-                match reason {
-                    None => {
+                let refusal = match &end {
+                    SessionEnd::Closed(e) => Refusal::of(e),
+                    _ => None,
+                };
+                let reason = end.to_string();
+                match (&end, refusal) {
+                    (SessionEnd::Stopping, _) => {
                         conn.close(0u32.into(), b"agent stopping");
                         break;
                     }
-                    Some(reason) => {
-                        let revoked = reason.contains("revoked");
-                        if reason == RENEWING {
-                            tracing::info!(controller = %config.controller, "reconnecting for the node certificate's renewal");
-                        } else if revoked {
-                            tracing::error!(controller = %config.controller, reason, "the controller refuses this node's certificate; re-enroll the node");
-                        } else if reason.contains("expired") {
-                            tracing::warn!(controller = %config.controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
-                            expired_by_controller = true;
-                        } else {
-                            tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
-                        }
-                        status.lock().expect("uplink status").last_error = Some(reason);
+                    (SessionEnd::Renewing, _) => {
+                        tracing::info!(controller = %config.controller, "reconnecting for the node certificate's renewal");
+                    }
+                    (_, Some(Refusal::Revoked | Refusal::UnknownCertificate)) => {
+                        tracing::error!(controller = %config.controller, reason, "the controller refuses this node's certificate; re-enroll the node");
+                    }
+                    (_, Some(Refusal::Expired)) => {
+                        tracing::warn!(controller = %config.controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
+                        expired_by_controller = true;
+                    }
+                    (_, None) => {
+                        tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
                     }
                 }
+                status.lock().expect("uplink status").last_error = Some(reason);
             }
             Err(e) => {
                 if reported {
@@ -379,7 +475,7 @@ async fn session(
     status: &SharedStatus,
     pacer: &mut Pacer,
     shutdown: &CancellationToken,
-) -> Option<String> {
+) -> SessionEnd {
     let (desired_tx, desired_rx) = tokio::sync::watch::channel(None);
     let delivery_stop = shutdown.child_token();
     let _stop_delivery = delivery_stop.clone().drop_guard();
@@ -395,14 +491,14 @@ async fn session(
     let mut drained = 0;
     loop {
         if shutdown.is_cancelled() {
-            return None;
+            return SessionEnd::Stopping;
         }
         if let Some(reason) = conn.close_reason() {
-            return Some(reason.to_string());
+            return SessionEnd::Closed(reason);
         }
         if tokio::time::Instant::now() >= next_heartbeat {
-            if let Err(reason) = send_heartbeat(conn, buffer, config, &desired_tx).await {
-                return Some(reason);
+            if let Err(e) = send_heartbeat(conn, buffer, config, &desired_tx).await {
+                return e.into();
             }
             next_heartbeat = tokio::time::Instant::now() + config.heartbeat;
         }
@@ -417,12 +513,12 @@ async fn session(
                 tracing::error!(error = %e, "cannot read the telemetry buffer");
                 Vec::new()
             }
-            Err(e) => return Some(format!("buffer task failed: {e}")),
+            Err(e) => return SessionEnd::Failed(UplinkError::Task(e)),
         };
         if !records.is_empty() {
             drained += records.iter().map(|r| r.body.len()).sum::<usize>();
-            if let Err(reason) = send_batch(conn, buffer, records, status, pacer).await {
-                return Some(reason);
+            if let Err(e) = send_batch(conn, buffer, records, status, pacer).await {
+                return e.into();
             }
             continue;
         }
@@ -432,10 +528,10 @@ async fn session(
             let _ = tokio::task::spawn_blocking(crate::memory::give_back).await;
         }
         tokio::select! {
-            () = shutdown.cancelled() => return None,
+            () = shutdown.cancelled() => return SessionEnd::Stopping,
             () = appended.notified() => {}
             () = tokio::time::sleep_until(next_heartbeat) => {}
-            reason = conn.closed() => return Some(reason.to_string()),
+            reason = conn.closed() => return SessionEnd::Closed(reason),
         }
     }
 }
@@ -445,7 +541,7 @@ async fn send_heartbeat(
     buffer: &Buffer,
     config: &UplinkConfig,
     desired: &tokio::sync::watch::Sender<Option<gantry_shared::protocol::delivery::Desired>>,
-) -> Result<(), String> {
+) -> Result<(), UplinkError> {
     let health = &config.health;
     let bundles = {
         let store = crate::bundle::store::BundleStore::new(&config.delivery.state_dir);
@@ -496,11 +592,14 @@ async fn send_heartbeat(
             if e.code.is_transient() {
                 Ok(())
             } else {
-                Err(format!("heartbeat refused: {}", e.message))
+                Err(UplinkError::Refused {
+                    call: "a heartbeat",
+                    message: e.message,
+                })
             }
         }
-        Ok(_) => Err("unexpected answer to a heartbeat".to_owned()),
-        Err(e) => Err(e.to_string()),
+        Ok(_) => Err(UplinkError::Unexpected("a heartbeat")),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -510,7 +609,7 @@ async fn send_batch(
     records: Vec<crate::buffer::Buffered>,
     status: &SharedStatus,
     pacer: &mut Pacer,
-) -> Result<(), String> {
+) -> Result<(), UplinkError> {
     let first = records[0].seq;
     let bytes: usize = records.iter().map(|r| r.body.len()).sum();
     let mut batch = Batch {
@@ -540,8 +639,8 @@ async fn send_batch(
                 seqs = ?unsendable,
                 "buffered records are not JSON (damaged on disk); they cannot be sent and are dropped, counted in gantry_agent_buffer_dropped_total"
             ),
-            Ok(Err(e)) => return Err(format!("cannot drop unsendable buffered records: {e}")),
-            Err(e) => return Err(format!("buffer task failed: {e}")),
+            Ok(Err(e)) => return Err(UplinkError::Buffer(e)),
+            Err(e) => return Err(UplinkError::Task(e)),
         }
     }
     let Some(last) = batch.records.last().map(|r| r.seq) else {
@@ -559,10 +658,10 @@ async fn send_batch(
         Ok(Response::Telemetry(ack)) => {
             pacer.acknowledged(bytes, started.elapsed());
             if ack.through_seq != last {
-                return Err(format!(
-                    "the controller acknowledged through {} for a batch ending at {last}",
-                    ack.through_seq
-                ));
+                return Err(UplinkError::WrongAck {
+                    acked: ack.through_seq,
+                    last,
+                });
             }
             let buffer = Arc::clone(buffer);
             match tokio::task::spawn_blocking(move || buffer.ack(last)).await {
@@ -595,13 +694,78 @@ async fn send_batch(
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 Ok(())
             } else {
-                Err(format!("batch refused: {}", e.message))
+                Err(UplinkError::Refused {
+                    call: "a telemetry batch",
+                    message: e.message,
+                })
             }
         }
-        Ok(_) => Err("unexpected answer to a telemetry batch".to_owned()),
+        Ok(_) => Err(UplinkError::Unexpected("a telemetry batch")),
         Err(e) => {
             pacer.failed();
-            Err(e.to_string())
+            Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn application_close(code: u32) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            // The text says nothing the agent relies on.
+            reason: b"certificate revoked, or is it".to_vec().into(),
+        })
+    }
+
+    #[test]
+    fn refusals_are_told_by_close_code_not_by_reason_text() {
+        assert_eq!(
+            Refusal::of(&application_close(close::REVOKED)),
+            Some(Refusal::Revoked)
+        );
+        assert_eq!(
+            Refusal::of(&application_close(close::UNKNOWN_CERTIFICATE)),
+            Some(Refusal::UnknownCertificate)
+        );
+        assert_eq!(Refusal::of(&application_close(close::SHUTDOWN)), None);
+        assert_eq!(Refusal::of(&application_close(0)), None);
+        assert_eq!(Refusal::of(&quinn::ConnectionError::TimedOut), None);
+        assert_eq!(Refusal::of(&quinn::ConnectionError::Reset), None);
+    }
+
+    #[test]
+    fn an_expired_certificate_alert_from_the_controller_is_a_refusal_to_renew_for() {
+        let expired = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED),
+            frame_type: None,
+            reason: Vec::new().into(),
+        });
+        assert_eq!(Refusal::of(&expired), Some(Refusal::Expired));
+        let other_alert = quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: quinn::TransportErrorCode::crypto(42),
+            frame_type: None,
+            reason: b"certificate expired".to_vec().into(),
+        });
+        assert_eq!(Refusal::of(&other_alert), None, "the code decides, not the text");
+    }
+
+    #[test]
+    fn a_connection_lost_under_a_call_ends_the_session_as_closed() {
+        let lost = UplinkError::Net(gantry_net::NetError::Connection {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: application_close(close::REVOKED),
+        });
+        match SessionEnd::from(lost) {
+            SessionEnd::Closed(e) => assert_eq!(Refusal::of(&e), Some(Refusal::Revoked)),
+            other => panic!("{other:?}"),
+        }
+        let refused = UplinkError::Refused {
+            call: "a heartbeat",
+            message: "no".into(),
+        };
+        assert!(matches!(SessionEnd::from(refused), SessionEnd::Failed(_)));
     }
 }

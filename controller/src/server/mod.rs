@@ -37,9 +37,10 @@ use crate::home::{Home, HomeError};
 use crate::store::{EnrollRefusal, Principal, Store, StoreError};
 
 /// Close codes the controller uses.
-pub const CLOSE_UNKNOWN_CERTIFICATE: u32 = 1;
-pub const CLOSE_REVOKED: u32 = 2;
-pub const CLOSE_SHUTDOWN: u32 = 3;
+pub use gantry_shared::protocol::close::{
+    REVOKED as CLOSE_REVOKED, SHUTDOWN as CLOSE_SHUTDOWN,
+    UNKNOWN_CERTIFICATE as CLOSE_UNKNOWN_CERTIFICATE,
+};
 
 /// How often retention is applied.
 const RETENTION_EVERY: Duration = Duration::from_secs(60);

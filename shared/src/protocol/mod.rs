@@ -50,6 +50,17 @@ pub const MAX_FRAME: usize = 8 * 1024 * 1024;
 /// The server name the controller's certificate is issued for.
 pub const CONTROLLER_SERVER_NAME: &str = "gantry-controller";
 
+/// QUIC application close codes the controller closes a connection with: the agent
+/// tells a refusal from a network failure by these, never by the reason text.
+pub mod close {
+    /// The certificate is unknown to this controller (or its lookup failed).
+    pub const UNKNOWN_CERTIFICATE: u32 = 1;
+    /// The certificate was revoked: the node must enroll again.
+    pub const REVOKED: u32 = 2;
+    /// The controller is shutting down; reconnect later.
+    pub const SHUTDOWN: u32 = 3;
+}
+
 /// Why a frame could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

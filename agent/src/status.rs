@@ -440,14 +440,7 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
 
 /// Absent fields, once per field and reason, with the GPUs they concern.
 fn write_absent_fields(out: &mut String, absent: &[gantry_shared::telemetry::AbsentField]) {
-    let mut grouped: std::collections::BTreeMap<(&str, &str), Vec<u32>> =
-        std::collections::BTreeMap::new();
-    for a in absent {
-        grouped
-            .entry((a.field.as_str(), a.reason.as_str()))
-            .or_default()
-            .push(a.gpu);
-    }
+    let grouped = gantry_shared::telemetry::group_absent(absent);
     if grouped.is_empty() {
         return;
     }

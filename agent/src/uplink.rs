@@ -160,7 +160,8 @@ impl Refusal {
             // The controller's TLS stack ends the handshake with the alert (the peer's
             // close), or this side's does on the alert it received.
             quinn::ConnectionError::ConnectionClosed(close)
-                if close.error_code == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED) =>
+                if close.error_code
+                    == quinn::TransportErrorCode::crypto(ALERT_CERTIFICATE_EXPIRED) =>
             {
                 Some(Self::Expired)
             }
@@ -749,7 +750,11 @@ mod tests {
             frame_type: None,
             reason: b"certificate expired".to_vec().into(),
         });
-        assert_eq!(Refusal::of(&other_alert), None, "the code decides, not the text");
+        assert_eq!(
+            Refusal::of(&other_alert),
+            None,
+            "the code decides, not the text"
+        );
     }
 
     #[test]

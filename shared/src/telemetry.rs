@@ -236,6 +236,19 @@ pub struct AbsentField {
     pub reason: String,
 }
 
+/// Absent fields grouped by (field, reason), with the GPUs each applies to: how `status`
+/// and the agent's log say it once per field.
+pub fn group_absent(absent: &[AbsentField]) -> BTreeMap<(&str, &str), Vec<u32>> {
+    let mut grouped: BTreeMap<(&str, &str), Vec<u32>> = BTreeMap::new();
+    for a in absent {
+        grouped
+            .entry((a.field.as_str(), a.reason.as_str()))
+            .or_default()
+            .push(a.gpu);
+    }
+    grouped
+}
+
 /// XID error counts for one GPU, keyed by its PCI bus id (the one identifier both
 /// NVML events and kernel log lines carry).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

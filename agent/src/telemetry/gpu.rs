@@ -421,7 +421,7 @@ impl<'n> Gpu<'n> {
 
     /// Leaves a field out from now on, saying why once.
     fn mark_unsupported(&mut self, field: Field, reason: String) {
-        tracing::info!(gpu = self.identity.index, field = ?field, fields = ?field.dcgm_names(), reason = %reason,
+        tracing::debug!(gpu = self.identity.index, field = ?field, fields = ?field.dcgm_names(), reason = %reason,
             "GPU does not give this field; it is left out (never reported as 0)");
         self.unsupported.insert(field, reason);
     }

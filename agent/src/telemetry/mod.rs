@@ -268,6 +268,7 @@ impl Sampler {
                 let xids = self.xids.snapshot(|pci| gpus.index_of(pci));
                 let absent = gpus.absent_fields();
                 if absent != *self.stats.absent_fields {
+                    log_absent(&absent);
                     self.stats.absent_fields = Arc::new(absent);
                 }
                 (readings, xids)
@@ -293,5 +294,13 @@ impl Sampler {
             sample,
             stats: self.stats.clone(),
         })));
+    }
+}
+
+/// Says once, at INFO, which fields the GPUs do not give and why, grouped by field and
+/// reason (the same list `gantry-agent status` shows).
+fn log_absent(absent: &[gantry_shared::telemetry::AbsentField]) {
+    for ((field, reason), gpus) in gantry_shared::telemetry::group_absent(absent) {
+        tracing::info!(field, reason, gpus = ?gpus, "GPU field absent from /metrics (never reported as 0)");
     }
 }

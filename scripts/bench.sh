@@ -12,3 +12,9 @@ cargo bench -p gantry-controller --bench audit --locked
 cargo bench -p gantry-agent --bench inference --locked
 cargo build --release --workspace --locked
 cargo bench -p gantry-tests --bench delivery --locked
+# Every fuzz target for 30 s from its seeds (cargo-fuzz: cargo install cargo-fuzz --locked).
+if cargo fuzz --version >/dev/null 2>&1; then
+    fuzz/run-all.sh 30
+else
+    echo "bench: fuzzing skipped: cargo-fuzz is not installed (cargo install cargo-fuzz --locked)" >&2
+fi

@@ -10,4 +10,7 @@ source scripts/tools.sh promtool prometheus onnxruntime
 echo "test: using $(command -v promtool), $(command -v prometheus) and $GANTRY_ONNXRUNTIME"
 cargo build --workspace --locked
 cargo test --workspace --locked
+# The fuzz targets live outside the workspace (they need libFuzzer): they must still
+# build against today's code, so nothing they fuzz can drift away from them.
+CARGO_TARGET_DIR="$PWD/target" cargo check --manifest-path fuzz/Cargo.toml --locked
 packaging/test-deb.sh

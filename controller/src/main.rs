@@ -776,12 +776,7 @@ mod fleet {
                     .await?
                     .map_err(|e: audit_cmd::OfflineError| e.to_string())?
                 } else {
-                    let Response::AuditVerified(v) =
-                        connect(&admin).await?.call(Request::AuditVerify).await?
-                    else {
-                        return Err(ClientError::Unexpected.into());
-                    };
-                    v
+                    connect(&admin).await?.audit_verify().await?
                 };
                 if json {
                     print_json(&v);
@@ -815,18 +810,10 @@ mod fleet {
                     .await?
                     .map_err(|e| e.to_string())?
                 } else {
-                    let Response::AuditReport(report) = connect(&admin)
+                    connect(&admin)
                         .await?
-                        .call(Request::AuditReport {
-                            from_ms,
-                            to_ms,
-                            silence_ms,
-                        })
+                        .audit_report(from_ms, to_ms, silence_ms)
                         .await?
-                    else {
-                        return Err(ClientError::Unexpected.into());
-                    };
-                    *report
                 };
                 if json {
                     print_json(&report);
@@ -895,7 +882,7 @@ mod fleet {
             Response::Rollout(r) => print!("{}", rollout_cmd::render_status(&r, now())),
             Response::Rollouts(list) if json => print_json(&list),
             Response::Rollouts(list) => print!("{}", rollout_cmd::render_list(&list, now())),
-            _ => return Err(ClientError::Unexpected.into()),
+            _ => return Err(ClientError::Unexpected { call: "rollout" }.into()),
         }
         Ok(ExitCode::SUCCESS)
     }
@@ -909,16 +896,13 @@ mod fleet {
         let (key_pem, public_key) = gantry_net::new_key_pair()?;
         let current = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
         let client = AdminClient::connect(&current, admin.controller).await?;
-        let Response::AdminAdded {
+        let client::AdminCertificate {
             name,
             role,
             certificate_pem,
             ca_pem,
             expires_at_ms,
-        } = client.call(request(public_key)).await?
-        else {
-            return Err(ClientError::Unexpected.into());
-        };
+        } = client.admin_certificate(request(public_key)).await?;
         let identity = AdminIdentity {
             name,
             role,
@@ -1020,20 +1004,15 @@ mod fleet {
                 let identity =
                     AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
                 let client = AdminClient::connect(&identity, admin.controller).await?;
-                let Response::Redeemed {
+                let client::Redeemed {
                     response,
                     controller_certificate_pem,
                     controller_signature,
-                } = client
-                    .call(Request::TokenRedeem(Box::new(offline.request)))
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                } = client.token_redeem(offline.request).await?;
                 let node = response.node_name.clone();
                 let file = OfflineResponse {
                     format: OFFLINE_RESPONSE_FORMAT.to_owned(),
-                    response: *response,
+                    response,
                     controller: admin.controller.unwrap_or(identity.controller).to_string(),
                     controller_certificate_pem,
                     controller_signature,
@@ -1048,20 +1027,13 @@ mod fleet {
                 );
             }
             Command::Token(TokenCommand::Create { admin, labels, ttl }) => {
-                let client = connect(&admin).await?;
-                let response = client
-                    .call(Request::TokenCreate {
-                        labels: labels.into_iter().collect(),
-                        ttl_s: ttl.as_secs().max(1),
-                    })
-                    .await?;
-                let Response::Token {
+                let client::Token {
                     token,
                     expires_at_ms,
-                } = response
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                } = connect(&admin)
+                    .await?
+                    .token_create(labels.into_iter().collect(), ttl.as_secs().max(1))
+                    .await?;
                 println!("{token}");
                 eprintln!(
                     "single use, expires in {}; on the node: gantry-agent enroll --controller ADDR --token TOKEN",
@@ -1073,11 +1045,7 @@ mod fleet {
             Command::Bundle(BundleCommand::Push(args)) => upload(args, false).await?,
             Command::Bundle(BundleCommand::Import(args)) => upload(args, true).await?,
             Command::Bundle(BundleCommand::Ls { admin, json }) => {
-                let Response::Bundles(bundles) =
-                    connect(&admin).await?.call(Request::BundleList).await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let bundles = connect(&admin).await?.bundle_list().await?;
                 if json {
                     print_json(&bundles);
                 } else {
@@ -1085,13 +1053,7 @@ mod fleet {
                 }
             }
             Command::Bundle(BundleCommand::Assign { id, nodes, admin }) => {
-                let Response::Assigned { id, nodes } = connect(&admin)
-                    .await?
-                    .call(Request::BundleAssign { id, nodes })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let (id, nodes) = connect(&admin).await?.bundle_assign(id, nodes).await?;
                 println!("assigned {id} to {}", nodes.join(", "));
             }
             Command::Rollout(command) => return rollout(command).await,
@@ -1108,25 +1070,20 @@ mod fleet {
                     )
                     .into());
                 }
-                let answer = connect(&admin)
+                let imported = connect(&admin)
                     .await?
-                    .call(Request::TelemetryImport {
-                        file: gantry_shared::protocol::delivery::encode(&bytes),
-                    })
+                    .telemetry_import(gantry_shared::protocol::delivery::encode(&bytes))
                     .await?;
-                let Response::TelemetryImported {
+                let client::Imported {
                     node,
                     from_seq,
                     to_seq,
                     records,
                     stored,
                     duplicates,
-                } = &answer
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                } = &imported;
                 if json {
-                    print_json(&answer);
+                    print_json(&serde_json::json!({ "telemetry_imported": imported }));
                 } else {
                     println!(
                         "imported    {records} records of node {node}, sequences {from_seq}..={to_seq}\nstored      {stored} new, {duplicates} already held (imported before or delivered by the uplink)"
@@ -1138,15 +1095,10 @@ mod fleet {
                 admin,
                 json,
             }) => {
-                let Response::Kpis(kpis) = connect(&admin)
+                let kpis = connect(&admin)
                     .await?
-                    .call(Request::ReportKpis {
-                        window_ms: window.as_millis() as u64,
-                    })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                    .report_kpis(window.as_millis() as u64)
+                    .await?;
                 if json {
                     print_json(&kpis);
                 } else {
@@ -1154,11 +1106,7 @@ mod fleet {
                 }
             }
             Command::Fleet(FleetCommand::Ls { admin, json }) => {
-                let Response::Nodes(nodes) =
-                    connect(&admin).await?.call(Request::FleetList).await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let nodes = connect(&admin).await?.fleet_list().await?;
                 if json {
                     print_json(&nodes);
                 } else {
@@ -1166,13 +1114,7 @@ mod fleet {
                 }
             }
             Command::Fleet(FleetCommand::Show { node, admin, json }) => {
-                let Response::Node(detail) = connect(&admin)
-                    .await?
-                    .call(Request::FleetShow { node })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let detail = connect(&admin).await?.fleet_show(node).await?;
                 if json {
                     print_json(&detail);
                 } else {
@@ -1186,9 +1128,7 @@ mod fleet {
             }) => {
                 let client = connect(&admin).await?;
                 loop {
-                    let Response::Top(nodes) = client.call(Request::FleetTop).await? else {
-                        return Err(ClientError::Unexpected.into());
-                    };
+                    let nodes = client.fleet_top().await?;
                     if once {
                         print!("{}", fleet_cmd::render_top(&nodes));
                         break;
@@ -1201,13 +1141,7 @@ mod fleet {
                 }
             }
             Command::Fleet(FleetCommand::Revoke { node, admin }) => {
-                let Response::Revoked { node } = connect(&admin)
-                    .await?
-                    .call(Request::NodeRevoke { node })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let node = connect(&admin).await?.node_revoke(node).await?;
                 println!("revoked     {node}: its certificate no longer connects");
             }
             Command::Fleet(FleetCommand::Cordon {
@@ -1215,26 +1149,17 @@ mod fleet {
                 reason,
                 admin,
             }) => {
-                let Response::Cordoned { node, cordon } = connect(&admin)
+                let cordon = connect(&admin)
                     .await?
-                    .call(Request::NodeCordon { node, reason })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                    .node_cordon(node.clone(), reason)
+                    .await?;
                 let reason = cordon.map(|c| c.reason).unwrap_or_default();
                 println!(
                     "cordoned    {node}: it takes no new rollouts ({reason}); `gantry fleet uncordon {node}` lifts it"
                 );
             }
             Command::Fleet(FleetCommand::Uncordon { node, admin }) => {
-                let Response::Cordoned { node, .. } = connect(&admin)
-                    .await?
-                    .call(Request::NodeUncordon { node })
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                connect(&admin).await?.node_uncordon(node.clone()).await?;
                 println!("uncordoned  {node}: it takes rollouts again");
             }
             Command::Admin(AdminCommand::Add {
@@ -1293,18 +1218,12 @@ mod fleet {
                             request.display()
                         )
                     })?;
-                let Response::NodeRenewed(response) = connect(&admin)
-                    .await?
-                    .call(Request::NodeRenew(Box::new(offline.request)))
-                    .await?
-                else {
-                    return Err(ClientError::Unexpected.into());
-                };
+                let response = connect(&admin).await?.node_renew(offline.request).await?;
                 let node = response.node_name.clone();
                 let expires = response.certificate_expires_at_ms;
                 let file = OfflineRenewResponse {
                     format: OFFLINE_RENEW_RESPONSE_FORMAT.to_owned(),
-                    response: *response,
+                    response,
                 };
                 let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
                 bytes.push(b'\n');

@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use gantry_shared::protocol::admin::{Request, Response};
 use gantry_shared::protocol::delivery::{self, BundleInfo, CHUNK_SIZE};
 use sha2::{Digest, Sha256};
 
@@ -46,14 +45,11 @@ async fn upload(client: &AdminClient, path: &Path, import: bool) -> Result<Bundl
     let size = io::copy(&mut file, &mut hasher).map_err(read_err)?;
     let file_sha256 = format!("{:x}", hasher.finalize());
     let progress = std::io::stderr().is_terminal();
-    let upload = |offset: u64, data: &[u8]| Request::BundleUpload {
-        file_sha256: file_sha256.clone(),
-        size,
-        offset,
-        data: delivery::encode(data),
+    let upload = |offset: u64, data: &[u8]| {
+        client.bundle_upload(file_sha256.clone(), size, offset, delivery::encode(data))
     };
     // An empty chunk asks how much of an earlier, broken push the controller holds.
-    let mut received = uploaded(&client.call(upload(u64::MAX, &[])).await?)?;
+    let mut received = upload(u64::MAX, &[]).await?;
     if received > 0 && progress {
         eprintln!("resuming at {received} of {size} bytes");
     }
@@ -67,7 +63,7 @@ async fn upload(client: &AdminClient, path: &Path, import: bool) -> Result<Bundl
                 "the file shrank while it was being pushed",
             )));
         }
-        received = uploaded(&client.call(upload(received, &buf[..n])).await?)?;
+        received = upload(received, &buf[..n]).await?;
         if progress {
             draw(received, size);
         }
@@ -75,23 +71,7 @@ async fn upload(client: &AdminClient, path: &Path, import: bool) -> Result<Bundl
     if progress {
         eprintln!();
     }
-    match client
-        .call(Request::BundleCommit {
-            file_sha256,
-            import,
-        })
-        .await?
-    {
-        Response::Pushed(info) => Ok(*info),
-        _ => Err(ClientError::Unexpected.into()),
-    }
-}
-
-fn uploaded(response: &Response) -> Result<u64, ClientError> {
-    match response {
-        Response::Uploaded { received } => Ok(*received),
-        _ => Err(ClientError::Unexpected),
-    }
+    Ok(client.bundle_commit(file_sha256, import).await?)
 }
 
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {

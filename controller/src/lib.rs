@@ -13,6 +13,7 @@ pub mod bundle_cmd;
 pub mod bundles;
 pub mod ca;
 pub mod certs;
+pub mod cli;
 pub mod client;
 pub mod cordon;
 pub mod demo;

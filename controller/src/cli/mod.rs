@@ -1,0 +1,742 @@
+//! The `gantry` command line: its arguments (clap), and the commands behind them —
+//! `remote` for those that talk to (or are) the controller, `local` for keys, bundles and
+//! policies on local files. Outcomes map to exit codes: 0 success, 1 failure (including a
+//! bundle or policy that fails verification), 2 usage.
+
+// Doc comments on the argument types are `--help` text, written for operators.
+#![allow(clippy::doc_markdown)]
+
+mod local;
+mod remote;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use crate::bundle_cmd::{self, BundleCmdError, CreateRequest, SignOutcome};
+use crate::keys;
+use crate::policy_cmd::{self, KeySpec};
+use clap::{Args, Parser, Subcommand};
+use gantry_shared::bundle::manifest::ExecutionProvider;
+
+/// The Gantry controller and fleet CLI.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct DirArgs {
+    /// Controller directory (CA, certificates, store).
+    #[arg(long, env = "GANTRY_DIR", default_value = crate::home::DEFAULT_DIR, value_name = "DIR")]
+    dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// Admin identity file (default: $GANTRY_IDENTITY, else DIR/admin.identity of the default directory).
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
+    /// Controller address, instead of the one in the identity file.
+    #[arg(long, value_name = "ADDR")]
+    controller: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the fleet CA, the controller certificate and the first admin identity.
+    Init {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Address `gantry serve` will listen on (recorded in the admin identity).
+        #[arg(long, env = "GANTRY_LISTEN", default_value = crate::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Name of the first admin.
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+        /// Lifetime of the first admin's certificate (rotate it with `gantry admin rotate`).
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        admin_cert_lifetime: Duration,
+    },
+    /// Run the controller: QUIC for agents and admins, the embedded store, /metrics.
+    Serve {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// QUIC address for agents and admins.
+        #[arg(long, env = "GANTRY_LISTEN", default_value = crate::home::DEFAULT_LISTEN, value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Address for the fleet's /metrics (Prometheus federation); "" disables it.
+        #[arg(
+            long,
+            env = "GANTRY_METRICS_LISTEN",
+            default_value = "127.0.0.1:9401",
+            value_name = "ADDR"
+        )]
+        metrics_listen: String,
+        /// How long telemetry is kept.
+        #[arg(long, env = "GANTRY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        retention: Duration,
+        /// Start with a new, empty store when the directory has none (the audit chain
+        /// starts again); without it a missing or empty store is refused.
+        #[arg(long)]
+        new_store: bool,
+        /// Lifetime of node certificates; agents renew them over the uplink when a third
+        /// of it is left.
+        #[arg(long, env = "GANTRY_NODE_CERT_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        node_cert_lifetime: Duration,
+        /// Lifetime of admin certificates issued by `gantry admin add` and `rotate`.
+        #[arg(long, env = "GANTRY_ADMIN_CERT_LIFETIME", default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        admin_cert_lifetime: Duration,
+        /// How long after its certificate expired a node may still renew by proof of its
+        /// key (online or by file); after that it must enroll again.
+        #[arg(long, env = "GANTRY_RENEWAL_GRACE", default_value = "180d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        renewal_grace: Duration,
+        /// Health checks whose unhealthy reasons cordon a node automatically (audited),
+        /// comma-separated; `gpu.xid` is unhealthy only for critical XIDs. `none` turns
+        /// automatic cordoning off.
+        #[arg(
+            long,
+            env = "GANTRY_AUTO_CORDON",
+            default_value = "gpu.xid",
+            value_name = "CHECKS"
+        )]
+        auto_cordon: String,
+        /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
+        #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
+        clock_offset: i64,
+    },
+    /// Join tokens for enrolling nodes.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The fleet: nodes, their state and their GPUs.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// Admin identities and roles.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Create an ed25519 signing key pair: KEY (private, mode 0600) and KEY.pub.
+    Keygen {
+        /// Where to write the private key; the public key goes to <OUT>.pub.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Build, sign, verify and inspect model bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Create, sign, inspect and verify trust policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Canary rollouts with health gates and automatic rollback.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Reports from the controller's records.
+    #[command(subcommand)]
+    Report(ReportCommand),
+    /// The hash-chained audit log: verify it, report from it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Telemetry carried in by file.
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+    /// The whole system on this machine: an embedded controller and a few agents on
+    /// simulated GPUs, over loopback. Enrolls them, signs a bundle, rolls it out through a
+    /// canary, answers an inference request, rolls back a failing rollout, and shows the
+    /// fleet, the KPIs and the audit report; then stops everything.
+    Demo {
+        /// Agents to start, 2 to 8.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        agents: usize,
+        /// gantry-agent to run (default: beside this gantry, else on PATH).
+        #[arg(long, value_name = "PATH")]
+        agent_binary: Option<PathBuf>,
+        /// ONNX Runtime's library (default: $GANTRY_ONNXRUNTIME, else
+        /// /usr/lib/gantry/libonnxruntime.so.1.31.1 from the gantry-agent package).
+        #[arg(long, value_name = "PATH")]
+        onnxruntime: Option<PathBuf>,
+        /// Keep the working directory (configuration, state, logs) after a successful run.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TelemetryCommand {
+    /// Ingest a file from `gantry-agent export-telemetry`: checked against the node's
+    /// enrolled certificate and key; importing it again, or after the uplink delivered
+    /// the same records, stores nothing twice.
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Prove the chain intact, or name its first broken entry (exit 1).
+    Verify {
+        /// Read the store of this controller directory directly (the controller stopped,
+        /// or a copy), instead of asking the running controller.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which bundle ran where and when, who signed it, what put it there; flags (Markdown).
+    Report {
+        /// The range: from this long ago until now.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        since: Duration,
+        /// Flag nodes without a connection for longer than this.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        silence: Duration,
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Roll a pushed bundle out to the nodes a selector picks, step by step.
+    Start {
+        /// The bundle: NAME@VERSION or sha256:<id>.
+        bundle: String,
+        /// Labels the nodes must carry, k=v,k=v (default: every node).
+        #[arg(long, value_delimiter = ',', value_parser = parse_key_value, value_name = "K=V,…")]
+        selector: Vec<(String, String)>,
+        /// Nodes each step covers: counts and percentages of the selected nodes.
+        #[arg(long, default_value = "1,10%,50%,100%", value_name = "STEPS")]
+        steps: String,
+        /// How long each step holds, gates evaluated, before the next.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        bake: Duration,
+        /// Touched nodes allowed to be unhealthy, silent, refusing or late.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        max_unhealthy: u32,
+        /// Fail when a node's recent inference error rate exceeds this share (0.05 = 5 %).
+        #[arg(long, value_name = "RATE")]
+        max_error_rate: Option<f64>,
+        /// Fail when a node's p99 inference latency exceeds this.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        max_latency_p99: Option<Duration>,
+        /// Do not fail on a served model failing its golden vectors.
+        #[arg(long)]
+        no_golden_gate: bool,
+        /// How long a step's nodes have to run the bundle before they count as failed.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        step_timeout: Duration,
+        /// A touched node without a heartbeat this long counts as unhealthy.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        silence: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A rollout's step, nodes per state, gate values and time left; all rollouts without ID.
+    Status {
+        id: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold a rollout where it is.
+    Pause {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Go on with a paused rollout (the step's timers start again).
+    Resume {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Stop a rollout; the nodes it touched keep the bundle.
+    Abort {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Return every node a rollout touched to its previous bundle.
+    Rollback {
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Deployment frequency, lead time, change failure rate and time to recovery.
+    Kpis {
+        /// The window, ending now: rollouts started in it count.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        window: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a single-use join token that also pins the controller certificate.
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Labels the node gets, k=v,k=v.
+        #[arg(long, value_delimiter = ',', value_parser = parse_key_value, value_name = "K=V,…")]
+        labels: Vec<(String, String)>,
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        ttl: Duration,
+    },
+    /// Enroll a node that cannot reach the controller, from the request file it wrote
+    /// (`gantry-agent enroll --offline-request`); writes the response for it to install.
+    Redeem {
+        /// The node's request file.
+        request: PathBuf,
+        /// Where to write the response.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FleetCommand {
+    /// List nodes.
+    Ls {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One node in detail, with its latest GPU readings.
+    Show {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live GPU table across the fleet.
+    Top {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Refresh interval.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+    },
+    /// Renew a node's certificate by file: its request from `gantry-agent renew
+    /// --offline-request`, answered with a file for `gantry-agent renew --offline-response`.
+    Renew {
+        /// The node's renewal request.
+        request: PathBuf,
+        /// Where to write the response for the node.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a node: its certificate stops working at once.
+    Revoke {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Cordon a node: it takes no new rollouts (what it runs stays) until uncordoned.
+    Cordon {
+        node: String,
+        /// Why, for the fleet view and the audit log.
+        #[arg(long, default_value = "cordoned by an operator")]
+        reason: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let a cordoned node take rollouts again.
+    Uncordon {
+        node: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create another admin identity with a role (viewer, operator, admin).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: gantry_shared::protocol::admin::Role,
+        /// Where to write the new identity file (mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Replace your own certificate and key: a new key made here, a new certificate for
+    /// it with the controller's admin lifetime; every earlier certificate of yours is
+    /// revoked. The identity file is replaced in place.
+    Rotate {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Pack an ONNX model, its golden vectors and provenance into an unsigned bundle.
+    Create(Box<CreateArgs>),
+    /// Add a signature to a bundle (in place unless --out is given).
+    Sign {
+        bundle: PathBuf,
+        /// Private key to sign with.
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+        /// Write the signed bundle here instead of replacing the input.
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Check every file digest and the signatures against a trust policy.
+    Verify {
+        bundle: PathBuf,
+        /// Trust policy file.
+        #[arg(long, value_name = "POLICY")]
+        trust: PathBuf,
+        /// Verify as of this time (RFC 3339) instead of now.
+        #[arg(long, value_name = "TIME", value_parser = humantime::parse_rfc3339)]
+        at: Option<SystemTime>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a bundle's manifest and signatures (without verifying them).
+    Inspect {
+        bundle: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload a signed bundle to the controller, which keeps it only if it passes the
+    /// controller's trust policy (DIR/trust.json). A broken push resumes when run again.
+    Push(PushArgs),
+    /// Load a bundle file carried in (air-gapped) into the controller: checked against
+    /// its trust policy like a push, and recorded in the audit log as an import.
+    Import(PushArgs),
+    /// Write a bundle the controller holds to a file for removable media, verified on
+    /// the way against the controller's trust policy.
+    Export {
+        /// NAME@VERSION or sha256:<id>.
+        bundle: String,
+        /// Where to write it.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+    /// List the bundles the controller holds and the nodes each is assigned to.
+    Ls {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a pushed bundle the one the named nodes should run.
+    Assign {
+        /// Bundle id (sha256:…), as `gantry bundle push` or `bundle ls` shows it.
+        id: String,
+        /// A node to assign it to; repeat for more.
+        #[arg(long = "node", value_name = "NODE", required = true)]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// A bundle file to upload (`bundle push`, `bundle import`).
+#[derive(Debug, Args)]
+struct PushArgs {
+    bundle: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct CreateArgs {
+    /// The ONNX model; its inputs and outputs are read from it.
+    #[arg(long, value_name = "MODEL.onnx")]
+    model: PathBuf,
+    /// Bundle name (lowercase letters, digits, '.', '_', '-').
+    #[arg(long)]
+    name: String,
+    /// Semantic version, e.g. 1.4.0.
+    #[arg(long)]
+    version: String,
+    /// Golden vectors (JSON list of {name, inputs, outputs, tolerance}).
+    #[arg(long, value_name = "FILE.json")]
+    golden: Option<PathBuf>,
+    /// Another payload file, as LOCAL_PATH or LOCAL_PATH=PATH_IN_BUNDLE.
+    #[arg(long = "file", value_name = "PATH[=IN_BUNDLE]")]
+    files: Vec<String>,
+    /// Provenance as a JSON object {source_revision, training_data_digest, hyperparameters, metrics}.
+    #[arg(long, value_name = "FILE.json")]
+    provenance: Option<PathBuf>,
+    /// Source revision the model was trained from, e.g. git:3f2c1e0.
+    #[arg(long)]
+    source_revision: Option<String>,
+    /// Digest of the training data, e.g. sha256:….
+    #[arg(long)]
+    training_data_digest: Option<String>,
+    /// A hyperparameter, KEY=VALUE (typed: bool, integer, float or text).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    params: Vec<(String, String)>,
+    /// An evaluation metric, KEY=NUMBER.
+    #[arg(long = "metric", value_name = "KEY=NUMBER", value_parser = parse_metric)]
+    metrics: Vec<(String, f64)>,
+    /// GPU memory the model needs, e.g. 8GiB.
+    #[arg(long, value_name = "SIZE", value_parser = gantry_shared::units::parse_size, default_value = "0")]
+    min_gpu_memory: u64,
+    /// Execution providers it may run on, in preference order: cuda, cpu.
+    #[arg(long = "execution-provider", value_name = "EP", value_delimiter = ',', value_parser = parse_provider)]
+    execution_providers: Vec<ExecutionProvider>,
+    /// The bundle file to write.
+    #[arg(long, value_name = "BUNDLE")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Write a new, unsigned trust policy (sign it with `gantry policy sign`).
+    Create {
+        /// Start from this policy: its keys, threshold and revocations, version + 1.
+        #[arg(long, value_name = "POLICY")]
+        from: Option<PathBuf>,
+        /// Policy version (default 1, or the --from policy's + 1).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Distinct valid signatures a bundle and a policy update need.
+        #[arg(long)]
+        threshold: Option<u32>,
+        /// A key to trust: NAME=PUBLIC_KEY_FILE[,not-before=TIME][,not-after=TIME].
+        #[arg(long = "key", value_name = "NAME=KEY.pub")]
+        keys: Vec<KeySpec>,
+        /// Stop trusting this key id (drop it from the list).
+        #[arg(long = "remove-key", value_name = "KEY_ID")]
+        remove_keys: Vec<String>,
+        /// Revoke this key id: its signatures never count again.
+        #[arg(long = "revoke", value_name = "KEY_ID")]
+        revoke: Vec<String>,
+        /// Golden vectors a bundle must carry, each with non-empty inputs and outputs
+        /// (new policies: 1).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        golden_min: Option<u32>,
+        /// Loosest absolute tolerance a golden vector may have (new policies: 0.01).
+        #[arg(long, value_name = "ABS")]
+        golden_max_abs: Option<f64>,
+        /// Loosest relative tolerance a golden vector may have (new policies: 0.01).
+        #[arg(long, value_name = "REL")]
+        golden_max_rel: Option<f64>,
+        /// Require no golden vectors at all (not recommended: the golden gate can then pass
+        /// a bundle that never ran a real input).
+        #[arg(long, conflicts_with_all = ["golden_min", "golden_max_abs", "golden_max_rel"])]
+        no_golden_requirement: bool,
+        #[arg(long, value_name = "POLICY")]
+        out: PathBuf,
+    },
+    /// Add a signature to a policy file.
+    Sign {
+        policy: PathBuf,
+        #[arg(long, value_name = "KEY")]
+        key: PathBuf,
+    },
+    /// Show a policy's keys, threshold, revocations and signatures.
+    Inspect {
+        policy: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a policy: as an update of --trust, or on its own as an installed policy.
+    Verify {
+        policy: PathBuf,
+        /// The policy currently in force; the checked one must be a valid update of it.
+        #[arg(long, value_name = "POLICY")]
+        trust: Option<PathBuf>,
+    },
+}
+
+/// `, valid until …` for a certificate's expiry, when known.
+fn expiry_note(expires_at_ms: Option<u64>) -> String {
+    expires_at_ms.map_or_else(String::new, |ms| {
+        format!(
+            ", valid until {}",
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+        )
+    })
+}
+
+/// A signed duration (`-10d`, `2h`) in milliseconds.
+fn parse_clock_offset(text: &str) -> Result<i64, String> {
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let duration = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    i64::try_from(duration.as_millis())
+        .map(|ms| sign * ms)
+        .map_err(|_| "too large".to_owned())
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+fn parse_metric(text: &str) -> Result<(String, f64), String> {
+    let (k, v) = parse_key_value(text)?;
+    let value: f64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
+    if !value.is_finite() {
+        return Err(format!("{v:?} is not a finite number"));
+    }
+    Ok((k, value))
+}
+
+fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
+    match text.trim() {
+        "cuda" => Ok(ExecutionProvider::Cuda),
+        "cpu" => Ok(ExecutionProvider::Cpu),
+        other => Err(format!(
+            "{other:?} is not an execution provider (cuda, cpu)"
+        )),
+    }
+}
+
+fn report(error: &(dyn std::error::Error + 'static)) {
+    eprintln!("error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+/// Runs a parsed command line: the demo, the daemon or a CLI command, with logging set
+/// up for it; returns the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    if let Command::Demo {
+        agents,
+        agent_binary,
+        onnxruntime,
+        keep,
+    } = cli.command
+    {
+        // The demo logs its embedded controller to a file of its own.
+        let options = crate::demo::Options {
+            agents,
+            agent_binary,
+            onnxruntime,
+            keep,
+        };
+        return match crate::demo::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e @ crate::demo::DemoError::Interrupted) => {
+                eprintln!("\n{e}");
+                ExitCode::from(130)
+            }
+            Err(e) => {
+                report(&e);
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: under systemd, stderr goes to the journal.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        command @ (Command::Serve { .. }
+        | Command::Token(_)
+        | Command::Fleet(_)
+        | Command::Admin(_)
+        | Command::Rollout(_)
+        | Command::Report(_)
+        | Command::Audit(_)
+        | Command::Telemetry(_)
+        | Command::Bundle(
+            BundleCommand::Push(_)
+            | BundleCommand::Import(_)
+            | BundleCommand::Ls { .. }
+            | BundleCommand::Assign { .. },
+        )) => {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(remote::run(command)),
+                Err(e) => {
+                    report(&e);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        command => local::run(command).map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            report(e.as_ref());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output serializes")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

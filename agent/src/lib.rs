@@ -8,6 +8,7 @@
 pub mod api;
 pub mod buffer;
 pub mod bundle;
+pub mod cli;
 pub mod config;
 pub mod delivery;
 pub mod export;

@@ -52,15 +52,9 @@ pub(super) fn enroll(args: EnrollArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            report("cannot start the async runtime: ", &e);
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = std::fs::create_dir_all(&config.state_dir) {
         report(

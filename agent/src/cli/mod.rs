@@ -318,6 +318,18 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A single-threaded runtime for a CLI command's few calls; a failure is reported and
+/// its exit code returned.
+fn command_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            report("cannot start the async runtime: ", &e);
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,15 +105,9 @@ pub(super) fn status(args: &StatusArgs) -> ExitCode {
             Err(e) => return config_failure(&e),
         },
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match command_runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            report("cannot start the async runtime: ", &e);
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(code) => return code,
     };
     if args.json {
         return match runtime.block_on(crate::status::fetch_raw(addr, "/v1/status", args.timeout)) {

@@ -223,6 +223,12 @@ impl<'n> GpuSet<'n> {
         Some(set)
     }
 
+    /// How many (GPU, field) pairs are known unsupported: it only grows while the set
+    /// lives, so a change says [`Self::absent_fields`] changed.
+    pub fn absent_count(&self) -> usize {
+        self.gpus.iter().map(|gpu| gpu.unsupported.len()).sum()
+    }
+
     /// Fields the GPUs do not give, and why, in GPU order.
     pub fn absent_fields(&self) -> Vec<AbsentField> {
         let mut absent = Vec::new();

@@ -92,6 +92,7 @@ pub fn spawn(
         shutdown,
         nvml_warned: false,
         next_tick: Instant::now(),
+        absent_count: None,
     };
     let handle = std::thread::Builder::new()
         .name("telemetry".to_owned())
@@ -125,6 +126,9 @@ struct Sampler {
     shutdown: CancellationToken,
     nvml_warned: bool,
     next_tick: Instant,
+    /// [`GpuSet::absent_count`] when the absent fields were last listed; `None` for a
+    /// set not listed yet.
+    absent_count: Option<usize>,
 }
 
 impl Sampler {
@@ -184,6 +188,7 @@ impl Sampler {
         };
         tracing::info!(library = %self.config.nvml_library.display(), driver = driver_version.as_deref().unwrap_or("unknown"),
             gpus = gpus.len(), "NVML initialised");
+        self.absent_count = None;
         let status = NvmlStatus::Available {
             driver_version,
             library: self.config.nvml_library.display().to_string(),
@@ -266,10 +271,15 @@ impl Sampler {
             Some(gpus) => {
                 let readings = gpus.sample();
                 let xids = self.xids.snapshot(|pci| gpus.index_of(pci));
-                let absent = gpus.absent_fields();
-                if absent != *self.stats.absent_fields {
-                    log_absent(&absent);
-                    self.stats.absent_fields = Arc::new(absent);
+                // Rebuilt (strings and all) only when a field was newly found absent.
+                let count = gpus.absent_count();
+                if self.absent_count != Some(count) {
+                    self.absent_count = Some(count);
+                    let absent = gpus.absent_fields();
+                    if absent != *self.stats.absent_fields {
+                        log_absent(&absent);
+                        self.stats.absent_fields = Arc::new(absent);
+                    }
                 }
                 (readings, xids)
             }

@@ -49,7 +49,11 @@ pub struct Links {
     pub model: Option<Arc<crate::inference::server::Slot>>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
-    pub bundles: Option<crate::delivery::SharedBundles>,
+    /// Delivery state and the store it activates into.
+    pub bundles: Option<(
+        crate::delivery::SharedBundles,
+        crate::bundle::store::BundleStore,
+    )>,
 }
 
 /// Serves the endpoint on `listener` until `shutdown` is cancelled.
@@ -147,6 +151,14 @@ async fn get_export(
 }
 
 async fn get_status(State(state): State<ApiState>) -> Response {
+    let bundles = match state.links.bundles.clone() {
+        Some((shared, store)) => {
+            tokio::task::spawn_blocking(move || crate::delivery::report(&shared, &store))
+                .await
+                .ok()
+        }
+        None => None,
+    };
     let snapshot = state.snapshots.borrow().clone();
     let info = &state.info;
     let status = AgentStatus {
@@ -194,11 +206,7 @@ async fn get_status(State(state): State<ApiState>) -> Response {
                 certificate_expires_at_ms: u.certificate_expires_at_ms,
             }
         }),
-        bundles: state
-            .links
-            .bundles
-            .as_ref()
-            .map(|b| b.lock().expect("bundles").clone()),
+        bundles,
         model: state
             .links
             .model

@@ -220,7 +220,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         model: Some(Arc::clone(&slot)),
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
-        bundles: enrolled.then_some(bundles),
+        bundles: enrolled.then(|| {
+            (
+                bundles,
+                crate::bundle::store::BundleStore::new(&config.state_dir),
+            )
+        }),
     };
     let served = api::serve(listener, info, snapshots, links, shutdown.clone()).await;
     // Whatever ended the endpoint, the sampler stops too.

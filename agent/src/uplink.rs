@@ -544,13 +544,10 @@ async fn send_heartbeat(
     desired: &tokio::sync::watch::Sender<Option<gantry_shared::protocol::delivery::Desired>>,
 ) -> Result<(), UplinkError> {
     let health = &config.health;
-    let bundles = {
-        let store = crate::bundle::store::BundleStore::new(&config.delivery.state_dir);
-        let active = crate::delivery::active_id(&store);
-        let mut s = config.bundles.lock().expect("bundles");
-        s.active = active;
-        s.clone()
-    };
+    let bundles = crate::delivery::report(
+        &config.bundles,
+        &crate::bundle::store::BundleStore::new(&config.delivery.state_dir),
+    );
     let stats = buffer.stats();
     let now = crate::api::now_ms();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {

@@ -50,6 +50,20 @@ pub struct DeliveryConfig {
     pub snapshots: crate::telemetry::SnapshotReceiver,
 }
 
+/// The delivery state as heartbeats and `status` report it: the active bundle is read from
+/// the store, which every activation and rollback writes first, so a report never lags the
+/// model that serves. Reads a small file: call it off the async workers.
+pub fn report(state: &SharedBundles, store: &BundleStore) -> NodeBundles {
+    let active = active_id(store);
+    let mut s = state.lock().expect("bundles");
+    if active.is_some() && s.downloading == active {
+        // Activated in the moment before the install task reports it.
+        s.downloading = None;
+    }
+    s.active = active;
+    s.clone()
+}
+
 /// The active bundle id as the store records it.
 pub fn active_id(store: &BundleStore) -> Option<String> {
     store

@@ -4,7 +4,6 @@
 //! Handlers only read the latest published snapshot; they never wait for a sample.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -138,7 +137,7 @@ async fn get_export(
             health,
             after_seq,
             max_records,
-            now_ms(),
+            gantry_net::clock::now_ms(),
         )
         .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))
     })
@@ -225,11 +224,4 @@ async fn get_status(State(state): State<ApiState>) -> Response {
                 .into_response()
         }
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -136,23 +136,12 @@ fn write_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityErr
     file.sync_all().map_err(err)
 }
 
-/// Writes `contents` to `path` atomically: a temporary file beside it, synced, renamed.
+/// Writes `contents` to `path` atomically (a crash leaves the old file or the new one).
 fn replace_file(path: &Path, mode: u32, contents: &[u8]) -> Result<(), IdentityError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    write_file(&tmp, mode, contents)?;
-    std::fs::rename(&tmp, path).map_err(|source| IdentityError::Write {
+    gantry_net::atomic::write_bytes(path, mode, contents).map_err(|source| IdentityError::Write {
         path: path.to_owned(),
         source,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| IdentityError::Write {
-            path: dir.to_owned(),
-            source,
-        })
+    })
 }
 
 /// Installs a renewed certificate and the enrollment record that describes it, each
@@ -295,7 +284,7 @@ pub fn offline_install(
         name: response.response.node_name.clone(),
         controller,
         labels: response.response.labels.clone(),
-        enrolled_at_ms: crate::api::now_ms(),
+        enrolled_at_ms: gantry_net::clock::now_ms(),
         certificate_expires_at_ms: response.response.certificate_expires_at_ms,
         certificate_issued_at_ms: response.response.certificate_issued_at_ms,
     };
@@ -444,7 +433,7 @@ pub async fn enroll(
         name: answer.node_name,
         controller,
         labels: answer.labels,
-        enrolled_at_ms: crate::api::now_ms(),
+        enrolled_at_ms: gantry_net::clock::now_ms(),
         certificate_expires_at_ms: answer.certificate_expires_at_ms,
         certificate_issued_at_ms: answer.certificate_issued_at_ms,
     };

@@ -107,7 +107,7 @@ pub fn render(
         render_agent(&mut e, snapshot);
     }
     if let Some(b) = buffer {
-        render_buffer(&mut e, b, crate::api::now_ms());
+        render_buffer(&mut e, b, gantry_net::clock::now_ms());
     }
     if let Some(m) = model {
         e.family(

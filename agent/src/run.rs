@@ -155,7 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tasks.close();
 
     let info = AgentInfo {
-        started_at_ms: api::now_ms(),
+        started_at_ms: gantry_net::clock::now_ms(),
         state_dir: config.state_dir.display().to_string(),
         metrics_listen: local.to_string(),
         interval_ms: config.telemetry.interval.as_millis() as u64,
@@ -270,10 +270,9 @@ async fn watchdog(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let age = snapshots
-            .borrow()
-            .as_ref()
-            .map(|s| Duration::from_millis(api::now_ms().saturating_sub(s.sample.taken_at_ms)));
+        let age = snapshots.borrow().as_ref().map(|s| {
+            Duration::from_millis(gantry_net::clock::now_ms().saturating_sub(s.sample.taken_at_ms))
+        });
         let alive = match age {
             Some(age) => age <= stale_after,
             None => started.elapsed() <= stale_after,
@@ -299,20 +298,4 @@ fn create_state_dir(path: &std::path::Path) -> Result<(), RunError> {
             path: path.to_owned(),
             source,
         })
-}
-
-/// Cancels `shutdown` on SIGTERM or SIGINT.
-pub fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(signal = name, "shutting down");
-        shutdown.cancel();
-    });
-    Ok(())
 }

@@ -239,7 +239,7 @@ async fn renew_expired(
     refusal_logged: &mut bool,
 ) -> Option<NodeIdentity> {
     let now = std::time::SystemTime::now();
-    let result = crate::renewal::by_proof(identity, config.controller, crate::api::now_ms())
+    let result = crate::renewal::by_proof(identity, config.controller, gantry_net::clock::now_ms())
         .await
         .and_then(|answer| {
             crate::renewal::install(&config.delivery.state_dir, identity, &answer, now)
@@ -333,7 +333,7 @@ pub async fn run(
     // A refused renewal is logged at ERROR once, not on every retry.
     let mut renewal_refused = false;
     loop {
-        let due = crate::renewal::due(&identity.enrollment, crate::api::now_ms());
+        let due = crate::renewal::due(&identity.enrollment, gantry_net::clock::now_ms());
         if due == crate::renewal::Due::Expired || expired_by_controller {
             if let Some(renewed) =
                 renew_expired(&config, &identity, &status, &mut renewal_refused).await
@@ -381,15 +381,16 @@ pub async fn run(
                 }
                 reported = false;
                 backoff = FIRST_BACKOFF;
-                if crate::renewal::due(&identity.enrollment, crate::api::now_ms())
+                if crate::renewal::due(&identity.enrollment, gantry_net::clock::now_ms())
                     == crate::renewal::Due::Soon
                 {
                     renewed = renew_online(&config, &conn, &identity, &status).await;
                 }
                 // A connection outliving the renewal time is closed then, so that the
                 // next one renews: a node that stays connected for weeks renews too.
-                let renew_in = crate::renewal::renew_at(&identity.enrollment)
-                    .map(|at| Duration::from_millis(at.saturating_sub(crate::api::now_ms())));
+                let renew_in = crate::renewal::renew_at(&identity.enrollment).map(|at| {
+                    Duration::from_millis(at.saturating_sub(gantry_net::clock::now_ms()))
+                });
                 let end = if renewed.is_some() {
                     // Straight onto the new certificate, while the old one still works
                     // should anything be wrong with it.
@@ -549,7 +550,7 @@ async fn send_heartbeat(
         &crate::bundle::store::BundleStore::new(&config.delivery.state_dir),
     );
     let stats = buffer.stats();
-    let now = crate::api::now_ms();
+    let now = gantry_net::clock::now_ms();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         buffered_records: stats.records,
@@ -683,7 +684,7 @@ async fn send_batch(
                 duplicates = ack.duplicates,
                 "batch acknowledged"
             );
-            status.lock().expect("uplink status").last_ack_ms = Some(crate::api::now_ms());
+            status.lock().expect("uplink status").last_ack_ms = Some(gantry_net::clock::now_ms());
             Ok(())
         }
         Ok(Response::Error(e)) => {

@@ -93,7 +93,7 @@ impl NewEntry {
         details: serde_json::Value,
     ) -> Self {
         Self {
-            at_ms: crate::now_ms(),
+            at_ms: gantry_net::clock::now_ms(),
             actor: actor.into(),
             action: action.into(),
             subject: subject.into(),
@@ -257,7 +257,7 @@ impl ReportBuilder {
             report: Report {
                 from_ms,
                 to_ms,
-                generated_at_ms: crate::now_ms(),
+                generated_at_ms: gantry_net::clock::now_ms(),
                 chain,
                 ..Report::default()
             },

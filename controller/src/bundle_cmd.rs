@@ -18,8 +18,8 @@ use gantry_shared::bundle::{self, BundleError, BundleId, BundleReader, Discard, 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::atomic_file;
 use crate::keys::{self, KeyFileError};
+use gantry_net::atomic;
 
 /// Why a bundle command failed.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         .iter()
         .map(|(local, inside)| (inside.as_str(), local.as_path()))
         .collect();
-    atomic_file::write_atomically(&req.out, 0o644, |out| {
+    atomic::write_atomically(&req.out, 0o644, |out| {
         bundle::write(out, &manifest_bytes, &[], &mut |entry| {
             let local = by_path[entry.path.as_str()];
             Ok(Box::new(BufReader::new(File::open(local)?)))
@@ -258,7 +258,7 @@ pub fn sign(
     signatures.push(bundle::sign_manifest(&key, reader.manifest_bytes()));
     let count = signatures.len();
     let target = out.unwrap_or(path);
-    atomic_file::write_atomically(target, 0o644, |w| {
+    atomic::write_atomically(target, 0o644, |w| {
         bundle::rewrite_signatures(reader, &signatures, w)
             .map(drop)
             .map_err(io::Error::other)
@@ -460,7 +460,7 @@ pub fn export(dir: &Path, reference: &str, out: &Path) -> Result<Exported, Bundl
         path: source.clone(),
         source: e,
     })?;
-    let verified = atomic_file::write_atomically(out, 0o644, |w| {
+    let verified = atomic::write_atomically(out, 0o644, |w| {
         let tee = Tee {
             inner: BufReader::with_capacity(1 << 20, file),
             copy: w,

@@ -16,7 +16,7 @@ use gantry_shared::bundle::outcome::error_chain;
 use gantry_shared::protocol::delivery::{self, BundleInfo, Desired};
 use sha2::{Digest, Sha256};
 
-use crate::atomic_file::write_atomically;
+use gantry_net::atomic::write_atomically;
 
 /// The largest bundle the controller accepts.
 pub const MAX_BUNDLE_SIZE: u64 = 64 << 30;
@@ -186,7 +186,7 @@ impl BundleRepo {
             version: outcome.version.unwrap_or_default(),
             file_sha256: file_sha256.to_owned(),
             size,
-            pushed_at_ms: crate::now_ms(),
+            pushed_at_ms: gantry_net::clock::now_ms(),
             pushed_by: pushed_by.to_owned(),
             assigned: Vec::new(),
             signers: outcome

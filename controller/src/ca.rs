@@ -262,7 +262,10 @@ mod tests {
     fn fleet_certificates_build_tls_configurations() {
         let fleet = Ca::create_fleet(
             "root",
-            Validity::starting(crate::now_ms(), std::time::Duration::from_secs(3600)),
+            Validity::starting(
+                gantry_net::clock::now_ms(),
+                std::time::Duration::from_secs(3600),
+            ),
         )
         .unwrap();
         gantry_shared::tls::server_config(

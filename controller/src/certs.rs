@@ -49,7 +49,7 @@ pub struct Clock {
 
 impl Clock {
     pub fn now_ms(self) -> u64 {
-        crate::now_ms().saturating_add_signed(self.offset_ms)
+        gantry_net::clock::now_ms().saturating_add_signed(self.offset_ms)
     }
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use gantry_shared::protocol::admin::Role;
 use serde::{Deserialize, Serialize};
 
-use crate::atomic_file;
 use crate::ca::{self, Ca, CaError};
 use crate::store::{IdentityRecord, Principal, Store, StoreError};
+use gantry_net::atomic;
 
 /// Default controller directory.
 pub const DEFAULT_DIR: &str = "/var/lib/gantry-controller";
@@ -86,7 +86,7 @@ impl AdminIdentity {
     pub fn save(&self, path: &Path) -> Result<(), HomeError> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("identity serializes");
         bytes.push(b'\n');
-        atomic_file::write_bytes(path, 0o600, &bytes).map_err(|source| HomeError::Write {
+        atomic::write_bytes(path, 0o600, &bytes).map_err(|source| HomeError::Write {
             path: path.to_owned(),
             source,
         })
@@ -155,7 +155,7 @@ impl Home {
                 source,
             },
         )?;
-        let now_ms = crate::now_ms();
+        let now_ms = gantry_net::clock::now_ms();
         let admin_validity = ca::Validity::starting(now_ms, admin_lifetime);
         let fleet = Ca::create_fleet(admin_name, admin_validity)?;
         for (name, mode, text) in [
@@ -164,7 +164,7 @@ impl Home {
             ("controller.crt", 0o644, &fleet.controller_cert_pem),
         ] {
             let path = self.path(name);
-            atomic_file::write_bytes(&path, mode, text.as_bytes())
+            atomic::write_bytes(&path, mode, text.as_bytes())
                 .map_err(|source| HomeError::Write { path, source })?;
         }
         let store = Store::open(&self.store_path())?;
@@ -197,7 +197,7 @@ impl Home {
         .save(&identity_path)?;
         // The CA key last: its presence marks a complete initialization.
         let path = self.path("ca.key");
-        atomic_file::write_bytes(&path, 0o600, fleet.ca_key_pem.as_bytes())
+        atomic::write_bytes(&path, 0o600, fleet.ca_key_pem.as_bytes())
             .map_err(|source| HomeError::Write { path, source })?;
         Ok(identity_path)
     }

@@ -6,7 +6,6 @@
 //! (`store`), the admin client (`client`) with its readable output (`fleet_cmd`), and
 //! `gantry demo` (`demo`).
 
-pub mod atomic_file;
 pub mod audit;
 pub mod audit_cmd;
 pub mod bundle_cmd;
@@ -26,10 +25,3 @@ pub mod rollout_cmd;
 pub mod rollouts;
 pub mod server;
 pub mod store;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

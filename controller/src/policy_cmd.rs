@@ -11,9 +11,9 @@ use gantry_shared::bundle::policy::{
 use gantry_shared::bundle::signing;
 use serde::Serialize;
 
-use crate::atomic_file;
 use crate::bundle_cmd::{BundleCmdError, load_policy};
 use crate::keys;
+use gantry_net::atomic;
 
 /// A key to trust, as given on the command line: `NAME=PUBFILE[,not-before=T][,not-after=T]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub fn create(req: &CreateRequest) -> Result<TrustPolicy, BundleCmdError> {
         }
     }
     let signed = SignedPolicy::new(policy).map_err(policy_error(&req.out))?;
-    atomic_file::write_bytes(&req.out, 0o644, &signed.to_bytes()).map_err(|source| {
+    atomic::write_bytes(&req.out, 0o644, &signed.to_bytes()).map_err(|source| {
         BundleCmdError::Write {
             path: req.out.clone(),
             source,
@@ -180,7 +180,7 @@ pub fn sign(path: &Path, key_path: &Path) -> Result<(String, usize), BundleCmdEr
     let key = keys::load_private(key_path)?;
     let mut policy = read_policy(path)?;
     policy.sign(&key).map_err(policy_error(path))?;
-    atomic_file::write_bytes(path, 0o644, &policy.to_bytes()).map_err(|source| {
+    atomic::write_bytes(path, 0o644, &policy.to_bytes()).map_err(|source| {
         BundleCmdError::Write {
             path: path.to_owned(),
             source,

@@ -2,12 +2,23 @@
 //! fleet's transport settings, frames on streams, one-stream request/response calls, and
 //! the raw byte streams that follow a bundle fetch's header.
 //! The protocol itself — messages, framing rules, versions — lives in `gantry-shared`.
+//!
+//! It is also the one home of the host helpers both binaries use: atomic file replace
+//! ([`atomic`]), the clock ([`clock`]), shutdown signals ([`signals`]), logging set-up
+//! ([`logging`]), a command's error and exit code ([`command`]), regular-file opening
+//! ([`files`]), systemd notification ([`notify`]) and the service directory's owner
+//! ([`service_dir`]).
 
 #![forbid(unsafe_code)]
 
+pub mod atomic;
+pub mod clock;
+pub mod command;
 pub mod files;
+pub mod logging;
 pub mod notify;
 pub mod service_dir;
+pub mod signals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -448,15 +448,8 @@ impl BundleStore {
 
     fn write_current(&self, current: &Current) -> Result<(), StoreError> {
         let path = self.current_path();
-        let tmp = self.root.join(".current.json.tmp");
-        let mut f = File::create(&tmp).map_err(Self::io(&tmp))?;
-        f.write_all(&serde_json::to_vec_pretty(current).expect("current serializes"))
-            .and_then(|()| f.sync_all())
-            .map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
-        File::open(&self.root)
-            .and_then(|d| d.sync_all())
-            .map_err(Self::io(&self.root))
+        let bytes = serde_json::to_vec_pretty(current).expect("current serializes");
+        gantry_net::atomic::write_bytes(&path, 0o644, &bytes).map_err(Self::io(&path))
     }
 
     /// Removes installed bundles other than the active and previous ones.

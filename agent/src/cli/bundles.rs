@@ -3,30 +3,19 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-pub(super) fn verify(args: &VerifyArgs) -> ExitCode {
-    let config = match config::load(args.config.config.as_deref(), &Overrides::default()) {
-        Ok(config) => config,
-        Err(e) => return config_failure(&e),
-    };
+pub(super) fn verify(args: &VerifyArgs) -> CommandResult {
+    let config = config::load(args.config.config.as_deref(), &Overrides::default())
+        .map_err(CommandError::config)?;
     let policy = args.trust.clone().unwrap_or(config.trust_policy);
     let now = std::time::SystemTime::now();
     let (outcome, golden) = if args.golden {
         let library = args.onnxruntime.clone().unwrap_or(config.onnxruntime);
-        match crate::bundle::verify_with_golden(&args.bundle, &policy, &library, now) {
-            Ok(result) => result,
-            Err(e) => {
-                report("", &e);
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        }
+        crate::bundle::verify_with_golden(&args.bundle, &policy, &library, now)
+            .map_err(CommandError::from_error)?
     } else {
-        match crate::bundle::verify_file(&args.bundle, &policy, now) {
-            Ok(outcome) => (outcome, Vec::new()),
-            Err(e) => {
-                report("", &e);
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        }
+        let outcome = crate::bundle::verify_file(&args.bundle, &policy, now)
+            .map_err(CommandError::from_error)?;
+        (outcome, Vec::new())
     };
     let golden_ok = golden.iter().all(|g| g.passed);
     if args.json {
@@ -54,11 +43,12 @@ pub(super) fn verify(args: &VerifyArgs) -> ExitCode {
             }
         }
     }
-    if outcome.ok && golden_ok {
+    // The report above says why; the exit status says whether.
+    Ok(if outcome.ok && golden_ok {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_FAILURE)
-    }
+        Exit::Failure.into()
+    })
 }
 
 /// `import` of a trust-policy update.
@@ -66,7 +56,7 @@ fn import_policy(
     installed: &std::path::Path,
     update: &std::path::Path,
     file: std::fs::File,
-) -> ExitCode {
+) -> CommandResult {
     match crate::bundle::policy_update::install(
         installed,
         update,
@@ -85,43 +75,28 @@ fn import_policy(
                 "previous    {} (kept)",
                 crate::bundle::policy_update::previous_path(installed).display()
             );
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            report("", &e);
             println!(
                 "trust policy NOT updated; {} is unchanged",
                 installed.display()
             );
-            ExitCode::from(EXIT_FAILURE)
+            Err(CommandError::from_error(e))
         }
     }
 }
 
-pub(super) fn import(args: ImportArgs) -> ExitCode {
-    let config = match load_with_state_dir(&args.config, args.state_dir) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    if let Err(code) = as_state_dir_owner(&config, "import …") {
-        return code;
-    }
+pub(super) fn import(args: ImportArgs) -> CommandResult {
+    let config = load_with_state_dir(&args.config, args.state_dir)?;
+    as_state_dir_owner(&config, "import …")?;
     let policy = args.trust.unwrap_or(config.trust_policy);
     // One open, one read: what is checked is what is installed.
-    let mut file = match crate::bundle::open_regular(&args.bundle) {
-        Ok(file) => file,
-        Err(e) => {
-            report("", &e);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    match crate::bundle::policy_update::looks_like_policy(&mut file) {
-        Ok(true) => return import_policy(&policy, &args.bundle, file),
-        Ok(false) => {}
-        Err(e) => {
-            report(&format!("cannot read {}: ", args.bundle.display()), &e);
-            return ExitCode::from(EXIT_FAILURE);
-        }
+    let mut file = crate::bundle::open_regular(&args.bundle).map_err(CommandError::from_error)?;
+    if crate::bundle::policy_update::looks_like_policy(&mut file)
+        .map_err(|e| CommandError::failure(format!("cannot read {}", args.bundle.display()), e))?
+    {
+        return import_policy(&policy, &args.bundle, file);
     }
     let library = args.onnxruntime.unwrap_or(config.onnxruntime);
     let store = crate::bundle::store::BundleStore::new(&config.state_dir);
@@ -132,64 +107,47 @@ pub(super) fn import(args: ImportArgs) -> ExitCode {
         std::time::SystemTime::now(),
     );
     options.allow_downgrade = args.allow_downgrade;
-    match store.import_file(file, &options) {
-        Ok(imported) => {
-            print!("{}", imported.outcome.render_text());
-            for g in &imported.golden {
-                let verdict = if g.passed {
-                    "ok".to_owned()
-                } else {
-                    format!(
-                        "FAILED: {}",
-                        g.error
-                            .clone()
-                            .unwrap_or_else(|| format!("{:?}", g.first_mismatch))
-                    )
-                };
-                println!(
-                    "golden      {}: {verdict} (max error {:.3e})",
-                    g.name, g.max_abs_error
-                );
-            }
-            if let Some(digest) = imported.activated {
-                println!(
-                    "activated   sha256:{digest} (the previous bundle is kept for `gantry-agent rollback`)"
-                );
-                ExitCode::SUCCESS
-            } else {
-                println!(
-                    "NOT ACTIVATED: the bundle failed a check; the active bundle is unchanged"
-                );
-                ExitCode::from(EXIT_FAILURE)
-            }
-        }
-        Err(e) => {
-            report("", &e);
-            ExitCode::from(EXIT_FAILURE)
-        }
+    let imported = store
+        .import_file(file, &options)
+        .map_err(CommandError::from_error)?;
+    print!("{}", imported.outcome.render_text());
+    for g in &imported.golden {
+        let verdict = if g.passed {
+            "ok".to_owned()
+        } else {
+            format!(
+                "FAILED: {}",
+                g.error
+                    .clone()
+                    .unwrap_or_else(|| format!("{:?}", g.first_mismatch))
+            )
+        };
+        println!(
+            "golden      {}: {verdict} (max error {:.3e})",
+            g.name, g.max_abs_error
+        );
+    }
+    if let Some(digest) = imported.activated {
+        println!(
+            "activated   sha256:{digest} (the previous bundle is kept for `gantry-agent rollback`)"
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("NOT ACTIVATED: the bundle failed a check; the active bundle is unchanged");
+        Ok(Exit::Failure.into())
     }
 }
 
-pub(super) fn rollback(args: RollbackArgs) -> ExitCode {
-    let config = match load_with_state_dir(&args.config, args.state_dir) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    if let Err(code) = as_state_dir_owner(&config, "rollback") {
-        return code;
-    }
-    match crate::bundle::store::BundleStore::new(&config.state_dir).rollback() {
-        Ok(current) => {
-            println!("active      sha256:{}", current.active.unwrap_or_default());
-            println!(
-                "previous    sha256:{}",
-                current.previous.unwrap_or_default()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            report("", &e);
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+pub(super) fn rollback(args: RollbackArgs) -> CommandResult {
+    let config = load_with_state_dir(&args.config, args.state_dir)?;
+    as_state_dir_owner(&config, "rollback")?;
+    let current = crate::bundle::store::BundleStore::new(&config.state_dir)
+        .rollback()
+        .map_err(CommandError::from_error)?;
+    println!("active      sha256:{}", current.active.unwrap_or_default());
+    println!(
+        "previous    sha256:{}",
+        current.previous.unwrap_or_default()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-pub(super) fn run(args: RunArgs) -> ExitCode {
+pub(super) fn run(args: RunArgs) -> CommandResult {
     let overrides = Overrides {
         state_dir: args.state_dir,
         interval: args.interval,
@@ -14,34 +14,23 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         kernel_log: args.kernel_log.map(PathBuf::from),
         inference_listen: args.inference_listen,
     };
-    let config = match config::load(args.config.config.as_deref(), &overrides) {
-        Ok(config) => config,
-        Err(e) => return config_failure(&e),
-    };
+    let config =
+        config::load(args.config.config.as_deref(), &overrides).map_err(CommandError::config)?;
     if let Some(sim) = &config.nvml.simulate {
         configure_simulator(sim);
     }
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            report("cannot start the async runtime: ", &e);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        if let Err(e) = crate::run::cancel_on_signals(shutdown.clone()) {
-            tracing::warn!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
-        }
-        crate::run::run(config, shutdown).await
-    });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            report("", &e);
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    let runtime =
+        runtime().map_err(|e| CommandError::failure("cannot start the async runtime", e))?;
+    runtime
+        .block_on(async {
+            let shutdown = CancellationToken::new();
+            if let Err(e) = gantry_net::signals::cancel_on_signals(shutdown.clone()) {
+                tracing::warn!(error = %e, "cannot install signal handlers; stop the agent with SIGKILL");
+            }
+            crate::run::run(config, shutdown).await
+        })
+        .map_err(CommandError::from_error)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Points the simulated NVML at its GPU count, model and control file. The library reads

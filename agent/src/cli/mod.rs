@@ -16,12 +16,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::config::{self, ConfigError, Overrides};
+use crate::config::{self, Overrides};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use gantry_net::command::{CommandError, CommandResult, Exit};
 use tokio_util::sync::CancellationToken;
-
-const EXIT_FAILURE: u8 = 1;
-const EXIT_CONFIG: u8 = 64;
 
 /// The Gantry node agent: GPU and host telemetry for private GPU servers.
 #[derive(Debug, Parser)]
@@ -241,8 +239,12 @@ struct StatusArgs {
 
 /// Runs a parsed command line with logging set up; returns the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    init_tracing(cli.log_format);
-    match cli.command {
+    let format = match cli.log_format {
+        LogFormat::Plain => gantry_net::logging::Format::Plain,
+        LogFormat::Json => gantry_net::logging::Format::Json,
+    };
+    gantry_net::logging::init("info", format);
+    gantry_net::command::finish(match cli.command {
         Command::Run(args) => daemon::run(args),
         Command::Status(args) => telemetry::status(&args),
         Command::Verify(args) => bundles::verify(&args),
@@ -251,63 +253,26 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Rollback(args) => bundles::rollback(args),
         Command::ExportTelemetry(args) => telemetry::export_telemetry(&args),
         Command::Renew(args) => enroll::renew(args),
-    }
+    })
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: under systemd, stderr goes to the journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour_on_stderr())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
-
-/// Prints an error with its chain of causes, as operators read it.
-fn report(context: &str, error: &(dyn std::error::Error + 'static)) {
-    eprintln!("error: {context}{error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
-}
-
-/// The configuration, with `--state-dir` over the file's; a bad one is reported and
-/// its exit code returned.
+/// The configuration, with `--state-dir` over the file's.
 fn load_with_state_dir(
     args: &ConfigArgs,
     state_dir: Option<PathBuf>,
-) -> Result<config::Config, ExitCode> {
+) -> Result<config::Config, CommandError> {
     let overrides = Overrides {
         state_dir,
         ..Overrides::default()
     };
-    config::load(args.config.as_deref(), &overrides).map_err(|e| config_failure(&e))
+    config::load(args.config.as_deref(), &overrides).map_err(CommandError::config)
 }
 
 /// For the commands that write into the state directory: refuses root writing into the
 /// service user's directory (`sudo -u gantry` is what works).
-fn as_state_dir_owner(config: &config::Config, command: &str) -> Result<(), ExitCode> {
+fn as_state_dir_owner(config: &config::Config, command: &str) -> Result<(), CommandError> {
     gantry_net::service_dir::check_writer(&config.state_dir, &format!("gantry-agent {command}"))
-        .map_err(|e| {
-            report("", &e);
-            ExitCode::from(EXIT_FAILURE)
-        })
-}
-
-fn colour_on_stderr() -> bool {
-    std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none()
-}
-
-fn config_failure(error: &ConfigError) -> ExitCode {
-    report("", error);
-    ExitCode::from(EXIT_CONFIG)
+        .map_err(CommandError::from_error)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -318,16 +283,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// A single-threaded runtime for a CLI command's few calls; a failure is reported and
-/// its exit code returned.
-fn command_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+/// A single-threaded runtime for a CLI command's few calls.
+fn command_runtime() -> Result<tokio::runtime::Runtime, CommandError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            report("cannot start the async runtime: ", &e);
-            ExitCode::from(EXIT_FAILURE)
-        })
+        .map_err(|e| CommandError::failure("cannot start the async runtime", e))
 }
 
 #[cfg(test)]

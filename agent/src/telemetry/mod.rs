@@ -17,7 +17,7 @@ pub mod xid;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gantry_shared::telemetry::{NvmlStatus, Sample};
 use nvml_wrapper::Nvml;
@@ -263,9 +263,7 @@ impl Sampler {
     fn take_sample(&mut self, gpus: Option<&mut GpuSet<'_>>, nvml: &NvmlStatus) {
         let started = Instant::now();
         let cpu_started = cpu_time::ThreadTime::try_now().ok();
-        let taken_at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let taken_at_ms = gantry_net::clock::now_ms();
 
         let (gpu_readings, xids) = match gpus {
             Some(gpus) => {

@@ -3,7 +3,7 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-pub(super) fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
+pub(super) fn run(command: Command) -> CommandResult {
     match command {
         Command::Keygen { out } => {
             let key = keys::generate(&out)?;
@@ -176,15 +176,9 @@ pub(super) fn run(command: Command) -> Result<ExitCode, BundleCmdError> {
             admin_name,
             admin_cert_lifetime,
         } => {
-            if let Err(e) = gantry_net::service_dir::check_writer(&dir.dir, "gantry init …") {
-                report(&e);
-                return Ok(ExitCode::FAILURE);
-            }
-            let identity = crate::home::Home::new(&dir.dir)
-                .init(listen, &admin_name, admin_cert_lifetime)
-                .map_err(|e| {
-                    BundleCmdError::Usage(gantry_shared::bundle::outcome::error_chain(&e))
-                })?;
+            gantry_net::service_dir::check_writer(&dir.dir, "gantry init …")?;
+            let identity =
+                crate::home::Home::new(&dir.dir).init(listen, &admin_name, admin_cert_lifetime)?;
             println!(
                 "initialized {} (fleet CA, controller certificate, store)",
                 dir.dir.display()

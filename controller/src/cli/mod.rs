@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use crate::bundle_cmd::{self, BundleCmdError, CreateRequest, SignOutcome};
+use crate::bundle_cmd::{self, CreateRequest, SignOutcome};
 use crate::keys;
 use crate::policy_cmd::{self, KeySpec};
 use clap::{Args, Parser, Subcommand};
+use gantry_net::command::{CommandError, CommandResult};
 use gantry_shared::bundle::manifest::ExecutionProvider;
 
 /// The Gantry controller and fleet CLI.
@@ -632,18 +633,13 @@ fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
     }
 }
 
-fn report(error: &(dyn std::error::Error + 'static)) {
-    eprintln!("error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
-}
-
 /// Runs a parsed command line: the demo, the daemon or a CLI command, with logging set
 /// up for it; returns the process's exit code.
 pub fn run(cli: Cli) -> ExitCode {
+    gantry_net::command::finish(dispatch(cli))
+}
+
+fn dispatch(cli: Cli) -> CommandResult {
     if let Command::Demo {
         agents,
         agent_binary,
@@ -659,15 +655,11 @@ pub fn run(cli: Cli) -> ExitCode {
             keep,
         };
         return match crate::demo::run(&options) {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e @ crate::demo::DemoError::Interrupted) => {
-                eprintln!("\n{e}");
-                ExitCode::from(130)
+                Err(CommandError::interrupted(e.to_string()))
             }
-            Err(e) => {
-                report(&e);
-                ExitCode::FAILURE
-            }
+            Err(e) => Err(e.into()),
         };
     }
     let default_level = if matches!(cli.command, Command::Serve { .. }) {
@@ -675,18 +667,8 @@ pub fn run(cli: Cli) -> ExitCode {
     } else {
         "warn"
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    // Colours only on a terminal: under systemd, stderr goes to the journal.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let result = match cli.command {
+    gantry_net::logging::init(default_level, gantry_net::logging::Format::Plain);
+    match cli.command {
         command @ (Command::Serve { .. }
         | Command::Token(_)
         | Command::Fleet(_)
@@ -700,26 +682,12 @@ pub fn run(cli: Cli) -> ExitCode {
             | BundleCommand::Import(_)
             | BundleCommand::Ls { .. }
             | BundleCommand::Assign { .. },
-        )) => {
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime.block_on(remote::run(command)),
-                Err(e) => {
-                    report(&e);
-                    return ExitCode::FAILURE;
-                }
-            }
-        }
-        command => local::run(command).map_err(|e| Box::new(e) as Box<dyn std::error::Error>),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            report(e.as_ref());
-            ExitCode::FAILURE
-        }
+        )) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CommandError::failure("cannot start the async runtime", e))?
+            .block_on(remote::run(command)),
+        command => local::run(command),
     }
 }
 

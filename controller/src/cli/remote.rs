@@ -4,9 +4,11 @@
 use std::process::ExitCode;
 
 use crate::client::{self, AdminClient, ClientError};
+use crate::fleet_cmd;
 use crate::home::{AdminIdentity, Home};
 use crate::server::{self, ServeConfig};
-use crate::{fleet_cmd, now_ms};
+use gantry_net::clock::now_ms;
+use gantry_net::command::{CommandError, CommandResult};
 use gantry_shared::protocol::admin::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +23,7 @@ async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
 }
 
 /// `bundle push`, or `bundle import` (the same upload, recorded as an import).
-async fn upload(args: PushArgs, import: bool) -> Result<(), Box<dyn std::error::Error>> {
+async fn upload(args: PushArgs, import: bool) -> Result<(), CommandError> {
     let client = connect(&args.admin).await?;
     let info = if import {
         crate::push::import(&client, &args.bundle).await?
@@ -44,7 +46,7 @@ async fn upload(args: PushArgs, import: bool) -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
-async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn audit(command: AuditCommand) -> CommandResult {
     use crate::audit_cmd;
     match command {
         AuditCommand::Verify { dir, admin, json } => {
@@ -52,10 +54,9 @@ async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Er
                 tokio::task::spawn_blocking(move || {
                     audit_cmd::open_store(&dir)?
                         .guarded(crate::store::Store::verify_audit)
-                        .map_err(Into::into)
+                        .map_err(audit_cmd::OfflineError::from)
                 })
-                .await?
-                .map_err(|e: audit_cmd::OfflineError| e.to_string())?
+                .await??
             } else {
                 connect(&admin).await?.audit_verify().await?
             };
@@ -77,7 +78,7 @@ async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Er
             admin,
             json,
         } => {
-            let to_ms = crate::now_ms();
+            let to_ms = gantry_net::clock::now_ms();
             let from_ms = to_ms.saturating_sub(since.as_millis() as u64);
             let silence_ms = silence.as_millis() as u64;
             let report = if let Some(dir) = dir {
@@ -86,8 +87,7 @@ async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Er
                         .guarded(|store| crate::audit::report(store, from_ms, to_ms, silence_ms))
                         .map_err(audit_cmd::OfflineError::from)
                 })
-                .await?
-                .map_err(|e| e.to_string())?
+                .await??
             } else {
                 connect(&admin)
                     .await?
@@ -104,10 +104,10 @@ async fn audit(command: AuditCommand) -> Result<ExitCode, Box<dyn std::error::Er
     }
 }
 
-async fn rollout(command: RolloutCommand) -> Result<ExitCode, Box<dyn std::error::Error>> {
+async fn rollout(command: RolloutCommand) -> CommandResult {
     use crate::rollout_cmd;
     use gantry_shared::protocol::rollout::{Gates, Spec, parse_steps};
-    let now = crate::now_ms;
+    let now = now_ms;
     let (admin, request, json) = match command {
         RolloutCommand::Start {
             bundle,
@@ -123,12 +123,11 @@ async fn rollout(command: RolloutCommand) -> Result<ExitCode, Box<dyn std::error
             admin,
             json,
         } => {
-            let steps = parse_steps(&steps).map_err(|e| format!("--steps: {e}"))?;
+            let steps = parse_steps(&steps).map_err(|e| CommandError::failure("--steps", e))?;
             if let Some(rate) = max_error_rate.filter(|r| !(0.0..=1.0).contains(r)) {
-                return Err(format!(
+                return Err(CommandError::from_error(format!(
                     "--max-error-rate {rate} is not a share between 0 and 1 (0.05 = 5 %)"
-                )
-                .into());
+                )));
             }
             let spec = Spec {
                 bundle,
@@ -167,7 +166,7 @@ async fn rollout(command: RolloutCommand) -> Result<ExitCode, Box<dyn std::error
 async fn new_admin_identity(
     admin: &AdminArgs,
     request: impl FnOnce(String) -> Request,
-) -> Result<(AdminIdentity, Option<u64>), Box<dyn std::error::Error>> {
+) -> Result<(AdminIdentity, Option<u64>), CommandError> {
     let (key_pem, public_key) = gantry_net::new_key_pair()?;
     let current = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
     let client = AdminClient::connect(&current, admin.controller).await?;
@@ -189,7 +188,7 @@ async fn new_admin_identity(
     Ok((identity, expires_at_ms))
 }
 
-pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(super) async fn run(command: Command) -> CommandResult {
     match command {
         Command::Serve {
             dir,
@@ -205,43 +204,27 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
         } => {
             let auto_cordon = match crate::cordon::AutoCordon::parse(&auto_cordon) {
                 Ok(rules) => rules,
-                Err(e) => {
-                    eprintln!("error: --auto-cordon: {e}");
-                    return Ok(ExitCode::from(64));
-                }
+                Err(e) => return Err(CommandError::config(format!("--auto-cordon: {e}"))),
             };
             let certs = crate::certs::CertPolicy {
                 node_lifetime: node_cert_lifetime,
                 admin_lifetime: admin_cert_lifetime,
                 renewal_grace,
             };
-            if let Err(e) = certs.validate() {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(64));
-            }
+            certs.validate().map_err(CommandError::config)?;
             gantry_net::service_dir::check_writer(&dir.dir, "gantry serve …")?;
             let metrics_listen = if metrics_listen.trim().is_empty() {
                 None
             } else {
                 Some(metrics_listen.trim().parse().map_err(|_| {
-                    format!(
+                    CommandError::usage(format!(
                         "--metrics-listen {metrics_listen:?} is not an address like 127.0.0.1:9401"
-                    )
+                    ))
                 })?)
             };
             let shutdown = CancellationToken::new();
-            let on_signal = shutdown.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    return;
-                };
-                tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-                on_signal.cancel();
-            });
+            gantry_net::signals::cancel_on_signals(shutdown.clone())
+                .map_err(|e| CommandError::failure("cannot install signal handlers", e))?;
             server::serve(
                 ServeConfig {
                     home: Home::new(dir.dir),
@@ -268,16 +251,17 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
             use gantry_shared::protocol::enroll::{
                 OFFLINE_REQUEST_FORMAT, OFFLINE_RESPONSE_FORMAT, OfflineRequest, OfflineResponse,
             };
-            let text = std::fs::read(&request)
-                .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+            let text = std::fs::read(&request).map_err(|e| {
+                CommandError::failure(format!("cannot read {}", request.display()), e)
+            })?;
             let offline: OfflineRequest = serde_json::from_slice(&text)
                 .ok()
                 .filter(|r: &OfflineRequest| r.format == OFFLINE_REQUEST_FORMAT)
                 .ok_or_else(|| {
-                    format!(
+                    CommandError::from_error(format!(
                         "{} is not an enrollment request from `gantry-agent enroll --offline-request`",
                         request.display()
-                    )
+                    ))
                 })?;
             let identity = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
             let client = AdminClient::connect(&identity, admin.controller).await?;
@@ -296,8 +280,8 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
             };
             let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
             bytes.push(b'\n');
-            crate::atomic_file::write_bytes(&out, 0o644, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            gantry_net::atomic::write_bytes(&out, 0o644, &bytes)
+                .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
             println!(
                 "enrolled    {node} (by file)\nresponse    {}\nnext        carry it to the node: gantry-agent enroll --offline-response FILE",
                 out.display()
@@ -336,16 +320,15 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
         Command::Rollout(command) => return rollout(command).await,
         Command::Audit(command) => return audit(command).await,
         Command::Telemetry(TelemetryCommand::Import { file, admin, json }) => {
-            let bytes =
-                std::fs::read(&file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let bytes = std::fs::read(&file)
+                .map_err(|e| CommandError::failure(format!("cannot read {}", file.display()), e))?;
             if bytes.len() > gantry_shared::telemetry_export::MAX_EXPORT_BYTES {
-                return Err(format!(
+                return Err(CommandError::from_error(format!(
                     "{} is {} bytes; an export is at most {} (export in ranges with --max-records)",
                     file.display(),
                     bytes.len(),
                     gantry_shared::telemetry_export::MAX_EXPORT_BYTES
-                )
-                .into());
+                )));
             }
             let imported = connect(&admin)
                 .await?
@@ -484,16 +467,17 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
                 OFFLINE_RENEW_REQUEST_FORMAT, OFFLINE_RENEW_RESPONSE_FORMAT, OfflineRenewRequest,
                 OfflineRenewResponse,
             };
-            let text = std::fs::read(&request)
-                .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+            let text = std::fs::read(&request).map_err(|e| {
+                CommandError::failure(format!("cannot read {}", request.display()), e)
+            })?;
             let offline: OfflineRenewRequest = serde_json::from_slice(&text)
                 .ok()
                 .filter(|r: &OfflineRenewRequest| r.format == OFFLINE_RENEW_REQUEST_FORMAT)
                 .ok_or_else(|| {
-                    format!(
+                    CommandError::from_error(format!(
                         "{} is not a renewal request from `gantry-agent renew --offline-request`",
                         request.display()
-                    )
+                    ))
                 })?;
             let response = connect(&admin).await?.node_renew(offline.request).await?;
             let node = response.node_name.clone();
@@ -504,8 +488,8 @@ pub(super) async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error
             };
             let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
             bytes.push(b'\n');
-            crate::atomic_file::write_bytes(&out, 0o644, &bytes)
-                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            gantry_net::atomic::write_bytes(&out, 0o644, &bytes)
+                .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
             println!(
                 "renewed     {node} (by file){}\nresponse    {}\nnext        carry it to the node: gantry-agent renew --offline-response FILE",
                 expiry_note(expires),

@@ -16,8 +16,6 @@ mod node;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_shared::bundle::manifest::GoldenVector;
@@ -169,7 +167,7 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
     let outcome = demo.steps(options.agents);
     // The commands the demo runs are in process groups of their own, so a Ctrl-C does not
     // fail them; a step that fails while one arrives is still reported as the interruption.
-    let outcome = if demo.interrupted.load(Ordering::SeqCst) {
+    let outcome = if demo.interrupted.is_cancelled() {
         Err(DemoError::Interrupted)
     } else {
         outcome
@@ -208,40 +206,20 @@ pub fn run(options: &Options) -> Result<(), DemoError> {
     }
 }
 
-/// A flag raised by SIGINT (Ctrl-C) or SIGTERM: the demo then stops what it started and
-/// cleans up instead of dying with its agents left behind.
-fn watch_signals(runtime: &tokio::runtime::Runtime) -> Result<Arc<AtomicBool>, DemoError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let flag = Arc::new(AtomicBool::new(false));
-    let (mut int, mut term) = runtime
-        .block_on(async {
-            Ok::<_, std::io::Error>((
-                signal(SignalKind::interrupt())?,
-                signal(SignalKind::terminate())?,
-            ))
-        })
+/// A token cancelled by SIGINT (Ctrl-C) or SIGTERM: the demo then stops what it started
+/// and cleans up instead of dying with its agents left behind.
+fn watch_signals(runtime: &tokio::runtime::Runtime) -> Result<CancellationToken, DemoError> {
+    let token = CancellationToken::new();
+    runtime
+        .block_on(async { gantry_net::signals::cancel_on_signals(token.clone()) })
         .map_err(|e| DemoError::io("watch for Ctrl-C", e))?;
-    let raised = Arc::clone(&flag);
-    runtime.spawn(async move {
-        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-        raised.store(true, Ordering::SeqCst);
-    });
-    Ok(flag)
+    Ok(token)
 }
 
 /// The controller's log goes to a file: the demo's output is the commands and answers.
 fn log_to(path: &Path) -> Result<(), DemoError> {
-    let file = std::fs::File::create(path)
-        .map_err(|e| DemoError::io(format!("create {}", path.display()), e))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Already set when the demo runs inside a test harness: its subscriber is kept.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init();
-    Ok(())
+    gantry_net::logging::init_to_file(path, "info")
+        .map_err(|e| DemoError::io(format!("create {}", path.display()), e))
 }
 
 fn find_agent(gantry: &Path, explicit: Option<&Path>) -> Result<PathBuf, DemoError> {
@@ -377,7 +355,7 @@ struct Demo {
     onnxruntime: PathBuf,
     /// Runs the embedded controller and watches for Ctrl-C.
     runtime: tokio::runtime::Runtime,
-    interrupted: Arc<AtomicBool>,
+    interrupted: CancellationToken,
     controller: Option<Embedded>,
     nodes: Vec<Node>,
     /// Rollout events already printed, per rollout.
@@ -425,7 +403,7 @@ impl Demo {
     }
 
     fn check_interrupted(&self) -> Result<(), DemoError> {
-        if self.interrupted.load(Ordering::SeqCst) {
+        if self.interrupted.is_cancelled() {
             Err(DemoError::Interrupted)
         } else {
             Ok(())

@@ -238,7 +238,7 @@ pub(super) async fn handle(
             rollout_command(shared, caller, id, Command::Rollback).await
         }
         Request::ReportKpis { window_ms } => Response::Admin(admin::Response::Kpis(Box::new(
-            shared.rollouts.kpis(window_ms, crate::now_ms()),
+            shared.rollouts.kpis(window_ms, gantry_net::clock::now_ms()),
         ))),
         Request::TelemetryImport { file } => telemetry_import(shared, caller, &file).await,
         Request::TokenRedeem(request) => {
@@ -323,7 +323,16 @@ async fn rollout_call(
     };
     let shared = Arc::clone(shared);
     let caller = caller.to_owned();
-    match blocking(move || f(&shared.rollouts, &views, &caller, crate::now_ms())).await {
+    match blocking(move || {
+        f(
+            &shared.rollouts,
+            &views,
+            &caller,
+            gantry_net::clock::now_ms(),
+        )
+    })
+    .await
+    {
         Some(Ok(response)) => Response::Admin(response),
         Some(Err(e)) => rollout_error(&e),
         None => error(ErrorCode::Unavailable, "the rollout task failed"),
@@ -531,7 +540,7 @@ async fn token_create(
         (Ok(id), Ok(secret)) => (id, secret),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    let expires_at_ms = crate::now_ms() + ttl_s * 1000;
+    let expires_at_ms = gantry_net::clock::now_ms() + ttl_s * 1000;
     let record = TokenRecord {
         secret_sha256: gantry_shared::bundle::signing::to_hex(&Sha256::digest(secret.as_bytes())),
         labels: labels.clone(),

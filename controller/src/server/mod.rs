@@ -341,7 +341,7 @@ async fn rollout_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         };
         let ticking = Arc::clone(&shared);
         // The engine writes assignments and the store: off the async workers.
-        let _ = blocking(move || ticking.rollouts.tick(&nodes, crate::now_ms())).await;
+        let _ = blocking(move || ticking.rollouts.tick(&nodes, gantry_net::clock::now_ms())).await;
     }
 }
 
@@ -383,7 +383,7 @@ async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: Cancel
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(RETENTION_EVERY) => {}
         }
-        let cutoff = crate::now_ms().saturating_sub(retention.as_millis() as u64);
+        let cutoff = gantry_net::clock::now_ms().saturating_sub(retention.as_millis() as u64);
         let store = Arc::clone(&store);
         match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
             Ok(Ok(0)) => {}
@@ -683,7 +683,7 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
 }
 
 fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
-    let now = crate::now_ms();
+    let now = gantry_net::clock::now_ms();
     let info = crate::store::HeartbeatInfo {
         at_ms: now,
         agent_version: req.agent_version,
@@ -768,7 +768,7 @@ fn audit_node_bundles(
     let now = audit::NodeBundleState {
         active: bundles.active.clone(),
         refused: bundles.failed.as_ref().map(|f| f.id.clone()),
-        at_ms: crate::now_ms(),
+        at_ms: gantry_net::clock::now_ms(),
     };
     let known = shared
         .audited_bundles

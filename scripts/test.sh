@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/tools.sh promtool prometheus onnxruntime
 echo "test: using $(command -v promtool), $(command -v prometheus) and $GANTRY_ONNXRUNTIME"
+# Layers stay one-way: no module of a crate imports one that imports it back.
+python3 scripts/module-cycles.py
 cargo build --workspace --locked
 cargo test --workspace --locked
 # The fuzz targets live outside the workspace (they need libFuzzer): they must still

@@ -45,7 +45,7 @@ struct ApiState {
 #[derive(Debug, Clone, Default)]
 pub struct Links {
     pub health: Option<crate::health::SharedHealth>,
-    pub model: Option<Arc<crate::inference::server::Slot>>,
+    pub model: Option<Arc<crate::serving::Slot>>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
     /// Delivery state and the store it activates into.

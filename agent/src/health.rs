@@ -11,7 +11,7 @@ use gantry_shared::health::{Action, Cause, Health, HealthState, Remedy};
 use gantry_shared::telemetry::{GpuState, Sample, THERMAL_THROTTLE_MASK};
 use gantry_shared::xid;
 
-use crate::inference::server::ModelHealth;
+use crate::serving::ModelHealth;
 
 /// The latest evaluation, shared with the endpoint and the uplink.
 pub type SharedHealth = std::sync::Arc<std::sync::Mutex<Health>>;

@@ -19,6 +19,7 @@ pub mod memory;
 pub mod metrics;
 pub mod renewal;
 pub mod run;
+pub mod serving;
 pub mod status;
 pub mod telemetry;
 pub mod uplink;

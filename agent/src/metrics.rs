@@ -98,7 +98,7 @@ pub fn render(
     buffer: Option<&BufferStats>,
     uplink: Option<&UplinkStatus>,
     health: Option<&gantry_shared::health::Health>,
-    model: Option<&crate::inference::server::ModelHealth>,
+    model: Option<&crate::serving::ModelHealth>,
 ) -> String {
     let mut e = Exposition::default();
     if let Some(snapshot) = snapshot {

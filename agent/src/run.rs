@@ -99,7 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tasks = TaskTracker::new();
     let appended = Arc::new(Notify::new());
     let health = crate::health::SharedHealth::default();
-    let slot = Arc::new(crate::inference::server::Slot::default());
+    let slot = Arc::new(crate::serving::Slot::default());
     tasks.spawn(recorder::run(
         Arc::clone(&buffer),
         snapshots.clone(),
@@ -194,7 +194,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     .await
                     .map_err(|source| RunError::InferenceListen { addr, source })?;
                 let store = crate::bundle::store::BundleStore::new(&config.state_dir);
-                tasks.spawn(crate::inference::server::watch_store(
+                tasks.spawn(crate::serving::watch_store(
                     store,
                     Arc::clone(&slot),
                     snapshots.clone(),
@@ -204,7 +204,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 let stop = shutdown.clone();
                 let served = Arc::clone(&slot);
                 tasks.spawn(async move {
-                    if let Err(e) = crate::inference::server::serve(listener, served, stop).await {
+                    if let Err(e) = crate::serving::serve(listener, served, stop).await {
                         tracing::error!(error = %e, "the inference endpoint failed");
                     }
                 });

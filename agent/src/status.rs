@@ -68,8 +68,8 @@ pub struct ServingModel {
     pub golden_error: Option<String>,
 }
 
-impl From<&crate::inference::server::ModelHealth> for ServingModel {
-    fn from(m: &crate::inference::server::ModelHealth) -> Self {
+impl From<&crate::serving::ModelHealth> for ServingModel {
+    fn from(m: &crate::serving::ModelHealth) -> Self {
         Self {
             model: m.model.clone(),
             bundle: m.bundle.clone(),

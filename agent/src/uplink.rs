@@ -40,7 +40,7 @@ pub struct UplinkConfig {
     /// Delivery state, reported in every heartbeat.
     pub bundles: crate::delivery::SharedBundles,
     /// The served model, whose figures every heartbeat carries for rollout gates.
-    pub model: Option<std::sync::Arc<crate::inference::server::Slot>>,
+    pub model: Option<std::sync::Arc<crate::serving::Slot>>,
 }
 
 /// Sizes telemetry batches from the throughput the link showed: each batch aims at about

@@ -36,7 +36,7 @@ fn main() {
             .map(|i| {
                 let node = format!("gpu-{:04}", i % 1000);
                 let mut e = match i % 10 {
-                    0 if i % 50_000 == 0 => NewEntry::new(
+                    0 if i % 50_000 == 0 => gantry_controller::audit::entry(
                         "alice",
                         "bundle.push",
                         bundle(i / 50_000),
@@ -47,25 +47,25 @@ fn main() {
                             ("signatures_valid", json!(true)),
                         ]),
                     ),
-                    1..=3 => NewEntry::new(
+                    1..=3 => gantry_controller::audit::entry(
                         "rollout r1",
                         "bundle.assign",
                         bundle(i / 50_000),
                         details([("nodes", json!([node])), ("rollout", json!("r1"))]),
                     ),
-                    4..=6 => NewEntry::new(
+                    4..=6 => gantry_controller::audit::entry(
                         format!("node {node}"),
                         "node.activated",
                         &node,
                         details([("bundle", json!(bundle(i / 50_000)))]),
                     ),
-                    7 => NewEntry::new(
+                    7 => gantry_controller::audit::entry(
                         format!("node {node}"),
                         "node.disconnect",
                         &node,
                         details([("remote", json!("10.0.0.1:4433"))]),
                     ),
-                    _ => NewEntry::new(
+                    _ => gantry_controller::audit::entry(
                         format!("node {node}"),
                         "node.connect",
                         &node,

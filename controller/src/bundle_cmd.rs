@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::keys::{self, KeyFileError};
 use gantry_net::atomic;
+use gantry_net::trust;
 
 /// Why a bundle command failed.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub enum BundleCmdError {
     },
     #[error(transparent)]
     Key(#[from] KeyFileError),
+    #[error(transparent)]
+    Trust(#[from] trust::TrustError),
     #[error("trust policy {path} is not usable")]
     Policy {
         path: PathBuf,
@@ -279,34 +282,19 @@ pub fn sign(
     })
 }
 
-/// Loads a trust policy file and checks it is signed by enough of its own keys.
+/// Reads a trust policy file, checking its own signatures.
 pub fn load_policy(path: &Path) -> Result<SignedPolicy, BundleCmdError> {
-    let bytes = std::fs::read(path).map_err(|source| BundleCmdError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let policy_err = |source| BundleCmdError::Policy {
-        path: path.to_owned(),
-        source,
-    };
-    let policy = SignedPolicy::parse(&bytes).map_err(policy_err)?;
-    policy.verify_installed().map_err(policy_err)?;
-    Ok(policy)
+    Ok(trust::load_policy(path, trust::Owner::Controller)?)
 }
 
 /// Verifies the bundle at `path` against the policy at `trust`, at `now`.
-pub fn verify(path: &Path, trust: &Path, now: SystemTime) -> Result<VerifyOutcome, BundleCmdError> {
-    let policy = load_policy(trust)?;
-    let file = gantry_net::files::open_regular(path).map_err(|source| BundleCmdError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(outcome::verify_bundle(
-        BufReader::with_capacity(1 << 20, file),
-        &policy,
-        now,
-        &mut Discard,
-    ))
+pub fn verify(
+    path: &Path,
+    policy: &Path,
+    now: SystemTime,
+) -> Result<VerifyOutcome, BundleCmdError> {
+    let policy = load_policy(policy)?;
+    Ok(trust::verify_file(path, &policy, now)?)
 }
 
 /// `bundle inspect --json`: the manifest as written, the identity and the signatures.

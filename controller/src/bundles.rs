@@ -17,6 +17,7 @@ use gantry_shared::protocol::delivery::{self, BundleInfo, Desired};
 use sha2::{Digest, Sha256};
 
 use gantry_net::atomic::write_atomically;
+use gantry_net::trust;
 
 /// The largest bundle the controller accepts.
 pub const MAX_BUNDLE_SIZE: u64 = 64 << 30;
@@ -169,7 +170,8 @@ impl BundleRepo {
                 "the uploaded bytes hash to {actual}, not {file_sha256}; the upload was discarded, push again"
             )));
         }
-        let outcome = crate::bundle_cmd::verify(&upload, &self.trust, now)
+        let outcome = trust::load_policy(&self.trust, trust::Owner::Controller)
+            .and_then(|policy| trust::verify_file(&upload, &policy, now))
             .map_err(|e| RepoError::Refused(error_chain(&e)))?;
         let (true, Some(id)) = (outcome.ok, outcome.id.clone()) else {
             fs::remove_file(&upload).map_err(io_err(&upload))?;

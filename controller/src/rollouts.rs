@@ -343,7 +343,7 @@ impl Engine {
                     Action::Assign { bundle, nodes } => ("bundle.assign", bundle.as_str(), nodes),
                     Action::Unassign { nodes } => ("bundle.unassign", "", nodes),
                 };
-                NewEntry::new(
+                crate::audit::entry(
                     &assigner,
                     what,
                     bundle,
@@ -355,7 +355,7 @@ impl Engine {
             })
             .collect();
         for e in r.events.iter().skip(since) {
-            let mut entry = NewEntry::new(
+            let mut entry = crate::audit::entry(
                 actor,
                 format!("rollout.{}", r.state().as_str()),
                 &r.id,

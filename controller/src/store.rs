@@ -262,17 +262,17 @@ pub struct Stored {
 /// Chains `entries` after the stored head inside `txn`, and moves the head.
 fn append_audit_in(
     txn: &redb::WriteTransaction,
-    entries: Vec<crate::audit::NewEntry>,
-) -> Result<Vec<crate::audit::Entry>, StoreError> {
+    entries: Vec<gantry_shared::audit::NewEntry>,
+) -> Result<Vec<gantry_shared::audit::Entry>, StoreError> {
     let mut head_table = txn.open_table(AUDIT_HEAD)?;
     let (mut seq, mut hash): (u64, String) = match head_table.get("head")? {
         Some(v) => from_json(v.value())?,
-        None => (0, crate::audit::GENESIS.to_owned()),
+        None => (0, gantry_shared::audit::GENESIS.to_owned()),
     };
     let mut table = txn.open_table(AUDIT)?;
     let mut stored = Vec::with_capacity(entries.len());
     for new in entries {
-        let entry = crate::audit::chain(seq, &hash, new);
+        let entry = gantry_shared::audit::chain(seq, &hash, new);
         table.insert(entry.seq, to_json(&entry).as_slice())?;
         seq = entry.seq;
         hash.clone_from(&entry.hash);
@@ -523,8 +523,8 @@ impl Store {
     /// stored.
     pub fn append_audit(
         &self,
-        entries: Vec<crate::audit::NewEntry>,
-    ) -> Result<Vec<crate::audit::Entry>, StoreError> {
+        entries: Vec<gantry_shared::audit::NewEntry>,
+    ) -> Result<Vec<gantry_shared::audit::Entry>, StoreError> {
         let txn = self.write()?;
         let stored = append_audit_in(&txn, entries)?;
         txn.commit()?;
@@ -539,14 +539,16 @@ impl Store {
         &self,
         node: &str,
         change: impl FnOnce(
-            &crate::audit::NodeBundleState,
-        )
-            -> Option<(crate::audit::NodeBundleState, Vec<crate::audit::NewEntry>)>,
+            &gantry_shared::audit::NodeBundleState,
+        ) -> Option<(
+            gantry_shared::audit::NodeBundleState,
+            Vec<gantry_shared::audit::NewEntry>,
+        )>,
     ) -> Result<bool, StoreError> {
         let txn = self.write()?;
         let changed = {
             let mut table = txn.open_table(AUDITED_BUNDLES)?;
-            let before: crate::audit::NodeBundleState = table
+            let before: gantry_shared::audit::NodeBundleState = table
                 .get(node)?
                 .map(|v| from_json(v.value()))
                 .transpose()?
@@ -570,7 +572,7 @@ impl Store {
     pub fn audit_policy(
         &self,
         sha256: &str,
-        entry: impl FnOnce(Option<&str>) -> crate::audit::NewEntry,
+        entry: impl FnOnce(Option<&str>) -> gantry_shared::audit::NewEntry,
     ) -> Result<bool, StoreError> {
         let txn = self.write()?;
         let changed = {
@@ -589,7 +591,7 @@ impl Store {
     }
 
     /// Walks the audit chain and names its first break (`audit::verify`).
-    pub fn verify_audit(&self) -> Result<crate::audit::Verification, StoreError> {
+    pub fn verify_audit(&self) -> Result<gantry_shared::audit::Verification, StoreError> {
         let txn = self.read()?;
         let head: Option<(u64, String)> = txn
             .open_table(AUDIT_HEAD)?
@@ -601,12 +603,15 @@ impl Store {
             let (k, v) = item.map_err(StoreError::from)?;
             Ok::<_, StoreError>((k.value(), v.value().to_vec()))
         });
-        crate::audit::verify(entries, head)
+        gantry_shared::audit::verify(entries, head)
     }
 
     /// Calls `f` with every audit entry in order (entries that do not parse are skipped;
     /// `verify_audit` names them).
-    pub fn scan_audit(&self, mut f: impl FnMut(crate::audit::Entry)) -> Result<(), StoreError> {
+    pub fn scan_audit(
+        &self,
+        mut f: impl FnMut(gantry_shared::audit::Entry),
+    ) -> Result<(), StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(AUDIT)?;
         for item in table.iter()? {
@@ -753,7 +758,7 @@ impl Store {
             Option<&gantry_shared::protocol::admin::Cordon>,
         ) -> Option<(
             Option<gantry_shared::protocol::admin::Cordon>,
-            crate::audit::NewEntry,
+            gantry_shared::audit::NewEntry,
         )>,
     ) -> Result<Option<NodeRecord>, StoreError> {
         let txn = self.write()?;

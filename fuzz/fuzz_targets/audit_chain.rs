@@ -3,7 +3,7 @@
 //! for anything that is not a chain, and must accept a chain built by the writer.
 #![no_main]
 
-use gantry_controller::audit::{self, GENESIS, NewEntry};
+use gantry_shared::audit::{self, GENESIS, NewEntry};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

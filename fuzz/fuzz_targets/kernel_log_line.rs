@@ -2,7 +2,7 @@
 //! shape. It must never panic, and what it accepts must be a well-formed report.
 #![no_main]
 
-use gantry_agent::telemetry::xid::parse_kernel_xid;
+use gantry_shared::xid::parse_kernel_xid;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

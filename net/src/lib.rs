@@ -7,7 +7,7 @@
 //! ([`atomic`]), the clock ([`clock`]), shutdown signals ([`signals`]), logging set-up
 //! ([`logging`]), a command's error and exit code ([`command`]), regular-file opening
 //! ([`files`]), systemd notification ([`notify`]) and the service directory's owner
-//! ([`service_dir`]).
+//! ([`service_dir`]), and trust policy and bundle file checks ([`trust`]).
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,7 @@ pub mod logging;
 pub mod notify;
 pub mod service_dir;
 pub mod signals;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod bundle;
 pub mod exposition;
 pub mod health;

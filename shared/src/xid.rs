@@ -8,6 +8,9 @@
 //! the bus) want a GPU reset or an inspection, driver and firmware faults a reset, and
 //! errors an application provoked (page faults, engine exceptions) a look at that
 //! application, not at the GPU.
+//!
+//! [`parse_kernel_xid`] reads an XID report out of a kernel log line: the driver's
+//! text, untrusted bytes from `/dev/kmsg` or a log file (fuzzed by `kernel_log_line`).
 
 use serde::{Deserialize, Serialize};
 
@@ -334,6 +337,25 @@ pub fn critical_codes() -> impl Iterator<Item = u64> {
     CATALOGUE.iter().filter(|x| x.critical).map(|x| x.code)
 }
 
+/// PCI address (domain, bus, device): the GPU key NVML events and kernel log lines share.
+pub type PciAddress = (u32, u8, u8);
+
+/// Parses an XID report from a kernel log line, as the NVIDIA driver writes it:
+/// `NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.`
+/// Lines from `/dev/kmsg` carry a `pri,seq,time,flags;` prefix, which is skipped.
+pub fn parse_kernel_xid(line: &str) -> Option<(PciAddress, u64)> {
+    const MARKER: &str = "NVRM: Xid (PCI:";
+    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+    let (address, rest) = rest.split_once("):")?;
+    let pci = crate::telemetry::parse_pci_bus_id(address)?;
+    let code_text = rest.trim_start();
+    let digits = code_text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(code_text.len());
+    let code = code_text[..digits].parse().ok()?;
+    Some((pci, code))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,5 +398,26 @@ mod tests {
             assert_eq!(lookup(code).action, Action::CheckApplication);
         }
         assert_eq!(lookup(79).action, Action::RebootNode);
+    }
+
+    #[test]
+    fn kernel_log_lines_parse() {
+        let line = "6,1234,5678901,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.";
+        assert_eq!(parse_kernel_xid(line), Some(((0, 0x3b, 0), 79)));
+        let dmesg = "[ 12.5] NVRM: Xid (PCI:0000:18:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error";
+        assert_eq!(parse_kernel_xid(dmesg), Some(((0, 0x18, 0), 48)));
+        assert_eq!(
+            parse_kernel_xid("NVRM: loading NVIDIA UNIX x86_64 Kernel Module"),
+            Option::None
+        );
+        assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:zz): 79,"), Option::None);
+        assert_eq!(
+            parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): , pid"),
+            Option::None
+        );
+        assert_eq!(
+            parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): 99999999999999999999999,"),
+            Option::None
+        );
     }
 }

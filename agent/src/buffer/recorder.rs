@@ -78,7 +78,7 @@ pub fn records_for(previous: Option<&Sample>, sample: &Sample) -> Vec<NewRecord>
 #[derive(Debug)]
 pub struct Judge {
     pub health: crate::health::SharedHealth,
-    pub slot: Arc<crate::inference::server::Slot>,
+    pub slot: Arc<crate::serving::Slot>,
     pub monitor: crate::health::Monitor,
 }
 

@@ -9,70 +9,33 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use gantry_shared::bundle::PayloadSink;
 use gantry_shared::bundle::manifest::FileEntry;
 use gantry_shared::bundle::outcome::{self, VerifyOutcome};
-use gantry_shared::bundle::policy::{PolicyError, SignedPolicy};
-use gantry_shared::bundle::{Discard, PayloadSink};
+use gantry_shared::bundle::policy::SignedPolicy;
 
 /// Why a bundle could not be checked at all (as opposed to failing the check).
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error(
-        "cannot read the node's trust policy {path}; install one (see `gantry policy create`) or set trust.policy"
-    )]
-    ReadPolicy {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the node's trust policy {path} is not usable")]
-    Policy {
-        path: PathBuf,
-        #[source]
-        source: PolicyError,
-    },
+    #[error(transparent)]
+    Trust(#[from] gantry_net::trust::TrustError),
     #[error("cannot unpack the bundle into a scratch directory")]
     Scratch(#[source] std::io::Error),
     #[error(transparent)]
     Inference(#[from] crate::inference::InferenceError),
-    #[error("cannot read bundle {path}")]
-    ReadBundle {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{message}")]
-    NotRegularFile { path: PathBuf, message: String },
 }
 
-/// Opens a bundle (or policy update) for reading: a regular file only, refused before a
-/// byte is read otherwise (see [`gantry_net::files::open_regular`]).
+/// Opens a bundle (or policy update) for reading: a regular file only.
 pub fn open_regular(path: &Path) -> Result<File, VerifyError> {
-    gantry_net::files::open_regular(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::InvalidInput {
-            VerifyError::NotRegularFile {
-                path: path.to_owned(),
-                message: source.to_string(),
-            }
-        } else {
-            VerifyError::ReadBundle {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })
+    Ok(gantry_net::trust::open_bundle(path)?)
 }
 
 /// Loads the node's trust policy, checking its own signatures.
 pub fn load_policy(path: &Path) -> Result<SignedPolicy, VerifyError> {
-    let bytes = std::fs::read(path).map_err(|source| VerifyError::ReadPolicy {
-        path: path.to_owned(),
-        source,
-    })?;
-    SignedPolicy::load_installed(&bytes).map_err(|source| VerifyError::Policy {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(gantry_net::trust::load_policy(
+        path,
+        gantry_net::trust::Owner::Node,
+    )?)
 }
 
 /// Verifies the bundle file at `bundle` against the policy file at `policy`, at `now`.
@@ -83,13 +46,7 @@ pub fn verify_file(
     now: SystemTime,
 ) -> Result<VerifyOutcome, VerifyError> {
     let policy = load_policy(policy)?;
-    let file = open_regular(bundle)?;
-    Ok(outcome::verify_bundle(
-        BufReader::with_capacity(1 << 20, file),
-        &policy,
-        now,
-        &mut Discard,
-    ))
+    Ok(gantry_net::trust::verify_file(bundle, &policy, now)?)
 }
 
 /// Writes a payload under a scratch directory. Paths reach it already checked by the

@@ -20,7 +20,6 @@ use std::sync::OnceLock;
 use gantry_shared::bundle::manifest::{
     DType, ExecutionProvider, GoldenVector, ModelEntry, Requirements, Tensor,
 };
-pub mod server;
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use gantry_shared::telemetry::{XidCounts, format_pci_bus_id, parse_pci_bus_id};
+use gantry_shared::telemetry::{XidCounts, format_pci_bus_id};
 
 /// How far apart the two sources may see the same event.
 pub const MATCH_WINDOW: Duration = Duration::from_secs(10);
@@ -23,8 +23,7 @@ pub enum XidSource {
     KernelLog,
 }
 
-/// PCI address (domain, bus, device): the GPU key both sources share.
-pub type PciAddress = (u32, u8, u8);
+pub use gantry_shared::xid::{PciAddress, parse_kernel_xid};
 
 #[derive(Debug, Clone, Copy)]
 struct Unmatched {
@@ -87,22 +86,6 @@ impl XidLedger {
     }
 }
 
-/// Parses an XID report from a kernel log line, as the NVIDIA driver writes it:
-/// `NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.`
-/// Lines from `/dev/kmsg` carry a `pri,seq,time,flags;` prefix, which is skipped.
-pub fn parse_kernel_xid(line: &str) -> Option<(PciAddress, u64)> {
-    const MARKER: &str = "NVRM: Xid (PCI:";
-    let rest = &line[line.find(MARKER)? + MARKER.len()..];
-    let (address, rest) = rest.split_once("):")?;
-    let pci = parse_pci_bus_id(address)?;
-    let code_text = rest.trim_start();
-    let digits = code_text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(code_text.len());
-    let code = code_text[..digits].parse().ok()?;
-    Some((pci, code))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,23 +142,5 @@ mod tests {
         assert_eq!(snap[0].gpu, None);
         assert_eq!(snap[1].gpu, Some(1));
         assert_eq!(snap[1].pci_bus_id, "00000000:2A:00.0");
-    }
-
-    #[test]
-    fn kernel_log_lines_parse() {
-        let line = "6,1234,5678901,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.";
-        assert_eq!(parse_kernel_xid(line), Some(((0, 0x3b, 0), 79)));
-        let dmesg = "[ 12.5] NVRM: Xid (PCI:0000:18:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error";
-        assert_eq!(parse_kernel_xid(dmesg), Some(((0, 0x18, 0), 48)));
-        assert_eq!(
-            parse_kernel_xid("NVRM: loading NVIDIA UNIX x86_64 Kernel Module"),
-            None
-        );
-        assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:zz): 79,"), None);
-        assert_eq!(parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): , pid"), None);
-        assert_eq!(
-            parse_kernel_xid("NVRM: Xid (PCI:0000:18:00): 99999999999999999999999,"),
-            None
-        );
     }
 }

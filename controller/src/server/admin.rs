@@ -11,7 +11,7 @@ use quinn::VarInt;
 use sha2::{Digest, Sha256};
 
 use super::{CLOSE_REVOKED, Shared, blocking, error, record_audit};
-use crate::audit::{self, NewEntry};
+use crate::audit;
 use crate::ca::{self, PeerPublicKey};
 use crate::rollouts::{Command, RolloutError};
 use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
@@ -124,7 +124,7 @@ pub(super) async fn handle(
                     tracing::info!(admin = caller, id = %info.id, name = %info.name, version = %info.version, bytes = info.size, "bundle pushed");
                     record_audit(
                         shared,
-                        NewEntry::new(
+                        crate::audit::entry(
                             caller,
                             if import {
                                 "bundle.import"
@@ -154,7 +154,7 @@ pub(super) async fn handle(
                     tracing::warn!(admin = caller, reason = %e.message, %action, "bundle upload refused");
                     record_audit(
                         shared,
-                        NewEntry::new(
+                        crate::audit::entry(
                             caller,
                             action,
                             "",
@@ -205,7 +205,7 @@ pub(super) async fn handle(
                 tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
                 record_audit(
                     shared,
-                    NewEntry::new(
+                    crate::audit::entry(
                         caller,
                         "bundle.assign",
                         id,
@@ -463,7 +463,7 @@ async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Res
     tracing::info!(admin = caller, node = %node.name, records, stored, duplicates, "telemetry imported");
     record_audit(
         shared,
-        NewEntry::new(
+        crate::audit::entry(
             caller,
             "telemetry.import",
             &node.name,
@@ -555,7 +555,7 @@ async fn token_create(
         Some(Ok(())) => {
             record_audit(
                 shared,
-                NewEntry::new(
+                crate::audit::entry(
                     caller,
                     "token.create",
                     &id,
@@ -678,7 +678,7 @@ async fn revoke(shared: &Shared, caller: &str, name: String) -> Response {
             tracing::warn!(node = %name, admin = caller, "node revoked");
             record_audit(
                 shared,
-                NewEntry::new(caller, "node.revoke", &name, serde_json::json!({})),
+                crate::audit::entry(caller, "node.revoke", &name, serde_json::json!({})),
             )
             .await;
             Response::Admin(admin::Response::Revoked { node: name })
@@ -724,7 +724,7 @@ async fn cordon(shared: &Shared, caller: &str, name: String, reason: Option<Stri
                     serde_json::json!({ "was": current.map(|c| c.reason.clone()) }),
                 ),
             };
-            Some((new, NewEntry::new(&by, action, &key, details)))
+            Some((new, crate::audit::entry(&by, action, &key, details)))
         })
     })
     .await;
@@ -801,7 +801,7 @@ async fn admin_add(
             tracing::info!(admin = caller, new_admin = %name, role = role.as_str(), revoked, "{action}");
             record_audit(
                 shared,
-                NewEntry::new(
+                crate::audit::entry(
                     caller,
                     action,
                     &name,

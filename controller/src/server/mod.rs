@@ -439,7 +439,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         tracing::info!(node = %name, %remote, "node connected");
         record_audit(
             &shared,
-            NewEntry::new(
+            crate::audit::entry(
                 format!("node {name}"),
                 "node.connect",
                 name,
@@ -476,7 +476,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
         tracing::info!(node = %name, %remote, "node disconnected");
         record_audit(
             &shared,
-            NewEntry::new(
+            crate::audit::entry(
                 format!("node {name}"),
                 "node.disconnect",
                 name,
@@ -640,7 +640,7 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
             tracing::info!(node = %node.name, labels = ?node.labels, "node enrolled");
             record_audit(
                 shared,
-                NewEntry::new(
+                crate::audit::entry(
                     format!("node {}", node.name),
                     "node.enroll",
                     &node.name,
@@ -734,7 +734,7 @@ fn auto_cordon(shared: &Shared, name: &str, health: &gantry_shared::health::Heal
         let reason = cordon.reason.clone();
         let result = store.cordon_node(&node, |current| {
             current.is_none().then(|| {
-                let entry = NewEntry::new(
+                let entry = crate::audit::entry(
                     crate::cordon::AUTOMATIC_BY,
                     "node.cordon",
                     &node,
@@ -822,7 +822,7 @@ fn audit_node_bundles(
 }
 
 fn node_activated(node: &str, bundle: &str, previous: Option<&String>, source: &str) -> NewEntry {
-    NewEntry::new(
+    crate::audit::entry(
         format!("node {node}"),
         "node.activated",
         node,
@@ -835,7 +835,7 @@ fn node_activated(node: &str, bundle: &str, previous: Option<&String>, source: &
 }
 
 fn node_refused(node: &str, bundle: &str, reason: &str, source: &str) -> NewEntry {
-    NewEntry::new(
+    crate::audit::entry(
         format!("node {node}"),
         "node.refused",
         node,
@@ -913,7 +913,7 @@ fn audit_trust_policy(store: &Store, path: &std::path::Path) {
         let p = policy
             .as_ref()
             .map(gantry_shared::bundle::policy::SignedPolicy::policy);
-        NewEntry::new(
+        crate::audit::entry(
             "controller",
             "policy.change",
             path.display().to_string(),

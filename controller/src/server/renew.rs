@@ -9,7 +9,7 @@ use gantry_shared::protocol::enroll::{self, RenewRequest};
 use gantry_shared::protocol::{ErrorCode, Response};
 
 use super::{Shared, blocking, error, record_audit};
-use crate::audit::{self, NewEntry};
+use crate::audit;
 use crate::ca::{self, PeerPublicKey};
 use crate::certs::{self, Proof, Refusal};
 use crate::store::{IdentityRecord, Principal};
@@ -103,7 +103,7 @@ async fn renew(
             tracing::warn!(node = %name, via, reason = %refusal, "certificate renewal refused");
             record_audit(
                 shared,
-                NewEntry::new(
+                crate::audit::entry(
                     format!("node {name}"),
                     "node.renew_refused",
                     name,
@@ -168,7 +168,7 @@ async fn renew(
     tracing::info!(node = %name, via, expires_at_ms = validity.not_after_ms, "node certificate renewed");
     record_audit(
         shared,
-        NewEntry::new(
+        crate::audit::entry(
             format!("node {name}"),
             "node.renew",
             name,

@@ -11,6 +11,9 @@
 //! to the end, so switching bundles (the store's `current.json` changes) never fails a
 //! request in flight — it finishes on the model it started with. Inference runs on
 //! blocking threads, never on the async workers.
+//!
+//! This module sits above both `bundle` (the store it watches) and `inference` (the
+//! runtime that loads and runs models); neither of those imports it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -26,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Model;
 use crate::bundle::store::BundleStore;
+use crate::inference::Model;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 << 20;
@@ -42,7 +45,7 @@ pub struct Loaded {
     pub digest: String,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
-    pub placement: super::Placement,
+    pub placement: crate::inference::Placement,
     golden: Vec<gantry_shared::bundle::manifest::GoldenVector>,
     model: Mutex<Model>,
 }
@@ -133,7 +136,7 @@ impl Slot {
         Some(ModelHealth {
             model: format!("{} {}", loaded.name, loaded.version),
             bundle: loaded.digest.clone(),
-            execution_provider: super::provider_name(loaded.placement.provider),
+            execution_provider: crate::inference::provider_name(loaded.placement.provider),
             passed_over: loaded.placement.passed_over.clone(),
             requests_ok: s.ok,
             requests_failed: s.failed,
@@ -153,7 +156,8 @@ impl Slot {
 
 /// Runs the loaded model's golden vectors; `Err` names the first failure.
 fn run_golden(loaded: &Loaded) -> Result<(), String> {
-    let results = super::check_golden(&mut loaded.model.lock().expect("model"), &loaded.golden);
+    let results =
+        crate::inference::check_golden(&mut loaded.model.lock().expect("model"), &loaded.golden);
     match results.into_iter().find(|r| !r.passed) {
         None => Ok(()),
         Some(r) => Err(r.error.unwrap_or_else(|| match r.first_mismatch {
@@ -251,7 +255,7 @@ pub async fn watch_store(
                 Some(digest) => {
                     let store = store.clone();
                     let d = digest.clone();
-                    let hardware = super::Hardware::from_snapshots(&snapshots);
+                    let hardware = crate::inference::Hardware::from_snapshots(&snapshots);
                     let result = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
                         let manifest: Manifest = store.manifest(&d).map_err(|e| e.to_string())?;
                         let path = store
@@ -275,7 +279,8 @@ pub async fn watch_store(
                     .await;
                     match result {
                         Ok(Ok(loaded)) => {
-                            let provider = super::provider_name(loaded.placement.provider);
+                            let provider =
+                                crate::inference::provider_name(loaded.placement.provider);
                             let passed_over = loaded.placement.passed_over.join("; ");
                             if loaded.placement.passed_over.is_empty() || !loaded.placement.listed {
                                 tracing::info!(bundle = %loaded.digest, model = %loaded.name, version = %loaded.version, provider, passed_over, "model loaded and serving");

@@ -1,0 +1,693 @@
+//! The audit log: an append-only, hash-chained record of every action on the fleet.
+//!
+//! # Entries
+//!
+//! Each entry holds a sequence number (1, 2, …, no gaps), the time, the actor (an admin,
+//! a node, or `controller` for what the rollout engine does), the action
+//! (`bundle.push`, `rollout.step`, `node.activated`, …), its subject and details. Its
+//! `hash` is `SHA-256(prev ‖ body)`, where `prev` is the previous entry's hash (64 zero
+//! digits for the first) and `body` the canonical JSON of the entry's fields other than
+//! the two hashes (serde's field order; details are JSON objects with sorted keys). The
+//! store keeps entries by sequence number and, in the same transaction, the head (last
+//! sequence number and hash).
+//!
+//! # Verification
+//!
+//! [`verify`] walks the entries in order and names the first that breaks the chain: an
+//! edited entry no longer hashes to its `hash`; a deleted or reordered one breaks the
+//! sequence or the `prev` link; entries cut off the end no longer reach the stored head.
+//! Whoever can rewrite the whole store can rewrite the chain with it: auditors record the
+//! head that `gantry audit verify` prints, and a later head must extend it.
+//!
+//! This module is the chain's pure part — hashing, linking, verification and folding
+//! entries into the auditor's report — with no store and no clock: the controller's
+//! store feeds it entries and stamps times.
+
+use std::collections::BTreeMap;
+
+pub use crate::protocol::audit::{Break, Verification};
+use crate::protocol::audit::{
+    BundleReport, CordonRecord, Flag, Interval, Period, PolicyRecord, Refusal, RefusedUpload,
+    Report,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What the log last recorded of a node's bundles, and when the node said so.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeBundleState {
+    pub active: Option<String>,
+    pub refused: Option<String>,
+    /// The node's time of the last change recorded (a journal event older than it is
+    /// history already told).
+    pub at_ms: u64,
+}
+
+impl NodeBundleState {
+    /// The same bundles, whenever reported.
+    pub fn same(&self, other: &Self) -> bool {
+        self.active == other.active && self.refused == other.refused
+    }
+}
+
+/// The `prev` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit entry as stored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Entry {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub details: serde_json::Value,
+    pub prev: String,
+    pub hash: String,
+}
+
+/// What is hashed: every field but the hashes, in this order.
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    at_ms: u64,
+    actor: &'a str,
+    action: &'a str,
+    subject: &'a str,
+    details: &'a serde_json::Value,
+}
+
+/// An action to record.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewEntry {
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub details: serde_json::Value,
+}
+
+impl NewEntry {
+    /// An action taken at `at_ms`.
+    pub fn at(
+        at_ms: u64,
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        subject: impl Into<String>,
+        details: serde_json::Value,
+    ) -> Self {
+        Self {
+            at_ms,
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            details,
+        }
+    }
+}
+
+/// The hash an entry with these fields and `prev` must carry.
+pub fn entry_hash(prev: &str, seq: u64, new: &NewEntry) -> String {
+    let body = Body {
+        seq,
+        at_ms: new.at_ms,
+        actor: &new.actor,
+        action: &new.action,
+        subject: &new.subject,
+        details: &new.details,
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(prev.as_bytes());
+    hasher.update(serde_json::to_vec(&body).expect("audit body serializes"));
+    format!("{:x}", hasher.finalize())
+}
+
+/// Chains `new` after the entry with sequence `last_seq` and hash `last_hash`.
+pub fn chain(last_seq: u64, last_hash: &str, new: NewEntry) -> Entry {
+    let seq = last_seq + 1;
+    let hash = entry_hash(last_hash, seq, &new);
+    Entry {
+        seq,
+        at_ms: new.at_ms,
+        actor: new.actor,
+        action: new.action,
+        subject: new.subject,
+        details: new.details,
+        prev: last_hash.to_owned(),
+        hash,
+    }
+}
+
+/// Verifies the chain from its stored entries (in key order: `(key, bytes)`) against the
+/// stored head `(seq, hash)`.
+pub fn verify<E>(
+    entries: impl Iterator<Item = Result<(u64, Vec<u8>), E>>,
+    head: Option<(u64, String)>,
+) -> Result<Verification, E> {
+    let mut v = Verification {
+        head_hash: GENESIS.to_owned(),
+        ..Verification::default()
+    };
+    for item in entries {
+        let (key, bytes) = item?;
+        v.entries += 1;
+        if v.first_break.is_none() {
+            match check(&v, key, &bytes) {
+                Ok(hash) => {
+                    v.head_seq = key;
+                    v.head_hash = hash;
+                }
+                Err(found) => v.first_break = Some(found),
+            }
+        }
+    }
+    if v.first_break.is_none()
+        && let Some((seq, hash)) = head
+        && (seq != v.head_seq || hash != v.head_hash)
+    {
+        let problem = if seq > v.head_seq {
+            format!(
+                "the log ends at entry {} but its recorded head is entry {seq}: entries {}..{seq} were cut off",
+                v.head_seq,
+                v.head_seq + 1
+            )
+        } else {
+            format!(
+                "the recorded head (entry {seq}, {hash}) is not the chain's end (entry {}, {})",
+                v.head_seq, v.head_hash
+            )
+        };
+        v.first_break = Some(Break {
+            seq: seq.min(v.head_seq + 1),
+            problem,
+        });
+    }
+    Ok(v)
+}
+
+/// Checks the entry stored at `key` against the chain verified so far; returns its hash.
+fn check(v: &Verification, key: u64, bytes: &[u8]) -> Result<String, Break> {
+    let expected = v.head_seq + 1;
+    let entry: Entry = serde_json::from_slice(bytes).map_err(|e| Break {
+        seq: key,
+        problem: format!("entry {key} is not a valid record: {e}"),
+    })?;
+    if key != expected || entry.seq != key {
+        let problem = if key > expected {
+            format!(
+                "entries {expected}..{} are missing (deleted): entry {key} follows entry {}",
+                key - 1,
+                v.head_seq
+            )
+        } else {
+            format!(
+                "entry stored at {key} says it is entry {} (moved or reordered)",
+                entry.seq
+            )
+        };
+        return Err(Break {
+            seq: expected.min(key),
+            problem,
+        });
+    }
+    if entry.prev != v.head_hash {
+        return Err(Break {
+            seq: key,
+            problem: format!(
+                "entry {key} does not follow entry {}: its prev is {}, entry {}'s hash is {} (inserted, removed or reordered)",
+                v.head_seq, entry.prev, v.head_seq, v.head_hash
+            ),
+        });
+    }
+    let new = NewEntry {
+        at_ms: entry.at_ms,
+        actor: entry.actor.clone(),
+        action: entry.action.clone(),
+        subject: entry.subject.clone(),
+        details: entry.details.clone(),
+    };
+    let hash = entry_hash(&entry.prev, entry.seq, &new);
+    if hash != entry.hash {
+        return Err(Break {
+            seq: key,
+            problem: format!(
+                "entry {key} ({} {} by {}) was altered: its contents hash to {hash}, it records {}",
+                entry.action, entry.subject, entry.actor, entry.hash
+            ),
+        });
+    }
+    Ok(entry.hash)
+}
+
+/// Builds the auditor's report over `[from_ms, to_ms]` from the entries in order, for a
+/// chain that verified as `chain`. Intervals that overlap the range are reported whole.
+#[derive(Debug)]
+pub struct ReportBuilder {
+    report: Report,
+    silence_ms: u64,
+    /// Bundle id → what its push recorded.
+    pushed: BTreeMap<String, BundleReport>,
+    /// Node → (bundle id, cause) of its latest assignment.
+    assigned: BTreeMap<String, (String, String)>,
+    /// Node → its open interval.
+    open: BTreeMap<String, Interval>,
+    /// Node → when it disconnected, while it is away.
+    away: BTreeMap<String, u64>,
+}
+
+impl ReportBuilder {
+    pub fn new(
+        from_ms: u64,
+        to_ms: u64,
+        silence_ms: u64,
+        chain: Verification,
+        generated_at_ms: u64,
+    ) -> Self {
+        Self {
+            report: Report {
+                from_ms,
+                to_ms,
+                generated_at_ms,
+                chain,
+                ..Report::default()
+            },
+            silence_ms,
+            pushed: BTreeMap::new(),
+            assigned: BTreeMap::new(),
+            open: BTreeMap::new(),
+            away: BTreeMap::new(),
+        }
+    }
+
+    fn in_range(&self, from: u64, to: Option<u64>) -> bool {
+        from <= self.report.to_ms && to.is_none_or(|to| to >= self.report.from_ms)
+    }
+
+    fn close(&mut self, node: &str, at_ms: u64) {
+        if let Some(mut interval) = self.open.remove(node) {
+            interval.to_ms = Some(at_ms);
+            if self.in_range(interval.from_ms, interval.to_ms) {
+                self.report
+                    .nodes
+                    .entry(node.to_owned())
+                    .or_default()
+                    .ran
+                    .push(interval);
+            }
+        }
+    }
+
+    /// Takes the next entry of the chain.
+    pub fn add(&mut self, e: &Entry) {
+        if e.at_ms > self.report.to_ms {
+            return;
+        }
+        let text = |key: &str| e.details[key].as_str().unwrap_or_default().to_owned();
+        let nodes = || -> Vec<String> {
+            serde_json::from_value(e.details["nodes"].clone()).unwrap_or_default()
+        };
+        match e.action.as_str() {
+            "bundle.push" | "bundle.import" => {
+                let pushed = BundleReport {
+                    name: text("name"),
+                    version: text("version"),
+                    pushed_at_ms: Some(e.at_ms),
+                    pushed_by: e.actor.clone(),
+                    via: if e.action == "bundle.import" {
+                        "import"
+                    } else {
+                        "push"
+                    }
+                    .to_owned(),
+                    signers: serde_json::from_value(e.details["signers"].clone())
+                        .unwrap_or_default(),
+                    signatures_valid: e.details["signatures_valid"].as_bool() == Some(true),
+                    policy_sha256: text("policy_sha256"),
+                    ran_on: Vec::new(),
+                };
+                self.pushed.entry(e.subject.clone()).or_insert(pushed);
+            }
+            "bundle.push_refused" | "bundle.import_refused" if e.at_ms >= self.report.from_ms => {
+                let via = if e.action == "bundle.import_refused" {
+                    "import"
+                } else {
+                    "push"
+                };
+                self.report.refused_uploads.push(RefusedUpload {
+                    at_ms: e.at_ms,
+                    by: e.actor.clone(),
+                    via: via.to_owned(),
+                    file_sha256: text("file_sha256"),
+                    reason: text("reason"),
+                });
+            }
+            "policy.change" => {
+                self.report.policies.push(PolicyRecord {
+                    from_ms: e.at_ms,
+                    sha256: text("sha256"),
+                    version: e.details["version"].as_u64(),
+                    threshold: e.details["threshold"].as_u64().map(|t| t as u32),
+                    keys: serde_json::from_value(e.details["keys"].clone()).unwrap_or_default(),
+                    revoked: serde_json::from_value(e.details["revoked"].clone())
+                        .unwrap_or_default(),
+                });
+            }
+            "bundle.assign" => {
+                let cause = if e.actor.starts_with("rollout ") {
+                    e.actor.clone()
+                } else {
+                    format!("assigned by {}", e.actor)
+                };
+                for node in nodes() {
+                    self.assigned
+                        .insert(node, (e.subject.clone(), cause.clone()));
+                }
+            }
+            "node.enroll" => {
+                self.report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .enrolled_at_ms = Some(e.at_ms);
+            }
+            "node.cordon" => {
+                self.report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .cordons
+                    .push(CordonRecord {
+                        at_ms: e.at_ms,
+                        by: e.actor.clone(),
+                        reason: text("reason"),
+                        automatic: e.details["automatic"].as_bool() == Some(true),
+                        lifted_at_ms: None,
+                        lifted_by: None,
+                    });
+            }
+            "node.uncordon" => {
+                if let Some(open) = self
+                    .report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .cordons
+                    .iter_mut()
+                    .rev()
+                    .find(|c| c.lifted_at_ms.is_none())
+                {
+                    open.lifted_at_ms = Some(e.at_ms);
+                    open.lifted_by = Some(e.actor.clone());
+                }
+            }
+            "node.revoke" => {
+                self.report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .revoked_at_ms = Some(e.at_ms);
+            }
+            "node.activated" => {
+                let bundle = text("bundle");
+                self.close(&e.subject, e.at_ms);
+                let cause = match self.assigned.get(&e.subject) {
+                    Some((assigned, cause)) if *assigned == bundle => cause.clone(),
+                    _ => "activated on the node (local import or rollback)".to_owned(),
+                };
+                let pushed = self.pushed.get(&bundle);
+                self.open.insert(
+                    e.subject.clone(),
+                    Interval {
+                        name: pushed.map(|p| p.name.clone()).unwrap_or_default(),
+                        version: pushed.map(|p| p.version.clone()).unwrap_or_default(),
+                        signers: pushed.map(|p| p.signers.clone()).unwrap_or_default(),
+                        signatures_valid: pushed.is_some_and(|p| p.signatures_valid),
+                        policy_sha256: pushed.map(|p| p.policy_sha256.clone()).unwrap_or_default(),
+                        bundle,
+                        from_ms: e.at_ms,
+                        to_ms: None,
+                        cause,
+                    },
+                );
+            }
+            "node.refused" if e.at_ms >= self.report.from_ms => {
+                self.report
+                    .nodes
+                    .entry(e.subject.clone())
+                    .or_default()
+                    .refused
+                    .push(Refusal {
+                        at_ms: e.at_ms,
+                        bundle: text("bundle"),
+                        reason: text("reason"),
+                    });
+            }
+            "node.disconnect" => {
+                self.away.insert(e.subject.clone(), e.at_ms);
+            }
+            "node.connect" => {
+                if let Some(since) = self.away.remove(&e.subject)
+                    && e.at_ms.saturating_sub(since) > self.silence_ms
+                    && self.in_range(since, Some(e.at_ms))
+                {
+                    self.report
+                        .nodes
+                        .entry(e.subject.clone())
+                        .or_default()
+                        .silent
+                        .push(Period {
+                            from_ms: since,
+                            to_ms: Some(e.at_ms),
+                        });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The report, with its flags.
+    pub fn finish(mut self) -> Report {
+        let open: Vec<(String, Interval)> = std::mem::take(&mut self.open).into_iter().collect();
+        for (node, interval) in open {
+            if self.in_range(interval.from_ms, None) {
+                self.report
+                    .nodes
+                    .entry(node)
+                    .or_default()
+                    .ran
+                    .push(interval);
+            }
+        }
+        let to = self.report.to_ms;
+        for (node, since) in std::mem::take(&mut self.away) {
+            if to.saturating_sub(since) > self.silence_ms {
+                self.report
+                    .nodes
+                    .entry(node)
+                    .or_default()
+                    .silent
+                    .push(Period {
+                        from_ms: since,
+                        to_ms: None,
+                    });
+            }
+        }
+        let mut bundles = self.pushed;
+        let mut flags = Vec::new();
+        if let Some(b) = &self.report.chain.first_break {
+            flags.push(Flag {
+                kind: "chain-broken".to_owned(),
+                subject: format!("entry {}", b.seq),
+                message: format!(
+                    "the audit chain is broken at entry {}: {} — nothing after it can be trusted",
+                    b.seq, b.problem
+                ),
+            });
+        }
+        for (node, r) in &self.report.nodes {
+            for i in &r.ran {
+                bundles.entry(i.bundle.clone()).or_default().ran_on.push((
+                    node.clone(),
+                    i.from_ms,
+                    i.to_ms,
+                ));
+                if !i.signatures_valid {
+                    flags.push(Flag {
+                        kind: "unverified-bundle".to_owned(),
+                        subject: node.clone(),
+                        message: format!(
+                            "{node} ran {} without signatures verified by this controller (it was never pushed here)",
+                            i.bundle
+                        ),
+                    });
+                }
+            }
+            for p in &r.silent {
+                flags.push(Flag {
+                    kind: "silent-node".to_owned(),
+                    subject: node.clone(),
+                    message: format!(
+                        "{node} had no connection for {} s{}",
+                        p.to_ms.unwrap_or(to).saturating_sub(p.from_ms) / 1000,
+                        if p.to_ms.is_none() {
+                            " (and still has none)"
+                        } else {
+                            ""
+                        }
+                    ),
+                });
+            }
+        }
+        bundles.retain(|_, b| !b.ran_on.is_empty() || b.pushed_at_ms.is_some_and(|at| at <= to));
+        self.report.bundles = bundles;
+        for u in &self.report.refused_uploads {
+            flags.push(Flag {
+                kind: format!("refused-{}", u.via),
+                subject: u.by.clone(),
+                message: format!(
+                    "a bundle {} was refused at {}: {}",
+                    u.via,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u.at_ms)
+                    ),
+                    u.reason.lines().last().unwrap_or_default()
+                ),
+            });
+        }
+        self.report.flags = flags;
+        self.report
+    }
+}
+
+/// Details as a JSON object from pairs, for call sites.
+pub fn details<const N: usize>(pairs: [(&str, serde_json::Value); N]) -> serde_json::Value {
+    serde_json::Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<serde_json::Map<_, _>>(),
+    )
+}
+
+/// Counts of entries per action, for summaries.
+pub fn count_actions<'a>(entries: impl Iterator<Item = &'a Entry>) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for e in entries {
+        *out.entry(e.action.clone()).or_default() += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: u64) -> Vec<Entry> {
+        let mut out: Vec<Entry> = Vec::new();
+        for i in 0..n {
+            let (seq, hash) = out
+                .last()
+                .map_or((0, GENESIS.to_owned()), |e| (e.seq, e.hash.clone()));
+            out.push(chain(
+                seq,
+                &hash,
+                NewEntry {
+                    at_ms: 1000 + i,
+                    actor: "admin".into(),
+                    action: "bundle.push".into(),
+                    subject: format!("b{i}"),
+                    details: details([("size", serde_json::json!(i))]),
+                },
+            ));
+        }
+        out
+    }
+
+    fn run(entries: &[Entry], head: Option<(u64, String)>) -> Verification {
+        let items = entries
+            .iter()
+            .map(|e| Ok::<_, ()>((e.seq, serde_json::to_vec(e).unwrap())));
+        verify(items, head).unwrap()
+    }
+
+    fn head(entries: &[Entry]) -> Option<(u64, String)> {
+        entries.last().map(|e| (e.seq, e.hash.clone()))
+    }
+
+    #[test]
+    fn an_intact_chain_verifies_to_its_head() {
+        let entries = log(5);
+        let v = run(&entries, head(&entries));
+        assert!(v.ok(), "{v:?}");
+        assert_eq!((v.entries, v.head_seq), (5, 5));
+        assert_eq!(v.head_hash, entries[4].hash);
+    }
+
+    #[test]
+    fn an_edited_entry_is_named() {
+        let mut entries = log(5);
+        let h = head(&entries);
+        entries[2].subject = "forged".into();
+        let v = run(&entries, h);
+        let b = v.first_break.unwrap();
+        assert_eq!(b.seq, 3);
+        assert!(b.problem.contains("altered"), "{}", b.problem);
+        assert_eq!(v.head_seq, 2, "the chain is intact up to entry 2");
+    }
+
+    #[test]
+    fn an_edited_entry_with_a_recomputed_hash_breaks_the_next_link() {
+        let mut entries = log(5);
+        let h = head(&entries);
+        entries[2].subject = "forged".into();
+        let new = NewEntry {
+            at_ms: entries[2].at_ms,
+            actor: entries[2].actor.clone(),
+            action: entries[2].action.clone(),
+            subject: entries[2].subject.clone(),
+            details: entries[2].details.clone(),
+        };
+        entries[2].hash = entry_hash(&entries[2].prev, 3, &new);
+        let b = run(&entries, h).first_break.unwrap();
+        assert_eq!(b.seq, 4);
+        assert!(
+            b.problem.contains("does not follow entry 3"),
+            "{}",
+            b.problem
+        );
+    }
+
+    #[test]
+    fn a_deleted_entry_is_named() {
+        let mut entries = log(5);
+        let h = head(&entries);
+        entries.remove(1);
+        let b = run(&entries, h).first_break.unwrap();
+        assert_eq!(b.seq, 2);
+        assert!(b.problem.contains("missing"), "{}", b.problem);
+    }
+
+    #[test]
+    fn reordered_entries_are_named() {
+        let mut entries = log(5);
+        let h = head(&entries);
+        // Swap the contents of entries 2 and 3, keys kept in order.
+        let (a, b) = (entries[1].clone(), entries[2].clone());
+        entries[1] = Entry { seq: 2, ..b };
+        entries[2] = Entry { seq: 3, ..a };
+        let br = run(&entries, h).first_break.unwrap();
+        assert_eq!(br.seq, 2);
+    }
+
+    #[test]
+    fn entries_cut_off_the_end_are_named() {
+        let mut entries = log(5);
+        let h = head(&entries);
+        entries.truncate(3);
+        let b = run(&entries, h).first_break.unwrap();
+        assert_eq!(b.seq, 4);
+        assert!(b.problem.contains("cut off"), "{}", b.problem);
+    }
+}

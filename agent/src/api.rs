@@ -13,46 +13,18 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use gantry_shared::exposition::ModelLabel;
-
 use crate::metrics::{self, ProcessStats};
-use crate::status::{AgentStatus, SimulatedGpus};
+use crate::status::{AgentInfo, Links};
 use crate::telemetry::SnapshotReceiver;
 
 /// Content type of the Prometheus text exposition format.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Facts about the agent that do not change while it runs.
-#[derive(Debug, Clone)]
-pub struct AgentInfo {
-    pub started_at_ms: u64,
-    pub state_dir: String,
-    pub metrics_listen: String,
-    pub interval_ms: u64,
-    pub nvml_library: String,
-    pub simulated: Option<SimulatedGpus>,
-    pub model_label: ModelLabel,
-}
 
 #[derive(Debug, Clone)]
 struct ApiState {
     info: Arc<AgentInfo>,
     snapshots: SnapshotReceiver,
     links: Links,
-}
-
-/// The buffer and uplink, when running, for `/metrics` and `/v1/status`.
-#[derive(Debug, Clone, Default)]
-pub struct Links {
-    pub health: Option<crate::health::SharedHealth>,
-    pub model: Option<Arc<crate::serving::Slot>>,
-    pub buffer: Option<Arc<crate::buffer::Buffer>>,
-    pub uplink: Option<crate::uplink::SharedStatus>,
-    /// Delivery state and the store it activates into.
-    pub bundles: Option<(
-        crate::delivery::SharedBundles,
-        crate::bundle::store::BundleStore,
-    )>,
 }
 
 /// Serves the endpoint on `listener` until `shutdown` is cancelled.
@@ -150,69 +122,7 @@ async fn get_export(
 }
 
 async fn get_status(State(state): State<ApiState>) -> Response {
-    let bundles = match state.links.bundles.clone() {
-        Some((shared, store)) => {
-            tokio::task::spawn_blocking(move || crate::delivery::report(&shared, &store))
-                .await
-                .ok()
-        }
-        None => None,
-    };
-    let snapshot = state.snapshots.borrow().clone();
-    let info = &state.info;
-    let status = AgentStatus {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
-        started_at_ms: info.started_at_ms,
-        state_dir: info.state_dir.clone(),
-        metrics_listen: info.metrics_listen.clone(),
-        interval_ms: info.interval_ms,
-        nvml_library: info.nvml_library.clone(),
-        simulated: info.simulated.clone(),
-        samples_total: snapshot.as_ref().map_or(0, |s| s.stats.samples_total),
-        sample_cpu_seconds_total: snapshot
-            .as_ref()
-            .map_or(0.0, |s| s.stats.sample_cpu.as_secs_f64()),
-        kernel_log_readable: snapshot
-            .as_ref()
-            .is_some_and(|s| s.stats.kernel_log_readable),
-        absent_fields: snapshot
-            .as_ref()
-            .map(|s| s.stats.absent_fields.as_ref().clone())
-            .unwrap_or_default(),
-        sample: snapshot.map(|s| s.sample.clone()),
-        buffer: state.links.buffer.as_ref().map(|b| {
-            let stats = b.stats();
-            crate::status::BufferSummary {
-                records: stats.records,
-                bytes: stats.bytes,
-                last_seq: stats.last_seq,
-                dropped_metrics: stats.dropped_metrics,
-                dropped_events: stats.dropped_events,
-            }
-        }),
-        health: state
-            .links
-            .health
-            .as_ref()
-            .map(|h| h.lock().expect("health").clone()),
-        uplink: state.links.uplink.as_ref().map(|u| {
-            let u = u.lock().expect("uplink status");
-            crate::status::UplinkSummary {
-                node: u.node.clone().unwrap_or_default(),
-                controller: u.controller.map(|a| a.to_string()).unwrap_or_default(),
-                connected: u.connected,
-                last_error: u.last_error.clone(),
-                certificate_expires_at_ms: u.certificate_expires_at_ms,
-            }
-        }),
-        bundles,
-        model: state
-            .links
-            .model
-            .as_ref()
-            .and_then(|s| s.health())
-            .map(|m| crate::status::ServingModel::from(&m)),
-    };
+    let status = crate::status::collect(&state.info, &state.snapshots, &state.links).await;
     match serde_json::to_vec(&status) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {

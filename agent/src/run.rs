@@ -10,12 +10,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::buffer::{Buffer, recorder};
+use crate::buffer::Buffer;
+use crate::recorder;
 use crate::uplink::UplinkConfig;
 
-use crate::api::{self, AgentInfo};
+use crate::api;
 use crate::config::Config;
 use crate::status::SimulatedGpus;
+use crate::status::{AgentInfo, Links};
 use crate::telemetry::{self, SamplerConfig, host::HostError};
 
 /// How long shutdown waits for the sampler thread before giving up on it.
@@ -109,7 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             slot: Arc::clone(&slot),
             monitor: crate::health::Monitor::new(config.health),
         },
-        crate::buffer::recorder::Journal {
+        recorder::Journal {
             store: crate::bundle::store::BundleStore::new(&config.state_dir),
             bundles: Arc::clone(&bundles),
         },
@@ -215,7 +217,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             }
         }
     }
-    let links = api::Links {
+    let links = Links {
         health: Some(Arc::clone(&health)),
         model: Some(Arc::clone(&slot)),
         buffer: Some(Arc::clone(&buffer)),

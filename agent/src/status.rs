@@ -10,6 +10,10 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::telemetry::SnapshotReceiver;
+use gantry_shared::exposition::ModelLabel;
+use std::sync::Arc;
+
 /// The agent's answer on `/v1/status`: an interface between the daemon and its CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -496,4 +500,95 @@ fn gpu_row(gpu: &GpuReading) -> String {
         opt(f.ecc_dbe_volatile),
         throttle
     )
+}
+
+/// Facts about the agent that do not change while it runs.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub started_at_ms: u64,
+    pub state_dir: String,
+    pub metrics_listen: String,
+    pub interval_ms: u64,
+    pub nvml_library: String,
+    pub simulated: Option<SimulatedGpus>,
+    pub model_label: ModelLabel,
+}
+
+/// The buffer and uplink, when running, for `/metrics` and `/v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub health: Option<crate::health::SharedHealth>,
+    pub model: Option<Arc<crate::serving::Slot>>,
+    pub buffer: Option<Arc<crate::buffer::Buffer>>,
+    pub uplink: Option<crate::uplink::SharedStatus>,
+    /// Delivery state and the store it activates into.
+    pub bundles: Option<(
+        crate::delivery::SharedBundles,
+        crate::bundle::store::BundleStore,
+    )>,
+}
+
+/// What `/v1/status` answers now: the latest snapshot and each running part's state.
+pub async fn collect(info: &AgentInfo, snapshots: &SnapshotReceiver, links: &Links) -> AgentStatus {
+    let bundles = match links.bundles.clone() {
+        Some((shared, store)) => {
+            tokio::task::spawn_blocking(move || crate::delivery::report(&shared, &store))
+                .await
+                .ok()
+        }
+        None => None,
+    };
+    let snapshot = snapshots.borrow().clone();
+    let status = AgentStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_ms: info.started_at_ms,
+        state_dir: info.state_dir.clone(),
+        metrics_listen: info.metrics_listen.clone(),
+        interval_ms: info.interval_ms,
+        nvml_library: info.nvml_library.clone(),
+        simulated: info.simulated.clone(),
+        samples_total: snapshot.as_ref().map_or(0, |s| s.stats.samples_total),
+        sample_cpu_seconds_total: snapshot
+            .as_ref()
+            .map_or(0.0, |s| s.stats.sample_cpu.as_secs_f64()),
+        kernel_log_readable: snapshot
+            .as_ref()
+            .is_some_and(|s| s.stats.kernel_log_readable),
+        absent_fields: snapshot
+            .as_ref()
+            .map(|s| s.stats.absent_fields.as_ref().clone())
+            .unwrap_or_default(),
+        sample: snapshot.map(|s| s.sample.clone()),
+        buffer: links.buffer.as_ref().map(|b| {
+            let stats = b.stats();
+            BufferSummary {
+                records: stats.records,
+                bytes: stats.bytes,
+                last_seq: stats.last_seq,
+                dropped_metrics: stats.dropped_metrics,
+                dropped_events: stats.dropped_events,
+            }
+        }),
+        health: links
+            .health
+            .as_ref()
+            .map(|h| h.lock().expect("health").clone()),
+        uplink: links.uplink.as_ref().map(|u| {
+            let u = u.lock().expect("uplink status");
+            UplinkSummary {
+                node: u.node.clone().unwrap_or_default(),
+                controller: u.controller.map(|a| a.to_string()).unwrap_or_default(),
+                connected: u.connected,
+                last_error: u.last_error.clone(),
+                certificate_expires_at_ms: u.certificate_expires_at_ms,
+            }
+        }),
+        bundles,
+        model: links
+            .model
+            .as_ref()
+            .and_then(|s| s.health())
+            .map(|m| ServingModel::from(&m)),
+    };
+    status
 }

@@ -19,8 +19,6 @@
 //!   older than `max_age` and events older than `event_max_age` are dropped too.
 //! - Appends are durable when `append` returns (redb commits with fsync).
 
-pub mod recorder;
-
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

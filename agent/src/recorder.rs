@@ -9,7 +9,7 @@ use gantry_shared::telemetry::{Event, GpuState, Sample};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Buffer, NewRecord};
+use crate::buffer::{Buffer, NewRecord};
 use crate::telemetry::SnapshotReceiver;
 
 /// The records one new sample produces, given the previous one.

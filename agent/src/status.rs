@@ -539,7 +539,7 @@ pub async fn collect(info: &AgentInfo, snapshots: &SnapshotReceiver, links: &Lin
         None => None,
     };
     let snapshot = snapshots.borrow().clone();
-    let status = AgentStatus {
+    AgentStatus {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         started_at_ms: info.started_at_ms,
         state_dir: info.state_dir.clone(),
@@ -589,6 +589,5 @@ pub async fn collect(info: &AgentInfo, snapshots: &SnapshotReceiver, links: &Lin
             .as_ref()
             .and_then(|s| s.health())
             .map(|m| ServingModel::from(&m)),
-    };
-    status
+    }
 }

@@ -503,9 +503,13 @@ mod model_tests {
                 .message
                 .contains("20.0 % of the last 100 requests failed")
         );
-        model.golden = Some(Err(
-            "golden vector ones: output \"y\" element 0 is 1, expected 2".into(),
-        ));
+        model.golden = Some(Err(crate::serving::GoldenFailure::Mismatch {
+            vector: "ones".into(),
+            output: "y".into(),
+            index: 0,
+            got: 1.0,
+            want: 2.0,
+        }));
         assert_eq!(
             m.evaluate(&sample, None, Some(&model), Instant::now())
                 .state,

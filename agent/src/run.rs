@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::buffer::Buffer;
 use crate::recorder;
@@ -54,6 +53,10 @@ pub enum RunError {
     },
     #[error(transparent)]
     Buffer(#[from] crate::buffer::BufferError),
+    #[error(
+        "the agent's {0} panicked (a bug; its log says where); it stopped so systemd restarts it whole"
+    )]
+    Panicked(&'static str),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
 }
@@ -98,25 +101,28 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     crate::bundle::store::BundleStore::new(&config.state_dir).remove_abandoned_staging();
     let (sampler, snapshots) = telemetry::spawn(sampler_config, shutdown.clone())?;
     let bundles = crate::delivery::SharedBundles::default();
-    let tasks = TaskTracker::new();
+    let tasks = gantry_net::supervisor::Supervisor::new(shutdown.clone());
     let appended = Arc::new(Notify::new());
     let health = crate::health::SharedHealth::default();
     let slot = Arc::new(crate::serving::Slot::default());
-    tasks.spawn(recorder::run(
-        Arc::clone(&buffer),
-        snapshots.clone(),
-        Arc::clone(&appended),
-        recorder::Judge {
-            health: Arc::clone(&health),
-            slot: Arc::clone(&slot),
-            monitor: crate::health::Monitor::new(config.health),
-        },
-        recorder::Journal {
-            store: crate::bundle::store::BundleStore::new(&config.state_dir),
-            bundles: Arc::clone(&bundles),
-        },
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "recorder",
+        recorder::run(
+            Arc::clone(&buffer),
+            snapshots.clone(),
+            Arc::clone(&appended),
+            recorder::Judge {
+                health: Arc::clone(&health),
+                slot: Arc::clone(&slot),
+                monitor: crate::health::Monitor::new(config.health),
+            },
+            recorder::Journal {
+                store: crate::bundle::store::BundleStore::new(&config.state_dir),
+                bundles: Arc::clone(&bundles),
+            },
+            shutdown.clone(),
+        ),
+    );
     let enrolled = identity.is_some();
     let uplink_status = if let Some(identity) = identity {
         let status = crate::uplink::SharedStatus::default();
@@ -139,14 +145,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             bundles: Arc::clone(&bundles),
             model: config.inference_listen.map(|_| Arc::clone(&slot)),
         };
-        tasks.spawn(crate::uplink::run(
-            uplink,
-            identity,
-            Arc::clone(&buffer),
-            appended,
-            Arc::clone(&status),
-            shutdown.clone(),
-        ));
+        tasks.spawn(
+            "uplink",
+            crate::uplink::run(
+                uplink,
+                identity,
+                Arc::clone(&buffer),
+                appended,
+                Arc::clone(&status),
+                shutdown.clone(),
+            ),
+        );
         Some(status)
     } else {
         tracing::info!(
@@ -175,18 +184,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         notifier.ready(&format!("metrics on {local}"));
         let on_stop = Arc::clone(notifier);
         let stopping = shutdown.clone();
-        tasks.spawn(async move {
+        tasks.spawn("systemd notifier", async move {
             stopping.cancelled().await;
             on_stop.stopping();
         });
         if let Some(every) = gantry_net::notify::watchdog_interval() {
-            tasks.spawn(watchdog(
-                Arc::clone(notifier),
-                every,
-                config.telemetry.interval,
-                snapshots.clone(),
-                shutdown.clone(),
-            ));
+            tasks.spawn(
+                "watchdog",
+                watchdog(
+                    Arc::clone(notifier),
+                    every,
+                    config.telemetry.interval,
+                    snapshots.clone(),
+                    shutdown.clone(),
+                ),
+            );
         }
     }
     if let Some(addr) = config.inference_listen {
@@ -196,16 +208,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     .await
                     .map_err(|source| RunError::InferenceListen { addr, source })?;
                 let store = crate::bundle::store::BundleStore::new(&config.state_dir);
-                tasks.spawn(crate::serving::watch_store(
-                    store,
-                    Arc::clone(&slot),
-                    snapshots.clone(),
-                    config.health.golden_interval,
-                    shutdown.clone(),
-                ));
+                tasks.spawn(
+                    "model loader",
+                    crate::serving::watch_store(
+                        store,
+                        Arc::clone(&slot),
+                        snapshots.clone(),
+                        config.health.golden_interval,
+                        shutdown.clone(),
+                    ),
+                );
                 let stop = shutdown.clone();
                 let served = Arc::clone(&slot);
-                tasks.spawn(async move {
+                tasks.spawn("inference endpoint", async move {
                     if let Err(e) = crate::serving::serve(listener, served, stop).await {
                         tracing::error!(error = %e, "the inference endpoint failed");
                     }
@@ -234,9 +249,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     shutdown.cancel();
 
     let joined = tokio::task::spawn_blocking(move || sampler.join());
+    let mut sampler_panicked = false;
     match tokio::time::timeout(SAMPLER_GRACE, joined).await {
         Ok(Ok(Ok(()))) => tracing::debug!("sampler joined"),
-        Ok(Ok(Err(_))) => tracing::error!("the sampler thread panicked"),
+        Ok(Ok(Err(_))) => {
+            tracing::error!("the sampler thread panicked");
+            sampler_panicked = true;
+        }
         Ok(Err(e)) => tracing::error!(error = %e, "waiting for the sampler failed"),
         Err(_) => {
             tracing::warn!(grace = ?SAMPLER_GRACE, "the sampler did not stop within its grace period; exiting anyway");
@@ -247,6 +266,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         .is_err()
     {
         tracing::warn!(grace = ?SAMPLER_GRACE, "the uplink did not stop within its grace period; exiting anyway");
+    }
+    if let Some(task) = tasks.panicked() {
+        return Err(RunError::Panicked(task));
+    }
+    if sampler_panicked {
+        return Err(RunError::Panicked("sampler"));
     }
     served.map_err(RunError::Serve)?;
     tracing::info!("agent stopped");

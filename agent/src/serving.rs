@@ -67,7 +67,7 @@ struct Stats {
     rejected: u64,
     /// (succeeded, seconds) of the latest requests.
     recent: std::collections::VecDeque<(bool, f64)>,
-    golden: Option<Result<(), String>>,
+    golden: Option<Result<(), GoldenFailure>>,
 }
 
 /// The served model's health figures, for checks and `/metrics`.
@@ -88,7 +88,7 @@ pub struct ModelHealth {
     pub latency_p50: Option<f64>,
     pub latency_p99: Option<f64>,
     /// The latest golden-vector run: `None` before the first.
-    pub golden: Option<Result<(), String>>,
+    pub golden: Option<Result<(), GoldenFailure>>,
 }
 
 impl Slot {
@@ -118,7 +118,7 @@ impl Slot {
         self.stats.lock().expect("model stats").rejected += 1;
     }
 
-    fn set_golden(&self, result: Result<(), String>) {
+    fn set_golden(&self, result: Result<(), GoldenFailure>) {
         self.stats.lock().expect("model stats").golden = Some(result);
     }
 
@@ -154,20 +154,56 @@ impl Slot {
     }
 }
 
+/// The first golden vector that failed on the serving model, as health and status
+/// report it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GoldenFailure {
+    /// The vector could not run (its inputs were refused, the run failed).
+    #[error("golden vector {vector}: {message}")]
+    Error { vector: String, message: String },
+    #[error("golden vector {vector}: output {output:?} element {index} is {got}, expected {want}")]
+    Mismatch {
+        vector: String,
+        output: String,
+        index: usize,
+        got: f64,
+        want: f64,
+    },
+}
+
 /// Runs the loaded model's golden vectors; `Err` names the first failure.
-fn run_golden(loaded: &Loaded) -> Result<(), String> {
+fn run_golden(loaded: &Loaded) -> Result<(), GoldenFailure> {
     let results =
         crate::inference::check_golden(&mut loaded.model.lock().expect("model"), &loaded.golden);
     match results.into_iter().find(|r| !r.passed) {
         None => Ok(()),
-        Some(r) => Err(r.error.unwrap_or_else(|| match r.first_mismatch {
-            Some((output, i, got, want)) => format!(
-                "golden vector {}: output {output:?} element {i} is {got}, expected {want}",
-                r.name
-            ),
-            None => format!("golden vector {} failed", r.name),
-        })),
+        Some(r) => Err(match (r.error, r.first_mismatch) {
+            (Some(message), _) => GoldenFailure::Error {
+                vector: r.name,
+                message,
+            },
+            (None, Some((output, index, got, want))) => GoldenFailure::Mismatch {
+                vector: r.name,
+                output,
+                index,
+                got,
+                want,
+            },
+            (None, None) => GoldenFailure::Error {
+                vector: r.name,
+                message: "failed".to_owned(),
+            },
+        }),
     }
+}
+
+/// Why the active bundle's model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("cannot read the active bundle's manifest")]
+    Manifest(#[source] crate::bundle::store::StoreError),
+    #[error(transparent)]
+    Model(#[from] crate::inference::InferenceError),
 }
 
 /// `KServe` datatype names.
@@ -256,27 +292,32 @@ pub async fn watch_store(
                     let store = store.clone();
                     let d = digest.clone();
                     let hardware = crate::inference::Hardware::from_snapshots(&snapshots);
-                    let result = tokio::task::spawn_blocking(move || -> Result<Loaded, String> {
-                        let manifest: Manifest = store.manifest(&d).map_err(|e| e.to_string())?;
-                        let path = store
-                            .bundle_dir(&d)
-                            .join("files")
-                            .join(&manifest.model.entry);
-                        let model =
-                            Model::load(&path, &manifest.model, &manifest.requirements, hardware)
-                                .map_err(|e| gantry_shared::bundle::outcome::error_chain(&e))?;
-                        Ok(Loaded {
-                            name: manifest.name,
-                            version: manifest.version,
-                            digest: d,
-                            inputs: manifest.model.inputs,
-                            outputs: manifest.model.outputs,
-                            placement: model.placement().clone(),
-                            golden: manifest.golden,
-                            model: Mutex::new(model),
+                    let result =
+                        tokio::task::spawn_blocking(move || -> Result<Loaded, LoadError> {
+                            let manifest: Manifest =
+                                store.manifest(&d).map_err(LoadError::Manifest)?;
+                            let path = store
+                                .bundle_dir(&d)
+                                .join("files")
+                                .join(&manifest.model.entry);
+                            let model = Model::load(
+                                &path,
+                                &manifest.model,
+                                &manifest.requirements,
+                                hardware,
+                            )?;
+                            Ok(Loaded {
+                                name: manifest.name,
+                                version: manifest.version,
+                                digest: d,
+                                inputs: manifest.model.inputs,
+                                outputs: manifest.model.outputs,
+                                placement: model.placement().clone(),
+                                golden: manifest.golden,
+                                model: Mutex::new(model),
+                            })
                         })
-                    })
-                    .await;
+                        .await;
                     match result {
                         Ok(Ok(loaded)) => {
                             let provider =
@@ -291,7 +332,7 @@ pub async fn watch_store(
                             next_golden = tokio::time::Instant::now();
                         }
                         Ok(Err(e)) => {
-                            tracing::error!(bundle = %digest, error = %e, "cannot load the active bundle's model; the previous model keeps serving");
+                            tracing::error!(bundle = %digest, error = gantry_shared::bundle::outcome::error_chain(&e), "cannot load the active bundle's model; the previous model keeps serving");
                         }
                         Err(e) => tracing::error!(error = %e, "model loading task failed"),
                     }

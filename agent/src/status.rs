@@ -85,7 +85,11 @@ impl From<&crate::serving::ModelHealth> for ServingModel {
             latency_p50_seconds: m.latency_p50,
             latency_p99_seconds: m.latency_p99,
             golden_ok: m.golden.as_ref().map(Result::is_ok),
-            golden_error: m.golden.clone().and_then(Result::err),
+            golden_error: m
+                .golden
+                .clone()
+                .and_then(Result::err)
+                .map(|e| e.to_string()),
         }
     }
 }

@@ -130,6 +130,20 @@ pub enum UplinkError {
     Buffer(#[source] crate::buffer::BufferError),
     #[error("a buffer task failed")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the node identity cannot be used for TLS; re-enroll the node")]
+    Identity(#[source] gantry_shared::tls::TlsError),
+}
+
+impl UplinkError {
+    /// Whether the next connection may succeed where this one failed: network trouble
+    /// and a controller that answered out of turn, not a refusal or a broken identity.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Net(e) => e.is_transient(),
+            Self::WrongAck { .. } | Self::Unexpected(_) => true,
+            Self::Refused { .. } | Self::Buffer(_) | Self::Task(_) | Self::Identity(_) => false,
+        }
+    }
 }
 
 /// Why the controller refused this node's connection, from the close it sent.
@@ -221,14 +235,11 @@ async fn sleep_or_never(duration: Option<Duration>) {
 fn endpoint_for(
     controller: SocketAddr,
     identity: &NodeIdentity,
-) -> Result<quinn::Endpoint, String> {
+) -> Result<quinn::Endpoint, UplinkError> {
     let tls =
         gantry_shared::tls::client_config(&identity.ca_pem, &identity.cert_pem, &identity.key_pem)
-            .map_err(|e| {
-                format!("the node identity cannot be used for TLS ({e}); re-enroll the node")
-            })?;
-    gantry_net::client_endpoint(controller, tls)
-        .map_err(|e| format!("cannot create the QUIC endpoint: {e}"))
+            .map_err(UplinkError::Identity)?;
+    Ok(gantry_net::client_endpoint(controller, tls)?)
 }
 
 /// Renews an expired certificate by proof of possession; the identity as it then is.
@@ -425,6 +436,9 @@ pub async fn run(
                     (_, Some(Refusal::Expired)) => {
                         tracing::warn!(controller = %config.controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
                         expired_by_controller = true;
+                    }
+                    (SessionEnd::Failed(e), None) if !e.is_transient() => {
+                        tracing::error!(controller = %config.controller, reason, "the session failed and will fail again the same way until the cause is fixed; reconnecting, telemetry is buffered meanwhile");
                     }
                     (_, None) => {
                         tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");

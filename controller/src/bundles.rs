@@ -30,7 +30,7 @@ pub enum RepoError {
     NotFound(String),
     #[error("the bundle was refused: {0}")]
     Refused(String),
-    #[error("the bundle repository {path} cannot be used: {source}")]
+    #[error("the bundle repository {path} cannot be used")]
     Io {
         path: PathBuf,
         #[source]

@@ -24,7 +24,7 @@ use rcgen::{
 /// Certificate failures.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     #[error("cannot read {path}")]
     Read {

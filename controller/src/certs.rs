@@ -55,7 +55,7 @@ impl Clock {
 
 impl CertPolicy {
     /// Checks the lifetimes and grace are sensible (64: bad configuration).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), OutOfRange> {
         let hour = Duration::from_secs(3600);
         let day = Duration::from_secs(86_400);
         for (flag, value, min, max) in [
@@ -74,16 +74,26 @@ impl CertPolicy {
             ),
         ] {
             if value < min || value > max {
-                return Err(format!(
-                    "{flag} {} is out of range: between {} and {}",
-                    humantime::format_duration(value),
-                    humantime::format_duration(min),
-                    humantime::format_duration(max)
-                ));
+                return Err(OutOfRange {
+                    flag,
+                    value: humantime::format_duration(value).to_string(),
+                    min: humantime::format_duration(min).to_string(),
+                    max: humantime::format_duration(max).to_string(),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// A certificate lifetime or grace outside what the controller accepts.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {value} is out of range: between {min} and {max}")]
+pub struct OutOfRange {
+    pub flag: &'static str,
+    pub value: String,
+    pub min: String,
+    pub max: String,
 }
 
 /// How a node proves it may renew.
@@ -336,6 +346,11 @@ mod tests {
         let mut p = CertPolicy::default();
         assert!(p.validate().is_ok());
         p.node_lifetime = Duration::from_secs(1);
-        assert!(p.validate().unwrap_err().contains("--node-cert-lifetime"));
+        assert!(
+            p.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("--node-cert-lifetime")
+        );
     }
 }

@@ -12,6 +12,11 @@ use gantry_shared::protocol::admin::Cordon;
 /// Who cordons automatically.
 pub const AUTOMATIC_BY: &str = "controller";
 
+/// A name in `--auto-cordon` that is not a health check's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a health check name like gpu.xid, gpu.lost or gpu.ecc (or say none)")]
+pub struct BadCheckName(pub String);
+
 /// The checks whose unhealthy reasons cordon a node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AutoCordon {
@@ -20,7 +25,7 @@ pub struct AutoCordon {
 
 impl AutoCordon {
     /// Parses `gpu.xid,gpu.lost`, or `none`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, BadCheckName> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("none") || text.is_empty() {
             return Ok(Self::default());
@@ -33,9 +38,7 @@ impl AutoCordon {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '_');
             if !valid {
-                return Err(format!(
-                    "{check:?} is not a health check name like gpu.xid, gpu.lost or gpu.ecc (or say none)"
-                ));
+                return Err(BadCheckName(check.to_owned()));
             }
             checks.push(check.to_owned());
         }

@@ -66,6 +66,13 @@ pub enum StoreError {
     ReadOnly,
 }
 
+/// Why one node's batch in a group commit was not stored (the others' are unaffected).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("telemetry for unknown node {0}")]
+    UnknownNode(String),
+}
+
 /// Runs `f`, turning a panic inside the storage engine (which is how it meets some kinds
 /// of damage: a truncated file, flipped bits) into [`StoreError::Damaged`] naming `path`.
 /// The default panic message is not printed: the error says what happened.
@@ -818,7 +825,7 @@ impl Store {
     pub fn store_batches(
         &self,
         batches: &[(&str, &Batch)],
-    ) -> Result<Vec<Result<Stored, String>>, StoreError> {
+    ) -> Result<Vec<Result<Stored, BatchError>>, StoreError> {
         let txn = self.write()?;
         let mut results = Vec::with_capacity(batches.len());
         {
@@ -831,7 +838,7 @@ impl Store {
                     .transpose()?
                 else {
                     // Not fatal for the other nodes' batches in this transaction.
-                    results.push(Err(format!("telemetry for unknown node {name}")));
+                    results.push(Err(BatchError::UnknownNode((*name).to_owned())));
                     continue;
                 };
                 let mut outcome = Stored::default();

@@ -4,7 +4,8 @@
 //! The protocol itself — messages, framing rules, versions — lives in `gantry-shared`.
 //!
 //! It is also the one home of the host helpers both binaries use: atomic file replace
-//! ([`atomic`]), the clock ([`clock`]), shutdown signals ([`signals`]), logging set-up
+//! ([`atomic`]), the clock ([`clock`]), shutdown signals ([`signals`]), the
+//! panic policy for daemon tasks ([`supervisor`]), logging set-up
 //! ([`logging`]), a command's error and exit code ([`command`]), regular-file opening
 //! ([`files`]), systemd notification ([`notify`]) and the service directory's owner
 //! ([`service_dir`]), and trust policy and bundle file checks ([`trust`]).
@@ -19,6 +20,7 @@ pub mod logging;
 pub mod notify;
 pub mod service_dir;
 pub mod signals;
+pub mod supervisor;
 pub mod trust;
 
 use std::net::SocketAddr;

@@ -28,7 +28,7 @@ pub enum TlsError {
     NoCertificate { what: &'static str },
     #[error("the {what} PEM is not valid: {message}")]
     Pem { what: &'static str, message: String },
-    #[error("TLS configuration failed: {0}")]
+    #[error("TLS configuration failed")]
     Config(#[from] rustls::Error),
     #[error("client verifier configuration failed: {0}")]
     Verifier(String),

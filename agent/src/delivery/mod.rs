@@ -104,11 +104,15 @@ pub async fn run(
                         continue;
                     }
                     Ok(Fetched::Stopped) => return,
-                    Err(Fetch::Connection(reason)) => {
-                        tracing::warn!(bundle = %want.id, reason, "bundle transfer interrupted; it resumes on the next connection");
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(bundle = %want.id, reason = gantry_shared::bundle::outcome::error_chain(&e), "bundle transfer interrupted; it resumes on the next connection");
                         return;
                     }
-                    Err(Fetch::Refused(reason)) => refuse(&state, &want, reason),
+                    Err(e) => refuse(
+                        &state,
+                        &want,
+                        gantry_shared::bundle::outcome::error_chain(&e),
+                    ),
                 }
             }
         }
@@ -129,11 +133,66 @@ enum Fetched {
     Stopped,
 }
 
-enum Fetch {
-    /// The connection broke; keep what was fetched.
-    Connection(String),
-    /// The transfer cannot succeed as it is; the partial file was removed.
+/// Why a transfer stopped short. The transient kinds keep what was fetched and resume on
+/// the next connection; the others remove the partial file and refuse the bundle, with
+/// the reason in the next heartbeat (so it names no local path or OS detail beyond the
+/// error's own text).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("the connection to the controller failed")]
+    Net(#[from] gantry_net::NetError),
+    #[error("the controller cannot serve the transfer now: {0}")]
+    Unavailable(String),
+    #[error("unexpected answer to a bundle fetch")]
+    Unexpected,
+    #[error("no bytes for {STALL_TIMEOUT:?}")]
+    Stalled,
+    #[error("the transfer broke off")]
+    Broken(#[source] quinn::ReadError),
+    #[error("the stream ended after {received} of {size} bytes")]
+    Short { received: u64, size: u64 },
+    #[error("the controller named a malformed file digest {0:?}")]
+    MalformedDigest(String),
+    #[error(
+        "the controller offered bytes {offered}.. of a {offered_size}-byte file; asked for {asked}.. of the {size} bytes assigned"
+    )]
+    WrongRange {
+        offered: u64,
+        offered_size: u64,
+        asked: u64,
+        size: u64,
+    },
+    #[error("the controller refused the transfer: {0}")]
     Refused(String),
+    #[error("the controller sent more than the {0} bytes announced; discarded")]
+    Oversized(u64),
+    #[error("a partial download was larger than the bundle; removed it")]
+    OversizedPartial,
+    #[error("cannot write the download")]
+    Write(#[source] io::Error),
+    #[error("the download writer failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl FetchError {
+    /// Whether the next connection may finish the transfer from the bytes already there.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Net(_)
+            | Self::Unavailable(_)
+            | Self::Unexpected
+            | Self::Stalled
+            | Self::Broken(_)
+            | Self::Short { .. } => true,
+            Self::MalformedDigest(_)
+            | Self::WrongRange { .. }
+            | Self::Refused(_)
+            | Self::Oversized(_)
+            | Self::OversizedPartial
+            | Self::Write(_)
+            | Self::Task(_) => false,
+        }
+    }
 }
 
 fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
@@ -147,8 +206,8 @@ fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
 }
 
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(local)`
-fn local(e: io::Error) -> Fetch {
-    Fetch::Refused(format!("cannot write the download: {e}"))
+fn local(e: io::Error) -> FetchError {
+    FetchError::Write(e)
 }
 
 /// Downloads the rest of `want` into `<state_dir>/downloads/<file sha256>.partial`.
@@ -161,12 +220,9 @@ async fn fetch(
     state: &SharedBundles,
     stop: &CancellationToken,
     desired: &mut watch::Receiver<Option<Desired>>,
-) -> Result<Fetched, Fetch> {
+) -> Result<Fetched, FetchError> {
     if !delivery::is_sha256_hex(&want.file_sha256) {
-        return Err(Fetch::Refused(format!(
-            "the controller named a malformed file digest {:?}",
-            want.file_sha256
-        )));
+        return Err(FetchError::MalformedDigest(want.file_sha256.clone()));
     }
     let dir = config.state_dir.join("downloads");
     fs::create_dir_all(&dir).map_err(local)?;
@@ -175,16 +231,13 @@ async fn fetch(
     let download = {
         let path = path.clone();
         tokio::task::spawn_blocking(move || Download::open(&path))
-            .await
-            .map_err(|e| Fetch::Refused(e.to_string()))?
+            .await?
             .map_err(local)?
     };
     let offset = download.len();
     if offset > want.size {
         fs::remove_file(&path).map_err(local)?;
-        return Err(Fetch::Refused(
-            "a partial download was larger than the bundle; removed it".to_owned(),
-        ));
+        return Err(FetchError::OversizedPartial);
     }
     {
         let mut s = state.lock().expect("bundles");
@@ -202,29 +255,22 @@ async fn fetch(
         id: want.id.clone(),
         offset,
     });
-    let (answer, mut recv) = gantry_net::open_download(conn, &request, STALL_TIMEOUT)
-        .await
-        .map_err(|e| Fetch::Connection(e.to_string()))?;
+    let (answer, mut recv) = gantry_net::open_download(conn, &request, STALL_TIMEOUT).await?;
     match answer {
         Response::BundleStream(h) if h.offset == offset && h.size == want.size => {}
         Response::BundleStream(h) => {
-            return Err(Fetch::Refused(format!(
-                "the controller offered bytes {}.. of a {}-byte file; asked for {offset}.. of the {} bytes assigned",
-                h.offset, h.size, want.size
-            )));
+            return Err(FetchError::WrongRange {
+                offered: h.offset,
+                offered_size: h.size,
+                asked: offset,
+                size: want.size,
+            });
         }
-        Response::Error(e) if e.code.is_transient() => return Err(Fetch::Connection(e.message)),
-        Response::Error(e) => {
-            return Err(Fetch::Refused(format!(
-                "the controller refused the transfer: {}",
-                e.message
-            )));
+        Response::Error(e) if e.code.is_transient() => {
+            return Err(FetchError::Unavailable(e.message));
         }
-        _ => {
-            return Err(Fetch::Connection(
-                "unexpected answer to a bundle fetch".to_owned(),
-            ));
-        }
+        Response::Error(e) => return Err(FetchError::Refused(e.message)),
+        _ => return Err(FetchError::Unexpected),
     }
 
     let (pieces, rx) = mpsc::channel(WRITE_AHEAD);
@@ -234,7 +280,7 @@ async fn fetch(
         tokio::task::spawn_blocking(move || write_pieces(download, rx, &give_back, &state))
     };
     let mut received = offset;
-    let ended: Result<Option<Fetched>, Fetch> = loop {
+    let ended: Result<Option<Fetched>, FetchError> = loop {
         let mut piece = returned.try_recv().unwrap_or_else(|_| Piece::new(PIECE));
         piece.clear();
         // Fill one piece, or stop at the end of the stream, a stall, a stop or a new
@@ -251,24 +297,13 @@ async fn fetch(
                 read = tokio::time::timeout(STALL_TIMEOUT, recv.read(piece.space())) => read,
             };
             match read {
-                Err(_) => {
-                    break Some(Err(Fetch::Connection(format!(
-                        "no bytes for {STALL_TIMEOUT:?}"
-                    ))));
-                }
-                Ok(Err(e)) => {
-                    break Some(Err(Fetch::Connection(format!(
-                        "the transfer broke off: {e}"
-                    ))));
-                }
+                Err(_) => break Some(Err(FetchError::Stalled)),
+                Ok(Err(e)) => break Some(Err(FetchError::Broken(e))),
                 Ok(Ok(None)) => break Some(Ok(None)),
                 Ok(Ok(Some(n))) => {
                     piece.advance(n);
                     if received + piece.filled() as u64 > want.size {
-                        break Some(Err(Fetch::Refused(format!(
-                            "the controller sent more than the {} bytes announced; discarded",
-                            want.size
-                        ))));
+                        break Some(Err(FetchError::Oversized(want.size)));
                     }
                     if piece.is_full() {
                         break None;
@@ -276,7 +311,7 @@ async fn fetch(
                 }
             }
         };
-        let refused = matches!(end, Some(Err(Fetch::Refused(_))));
+        let refused = matches!(&end, Some(Err(e)) if !e.is_transient());
         if piece.filled() > 0 && !refused {
             received += piece.filled() as u64;
             if pieces.send(piece).await.is_err() {
@@ -289,16 +324,14 @@ async fn fetch(
         }
     };
     drop(pieces);
-    let written = writer
-        .await
-        .map_err(|e| Fetch::Refused(format!("the download writer failed: {e}")))?;
+    let written = writer.await?;
     match ended {
         Ok(Some(fetched)) => return Ok(fetched),
-        Err(Fetch::Refused(reason)) => {
+        Err(e) if !e.is_transient() => {
             fs::remove_file(&path).map_err(local)?;
-            return Err(Fetch::Refused(reason));
+            return Err(e);
         }
-        Err(connection) => return Err(connection),
+        Err(transient) => return Err(transient),
         Ok(None) => {}
     }
     let (last_byte, synced) = match written {
@@ -309,10 +342,10 @@ async fn fetch(
         }
     };
     if received < want.size {
-        return Err(Fetch::Connection(format!(
-            "the stream ended after {received} of {} bytes",
-            want.size
-        )));
+        return Err(FetchError::Short {
+            received,
+            size: want.size,
+        });
     }
     let transfer = Transfer {
         id: want.id.clone(),

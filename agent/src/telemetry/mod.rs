@@ -131,15 +131,26 @@ struct Sampler {
     absent_count: Option<usize>,
 }
 
+/// NVML could not start: the sampler reports host metrics only and tries again.
+#[derive(Debug, thiserror::Error)]
+#[error("NVML could not be initialised from {}: {cause}", .library.display())]
+struct NvmlUnavailable {
+    library: std::path::PathBuf,
+    /// NVML's own words, kept in the one line status shows.
+    cause: String,
+}
+
 impl Sampler {
     fn run(mut self) {
         tracing::debug!(interval = ?self.config.interval, "sampler started");
         while !self.shutdown.is_cancelled() {
             match self.init_nvml() {
                 Ok(nvml) => self.run_with_nvml(&nvml),
-                Err(reason) => {
+                Err(unavailable) => {
                     let retry_at = Instant::now() + self.config.nvml_retry_interval;
-                    let status = NvmlStatus::Unavailable { reason };
+                    let status = NvmlStatus::Unavailable {
+                        reason: unavailable.to_string(),
+                    };
                     self.tick_until(Some(retry_at), None, &status);
                 }
             }
@@ -147,7 +158,7 @@ impl Sampler {
         tracing::debug!("sampler stopped");
     }
 
-    fn init_nvml(&mut self) -> Result<Nvml, String> {
+    fn init_nvml(&mut self) -> Result<Nvml, NvmlUnavailable> {
         let library = &self.config.nvml_library;
         let result = Nvml::builder().lib_path(library.as_os_str()).init();
         match result {
@@ -156,10 +167,10 @@ impl Sampler {
                 Ok(nvml)
             }
             Err(e) => {
-                let reason = format!(
-                    "NVML could not be initialised from {}: {e}",
-                    library.display()
-                );
+                let reason = NvmlUnavailable {
+                    library: library.clone(),
+                    cause: e.to_string(),
+                };
                 if self.nvml_warned {
                     tracing::debug!(library = %library.display(), error = %e, "NVML still unavailable");
                 } else {

@@ -595,41 +595,53 @@ fn expiry_note(expires_at_ms: Option<u64>) -> String {
     })
 }
 
+/// Why a command-line value was refused (clap prints it after the argument's name).
+#[derive(Debug, thiserror::Error)]
+enum ValueError {
+    #[error(transparent)]
+    Duration(#[from] humantime::DurationError),
+    #[error("the duration is too large")]
+    TooLarge,
+    #[error("{0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("{0:?} is not a finite number")]
+    NotANumber(String),
+    #[error("{0:?} is not an execution provider (cuda, cpu)")]
+    NotAProvider(String),
+}
+
 /// A signed duration (`-10d`, `2h`) in milliseconds.
-fn parse_clock_offset(text: &str) -> Result<i64, String> {
+fn parse_clock_offset(text: &str) -> Result<i64, ValueError> {
     let (sign, rest) = match text.strip_prefix('-') {
         Some(rest) => (-1, rest),
         None => (1, text),
     };
-    let duration = humantime::parse_duration(rest).map_err(|e| e.to_string())?;
+    let duration = humantime::parse_duration(rest)?;
     i64::try_from(duration.as_millis())
         .map(|ms| sign * ms)
-        .map_err(|_| "too large".to_owned())
+        .map_err(|_| ValueError::TooLarge)
 }
 
-fn parse_key_value(text: &str) -> Result<(String, String), String> {
+fn parse_key_value(text: &str) -> Result<(String, String), ValueError> {
     text.split_once('=')
         .filter(|(k, _)| !k.is_empty())
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+        .ok_or_else(|| ValueError::NotKeyValue(text.to_owned()))
 }
 
-fn parse_metric(text: &str) -> Result<(String, f64), String> {
+fn parse_metric(text: &str) -> Result<(String, f64), ValueError> {
     let (k, v) = parse_key_value(text)?;
-    let value: f64 = v.parse().map_err(|_| format!("{v:?} is not a number"))?;
-    if !value.is_finite() {
-        return Err(format!("{v:?} is not a finite number"));
+    match v.parse::<f64>() {
+        Ok(value) if value.is_finite() => Ok((k, value)),
+        _ => Err(ValueError::NotANumber(v)),
     }
-    Ok((k, value))
 }
 
-fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
+fn parse_provider(text: &str) -> Result<ExecutionProvider, ValueError> {
     match text.trim() {
         "cuda" => Ok(ExecutionProvider::Cuda),
         "cpu" => Ok(ExecutionProvider::Cpu),
-        other => Err(format!(
-            "{other:?} is not an execution provider (cuda, cpu)"
-        )),
+        other => Err(ValueError::NotAProvider(other.to_owned())),
     }
 }
 

@@ -50,6 +50,12 @@ pub struct Options {
     pub keep: bool,
 }
 
+/// A condition the demo waits for: met, or how far it got.
+enum Poll<T> {
+    Done(T),
+    Waiting(String),
+}
+
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -591,9 +597,11 @@ impl Demo {
                             && n.records_stored > 0
                     })
                     .count();
-                Ok((ready == expected.len())
-                    .then_some(())
-                    .ok_or(format!("{ready} of {} are", expected.len())))
+                Ok(if ready == expected.len() {
+                    Poll::Done(())
+                } else {
+                    Poll::Waiting(format!("{ready} of {} are", expected.len()))
+                })
             },
         )?;
         self.console
@@ -601,13 +609,13 @@ impl Demo {
         Ok(())
     }
 
-    /// Polls `check` every 200 ms until it gives `Ok(value)`; `Err(progress)` means not
-    /// yet, and says how far it got. Fails as soon as an agent exits.
+    /// Polls `check` every 200 ms until it is [`Poll::Done`]; [`Poll::Waiting`] says how
+    /// far it got. Fails as soon as an agent exits.
     fn wait<T>(
         &mut self,
         what: &str,
         timeout: Duration,
-        mut check: impl FnMut(&mut Self) -> Result<Result<T, String>, DemoError>,
+        mut check: impl FnMut(&mut Self) -> Result<Poll<T>, DemoError>,
     ) -> Result<T, DemoError> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -616,8 +624,8 @@ impl Demo {
                 node.check_running()?;
             }
             let progress = match check(self)? {
-                Ok(value) => return Ok(value),
-                Err(progress) => progress,
+                Poll::Done(value) => return Ok(value),
+                Poll::Waiting(progress) => progress,
             };
             if Instant::now() >= deadline {
                 return Err(DemoError::Timeout {
@@ -652,9 +660,9 @@ impl Demo {
                 *seen = rollout.events.len();
                 let state = rollout.state();
                 if state == until {
-                    Ok(Ok(*rollout))
+                    Ok(Poll::Done(*rollout))
                 } else if state.is_active() {
-                    Ok(Err(format!("it is {}", state.as_str())))
+                    Ok(Poll::Waiting(format!("it is {}", state.as_str())))
                 } else {
                     Err(DemoError::Rollout {
                         id: id.clone(),
@@ -897,8 +905,10 @@ impl Demo {
                     .iter()
                     .find(|n| n.name == name)
                     .and_then(|n| n.cordon.as_ref())
-                    .map(|c| c.reason.clone())
-                    .ok_or_else(|| "not yet".to_owned()))
+                    .map_or_else(
+                        || Poll::Waiting("not yet".to_owned()),
+                        |c| Poll::Done(c.reason.clone()),
+                    ))
             },
         )?;
         self.console.say(&format!(

@@ -174,11 +174,10 @@ impl Node {
             .collect();
         let body = serde_json::json!({ "inputs": inputs });
         let path = format!("/v2/models/{model}/infer");
-        let answer =
-            post_json(self.inference, &path, &body).map_err(|message| DemoError::Inference {
-                node: self.name.clone(),
-                message,
-            })?;
+        let answer = post_json(self.inference, &path, &body).map_err(|e| DemoError::Inference {
+            node: self.name.clone(),
+            message: gantry_shared::bundle::outcome::error_chain(&e),
+        })?;
         let bad = |what: &str| DemoError::Inference {
             node: self.name.clone(),
             message: format!("the answer has no {what}: {answer}"),
@@ -214,7 +213,7 @@ impl Node {
 
     /// SIGTERM, then the exit status; killed when it does not stop in time. `None` when
     /// it was not running.
-    pub(super) fn stop(&mut self) -> Option<Result<ExitStatus, String>> {
+    pub(super) fn stop(&mut self) -> Option<Result<ExitStatus, StopError>> {
         let mut child = self.child.take()?;
         let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).ok()?)?;
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -228,12 +227,9 @@ impl Node {
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Some(Err(format!(
-                        "did not stop within {}s of SIGTERM; killed",
-                        STOP_TIMEOUT.as_secs()
-                    )));
+                    return Some(Err(StopError::Killed));
                 }
-                Err(e) => return Some(Err(e.to_string())),
+                Err(e) => return Some(Err(StopError::Wait(e))),
             }
         }
     }
@@ -269,32 +265,75 @@ fn free_tcp_port() -> Result<SocketAddr, DemoError> {
     ))
 }
 
+/// Why an agent did not stop on its own.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StopError {
+    #[error("did not stop within {}s of SIGTERM; killed", STOP_TIMEOUT.as_secs())]
+    Killed,
+    #[error("cannot wait for it")]
+    Wait(#[source] std::io::Error),
+}
+
+/// Why an HTTP exchange with an agent's inference endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HttpError {
+    #[error("cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot exchange with {addr}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr} answered something that is not HTTP")]
+    NotHttp { addr: SocketAddr },
+    #[error("{addr} answered {status}: {body}")]
+    Status {
+        addr: SocketAddr,
+        status: String,
+        body: String,
+    },
+    #[error("{addr} answered with invalid JSON")]
+    Json {
+        addr: SocketAddr,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// `POST path` with a JSON body over HTTP/1.0; the answer's JSON body when it is 200.
 fn post_json(
     addr: SocketAddr,
     path: &str,
     body: &serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, HttpError> {
     let body = body.to_string();
+    let exchange = |source| HttpError::Exchange { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        .map_err(|source| HttpError::Connect { addr, source })?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     write!(
         stream,
         "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
-    .map_err(|e| format!("cannot send to {addr}: {e}"))?;
+    .map_err(exchange)?;
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| format!("no answer from {addr}: {e}"))?;
+    stream.read_to_string(&mut response).map_err(exchange)?;
     let (head, body) = response
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{addr} answered something that is not HTTP"))?;
+        .ok_or(HttpError::NotHttp { addr })?;
     let status = head.lines().next().unwrap_or_default();
     if !status.contains(" 200 ") {
-        return Err(format!("{addr} answered {status}: {body}"));
+        return Err(HttpError::Status {
+            addr,
+            status: status.to_owned(),
+            body: body.to_owned(),
+        });
     }
-    serde_json::from_str(body).map_err(|e| format!("{addr} answered with invalid JSON: {e}"))
+    serde_json::from_str(body).map_err(|source| HttpError::Json { addr, source })
 }

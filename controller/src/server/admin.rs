@@ -425,7 +425,7 @@ async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Res
     let records = body.records.len() as u64;
     let (from_seq, to_seq, name) = (body.from_seq, body.to_seq, node.name.clone());
     let store = Arc::clone(&shared.store);
-    let stored = blocking(move || -> Result<(u64, u64), String> {
+    let stored = blocking(move || -> Result<(u64, u64), ImportError> {
         let mut totals = (0, 0);
         super::audit_node_journal(&store, &name, &body.records, "telemetry import");
         let mut records = body.records.into_iter().peekable();
@@ -436,13 +436,8 @@ async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Res
                     .take(gantry_shared::protocol::telemetry::MAX_BATCH_RECORDS)
                     .collect(),
             };
-            let results = store
-                .store_batches(&[(name.as_str(), &batch)])
-                .map_err(|e| e.to_string())?;
-            let outcome = results
-                .into_iter()
-                .next()
-                .unwrap_or(Err("no result".into()))?;
+            let results = store.store_batches(&[(name.as_str(), &batch)])?;
+            let outcome = results.into_iter().next().expect("one result per batch")?;
             totals.0 += outcome.stored;
             totals.1 += outcome.duplicates;
         }
@@ -824,4 +819,13 @@ async fn admin_add(
         }
         _ => error(ErrorCode::Unavailable, "the controller store failed"),
     }
+}
+
+/// Why an imported export's records were not stored.
+#[derive(Debug, thiserror::Error)]
+enum ImportError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Batch(#[from] crate::store::BatchError),
 }

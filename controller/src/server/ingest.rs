@@ -7,7 +7,21 @@ use std::sync::Arc;
 use gantry_shared::protocol::telemetry::Batch;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{Store, Stored};
+use crate::store::{BatchError, Store, Stored};
+
+/// Why a batch was not stored. Every kind is transient for the agent: it keeps the
+/// batch and sends it again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum IngestError {
+    #[error("the ingest writer stopped")]
+    Stopped,
+    /// The transaction holding the batch failed (the message of the store's error, shared
+    /// by every batch of the group).
+    #[error("the store failed: {0}")]
+    Store(String),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
 
 /// Batches waiting beyond this apply back-pressure to the connections sending them.
 const QUEUE: usize = 1024;
@@ -17,7 +31,7 @@ const GROUP: usize = 256;
 struct Job {
     node: String,
     batch: Batch,
-    reply: oneshot::Sender<Result<Stored, String>>,
+    reply: oneshot::Sender<Result<Stored, IngestError>>,
 }
 
 /// Sends batches to the writer.
@@ -42,15 +56,13 @@ impl Writer {
 
 impl Handle {
     /// Stores `batch` for `node`; resolves once it is durable.
-    pub(super) async fn store(&self, node: String, batch: Batch) -> Result<Stored, String> {
+    pub(super) async fn store(&self, node: String, batch: Batch) -> Result<Stored, IngestError> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Job { node, batch, reply })
             .await
-            .map_err(|_| "the ingest writer stopped".to_owned())?;
-        answer
-            .await
-            .map_err(|_| "the ingest writer stopped".to_owned())?
+            .map_err(|_| IngestError::Stopped)?;
+        answer.await.map_err(|_| IngestError::Stopped)?
     }
 }
 
@@ -72,13 +84,14 @@ pub(super) fn spawn(store: Arc<Store>) -> (Handle, Writer) {
                 match store.store_batches(&batches) {
                     Ok(results) => {
                         for (job, stored) in jobs.into_iter().zip(results) {
-                            let _ = job.reply.send(stored);
+                            let _ = job.reply.send(stored.map_err(IngestError::from));
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
+                        // One failed transaction fails every batch it held.
+                        let failed = IngestError::Store(e.to_string());
                         for job in jobs {
-                            let _ = job.reply.send(Err(message.clone()));
+                            let _ = job.reply.send(Err(failed.clone()));
                         }
                     }
                 }

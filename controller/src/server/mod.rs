@@ -29,7 +29,6 @@ use gantry_shared::telemetry::Sample;
 use quinn::{Connection, VarInt};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::audit::{self, NewEntry};
 use crate::ca::{self, Ca, PeerPublicKey};
@@ -68,6 +67,10 @@ pub struct ServeConfig {
 pub enum ServeError {
     #[error(transparent)]
     Home(#[from] HomeError),
+    #[error(
+        "the controller's {0} panicked (a bug; its log says where); it stopped so systemd restarts it whole"
+    )]
+    Panicked(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -195,7 +198,7 @@ pub async fn serve(
         home.dir.join("bundles"),
         home.path("trust.json"),
     )?);
-    let tracker = TaskTracker::new();
+    let tracker = gantry_net::supervisor::Supervisor::new(shutdown.clone());
     let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
     let rollouts = crate::rollouts::Engine::open(Arc::clone(&store), Arc::clone(&bundles))?;
     let shared = Arc::new(Shared {
@@ -231,17 +234,22 @@ pub async fn serve(
             let bound = listener
                 .local_addr()
                 .map_err(|source| ServeError::MetricsListen { addr, source })?;
-            tracker.spawn(http::serve(listener, Arc::clone(&shared), shutdown.clone()));
+            tracker.spawn(
+                "metrics endpoint",
+                http::serve(listener, Arc::clone(&shared), shutdown.clone()),
+            );
             Some(bound)
         }
         None => None,
     };
-    tracker.spawn(retention_loop(
-        Arc::clone(&store),
-        config.retention,
-        shutdown.clone(),
-    ));
-    tracker.spawn(rollout_loop(Arc::clone(&shared), shutdown.clone()));
+    tracker.spawn(
+        "retention",
+        retention_loop(Arc::clone(&store), config.retention, shutdown.clone()),
+    );
+    tracker.spawn(
+        "rollout engine",
+        rollout_loop(Arc::clone(&shared), shutdown.clone()),
+    );
 
     tracing::info!(addr = %local, metrics = ?metrics_addr, dir = %home.dir.display(), "controller listening");
     if let Some(ready) = ready {
@@ -254,7 +262,7 @@ pub async fn serve(
             // Pinged from the runtime that serves connections: a stuck runtime stops it.
             let notifier = Arc::clone(notifier);
             let stop = shutdown.clone();
-            tracker.spawn(async move {
+            tracker.spawn("watchdog", async move {
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => return,
@@ -271,7 +279,7 @@ pub async fn serve(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let shared = Arc::clone(&shared);
-                tracker.spawn(async move {
+                tracker.spawn("connection", async move {
                     match incoming.await {
                         Ok(conn) => serve_connection(shared, conn).await,
                         Err(e) => tracing::debug!(error = %e, "handshake failed"),
@@ -299,6 +307,9 @@ pub async fn serve(
     drop(shared);
     ingest_thread.stop();
     endpoint.wait_idle().await;
+    if let Some(task) = tracker.panicked() {
+        return Err(ServeError::Panicked(task));
+    }
     tracing::info!("controller stopped");
     Ok(())
 }
@@ -1005,8 +1016,15 @@ fn repo_error(e: &crate::bundles::RepoError) -> Response {
         RepoError::BadRequest(_) | RepoError::Refused(_) => ErrorCode::BadRequest,
         RepoError::NotFound(_) => ErrorCode::NotFound,
         RepoError::Io { .. } => {
-            tracing::error!(error = %e, "bundle repository failure");
-            ErrorCode::Unavailable
+            // The path and the OS error stay in the controller's log, off the wire.
+            tracing::error!(
+                error = gantry_shared::bundle::outcome::error_chain(e),
+                "bundle repository failure"
+            );
+            return error(
+                ErrorCode::Unavailable,
+                "the controller's bundle repository failed; try again, or see the controller's log",
+            );
         }
     };
     error(code, e.to_string())

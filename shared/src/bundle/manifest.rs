@@ -32,7 +32,7 @@ pub enum ManifestError {
     UnknownSchema { found: u64 },
     #[error("manifest field `{field}`: {problem}")]
     Invalid { field: String, problem: String },
-    #[error("manifest file entry {path:?}: {source}")]
+    #[error("manifest file entry {path:?} has an unsafe path")]
     UnsafePath {
         path: String,
         #[source]

@@ -78,7 +78,7 @@ pub enum BundleError {
     },
     #[error("signatures.json is not valid: {message}")]
     Signatures { message: String },
-    #[error("entry {path:?} has an unsafe path: {source}")]
+    #[error("entry {path:?} has an unsafe path")]
     UnsafePath {
         path: String,
         #[source]

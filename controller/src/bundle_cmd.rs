@@ -430,18 +430,73 @@ impl<R: io::Read, W: io::Write> io::Read for Tee<R, W> {
     }
 }
 
+/// What `bundle export` needs to know of a held bundle, read from the bundle file itself.
+struct Held {
+    id: String,
+}
+
+/// The bundle file the controller in `bundles` holds for `reference` (`sha256:<id>`, or
+/// `NAME@VERSION`: the latest written when several carry it). Read from the files, not
+/// the controller's store, so it works while the controller runs.
+fn find_held(bundles: &Path, reference: &str) -> Result<(Held, PathBuf), BundleCmdError> {
+    if let Some(hex) = reference.strip_prefix("sha256:") {
+        let path = bundles.join(format!("{hex}.gbundle"));
+        if gantry_shared::protocol::delivery::is_sha256_hex(hex) && path.is_file() {
+            return Ok((
+                Held {
+                    id: reference.to_owned(),
+                },
+                path,
+            ));
+        }
+        return Err(BundleCmdError::Usage(format!(
+            "no bundle {reference} is held; `gantry bundle ls` lists them"
+        )));
+    }
+    let Some((name, version)) = reference.split_once('@') else {
+        return Err(BundleCmdError::Usage(format!(
+            "{reference:?} names no bundle: write NAME@VERSION or sha256:<id>"
+        )));
+    };
+    let entries = std::fs::read_dir(bundles).map_err(|source| BundleCmdError::Read {
+        path: bundles.to_owned(),
+        source,
+    })?;
+    let mut best: Option<(SystemTime, Held, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("gbundle") {
+            continue;
+        }
+        let Ok(reader) = open_bundle(&path) else {
+            continue;
+        };
+        let manifest = reader.manifest();
+        if manifest.name != name || manifest.version != version {
+            continue;
+        }
+        let written = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        if best.as_ref().is_none_or(|(at, _, _)| written >= *at) {
+            let id = reader.id().to_string();
+            best = Some((written, Held { id }, path));
+        }
+    }
+    best.map(|(_, held, path)| (held, path)).ok_or_else(|| {
+        BundleCmdError::Usage(format!(
+            "no bundle {name}@{version} is held; push it first (`gantry bundle ls` lists them)"
+        ))
+    })
+}
+
 /// Writes the bundle `reference` (`NAME@VERSION` or `sha256:<id>`) that the controller in
 /// `dir` holds to `out` for removable media. The bytes written are the bytes verified, in
 /// one pass, against the controller's trust policy; a bundle that does not verify is not
 /// written.
 pub fn export(dir: &Path, reference: &str, out: &Path) -> Result<Exported, BundleCmdError> {
-    let repo = crate::bundles::BundleRepo::open(dir.join("bundles"), dir.join("trust.json"))
-        .map_err(|e| BundleCmdError::Usage(outcome::error_chain(&e)))?;
-    let info = repo
-        .find(reference)
-        .map_err(|e| BundleCmdError::Usage(outcome::error_chain(&e)))?;
-    let hex = info.id.trim_start_matches("sha256:");
-    let source = dir.join("bundles").join(format!("{hex}.gbundle"));
+    let (info, source) = find_held(&dir.join("bundles"), reference)?;
     let trust = dir.join("trust.json");
     let policy = load_policy(&trust)?;
     let file = File::open(&source).map_err(|e| BundleCmdError::Read {
@@ -469,11 +524,12 @@ pub fn export(dir: &Path, reference: &str, out: &Path) -> Result<Exported, Bundl
         path: out.to_owned(),
         source,
     })?;
+    let size = std::fs::metadata(&source).map_or(0, |m| m.len());
     Ok(Exported {
         id: info.id,
-        name: info.name,
-        version: info.version,
-        size: info.size,
+        name: verified.name.clone().unwrap_or_default(),
+        version: verified.version.clone().unwrap_or_default(),
+        size,
         signers: verified
             .signatures
             .iter()

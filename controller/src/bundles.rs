@@ -1,6 +1,9 @@
-//! The controller's bundle repository under `<home>/bundles`: uploads in progress
-//! (`.upload-<sha256>`), verified bundles (`<id hex>.gbundle` with `<id hex>.json`
-//! beside it), and which node should run which bundle (`assignments.json`).
+//! The controller's bundle repository: the files under `<home>/bundles` — uploads in
+//! progress (`.upload-<sha256>`) and verified bundles (`<id hex>.gbundle`) — and, in the
+//! controller's store, what is recorded of each bundle and which node should run which
+//! (changed with the rollout that makes an assignment and its audit entries in one
+//! transaction). An older controller's `assignments.json` and `<id hex>.json` files are
+//! taken into the store when the repository opens, then removed.
 //!
 //! A bundle is kept only after it passes the controller's own trust policy
 //! (`<home>/trust.json`); agents verify it again against theirs.
@@ -9,15 +12,16 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use gantry_shared::bundle::outcome::error_chain;
 use gantry_shared::protocol::delivery::{self, BundleInfo, Desired};
 use sha2::{Digest, Sha256};
 
-use gantry_net::atomic::write_atomically;
 use gantry_net::trust;
+
+use crate::store::{Assignment, Store, StoreError};
 
 /// The largest bundle the controller accepts.
 pub const MAX_BUNDLE_SIZE: u64 = 64 << 30;
@@ -36,6 +40,8 @@ pub enum RepoError {
         #[source]
         source: io::Error,
     },
+    #[error("the bundle records cannot be used")]
+    Store(#[from] StoreError),
 }
 
 fn io_err(path: &Path) -> impl Fn(io::Error) -> RepoError + '_ {
@@ -67,7 +73,8 @@ fn id_hex(id: &str) -> Result<&str, RepoError> {
 pub struct BundleRepo {
     dir: PathBuf,
     trust: PathBuf,
-    /// Node name → bundle id; guards `assignments.json` too.
+    store: Arc<Store>,
+    /// Node name → bundle id, as the store holds it; the lock serialises changes.
     assignments: Mutex<BTreeMap<String, String>>,
     /// What heartbeats answer per bundle id; bundles are immutable, so this never goes
     /// stale.
@@ -75,21 +82,16 @@ pub struct BundleRepo {
 }
 
 impl BundleRepo {
-    /// Opens (creating) the repository in `dir`; `trust` is the controller's policy.
-    pub fn open(dir: PathBuf, trust: PathBuf) -> Result<Self, RepoError> {
+    /// Opens (creating) the repository in `dir`; `trust` is the controller's policy,
+    /// `store` where its records live.
+    pub fn open(dir: PathBuf, trust: PathBuf, store: Arc<Store>) -> Result<Self, RepoError> {
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let path = dir.join("assignments.json");
-        let assignments = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RepoError::Io {
-                path: path.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(RepoError::Io { path, source }),
-        };
+        take_in_files(&dir, &store)?;
+        let assignments = store.assignments()?;
         Ok(Self {
             dir,
             trust,
+            store,
             assignments: Mutex::new(assignments),
             desired: Mutex::default(),
         })
@@ -106,10 +108,6 @@ impl BundleRepo {
 
     fn bundle_path(&self, hex: &str) -> PathBuf {
         self.dir.join(format!("{hex}.gbundle"))
-    }
-
-    fn info_path(&self, hex: &str) -> PathBuf {
-        self.dir.join(format!("{hex}.json"))
     }
 
     /// Appends `data` at `offset` of the upload; returns the bytes held. A chunk that does
@@ -208,73 +206,88 @@ impl BundleRepo {
             fs::remove_file(&upload).map_err(io_err(&upload))?;
             return Ok(existing);
         }
+        // The file first: a record never names a bundle that is not there. A crash
+        // between leaves a file without a record, which the next push of it completes.
         let target = self.bundle_path(&hex);
         fs::rename(&upload, &target).map_err(io_err(&target))?;
-        let info_path = self.info_path(&hex);
-        write_atomically(&info_path, 0o644, |w| {
-            serde_json::to_writer_pretty(&mut *w, &info).map_err(io::Error::other)
-        })
-        .map_err(io_err(&info_path))?;
-        Ok(info)
+        Ok(self.store.put_bundle_info(&hex, &info)?)
     }
 
     fn info(&self, hex: &str) -> Result<BundleInfo, RepoError> {
-        let path = self.info_path(hex);
-        let bytes = fs::read(&path)
-            .map_err(|_| RepoError::NotFound(format!("no bundle sha256:{hex} is held")))?;
-        let mut info: BundleInfo = serde_json::from_slice(&bytes).map_err(|e| RepoError::Io {
-            path,
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })?;
-        let id = format!("sha256:{hex}");
+        let mut info = self
+            .store
+            .bundle_info(hex)?
+            .filter(|_| self.bundle_path(hex).is_file())
+            .ok_or_else(|| RepoError::NotFound(format!("no bundle sha256:{hex} is held")))?;
+        self.fill_assigned(&mut info);
+        Ok(info)
+    }
+
+    fn fill_assigned(&self, info: &mut BundleInfo) {
         info.assigned = self
             .assignments
             .lock()
             .expect("assignments")
             .iter()
-            .filter(|(_, assigned)| **assigned == id)
+            .filter(|(_, assigned)| **assigned == info.id)
             .map(|(node, _)| node.clone())
             .collect();
-        Ok(info)
     }
 
     /// Every bundle held, oldest push first.
     pub fn list(&self) -> Result<Vec<BundleInfo>, RepoError> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            let name = entry.file_name();
-            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".gbundle")) else {
-                continue;
-            };
-            if check_hex("bundle id", hex).is_ok() {
-                out.push(self.info(hex)?);
-            }
+        let mut out = self.store.bundle_infos()?;
+        out.retain(|b| id_hex(&b.id).is_ok_and(|hex| self.bundle_path(hex).is_file()));
+        for info in &mut out {
+            self.fill_assigned(info);
         }
         out.sort_by_key(|b| b.pushed_at_ms);
         Ok(out)
     }
 
-    /// Makes `id` the desired bundle of `nodes` (persisted before it answers).
-    pub fn assign(&self, id: &str, nodes: &[String]) -> Result<String, RepoError> {
+    /// Makes `id` the desired bundle of `nodes`, with `audit` recorded in the same
+    /// transaction (persisted before it answers).
+    pub fn assign(
+        &self,
+        id: &str,
+        nodes: &[String],
+        audit: Vec<gantry_shared::audit::NewEntry>,
+    ) -> Result<String, RepoError> {
         let hex = id_hex(id)?.to_owned();
         self.info(&hex)?;
         let id = format!("sha256:{hex}");
-        self.change_assignments(|next| {
-            for node in nodes {
-                next.insert(node.clone(), id.clone());
-            }
-        })?;
+        let changes: Vec<Assignment> = nodes
+            .iter()
+            .map(|node| Assignment {
+                node: node.clone(),
+                bundle: Some(id.clone()),
+            })
+            .collect();
+        self.commit_assignments(&changes, None, audit)?;
         Ok(id)
     }
 
-    /// Takes the assignment away from `nodes`: they keep running what they run.
-    pub fn unassign(&self, nodes: &[String]) -> Result<(), RepoError> {
-        self.change_assignments(|next| {
-            for node in nodes {
-                next.remove(node);
-            }
-        })
+    /// Applies assignment `changes`, with the rollout that makes them and their audit
+    /// entries, in one store transaction; the repository's view follows once it
+    /// committed. A bundle named must be held.
+    pub fn commit_assignments(
+        &self,
+        changes: &[Assignment],
+        rollout: Option<(u64, &gantry_shared::protocol::rollout::Rollout)>,
+        audit: Vec<gantry_shared::audit::NewEntry>,
+    ) -> Result<(), RepoError> {
+        for bundle in changes.iter().filter_map(|c| c.bundle.as_deref()) {
+            self.info(id_hex(bundle)?)?;
+        }
+        let mut assignments = self.assignments.lock().expect("assignments");
+        self.store.commit_assignments(changes, rollout, audit)?;
+        for change in changes {
+            match &change.bundle {
+                Some(id) => assignments.insert(change.node.clone(), id.clone()),
+                None => assignments.remove(&change.node),
+            };
+        }
+        Ok(())
     }
 
     /// The bundle id assigned to `node`.
@@ -306,22 +319,6 @@ impl BundleRepo {
                     "no bundle {name}@{version} is held; push it first (`gantry bundle ls` lists them)"
                 ))
             })
-    }
-
-    fn change_assignments(
-        &self,
-        change: impl FnOnce(&mut BTreeMap<String, String>),
-    ) -> Result<(), RepoError> {
-        let mut assignments = self.assignments.lock().expect("assignments");
-        let mut next = assignments.clone();
-        change(&mut next);
-        let path = self.dir.join("assignments.json");
-        write_atomically(&path, 0o644, |w| {
-            serde_json::to_writer_pretty(&mut *w, &next).map_err(io::Error::other)
-        })
-        .map_err(io_err(&path))?;
-        *assignments = next;
-        Ok(())
     }
 
     /// What `node` should run.
@@ -381,6 +378,62 @@ impl BundleRepo {
     }
 }
 
+/// Moves an older controller's repository files into the store: `assignments.json` and
+/// the `<id hex>.json` beside each bundle. Each file is removed only once the store holds
+/// what it said.
+fn take_in_files(dir: &Path, store: &Store) -> Result<(), RepoError> {
+    let assignments_path = dir.join("assignments.json");
+    let assignments: BTreeMap<String, String> = match fs::read(&assignments_path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RepoError::Io {
+            path: assignments_path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(source) => {
+            return Err(RepoError::Io {
+                path: assignments_path,
+                source,
+            });
+        }
+    };
+    let mut infos = Vec::new();
+    let mut info_files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            continue;
+        };
+        if check_hex("bundle id", hex).is_err() {
+            continue;
+        }
+        let path = entry.path();
+        let bytes = fs::read(&path).map_err(io_err(&path))?;
+        let info: BundleInfo = serde_json::from_slice(&bytes).map_err(|e| RepoError::Io {
+            path: path.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        })?;
+        infos.push((hex.to_owned(), info));
+        info_files.push(path);
+    }
+    if assignments.is_empty() && infos.is_empty() && !assignments_path.exists() {
+        return Ok(());
+    }
+    store.import_repository_files(&assignments, &infos)?;
+    for path in info_files
+        .iter()
+        .chain(assignments_path.exists().then_some(&assignments_path))
+    {
+        fs::remove_file(path).map_err(io_err(path))?;
+    }
+    tracing::info!(
+        bundles = infos.len(),
+        assignments = assignments.len(),
+        "bundle records and assignments moved from files into the controller store"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,24 +442,30 @@ mod tests {
     const SHA: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     const ID_HEX: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
+    fn open(dir: &Path) -> BundleRepo {
+        let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
+        BundleRepo::open(dir.join("bundles"), dir.join("trust.json"), store).unwrap()
+    }
+
     fn repo() -> (tempfile::TempDir, BundleRepo) {
         let dir = tempfile::tempdir().unwrap();
-        let repo =
-            BundleRepo::open(dir.path().join("bundles"), dir.path().join("trust.json")).unwrap();
+        let repo = open(dir.path());
         (dir, repo)
+    }
+
+    fn info(bytes: &[u8]) -> BundleInfo {
+        BundleInfo {
+            id: format!("sha256:{ID_HEX}"),
+            size: bytes.len() as u64,
+            file_sha256: SHA.to_owned(),
+            ..BundleInfo::default()
+        }
     }
 
     /// A bundle placed as `commit` would leave it.
     fn held(repo: &BundleRepo, bytes: &[u8]) -> String {
         fs::write(repo.bundle_path(ID_HEX), bytes).unwrap();
-        let info = BundleInfo {
-            id: format!("sha256:{ID_HEX}"),
-            size: bytes.len() as u64,
-            file_sha256: SHA.to_owned(),
-            ..BundleInfo::default()
-        };
-        fs::write(repo.info_path(ID_HEX), serde_json::to_vec(&info).unwrap()).unwrap();
-        info.id
+        repo.store.put_bundle_info(ID_HEX, &info(bytes)).unwrap().id
     }
 
     #[test]
@@ -426,7 +485,7 @@ mod tests {
         let (_dir, repo) = repo();
         for id in ["sha256:../../trust", "../assignments", ""] {
             assert!(matches!(
-                repo.assign(id, &["n1".into()]),
+                repo.assign(id, &["n1".into()], Vec::new()),
                 Err(RepoError::BadRequest(_))
             ));
             assert!(matches!(
@@ -478,7 +537,7 @@ mod tests {
             repo.open_for_node("n2", &id, 0),
             Err(RepoError::NotFound(_))
         ));
-        repo.assign(&id, &["n1".into()]).unwrap();
+        repo.assign(&id, &["n1".into()], Vec::new()).unwrap();
         let (mut file, size) = repo.open_for_node("n1", &id, 7).unwrap();
         let mut rest = String::new();
         file.read_to_string(&mut rest).unwrap();
@@ -493,7 +552,7 @@ mod tests {
     fn fetch_beyond_the_end_of_a_bundle_is_refused() {
         let (_dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
-        repo.assign(&id, &["n1".into()]).unwrap();
+        repo.assign(&id, &["n1".into()], Vec::new()).unwrap();
         assert!(repo.open_for_node("n1", &id, 12).is_ok());
         assert!(matches!(
             repo.open_for_node("n1", &id, 13),
@@ -505,10 +564,10 @@ mod tests {
     fn assignments_survive_a_restart() {
         let (dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
-        repo.assign(&id, &["n1".into(), "n2".into()]).unwrap();
+        repo.assign(&id, &["n1".into(), "n2".into()], Vec::new())
+            .unwrap();
         drop(repo);
-        let again =
-            BundleRepo::open(dir.path().join("bundles"), dir.path().join("trust.json")).unwrap();
+        let again = open(dir.path());
         assert_eq!(again.desired("n2").unwrap().id, id);
         assert_eq!(again.list().unwrap()[0].assigned, vec!["n1", "n2"]);
         assert!(again.desired("n3").is_none());
@@ -518,8 +577,71 @@ mod tests {
     fn assigning_a_bundle_not_held_is_refused() {
         let (_dir, repo) = repo();
         let err = repo
-            .assign(&format!("sha256:{ID_HEX}"), &["n1".into()])
+            .assign(&format!("sha256:{ID_HEX}"), &["n1".into()], Vec::new())
             .unwrap_err();
         assert!(matches!(err, RepoError::NotFound(_)), "{err}");
+    }
+
+    #[test]
+    fn an_assignment_and_its_audit_entry_are_one_transaction() {
+        let (dir, repo) = repo();
+        let id = held(&repo, b"bundle bytes");
+        let entry = crate::audit::entry("alice", "bundle.assign", &id, serde_json::Value::Null);
+        repo.assign(&id, &["n1".into()], vec![entry]).unwrap();
+        // A change naming a bundle not held changes nothing and records nothing.
+        let missing = Assignment {
+            node: "n2".into(),
+            bundle: Some(format!("sha256:{}", "c".repeat(64))),
+        };
+        let entry = crate::audit::entry("alice", "bundle.assign", "x", serde_json::Value::Null);
+        assert!(
+            repo.commit_assignments(&[missing], None, vec![entry])
+                .is_err()
+        );
+        drop(repo);
+        let store = Store::open(&dir.path().join("store.redb")).unwrap();
+        assert_eq!(store.assignments().unwrap().len(), 1);
+        let mut actions = Vec::new();
+        store.scan_audit(|e| actions.push(e.action)).unwrap();
+        assert_eq!(actions, ["bundle.assign"]);
+    }
+
+    #[test]
+    fn an_older_controller_s_files_move_into_the_store_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundles = dir.path().join("bundles");
+        fs::create_dir_all(&bundles).unwrap();
+        fs::write(bundles.join(format!("{ID_HEX}.gbundle")), b"bundle bytes").unwrap();
+        fs::write(
+            bundles.join(format!("{ID_HEX}.json")),
+            serde_json::to_vec(&info(b"bundle bytes")).unwrap(),
+        )
+        .unwrap();
+        let assignments = BTreeMap::from([("n1".to_owned(), format!("sha256:{ID_HEX}"))]);
+        fs::write(
+            bundles.join("assignments.json"),
+            serde_json::to_vec(&assignments).unwrap(),
+        )
+        .unwrap();
+        let repo = open(dir.path());
+        assert_eq!(repo.desired("n1").unwrap().id, format!("sha256:{ID_HEX}"));
+        assert_eq!(repo.list().unwrap()[0].assigned, vec!["n1"]);
+        assert!(!bundles.join("assignments.json").exists());
+        assert!(!bundles.join(format!("{ID_HEX}.json")).exists());
+        drop(repo);
+        assert_eq!(open(dir.path()).list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_damaged_assignments_file_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundles = dir.path().join("bundles");
+        fs::create_dir_all(&bundles).unwrap();
+        fs::write(bundles.join("assignments.json"), b"{not json").unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let err =
+            BundleRepo::open(bundles.clone(), dir.path().join("trust.json"), store).unwrap_err();
+        assert!(err.to_string().contains("assignments.json"), "{err}");
+        assert!(bundles.join("assignments.json").exists());
     }
 }

@@ -19,10 +19,10 @@
 //!    recorded for the KPIs).
 //!
 //! The decisions are made by [`advance`], a pure function of the rollout, the node views
-//! and the time; the engine applies its assignments to the bundle repository *before*
-//! storing the rollout, so a crash in between repeats an idempotent assignment and never
-//! forgets one. Timers are wall-clock instants in the stored record, so a restarted
-//! controller goes on where it was, bake time included.
+//! and the time; the engine commits its assignments, the rollout record and their audit
+//! entries in one store transaction, so a crash leaves all of them or none. Timers are
+//! wall-clock instants in the stored record, so a restarted controller goes on where it
+//! was, bake time included.
 //!
 //! **Invariant:** a node belongs to at most one active rollout.
 
@@ -37,7 +37,7 @@ use gantry_shared::protocol::rollout::{
 
 use crate::audit::NewEntry;
 use crate::bundles::{BundleRepo, RepoError};
-use crate::store::{HeartbeatInfo, Store, StoreError};
+use crate::store::{Assignment, HeartbeatInfo, Store, StoreError};
 
 /// Events kept per rollout.
 const MAX_EVENTS: usize = 200;
@@ -78,9 +78,9 @@ pub enum Action {
 /// Every rollout, the active ones driven by [`Engine::tick`].
 #[derive(Debug)]
 pub struct Engine {
-    store: Arc<Store>,
+    /// Where assignments and rollout records are committed, in the controller's store.
     bundles: Arc<BundleRepo>,
-    /// Number → rollout; the store has the same, written after each change.
+    /// Number → rollout; the store has the same, committed with each change.
     rollouts: Mutex<BTreeMap<u64, Rollout>>,
 }
 
@@ -90,13 +90,12 @@ fn number_of(id: &str) -> Option<u64> {
 
 impl Engine {
     /// Loads every rollout from the store; the active ones go on from where they were.
-    pub fn open(store: Arc<Store>, bundles: Arc<BundleRepo>) -> Result<Self, StoreError> {
+    pub fn open(store: &Store, bundles: Arc<BundleRepo>) -> Result<Self, StoreError> {
         let rollouts: BTreeMap<u64, Rollout> = store.rollouts()?.into_iter().collect();
         for r in rollouts.values().filter(|r| r.state().is_active()) {
             tracing::info!(rollout = %r.id, state = r.state().as_str(), step = r.step + 1, "continuing rollout");
         }
         Ok(Self {
-            store,
             bundles,
             rollouts: Mutex::new(rollouts),
         })
@@ -185,9 +184,7 @@ impl Engine {
         );
         event(&mut rollout, now_ms, message);
         let actions = advance(&mut rollout, nodes, &|n| self.bundles.assigned(n), now_ms);
-        self.apply(&rollout, &actions)?;
-        self.store.put_rollout(number, &rollout)?;
-        self.audit(0, &rollout, caller, &actions);
+        self.commit(number, &rollout, true, 0, caller, &actions)?;
         tracing::info!(rollout = %rollout.id, bundle = %rollout.bundle_id, nodes = rollout.plan.len(), admin = caller, "rollout started");
         rollouts.insert(number, rollout.clone());
         Ok(rollout)
@@ -272,9 +269,14 @@ impl Engine {
                 actions = roll_back(&mut r, now_ms);
             }
         }
-        self.apply(&r, &actions)?;
-        self.store.put_rollout(number, &r)?;
-        self.audit(rollouts[&number].events.len(), &r, caller, &actions);
+        self.commit(
+            number,
+            &r,
+            true,
+            rollouts[&number].events.len(),
+            caller,
+            &actions,
+        )?;
         tracing::info!(rollout = %id, admin = caller, command = ?command, state = r.state().as_str(), "rollout command");
         rollouts.insert(number, r.clone());
         Ok(r)
@@ -301,23 +303,24 @@ impl Engine {
             if r == *stored {
                 continue;
             }
-            if let Err(e) = self.apply(&r, &actions) {
-                tracing::error!(rollout = %r.id, error = %e, "cannot change assignments; retrying");
-                continue;
-            }
             let announce = r.state() != stored.state() || r.step != stored.step;
             // Gate values change on every tick; store them with the transitions, not each
             // time (the live copy serves `status`).
-            if (announce || r.events.len() != stored.events.len())
-                && let Err(e) = self.store.put_rollout(number, &r)
-            {
-                tracing::error!(rollout = %r.id, error = %e, "cannot store the rollout; retrying");
+            let keep = announce || r.events.len() != stored.events.len();
+            if let Err(e) = self.commit(
+                number,
+                &r,
+                keep,
+                stored.events.len(),
+                "controller",
+                &actions,
+            ) {
+                tracing::error!(rollout = %r.id, error = %e, "cannot store the rollout's step; retrying");
                 continue;
             }
             if announce {
                 log_transition(&r);
             }
-            self.audit(stored.events.len(), &r, "controller", &actions);
             *stored = r;
         }
     }
@@ -328,69 +331,91 @@ impl Engine {
         kpis(rollouts.values(), now_ms.saturating_sub(window_ms), now_ms)
     }
 
-    /// Records in the audit log the rollout's events from `since` on and the assignments
-    /// it made, with `actor`.
-    fn audit(&self, since: usize, r: &Rollout, actor: &str, actions: &[Action]) {
-        let assigner = if r.state() == State::RollingBack {
-            format!("rollout {} rollback", r.id)
-        } else {
-            format!("rollout {}", r.id)
-        };
-        let mut entries: Vec<NewEntry> = actions
+    /// Commits `actions` (assignments), the rollout record when `keep` and the audit
+    /// entries for both (events from `since` on, by `actor`) in one store transaction.
+    fn commit(
+        &self,
+        number: u64,
+        r: &Rollout,
+        keep: bool,
+        since: usize,
+        actor: &str,
+        actions: &[Action],
+    ) -> Result<(), RepoError> {
+        let changes: Vec<Assignment> = actions
             .iter()
-            .map(|action| {
-                let (what, bundle, nodes) = match action {
-                    Action::Assign { bundle, nodes } => ("bundle.assign", bundle.as_str(), nodes),
-                    Action::Unassign { nodes } => ("bundle.unassign", "", nodes),
+            .flat_map(|action| {
+                let (bundle, nodes) = match action {
+                    Action::Assign { bundle, nodes } => (Some(bundle.clone()), nodes),
+                    Action::Unassign { nodes } => (None, nodes),
                 };
-                crate::audit::entry(
-                    &assigner,
-                    what,
-                    bundle,
-                    crate::audit::details([
-                        ("nodes", serde_json::json!(nodes)),
-                        ("rollout", serde_json::json!(r.id)),
-                    ]),
-                )
+                nodes.iter().map(move |node| Assignment {
+                    node: node.clone(),
+                    bundle: bundle.clone(),
+                })
             })
             .collect();
-        for e in r.events.iter().skip(since) {
-            let mut entry = crate::audit::entry(
-                actor,
-                format!("rollout.{}", r.state().as_str()),
-                &r.id,
-                crate::audit::details([
-                    ("bundle", serde_json::json!(r.bundle_id)),
-                    ("step", serde_json::json!(r.step + 1)),
-                    ("message", serde_json::json!(e.message)),
-                ]),
-            );
-            entry.at_ms = e.at_ms;
-            entries.push(entry);
+        let entries = audit_entries(since, r, actor, actions);
+        if changes.is_empty() && entries.is_empty() && !keep {
+            return Ok(());
         }
-        if entries.is_empty() {
-            return;
-        }
-        if let Err(e) = self.store.append_audit(entries) {
-            tracing::error!(rollout = %r.id, error = %e, "cannot append to the audit log");
-        }
-    }
-
-    fn apply(&self, r: &Rollout, actions: &[Action]) -> Result<(), RepoError> {
+        self.bundles
+            .commit_assignments(&changes, keep.then_some((number, r)), entries)?;
         for action in actions {
             match action {
                 Action::Assign { bundle, nodes } => {
-                    self.bundles.assign(bundle, nodes)?;
                     tracing::info!(rollout = %r.id, %bundle, ?nodes, "assigned");
                 }
                 Action::Unassign { nodes } => {
-                    self.bundles.unassign(nodes)?;
                     tracing::info!(rollout = %r.id, ?nodes, "assignment removed");
                 }
             }
         }
         Ok(())
     }
+}
+
+/// The audit entries for a rollout's events from `since` on and the assignments it made,
+/// with `actor`.
+fn audit_entries(since: usize, r: &Rollout, actor: &str, actions: &[Action]) -> Vec<NewEntry> {
+    let assigner = if r.state() == State::RollingBack {
+        format!("rollout {} rollback", r.id)
+    } else {
+        format!("rollout {}", r.id)
+    };
+    let mut entries: Vec<NewEntry> = actions
+        .iter()
+        .map(|action| {
+            let (what, bundle, nodes) = match action {
+                Action::Assign { bundle, nodes } => ("bundle.assign", bundle.as_str(), nodes),
+                Action::Unassign { nodes } => ("bundle.unassign", "", nodes),
+            };
+            crate::audit::entry(
+                &assigner,
+                what,
+                bundle,
+                crate::audit::details([
+                    ("nodes", serde_json::json!(nodes)),
+                    ("rollout", serde_json::json!(r.id)),
+                ]),
+            )
+        })
+        .collect();
+    for e in r.events.iter().skip(since) {
+        let mut entry = crate::audit::entry(
+            actor,
+            format!("rollout.{}", r.state().as_str()),
+            &r.id,
+            crate::audit::details([
+                ("bundle", serde_json::json!(r.bundle_id)),
+                ("step", serde_json::json!(r.step + 1)),
+                ("message", serde_json::json!(e.message)),
+            ]),
+        );
+        entry.at_ms = e.at_ms;
+        entries.push(entry);
+    }
+    entries
 }
 
 /// An operator's command on a rollout.

@@ -15,11 +15,16 @@
 //!   present counts as a duplicate, so redelivery never double-counts. Records older than
 //!   the retention are deleted, and the node's `low_water` remembers the highest sequence
 //!   deleted, so a late redelivery of a deleted record is recognized as a duplicate too.
+//! - `assignments`: node name → bundle id it should run; `bundles`: bundle id hex →
+//!   `BundleInfo` (JSON). Changed with the rollout that makes an assignment and its audit
+//!   entries in one transaction (`commit_assignments`); the bundle files stay in
+//!   `<home>/bundles/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use gantry_shared::protocol::admin::{RecordInfo, Role};
+use gantry_shared::protocol::delivery::BundleInfo;
 use gantry_shared::protocol::telemetry::{Batch, RecordClass};
 use redb::{Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -39,6 +44,11 @@ const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_hea
 const AUDITED_POLICY: TableDefinition<&str, &str> = TableDefinition::new("audited_policy");
 /// Node → the `[active, refused]` bundle ids last recorded in the audit log for it.
 const AUDITED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("audited_bundles");
+/// Node name → the bundle id it should run (`sha256:<hex>`).
+const ASSIGNMENTS: TableDefinition<&str, &str> = TableDefinition::new("assignments");
+/// Bundle id hex → its `BundleInfo` (JSON, `assigned` empty), written once when the
+/// bundle is kept; the bundle file itself stays in `<home>/bundles/`.
+const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
 
 fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
@@ -64,6 +74,13 @@ pub enum StoreError {
     },
     #[error("the store was opened read-only, as evidence; it cannot be changed")]
     ReadOnly,
+}
+
+/// A change of one node's desired bundle: `None` takes the assignment away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub node: String,
+    pub bundle: Option<String>,
 }
 
 /// Why one node's batch in a group commit was not stored (the others' are unaffected).
@@ -332,6 +349,8 @@ impl Store {
         txn.open_table(AUDIT_HEAD)?;
         txn.open_table(AUDITED_BUNDLES)?;
         txn.open_table(AUDITED_POLICY)?;
+        txn.open_table(ASSIGNMENTS)?;
+        txn.open_table(BUNDLES)?;
         txn.commit()?;
         Ok(Self {
             db: Db::Writable(db),
@@ -627,6 +646,113 @@ impl Store {
                 f(entry);
             }
         }
+        Ok(())
+    }
+
+    /// Every node's assigned bundle id.
+    pub fn assignments(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(ASSIGNMENTS)?;
+        table
+            .iter()?
+            .map(|entry| {
+                let (k, v) = entry?;
+                Ok((k.value().to_owned(), v.value().to_owned()))
+            })
+            .collect()
+    }
+
+    /// Changes assignments, stores the rollout that makes them (if any) and appends their
+    /// audit entries, all in one transaction: an assignment is never made without its
+    /// record, nor recorded without being made.
+    pub fn commit_assignments(
+        &self,
+        changes: &[Assignment],
+        rollout: Option<(u64, &gantry_shared::protocol::rollout::Rollout)>,
+        audit: Vec<gantry_shared::audit::NewEntry>,
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(ASSIGNMENTS)?;
+            for change in changes {
+                match &change.bundle {
+                    Some(id) => table.insert(change.node.as_str(), id.as_str())?,
+                    None => table.remove(change.node.as_str())?,
+                };
+            }
+            if let Some((number, rollout)) = rollout {
+                txn.open_table(ROLLOUTS)?
+                    .insert(number, to_json(rollout).as_slice())?;
+            }
+        }
+        if !audit.is_empty() {
+            append_audit_in(&txn, audit)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// What is recorded of the bundle with id `hex`.
+    pub fn bundle_info(&self, hex: &str) -> Result<Option<BundleInfo>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(BUNDLES)?;
+        table.get(hex)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    /// Every bundle held, in no particular order.
+    pub fn bundle_infos(&self) -> Result<Vec<BundleInfo>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(BUNDLES)?;
+        table
+            .iter()?
+            .map(|entry| from_json(entry?.1.value()))
+            .collect()
+    }
+
+    /// Records a bundle kept under id `hex`, unless one is recorded already; returns the
+    /// record that stands.
+    pub fn put_bundle_info(&self, hex: &str, info: &BundleInfo) -> Result<BundleInfo, StoreError> {
+        let txn = self.write()?;
+        let standing = {
+            let mut table = txn.open_table(BUNDLES)?;
+            let existing = table
+                .get(hex)?
+                .map(|v| from_json::<BundleInfo>(v.value()))
+                .transpose()?;
+            if let Some(existing) = existing {
+                existing
+            } else {
+                table.insert(hex, to_json(info).as_slice())?;
+                info.clone()
+            }
+        };
+        txn.commit()?;
+        Ok(standing)
+    }
+
+    /// Takes in what an older controller kept in files (`assignments.json`, one
+    /// `<hex>.json` per bundle), in one transaction; what the store holds already wins.
+    pub fn import_repository_files(
+        &self,
+        assignments: &BTreeMap<String, String>,
+        bundles: &[(String, BundleInfo)],
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(ASSIGNMENTS)?;
+            for (node, id) in assignments {
+                if table.get(node.as_str())?.is_none() {
+                    table.insert(node.as_str(), id.as_str())?;
+                }
+            }
+            let mut table = txn.open_table(BUNDLES)?;
+            for (hex, info) in bundles {
+                if table.get(hex.as_str())?.is_none() {
+                    table.insert(hex.as_str(), to_json(info).as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
         Ok(())
     }
 

@@ -195,24 +195,22 @@ pub(super) async fn handle(
                 );
             }
             let bundles = Arc::clone(&shared.bundles);
+            let admin = caller.to_owned();
             let response = repo_call(move || {
+                // The assignment and its audit entry are one transaction.
+                let entry = crate::audit::entry(
+                    admin,
+                    "bundle.assign",
+                    format!("sha256:{}", id.trim_start_matches("sha256:")),
+                    audit::details([("nodes", serde_json::json!(nodes))]),
+                );
                 bundles
-                    .assign(&id, &nodes)
+                    .assign(&id, &nodes, vec![entry])
                     .map(|id| admin::Response::Assigned { id, nodes })
             })
             .await;
             if let Response::Admin(admin::Response::Assigned { id, nodes }) = &response {
                 tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
-                record_audit(
-                    shared,
-                    crate::audit::entry(
-                        caller,
-                        "bundle.assign",
-                        id,
-                        audit::details([("nodes", serde_json::json!(nodes))]),
-                    ),
-                )
-                .await;
             }
             response
         }

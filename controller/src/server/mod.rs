@@ -197,10 +197,11 @@ pub async fn serve(
     let bundles = Arc::new(crate::bundles::BundleRepo::open(
         home.dir.join("bundles"),
         home.path("trust.json"),
+        Arc::clone(&store),
     )?);
     let tracker = gantry_net::supervisor::Supervisor::new(shutdown.clone());
     let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
-    let rollouts = crate::rollouts::Engine::open(Arc::clone(&store), Arc::clone(&bundles))?;
+    let rollouts = crate::rollouts::Engine::open(&store, Arc::clone(&bundles))?;
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         ca,
@@ -1015,7 +1016,7 @@ fn repo_error(e: &crate::bundles::RepoError) -> Response {
     let code = match e {
         RepoError::BadRequest(_) | RepoError::Refused(_) => ErrorCode::BadRequest,
         RepoError::NotFound(_) => ErrorCode::NotFound,
-        RepoError::Io { .. } => {
+        RepoError::Io { .. } | RepoError::Store(_) => {
             // The path and the OS error stay in the controller's log, off the wire.
             tracing::error!(
                 error = gantry_shared::bundle::outcome::error_chain(e),

@@ -3,6 +3,8 @@
 //!
 //! Handlers only read the latest published snapshot; they never wait for a sample.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::sync::Arc;
 
 use axum::Router;

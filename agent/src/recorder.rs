@@ -2,6 +2,8 @@
 //! sample, plus an event record for every change worth keeping longest — new XIDs, a GPU
 //! changing state, NVML appearing or disappearing.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::sync::Arc;
 
 use gantry_shared::protocol::telemetry::RecordClass;

@@ -42,6 +42,8 @@ pub enum RenewError {
     Identity(#[from] identity::IdentityError),
     #[error("{0}")]
     File(String),
+    #[error("the task installing the certificate failed")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 impl RenewError {
@@ -144,6 +146,17 @@ fn answer(response: Response) -> Result<enroll::Response, RenewError> {
         Response::Error(e) => Err(RenewError::Refused(e.message)),
         _ => Err(RenewError::Unexpected),
     }
+}
+
+/// [`install`] on a blocking thread (it writes the identity files).
+pub async fn install_blocking(
+    state_dir: &Path,
+    identity: &NodeIdentity,
+    answer: enroll::Response,
+    now: std::time::SystemTime,
+) -> Result<NodeIdentity, RenewError> {
+    let (state_dir, identity) = (state_dir.to_owned(), identity.clone());
+    tokio::task::spawn_blocking(move || install(&state_dir, &identity, &answer, now)).await?
 }
 
 /// Checks a renewed certificate and installs it in place of the node's; returns the

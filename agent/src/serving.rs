@@ -15,6 +15,8 @@
 //! This module sits above both `bundle` (the store it watches) and `inference` (the
 //! runtime that loads and runs models); neither of those imports it.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -278,10 +280,18 @@ pub async fn watch_store(
     let mut loaded_digest: Option<String> = None;
     let mut next_golden = tokio::time::Instant::now();
     loop {
-        let active = match store.current() {
-            Ok(current) => current.active,
-            Err(e) => {
+        let reading = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.current()).await
+        };
+        let active = match reading {
+            Ok(Ok(current)) => current.active,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the active bundle");
+                loaded_digest.clone()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the task reading the active bundle failed");
                 loaded_digest.clone()
             }
         };

@@ -1,6 +1,8 @@
 //! `gantry-agent status`: what the running agent reports about itself, how the CLI
 //! fetches it from the agent's local endpoint (`GET /v1/status`), and the table it prints.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;

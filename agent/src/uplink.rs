@@ -7,6 +7,8 @@
 //! recognizes by (node, sequence). When the connection fails the agent reconnects with
 //! exponential backoff and full jitter, up to `max_backoff`.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -250,11 +252,16 @@ async fn renew_expired(
     refusal_logged: &mut bool,
 ) -> Option<NodeIdentity> {
     let now = std::time::SystemTime::now();
-    let result = crate::renewal::by_proof(identity, config.controller, gantry_net::clock::now_ms())
-        .await
-        .and_then(|answer| {
-            crate::renewal::install(&config.delivery.state_dir, identity, &answer, now)
-        });
+    let result =
+        match crate::renewal::by_proof(identity, config.controller, gantry_net::clock::now_ms())
+            .await
+        {
+            Ok(answer) => {
+                crate::renewal::install_blocking(&config.delivery.state_dir, identity, answer, now)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
     match result {
         Ok(renewed) => {
             tracing::info!(node = %renewed.enrollment.name, expires_at_ms = ?renewed.enrollment.certificate_expires_at_ms, "expired node certificate renewed by proof of possession");
@@ -292,9 +299,13 @@ async fn renew_online(
     status: &SharedStatus,
 ) -> Option<NodeIdentity> {
     let now = std::time::SystemTime::now();
-    let result = crate::renewal::online(conn).await.and_then(|answer| {
-        crate::renewal::install(&config.delivery.state_dir, identity, &answer, now)
-    });
+    let result = match crate::renewal::online(conn).await {
+        Ok(answer) => {
+            crate::renewal::install_blocking(&config.delivery.state_dir, identity, answer, now)
+                .await
+        }
+        Err(e) => Err(e),
+    };
     match result {
         Ok(renewed) => {
             tracing::info!(node = %renewed.enrollment.name, expires_at_ms = ?renewed.enrollment.certificate_expires_at_ms, "node certificate renewed");
@@ -559,10 +570,14 @@ async fn send_heartbeat(
     desired: &tokio::sync::watch::Sender<Option<gantry_shared::protocol::delivery::Desired>>,
 ) -> Result<(), UplinkError> {
     let health = &config.health;
-    let bundles = crate::delivery::report(
-        &config.bundles,
-        &crate::bundle::store::BundleStore::new(&config.delivery.state_dir),
-    );
+    let bundles = {
+        // current.json is a file: read on a blocking thread.
+        let (shared, store) = (
+            Arc::clone(&config.bundles),
+            crate::bundle::store::BundleStore::new(&config.delivery.state_dir),
+        );
+        tokio::task::spawn_blocking(move || crate::delivery::report(&shared, &store)).await?
+    };
     let stats = buffer.stats();
     let now = gantry_net::clock::now_ms();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {

@@ -11,6 +11,8 @@
 //! multiple of [`ALIGN`] is cut back to one: a resumed transfer fetches those few bytes
 //! again.
 
+#![allow(clippy::disallowed_methods)] // runs on blocking threads only (the writer, spawn_blocking)
+
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
@@ -139,6 +141,35 @@ impl Piece {
     /// Empties the piece for reuse.
     pub(super) fn clear(&mut self) {
         self.filled = 0;
+    }
+}
+
+/// Makes the downloads directory and removes partial downloads of bundles no longer
+/// assigned, so a node reassigned again and again holds at most one.
+pub(super) fn prepare(dir: &Path, keep_sha256: &str) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let keep = format!("{keep_sha256}.partial");
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_name().to_str() == Some(keep.as_str()) {
+            continue;
+        }
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => {
+                tracing::info!(path = %entry.path().display(), "removed the download of a bundle no longer assigned");
+            }
+            Err(e) => {
+                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an old download");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes a download that must not be resumed.
+pub(super) fn discard(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -11,9 +11,10 @@
 //! and the reason goes to the log and the next heartbeat. A new assignment during a
 //! transfer stops it (the partial file stays until another bundle's transfer starts).
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 mod download;
 
-use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -86,7 +87,12 @@ pub async fn run(
     loop {
         let want = desired.borrow_and_update().clone();
         if let Some(want) = want {
-            let active = active_id(&store);
+            let active = {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || active_id(&store))
+                    .await
+                    .unwrap_or_default()
+            };
             let failed = state
                 .lock()
                 .expect("bundles")
@@ -225,18 +231,19 @@ async fn fetch(
         return Err(FetchError::MalformedDigest(want.file_sha256.clone()));
     }
     let dir = config.state_dir.join("downloads");
-    fs::create_dir_all(&dir).map_err(local)?;
-    remove_other_downloads(&dir, &want.file_sha256);
     let path = dir.join(format!("{}.partial", want.file_sha256));
     let download = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || Download::open(&path))
-            .await?
-            .map_err(local)?
+        let (path, keep) = (path.clone(), want.file_sha256.clone());
+        tokio::task::spawn_blocking(move || {
+            download::prepare(&dir, &keep)?;
+            Download::open(&path)
+        })
+        .await?
+        .map_err(local)?
     };
     let offset = download.len();
     if offset > want.size {
-        fs::remove_file(&path).map_err(local)?;
+        discard(&path).await?;
         return Err(FetchError::OversizedPartial);
     }
     {
@@ -328,7 +335,7 @@ async fn fetch(
     match ended {
         Ok(Some(fetched)) => return Ok(fetched),
         Err(e) if !e.is_transient() => {
-            fs::remove_file(&path).map_err(local)?;
+            discard(&path).await?;
             return Err(e);
         }
         Err(transient) => return Err(transient),
@@ -337,7 +344,7 @@ async fn fetch(
     let (last_byte, synced) = match written {
         Ok(times) => times,
         Err(e) => {
-            fs::remove_file(&path).map_err(local)?;
+            discard(&path).await?;
             return Err(local(e));
         }
     };
@@ -384,26 +391,12 @@ fn write_pieces(
     Ok((last_byte, Instant::now()))
 }
 
-/// Removes partial downloads of bundles no longer assigned, so a node that is reassigned
-/// again and again holds at most one.
-fn remove_other_downloads(dir: &Path, keep_sha256: &str) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let keep = format!("{keep_sha256}.partial");
-    for entry in entries.flatten() {
-        if entry.file_name().to_str() == Some(keep.as_str()) {
-            continue;
-        }
-        match fs::remove_file(entry.path()) {
-            Ok(()) => {
-                tracing::info!(path = %entry.path().display(), "removed the download of a bundle no longer assigned");
-            }
-            Err(e) => {
-                tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an old download");
-            }
-        }
-    }
+/// Removes a download that must not be resumed, on a blocking thread.
+async fn discard(path: &Path) -> Result<(), FetchError> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || download::discard(&path))
+        .await?
+        .map_err(local)
 }
 
 /// Verifies, golden-checks and activates the downloaded file through the bundle store.
@@ -428,8 +421,8 @@ async fn install(
     .await;
     // Whatever happened, the download has served its purpose: a refused bundle is not
     // fetched again, and an accepted one now lives in the store.
-    if let Err(e) = fs::remove_file(&path) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot remove a finished download");
+    if let Err(e) = discard(&path).await {
+        tracing::warn!(path = %path.display(), error = gantry_shared::bundle::outcome::error_chain(&e), "cannot remove a finished download");
     }
     let imported = match result {
         Ok(Ok(imported)) => imported,

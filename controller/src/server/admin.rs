@@ -1,5 +1,7 @@
 //! Admin calls: each checked against the caller's role and logged with the caller.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

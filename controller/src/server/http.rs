@@ -1,6 +1,8 @@
 //! `/metrics` for Prometheus federation: every node's latest sample with a `node` label,
 //! and the controller's own counters.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 

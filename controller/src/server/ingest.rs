@@ -2,6 +2,8 @@
 //! committing as many as are waiting in one transaction (group commit), and answers each
 //! batch only after the transaction holding it committed.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::sync::Arc;
 
 use gantry_shared::protocol::telemetry::Batch;

@@ -10,6 +10,8 @@
 //! connections together (group commit) and acknowledges each batch only after its
 //! transaction committed.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 mod admin;
 mod http;
 mod ingest;
@@ -37,7 +39,7 @@ use crate::store::{EnrollRefusal, Principal, Store, StoreError};
 
 /// Close codes the controller uses.
 pub use gantry_shared::protocol::close::{
-    REVOKED as CLOSE_REVOKED, SHUTDOWN as CLOSE_SHUTDOWN,
+    REVOKED as CLOSE_REVOKED, SHUTDOWN as CLOSE_SHUTDOWN, UNAVAILABLE as CLOSE_UNAVAILABLE,
     UNKNOWN_CERTIFICATE as CLOSE_UNKNOWN_CERTIFICATE,
 };
 
@@ -163,6 +165,7 @@ pub async fn serve(
     if config.new_store {
         tracing::warn!(path = %store_path.display(), "starting with a new store if there is none (--new-store)");
     } else {
+        #[allow(clippy::disallowed_methods)] // at start, before anything is served
         let problem = match std::fs::metadata(&store_path) {
             Err(_) => Some("is missing"),
             Ok(meta) if meta.len() == 0 => Some("is empty"),
@@ -407,7 +410,8 @@ async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: Cancel
 }
 
 /// The principal behind a connection: `None` when it presented no certificate.
-fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal>, (u32, String)> {
+/// The connection's principal, from its certificate (looked up on a blocking thread).
+async fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal>, (u32, String)> {
     let Some(identity) = conn.peer_identity() else {
         return Ok(None);
     };
@@ -418,28 +422,33 @@ fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal>, (u3
         return Ok(None);
     };
     let fingerprint = gantry_shared::tls::fingerprint(cert);
-    match shared.store.identity(&fingerprint) {
-        Ok(Some(record)) if record.revoked => {
+    let store = Arc::clone(&shared.store);
+    let unavailable = || {
+        Err((
+            CLOSE_UNAVAILABLE,
+            "the controller cannot look up identities now; reconnect later".to_owned(),
+        ))
+    };
+    match blocking(move || store.identity(&fingerprint)).await {
+        Some(Ok(Some(record))) if record.revoked => {
             Err((CLOSE_REVOKED, "certificate revoked".to_owned()))
         }
-        Ok(Some(record)) => Ok(Some(record.principal)),
-        Ok(None) => Err((
+        Some(Ok(Some(record))) => Ok(Some(record.principal)),
+        Some(Ok(None)) => Err((
             CLOSE_UNKNOWN_CERTIFICATE,
             "certificate unknown to this controller".to_owned(),
         )),
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::error!(error = %e, "identity lookup failed");
-            Err((
-                CLOSE_UNKNOWN_CERTIFICATE,
-                "identity lookup failed".to_owned(),
-            ))
+            unavailable()
         }
+        None => unavailable(),
     }
 }
 
 async fn serve_connection(shared: Arc<Shared>, conn: Connection) {
     let remote = conn.remote_address();
-    let principal = match identify(&shared, &conn) {
+    let principal = match identify(&shared, &conn).await {
         Ok(p) => p,
         Err((code, reason)) => {
             tracing::warn!(%remote, reason, "connection refused");
@@ -914,7 +923,8 @@ fn audit_node_journal(
 
 /// Records the controller's trust policy (`DIR/trust.json`) in the audit log when it is
 /// not the one recorded last: at start and before each push, so the policy every push was
-/// verified against is in the log. Blocking.
+/// verified against is in the log. Blocking: call it at start or in `spawn_blocking`.
+#[allow(clippy::disallowed_methods)]
 fn audit_trust_policy(store: &Store, path: &std::path::Path) {
     let Ok(bytes) = std::fs::read(path) else {
         return;

@@ -3,6 +3,8 @@
 //! The rule is [`crate::certs::check`]; this module reads the records, issues the new
 //! certificate for the key the node enrolled with, records it and audits it.
 
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
 use std::sync::Arc;
 
 use gantry_shared::protocol::enroll::{self, RenewRequest};

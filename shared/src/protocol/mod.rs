@@ -53,12 +53,15 @@ pub const CONTROLLER_SERVER_NAME: &str = "gantry-controller";
 /// QUIC application close codes the controller closes a connection with: the agent
 /// tells a refusal from a network failure by these, never by the reason text.
 pub mod close {
-    /// The certificate is unknown to this controller (or its lookup failed).
+    /// The certificate is unknown to this controller.
     pub const UNKNOWN_CERTIFICATE: u32 = 1;
     /// The certificate was revoked: the node must enroll again.
     pub const REVOKED: u32 = 2;
     /// The controller is shutting down; reconnect later.
     pub const SHUTDOWN: u32 = 3;
+    /// The controller cannot serve the connection now (its store failed); reconnect
+    /// later. Never a verdict on the certificate.
+    pub const UNAVAILABLE: u32 = 4;
 }
 
 /// Why a frame could not be decoded.

@@ -72,6 +72,51 @@ struct Stats {
     golden: Option<Result<(), GoldenFailure>>,
 }
 
+/// What the latest requests show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Recent {
+    error_rate: f64,
+    requests: usize,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+impl Stats {
+    /// One request served (`ok`) or failed, in `seconds`; the window keeps [`RECENT`].
+    fn record(&mut self, ok: bool, seconds: f64) {
+        if ok {
+            self.ok += 1;
+        } else {
+            self.failed += 1;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((ok, seconds));
+    }
+
+    /// The window's failed share and the latency percentiles of its successes.
+    fn recent_figures(&self) -> Recent {
+        let mut latencies: Vec<f64> = self.recent.iter().filter(|r| r.0).map(|r| r.1).collect();
+        latencies.sort_by(f64::total_cmp);
+        let quantile = |q: f64| -> Option<f64> {
+            let last = latencies.len().checked_sub(1)?;
+            Some(latencies[((last as f64) * q).round() as usize])
+        };
+        let failed = self.recent.iter().filter(|r| !r.0).count();
+        Recent {
+            error_rate: if self.recent.is_empty() {
+                0.0
+            } else {
+                failed as f64 / self.recent.len() as f64
+            },
+            requests: self.recent.len(),
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+        }
+    }
+}
+
 /// The served model's health figures, for checks and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelHealth {
@@ -104,16 +149,7 @@ impl Slot {
     }
 
     fn record(&self, ok: bool, seconds: f64) {
-        let mut s = self.stats.lock().expect("model stats");
-        if ok {
-            s.ok += 1;
-        } else {
-            s.failed += 1;
-        }
-        if s.recent.len() == RECENT {
-            s.recent.pop_front();
-        }
-        s.recent.push_back((ok, seconds));
+        self.stats.lock().expect("model stats").record(ok, seconds);
     }
 
     fn reject(&self) {
@@ -128,13 +164,7 @@ impl Slot {
     pub fn health(&self) -> Option<ModelHealth> {
         let loaded = self.get()?;
         let s = self.stats.lock().expect("model stats");
-        let mut latencies: Vec<f64> = s.recent.iter().filter(|r| r.0).map(|r| r.1).collect();
-        latencies.sort_by(f64::total_cmp);
-        let quantile = |q: f64| -> Option<f64> {
-            let last = latencies.len().checked_sub(1)?;
-            Some(latencies[((last as f64) * q).round() as usize])
-        };
-        let failed = s.recent.iter().filter(|r| !r.0).count();
+        let recent = s.recent_figures();
         Some(ModelHealth {
             model: format!("{} {}", loaded.name, loaded.version),
             bundle: loaded.digest.clone(),
@@ -143,14 +173,10 @@ impl Slot {
             requests_ok: s.ok,
             requests_failed: s.failed,
             requests_rejected: s.rejected,
-            recent_error_rate: if s.recent.is_empty() {
-                0.0
-            } else {
-                failed as f64 / s.recent.len() as f64
-            },
-            recent_requests: s.recent.len(),
-            latency_p50: quantile(0.5),
-            latency_p99: quantile(0.99),
+            recent_error_rate: recent.error_rate,
+            recent_requests: recent.requests,
+            latency_p50: recent.p50,
+            latency_p99: recent.p99,
             golden: s.golden.clone(),
         })
     }
@@ -545,5 +571,44 @@ async fn infer_request(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("inference task failed: {e}"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_keeps_the_latest_requests_and_failures_count_against_the_rate_only() {
+        let mut stats = Stats::default();
+        assert_eq!(
+            stats.recent_figures(),
+            Recent {
+                error_rate: 0.0,
+                requests: 0,
+                p50: None,
+                p99: None
+            }
+        );
+        // 1 024 fast failures, then 1 000 successes of 1 ms to 1 000 ms.
+        for _ in 0..RECENT {
+            stats.record(false, 0.0001);
+        }
+        for ms in 1..=1000 {
+            stats.record(true, f64::from(ms) / 1000.0);
+        }
+        let recent = stats.recent_figures();
+        assert_eq!(recent.requests, RECENT, "the window is bounded");
+        assert!(
+            (recent.error_rate - 24.0 / 1024.0).abs() < 1e-12,
+            "{recent:?}"
+        );
+        assert_eq!(recent.p50, Some(0.501), "failures never count as latencies");
+        assert_eq!(recent.p99, Some(0.99));
+        assert_eq!(
+            (stats.ok, stats.failed),
+            (1000, 1024),
+            "totals keep counting"
+        );
     }
 }

@@ -108,13 +108,76 @@ pub struct UplinkStatus {
 /// Shared uplink status.
 pub type SharedStatus = Arc<Mutex<UplinkStatus>>;
 
-fn jitter(max: Duration) -> Duration {
+/// Reconnection waits: exponential from [`FIRST_BACKOFF`] up to the configured maximum,
+/// each a random share of the current step (full jitter, at least 5 %), so a fleet that
+/// lost its controller does not come back in one wave.
+#[derive(Debug, Clone)]
+struct Backoff {
+    step: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Self {
+            step: FIRST_BACKOFF.min(max),
+            max,
+        }
+    }
+
+    /// The wait before the next attempt; the step after it doubles, up to the maximum.
+    fn next_wait(&mut self) -> Duration {
+        let wait = self.step.mul_f64(random_share());
+        self.step = (self.step * 2).min(self.max);
+        wait
+    }
+
+    /// After a success: the next failure waits little again.
+    fn reset(&mut self) {
+        self.step = FIRST_BACKOFF.min(self.max);
+    }
+}
+
+/// When a session's heartbeats are due: the first at once, then `every` after the last
+/// one was answered (a slow controller is not sent a second before the first returns),
+/// between batches and while the buffer is empty alike.
+#[derive(Debug)]
+struct HeartbeatSchedule {
+    every: Duration,
+    next: tokio::time::Instant,
+}
+
+impl HeartbeatSchedule {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            next: tokio::time::Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        tokio::time::Instant::now() >= self.next
+    }
+
+    /// A heartbeat was answered just now.
+    fn sent(&mut self) {
+        self.next = tokio::time::Instant::now() + self.every;
+    }
+
+    /// When the session must wake for the next one.
+    fn next(&self) -> tokio::time::Instant {
+        self.next
+    }
+}
+
+/// A uniformly random share in [0.05, 1].
+fn random_share() -> f64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
-        return max;
+        return 1.0;
     }
     let fraction = (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64;
-    max.mul_f64(fraction.max(0.05))
+    fraction.max(0.05)
 }
 
 /// A call of the uplink failed.
@@ -345,7 +408,7 @@ pub async fn run(
         s.node = Some(identity.enrollment.name.clone());
         s.certificate_expires_at_ms = identity.enrollment.certificate_expires_at_ms;
     }
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::new(config.max_backoff);
     let mut reported = false;
     // Batch sizes follow the link, across reconnections.
     let mut pacer = Pacer::new(config.batch_bytes);
@@ -366,13 +429,12 @@ pub async fn run(
                         endpoint = fresh;
                         identity = renewed;
                         expired_by_controller = false;
-                        backoff = FIRST_BACKOFF;
+                        backoff.reset();
                     }
                     Err(e) => tracing::error!(error = %e, "the renewed identity cannot be used"),
                 }
             } else {
-                let wait = jitter(backoff);
-                backoff = (backoff * 2).min(config.max_backoff);
+                let wait = backoff.next_wait();
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep(wait) => {}
@@ -402,7 +464,7 @@ pub async fn run(
                     s.last_error = None;
                 }
                 reported = false;
-                backoff = FIRST_BACKOFF;
+                backoff.reset();
                 if crate::renewal::due(&identity.enrollment, gantry_net::clock::now_ms())
                     == crate::renewal::Due::Soon
                 {
@@ -479,8 +541,7 @@ pub async fn run(
                 Err(e) => tracing::error!(error = %e, "the renewed identity cannot be used"),
             }
         }
-        let wait = jitter(backoff);
-        backoff = (backoff * 2).min(config.max_backoff);
+        let wait = backoff.next_wait();
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
@@ -513,7 +574,7 @@ async fn session(
         Arc::clone(&config.bundles),
         delivery_stop,
     ));
-    let mut next_heartbeat = tokio::time::Instant::now();
+    let mut heartbeats = HeartbeatSchedule::new(config.heartbeat);
     // Bytes sent since the buffer was last empty.
     let mut drained = 0;
     loop {
@@ -523,11 +584,11 @@ async fn session(
         if let Some(reason) = conn.close_reason() {
             return SessionEnd::Closed(reason);
         }
-        if tokio::time::Instant::now() >= next_heartbeat {
+        if heartbeats.due() {
             if let Err(e) = send_heartbeat(conn, buffer, config, &desired_tx).await {
                 return e.into();
             }
-            next_heartbeat = tokio::time::Instant::now() + config.heartbeat;
+            heartbeats.sent();
         }
         let peeked = {
             let buffer = Arc::clone(buffer);
@@ -557,7 +618,7 @@ async fn session(
         tokio::select! {
             () = shutdown.cancelled() => return SessionEnd::Stopping,
             () = appended.notified() => {}
-            () = tokio::time::sleep_until(next_heartbeat) => {}
+            () = tokio::time::sleep_until(heartbeats.next()) => {}
             reason = conn.closed() => return SessionEnd::Closed(reason),
         }
     }
@@ -739,6 +800,65 @@ async fn send_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_maximum_with_jitter_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_secs(30));
+        let mut steps = Vec::new();
+        for _ in 0..12 {
+            let step = backoff.step;
+            let wait = backoff.next_wait();
+            assert!(
+                wait >= step.mul_f64(0.05) && wait <= step,
+                "{wait:?} is a share of {step:?}"
+            );
+            steps.push(step.as_millis());
+        }
+        assert_eq!(
+            steps,
+            [
+                250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000, 30000, 30000
+            ]
+        );
+        backoff.reset();
+        assert_eq!(backoff.step, FIRST_BACKOFF);
+        // A maximum below the first step caps it too.
+        assert_eq!(
+            Backoff::new(Duration::from_millis(100)).step.as_millis(),
+            100
+        );
+    }
+
+    #[test]
+    fn waits_are_spread_so_a_fleet_does_not_return_in_one_wave() {
+        let waits: Vec<Duration> = (0..200)
+            .map(|_| Backoff::new(Duration::from_secs(1)).next_wait())
+            .collect();
+        let early = waits.iter().filter(|w| w.as_millis() < 125).count();
+        assert!(
+            (40..=160).contains(&early),
+            "about half of 200 waits in the first half of the step: {early}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn heartbeats_are_due_at_once_then_every_interval_after_the_answer() {
+        let mut schedule = HeartbeatSchedule::new(Duration::from_secs(10));
+        assert!(schedule.due(), "the first heartbeat goes at once");
+        // The controller takes 3 s to answer: the next is due 10 s after the answer.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        schedule.sent();
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(!schedule.due());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(schedule.due());
+        // A session idle in `sleep_until(next)` wakes exactly then.
+        schedule.sent();
+        let woke = tokio::time::Instant::now();
+        tokio::time::sleep_until(schedule.next()).await;
+        assert_eq!(woke.elapsed(), Duration::from_secs(10));
+        assert!(schedule.due());
+    }
 
     fn application_close(code: u32) -> quinn::ConnectionError {
         quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {

@@ -1144,6 +1144,41 @@ mod tests {
     }
 
     #[test]
+    fn a_token_redeems_until_its_expiry_instant_and_not_a_millisecond_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let expires_at_ms = 1_000_000;
+        for id in ["on-time", "late"] {
+            let record = TokenRecord {
+                secret_sha256: "s".into(),
+                labels: BTreeMap::new(),
+                created_by: "t".into(),
+                expires_at_ms,
+                used_at_ms: None,
+                used_by: None,
+            };
+            store.put_token(id, &record).unwrap();
+        }
+        let certificate = |fingerprint: &'static str| IssuedCertificate {
+            fingerprint,
+            public_key: "04ab",
+            expires_at_ms: u64::MAX,
+        };
+        let late = store.enroll("late", "s", "n2", &certificate("fp-2"), expires_at_ms + 1);
+        assert!(matches!(late, Err(EnrollRefusal::TokenExpired)), "{late:?}");
+        assert!(store.node("n2").unwrap().is_none(), "nothing half-enrolled");
+        store
+            .enroll("on-time", "s", "n1", &certificate("fp-1"), expires_at_ms)
+            .unwrap();
+        // Used once, it stays used, whatever the clock says.
+        let again = store.enroll("on-time", "s", "n3", &certificate("fp-3"), 0);
+        assert!(
+            matches!(again, Err(EnrollRefusal::TokenUsed { .. })),
+            "{again:?}"
+        );
+    }
+
+    #[test]
     fn redelivery_is_stored_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();

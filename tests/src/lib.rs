@@ -88,6 +88,11 @@ impl Log {
     pub fn contains(&self, text: &str) -> bool {
         self.lines().iter().any(|l| l.contains(text))
     }
+
+    /// How many lines contain `text`.
+    pub fn count(&self, text: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(text)).count()
+    }
 }
 
 /// One HTTP/1.0 GET; the body, or `None` when nothing answers.

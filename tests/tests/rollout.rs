@@ -317,14 +317,12 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     let stderr = String::from_utf8_lossy(&conflict.stderr);
     assert!(stderr.contains(&format!("rollout {r5}")), "{stderr}");
     fleet.controller.cli_ok(&["rollout", "pause", &r5]);
+    // That a paused rollout assigns nothing however long it waits is the engine's unit
+    // test, on an injected clock; here the pause and resume go through the CLI.
     let paused = fleet.wait_state(&r5, "paused", Duration::from_secs(5));
-    std::thread::sleep(Duration::from_secs(4));
     let still = fleet.rollout_json(&r5);
     assert_eq!(still["state"], "paused");
-    assert_eq!(
-        still["touched"], paused["touched"],
-        "nothing assigned while paused"
-    );
+    assert_eq!(still["touched"], paused["touched"]);
     fleet.controller.cli_ok(&["rollout", "resume", &r5]);
 
     // 6. The controller dies mid-rollout and comes back: the rollout completes.

@@ -88,7 +88,14 @@ fn a_revoked_node_is_cut_off_and_stays_out() {
                 .then_some(())
         },
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // It keeps trying, and every try is refused: three more refusals prove it stays out
+    // (no test sleeps to show that something does not happen).
+    let refused = controller.log.count("certificate revoked");
+    wait_for(
+        "the agent's next attempts to be refused too",
+        Duration::from_secs(20),
+        || (controller.log.count("certificate revoked") >= refused + 3).then_some(()),
+    );
     assert_eq!(
         agent.buffer().map(|b| b.2),
         Some(false),

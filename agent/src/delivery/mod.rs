@@ -461,3 +461,77 @@ async fn install(
     s.downloading = None;
     s.failed = None;
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set files up on their own thread
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_trouble_resumes_later_and_a_bad_transfer_refuses_the_bundle() {
+        let transient = [
+            FetchError::Unavailable("restarting".into()),
+            FetchError::Unexpected,
+            FetchError::Stalled,
+            FetchError::Short {
+                received: 1,
+                size: 2,
+            },
+        ];
+        for e in &transient {
+            assert!(e.is_transient(), "{e}");
+        }
+        let refusing = [
+            FetchError::MalformedDigest("../x".into()),
+            FetchError::WrongRange {
+                offered: 0,
+                offered_size: 1,
+                asked: 0,
+                size: 2,
+            },
+            FetchError::Refused("not assigned".into()),
+            FetchError::Oversized(10),
+            FetchError::OversizedPartial,
+            FetchError::Write(io::Error::from(io::ErrorKind::StorageFull)),
+        ];
+        for e in &refusing {
+            assert!(!e.is_transient(), "{e}");
+        }
+        // What a heartbeat carries names the cause, not only the step.
+        let reason = gantry_shared::bundle::outcome::error_chain(&FetchError::Write(
+            io::Error::from(io::ErrorKind::StorageFull),
+        ));
+        assert!(
+            reason.starts_with("cannot write the download: "),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn the_report_takes_the_active_bundle_from_the_store_and_ends_its_download() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BundleStore::new(dir.path());
+        let state = SharedBundles::default();
+        let id = format!("sha256:{}", "a".repeat(64));
+        state.lock().unwrap().downloading = Some(id.clone());
+        assert_eq!(report(&state, &store).active, None);
+        assert_eq!(
+            report(&state, &store).downloading.as_deref(),
+            Some(id.as_str())
+        );
+
+        // The store activated it (the install task has not said so yet).
+        std::fs::create_dir_all(dir.path().join("bundles")).unwrap();
+        std::fs::write(
+            store.current_path(),
+            format!("{{\"active\": \"{}\"}}", "a".repeat(64)),
+        )
+        .unwrap();
+        let reported = report(&state, &store);
+        assert_eq!(reported.active.as_deref(), Some(id.as_str()));
+        assert_eq!(
+            reported.downloading, None,
+            "no longer downloading once active"
+        );
+    }
+}

@@ -252,3 +252,103 @@ fn cordoned_nodes_take_no_new_rollouts_and_the_refusal_names_them() {
     }
     assert!(plan(&selector, &nodes).is_empty());
 }
+
+/// An engine over a real store with one held bundle, `m@1`.
+fn engine(dir: &std::path::Path) -> (Engine, Arc<BundleRepo>, String) {
+    let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
+    let bundles_dir = dir.join("bundles");
+    std::fs::create_dir_all(&bundles_dir).unwrap();
+    let hex = "d".repeat(64);
+    std::fs::write(bundles_dir.join(format!("{hex}.gbundle")), b"bundle").unwrap();
+    let info = gantry_shared::protocol::delivery::BundleInfo {
+        id: format!("sha256:{hex}"),
+        name: "m".into(),
+        version: "1".into(),
+        file_sha256: "e".repeat(64),
+        size: 6,
+        ..Default::default()
+    };
+    store.put_bundle_info(&hex, &info).unwrap();
+    let bundles = Arc::new(
+        BundleRepo::open(bundles_dir, dir.join("trust.json"), Arc::clone(&store)).unwrap(),
+    );
+    (
+        Engine::open(&store, Arc::clone(&bundles)).unwrap(),
+        bundles,
+        info.id,
+    )
+}
+
+#[test]
+fn a_paused_rollout_assigns_nothing_however_long_it_waits_and_resumes_with_fresh_timers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, bundles, id) = engine(dir.path());
+    let t0 = 1_000_000;
+    let mut nodes = fleet(6, t0);
+    let spec = Spec {
+        bundle: "m@1".to_owned(),
+        steps: parse_steps("1,100%").unwrap(),
+        bake_ms: 60_000,
+        step_timeout_ms: 10_000,
+        silence_ms: 5_000,
+        ..Spec::default()
+    };
+    let r = engine.start(spec, "alice", &nodes, t0).unwrap();
+    assert_eq!(r.touched.len(), 1);
+    let canary = r.touched[0].node.clone();
+    assert_eq!(bundles.assigned(&canary).as_deref(), Some(id.as_str()));
+    engine
+        .command("r1", Command::Pause, "alice", &nodes, t0)
+        .unwrap();
+
+    // A day passes on the injected clock while paused: no step, no assignment, no timeout.
+    for hour in 1..=24 {
+        let now = t0 + hour * 3_600_000;
+        for view in nodes.values_mut() {
+            view.heartbeat.as_mut().unwrap().at_ms = now;
+        }
+        engine.tick(&nodes, now);
+    }
+    let paused = &engine.status(Some("r1")).unwrap()[0];
+    assert_eq!(paused.state(), State::Paused);
+    assert_eq!(paused.touched.len(), 1);
+    let assigned = nodes
+        .keys()
+        .filter(|n| bundles.assigned(n).is_some())
+        .count();
+    assert_eq!(assigned, 1, "nothing assigned while paused");
+
+    // Resumed, the step's timers start again from the resume: the canary is not late.
+    let resumed_at = t0 + 25 * 3_600_000;
+    for view in nodes.values_mut() {
+        view.heartbeat.as_mut().unwrap().at_ms = resumed_at;
+    }
+    engine
+        .command("r1", Command::Resume, "alice", &nodes, resumed_at)
+        .unwrap();
+    let r = &engine.status(Some("r1")).unwrap()[0];
+    assert_eq!(r.state(), State::Rolling);
+    assert_eq!(r.phase_started_ms, resumed_at);
+    *nodes.get_mut(&canary).unwrap() = view("r0", &id, resumed_at + 1_000);
+    engine.tick(&nodes, resumed_at + 1_000);
+    let r = &engine.status(Some("r1")).unwrap()[0];
+    assert_eq!(r.state(), State::Baking, "{:?}", r.events);
+    // The bake time counts on the injected clock: not over a millisecond early. The nodes
+    // keep reporting meanwhile (a silent one would fail the gate).
+    let beat = |nodes: &mut BTreeMap<String, NodeView>, now: u64| {
+        for view in nodes.values_mut() {
+            view.heartbeat.as_mut().unwrap().at_ms = now;
+        }
+    };
+    beat(&mut nodes, resumed_at + 1_000 + 59_999);
+    engine.tick(&nodes, resumed_at + 1_000 + 59_999);
+    assert_eq!(engine.status(Some("r1")).unwrap()[0].state(), State::Baking);
+    beat(&mut nodes, resumed_at + 1_000 + 60_000);
+    engine.tick(&nodes, resumed_at + 1_000 + 60_000);
+    let r = &engine.status(Some("r1")).unwrap()[0];
+    assert_eq!(
+        r.step, 1,
+        "the next step started once the bake time was over"
+    );
+    assert_eq!(r.touched.len(), 6);
+}

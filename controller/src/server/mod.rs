@@ -586,7 +586,9 @@ async fn handle(shared: &Arc<Shared>, principal: Option<&Principal>, request: Re
             ErrorCode::BadRequest,
             "admins rotate their certificate with `gantry admin rotate`",
         ),
-        (Request::Heartbeat(req), Some(Principal::Node { name })) => heartbeat(shared, name, *req),
+        (Request::Heartbeat(req), Some(Principal::Node { name })) => {
+            heartbeat(shared, name, *req).await
+        }
         (Request::Telemetry(batch), Some(Principal::Node { name })) => {
             ingest_batch(shared, name, batch).await
         }
@@ -703,7 +705,10 @@ async fn enroll(shared: &Shared, req: enroll::Request) -> Response {
     }
 }
 
-fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
+/// A node's heartbeat: its bundle changes audited, an automatic cordon stored if its
+/// health calls for one, then its live state updated and the desired bundle answered —
+/// so whoever sees this heartbeat's health also sees the cordon it caused.
+async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
     let now = gantry_net::clock::now_ms();
     let info = crate::store::HeartbeatInfo {
         at_ms: now,
@@ -718,7 +723,7 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
     };
     audit_node_bundles(shared, name, &info.bundles);
     if let Some(health) = &info.health {
-        auto_cordon(shared, name, health, now);
+        auto_cordon(shared, name, health, now).await;
     }
     shared
         .live
@@ -736,7 +741,12 @@ fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Response {
 /// Cordons a node whose heartbeat carries an unhealthy reason the operator chose, once:
 /// the store write (with its audit entry) runs off the async workers, and a node already
 /// cordoned, by hand or automatically, is left as it is.
-fn auto_cordon(shared: &Shared, name: &str, health: &gantry_shared::health::Health, now_ms: u64) {
+async fn auto_cordon(
+    shared: &Shared,
+    name: &str,
+    health: &gantry_shared::health::Health,
+    now_ms: u64,
+) {
     let Some(cordon) = shared.auto_cordon.judge(health, now_ms) else {
         return;
     };
@@ -751,7 +761,7 @@ fn auto_cordon(shared: &Shared, name: &str, health: &gantry_shared::health::Heal
     let store = Arc::clone(&shared.store);
     let cordoned = Arc::clone(&shared.cordoned);
     let node = name.to_owned();
-    tokio::task::spawn_blocking(move || {
+    let stored = blocking(move || {
         let reason = cordon.reason.clone();
         let result = store.cordon_node(&node, |current| {
             current.is_none().then(|| {
@@ -775,7 +785,15 @@ fn auto_cordon(shared: &Shared, name: &str, health: &gantry_shared::health::Heal
                 cordoned.lock().expect("cordoned").remove(&node);
             }
         }
-    });
+    })
+    .await;
+    if stored.is_none() {
+        tracing::error!(
+            node = name,
+            "the task storing an automatic cordon failed; the next heartbeat retries"
+        );
+        shared.cordoned.lock().expect("cordoned").remove(name);
+    }
 }
 
 /// Records in the audit log what a node reports about its bundles when it changed: an

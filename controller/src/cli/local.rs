@@ -3,9 +3,9 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-pub(super) fn run(command: Command) -> CommandResult {
+pub(super) fn run(command: LocalCommand) -> CommandResult {
     match command {
-        Command::Keygen { out } => {
+        LocalCommand::Keygen { out } => {
             let key = keys::generate(&out)?;
             println!("key id      {}", key.key_id);
             println!(
@@ -14,102 +14,7 @@ pub(super) fn run(command: Command) -> CommandResult {
             );
             println!("public      {}", key.public_path.display());
         }
-        Command::Bundle(BundleCommand::Create(args)) => {
-            let files = args
-                .files
-                .iter()
-                .map(|spec| {
-                    if let Some((local, inside)) = spec.split_once('=') {
-                        (PathBuf::from(local), inside.to_owned())
-                    } else {
-                        let local = PathBuf::from(spec);
-                        let inside = local
-                            .file_name()
-                            .map(|n| n.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        (local, inside)
-                    }
-                })
-                .collect();
-            let req = CreateRequest {
-                model: args.model,
-                name: args.name,
-                version: args.version,
-                files,
-                golden: args.golden,
-                provenance_file: args.provenance,
-                source_revision: args.source_revision,
-                training_data_digest: args.training_data_digest,
-                params: args.params,
-                metrics: args.metrics,
-                min_gpu_memory_bytes: args.min_gpu_memory,
-                execution_providers: args.execution_providers,
-                out: args.out.clone(),
-            };
-            let id = bundle_cmd::create(&req)?;
-            println!("created     {} (unsigned)", args.out.display());
-            println!("id          {id}");
-            println!(
-                "next        gantry bundle sign {} --key KEY",
-                args.out.display()
-            );
-        }
-        Command::Bundle(BundleCommand::Sign { bundle, key, out }) => {
-            match bundle_cmd::sign(&bundle, &key, out.as_deref())? {
-                SignOutcome::Added { key_id, signatures } => {
-                    println!(
-                        "signed      {} by key {key_id} ({signatures} signature(s) now)",
-                        out.as_ref().unwrap_or(&bundle).display()
-                    );
-                }
-                SignOutcome::AlreadySigned { key_id } => {
-                    println!(
-                        "unchanged   {} already carries a signature by key {key_id}",
-                        bundle.display()
-                    );
-                }
-            }
-        }
-        Command::Bundle(BundleCommand::Verify {
-            bundle,
-            trust,
-            at,
-            json,
-        }) => {
-            let outcome = bundle_cmd::verify(&bundle, &trust, at.unwrap_or_else(SystemTime::now))?;
-            if json {
-                print_json(&outcome);
-            } else {
-                print!("{}", outcome.render_text());
-            }
-            if !outcome.ok {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        Command::Bundle(BundleCommand::Export { bundle, out, dir }) => {
-            let exported = crate::bundle_cmd::export(&dir.dir, &bundle, &out)?;
-            println!(
-                "exported    {} {} {}\nfile        {} ({} bytes)\nsignatures  {} valid under {}\nnext        carry it in; `gantry-agent import {}` verifies it offline",
-                exported.name,
-                exported.version,
-                exported.id,
-                out.display(),
-                exported.size,
-                exported.signers.join(", "),
-                dir.dir.join("trust.json").display(),
-                out.file_name()
-                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-            );
-        }
-        Command::Bundle(BundleCommand::Inspect { bundle, json }) => {
-            let inspection = bundle_cmd::inspect(&bundle)?;
-            if json {
-                print_json(&inspection);
-            } else {
-                print!("{}", bundle_cmd::render_inspection(&inspection));
-            }
-        }
-        Command::Policy(PolicyCommand::Create {
+        LocalCommand::Policy(PolicyCommand::Create {
             from,
             version,
             threshold,
@@ -155,14 +60,14 @@ pub(super) fn run(command: Command) -> CommandResult {
                 }
             );
         }
-        Command::Policy(PolicyCommand::Sign { policy, key }) => {
+        LocalCommand::Policy(PolicyCommand::Sign { policy, key }) => {
             let (key_id, count) = policy_cmd::sign(&policy, &key)?;
             println!(
                 "signed      {} by key {key_id} ({count} signature(s) now)",
                 policy.display()
             );
         }
-        Command::Policy(PolicyCommand::Inspect { policy, json }) => {
+        LocalCommand::Policy(PolicyCommand::Inspect { policy, json }) => {
             let inspection = policy_cmd::inspect(&policy)?;
             if json {
                 print_json(&inspection);
@@ -170,7 +75,7 @@ pub(super) fn run(command: Command) -> CommandResult {
                 print!("{}", policy_cmd::render_inspection(&inspection));
             }
         }
-        Command::Init {
+        LocalCommand::Init {
             dir,
             listen,
             admin_name,
@@ -192,24 +97,7 @@ pub(super) fn run(command: Command) -> CommandResult {
                 dir.dir.display()
             );
         }
-        Command::Serve { .. }
-        | Command::Token(_)
-        | Command::Fleet(_)
-        | Command::Admin(_)
-        | Command::Rollout(_)
-        | Command::Report(_)
-        | Command::Audit(_)
-        | Command::Telemetry(_)
-        | Command::Bundle(
-            BundleCommand::Push(_)
-            | BundleCommand::Import(_)
-            | BundleCommand::Ls { .. }
-            | BundleCommand::Assign { .. },
-        ) => {
-            unreachable!("routed to the runtime")
-        }
-        Command::Demo { .. } => unreachable!("run before logging is set up"),
-        Command::Policy(PolicyCommand::Verify { policy, trust }) => {
+        LocalCommand::Policy(PolicyCommand::Verify { policy, trust }) => {
             let report = policy_cmd::verify(&policy, trust.as_deref(), SystemTime::now())?;
             match trust {
                 Some(current) => println!(
@@ -221,6 +109,108 @@ pub(super) fn run(command: Command) -> CommandResult {
                     "VERIFIED    {} is signed by enough of its own keys ({report})",
                     policy.display()
                 ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bundle create`, `sign`, `verify`, `inspect` and `export`: files only.
+pub(super) fn bundle(command: LocalBundleCommand) -> CommandResult {
+    match command {
+        LocalBundleCommand::Create(args) => {
+            let files = args
+                .files
+                .iter()
+                .map(|spec| {
+                    if let Some((local, inside)) = spec.split_once('=') {
+                        (PathBuf::from(local), inside.to_owned())
+                    } else {
+                        let local = PathBuf::from(spec);
+                        let inside = local
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        (local, inside)
+                    }
+                })
+                .collect();
+            let req = CreateRequest {
+                model: args.model,
+                name: args.name,
+                version: args.version,
+                files,
+                golden: args.golden,
+                provenance_file: args.provenance,
+                source_revision: args.source_revision,
+                training_data_digest: args.training_data_digest,
+                params: args.params,
+                metrics: args.metrics,
+                min_gpu_memory_bytes: args.min_gpu_memory,
+                execution_providers: args.execution_providers,
+                out: args.out.clone(),
+            };
+            let id = bundle_cmd::create(&req)?;
+            println!("created     {} (unsigned)", args.out.display());
+            println!("id          {id}");
+            println!(
+                "next        gantry bundle sign {} --key KEY",
+                args.out.display()
+            );
+        }
+        LocalBundleCommand::Sign { bundle, key, out } => {
+            match bundle_cmd::sign(&bundle, &key, out.as_deref())? {
+                SignOutcome::Added { key_id, signatures } => {
+                    println!(
+                        "signed      {} by key {key_id} ({signatures} signature(s) now)",
+                        out.as_ref().unwrap_or(&bundle).display()
+                    );
+                }
+                SignOutcome::AlreadySigned { key_id } => {
+                    println!(
+                        "unchanged   {} already carries a signature by key {key_id}",
+                        bundle.display()
+                    );
+                }
+            }
+        }
+        LocalBundleCommand::Verify {
+            bundle,
+            trust,
+            at,
+            json,
+        } => {
+            let outcome = bundle_cmd::verify(&bundle, &trust, at.unwrap_or_else(SystemTime::now))?;
+            if json {
+                print_json(&outcome);
+            } else {
+                print!("{}", outcome.render_text());
+            }
+            if !outcome.ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        LocalBundleCommand::Export { bundle, out, dir } => {
+            let exported = crate::bundle_cmd::export(&dir.dir, &bundle, &out)?;
+            println!(
+                "exported    {} {} {}\nfile        {} ({} bytes)\nsignatures  {} valid under {}\nnext        carry it in; `gantry-agent import {}` verifies it offline",
+                exported.name,
+                exported.version,
+                exported.id,
+                out.display(),
+                exported.size,
+                exported.signers.join(", "),
+                dir.dir.join("trust.json").display(),
+                out.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            );
+        }
+        LocalBundleCommand::Inspect { bundle, json } => {
+            let inspection = bundle_cmd::inspect(&bundle)?;
+            if json {
+                print_json(&inspection);
+            } else {
+                print!("{}", bundle_cmd::render_inspection(&inspection));
             }
         }
     }

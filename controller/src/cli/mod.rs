@@ -48,6 +48,37 @@ struct AdminArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Local(LocalCommand),
+    #[command(flatten)]
+    Remote(RemoteCommand),
+    /// Build, sign, verify and inspect model bundles.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// The whole system on this machine: an embedded controller and a few agents on
+    /// simulated GPUs, over loopback. Enrolls them, signs a bundle, rolls it out through a
+    /// canary, answers an inference request, rolls back a failing rollout, and shows the
+    /// fleet, the KPIs and the audit report; then stops everything.
+    Demo {
+        /// Agents to start, 2 to 8.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        agents: usize,
+        /// gantry-agent to run (default: beside this gantry, else on PATH).
+        #[arg(long, value_name = "PATH")]
+        agent_binary: Option<PathBuf>,
+        /// ONNX Runtime's library (default: $GANTRY_ONNXRUNTIME, else
+        /// /usr/lib/gantry/libonnxruntime.so.1.31.1 from the gantry-agent package).
+        #[arg(long, value_name = "PATH")]
+        onnxruntime: Option<PathBuf>,
+        /// Keep the working directory (configuration, state, logs) after a successful run.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// The commands that work on local files only.
+#[derive(Debug, Subcommand)]
+enum LocalCommand {
     /// Create the fleet CA, the controller certificate and the first admin identity.
     Init {
         #[command(flatten)]
@@ -62,6 +93,20 @@ enum Command {
         #[arg(long, default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
         admin_cert_lifetime: Duration,
     },
+    /// Create an ed25519 signing key pair: KEY (private, mode 0600) and KEY.pub.
+    Keygen {
+        /// Where to write the private key; the public key goes to <OUT>.pub.
+        #[arg(long, value_name = "KEY")]
+        out: PathBuf,
+    },
+    /// Create, sign, inspect and verify trust policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// The commands that are, or talk to, the controller daemon.
+#[derive(Debug, Subcommand)]
+enum RemoteCommand {
     /// Run the controller: QUIC for agents and admins, the embedded store, /metrics.
     Serve {
         #[command(flatten)]
@@ -118,18 +163,6 @@ enum Command {
     /// Admin identities and roles.
     #[command(subcommand)]
     Admin(AdminCommand),
-    /// Create an ed25519 signing key pair: KEY (private, mode 0600) and KEY.pub.
-    Keygen {
-        /// Where to write the private key; the public key goes to <OUT>.pub.
-        #[arg(long, value_name = "KEY")]
-        out: PathBuf,
-    },
-    /// Build, sign, verify and inspect model bundles.
-    #[command(subcommand)]
-    Bundle(BundleCommand),
-    /// Create, sign, inspect and verify trust policies.
-    #[command(subcommand)]
-    Policy(PolicyCommand),
     /// Canary rollouts with health gates and automatic rollback.
     #[command(subcommand)]
     Rollout(RolloutCommand),
@@ -142,25 +175,6 @@ enum Command {
     /// Telemetry carried in by file.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
-    /// The whole system on this machine: an embedded controller and a few agents on
-    /// simulated GPUs, over loopback. Enrolls them, signs a bundle, rolls it out through a
-    /// canary, answers an inference request, rolls back a failing rollout, and shows the
-    /// fleet, the KPIs and the audit report; then stops everything.
-    Demo {
-        /// Agents to start, 2 to 8.
-        #[arg(long, default_value_t = 3, value_name = "N")]
-        agents: usize,
-        /// gantry-agent to run (default: beside this gantry, else on PATH).
-        #[arg(long, value_name = "PATH")]
-        agent_binary: Option<PathBuf>,
-        /// ONNX Runtime's library (default: $GANTRY_ONNXRUNTIME, else
-        /// /usr/lib/gantry/libonnxruntime.so.1.31.1 from the gantry-agent package).
-        #[arg(long, value_name = "PATH")]
-        onnxruntime: Option<PathBuf>,
-        /// Keep the working directory (configuration, state, logs) after a successful run.
-        #[arg(long)]
-        keep: bool,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +420,15 @@ enum AdminCommand {
 
 #[derive(Debug, Subcommand)]
 enum BundleCommand {
+    #[command(flatten)]
+    Local(LocalBundleCommand),
+    #[command(flatten)]
+    Remote(RemoteBundleCommand),
+}
+
+/// Bundle commands on local files.
+#[derive(Debug, Subcommand)]
+enum LocalBundleCommand {
     /// Pack an ONNX model, its golden vectors and provenance into an unsigned bundle.
     Create(Box<CreateArgs>),
     /// Add a signature to a bundle (in place unless --out is given).
@@ -436,12 +459,6 @@ enum BundleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Upload a signed bundle to the controller, which keeps it only if it passes the
-    /// controller's trust policy (DIR/trust.json). A broken push resumes when run again.
-    Push(PushArgs),
-    /// Load a bundle file carried in (air-gapped) into the controller: checked against
-    /// its trust policy like a push, and recorded in the audit log as an import.
-    Import(PushArgs),
     /// Write a bundle the controller holds to a file for removable media, verified on
     /// the way against the controller's trust policy.
     Export {
@@ -453,6 +470,17 @@ enum BundleCommand {
         #[command(flatten)]
         dir: DirArgs,
     },
+}
+
+/// Bundle commands that talk to the controller.
+#[derive(Debug, Subcommand)]
+enum RemoteBundleCommand {
+    /// Upload a signed bundle to the controller, which keeps it only if it passes the
+    /// controller's trust policy (DIR/trust.json). A broken push resumes when run again.
+    Push(PushArgs),
+    /// Load a bundle file carried in (air-gapped) into the controller: checked against
+    /// its trust policy like a push, and recorded in the audit log as an import.
+    Import(PushArgs),
     /// List the bundles the controller holds and the nodes each is assigned to.
     Ls {
         #[command(flatten)]
@@ -652,54 +680,57 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> CommandResult {
-    if let Command::Demo {
-        agents,
-        agent_binary,
-        onnxruntime,
-        keep,
-    } = cli.command
-    {
-        // The demo logs its embedded controller to a file of its own.
-        let options = crate::demo::Options {
+    // The demo logs its embedded controller to a file of its own; the daemon at INFO,
+    // commands only what goes wrong.
+    let logging = |level| gantry_net::logging::init(level, gantry_net::logging::Format::Plain);
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CommandError::failure("cannot start the async runtime", e))
+    };
+    match cli.command {
+        Command::Demo {
             agents,
             agent_binary,
             onnxruntime,
             keep,
-        };
-        return match crate::demo::run(&options) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e @ crate::demo::DemoError::Interrupted) => {
-                Err(CommandError::interrupted(e.to_string()))
-            }
-            Err(e) => Err(e.into()),
-        };
+        } => demo(&crate::demo::Options {
+            agents,
+            agent_binary,
+            onnxruntime,
+            keep,
+        }),
+        Command::Local(command) => {
+            logging("warn");
+            local::run(command)
+        }
+        Command::Bundle(BundleCommand::Local(command)) => {
+            logging("warn");
+            local::bundle(command)
+        }
+        Command::Remote(command) => {
+            logging(if matches!(command, RemoteCommand::Serve { .. }) {
+                "info"
+            } else {
+                "warn"
+            });
+            runtime()?.block_on(remote::run(command))
+        }
+        Command::Bundle(BundleCommand::Remote(command)) => {
+            logging("warn");
+            runtime()?.block_on(remote::bundle(command))
+        }
     }
-    let default_level = if matches!(cli.command, Command::Serve { .. }) {
-        "info"
-    } else {
-        "warn"
-    };
-    gantry_net::logging::init(default_level, gantry_net::logging::Format::Plain);
-    match cli.command {
-        command @ (Command::Serve { .. }
-        | Command::Token(_)
-        | Command::Fleet(_)
-        | Command::Admin(_)
-        | Command::Rollout(_)
-        | Command::Report(_)
-        | Command::Audit(_)
-        | Command::Telemetry(_)
-        | Command::Bundle(
-            BundleCommand::Push(_)
-            | BundleCommand::Import(_)
-            | BundleCommand::Ls { .. }
-            | BundleCommand::Assign { .. },
-        )) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CommandError::failure("cannot start the async runtime", e))?
-            .block_on(remote::run(command)),
-        command => local::run(command),
+}
+
+fn demo(options: &crate::demo::Options) -> CommandResult {
+    match crate::demo::run(options) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ crate::demo::DemoError::Interrupted) => {
+            Err(CommandError::interrupted(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -13,8 +13,9 @@ use gantry_shared::protocol::admin::{Request, Response};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    AdminArgs, AdminCommand, AuditCommand, BundleCommand, Command, FleetCommand, PushArgs,
-    ReportCommand, RolloutCommand, TelemetryCommand, TokenCommand, expiry_note, print_json,
+    AdminArgs, AdminCommand, AuditCommand, FleetCommand, PushArgs, RemoteBundleCommand,
+    RemoteCommand, ReportCommand, RolloutCommand, TelemetryCommand, TokenCommand, expiry_note,
+    print_json,
 };
 
 async fn connect(args: &AdminArgs) -> Result<AdminClient, ClientError> {
@@ -188,9 +189,9 @@ async fn new_admin_identity(
     Ok((identity, expires_at_ms))
 }
 
-pub(super) async fn run(command: Command) -> CommandResult {
+pub(super) async fn run(command: RemoteCommand) -> CommandResult {
     match command {
-        Command::Serve {
+        RemoteCommand::Serve {
             dir,
             listen,
             metrics_listen,
@@ -243,7 +244,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
             )
             .await?;
         }
-        Command::Token(TokenCommand::Redeem {
+        RemoteCommand::Token(TokenCommand::Redeem {
             request,
             out,
             admin,
@@ -287,7 +288,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 out.display()
             );
         }
-        Command::Token(TokenCommand::Create { admin, labels, ttl }) => {
+        RemoteCommand::Token(TokenCommand::Create { admin, labels, ttl }) => {
             let client::Token {
                 token,
                 expires_at_ms,
@@ -303,23 +304,9 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 ))
             );
         }
-        Command::Bundle(BundleCommand::Push(args)) => upload(args, false).await?,
-        Command::Bundle(BundleCommand::Import(args)) => upload(args, true).await?,
-        Command::Bundle(BundleCommand::Ls { admin, json }) => {
-            let bundles = connect(&admin).await?.bundle_list().await?;
-            if json {
-                print_json(&bundles);
-            } else {
-                print!("{}", crate::push::render_list(&bundles));
-            }
-        }
-        Command::Bundle(BundleCommand::Assign { id, nodes, admin }) => {
-            let (id, nodes) = connect(&admin).await?.bundle_assign(id, nodes).await?;
-            println!("assigned {id} to {}", nodes.join(", "));
-        }
-        Command::Rollout(command) => return rollout(command).await,
-        Command::Audit(command) => return audit(command).await,
-        Command::Telemetry(TelemetryCommand::Import { file, admin, json }) => {
+        RemoteCommand::Rollout(command) => return rollout(command).await,
+        RemoteCommand::Audit(command) => return audit(command).await,
+        RemoteCommand::Telemetry(TelemetryCommand::Import { file, admin, json }) => {
             let bytes = std::fs::read(&file)
                 .map_err(|e| CommandError::failure(format!("cannot read {}", file.display()), e))?;
             if bytes.len() > gantry_shared::telemetry_export::MAX_EXPORT_BYTES {
@@ -350,7 +337,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 );
             }
         }
-        Command::Report(ReportCommand::Kpis {
+        RemoteCommand::Report(ReportCommand::Kpis {
             window,
             admin,
             json,
@@ -365,7 +352,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 print!("{}", crate::rollout_cmd::render_kpis(&kpis));
             }
         }
-        Command::Fleet(FleetCommand::Ls { admin, json }) => {
+        RemoteCommand::Fleet(FleetCommand::Ls { admin, json }) => {
             let nodes = connect(&admin).await?.fleet_list().await?;
             if json {
                 print_json(&nodes);
@@ -373,7 +360,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 print!("{}", fleet_cmd::render_list(&nodes, now_ms()));
             }
         }
-        Command::Fleet(FleetCommand::Show { node, admin, json }) => {
+        RemoteCommand::Fleet(FleetCommand::Show { node, admin, json }) => {
             let detail = connect(&admin).await?.fleet_show(node).await?;
             if json {
                 print_json(&detail);
@@ -381,7 +368,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 print!("{}", fleet_cmd::render_show(&detail, now_ms()));
             }
         }
-        Command::Fleet(FleetCommand::Top {
+        RemoteCommand::Fleet(FleetCommand::Top {
             admin,
             once,
             interval,
@@ -400,11 +387,11 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 }
             }
         }
-        Command::Fleet(FleetCommand::Revoke { node, admin }) => {
+        RemoteCommand::Fleet(FleetCommand::Revoke { node, admin }) => {
             let node = connect(&admin).await?.node_revoke(node).await?;
             println!("revoked     {node}: its certificate no longer connects");
         }
-        Command::Fleet(FleetCommand::Cordon {
+        RemoteCommand::Fleet(FleetCommand::Cordon {
             node,
             reason,
             admin,
@@ -418,11 +405,11 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 "cordoned    {node}: it takes no new rollouts ({reason}); `gantry fleet uncordon {node}` lifts it"
             );
         }
-        Command::Fleet(FleetCommand::Uncordon { node, admin }) => {
+        RemoteCommand::Fleet(FleetCommand::Uncordon { node, admin }) => {
             connect(&admin).await?.node_uncordon(node.clone()).await?;
             println!("uncordoned  {node}: it takes rollouts again");
         }
-        Command::Admin(AdminCommand::Add {
+        RemoteCommand::Admin(AdminCommand::Add {
             name,
             role,
             out,
@@ -444,7 +431,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 expiry_note(expires_at_ms)
             );
         }
-        Command::Admin(AdminCommand::Rotate { admin }) => {
+        RemoteCommand::Admin(AdminCommand::Rotate { admin }) => {
             let (identity, expires_at_ms) =
                 new_admin_identity(&admin, |public_key| Request::AdminRotate { public_key })
                     .await?;
@@ -458,7 +445,7 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 expiry_note(expires_at_ms)
             );
         }
-        Command::Fleet(FleetCommand::Renew {
+        RemoteCommand::Fleet(FleetCommand::Renew {
             request,
             out,
             admin,
@@ -496,7 +483,27 @@ pub(super) async fn run(command: Command) -> CommandResult {
                 out.display()
             );
         }
-        _ => unreachable!("only fleet commands are routed here"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bundle push`, `import`, `ls` and `assign`: calls on the controller.
+pub(super) async fn bundle(command: RemoteBundleCommand) -> CommandResult {
+    match command {
+        RemoteBundleCommand::Push(args) => upload(args, false).await?,
+        RemoteBundleCommand::Import(args) => upload(args, true).await?,
+        RemoteBundleCommand::Ls { admin, json } => {
+            let bundles = connect(&admin).await?.bundle_list().await?;
+            if json {
+                print_json(&bundles);
+            } else {
+                print!("{}", crate::push::render_list(&bundles));
+            }
+        }
+        RemoteBundleCommand::Assign { id, nodes, admin } => {
+            let (id, nodes) = connect(&admin).await?.bundle_assign(id, nodes).await?;
+            println!("assigned {id} to {}", nodes.join(", "));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

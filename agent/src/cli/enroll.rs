@@ -84,10 +84,7 @@ fn enroll_offline_request(
         .map_err(|e| CommandError::failure(format!("cannot create {}", state_dir.display()), e))?;
     let request = crate::identity::offline_request(state_dir, token, name)
         .map_err(CommandError::from_error)?;
-    let mut bytes = serde_json::to_vec_pretty(&request).expect("request serializes");
-    bytes.push(b'\n');
-    std::fs::write(out, bytes)
-        .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
+    write_json(out, &request)?;
     println!(
         "request     {} (node {name}; the node key stays in {})\nnext        carry it to the controller: gantry token redeem {} --out RESPONSE\n            then here: gantry-agent enroll --offline-response RESPONSE",
         out.display(),
@@ -132,10 +129,7 @@ pub(super) fn renew(args: RenewArgs) -> CommandResult {
     if let Some(out) = &args.files.offline_request {
         let request = crate::renewal::offline_request(&identity, gantry_net::clock::now_ms())
             .map_err(CommandError::from_error)?;
-        let mut bytes = serde_json::to_vec_pretty(&request).expect("request serializes");
-        bytes.push(b'\n');
-        std::fs::write(out, bytes)
-            .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
+        write_json(out, &request)?;
         println!(
             "request     {} (signed by the node key; the key stays here)\nnext        on the controller: gantry fleet renew {} --out RESPONSE; then gantry-agent renew --offline-response RESPONSE",
             out.display(),
@@ -172,4 +166,12 @@ pub(super) fn renew(args: RenewArgs) -> CommandResult {
             Err(CommandError::from_error(e))
         }
     }
+}
+
+/// Writes a request file for the other side of an air gap: pretty JSON, replaced at once.
+fn write_json(out: &std::path::Path, value: &impl serde::Serialize) -> Result<(), CommandError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("request serializes");
+    bytes.push(b'\n');
+    gantry_net::atomic::write_bytes(out, 0o644, &bytes)
+        .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))
 }

@@ -125,8 +125,21 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// `gantry init` then `gantry serve` on free loopback ports.
+    /// `gantry init` then `gantry serve` on free loopback ports. Ports are picked free
+    /// and handed to the process, so another test may take one in between: a start that
+    /// fails because its address is in use is tried again on other ports.
     pub fn start() -> Self {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start() {
+                Ok(controller) => return controller,
+                Err(log) if attempt < 3 && log.contains("cannot listen") => attempt += 1,
+                Err(log) => panic!("the controller did not start:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let addr = free_udp_port();
         let out = Command::new(binary("gantry"))
@@ -151,8 +164,8 @@ impl Controller {
                 .build()
                 .unwrap(),
         };
-        controller.resume();
-        controller
+        controller.try_resume_with(&[])?;
+        Ok(controller)
     }
 
     pub fn home(&self) -> PathBuf {
@@ -197,6 +210,14 @@ impl Controller {
 
     /// [`Self::resume`] with `args` added to `gantry serve`'s.
     pub fn resume_with(&mut self, args: &[&str]) {
+        if let Err(log) = self.try_resume_with(args) {
+            panic!("the controller did not start:\n{log}");
+        }
+    }
+
+    /// Starts `gantry serve` and waits until it listens; the log when it exits first or
+    /// does not listen within 20 s.
+    fn try_resume_with(&mut self, args: &[&str]) -> Result<(), String> {
         assert!(self.child.is_none(), "controller already running");
         let mut child = Command::new(binary("gantry"))
             .args(["serve", "--dir"])
@@ -214,21 +235,34 @@ impl Controller {
             .spawn()
             .unwrap();
         self.log.capture(child.stderr.take().unwrap());
-        self.child = Some(child);
-        let log = self.log.clone();
-        let started = log
-            .lines()
-            .iter()
-            .filter(|l| l.contains("controller listening"))
-            .count();
-        wait_for("the controller to listen", Duration::from_secs(20), || {
-            (log.lines()
+        let listening = |log: &Log| {
+            log.lines()
                 .iter()
                 .filter(|l| l.contains("controller listening"))
                 .count()
-                > started)
-                .then_some(())
-        });
+        };
+        let started = listening(&self.log);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if listening(&self.log) > started {
+                self.child = Some(child);
+                return Ok(());
+            }
+            let exited = child.try_wait().unwrap();
+            if exited.is_some() || Instant::now() >= deadline {
+                if exited.is_none() {
+                    kill9(&mut child);
+                }
+                // The capturing thread reads to the end of the dead process's stderr.
+                std::thread::sleep(Duration::from_millis(100));
+                let status = exited.map_or_else(
+                    || "still not listening after 20 s".to_owned(),
+                    |s| s.to_string(),
+                );
+                return Err(format!("{status}\n{}", self.log.lines().join("\n")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops the process abruptly.

@@ -346,8 +346,15 @@ fn rollout_error(e: &RolloutError) -> Response {
         RolloutError::Conflict(m) => error(ErrorCode::Conflict, m.clone()),
         RolloutError::Repo(e) => super::repo_error(e),
         RolloutError::Store(e) => {
-            tracing::error!(error = %e, "rollout store failure");
-            error(ErrorCode::Unavailable, e.to_string())
+            // The store's path and the engine's words stay in the controller's log.
+            tracing::error!(
+                error = gantry_shared::bundle::outcome::error_chain(e),
+                "rollout store failure"
+            );
+            error(
+                ErrorCode::Unavailable,
+                "the controller's store failed; try again, or see the controller's log",
+            )
         }
     }
 }

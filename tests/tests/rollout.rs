@@ -6,6 +6,7 @@
 //! two rollouts refused from fighting over nodes; the KPIs recording all of it.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,11 +46,23 @@ impl Fleet {
                 }
                 last = r;
             }
-            assert!(
-                Instant::now() < deadline,
-                "rollout {id} not {state} after {within:?}: {}",
-                serde_json::to_string_pretty(&last).unwrap()
-            );
+            if Instant::now() >= deadline {
+                // The nodes the gates name, with the end of their logs: why they failed.
+                let mut logs = String::new();
+                for failing in last["gates"]["failing"].as_array().into_iter().flatten() {
+                    let node = failing.as_str().unwrap_or_default();
+                    let name = node.split(':').next().unwrap_or_default();
+                    if let Some(&i) = self.index.get(name) {
+                        let lines = self.agents[i].log.lines();
+                        let tail = &lines[lines.len().saturating_sub(30)..];
+                        let _ = write!(logs, "\n--- {name} ---\n{}", tail.join("\n"));
+                    }
+                }
+                panic!(
+                    "rollout {id} not {state} after {within:?}: {}{logs}",
+                    serde_json::to_string_pretty(&last).unwrap()
+                );
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -1,13 +1,25 @@
-//! The `gantry` command line: its arguments (clap), and the commands behind them —
-//! `remote` for those that talk to (or are) the controller, `local` for keys, bundles and
-//! policies on local files. Outcomes map to exit codes: 0 success, 1 failure (including a
-//! bundle or policy that fails verification), 2 usage.
+//! The `gantry` command line: its arguments (clap), and one module per command group
+//! behind them — `serve`, `token`, `fleet`, `admin`, `bundle`, `rollout`, `report`,
+//! `audit`, `telemetry`, `policy`, and `local` (`init`, `keygen`). The commands that talk
+//! to (or are) the controller run on an async runtime through `remote`. Each returns a
+//! `CommandResult`; exit codes: 0 success, 1 failure (including a bundle or policy that
+//! fails verification), 2 usage, 64 configuration, 130 interrupted.
 
 // Doc comments on the argument types are `--help` text, written for operators.
 #![allow(clippy::doc_markdown)]
 
+mod admin;
+mod audit;
+mod bundle;
+mod fleet;
 mod local;
+mod policy;
 mod remote;
+mod report;
+mod rollout;
+mod serve;
+mod telemetry;
+mod token;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,11 +27,19 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use crate::bundle_cmd::{self, CreateRequest, SignOutcome};
+use crate::client::{self, AdminClient, ClientError};
+use crate::fleet_cmd;
+use crate::home::{AdminIdentity, Home};
 use crate::keys;
 use crate::policy_cmd::{self, KeySpec};
+use crate::server::{self, ServeConfig};
 use clap::{Args, Parser, Subcommand};
+use gantry_net::clock::now_ms;
 use gantry_net::command::{CommandError, CommandResult};
 use gantry_shared::bundle::manifest::ExecutionProvider;
+use gantry_shared::protocol::admin::{Request, Response};
+use remote::connect;
+use tokio_util::sync::CancellationToken;
 
 /// The Gantry controller and fleet CLI.
 #[derive(Debug, Parser)]
@@ -108,52 +128,7 @@ enum LocalCommand {
 #[derive(Debug, Subcommand)]
 enum RemoteCommand {
     /// Run the controller: QUIC for agents and admins, the embedded store, /metrics.
-    Serve {
-        #[command(flatten)]
-        dir: DirArgs,
-        /// QUIC address for agents and admins.
-        #[arg(long, env = "GANTRY_LISTEN", default_value = crate::home::DEFAULT_LISTEN, value_name = "ADDR")]
-        listen: SocketAddr,
-        /// Address for the fleet's /metrics (Prometheus federation); "" disables it.
-        #[arg(
-            long,
-            env = "GANTRY_METRICS_LISTEN",
-            default_value = "127.0.0.1:9401",
-            value_name = "ADDR"
-        )]
-        metrics_listen: String,
-        /// How long telemetry is kept.
-        #[arg(long, env = "GANTRY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        retention: Duration,
-        /// Start with a new, empty store when the directory has none (the audit chain
-        /// starts again); without it a missing or empty store is refused.
-        #[arg(long)]
-        new_store: bool,
-        /// Lifetime of node certificates; agents renew them over the uplink when a third
-        /// of it is left.
-        #[arg(long, env = "GANTRY_NODE_CERT_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        node_cert_lifetime: Duration,
-        /// Lifetime of admin certificates issued by `gantry admin add` and `rotate`.
-        #[arg(long, env = "GANTRY_ADMIN_CERT_LIFETIME", default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        admin_cert_lifetime: Duration,
-        /// How long after its certificate expired a node may still renew by proof of its
-        /// key (online or by file); after that it must enroll again.
-        #[arg(long, env = "GANTRY_RENEWAL_GRACE", default_value = "180d", value_parser = humantime::parse_duration, value_name = "DURATION")]
-        renewal_grace: Duration,
-        /// Health checks whose unhealthy reasons cordon a node automatically (audited),
-        /// comma-separated; `gpu.xid` is unhealthy only for critical XIDs. `none` turns
-        /// automatic cordoning off.
-        #[arg(
-            long,
-            env = "GANTRY_AUTO_CORDON",
-            default_value = "gpu.xid",
-            value_name = "CHECKS"
-        )]
-        auto_cordon: String,
-        /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
-        #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
-        clock_offset: i64,
-    },
+    Serve(Box<ServeArgs>),
     /// Join tokens for enrolling nodes.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -175,6 +150,55 @@ enum RemoteCommand {
     /// Telemetry carried in by file.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+}
+
+/// `gantry serve`'s arguments.
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// QUIC address for agents and admins.
+    #[arg(long, env = "GANTRY_LISTEN", default_value = crate::home::DEFAULT_LISTEN, value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Address for the fleet's /metrics (Prometheus federation); "" disables it.
+    #[arg(
+        long,
+        env = "GANTRY_METRICS_LISTEN",
+        default_value = "127.0.0.1:9401",
+        value_name = "ADDR"
+    )]
+    metrics_listen: String,
+    /// How long telemetry is kept.
+    #[arg(long, env = "GANTRY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    retention: Duration,
+    /// Start with a new, empty store when the directory has none (the audit chain
+    /// starts again); without it a missing or empty store is refused.
+    #[arg(long)]
+    new_store: bool,
+    /// Lifetime of node certificates; agents renew them over the uplink when a third
+    /// of it is left.
+    #[arg(long, env = "GANTRY_NODE_CERT_LIFETIME", default_value = "7d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    node_cert_lifetime: Duration,
+    /// Lifetime of admin certificates issued by `gantry admin add` and `rotate`.
+    #[arg(long, env = "GANTRY_ADMIN_CERT_LIFETIME", default_value = "365d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    admin_cert_lifetime: Duration,
+    /// How long after its certificate expired a node may still renew by proof of its
+    /// key (online or by file); after that it must enroll again.
+    #[arg(long, env = "GANTRY_RENEWAL_GRACE", default_value = "180d", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    renewal_grace: Duration,
+    /// Health checks whose unhealthy reasons cordon a node automatically (audited),
+    /// comma-separated; `gpu.xid` is unhealthy only for critical XIDs. `none` turns
+    /// automatic cordoning off.
+    #[arg(
+        long,
+        env = "GANTRY_AUTO_CORDON",
+        default_value = "gpu.xid",
+        value_name = "CHECKS"
+    )]
+    auto_cordon: String,
+    /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
+    #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
+    clock_offset: i64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -707,10 +731,10 @@ fn dispatch(cli: Cli) -> CommandResult {
         }
         Command::Bundle(BundleCommand::Local(command)) => {
             logging("warn");
-            local::bundle(command)
+            bundle::local(command)
         }
         Command::Remote(command) => {
-            logging(if matches!(command, RemoteCommand::Serve { .. }) {
+            logging(if matches!(command, RemoteCommand::Serve(_)) {
                 "info"
             } else {
                 "warn"
@@ -719,7 +743,7 @@ fn dispatch(cli: Cli) -> CommandResult {
         }
         Command::Bundle(BundleCommand::Remote(command)) => {
             logging("warn");
-            runtime()?.block_on(remote::bundle(command))
+            runtime()?.block_on(bundle::remote(command))
         }
     }
 }

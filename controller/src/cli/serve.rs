@@ -1,0 +1,62 @@
+//! `gantry serve`: the controller daemon.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub(super) async fn run(args: ServeArgs) -> CommandResult {
+    let ServeArgs {
+        dir,
+        listen,
+        metrics_listen,
+        retention,
+        new_store,
+        node_cert_lifetime,
+        admin_cert_lifetime,
+        renewal_grace,
+        auto_cordon,
+        clock_offset,
+    } = args;
+
+    let auto_cordon = match crate::cordon::AutoCordon::parse(&auto_cordon) {
+        Ok(rules) => rules,
+        Err(e) => return Err(CommandError::config(format!("--auto-cordon: {e}"))),
+    };
+    let certs = crate::certs::CertPolicy {
+        node_lifetime: node_cert_lifetime,
+        admin_lifetime: admin_cert_lifetime,
+        renewal_grace,
+    };
+    certs.validate().map_err(CommandError::config)?;
+    gantry_net::service_dir::check_writer(&dir.dir, "gantry serve …")?;
+    let metrics_listen = if metrics_listen.trim().is_empty() {
+        None
+    } else {
+        Some(metrics_listen.trim().parse().map_err(|_| {
+            CommandError::usage(format!(
+                "--metrics-listen {metrics_listen:?} is not an address like 127.0.0.1:9401"
+            ))
+        })?)
+    };
+    let shutdown = CancellationToken::new();
+    gantry_net::signals::cancel_on_signals(shutdown.clone())
+        .map_err(|e| CommandError::failure("cannot install signal handlers", e))?;
+    server::serve(
+        ServeConfig {
+            home: Home::new(dir.dir),
+            listen,
+            metrics_listen,
+            retention,
+            new_store,
+            certs,
+            clock: crate::certs::Clock {
+                offset_ms: clock_offset,
+            },
+            auto_cordon,
+        },
+        shutdown,
+        None,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}

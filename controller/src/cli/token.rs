@@ -1,0 +1,71 @@
+//! `gantry token create` and `gantry token redeem` (an offline enrollment by file).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// A `token` command.
+pub(super) async fn run(command: TokenCommand) -> CommandResult {
+    match command {
+        TokenCommand::Redeem {
+            request,
+            out,
+            admin,
+        } => {
+            use gantry_shared::protocol::enroll::{
+                OFFLINE_REQUEST_FORMAT, OFFLINE_RESPONSE_FORMAT, OfflineRequest, OfflineResponse,
+            };
+            let text = std::fs::read(&request).map_err(|e| {
+                CommandError::failure(format!("cannot read {}", request.display()), e)
+            })?;
+            let offline: OfflineRequest = serde_json::from_slice(&text)
+                .ok()
+                .filter(|r: &OfflineRequest| r.format == OFFLINE_REQUEST_FORMAT)
+                .ok_or_else(|| {
+                    CommandError::from_error(format!(
+                        "{} is not an enrollment request from `gantry-agent enroll --offline-request`",
+                        request.display()
+                    ))
+                })?;
+            let identity = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
+            let client = AdminClient::connect(&identity, admin.controller).await?;
+            let client::Redeemed {
+                response,
+                controller_certificate_pem,
+                controller_signature,
+            } = client.token_redeem(offline.request).await?;
+            let node = response.node_name.clone();
+            let file = OfflineResponse {
+                format: OFFLINE_RESPONSE_FORMAT.to_owned(),
+                response,
+                controller: admin.controller.unwrap_or(identity.controller).to_string(),
+                controller_certificate_pem,
+                controller_signature,
+            };
+            let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
+            bytes.push(b'\n');
+            gantry_net::atomic::write_bytes(&out, 0o644, &bytes)
+                .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
+            println!(
+                "enrolled    {node} (by file)\nresponse    {}\nnext        carry it to the node: gantry-agent enroll --offline-response FILE",
+                out.display()
+            );
+        }
+        TokenCommand::Create { admin, labels, ttl } => {
+            let client::Token {
+                token,
+                expires_at_ms,
+            } = connect(&admin)
+                .await?
+                .token_create(labels.into_iter().collect(), ttl.as_secs().max(1))
+                .await?;
+            println!("{token}");
+            eprintln!(
+                "single use, expires in {}; on the node: gantry-agent enroll --controller ADDR --token TOKEN",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    expires_at_ms.saturating_sub(now_ms()) / 1000
+                ))
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

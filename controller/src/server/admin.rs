@@ -21,6 +21,23 @@ use crate::store::{IdentityRecord, NodeRecord, Principal, TokenRecord};
 /// Longest token lifetime accepted.
 const MAX_TOKEN_TTL_S: u64 = 30 * 24 * 3600;
 
+/// Whether `caller`, holding `role`, may make `request`: the refusal to answer if not.
+fn authorize(caller: &str, role: Role, request: &Request) -> Result<(), Response> {
+    let required = request.required_role();
+    if role >= required {
+        return Ok(());
+    }
+    Err(error(
+        ErrorCode::Forbidden,
+        format!(
+            "`{}` needs the {} role; {caller} has {}",
+            request.name(),
+            required.as_str(),
+            role.as_str()
+        ),
+    ))
+}
+
 pub(super) async fn handle(
     shared: &Arc<Shared>,
     caller: &str,
@@ -28,23 +45,15 @@ pub(super) async fn handle(
     request: Request,
 ) -> Response {
     let call = request.name();
-    let required = request.required_role();
-    if role < required {
+    if let Err(refusal) = authorize(caller, role, &request) {
         tracing::warn!(
             admin = caller,
             role = role.as_str(),
             call,
-            required = required.as_str(),
+            required = request.required_role().as_str(),
             "admin call refused"
         );
-        return error(
-            ErrorCode::Forbidden,
-            format!(
-                "`{call}` needs the {} role; {caller} has {}",
-                required.as_str(),
-                role.as_str()
-            ),
-        );
+        return refusal;
     }
     tracing::info!(admin = caller, role = role.as_str(), call, "admin call");
     match request {
@@ -835,4 +844,72 @@ enum ImportError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Batch(#[from] crate::store::BatchError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(role: Role, request: &Request) -> Option<String> {
+        match authorize("carol", role, request) {
+            Ok(()) => None,
+            Err(Response::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::Forbidden);
+                Some(e.message)
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_role_makes_the_calls_of_its_rank_and_below_and_is_told_what_it_lacks() {
+        let calls = [
+            (Request::FleetList, Role::Viewer),
+            (Request::AuditVerify, Role::Viewer),
+            (
+                Request::NodeCordon {
+                    node: "n".into(),
+                    reason: "r".into(),
+                },
+                Role::Operator,
+            ),
+            (
+                Request::BundleAssign {
+                    id: "x".into(),
+                    nodes: vec![],
+                },
+                Role::Operator,
+            ),
+            (Request::NodeRevoke { node: "n".into() }, Role::Admin),
+            (
+                Request::TokenCreate {
+                    labels: BTreeMap::new(),
+                    ttl_s: 60,
+                },
+                Role::Admin,
+            ),
+        ];
+        for (request, least) in &calls {
+            for role in [Role::Viewer, Role::Operator, Role::Admin] {
+                let refusal = refused(role, request);
+                assert_eq!(
+                    refusal.is_none(),
+                    role >= *least,
+                    "{role:?} {}",
+                    request.name()
+                );
+                if let Some(message) = refusal {
+                    assert_eq!(
+                        message,
+                        format!(
+                            "`{}` needs the {} role; carol has {}",
+                            request.name(),
+                            least.as_str(),
+                            role.as_str()
+                        )
+                    );
+                }
+            }
+        }
+    }
 }

@@ -423,26 +423,32 @@ async fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal
     };
     let fingerprint = gantry_shared::tls::fingerprint(cert);
     let store = Arc::clone(&shared.store);
-    let unavailable = || {
-        Err((
-            CLOSE_UNAVAILABLE,
-            "the controller cannot look up identities now; reconnect later".to_owned(),
-        ))
-    };
-    match blocking(move || store.identity(&fingerprint)).await {
-        Some(Ok(Some(record))) if record.revoked => {
+    let lookup = blocking(move || store.identity(&fingerprint)).await;
+    if let Some(Err(e)) = &lookup {
+        tracing::error!(error = %e, "identity lookup failed");
+    }
+    admit(lookup.and_then(Result::ok))
+}
+
+/// The connection's verdict from its certificate's record: `lookup` is `None` when the
+/// store could not say, which closes the connection as "unavailable" (reconnect later),
+/// never as a verdict on the certificate.
+fn admit(
+    lookup: Option<Option<crate::store::IdentityRecord>>,
+) -> Result<Option<Principal>, (u32, String)> {
+    match lookup {
+        Some(Some(record)) if record.revoked => {
             Err((CLOSE_REVOKED, "certificate revoked".to_owned()))
         }
-        Some(Ok(Some(record))) => Ok(Some(record.principal)),
-        Some(Ok(None)) => Err((
+        Some(Some(record)) => Ok(Some(record.principal)),
+        Some(None) => Err((
             CLOSE_UNKNOWN_CERTIFICATE,
             "certificate unknown to this controller".to_owned(),
         )),
-        Some(Err(e)) => {
-            tracing::error!(error = %e, "identity lookup failed");
-            unavailable()
-        }
-        None => unavailable(),
+        None => Err((
+            CLOSE_UNAVAILABLE,
+            "the controller cannot look up identities now; reconnect later".to_owned(),
+        )),
     }
 }
 
@@ -1116,5 +1122,37 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
                 "the controller could not store the batch; it will be retried",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(revoked: bool) -> crate::store::IdentityRecord {
+        crate::store::IdentityRecord {
+            principal: Principal::Node { name: "n1".into() },
+            issued_at_ms: 1,
+            revoked,
+            expires_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_connection_is_admitted_refused_or_told_to_come_back_by_its_certificate_s_record() {
+        assert!(matches!(
+            admit(Some(Some(record(false)))),
+            Ok(Some(Principal::Node { name })) if name == "n1"
+        ));
+        assert_eq!(
+            admit(Some(Some(record(true)))).unwrap_err().0,
+            CLOSE_REVOKED
+        );
+        assert_eq!(admit(Some(None)).unwrap_err().0, CLOSE_UNKNOWN_CERTIFICATE);
+        // A store that cannot answer is no verdict on the certificate: a node told
+        // "unknown" would be told to enroll again.
+        let (code, reason) = admit(None).unwrap_err();
+        assert_eq!(code, CLOSE_UNAVAILABLE);
+        assert!(reason.contains("reconnect later"), "{reason}");
     }
 }

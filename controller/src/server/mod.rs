@@ -423,29 +423,41 @@ async fn identify(shared: &Shared, conn: &Connection) -> Result<Option<Principal
     };
     let fingerprint = gantry_shared::tls::fingerprint(cert);
     let store = Arc::clone(&shared.store);
-    let lookup = blocking(move || store.identity(&fingerprint)).await;
-    if let Some(Err(e)) = &lookup {
-        tracing::error!(error = %e, "identity lookup failed");
-    }
-    admit(lookup.and_then(Result::ok))
+    let lookup = match blocking(move || store.identity(&fingerprint)).await {
+        Some(Ok(Some(record))) => Lookup::Found(record),
+        Some(Ok(None)) => Lookup::Unknown,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "identity lookup failed");
+            Lookup::Unanswered
+        }
+        None => Lookup::Unanswered,
+    };
+    admit(lookup)
 }
 
-/// The connection's verdict from its certificate's record: `lookup` is `None` when the
-/// store could not say, which closes the connection as "unavailable" (reconnect later),
-/// never as a verdict on the certificate.
-fn admit(
-    lookup: Option<Option<crate::store::IdentityRecord>>,
-) -> Result<Option<Principal>, (u32, String)> {
+/// What the store says of a connection's certificate.
+#[derive(Debug)]
+enum Lookup {
+    Found(crate::store::IdentityRecord),
+    Unknown,
+    /// The store could not say.
+    Unanswered,
+}
+
+/// The connection's verdict from its certificate's record. A store that could not say
+/// closes the connection as "unavailable" (reconnect later), never as a verdict on the
+/// certificate.
+fn admit(lookup: Lookup) -> Result<Option<Principal>, (u32, String)> {
     match lookup {
-        Some(Some(record)) if record.revoked => {
+        Lookup::Found(record) if record.revoked => {
             Err((CLOSE_REVOKED, "certificate revoked".to_owned()))
         }
-        Some(Some(record)) => Ok(Some(record.principal)),
-        Some(None) => Err((
+        Lookup::Found(record) => Ok(Some(record.principal)),
+        Lookup::Unknown => Err((
             CLOSE_UNKNOWN_CERTIFICATE,
             "certificate unknown to this controller".to_owned(),
         )),
-        None => Err((
+        Lookup::Unanswered => Err((
             CLOSE_UNAVAILABLE,
             "the controller cannot look up identities now; reconnect later".to_owned(),
         )),
@@ -1141,17 +1153,20 @@ mod tests {
     #[test]
     fn a_connection_is_admitted_refused_or_told_to_come_back_by_its_certificate_s_record() {
         assert!(matches!(
-            admit(Some(Some(record(false)))),
+            admit(Lookup::Found(record(false))),
             Ok(Some(Principal::Node { name })) if name == "n1"
         ));
         assert_eq!(
-            admit(Some(Some(record(true)))).unwrap_err().0,
+            admit(Lookup::Found(record(true))).unwrap_err().0,
             CLOSE_REVOKED
         );
-        assert_eq!(admit(Some(None)).unwrap_err().0, CLOSE_UNKNOWN_CERTIFICATE);
+        assert_eq!(
+            admit(Lookup::Unknown).unwrap_err().0,
+            CLOSE_UNKNOWN_CERTIFICATE
+        );
         // A store that cannot answer is no verdict on the certificate: a node told
         // "unknown" would be told to enroll again.
-        let (code, reason) = admit(None).unwrap_err();
+        let (code, reason) = admit(Lookup::Unanswered).unwrap_err();
         assert_eq!(code, CLOSE_UNAVAILABLE);
         assert!(reason.contains("reconnect later"), "{reason}");
     }

@@ -72,18 +72,11 @@ pub(super) async fn run(command: FleetCommand) -> CommandResult {
                 OFFLINE_RENEW_REQUEST_FORMAT, OFFLINE_RENEW_RESPONSE_FORMAT, OfflineRenewRequest,
                 OfflineRenewResponse,
             };
-            let text = std::fs::read(&request).map_err(|e| {
-                CommandError::failure(format!("cannot read {}", request.display()), e)
-            })?;
-            let offline: OfflineRenewRequest = serde_json::from_slice(&text)
-                .ok()
-                .filter(|r: &OfflineRenewRequest| r.format == OFFLINE_RENEW_REQUEST_FORMAT)
-                .ok_or_else(|| {
-                    CommandError::from_error(format!(
-                        "{} is not a renewal request from `gantry-agent renew --offline-request`",
-                        request.display()
-                    ))
-                })?;
+            let offline: OfflineRenewRequest = read_request_file(
+                &request,
+                |r: &OfflineRenewRequest| r.format == OFFLINE_RENEW_REQUEST_FORMAT,
+                "a renewal request from `gantry-agent renew --offline-request`",
+            )?;
             let response = connect(&admin).await?.node_renew(offline.request).await?;
             let node = response.node_name.clone();
             let expires = response.certificate_expires_at_ms;

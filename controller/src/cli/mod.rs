@@ -758,6 +758,21 @@ fn demo(options: &crate::demo::Options) -> CommandResult {
     }
 }
 
+/// A request file carried over an air gap: `path` read and parsed, refused unless it is
+/// `what` (its format field checked by `valid`).
+fn read_request_file<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    valid: impl Fn(&T) -> bool,
+    what: &str,
+) -> Result<T, CommandError> {
+    let text = std::fs::read(path)
+        .map_err(|e| CommandError::failure(format!("cannot read {}", path.display()), e))?;
+    serde_json::from_slice(&text)
+        .ok()
+        .filter(|r| valid(r))
+        .ok_or_else(|| CommandError::from_error(format!("{} is not {what}", path.display())))
+}
+
 fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",

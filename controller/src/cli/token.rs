@@ -14,18 +14,11 @@ pub(super) async fn run(command: TokenCommand) -> CommandResult {
             use gantry_shared::protocol::enroll::{
                 OFFLINE_REQUEST_FORMAT, OFFLINE_RESPONSE_FORMAT, OfflineRequest, OfflineResponse,
             };
-            let text = std::fs::read(&request).map_err(|e| {
-                CommandError::failure(format!("cannot read {}", request.display()), e)
-            })?;
-            let offline: OfflineRequest = serde_json::from_slice(&text)
-                .ok()
-                .filter(|r: &OfflineRequest| r.format == OFFLINE_REQUEST_FORMAT)
-                .ok_or_else(|| {
-                    CommandError::from_error(format!(
-                        "{} is not an enrollment request from `gantry-agent enroll --offline-request`",
-                        request.display()
-                    ))
-                })?;
+            let offline: OfflineRequest = read_request_file(
+                &request,
+                |r: &OfflineRequest| r.format == OFFLINE_REQUEST_FORMAT,
+                "an enrollment request from `gantry-agent enroll --offline-request`",
+            )?;
             let identity = AdminIdentity::load(&client::identity_path(admin.identity.as_deref()))?;
             let client = AdminClient::connect(&identity, admin.controller).await?;
             let client::Redeemed {

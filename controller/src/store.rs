@@ -94,16 +94,7 @@ pub enum BatchError {
 /// of damage: a truncated file, flipped bits) into [`StoreError::Damaged`] naming `path`.
 /// The default panic message is not printed: the error says what happened.
 pub fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    result.unwrap_or_else(|panic| {
-        let problem = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the storage engine failed".to_owned());
+    gantry_net::supervisor::catch_panic(f).unwrap_or_else(|problem| {
         Err(StoreError::Damaged {
             path: path.to_owned(),
             problem,

@@ -191,21 +191,14 @@ impl Buffer {
     /// file, flipped bytes: it panics on some) and records numbered past the stored next
     /// sequence number are [`BufferError::Damaged`], never a panic or a record renumbered.
     pub fn open(path: &Path, limits: Limits) -> Result<Self, BufferError> {
-        let hook = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let opened = std::panic::catch_unwind(|| Self::open_unguarded(path, limits));
-        std::panic::set_hook(hook);
-        opened.unwrap_or_else(|panic| {
-            let problem = panic
-                .downcast_ref::<&str>()
-                .map(ToString::to_string)
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the storage engine failed on its contents".to_owned());
-            Err(BufferError::Damaged {
-                path: path.to_owned(),
-                problem,
-            })
-        })
+        gantry_net::supervisor::catch_panic(|| Self::open_unguarded(path, limits)).unwrap_or_else(
+            |problem| {
+                Err(BufferError::Damaged {
+                    path: path.to_owned(),
+                    problem,
+                })
+            },
+        )
     }
 
     fn open_unguarded(path: &Path, limits: Limits) -> Result<Self, BufferError> {

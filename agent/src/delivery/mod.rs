@@ -211,11 +211,6 @@ fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
     });
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(local)`
-fn local(e: io::Error) -> FetchError {
-    FetchError::Write(e)
-}
-
 /// Downloads the rest of `want` into `<state_dir>/downloads/<file sha256>.partial`.
 /// The bytes stream from the controller to a writer thread that appends them; nothing in
 /// them is trusted until the bundle store has verified the file.
@@ -239,7 +234,7 @@ async fn fetch(
             Download::open(&path)
         })
         .await?
-        .map_err(local)?
+        .map_err(FetchError::Write)?
     };
     let offset = download.len();
     if offset > want.size {
@@ -345,7 +340,7 @@ async fn fetch(
         Ok(times) => times,
         Err(e) => {
             discard(&path).await?;
-            return Err(local(e));
+            return Err(FetchError::Write(e));
         }
     };
     if received < want.size {
@@ -396,7 +391,7 @@ async fn discard(path: &Path) -> Result<(), FetchError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || download::discard(&path))
         .await?
-        .map_err(local)
+        .map_err(FetchError::Write)
 }
 
 /// Verifies, golden-checks and activates the downloaded file through the bundle store.

@@ -84,10 +84,7 @@ pub(super) async fn run(command: FleetCommand) -> CommandResult {
                 format: OFFLINE_RENEW_RESPONSE_FORMAT.to_owned(),
                 response,
             };
-            let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
-            bytes.push(b'\n');
-            gantry_net::atomic::write_bytes(&out, 0o644, &bytes)
-                .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
+            write_response_file(&out, &file)?;
             println!(
                 "renewed     {node} (by file){}\nresponse    {}\nnext        carry it to the node: gantry-agent renew --offline-response FILE",
                 expiry_note(expires),

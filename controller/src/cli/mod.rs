@@ -773,6 +773,17 @@ fn read_request_file<T: serde::de::DeserializeOwned>(
         .ok_or_else(|| CommandError::from_error(format!("{} is not {what}", path.display())))
 }
 
+/// The answer file carried back over an air gap: pretty JSON, replaced at once.
+fn write_response_file(
+    path: &std::path::Path,
+    value: &impl serde::Serialize,
+) -> Result<(), CommandError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("response serializes");
+    bytes.push(b'\n');
+    gantry_net::atomic::write_bytes(path, 0o644, &bytes)
+        .map_err(|e| CommandError::failure(format!("cannot write {}", path.display()), e))
+}
+
 fn print_json(value: &impl serde::Serialize) {
     println!(
         "{}",

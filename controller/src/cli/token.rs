@@ -34,10 +34,7 @@ pub(super) async fn run(command: TokenCommand) -> CommandResult {
                 controller_certificate_pem,
                 controller_signature,
             };
-            let mut bytes = serde_json::to_vec_pretty(&file).expect("response serializes");
-            bytes.push(b'\n');
-            gantry_net::atomic::write_bytes(&out, 0o644, &bytes)
-                .map_err(|e| CommandError::failure(format!("cannot write {}", out.display()), e))?;
+            write_response_file(&out, &file)?;
             println!(
                 "enrolled    {node} (by file)\nresponse    {}\nnext        carry it to the node: gantry-agent enroll --offline-response FILE",
                 out.display()

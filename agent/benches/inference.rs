@@ -8,7 +8,6 @@
 //!
 //! Run: `scripts/bench.sh`, or `GANTRY_ONNXRUNTIME=… cargo bench -p gantry-agent --bench inference`.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -18,10 +17,11 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::SigningKey;
 use gantry_agent::inference::{self, Model};
 use gantry_shared::bundle::manifest::{
-    DType, FileEntry, Manifest, ModelEntry, Provenance, Requirements, Tensor,
+    FileEntry, Manifest, ModelEntry, Provenance, Requirements, Tensor,
 };
 use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
 use gantry_shared::bundle::{self, onnx, signing};
+use gantry_shared::tensor::TensorData;
 use sha2::{Digest, Sha256};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_gantry-agent");
@@ -137,25 +137,24 @@ impl Client {
     }
 }
 
-fn input(model: &str) -> (BTreeMap<String, Tensor>, String) {
+fn input(model: &str) -> (Vec<(String, Tensor)>, String) {
     let (shape, n) = if model == "bench_compute" {
         (vec![1, 256], 256)
     } else {
         (vec![1, 8], 8)
     };
-    let data = vec![1.0; n];
+    let data = vec![1.0f32; n];
     let json = format!(
         r#"{{"inputs":[{{"name":"x","shape":{shape:?},"datatype":"FP32","data":{data:?}}}]}}"#
     );
     (
-        BTreeMap::from([(
+        vec![(
             "x".to_owned(),
             Tensor {
-                dtype: DType::Float32,
                 shape,
-                data,
+                data: TensorData::Float32(data),
             },
-        )]),
+        )],
         json,
     )
 }
@@ -245,6 +244,7 @@ fn main() {
             &manifest.model,
             &manifest.requirements,
             gantry_agent::inference::Hardware::default(),
+            gantry_agent::inference::Threads::default(),
         )
         .unwrap();
         let (tensors, json) = input(model);
@@ -265,7 +265,7 @@ fn main() {
             std::thread::sleep(Duration::from_millis(100));
         };
         for _ in 0..20 {
-            bare.run(&tensors).unwrap();
+            bare.run(tensors.clone()).unwrap();
             assert_eq!(client.post(&path, &json).0, 200);
         }
         // Alternating rounds, best round of each: the host's noise hits both alike.
@@ -273,7 +273,7 @@ fn main() {
         for _ in 0..ROUNDS {
             let start = Instant::now();
             for _ in 0..runs {
-                bare.run(&tensors).unwrap();
+                bare.run(tensors.clone()).unwrap();
             }
             bare_ms = bare_ms.min(start.elapsed().as_secs_f64() * 1000.0 / f64::from(runs));
             let start = Instant::now();

@@ -99,6 +99,11 @@ pub struct RawInference {
     pub onnxruntime: Option<PathBuf>,
     /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
     pub listen: Option<String>,
+    /// Sessions per model, overriding the bundle's `requirements.instances`.
+    pub instances: Option<u32>,
+    /// ONNX Runtime threads per session, overriding the bundle's requirements.
+    pub intra_op_threads: Option<u32>,
+    pub inter_op_threads: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -199,6 +204,8 @@ pub struct Config {
     pub onnxruntime: PathBuf,
     /// The inference endpoint's address; `None` when disabled.
     pub inference_listen: Option<SocketAddr>,
+    /// The node's overrides of every bundle's sessions and threads.
+    pub execution: crate::inference::ExecutionOverrides,
     pub health: crate::health::Thresholds,
 }
 
@@ -739,6 +746,24 @@ impl RawConfig {
             })?),
         };
 
+        let execution = crate::inference::ExecutionOverrides {
+            instances: bounded_count(
+                "inference.instances",
+                self.inference.instances,
+                gantry_shared::bundle::manifest::MAX_INSTANCES,
+            )?,
+            intra_op_threads: bounded_count(
+                "inference.intra_op_threads",
+                self.inference.intra_op_threads,
+                gantry_shared::bundle::manifest::MAX_THREADS,
+            )?,
+            inter_op_threads: bounded_count(
+                "inference.inter_op_threads",
+                self.inference.inter_op_threads,
+                gantry_shared::bundle::manifest::MAX_THREADS,
+            )?,
+        };
+
         Ok(Config {
             state_dir,
             telemetry: TelemetryConfig { interval },
@@ -758,8 +783,20 @@ impl RawConfig {
                 .onnxruntime
                 .unwrap_or_else(default_onnxruntime),
             inference_listen,
+            execution,
             health,
         })
+    }
+}
+
+/// A count of sessions or threads: 1 to `max` when given.
+fn bounded_count(key: &str, value: Option<u32>, max: u32) -> Result<Option<u32>, ConfigError> {
+    match value {
+        Some(n) if n == 0 || n > max => Err(ConfigError::invalid(
+            key,
+            format!("{n} is out of range: 1 to {max}"),
+        )),
+        other => Ok(other),
     }
 }
 

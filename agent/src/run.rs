@@ -214,7 +214,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         store,
                         Arc::clone(&slot),
                         snapshots.clone(),
-                        config.health.golden_interval,
+                        crate::serving::WatchSettings {
+                            golden_every: config.health.golden_interval,
+                            execution: config.execution,
+                        },
                         shutdown.clone(),
                     ),
                 );

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use gantry_shared::bundle::manifest::GoldenVector;
+use gantry_shared::bundle::manifest::{GoldenValues, GoldenVector};
+use gantry_shared::tensor::TensorData;
 
 mod support;
 
@@ -64,7 +65,10 @@ fn a_golden_mismatch_is_named() {
     let dir = tempfile::tempdir().unwrap();
     write_policy(&dir.path().join("trust.json"));
     write_bundle(&dir.path().join("wrong.gbundle"), "tiny_linear", |golden| {
-        golden[1].outputs.get_mut("y").unwrap().data[1] += 0.5;
+        let y = golden[1].outputs.get_mut("y").unwrap();
+        if let GoldenValues::Inline(TensorData::Float32(data)) = &mut y.values {
+            data[1] += 0.5;
+        }
     });
     let (code, text) = verify(dir.path(), "wrong.gbundle", &onnxruntime());
     assert_eq!(code, 1, "{text}");

@@ -85,6 +85,10 @@ pub struct CreateRequest {
     pub metrics: Vec<(String, f64)>,
     pub min_gpu_memory_bytes: u64,
     pub execution_providers: Vec<ExecutionProvider>,
+    /// Sessions and threads per session the node should give the model; 0 leaves it to the node.
+    pub instances: u32,
+    pub intra_op_threads: u32,
+    pub inter_op_threads: u32,
     pub out: PathBuf,
 }
 
@@ -201,6 +205,9 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         requirements: Requirements {
             min_gpu_memory_bytes: req.min_gpu_memory_bytes,
             execution_providers: req.execution_providers.clone(),
+            instances: req.instances,
+            intra_op_threads: req.intra_op_threads,
+            inter_op_threads: req.inter_op_threads,
         },
     };
     let manifest_bytes = manifest.to_bytes().map_err(BundleCmdError::Manifest)?;

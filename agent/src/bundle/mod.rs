@@ -128,7 +128,9 @@ pub fn verify_with_golden(
         &manifest.model,
         &manifest.requirements,
         crate::inference::Hardware::default(),
+        crate::inference::Threads::default(),
     )?;
-    let results = crate::inference::check_golden(&mut model, &manifest.golden);
+    let golden = crate::inference::Golden::read_all(&manifest.golden, scratch.path())?;
+    let results = crate::inference::check_golden(&mut model, &golden);
     Ok((outcome, results))
 }

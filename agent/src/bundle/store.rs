@@ -273,8 +273,10 @@ impl BundleStore {
             &manifest.model,
             &manifest.requirements,
             options.hardware,
+            inference::Threads::default(),
         )?;
-        let golden = inference::check_golden(&mut model, &manifest.golden);
+        let vectors = inference::Golden::read_all(&manifest.golden, &staging.path().join("files"))?;
+        let golden = inference::check_golden(&mut model, &vectors);
         drop(model);
         if !golden.iter().all(|g| g.passed) {
             return Ok(Imported {

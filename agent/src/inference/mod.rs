@@ -18,8 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use gantry_shared::bundle::manifest::{
-    DType, ExecutionProvider, GoldenVector, ModelEntry, Requirements, Tensor,
+    DType, ExecutionProvider, GoldenTensor, GoldenVector, ModelEntry, Requirements, Tensor,
+    TensorSpec, Tolerance,
 };
+use gantry_shared::tensor::TensorData;
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
@@ -140,6 +142,44 @@ impl Hardware {
     }
 }
 
+/// Threads of one session; 0 leaves the number to ONNX Runtime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Threads {
+    pub intra_op: usize,
+    pub inter_op: usize,
+}
+
+/// How a model is served: sessions and their threads. The bundle's requirements say
+/// what it needs; the node's configuration overrides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    /// Sessions kept, so that as many requests run at once.
+    pub instances: usize,
+    pub threads: Threads,
+}
+
+/// The node's overrides of a bundle's execution settings (`[inference]`); `None` keeps
+/// the bundle's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecutionOverrides {
+    pub instances: Option<u32>,
+    pub intra_op_threads: Option<u32>,
+    pub inter_op_threads: Option<u32>,
+}
+
+impl Execution {
+    pub fn new(requirements: &Requirements, overrides: ExecutionOverrides) -> Self {
+        let pick = |node: Option<u32>, bundle: u32| node.unwrap_or(bundle) as usize;
+        Self {
+            instances: pick(overrides.instances, requirements.instances).max(1),
+            threads: Threads {
+                intra_op: pick(overrides.intra_op_threads, requirements.intra_op_threads),
+                inter_op: pick(overrides.inter_op_threads, requirements.inter_op_threads),
+            },
+        }
+    }
+}
+
 /// Where a loaded model runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
@@ -197,6 +237,7 @@ impl Model {
         entry: &ModelEntry,
         requirements: &Requirements,
         hardware: Hardware,
+        threads: Threads,
     ) -> Result<Self, InferenceError> {
         let (_, environment) = ENVIRONMENT
             .get()
@@ -215,10 +256,23 @@ impl Model {
             // No spinning between runs: the agent serves requests one by one with HTTP
             // work in between, and a spinning pool thread would take that time from the
             // other core.
-            let builder = Session::builder(environment)
+            let mut builder = Session::builder(environment)
                 .map_err(|e| load(e.to_string()))?
                 .with_intra_op_spinning(false)
                 .map_err(|e| load(e.to_string()))?;
+            if threads.intra_op > 0 {
+                builder = builder
+                    .with_intra_threads(threads.intra_op)
+                    .map_err(|e| load(e.to_string()))?;
+            }
+            if threads.inter_op > 0 {
+                // Inter-op threads only run operators side by side in parallel mode.
+                builder = builder
+                    .with_parallel_execution(threads.inter_op > 1)
+                    .map_err(|e| load(e.to_string()))?
+                    .with_inter_threads(threads.inter_op)
+                    .map_err(|e| load(e.to_string()))?;
+            }
             let mut builder = match provider {
                 ExecutionProvider::Cpu => builder,
                 ExecutionProvider::Cuda => {
@@ -270,43 +324,35 @@ impl Model {
         &self.placement
     }
 
-    /// Runs the model on `inputs`; returns every declared output.
+    /// The declared inputs and outputs.
+    pub fn entry(&self) -> &ModelEntry {
+        &self.entry
+    }
+
+    /// Runs the model on `inputs`; returns every declared output, in the model's order.
     pub fn run(
         &mut self,
-        inputs: &BTreeMap<String, Tensor>,
-    ) -> Result<BTreeMap<String, Tensor>, InferenceError> {
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<Vec<(String, Tensor)>, InferenceError> {
+        self.run_timed(inputs).map(|(outputs, _)| outputs)
+    }
+
+    /// [`run`](Self::run), timing its three phases.
+    pub fn run_timed(
+        &mut self,
+        inputs: Vec<(String, Tensor)>,
+    ) -> Result<(Vec<(String, Tensor)>, RunTimes), InferenceError> {
+        let started = std::time::Instant::now();
         let mut values: Vec<(String, ort::session::SessionInputValue<'_>)> =
             Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
-            let shape = shape_i64(name, &tensor.shape)?;
-            let unsupported = || InferenceError::Tensor {
-                name: name.clone(),
-                problem: format!("element type {:?} is not supported yet", tensor.dtype),
-            };
-            #[allow(clippy::cast_possible_truncation)]
-            let value: ort::session::SessionInputValue<'_> = match tensor.dtype {
-                DType::Float32 => OrtTensor::from_array((
-                    shape,
-                    tensor.data.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                ))?
-                .into(),
-                DType::Float64 => OrtTensor::from_array((shape, tensor.data.clone()))?.into(),
-                DType::Int64 => OrtTensor::from_array((
-                    shape,
-                    tensor.data.iter().map(|&v| v as i64).collect::<Vec<_>>(),
-                ))?
-                .into(),
-                DType::Int32 => OrtTensor::from_array((
-                    shape,
-                    tensor.data.iter().map(|&v| v as i32).collect::<Vec<_>>(),
-                ))?
-                .into(),
-                _ => return Err(unsupported()),
-            };
-            values.push((name.clone(), value));
+            let value = to_value(&name, tensor)?;
+            values.push((name, value));
         }
+        let converted = std::time::Instant::now();
         let outputs = self.session.run(values)?;
-        let mut result = BTreeMap::new();
+        let ran = std::time::Instant::now();
+        let mut result = Vec::with_capacity(self.entry.outputs.len());
         for spec in &self.entry.outputs {
             let value = outputs
                 .get(spec.name.as_str())
@@ -314,52 +360,147 @@ impl Model {
                     name: spec.name.clone(),
                     problem: "the model did not produce it".to_owned(),
                 })?;
-            let (shape, data): (Vec<u64>, Vec<f64>) = match spec.dtype {
-                DType::Float32 => {
-                    let (shape, data) = value.try_extract_tensor::<f32>()?;
-                    (
-                        shape.iter().map(|&d| d.max(0) as u64).collect(),
-                        data.iter().map(|&v| f64::from(v)).collect(),
-                    )
-                }
-                DType::Float64 => {
-                    let (shape, data) = value.try_extract_tensor::<f64>()?;
-                    (
-                        shape.iter().map(|&d| d.max(0) as u64).collect(),
-                        data.to_vec(),
-                    )
-                }
-                DType::Int64 => {
-                    let (shape, data) = value.try_extract_tensor::<i64>()?;
-                    (
-                        shape.iter().map(|&d| d.max(0) as u64).collect(),
-                        data.iter().map(|&v| v as f64).collect(),
-                    )
-                }
-                DType::Int32 => {
-                    let (shape, data) = value.try_extract_tensor::<i32>()?;
-                    (
-                        shape.iter().map(|&d| d.max(0) as u64).collect(),
-                        data.iter().map(|&v| f64::from(v)).collect(),
-                    )
-                }
-                other => {
-                    return Err(InferenceError::Tensor {
-                        name: spec.name.clone(),
-                        problem: format!("element type {other:?} is not supported yet"),
-                    });
-                }
-            };
-            result.insert(
-                spec.name.clone(),
-                Tensor {
-                    dtype: spec.dtype,
-                    shape,
-                    data,
-                },
-            );
+            result.push((spec.name.clone(), from_value(spec, value)?));
         }
-        Ok(result)
+        let times = RunTimes {
+            input: converted - started,
+            infer: ran - converted,
+            output: ran.elapsed(),
+        };
+        Ok((result, times))
+    }
+}
+
+/// Where one run spent its time: preparing inputs, in ONNX Runtime, reading outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunTimes {
+    pub input: std::time::Duration,
+    pub infer: std::time::Duration,
+    pub output: std::time::Duration,
+}
+
+/// A tensor as ONNX Runtime takes it; the elements move, never copied twice.
+fn to_value(
+    name: &str,
+    tensor: Tensor,
+) -> Result<ort::session::SessionInputValue<'static>, InferenceError> {
+    let shape = shape_i64(name, &tensor.shape)?;
+    Ok(match tensor.data {
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Uint8(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Uint16(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Uint32(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Uint64(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Int8(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Int16(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Int32(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Int64(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Float16(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Bfloat16(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Float32(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Float64(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Bytes(v) => {
+            // ONNX Runtime's strings are C strings: UTF-8 without NUL bytes.
+            let mut strings = Vec::with_capacity(v.len());
+            for (index, bytes) in v.into_iter().enumerate() {
+                let problem = if bytes.contains(&0) {
+                    Some("holds a NUL byte")
+                } else {
+                    None
+                };
+                match (problem, String::from_utf8(bytes)) {
+                    (None, Ok(text)) => strings.push(text),
+                    (problem, _) => {
+                        return Err(InferenceError::Tensor {
+                            name: name.to_owned(),
+                            problem: format!(
+                                "element {index} {}; ONNX Runtime's string tensors take UTF-8 text without NUL bytes",
+                                problem.unwrap_or("is not UTF-8")
+                            ),
+                        });
+                    }
+                }
+            }
+            OrtTensor::from_string_array((shape, strings.as_slice()))?.into()
+        }
+    })
+}
+
+/// An output of the declared type, read out of ONNX Runtime.
+fn from_value(spec: &TensorSpec, value: &ort::value::DynValue) -> Result<Tensor, InferenceError> {
+    fn take<T: ort::value::PrimitiveTensorElementType + Clone>(
+        value: &ort::value::DynValue,
+    ) -> Result<(Vec<u64>, Vec<T>), InferenceError> {
+        let (shape, data) = value.try_extract_tensor::<T>()?;
+        Ok((dims(shape), data.to_vec()))
+    }
+    fn dims(shape: &[i64]) -> Vec<u64> {
+        shape.iter().map(|&d| d.max(0) as u64).collect()
+    }
+    let (shape, data) = match spec.dtype {
+        DType::Bool => take(value).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        DType::Uint8 => take(value).map(|(s, d)| (s, TensorData::Uint8(d)))?,
+        DType::Uint16 => take(value).map(|(s, d)| (s, TensorData::Uint16(d)))?,
+        DType::Uint32 => take(value).map(|(s, d)| (s, TensorData::Uint32(d)))?,
+        DType::Uint64 => take(value).map(|(s, d)| (s, TensorData::Uint64(d)))?,
+        DType::Int8 => take(value).map(|(s, d)| (s, TensorData::Int8(d)))?,
+        DType::Int16 => take(value).map(|(s, d)| (s, TensorData::Int16(d)))?,
+        DType::Int32 => take(value).map(|(s, d)| (s, TensorData::Int32(d)))?,
+        DType::Int64 => take(value).map(|(s, d)| (s, TensorData::Int64(d)))?,
+        DType::Float16 => take(value).map(|(s, d)| (s, TensorData::Float16(d)))?,
+        DType::Bfloat16 => take(value).map(|(s, d)| (s, TensorData::Bfloat16(d)))?,
+        DType::Float32 => take(value).map(|(s, d)| (s, TensorData::Float32(d)))?,
+        DType::Float64 => take(value).map(|(s, d)| (s, TensorData::Float64(d)))?,
+        DType::String => {
+            let (shape, strings) = value.try_extract_strings()?;
+            (
+                dims(shape),
+                TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
+            )
+        }
+    };
+    Ok(Tensor { shape, data })
+}
+
+/// A golden vector with its tensors read (from the manifest, or from the payload files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Golden {
+    pub name: String,
+    pub inputs: Vec<(String, Tensor)>,
+    pub outputs: BTreeMap<String, Tensor>,
+    pub tolerance: Tolerance,
+}
+
+impl Golden {
+    /// Reads every vector's tensors; files come from `payload`, the bundle's verified
+    /// payload directory.
+    pub fn read_all(vectors: &[GoldenVector], payload: &Path) -> Result<Vec<Self>, InferenceError> {
+        let mut read = |path: &str| -> Result<Vec<u8>, String> {
+            std::fs::read(payload.join(path)).map_err(|e| format!("cannot read {path:?}: {e}"))
+        };
+        vectors
+            .iter()
+            .map(|v| {
+                let mut resolve = |side: &BTreeMap<String, GoldenTensor>| {
+                    side.iter()
+                        .map(|(name, t)| {
+                            t.resolve(&mut read)
+                                .map(|t| (name.clone(), t))
+                                .map_err(|problem| InferenceError::Tensor {
+                                    name: format!("golden[{}].{name}", v.name),
+                                    problem,
+                                })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                Ok(Self {
+                    name: v.name.clone(),
+                    inputs: resolve(&v.inputs)?,
+                    outputs: resolve(&v.outputs)?.into_iter().collect(),
+                    tolerance: v.tolerance,
+                })
+            })
+            .collect()
     }
 }
 
@@ -377,11 +518,12 @@ pub struct GoldenResult {
     pub error: Option<String>,
 }
 
-/// Runs every golden vector and compares the outputs within each vector's tolerance.
-pub fn check_golden(model: &mut Model, golden: &[GoldenVector]) -> Vec<GoldenResult> {
+/// Runs every golden vector. Float outputs pass within the vector's tolerance; integer,
+/// boolean and `BYTES` outputs must be exactly equal.
+pub fn check_golden(model: &mut Model, golden: &[Golden]) -> Vec<GoldenResult> {
     golden
         .iter()
-        .map(|g| match model.run(&g.inputs) {
+        .map(|g| match model.run(g.inputs.clone()) {
             Err(e) => GoldenResult {
                 name: g.name.clone(),
                 passed: false,
@@ -389,42 +531,60 @@ pub fn check_golden(model: &mut Model, golden: &[GoldenVector]) -> Vec<GoldenRes
                 first_mismatch: None,
                 error: Some(e.to_string()),
             },
-            Ok(outputs) => {
-                let mut max_abs_error = 0.0f64;
-                let mut first_mismatch = None;
-                let mut error = None;
-                for (name, want) in &g.outputs {
-                    let Some(got) = outputs.get(name) else {
-                        error = Some(format!("output {name:?} missing"));
-                        continue;
-                    };
-                    if got.shape != want.shape {
-                        error.get_or_insert_with(|| {
-                            format!(
-                                "output {name:?} has shape {:?}, expected {:?}",
-                                got.shape, want.shape
-                            )
-                        });
-                        continue;
-                    }
-                    for (i, (&a, &b)) in got.data.iter().zip(&want.data).enumerate() {
-                        let diff = (a - b).abs();
-                        max_abs_error = max_abs_error.max(diff);
-                        // NaN fails too: it is never within tolerance.
-                        let within = diff <= g.tolerance.abs + g.tolerance.rel * b.abs();
-                        if !within && first_mismatch.is_none() {
-                            first_mismatch = Some((name.clone(), i, a, b));
-                        }
-                    }
-                }
-                GoldenResult {
-                    name: g.name.clone(),
-                    passed: first_mismatch.is_none() && error.is_none(),
-                    max_abs_error,
-                    first_mismatch,
-                    error,
-                }
-            }
+            Ok(outputs) => compare(g, &outputs.into_iter().collect()),
         })
         .collect()
+}
+
+/// One vector's outputs against what it expects.
+fn compare(g: &Golden, outputs: &BTreeMap<String, Tensor>) -> GoldenResult {
+    let mut max_abs_error = 0.0f64;
+    let mut first_mismatch = None;
+    let mut error = None;
+    for (name, want) in &g.outputs {
+        let Some(got) = outputs.get(name) else {
+            error = Some(format!("output {name:?} missing"));
+            continue;
+        };
+        if got.shape != want.shape || got.dtype() != want.dtype() {
+            error.get_or_insert_with(|| {
+                format!(
+                    "output {name:?} is {:?} {:?}, expected {:?} {:?}",
+                    got.dtype(),
+                    got.shape,
+                    want.dtype(),
+                    want.shape
+                )
+            });
+            continue;
+        }
+        let float = matches!(
+            want.dtype(),
+            DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64
+        );
+        for i in 0..want.data.len() {
+            let (a, b) = (
+                got.data.element_f64(i).unwrap_or(f64::NAN),
+                want.data.element_f64(i).unwrap_or(f64::NAN),
+            );
+            let within = if float {
+                let diff = (a - b).abs();
+                max_abs_error = max_abs_error.max(diff);
+                // NaN fails too: it is never within tolerance.
+                diff <= g.tolerance.abs + g.tolerance.rel * b.abs()
+            } else {
+                got.data.element_eq(&want.data, i)
+            };
+            if !within && first_mismatch.is_none() {
+                first_mismatch = Some((name.clone(), i, a, b));
+            }
+        }
+    }
+    GoldenResult {
+        name: g.name.clone(),
+        passed: first_mismatch.is_none() && error.is_none(),
+        max_abs_error,
+        first_mismatch,
+        error,
+    }
 }

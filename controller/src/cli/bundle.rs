@@ -82,6 +82,9 @@ pub(super) fn local(command: LocalBundleCommand) -> CommandResult {
                 metrics: args.metrics,
                 min_gpu_memory_bytes: args.min_gpu_memory,
                 execution_providers: args.execution_providers,
+                instances: args.instances.unwrap_or(0),
+                intra_op_threads: args.intra_op_threads.unwrap_or(0),
+                inter_op_threads: args.inter_op_threads.unwrap_or(0),
                 out: args.out.clone(),
             };
             let id = bundle_cmd::create(&req)?;

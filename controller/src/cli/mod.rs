@@ -572,6 +572,16 @@ struct CreateArgs {
     /// Execution providers it may run on, in preference order: cuda, cpu.
     #[arg(long = "execution-provider", value_name = "EP", value_delimiter = ',', value_parser = parse_provider)]
     execution_providers: Vec<ExecutionProvider>,
+    /// Sessions of the model a node keeps, so that as many requests run at once
+    /// (a node's `inference.instances` overrides it). Default: the node's (1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(gantry_shared::bundle::manifest::MAX_INSTANCES)))]
+    instances: Option<u32>,
+    /// ONNX Runtime threads within one operator, per session. Default: ONNX Runtime's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(gantry_shared::bundle::manifest::MAX_THREADS)))]
+    intra_op_threads: Option<u32>,
+    /// ONNX Runtime threads across independent operators, per session. Default: ONNX Runtime's.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(gantry_shared::bundle::manifest::MAX_THREADS)))]
+    inter_op_threads: Option<u32>,
     /// The bundle file to write.
     #[arg(long, value_name = "BUNDLE")]
     out: PathBuf,

@@ -168,7 +168,10 @@ impl Node {
             .iter()
             .map(|(name, t)| {
                 serde_json::json!({
-                    "name": name, "shape": t.shape, "datatype": "FP32", "data": t.data,
+                    "name": name,
+                    "shape": t.shape,
+                    "datatype": gantry_shared::tensor::datatype_name(t.dtype),
+                    "data": t.inline(),
                 })
             })
             .collect();

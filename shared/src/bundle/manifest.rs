@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::path::{PathError, check_relative_path};
+use crate::tensor::{JsonValues, TensorData};
 
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -160,18 +161,178 @@ impl DType {
 #[serde(deny_unknown_fields)]
 pub struct GoldenVector {
     pub name: String,
-    pub inputs: BTreeMap<String, Tensor>,
-    pub outputs: BTreeMap<String, Tensor>,
+    pub inputs: BTreeMap<String, GoldenTensor>,
+    pub outputs: BTreeMap<String, GoldenTensor>,
     pub tolerance: Tolerance,
 }
 
-/// Tensor values, row-major. Integers and booleans (0/1) are carried as JSON numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A tensor: element type, shape, and its elements row-major in that type.
+///
+/// JSON: `{"dtype": "float32", "shape": [1, 4], "data": [...]}`, read losslessly
+/// ([`crate::tensor`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
+    pub shape: Vec<u64>,
+    pub data: TensorData,
+}
+
+impl Tensor {
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+}
+
+/// A golden vector's tensor: its values inline, or in a payload file of the bundle
+/// (raw little-endian elements, as the binary tensor extension carries them), which
+/// keeps the manifest small whatever the tensor's size.
+///
+/// JSON: `{"dtype", "shape", "data": [...]}` or `{"dtype", "shape", "file": "golden/0/x.bin"}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoldenTensor {
     pub dtype: DType,
     pub shape: Vec<u64>,
-    pub data: Vec<f64>,
+    pub values: GoldenValues,
+}
+
+/// Where a golden tensor's elements are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoldenValues {
+    Inline(TensorData),
+    /// A payload file listed in the manifest's `files`.
+    File(String),
+}
+
+impl GoldenTensor {
+    /// Elements the shape holds (`None` when it overflows).
+    pub fn elements(&self) -> Option<u64> {
+        self.shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+    }
+
+    /// The elements, when they are inline.
+    pub fn inline(&self) -> Option<&TensorData> {
+        match &self.values {
+            GoldenValues::Inline(data) => Some(data),
+            GoldenValues::File(_) => None,
+        }
+    }
+
+    /// The tensor, reading a file's bytes with `read` (given the payload path).
+    pub fn resolve(
+        &self,
+        read: &mut dyn FnMut(&str) -> Result<Vec<u8>, String>,
+    ) -> Result<Tensor, String> {
+        let data = match &self.values {
+            GoldenValues::Inline(data) => data.clone(),
+            GoldenValues::File(path) => {
+                let bytes = read(path)?;
+                TensorData::from_le_bytes(self.dtype, &bytes)
+                    .map_err(|e| format!("golden file {path:?}: {e}"))?
+            }
+        };
+        let tensor = Tensor {
+            shape: self.shape.clone(),
+            data,
+        };
+        if Some(tensor.data.len() as u64) != self.elements() {
+            return Err(format!(
+                "shape {:?} needs {} values, {} given",
+                self.shape,
+                self.elements()
+                    .map_or("too many".to_owned(), |n| n.to_string()),
+                tensor.data.len()
+            ));
+        }
+        Ok(tensor)
+    }
+}
+
+impl From<Tensor> for GoldenTensor {
+    fn from(t: Tensor) -> Self {
+        Self {
+            dtype: t.dtype(),
+            shape: t.shape,
+            values: GoldenValues::Inline(t.data),
+        }
+    }
+}
+
+/// The JSON form of [`Tensor`] and [`GoldenTensor`].
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TensorJson<D> {
+    dtype: DType,
+    shape: Vec<u64>,
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    data: Option<D>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+impl Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TensorJson {
+            dtype: self.dtype(),
+            shape: self.shape.clone(),
+            data: Some(&self.data),
+            file: None,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tensor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let golden = GoldenTensor::deserialize(deserializer)?;
+        match golden.values {
+            GoldenValues::Inline(data) => Ok(Self {
+                shape: golden.shape,
+                data,
+            }),
+            GoldenValues::File(_) => Err(serde::de::Error::custom(
+                "a tensor here carries its values in `data`",
+            )),
+        }
+    }
+}
+
+impl Serialize for GoldenTensor {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (data, file) = match &self.values {
+            GoldenValues::Inline(data) => (Some(data), None),
+            GoldenValues::File(path) => (None, Some(path.clone())),
+        };
+        TensorJson {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            data,
+            file,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoldenTensor {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let json = TensorJson::<JsonValues>::deserialize(deserializer)?;
+        let values = match (json.data, json.file) {
+            (Some(values), None) => GoldenValues::Inline(
+                TensorData::from_json(json.dtype, &values.0).map_err(D::Error::custom)?,
+            ),
+            (None, Some(file)) => GoldenValues::File(file),
+            (Some(_), Some(_)) => {
+                return Err(D::Error::custom("a tensor has `data` or `file`, not both"));
+            }
+            (None, None) => return Err(D::Error::custom("a tensor needs `data` or `file`")),
+        };
+        Ok(Self {
+            dtype: json.dtype,
+            shape: json.shape,
+            values,
+        })
+    }
 }
 
 /// An output element passes when `|got - want| <= abs + rel * |want|`.
@@ -242,7 +403,26 @@ pub struct Requirements {
     pub min_gpu_memory_bytes: u64,
     /// Execution providers it may run on, in preference order; empty means any.
     pub execution_providers: Vec<ExecutionProvider>,
+    /// Sessions of the model a node keeps, so that as many requests run at once
+    /// (Triton's instance count); 0 leaves it to the node (1 unless configured).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub instances: u32,
+    /// Threads ONNX Runtime uses within one operator, per session; 0 is its default.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub intra_op_threads: u32,
+    /// Threads ONNX Runtime uses across independent operators, per session; 0 is its default.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub inter_op_threads: u32,
 }
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Most sessions of one model a bundle may ask for, and most threads per session.
+pub const MAX_INSTANCES: u32 = 64;
+pub const MAX_THREADS: u32 = 256;
 
 /// ONNX Runtime execution providers Gantry selects between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -381,6 +561,24 @@ impl Manifest {
         for golden in &self.golden {
             self.validate_golden(golden)?;
         }
+        let r = &self.requirements;
+        if r.instances > MAX_INSTANCES {
+            return Err(invalid(
+                "requirements.instances",
+                format!("{} sessions; at most {MAX_INSTANCES}", r.instances),
+            ));
+        }
+        for (field, threads) in [
+            ("requirements.intra_op_threads", r.intra_op_threads),
+            ("requirements.inter_op_threads", r.inter_op_threads),
+        ] {
+            if threads > MAX_THREADS {
+                return Err(invalid(
+                    field,
+                    format!("{threads} threads; at most {MAX_THREADS}"),
+                ));
+            }
+        }
         for (key, value) in &self.provenance.metrics {
             if !value.is_finite() {
                 return Err(invalid(
@@ -423,31 +621,66 @@ impl Manifest {
                         format!("the model has no {side} of that name"),
                     )
                 })?;
-                check_tensor(spec, tensor)
+                self.check_golden_tensor(spec, tensor)
                     .map_err(|problem| invalid(field(&format!(".{side}.{name}")), problem))?;
             }
         }
         Ok(())
     }
+
+    fn check_golden_tensor(&self, spec: &TensorSpec, tensor: &GoldenTensor) -> Result<(), String> {
+        let elements = check_shape(spec, tensor.dtype, &tensor.shape)?;
+        match &tensor.values {
+            GoldenValues::Inline(data) => check_count(&tensor.shape, elements, data.len()),
+            GoldenValues::File(path) => {
+                let file = self
+                    .files
+                    .iter()
+                    .find(|f| &f.path == path)
+                    .ok_or_else(|| format!("file {path:?} is not one of the bundle's files"))?;
+                if path == &self.model.entry {
+                    return Err(format!("file {path:?} is the model"));
+                }
+                match crate::tensor::element_size(tensor.dtype) {
+                    Some(size) if elements.checked_mul(size as u64) != Some(file.size) => {
+                        Err(format!(
+                            "file {path:?} is {} bytes; shape {:?} of {} needs {}",
+                            file.size,
+                            tensor.shape,
+                            crate::tensor::datatype_name(tensor.dtype),
+                            elements.saturating_mul(size as u64)
+                        ))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
 }
 
 /// Checks a concrete tensor against a declared spec.
 pub fn check_tensor(spec: &TensorSpec, tensor: &Tensor) -> Result<(), String> {
-    if spec.dtype != tensor.dtype {
+    let elements = check_shape(spec, tensor.dtype(), &tensor.shape)?;
+    check_count(&tensor.shape, elements, tensor.data.len())
+}
+
+/// Checks element type and shape against a spec; returns how many elements the shape holds.
+pub fn check_shape(spec: &TensorSpec, dtype: DType, shape: &[u64]) -> Result<u64, String> {
+    if spec.dtype != dtype {
         return Err(format!(
-            "dtype {:?} does not match the model's {:?}",
-            tensor.dtype, spec.dtype
+            "datatype {} does not match the model's {}",
+            crate::tensor::datatype_name(dtype),
+            crate::tensor::datatype_name(spec.dtype)
         ));
     }
-    if spec.shape.len() != tensor.shape.len() {
+    if spec.shape.len() != shape.len() {
         return Err(format!(
-            "shape {:?} has rank {}, the model's has rank {}",
-            tensor.shape,
-            tensor.shape.len(),
+            "shape {shape:?} has rank {}, the model's has rank {}",
+            shape.len(),
             spec.shape.len()
         ));
     }
-    for (i, (declared, actual)) in spec.shape.iter().zip(&tensor.shape).enumerate() {
+    for (i, (declared, actual)) in spec.shape.iter().zip(shape).enumerate() {
         if let Dim::Fixed(size) = declared
             && size != actual
         {
@@ -456,22 +689,20 @@ pub fn check_tensor(spec: &TensorSpec, tensor: &Tensor) -> Result<(), String> {
             ));
         }
     }
-    let elements = tensor
-        .shape
+    shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or("shape overflows")?;
-    if elements != tensor.data.len() as u64 {
-        return Err(format!(
-            "shape {:?} needs {elements} values, {} given",
-            tensor.shape,
-            tensor.data.len()
-        ));
+        .ok_or_else(|| "shape overflows".to_owned())
+}
+
+fn check_count(shape: &[u64], elements: u64, given: usize) -> Result<(), String> {
+    if elements == given as u64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "shape {shape:?} needs {elements} values, {given} given"
+        ))
     }
-    if tensor.data.iter().any(|v| !v.is_finite()) {
-        return Err("values must be finite".to_owned());
-    }
-    Ok(())
 }
 
 fn validate_name(name: &str) -> Result<(), ManifestError> {
@@ -572,24 +803,8 @@ mod tests {
             },
             golden: vec![GoldenVector {
                 name: "ones".into(),
-                inputs: [(
-                    "x".to_owned(),
-                    Tensor {
-                        dtype: DType::Float32,
-                        shape: vec![1, 2],
-                        data: vec![1.0, 1.0],
-                    },
-                )]
-                .into(),
-                outputs: [(
-                    "y".to_owned(),
-                    Tensor {
-                        dtype: DType::Float32,
-                        shape: vec![1, 1],
-                        data: vec![3.0],
-                    },
-                )]
-                .into(),
+                inputs: [("x".to_owned(), f32_tensor(&[1, 2], vec![1.0, 1.0]))].into(),
+                outputs: [("y".to_owned(), f32_tensor(&[1, 1], vec![3.0]))].into(),
                 tolerance: Tolerance {
                     abs: 1e-5,
                     rel: 1e-4,
@@ -598,6 +813,14 @@ mod tests {
             provenance: Provenance::default(),
             requirements: Requirements::default(),
         }
+    }
+
+    fn f32_tensor(shape: &[u64], data: Vec<f32>) -> GoldenTensor {
+        Tensor {
+            shape: shape.to_vec(),
+            data: TensorData::Float32(data),
+        }
+        .into()
     }
 
     #[test]
@@ -688,7 +911,8 @@ mod tests {
     #[test]
     fn golden_vectors_must_match_the_model() {
         let mut m = sample();
-        m.golden[0].inputs.get_mut("x").unwrap().data.pop();
+        m.golden[0].inputs.get_mut("x").unwrap().values =
+            GoldenValues::Inline(TensorData::Float32(vec![1.0]));
         assert!(
             m.validate()
                 .unwrap_err()
@@ -697,16 +921,16 @@ mod tests {
         );
         let mut m = sample();
         m.golden[0].outputs.get_mut("y").unwrap().dtype = DType::Int64;
-        assert!(m.validate().unwrap_err().to_string().contains("dtype"));
-        let mut m = sample();
-        m.golden[0].inputs.insert(
-            "z".into(),
-            Tensor {
-                dtype: DType::Float32,
-                shape: vec![1],
-                data: vec![0.0],
-            },
+        assert!(
+            m.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("datatype INT64")
         );
+        let mut m = sample();
+        m.golden[0]
+            .inputs
+            .insert("z".into(), f32_tensor(&[1], vec![0.0]));
         assert!(
             m.validate()
                 .unwrap_err()

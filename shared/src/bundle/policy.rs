@@ -154,7 +154,7 @@ impl GoldenRequirement {
                 g.inputs
                     .values()
                     .chain(g.outputs.values())
-                    .all(|t| !t.data.is_empty())
+                    .all(|t| t.elements().is_some_and(|n| n > 0))
             })
             .count();
         if exercising < self.min_vectors as usize {

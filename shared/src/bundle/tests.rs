@@ -515,11 +515,13 @@ fn bundle_with_golden(golden: Vec<manifest::GoldenVector>) -> Vec<u8> {
     .unwrap()
 }
 
-fn golden_vector(name: &str, x: Vec<f64>, y: Vec<f64>, abs: f64) -> manifest::GoldenVector {
-    let tensor = |data: Vec<f64>| manifest::Tensor {
-        dtype: DType::Float32,
-        shape: vec![data.len() as u64],
-        data,
+fn golden_vector(name: &str, x: Vec<f32>, y: Vec<f32>, abs: f64) -> manifest::GoldenVector {
+    let tensor = |data: Vec<f32>| {
+        manifest::Tensor {
+            shape: vec![data.len() as u64],
+            data: crate::tensor::TensorData::Float32(data),
+        }
+        .into()
     };
     manifest::GoldenVector {
         name: name.into(),

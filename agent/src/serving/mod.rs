@@ -1,0 +1,254 @@
+//! The local inference endpoint: the Open Inference Protocol (`KServe` v2, as Triton
+//! speaks it) serving the active bundle's model. Requests and responses apart from their
+//! transport (decoding, checking against the model, the binary tensor layout) are
+//! `gantry_shared::oip`, where the fuzz targets reach them.
+//!
+//! - [`http`]: the REST routes, with Triton's extensions (binary tensor data, model
+//!   configuration, statistics, repository index);
+//! - [`watch`]: loads the store's active bundle into the [`Slot`] and runs its golden
+//!   vectors again on a schedule;
+//! - [`stats`]: the recent window health judges, and Triton's statistics.
+//!
+//! The active model sits in a slot as an `Arc`: a request clones the `Arc` and runs on it
+//! to the end, so switching bundles never fails a request in flight — it finishes on the
+//! model it started with. A model keeps several sessions (`instances`) and a request
+//! waits, without holding a thread, for a free one; inference runs on blocking threads,
+//! never on the async workers, so a saturated model never delays health or readiness.
+//!
+//! This module sits above both `bundle` (the store it watches) and `inference` (the
+//! runtime that loads and runs models); neither of those imports it.
+
+#![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
+
+mod http;
+pub mod stats;
+mod watch;
+
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use gantry_shared::bundle::manifest::{Tensor, TensorSpec};
+
+pub use http::serve;
+pub use watch::{WatchSettings, watch_store};
+
+use crate::inference::{Execution, Golden, InferenceError, Model, Placement};
+use stats::{Stats, Timing};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 << 20;
+
+/// A loaded model and the bundle it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    pub placement: Placement,
+    pub execution: Execution,
+    golden: Vec<Golden>,
+    pool: Pool,
+}
+
+/// A model's sessions; a request takes a free one or waits for one.
+#[derive(Debug)]
+struct Pool {
+    free: Arc<tokio::sync::Semaphore>,
+    sessions: Vec<Mutex<Model>>,
+}
+
+impl Pool {
+    fn new(sessions: Vec<Model>) -> Self {
+        Self {
+            free: Arc::new(tokio::sync::Semaphore::new(sessions.len())),
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+        }
+    }
+
+    /// A session not in use; called holding a permit, so one is free.
+    fn any(&self) -> MutexGuard<'_, Model> {
+        loop {
+            for session in &self.sessions {
+                if let Ok(guard) = session.try_lock() {
+                    return guard;
+                }
+            }
+            // Golden checks take a session without a permit: wait on the first.
+            if let Ok(guard) = self.sessions[0].lock() {
+                return guard;
+            }
+        }
+    }
+}
+
+/// Why a request the model accepted did not produce outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the model failed: {0}")]
+    Model(#[from] InferenceError),
+    #[error("inference task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the model is shutting down")]
+    Closed,
+}
+
+impl Loaded {
+    /// Runs `inputs` on a free session (waiting for one, off the async workers' backs);
+    /// outputs in the model's order, with where the time went.
+    pub async fn infer(
+        self: &Arc<Self>,
+        inputs: Vec<(String, Tensor)>,
+        batch_size: u64,
+    ) -> Result<(Vec<(String, Tensor)>, Timing), RunError> {
+        let queued = Instant::now();
+        let permit = Arc::clone(&self.pool.free)
+            .acquire_owned()
+            .await
+            .map_err(|_| RunError::Closed)?;
+        let queue = queued.elapsed();
+        let model = Arc::clone(self);
+        let (outputs, run) = tokio::task::spawn_blocking(move || {
+            let result = model.pool.any().run_timed(inputs);
+            drop(permit);
+            result
+        })
+        .await??;
+        Ok((
+            outputs,
+            Timing {
+                queue,
+                run,
+                batch_size,
+            },
+        ))
+    }
+}
+
+/// The active model, swappable, and what serving it has shown.
+#[derive(Debug, Default)]
+pub struct Slot {
+    active: RwLock<Option<Arc<Loaded>>>,
+    stats: Mutex<Stats>,
+}
+
+/// The served model's health figures, for checks and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelHealth {
+    pub model: String,
+    /// The bundle digest (hex) it came from.
+    pub bundle: String,
+    pub execution_provider: &'static str,
+    /// Providers the bundle preferred that were passed over, with why.
+    pub passed_over: Vec<String>,
+    pub requests_ok: u64,
+    pub requests_failed: u64,
+    pub requests_rejected: u64,
+    /// Failed share of the latest requests, and how many that is over.
+    pub recent_error_rate: f64,
+    pub recent_requests: usize,
+    pub latency_p50: Option<f64>,
+    pub latency_p99: Option<f64>,
+    /// The latest golden-vector run: `None` before the first.
+    pub golden: Option<Result<(), GoldenFailure>>,
+}
+
+impl Slot {
+    pub fn get(&self) -> Option<Arc<Loaded>> {
+        self.active.read().expect("model slot").clone()
+    }
+
+    fn set(&self, loaded: Option<Arc<Loaded>>) {
+        *self.active.write().expect("model slot") = loaded;
+        *self.stats.lock().expect("model stats") = Stats::default();
+    }
+
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        self.stats.lock().expect("model stats")
+    }
+
+    fn reject(&self) {
+        self.stats().rejected += 1;
+    }
+
+    fn success(&self, total: Duration, timing: Timing) {
+        self.stats().success(total, timing, now_ms());
+    }
+
+    fn failure(&self, total: Duration) {
+        self.stats().failure(total, now_ms());
+    }
+
+    fn set_golden(&self, result: Result<(), GoldenFailure>) {
+        self.stats().golden = Some(result);
+    }
+
+    /// The served model's figures; `None` when no model is loaded.
+    pub fn health(&self) -> Option<ModelHealth> {
+        let loaded = self.get()?;
+        let s = self.stats();
+        let recent = s.recent_figures();
+        Some(ModelHealth {
+            model: format!("{} {}", loaded.name, loaded.version),
+            bundle: loaded.digest.clone(),
+            execution_provider: crate::inference::provider_name(loaded.placement.provider),
+            passed_over: loaded.placement.passed_over.clone(),
+            requests_ok: s.ok,
+            requests_failed: s.failed,
+            requests_rejected: s.rejected,
+            recent_error_rate: recent.error_rate,
+            recent_requests: recent.requests,
+            latency_p50: recent.p50,
+            latency_p99: recent.p99,
+            golden: s.golden.clone(),
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, for `last_inference`.
+fn now_ms() -> u64 {
+    gantry_net::clock::now_ms()
+}
+
+/// The first golden vector that failed on the serving model, as health and status
+/// report it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GoldenFailure {
+    /// The vector could not run (its inputs were refused, the run failed).
+    #[error("golden vector {vector}: {message}")]
+    Error { vector: String, message: String },
+    #[error("golden vector {vector}: output {output:?} element {index} is {got}, expected {want}")]
+    Mismatch {
+        vector: String,
+        output: String,
+        index: usize,
+        got: f64,
+        want: f64,
+    },
+}
+
+/// Runs the loaded model's golden vectors; `Err` names the first failure.
+fn run_golden(loaded: &Loaded) -> Result<(), GoldenFailure> {
+    let results = crate::inference::check_golden(&mut loaded.pool.any(), &loaded.golden);
+    match results.into_iter().find(|r| !r.passed) {
+        None => Ok(()),
+        Some(r) => Err(match (r.error, r.first_mismatch) {
+            (Some(message), _) => GoldenFailure::Error {
+                vector: r.name,
+                message,
+            },
+            (None, Some((output, index, got, want))) => GoldenFailure::Mismatch {
+                vector: r.name,
+                output,
+                index,
+                got,
+                want,
+            },
+            (None, None) => GoldenFailure::Error {
+                vector: r.name,
+                message: "failed".to_owned(),
+            },
+        }),
+    }
+}

@@ -78,6 +78,31 @@ PY
     export GANTRY_ONNXRUNTIME="$target/libonnxruntime.so.$version"
 }
 
+# Triton's own Python clients (tritonclient[http,grpc]) and Python ONNX Runtime, in a
+# virtual environment under .cache, from wheels downloaded once into .cache/wheels.
+# Exports GANTRY_PYTHON with the environment's interpreter.
+gantry_fetch_python_clients() {
+    local venv="$gantry_cache/venv"
+    local wheels="$gantry_cache/wheels"
+    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6"
+    if [ ! -f "$venv/.ready" ] || [ "$(cat "$venv/.ready")" != "$wanted" ]; then
+        mkdir -p "$wheels"
+        # shellcheck disable=SC2086 # the list is words on purpose
+        if ! python3 -m pip download --quiet --only-binary=:all: --no-index --find-links "$wheels" -d "$wheels" $wanted >/dev/null 2>&1; then
+            echo "tools: downloading $wanted" >&2
+            # shellcheck disable=SC2086
+            python3 -m pip download --quiet --only-binary=:all: -d "$wheels" $wanted >&2
+        fi
+        # Built in place (a venv's scripts name its path); .ready marks it complete.
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        # shellcheck disable=SC2086
+        "$venv/bin/python" -m pip install --quiet --no-index --find-links "$wheels" $wanted >&2
+        echo "$wanted" >"$venv/.ready"
+    fi
+    export GANTRY_PYTHON="$venv/bin/python"
+}
+
 for tool in "$@"; do
     case "$tool" in
         promtool)
@@ -92,6 +117,8 @@ for tool in "$@"; do
             command -v dpkg-shlibdeps >/dev/null 2>&1 || gantry_apt_install dpkg-dev ;;
         help2man)
             command -v help2man >/dev/null 2>&1 || gantry_fetch_deb help2man ;;
+        python-clients)
+            [ -n "${GANTRY_PYTHON:-}" ] && [ -x "$GANTRY_PYTHON" ] || gantry_fetch_python_clients ;;
         node-exporter)
             command -v prometheus-node-exporter >/dev/null 2>&1 || gantry_fetch_deb prometheus-node-exporter ;;
         *)

@@ -9,7 +9,15 @@ Needs: pip install onnx==1.17.0 numpy   (only to regenerate; the outputs are com
   does too, so the bundle tooling must not mistake it for a model input.
 - tiny_mlp.onnx: y = relu(x @ W1 + b1) @ W2 + b2, x float32 [batch, 8], y float32 [batch, 3].
 - bench_compute.onnx, slow_compute.onnx: no weights, a few ms and about a second of work.
-Each has <name>.golden.json: golden vectors as `gantry bundle create --golden` reads them.
+- all_types.onnx: one input and one output per tensor type the Open Inference Protocol
+  names but BF16 (in_bool … in_string, [batch, 3]), each output the input passed through,
+  declared in the protocol's order, which is not alphabetical. bfloat16.onnx: the same for
+  BF16 alone (Python ONNX Runtime cannot feed BF16 and strings to one session).
+- image_pool.onnx: x float32 [1, 3, 224, 224] → per-channel mean y [1, 3], for a golden
+  vector of an image's size.
+Each of the first four has <name>.golden.json: golden vectors as `gantry bundle create
+--golden` reads them; all_types has one with every type's extremes.
+Regenerate one model: python3 testdata/models/make_models.py all_types
 """
 import json
 import os
@@ -132,8 +140,87 @@ def slow_compute():
            {"abs": 0.0, "rel": 1e-6})
 
 
+# Protocol order: BOOL, UINT8…UINT64, INT8…INT64, FP16, FP32, FP64, BF16, BYTES.
+ALL_TYPES = [
+    ("bool", TensorProto.BOOL), ("uint8", TensorProto.UINT8), ("uint16", TensorProto.UINT16),
+    ("uint32", TensorProto.UINT32), ("uint64", TensorProto.UINT64), ("int8", TensorProto.INT8),
+    ("int16", TensorProto.INT16), ("int32", TensorProto.INT32), ("int64", TensorProto.INT64),
+    ("float16", TensorProto.FLOAT16), ("float32", TensorProto.FLOAT), ("float64", TensorProto.DOUBLE),
+    ("bfloat16", TensorProto.BFLOAT16), ("string", TensorProto.STRING),
+]
+
+
+def pass_through(name, types):
+    nodes = [helper.make_node("Identity", [f"in_{t}"], [f"out_{t}"]) for t, _ in types]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info(f"in_{t}", code, ["batch", 3]) for t, code in types],
+        [helper.make_tensor_value_info(f"out_{t}", code, ["batch", 3]) for t, code in types],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, name)
+
+
+def golden_extremes(name, types, values, more_outputs=None):
+    vector = {"name": "extremes", "inputs": {}, "outputs": dict(more_outputs or {}), "tolerance": {"abs": 0.0, "rel": 0.0}}
+    for t, _ in types:
+        vector["inputs"][f"in_{t}"] = {"dtype": t, "shape": [1, 3], "data": values[t]}
+        vector["outputs"][f"out_{t}"] = {"dtype": t, "shape": [1, 3], "data": values[t]}
+    with open(os.path.join(HERE, f"{name}.golden.json"), "w") as f:
+        json.dump([vector], f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def all_types():
+    types = [(t, code) for t, code in ALL_TYPES if t != "bfloat16"]
+    pass_through("all_types", types)
+    # BF16 alone, with its values widened to float32 (exactly) as a second output: Python
+    # ONNX Runtime cannot read a BF16 output, so a reference compares the widened ones.
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["in_bfloat16"], ["out_bfloat16"]),
+         helper.make_node("Cast", ["in_bfloat16"], ["as_float32"], to=TensorProto.FLOAT)],
+        "bfloat16",
+        [helper.make_tensor_value_info("in_bfloat16", TensorProto.BFLOAT16, ["batch", 3])],
+        [helper.make_tensor_value_info("out_bfloat16", TensorProto.BFLOAT16, ["batch", 3]),
+         helper.make_tensor_value_info("as_float32", TensorProto.FLOAT, ["batch", 3])],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "bfloat16")
+    # Extremes JSON can carry exactly: integers past 2^53, the float types' largest and
+    # smallest values (bfloat16 and float16 given as the decimals of their exact values).
+    values = {
+        "bool": [True, False, True],
+        "uint8": [0, 1, 255], "uint16": [0, 1, 65535], "uint32": [0, 1, 4294967295],
+        "uint64": [0, 9007199254740993, 18446744073709551615],
+        "int8": [-128, 0, 127], "int16": [-32768, 0, 32767], "int32": [-2147483648, 0, 2147483647],
+        "int64": [-9223372036854775808, 9007199254740993, 9223372036854775807],
+        "float16": [-65504.0, 5.960464477539063e-08, 0.0999755859375],
+        "float32": [-3.4028234663852886e+38, 1.401298464324817e-45, 0.10000000149011612],
+        "float64": [-1.7976931348623157e+308, 5e-324, 0.1],
+        "bfloat16": [-3.3895313892515355e+38, 9.183549615799121e-41, 0.10009765625],
+        "string": ["", "ünïcode", "x" * 300],
+    }
+    golden_extremes("all_types", types, values)
+    golden_extremes("bfloat16", [("bfloat16", TensorProto.BFLOAT16)], values,
+                    {"as_float32": {"dtype": "float32", "shape": [1, 3], "data": values["bfloat16"]}})
+
+
+def image_pool():
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["y"], axes=[2, 3], keepdims=0)],
+        "image_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 224, 224])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "image_pool")
+
+
 if __name__ == "__main__":
-    tiny_linear()
-    tiny_mlp()
-    bench_compute()
-    slow_compute()
+    import sys
+    makers = {f.__name__: f for f in [tiny_linear, tiny_mlp, bench_compute, slow_compute, all_types, image_pool]}
+    for name in sys.argv[1:] or makers:
+        makers[name]()

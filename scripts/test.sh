@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sets up and runs the whole test suite: unit tests, end-to-end tests that start real
 # controllers and agents (simulated NVML, real ONNX Runtime, output checked with
-# promtool, NVIDIA's GPU dashboards evaluated by a real Prometheus), then the Debian
+# promtool, NVIDIA's GPU dashboards evaluated by a real Prometheus, Triton's own Python
+# clients against a node), then the Debian
 # packages built, linted, installed, upgraded, removed and purged on this machine
 # (packaging/test-deb.sh; as root, else skipped saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh promtool prometheus onnxruntime
-echo "test: using $(command -v promtool), $(command -v prometheus) and $GANTRY_ONNXRUNTIME"
+source scripts/tools.sh promtool prometheus onnxruntime python-clients
+echo "test: using $(command -v promtool), $(command -v prometheus), $GANTRY_ONNXRUNTIME and $GANTRY_PYTHON"
 # Layers stay one-way: no module of a crate imports one that imports it back.
 python3 scripts/module-cycles.py
 cargo build --workspace --locked

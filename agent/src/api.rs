@@ -60,7 +60,12 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         .health
         .as_ref()
         .map(|h| h.lock().expect("health").clone());
-    let model = state.links.model.as_ref().and_then(|s| s.health());
+    let models = state
+        .links
+        .models
+        .as_ref()
+        .map(|m| m.health())
+        .unwrap_or_default();
     let uplink = state
         .links
         .uplink
@@ -73,7 +78,7 @@ async fn get_metrics(State(state): State<ApiState>) -> Response {
         buffer.as_ref(),
         uplink.as_ref(),
         health.as_ref(),
-        model.as_ref(),
+        &models,
     );
     ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
 }

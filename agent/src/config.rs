@@ -99,6 +99,9 @@ pub struct RawInference {
     pub onnxruntime: Option<PathBuf>,
     /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
     pub listen: Option<String>,
+    /// Address of its gRPC endpoint; `""` disables it. Default: the HTTP endpoint's
+    /// address with the next port (`127.0.0.1:8001`, as Triton's 8000 and 8001).
+    pub grpc_listen: Option<String>,
     /// Sessions per model, overriding the bundle's `requirements.instances`.
     pub instances: Option<u32>,
     /// ONNX Runtime threads per session, overriding the bundle's requirements.
@@ -204,6 +207,8 @@ pub struct Config {
     pub onnxruntime: PathBuf,
     /// The inference endpoint's address; `None` when disabled.
     pub inference_listen: Option<SocketAddr>,
+    /// Its gRPC endpoint's address; `None` when disabled.
+    pub grpc_listen: Option<GrpcListen>,
     /// The node's overrides of every bundle's sessions and threads.
     pub execution: crate::inference::ExecutionOverrides,
     pub health: crate::health::Thresholds,
@@ -735,15 +740,21 @@ impl RawConfig {
                 "must not exceed health.state_dir_free_degraded (less free space is worse)",
             ));
         }
-        let inference_listen = match self.inference.listen.as_deref().map(str::trim) {
-            Some("") => None,
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 8000))),
-            Some(text) => Some(text.parse().map_err(|_| {
-                ConfigError::invalid(
-                    "inference.listen",
-                    format!("{text:?} is not an IP address and port like \"127.0.0.1:8000\""),
-                )
-            })?),
+        let inference_listen =
+            optional_address("inference.listen", self.inference.listen.as_deref(), 8000)?;
+        let grpc_listen = match self.inference.grpc_listen.as_deref() {
+            None => inference_listen.and_then(|http| {
+                Some(GrpcListen {
+                    addr: SocketAddr::new(http.ip(), http.port().checked_add(1)?),
+                    configured: false,
+                })
+            }),
+            given => {
+                optional_address("inference.grpc_listen", given, 8001)?.map(|addr| GrpcListen {
+                    addr,
+                    configured: true,
+                })
+            }
         };
 
         let execution = crate::inference::ExecutionOverrides {
@@ -783,9 +794,37 @@ impl RawConfig {
                 .onnxruntime
                 .unwrap_or_else(default_onnxruntime),
             inference_listen,
+            grpc_listen,
             execution,
             health,
         })
+    }
+}
+
+/// Where the gRPC endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcListen {
+    pub addr: SocketAddr,
+    /// Set in the configuration (a failure to bind stops the agent), or derived from the
+    /// HTTP address (a failure to bind is logged and gRPC stays off).
+    pub configured: bool,
+}
+
+/// A listening address that `""` turns off; loopback at `port` when not given.
+fn optional_address(
+    key: &str,
+    value: Option<&str>,
+    port: u16,
+) -> Result<Option<SocketAddr>, ConfigError> {
+    match value.map(str::trim) {
+        Some("") => Ok(None),
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], port)))),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ConfigError::invalid(
+                key,
+                format!("{text:?} is not an IP address and port like \"127.0.0.1:{port}\""),
+            )
+        }),
     }
 }
 

@@ -77,7 +77,7 @@ impl Monitor {
         &mut self,
         sample: &Sample,
         buffer_problem: Option<&str>,
-        model: Option<&ModelHealth>,
+        models: &[ModelHealth],
         now: Instant,
     ) -> Health {
         let t = self.thresholds;
@@ -265,7 +265,7 @@ impl Monitor {
                 Remedy::new(Cause::Host, Action::CheckHost),
             );
         }
-        if let Some(model) = model {
+        for model in models {
             if let Some(Err(e)) = &model.golden {
                 h.add(
                     "model.golden",
@@ -375,7 +375,7 @@ mod tests {
             ..GpuFields::default()
         };
         assert_eq!(
-            m.evaluate(&sample(fields, GpuState::Ok, 0), None, None, Instant::now())
+            m.evaluate(&sample(fields, GpuState::Ok, 0), None, &[], Instant::now())
                 .state,
             HealthState::Healthy
         );
@@ -389,14 +389,14 @@ mod tests {
             clock_throttle_reasons: Some(0x40),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), None, None, Instant::now());
+        let h = m.evaluate(&sample(hot, GpuState::Ok, 0), None, &[], Instant::now());
         assert_eq!(h.state, HealthState::Degraded);
         assert!(h.reasons.iter().any(|r| r.check == "gpu.thermal"));
         let ecc = GpuFields {
             ecc_dbe_volatile: Some(2),
             ..GpuFields::default()
         };
-        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), None, None, Instant::now());
+        let h = m.evaluate(&sample(ecc, GpuState::Ok, 0), None, &[], Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         assert!(h.reasons[0].message.contains("2 uncorrectable"));
     }
@@ -408,7 +408,7 @@ mod tests {
             m.evaluate(
                 &sample(GpuFields::default(), GpuState::Lost, 0),
                 None,
-                None,
+                &[],
                 Instant::now()
             )
             .state,
@@ -416,7 +416,7 @@ mod tests {
         );
         let mut none = sample(GpuFields::default(), GpuState::Ok, 0);
         none.gpus.clear();
-        let h = m.evaluate(&none, None, None, Instant::now());
+        let h = m.evaluate(&none, None, &[], Instant::now());
         assert!(h.reasons.iter().any(|r| r.check == "gpu.missing"), "{h:?}");
     }
 
@@ -430,21 +430,21 @@ mod tests {
         let h = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 1),
             None,
-            None,
+            &[],
             t0,
         );
         assert_eq!(h.state, HealthState::Unhealthy);
         let later = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 1),
             None,
-            None,
+            &[],
             t0 + Duration::from_secs(61),
         );
         assert_eq!(later.state, HealthState::Healthy, "{later:?}");
         let again = m.evaluate(
             &sample(GpuFields::default(), GpuState::Ok, 2),
             None,
-            None,
+            &[],
             t0 + Duration::from_secs(62),
         );
         assert_eq!(
@@ -460,7 +460,7 @@ mod tests {
         let mut s = sample(GpuFields::default(), GpuState::Ok, 0);
         s.host.state_dir.as_mut().unwrap().free_bytes = 100 << 20;
         s.host.mem_available_bytes = 1 << 30;
-        let h = m.evaluate(&s, Some("No space left on device"), None, Instant::now());
+        let h = m.evaluate(&s, Some("No space left on device"), &[], Instant::now());
         assert_eq!(h.state, HealthState::Unhealthy);
         let checks: Vec<&str> = h.reasons.iter().map(|r| r.check.as_str()).collect();
         assert_eq!(checks, vec!["node.disk", "node.memory", "node.buffer"]);
@@ -491,12 +491,12 @@ mod model_tests {
             ..ModelHealth::default()
         };
         assert_eq!(
-            m.evaluate(&sample, None, Some(&model), Instant::now())
+            m.evaluate(&sample, None, std::slice::from_ref(&model), Instant::now())
                 .state,
             HealthState::Healthy
         );
         model.recent_error_rate = 0.2;
-        let h = m.evaluate(&sample, None, Some(&model), Instant::now());
+        let h = m.evaluate(&sample, None, std::slice::from_ref(&model), Instant::now());
         assert_eq!(h.state, HealthState::Degraded);
         assert!(
             h.reasons[0]
@@ -511,7 +511,7 @@ mod model_tests {
             want: 2.0,
         }));
         assert_eq!(
-            m.evaluate(&sample, None, Some(&model), Instant::now())
+            m.evaluate(&sample, None, std::slice::from_ref(&model), Instant::now())
                 .state,
             HealthState::Unhealthy
         );

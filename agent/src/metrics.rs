@@ -98,7 +98,7 @@ pub fn render(
     buffer: Option<&BufferStats>,
     uplink: Option<&UplinkStatus>,
     health: Option<&gantry_shared::health::Health>,
-    model: Option<&crate::serving::ModelHealth>,
+    models: &[crate::serving::ModelHealth],
 ) -> String {
     let mut e = Exposition::default();
     if let Some(snapshot) = snapshot {
@@ -109,60 +109,7 @@ pub fn render(
     if let Some(b) = buffer {
         render_buffer(&mut e, b, gantry_net::clock::now_ms());
     }
-    if let Some(m) = model {
-        e.family(
-            "gantry_agent_model_info",
-            Kind::Gauge,
-            "The served model: name and version, bundle digest and execution provider.",
-        );
-        e.sample(
-            "gantry_agent_model_info",
-            &[
-                ("model", m.model.as_str()),
-                ("bundle", m.bundle.as_str()),
-                ("execution_provider", m.execution_provider),
-            ],
-            1.0,
-        );
-        e.family("gantry_agent_inference_requests_total", Kind::Counter, "Inference requests by outcome: ok, error (the model failed), rejected (a bad request).");
-        e.sample(
-            "gantry_agent_inference_requests_total",
-            &[("outcome", "ok")],
-            m.requests_ok as f64,
-        );
-        e.sample(
-            "gantry_agent_inference_requests_total",
-            &[("outcome", "error")],
-            m.requests_failed as f64,
-        );
-        e.sample(
-            "gantry_agent_inference_requests_total",
-            &[("outcome", "rejected")],
-            m.requests_rejected as f64,
-        );
-        if let (Some(p50), Some(p99)) = (m.latency_p50, m.latency_p99) {
-            e.single(
-                "gantry_agent_inference_latency_p50_seconds",
-                Kind::Gauge,
-                "Median latency of the latest 1024 successful requests.",
-                p50,
-            );
-            e.single(
-                "gantry_agent_inference_latency_p99_seconds",
-                Kind::Gauge,
-                "99th-percentile latency of the latest 1024 successful requests.",
-                p99,
-            );
-        }
-        if let Some(golden) = &m.golden {
-            e.single(
-                "gantry_agent_model_golden_ok",
-                Kind::Gauge,
-                "Whether the served model passed its golden vectors on the latest run.",
-                if golden.is_ok() { 1.0 } else { 0.0 },
-            );
-        }
-    }
+    render_models(&mut e, models);
     if let Some(h) = health {
         e.family(
             "gantry_agent_health",
@@ -336,6 +283,82 @@ fn render_agent(e: &mut Exposition, snapshot: &Snapshot) {
         "Whether the kernel log is being read for XIDs.",
         if stats.kernel_log_readable { 1.0 } else { 0.0 },
     );
+}
+
+/// Per served model (label `model`, its name): what it is, its requests by outcome, its
+/// latency percentiles and its latest golden run.
+fn render_models(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
+    if models.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_agent_model_info",
+        Kind::Gauge,
+        "A served model: name, version, bundle digest and execution provider.",
+    );
+    for m in models {
+        let version = m.model.rsplit(' ').next().unwrap_or_default();
+        e.sample(
+            "gantry_agent_model_info",
+            &[
+                ("model", m.name.as_str()),
+                ("version", version),
+                ("bundle", m.bundle.as_str()),
+                ("execution_provider", m.execution_provider),
+            ],
+            1.0,
+        );
+    }
+    e.family(
+        "gantry_agent_inference_requests_total",
+        Kind::Counter,
+        "Inference requests by model and outcome: ok, error (the model failed), rejected (a bad request).",
+    );
+    for m in models {
+        for (outcome, n) in [
+            ("ok", m.requests_ok),
+            ("error", m.requests_failed),
+            ("rejected", m.requests_rejected),
+        ] {
+            e.sample(
+                "gantry_agent_inference_requests_total",
+                &[("model", m.name.as_str()), ("outcome", outcome)],
+                n as f64,
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "gantry_agent_inference_latency_p50_seconds",
+            "Median latency of a model's latest 1024 successful requests.",
+            (|m: &crate::serving::ModelHealth| m.latency_p50)
+                as fn(&crate::serving::ModelHealth) -> Option<f64>,
+        ),
+        (
+            "gantry_agent_inference_latency_p99_seconds",
+            "99th-percentile latency of a model's latest 1024 successful requests.",
+            |m: &crate::serving::ModelHealth| m.latency_p99,
+        ),
+        (
+            "gantry_agent_model_golden_ok",
+            "Whether a served model passed its golden vectors on the latest run.",
+            |m: &crate::serving::ModelHealth| {
+                m.golden.as_ref().map(|g| if g.is_ok() { 1.0 } else { 0.0 })
+            },
+        ),
+    ] {
+        let values: Vec<(&str, f64)> = models
+            .iter()
+            .filter_map(|m| Some((m.name.as_str(), pick(m)?)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        e.family(name, Kind::Gauge, help);
+        for (model, value) in values {
+            e.sample(name, &[("model", model)], value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ pub fn records_for(previous: Option<&Sample>, sample: &Sample) -> Vec<NewRecord>
 #[derive(Debug)]
 pub struct Judge {
     pub health: crate::health::SharedHealth,
-    pub slot: Arc<crate::serving::Slot>,
+    pub models: Arc<crate::serving::Models>,
     pub monitor: crate::health::Monitor,
 }
 
@@ -114,7 +114,7 @@ pub async fn run(
 ) {
     let Judge {
         health,
-        slot,
+        models,
         mut monitor,
     } = judge;
     let mut previous: Option<Sample> = None;
@@ -148,7 +148,7 @@ pub async fn run(
         let before = journaled_active.clone();
         let appended_with = tokio::task::spawn_blocking(move || {
             // current.json is a file: read here, off the async workers.
-            let active = crate::delivery::active_id(&store);
+            let active = crate::delivery::last_activated(&store);
             if active.is_some() && active != before {
                 let bundle = active.clone().expect("checked");
                 records.push(event_record(now, &Event::BundleActivated { bundle }));
@@ -180,11 +180,11 @@ pub async fn run(
             }
             Err(e) => tracing::error!(error = %e, "the buffer task failed"),
         }
-        let model = slot.health();
+        let served = models.health();
         let evaluated = monitor.evaluate(
             &snapshot.sample,
             failing.as_deref(),
-            model.as_ref(),
+            &served,
             std::time::Instant::now(),
         );
         *health.lock().expect("health") = evaluated;

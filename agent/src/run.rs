@@ -51,6 +51,14 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot listen on {addr} (inference.grpc_listen); is another inference server using the port?"
+    )]
+    GrpcListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Buffer(#[from] crate::buffer::BufferError),
     #[error(
@@ -104,7 +112,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tasks = gantry_net::supervisor::Supervisor::new(shutdown.clone());
     let appended = Arc::new(Notify::new());
     let health = crate::health::SharedHealth::default();
-    let slot = Arc::new(crate::serving::Slot::default());
+    let models = Arc::new(crate::serving::Models::default());
     tasks.spawn(
         "recorder",
         recorder::run(
@@ -113,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             Arc::clone(&appended),
             recorder::Judge {
                 health: Arc::clone(&health),
-                slot: Arc::clone(&slot),
+                models: Arc::clone(&models),
                 monitor: crate::health::Monitor::new(config.health),
             },
             recorder::Journal {
@@ -143,7 +151,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 snapshots: snapshots.clone(),
             },
             bundles: Arc::clone(&bundles),
-            model: config.inference_listen.map(|_| Arc::clone(&slot)),
+            models: config.inference_listen.map(|_| Arc::clone(&models)),
         };
         tasks.spawn(
             "uplink",
@@ -212,7 +220,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     "model loader",
                     crate::serving::watch_store(
                         store,
-                        Arc::clone(&slot),
+                        Arc::clone(&models),
                         snapshots.clone(),
                         crate::serving::WatchSettings {
                             golden_every: config.health.golden_interval,
@@ -222,13 +230,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     ),
                 );
                 let stop = shutdown.clone();
-                let served = Arc::clone(&slot);
+                let served = Arc::clone(&models);
                 tasks.spawn("inference endpoint", async move {
                     if let Err(e) = crate::serving::serve(listener, served, stop).await {
                         tracing::error!(error = %e, "the inference endpoint failed");
                     }
                 });
-                tracing::info!(%addr, "inference endpoint listening (KServe v2)");
+                tracing::info!(%addr, "inference endpoint listening (KServe v2 over HTTP)");
+                if let Some(grpc) = config.grpc_listen {
+                    match TcpListener::bind(grpc.addr).await {
+                        Ok(listener) => {
+                            let (stop, served) = (shutdown.clone(), Arc::clone(&models));
+                            tasks.spawn("gRPC inference endpoint", async move {
+                                if let Err(e) =
+                                    crate::serving::serve_grpc(listener, served, stop).await
+                                {
+                                    tracing::error!(error = %e, "the gRPC inference endpoint failed");
+                                }
+                            });
+                            tracing::info!(addr = %grpc.addr, "inference endpoint listening (KServe v2 over gRPC)");
+                        }
+                        Err(source) if grpc.configured => {
+                            return Err(RunError::GrpcListen {
+                                addr: grpc.addr,
+                                source,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::error!(addr = %grpc.addr, error = %e, "gRPC inference endpoint off: cannot listen on the port after the HTTP one (set inference.grpc_listen)");
+                        }
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "inference disabled: ONNX Runtime is not available (set inference.onnxruntime)");
@@ -237,7 +269,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     let links = Links {
         health: Some(Arc::clone(&health)),
-        model: Some(Arc::clone(&slot)),
+        models: Some(Arc::clone(&models)),
         buffer: Some(Arc::clone(&buffer)),
         uplink: uplink_status,
         bundles: enrolled.then(|| {

@@ -3,6 +3,7 @@
 
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -46,9 +47,12 @@ pub struct AgentStatus {
     /// Assigned-bundle delivery, when enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundles: Option<gantry_shared::protocol::delivery::NodeBundles>,
-    /// The model being served, when the endpoint runs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<ServingModel>,
+    /// The models being served, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ServingModel>,
+    /// Models whose active bundle could not be loaded: name and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_failures: BTreeMap<String, String>,
 }
 
 /// The served model, as `status` shows it.
@@ -367,7 +371,10 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
             );
         }
     }
-    if let Some(m) = &status.model {
+    for (model, why) in &status.model_failures {
+        let _ = writeln!(out, "NOT SERVING {model}: {why}");
+    }
+    for m in &status.models {
         let _ = writeln!(
             out,
             "serving {} (bundle sha256:{}) on {}: {} requests ok, {} failed, {} rejected{}{}",
@@ -524,7 +531,7 @@ pub struct AgentInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Links {
     pub health: Option<crate::health::SharedHealth>,
-    pub model: Option<Arc<crate::serving::Slot>>,
+    pub models: Option<Arc<crate::serving::Models>>,
     pub buffer: Option<Arc<crate::buffer::Buffer>>,
     pub uplink: Option<crate::uplink::SharedStatus>,
     /// Delivery state and the store it activates into.
@@ -590,10 +597,15 @@ pub async fn collect(info: &AgentInfo, snapshots: &SnapshotReceiver, links: &Lin
             }
         }),
         bundles,
-        model: links
-            .model
+        models: links
+            .models
             .as_ref()
-            .and_then(|s| s.health())
-            .map(|m| ServingModel::from(&m)),
+            .map(|m| m.health().iter().map(ServingModel::from).collect())
+            .unwrap_or_default(),
+        model_failures: links
+            .models
+            .as_ref()
+            .map(|m| m.failures())
+            .unwrap_or_default(),
     }
 }

@@ -41,8 +41,8 @@ pub struct UplinkConfig {
     pub delivery: crate::delivery::DeliveryConfig,
     /// Delivery state, reported in every heartbeat.
     pub bundles: crate::delivery::SharedBundles,
-    /// The served model, whose figures every heartbeat carries for rollout gates.
-    pub model: Option<std::sync::Arc<crate::serving::Slot>>,
+    /// The served models, whose figures every heartbeat carries for rollout gates.
+    pub models: Option<std::sync::Arc<crate::serving::Models>>,
 }
 
 /// Sizes telemetry batches from the throughput the link showed: each batch aims at about
@@ -641,6 +641,22 @@ async fn send_heartbeat(
     };
     let stats = buffer.stats();
     let now = gantry_net::clock::now_ms();
+    let models: Vec<heartbeat::ModelReport> = config
+        .models
+        .as_ref()
+        .map(|models| models.health())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| heartbeat::ModelReport {
+            name: m.name,
+            bundle: format!("sha256:{}", m.bundle),
+            execution_provider: m.execution_provider.to_owned(),
+            recent_error_rate: m.recent_error_rate,
+            recent_requests: m.recent_requests as u64,
+            latency_p99_s: m.latency_p99,
+            golden_ok: m.golden.as_ref().map(Result::is_ok),
+        })
+        .collect();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         buffered_records: stats.records,
@@ -652,18 +668,8 @@ async fn send_heartbeat(
         dropped_events: stats.dropped_events,
         health: Some(health.lock().expect("health").clone()),
         bundles,
-        model: config
-            .model
-            .as_ref()
-            .and_then(|slot| slot.health())
-            .map(|m| heartbeat::ModelReport {
-                bundle: format!("sha256:{}", m.bundle),
-                execution_provider: m.execution_provider.to_owned(),
-                recent_error_rate: m.recent_error_rate,
-                recent_requests: m.recent_requests as u64,
-                latency_p99_s: m.latency_p99,
-                golden_ok: m.golden.as_ref().map(Result::is_ok),
-            }),
+        model: models.first().cloned(),
+        models,
     }));
     match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
         Ok(Response::Heartbeat(reply)) => {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gantry_agent::bundle::store::BundleStore;
+use gantry_agent::bundle::store::{BundleStore, ModelBundles};
 use support::AGENT;
 use support::bundles::{onnxruntime, write_bundle, write_policy};
 
@@ -92,11 +92,18 @@ impl Node {
     }
 
     fn active(&self) -> String {
+        self.linear().active.expect("an active bundle")
+    }
+
+    /// The `tiny-linear` model's bundles in the store.
+    fn linear(&self) -> ModelBundles {
         self.store()
             .current()
             .unwrap()
-            .active
-            .expect("an active bundle")
+            .models
+            .get("tiny-linear")
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -122,7 +129,7 @@ fn fifo_bundle_is_refused_without_hanging() {
             "{args:?}: {text}"
         );
     }
-    assert!(node.store().current().unwrap().active.is_none());
+    assert!(node.store().current().unwrap().models.is_empty());
 }
 
 #[test]
@@ -187,8 +194,9 @@ fn downgrade_to_an_older_validly_signed_version_is_refused() {
         "{text}"
     );
     let current = node.store().current().unwrap();
-    assert_eq!(current.active.as_deref(), Some(v1.as_str()));
-    assert_eq!(current.previous.as_deref(), Some(v2.as_str()));
+    let linear = node.linear();
+    assert_eq!(linear.active.as_deref(), Some(v1.as_str()));
+    assert_eq!(linear.previous.as_deref(), Some(v2.as_str()));
     assert_eq!(
         current.newest.get("tiny-linear").map(String::as_str),
         Some("1.1.0")
@@ -231,8 +239,8 @@ fn concurrent_imports_never_lose_an_activation_or_delete_the_active_bundle() {
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
-    let current = node.store().current().unwrap();
-    let (active, previous) = (current.active.unwrap(), current.previous.unwrap());
+    let linear = node.linear();
+    let (active, previous) = (linear.active.unwrap(), linear.previous.unwrap());
     assert_ne!(active, previous);
     for digest in [&active, &previous] {
         assert!(
@@ -331,4 +339,50 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         found.push(path);
     }
     found
+}
+
+/// A store written by a version that served one model (`{"active", "previous"}` at the
+/// top of `current.json`) is read as that model's bundles, and the next import of
+/// another model adds it beside them.
+#[test]
+fn a_one_model_store_from_an_earlier_version_is_kept_as_that_models() {
+    let node = Node::new();
+    let v1 = node.bundle("v1.gbundle", "1.0.0");
+    let v2 = node.bundle("v2.gbundle", "2.0.0");
+    for bundle in [&v1, &v2] {
+        let (code, text) = node.import(bundle.to_str().unwrap());
+        assert_eq!(code, 0, "{text}");
+    }
+    let linear = node.linear();
+    let (active, previous) = (linear.active.unwrap(), linear.previous.unwrap());
+    std::fs::write(
+        node.store().current_path(),
+        format!(r#"{{"active": "{active}", "previous": "{previous}", "newest": {{"tiny-linear": "2.0.0"}}}}"#),
+    )
+    .unwrap();
+    let current = node.store().current().unwrap();
+    assert_eq!(
+        current.models["tiny-linear"].active.as_deref(),
+        Some(active.as_str())
+    );
+    assert_eq!(
+        current.models["tiny-linear"].previous.as_deref(),
+        Some(previous.as_str())
+    );
+    assert_eq!(current.last.as_deref(), Some(active.as_str()));
+
+    let mlp = node.path("mlp.gbundle");
+    write_bundle(&mlp, "tiny_mlp", "tiny-mlp", "1.0.0", |_| {});
+    let (code, text) = node.import(mlp.to_str().unwrap());
+    assert_eq!(code, 0, "{text}");
+    let current = node.store().current().unwrap();
+    assert_eq!(current.models.len(), 2, "{current:?}");
+    assert_eq!(
+        current.models["tiny-linear"].active.as_deref(),
+        Some(active.as_str())
+    );
+    assert!(
+        node.store().bundle_dir(&previous).is_dir(),
+        "tiny-linear's previous bundle is kept"
+    );
 }

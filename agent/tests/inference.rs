@@ -218,14 +218,21 @@ fn imported_bundle_is_served_over_kserve_v2() {
     // Serving is measured, and the model's golden vectors ran when it loaded.
     let page = support::http_get(agent_metrics_addr(&agent), "/metrics");
     assert!(
-        page.contains("gantry_agent_inference_requests_total{outcome=\"ok\"} 1"),
+        page.contains(
+            "gantry_agent_inference_requests_total{model=\"tiny-linear\",outcome=\"ok\"} 1"
+        ),
         "{page}"
     );
     assert!(
-        page.contains("gantry_agent_inference_requests_total{outcome=\"rejected\"} 4"),
+        page.contains(
+            "gantry_agent_inference_requests_total{model=\"tiny-linear\",outcome=\"rejected\"} 4"
+        ),
         "{page}"
     );
-    assert!(page.contains("gantry_agent_model_golden_ok 1"), "{page}");
+    assert!(
+        page.contains("gantry_agent_model_golden_ok{model=\"tiny-linear\"} 1"),
+        "{page}"
+    );
     assert!(
         page.contains("gantry_agent_inference_latency_p99_seconds"),
         "{page}"
@@ -360,7 +367,7 @@ fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
     assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
 
     let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
-    let model = &doc["model"];
+    let model = &doc["models"][0];
     assert_eq!(model["execution_provider"], "cpu", "{model}");
     assert_eq!(model["model"], "tiny-linear 1.0.0", "{model}");
     let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
@@ -379,7 +386,8 @@ fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
         page.lines()
             .any(|l| l.starts_with("gantry_agent_model_info{")
                 && l.contains("execution_provider=\"cpu\"")
-                && l.contains("model=\"tiny-linear 1.0.0\"")
+                && l.contains("model=\"tiny-linear\"")
+                && l.contains("version=\"1.0.0\"")
                 && l.ends_with(" 1")),
         "{page}"
     );
@@ -424,7 +432,7 @@ fn a_bundle_needing_more_gpu_memory_than_is_free_is_not_placed_on_cuda() {
     let agent = start_agent(&node);
     node.wait_ready();
     let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
-    let model = &doc["model"];
+    let model = &doc["models"][0];
     assert_eq!(model["execution_provider"], "cpu", "{model}");
     let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
     assert!(
@@ -472,4 +480,98 @@ fn sigterm_lets_a_request_in_flight_finish_before_the_agent_exits() {
         std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err(),
         "nothing listens once the agent has stopped"
     );
+}
+
+/// Two bundles of different models serve side by side: importing one never replaces the
+/// other, each has its own versions, statistics and rollback, and status, `/metrics` and
+/// the repository index list both.
+#[test]
+fn several_models_serve_at_once_each_with_its_own_versions_and_rollback() {
+    let node = Node::new();
+    let linear1 = node.bundle("l1.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    let linear2 = node.bundle("l2.gbundle", "tiny_linear", "tiny-linear", "2.0.0");
+    let mlp = node.bundle("m1.gbundle", "tiny_mlp", "tiny-mlp", "1.0.0");
+    for bundle in [&linear1, &mlp] {
+        let (code, text) = node.cli(&["import", bundle]);
+        assert_eq!(code, 0, "{text}");
+    }
+    let agent = start_agent(&node);
+    node.wait_ready();
+    wait_until("both models to serve", || {
+        node.http("GET", "/v2/models/tiny-mlp/ready", "").0 == 200
+            && node.http("GET", "/v2/models/tiny-linear/ready", "").0 == 200
+    });
+    let mlp_input =
+        r#"{"inputs":[{"name":"x","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
+    let (status, mlp_answer) = node.http("POST", "/v2/models/tiny-mlp/infer", mlp_input);
+    assert_eq!(status, 200, "{mlp_answer}");
+    assert_eq!(node.infer_linear().0, 200);
+
+    // A new version of one model replaces only that model.
+    assert_eq!(node.cli(&["import", &linear2]).0, 0);
+    wait_until("tiny-linear 2.0.0 to serve", || {
+        node.http("GET", "/v2/models/tiny-linear", "").1["versions"][0] == "2.0.0"
+    });
+    let (status, again) = node.http("POST", "/v2/models/tiny-mlp/infer", mlp_input);
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["outputs"], mlp_answer["outputs"],
+        "tiny-mlp was not disturbed"
+    );
+    let index = node.http("POST", "/v2/repository/index", "{}").1;
+    let listed: Vec<(String, String)> = index
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["version"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("tiny-linear".to_owned(), "2.0.0".to_owned()),
+            ("tiny-mlp".to_owned(), "1.0.0".to_owned())
+        ]
+    );
+
+    // Rollback needs the model's name when there are several, and touches that one only.
+    let (code, text) = node.cli(&["rollback"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("several models (tiny-linear, tiny-mlp): name the one"),
+        "{text}"
+    );
+    let (code, text) = node.cli(&["rollback", "tiny-mlp"]);
+    assert_eq!(code, 1, "tiny-mlp has no previous bundle: {text}");
+    let (code, text) = node.cli(&["rollback", "tiny-linear"]);
+    assert_eq!(code, 0, "{text}");
+    wait_until("tiny-linear 1.0.0 to serve again", || {
+        node.http("GET", "/v2/models/tiny-linear", "").1["versions"][0] == "1.0.0"
+    });
+    assert_eq!(
+        node.http("GET", "/v2/models/tiny-mlp", "").1["versions"][0],
+        "1.0.0"
+    );
+
+    let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
+    let served: Vec<&str> = doc["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(served, ["tiny-linear 1.0.0", "tiny-mlp 1.0.0"], "{doc}");
+    let page = support::http_get(agent_metrics_addr(&agent), "/metrics");
+    for model in ["tiny-linear", "tiny-mlp"] {
+        assert!(
+            page.contains(&format!(
+                "gantry_agent_model_golden_ok{{model=\"{model}\"}} 1"
+            )),
+            "{page}"
+        );
+    }
 }

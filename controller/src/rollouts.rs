@@ -561,7 +561,7 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
         });
     if r.state() == State::RollingBack {
         let back = match &t.previous {
-            Some(previous) => h.bundles.active.as_deref() == Some(previous.as_str()),
+            Some(previous) => h.bundles.is_active(previous),
             None => true,
         };
         return match (back, unhealthy) {
@@ -576,7 +576,7 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
             format!("{}: refused the bundle ({})", t.node, failed.reason),
         );
     }
-    if h.bundles.active.as_deref() != Some(r.bundle_id.as_str()) {
+    if !h.bundles.is_active(&r.bundle_id) {
         return match unhealthy {
             Some(why) => (NodeState::Failing, why),
             None => (NodeState::Pending, String::new()),
@@ -586,7 +586,7 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
         return (NodeState::Failing, why);
     }
     let gates = &r.spec.gates;
-    if let Some(m) = h.model.as_ref().filter(|m| m.bundle == r.bundle_id) {
+    if let Some(m) = h.model_for(&r.bundle_id) {
         if let Some(max) = gates.max_error_rate
             && m.recent_requests > 0
             && m.recent_error_rate > max
@@ -670,8 +670,7 @@ pub fn advance(
         if let Some(m) = nodes
             .get(&t.node)
             .and_then(|v| v.heartbeat.as_ref())
-            .and_then(|h| h.model.as_ref())
-            .filter(|m| m.bundle == r.bundle_id)
+            .and_then(|h| h.model_for(&r.bundle_id))
         {
             values.max_error_rate = Some(
                 values

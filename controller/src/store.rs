@@ -212,6 +212,15 @@ pub struct HeartbeatInfo {
     pub health: Option<gantry_shared::health::Health>,
     pub bundles: gantry_shared::protocol::delivery::NodeBundles,
     pub model: Option<gantry_shared::protocol::heartbeat::ModelReport>,
+    /// Every model the node serves (empty from nodes that send `model` only).
+    pub models: Vec<gantry_shared::protocol::heartbeat::ModelReport>,
+}
+
+impl HeartbeatInfo {
+    /// The figures of the model served from bundle `id`.
+    pub fn model_for(&self, id: &str) -> Option<&gantry_shared::protocol::heartbeat::ModelReport> {
+        gantry_shared::protocol::heartbeat::model_for(&self.models, self.model.as_ref(), id)
+    }
 }
 
 /// An enrolled node.

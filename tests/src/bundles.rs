@@ -20,6 +20,20 @@ pub fn onnxruntime() -> PathBuf {
     path
 }
 
+/// The Python interpreter with Triton's clients and Python ONNX Runtime
+/// (`scripts/tools.sh python-clients`, which `scripts/test.sh` runs).
+pub fn python_clients() -> PathBuf {
+    let path = std::env::var_os("GANTRY_PYTHON").map(PathBuf::from).expect(
+        "GANTRY_PYTHON is not set: run the suite with scripts/test.sh, which installs Triton's Python clients from PyPI into .cache/venv",
+    );
+    assert!(
+        path.is_file(),
+        "GANTRY_PYTHON={} does not exist",
+        path.display()
+    );
+    path
+}
+
 pub fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
 }

@@ -405,6 +405,19 @@ impl Agent {
         agent
     }
 
+    /// An agent that is not enrolled: it serves and buffers on its own, with `config`.
+    pub fn standalone(name: &str, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("agent.toml"), config).unwrap();
+        Self {
+            dir,
+            name: name.to_owned(),
+            metrics: free_tcp_port(),
+            child: None,
+            log: Log::default(),
+        }
+    }
+
     pub fn enroll_with(&self, controller: SocketAddr, token: &str) -> Output {
         Command::new(binary("gantry-agent"))
             .args(["enroll", "--config"])

@@ -6,12 +6,15 @@
 //!   `signatures.json`, and `files/…` (the payload);
 //! - `.staging-*/` — a bundle being verified; renamed to `<digest>/` only after every
 //!   digest, the signatures and the golden vectors passed, removed otherwise;
-//! - `current.json` — `{"active": digest, "previous": digest}`, replaced atomically
-//!   (write, fsync, rename): the switch between two bundles is one rename.
+//! - `current.json` — per model name, its active and previous bundle
+//!   (`{"models": {"resnet": {"active": digest, "previous": digest}}, …}`), replaced
+//!   atomically (write, fsync, rename): the switch between two bundles is one rename, and
+//!   activating one model's bundle never touches another's.
 //!
 //! **Invariant:** nothing becomes active that was not verified against this node's policy
 //! and did not pass its golden vectors; a failed import leaves the active bundle as it was.
-//! The previous bundle stays for `gantry-agent rollback`; older ones are removed.
+//! Each model's previous bundle stays for `gantry-agent rollback MODEL`; older ones are
+//! removed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -44,6 +47,10 @@ pub enum StoreError {
     Inference(#[from] inference::InferenceError),
     #[error("there is no previous bundle to roll back to")]
     NothingToRollBack,
+    #[error("this node serves several models ({models}): name the one to roll back")]
+    WhichModel { models: String },
+    #[error("this node serves no model {model:?} (it serves: {models})")]
+    UnknownModel { model: String, models: String },
     #[error(
         "downgrade refused: {model} {version} is older than {newest}, which this node already ran; publish a newer version, or run `gantry-agent import --allow-downgrade` at the node"
     )]
@@ -134,16 +141,62 @@ impl Staging {
     }
 }
 
-/// Which bundles are active and previous, by digest (hex, without `sha256:`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+/// Which bundles are active and previous, per model, by digest (hex, without `sha256:`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Current {
-    pub active: Option<String>,
-    pub previous: Option<String>,
+    /// Per model name: its active bundle and the one before it.
+    pub models: BTreeMap<String, ModelBundles>,
+    /// The bundle activated last, of any model (what heartbeats call the node's active
+    /// bundle, for controllers that track one bundle per node).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
     /// Per model name, the newest version this node ever activated: the floor of the
     /// anti-rollback rule (see [`BundleStore::import_file`]).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub newest: BTreeMap<String, String>,
+}
+
+/// One model's active bundle and the previous one, kept for rollback.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelBundles {
+    pub active: Option<String>,
+    pub previous: Option<String>,
+}
+
+/// `current.json` as written by this version, or by one that served one model
+/// (`{"active", "previous"}` at the top).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CurrentFile {
+    models: BTreeMap<String, ModelBundles>,
+    last: Option<String>,
+    newest: BTreeMap<String, String>,
+    active: Option<String>,
+    previous: Option<String>,
+}
+
+impl Current {
+    /// Whether `digest` is the active bundle of its model.
+    pub fn is_active(&self, digest: &str) -> bool {
+        self.models
+            .values()
+            .any(|m| m.active.as_deref() == Some(digest))
+    }
+
+    /// Every model's active bundle: (model, digest).
+    pub fn active(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.models
+            .iter()
+            .filter_map(|(name, m)| Some((name.as_str(), m.active.as_deref()?)))
+    }
+
+    /// Whether `digest` is some model's active or previous bundle.
+    fn keeps(&self, digest: &str) -> bool {
+        self.models
+            .values()
+            .any(|m| m.active.as_deref() == Some(digest) || m.previous.as_deref() == Some(digest))
+    }
 }
 
 /// What an import did.
@@ -186,14 +239,29 @@ impl BundleStore {
 
     pub fn current(&self) -> Result<Current, StoreError> {
         let path = self.current_path();
-        match std::fs::read(&path) {
+        let file: CurrentFile = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-                path,
+                path: path.clone(),
                 message: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Current::default()),
-            Err(source) => Err(StoreError::Io { path, source }),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Current::default()),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let mut current = Current {
+            models: file.models,
+            last: file.last,
+            newest: file.newest,
+        };
+        // Written by a version that served one model: its bundles are that model's.
+        if let Some(active) = file.active {
+            let name = self.manifest(&active)?.name;
+            current.last.get_or_insert_with(|| active.clone());
+            current.models.entry(name).or_insert(ModelBundles {
+                active: Some(active),
+                previous: file.previous,
+            });
         }
+        Ok(current)
     }
 
     /// The directory of an installed bundle.
@@ -335,8 +403,9 @@ impl BundleStore {
         };
         let older = manifest::version_precedence(&manifest.version, newest)
             .is_some_and(|o| o == std::cmp::Ordering::Less);
-        let own = current.previous.as_deref() == Some(digest)
-            || current.active.as_deref() == Some(digest);
+        let own = current.models.get(&manifest.name).is_some_and(|m| {
+            m.previous.as_deref() == Some(digest) || m.active.as_deref() == Some(digest)
+        });
         if !older || own {
             return Ok(());
         }
@@ -374,26 +443,61 @@ impl BundleStore {
                 .newest
                 .insert(manifest.name.clone(), manifest.version.clone());
         }
-        if current.active.as_deref() != Some(digest) {
-            current.previous = current.active.take();
-            current.active = Some(digest.to_owned());
+        let model = current.models.entry(manifest.name.clone()).or_default();
+        if model.active.as_deref() != Some(digest) {
+            model.previous = model.active.take();
+            model.active = Some(digest.to_owned());
         }
+        current.last = Some(digest.to_owned());
         self.write_current(&current)?;
         self.collect_garbage(&current);
         Ok(())
     }
 
-    /// Swaps the active and previous bundles.
-    pub fn rollback(&self) -> Result<Current, StoreError> {
+    /// Swaps a model's active and previous bundles; `model` may be left out when the
+    /// node serves one model. Returns the model rolled back and its bundles now.
+    pub fn rollback(&self, model: Option<&str>) -> Result<(String, ModelBundles), StoreError> {
         let _lock = self.lock()?;
         let mut current = self.current()?;
-        let Some(previous) = current.previous.take() else {
+        let name = if let Some(name) = model {
+            name.to_owned()
+        } else {
+            let mut names = current.models.keys();
+            match (names.next(), names.next()) {
+                (Some(only), None) => only.clone(),
+                (None, _) => return Err(StoreError::NothingToRollBack),
+                (Some(_), Some(_)) => {
+                    return Err(StoreError::WhichModel {
+                        models: current
+                            .models
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                }
+            }
+        };
+        let Some(bundles) = current.models.get_mut(&name) else {
+            return Err(StoreError::UnknownModel {
+                model: name,
+                models: current
+                    .models
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let Some(previous) = bundles.previous.take() else {
             return Err(StoreError::NothingToRollBack);
         };
-        current.previous = current.active.take();
-        current.active = Some(previous);
+        bundles.previous = bundles.active.take();
+        bundles.active = Some(previous.clone());
+        let rolled = bundles.clone();
+        current.last = Some(previous);
         self.write_current(&current)?;
-        Ok(current)
+        Ok((name, rolled))
     }
 
     /// Serialises every change of `current.json` and of the installed bundles between
@@ -461,10 +565,7 @@ impl BundleStore {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = name.starts_with('.')
-                || name == "current.json"
-                || current.active.as_deref() == Some(&name)
-                || current.previous.as_deref() == Some(&name);
+            let keep = name.starts_with('.') || name == "current.json" || current.keeps(&name);
             if !keep && entry.path().is_dir() {
                 match std::fs::remove_dir_all(entry.path()) {
                     Ok(()) => tracing::info!(bundle = %name, "old bundle removed"),

@@ -129,7 +129,7 @@ pub(super) fn import(args: ImportArgs) -> CommandResult {
     }
     if let Some(digest) = imported.activated {
         println!(
-            "activated   sha256:{digest} (the previous bundle is kept for `gantry-agent rollback`)"
+            "activated   sha256:{digest} (the model's previous bundle is kept for `gantry-agent rollback`)"
         );
         Ok(ExitCode::SUCCESS)
     } else {
@@ -141,13 +141,14 @@ pub(super) fn import(args: ImportArgs) -> CommandResult {
 pub(super) fn rollback(args: RollbackArgs) -> CommandResult {
     let config = load_with_state_dir(&args.config, args.state_dir)?;
     as_state_dir_owner(&config, "rollback")?;
-    let current = crate::bundle::store::BundleStore::new(&config.state_dir)
-        .rollback()
+    let (model, bundles) = crate::bundle::store::BundleStore::new(&config.state_dir)
+        .rollback(args.model.as_deref())
         .map_err(CommandError::from_error)?;
-    println!("active      sha256:{}", current.active.unwrap_or_default());
+    println!("model       {model}");
+    println!("active      sha256:{}", bundles.active.unwrap_or_default());
     println!(
         "previous    sha256:{}",
-        current.previous.unwrap_or_default()
+        bundles.previous.unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -127,6 +127,8 @@ struct ImportArgs {
 
 #[derive(Debug, Args)]
 struct RollbackArgs {
+    /// The model to roll back; may be left out when the node serves one model.
+    model: Option<String>,
     #[command(flatten)]
     config: ConfigArgs,
     /// State directory (`state_dir`).

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gantry_shared::protocol::delivery::{
-    self, Desired, FailedBundle, FetchRequest, NodeBundles, Transfer,
+    self, Desired, FailedBundle, FetchRequest, ModelBundles, NodeBundles, Transfer,
 };
 use gantry_shared::protocol::{Request, Response};
 use tokio::sync::{mpsc, watch};
@@ -55,23 +55,40 @@ pub struct DeliveryConfig {
 /// the store, which every activation and rollback writes first, so a report never lags the
 /// model that serves. Reads a small file: call it off the async workers.
 pub fn report(state: &SharedBundles, store: &BundleStore) -> NodeBundles {
-    let active = active_id(store);
+    let current = store.current().unwrap_or_default();
+    let id = |hex: &Option<String>| hex.as_ref().map(|hex| format!("sha256:{hex}"));
+    let models: Vec<ModelBundles> = current
+        .models
+        .iter()
+        .map(|(name, m)| ModelBundles {
+            name: name.clone(),
+            active: id(&m.active),
+            previous: id(&m.previous),
+        })
+        .collect();
     let mut s = state.lock().expect("bundles");
-    if active.is_some() && s.downloading == active {
+    s.active = id(&current.last);
+    s.models = models;
+    if s.downloading.as_deref().is_some_and(|d| s.is_active(d)) {
         // Activated in the moment before the install task reports it.
         s.downloading = None;
     }
-    s.active = active;
     s.clone()
 }
 
-/// The active bundle id as the store records it.
-pub fn active_id(store: &BundleStore) -> Option<String> {
+/// The bundle activated last, of any model, as the store records it.
+pub fn last_activated(store: &BundleStore) -> Option<String> {
     store
         .current()
         .ok()?
-        .active
+        .last
         .map(|hex| format!("sha256:{hex}"))
+}
+
+/// Whether bundle `id` (`sha256:<hex>`) is the active bundle of its model in the store.
+fn is_active(store: &BundleStore, id: &str) -> bool {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    store.current().is_ok_and(|c| c.is_active(hex))
 }
 
 /// Fetches and activates what `desired` names, over `conn`, until `stop`. Ends when the
@@ -88,8 +105,8 @@ pub async fn run(
         let want = desired.borrow_and_update().clone();
         if let Some(want) = want {
             let active = {
-                let store = store.clone();
-                tokio::task::spawn_blocking(move || active_id(&store))
+                let (store, id) = (store.clone(), want.id.clone());
+                tokio::task::spawn_blocking(move || is_active(&store, &id))
                     .await
                     .unwrap_or_default()
             };
@@ -99,7 +116,7 @@ pub async fn run(
                 .failed
                 .as_ref()
                 .is_some_and(|f| f.id == want.id);
-            if active.as_deref() != Some(want.id.as_str()) && !failed {
+            if !active && !failed {
                 match fetch(&config, &conn, &want, &state, &stop, &mut desired).await {
                     Ok(Fetched::Complete(path)) => {
                         install(&config, &store, &want, path, &state).await;
@@ -519,11 +536,16 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("bundles")).unwrap();
         std::fs::write(
             store.current_path(),
-            format!("{{\"active\": \"{}\"}}", "a".repeat(64)),
+            format!(
+                "{{\"models\": {{\"m\": {{\"active\": \"{0}\"}}}}, \"last\": \"{0}\"}}",
+                "a".repeat(64)
+            ),
         )
         .unwrap();
         let reported = report(&state, &store);
         assert_eq!(reported.active.as_deref(), Some(id.as_str()));
+        assert_eq!(reported.models[0].name, "m");
+        assert!(reported.is_active(&id));
         assert_eq!(
             reported.downloading, None,
             "no longer downloading once active"

@@ -31,14 +31,18 @@ use gantry_shared::tensor::datatype_name;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Loaded, MAX_BODY, Slot};
+use super::{Loaded, MAX_BODY, Models, Slot};
 use gantry_shared::oip::{self as protocol, ApiError, ErrorKind};
 
 /// The header that gives the JSON part's length when binary tensor data follows.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
 /// Extensions served in full (Triton's names).
-const EXTENSIONS: [&str; 3] = ["binary_tensor_data", "model_configuration", "statistics"];
+pub(super) const EXTENSIONS: [&str; 3] =
+    ["binary_tensor_data", "model_configuration", "statistics"];
+
+/// Why models cannot be loaded or unloaded through the endpoint.
+pub(super) const BY_HAND: &str = "models are loaded from signed bundles, never by hand: assign a bundle with `gantry bundle assign`, or import one with `gantry-agent import`";
 
 /// The protocol's error body, `{"error": "…"}`, with the status of its kind.
 fn reply(e: ApiError) -> Response {
@@ -61,15 +65,15 @@ fn reply(e: ApiError) -> Response {
 /// Serves the inference endpoint on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    slot: Arc<Slot>,
+    models: Arc<Models>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(slot))
+    axum::serve(listener, router(models))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
-fn router(slot: Arc<Slot>) -> Router {
+fn router(models: Arc<Models>) -> Router {
     let model = |tail: &str| {
         [
             format!("/v2/models/{{name}}{tail}"),
@@ -87,12 +91,7 @@ fn router(slot: Arc<Slot>) -> Router {
         .route("/v2/repository/index", post(repository_index))
         .route(
             "/v2/repository/models/{name}/{action}",
-            post(|| async {
-                reply(ApiError::new(
-                    ErrorKind::Unsupported,
-                    "models are loaded from signed bundles, never by hand: assign a bundle with `gantry bundle assign`, or import one with `gantry-agent import`",
-                ))
-            }),
+            post(|| async { reply(ApiError::new(ErrorKind::Unsupported, BY_HAND)) }),
         );
     for path in model("") {
         router = router.route(&path, get(metadata));
@@ -118,28 +117,20 @@ fn router(slot: Arc<Slot>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(slot)
+        .with_state(models)
 }
 
 type Params = UrlPath<HashMap<String, String>>;
 
-/// The loaded model the path names (and its version, when the path gives one).
-fn named(slot: &Slot, params: &HashMap<String, String>) -> Result<Arc<Loaded>, ApiError> {
-    let name = params.get("name").map_or("", String::as_str);
-    let loaded = slot
-        .get()
-        .filter(|l| l.name == name)
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("unknown model {name:?}")))?;
-    match params.get("version") {
-        Some(v) if *v != loaded.version => Err(ApiError::new(
-            ErrorKind::NotFound,
-            format!(
-                "model {name:?} has no version {v:?} loaded (it serves {:?})",
-                loaded.version
-            ),
-        )),
-        _ => Ok(loaded),
-    }
+/// The served model the path names (and its version, when the path gives one).
+fn named(
+    models: &Models,
+    params: &HashMap<String, String>,
+) -> Result<(Arc<Slot>, Arc<Loaded>), ApiError> {
+    models.find(
+        params.get("name").map_or("", String::as_str),
+        params.get("version").map(String::as_str),
+    )
 }
 
 async fn server_metadata() -> Response {
@@ -151,20 +142,23 @@ async fn server_metadata() -> Response {
     .into_response()
 }
 
-async fn ready(State(slot): State<Arc<Slot>>) -> Response {
-    match slot.get() {
-        Some(_) => axum::Json(json!({ "ready": true })).into_response(),
-        None => (
+async fn ready(State(models): State<Arc<Models>>) -> Response {
+    if models.any() {
+        axum::Json(json!({ "ready": true })).into_response()
+    } else {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             axum::Json(json!({ "ready": false })),
         )
-            .into_response(),
+            .into_response()
     }
 }
 
-async fn model_ready(State(slot): State<Arc<Slot>>, UrlPath(params): Params) -> Response {
-    match named(&slot, &params) {
-        Ok(loaded) => axum::Json(json!({ "name": loaded.name, "ready": true })).into_response(),
+async fn model_ready(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {
+    match named(&models, &params) {
+        Ok((_, loaded)) => {
+            axum::Json(json!({ "name": loaded.name, "ready": true })).into_response()
+        }
         Err(e) => reply(e),
     }
 }
@@ -179,9 +173,9 @@ fn shape_json(shape: &[Dim]) -> Vec<i64> {
         .collect()
 }
 
-async fn metadata(State(slot): State<Arc<Slot>>, UrlPath(params): Params) -> Response {
-    let loaded = match named(&slot, &params) {
-        Ok(loaded) => loaded,
+async fn metadata(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {
+    let loaded = match named(&models, &params) {
+        Ok((_, loaded)) => loaded,
         Err(e) => return reply(e),
     };
     let describe = |specs: &[TensorSpec]| -> Vec<Value> {
@@ -201,7 +195,7 @@ async fn metadata(State(slot): State<Arc<Slot>>, UrlPath(params): Params) -> Res
 }
 
 /// Triton's `data_type` names.
-fn triton_type(dtype: DType) -> &'static str {
+pub(super) fn triton_type(dtype: DType) -> &'static str {
     match dtype {
         DType::Bool => "TYPE_BOOL",
         DType::Uint8 => "TYPE_UINT8",
@@ -259,9 +253,9 @@ pub(super) fn config_json(loaded: &Loaded) -> Value {
     })
 }
 
-async fn config(State(slot): State<Arc<Slot>>, UrlPath(params): Params) -> Response {
-    match named(&slot, &params) {
-        Ok(loaded) => axum::Json(config_json(&loaded)).into_response(),
+async fn config(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {
+    match named(&models, &params) {
+        Ok((_, loaded)) => axum::Json(config_json(&loaded)).into_response(),
         Err(e) => reply(e),
     }
 }
@@ -281,45 +275,54 @@ fn stats_json(slot: &Slot, loaded: &Loaded) -> Value {
     })
 }
 
-async fn model_stats(State(slot): State<Arc<Slot>>, UrlPath(params): Params) -> Response {
-    match named(&slot, &params) {
-        Ok(loaded) => {
+async fn model_stats(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {
+    match named(&models, &params) {
+        Ok((slot, loaded)) => {
             axum::Json(json!({ "model_stats": [stats_json(&slot, &loaded)] })).into_response()
         }
         Err(e) => reply(e),
     }
 }
 
-async fn all_stats(State(slot): State<Arc<Slot>>) -> Response {
-    let models: Vec<Value> = slot
-        .get()
-        .map(|loaded| stats_json(&slot, &loaded))
-        .into_iter()
+async fn all_stats(State(models): State<Arc<Models>>) -> Response {
+    let stats: Vec<Value> = models
+        .all()
+        .iter()
+        .filter_map(|slot| slot.get().map(|loaded| stats_json(slot, &loaded)))
         .collect();
-    axum::Json(json!({ "model_stats": models })).into_response()
+    axum::Json(json!({ "model_stats": stats })).into_response()
 }
 
 async fn repository_index(
-    State(slot): State<Arc<Slot>>,
+    State(models): State<Arc<Models>>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
-    // `{"ready": true}` asks for ready models only; every model listed here is loaded,
-    // hence ready, so the body is only checked.
-    match body {
-        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
-        Ok(bytes) => {
-            if let Err(e) = serde_json::from_slice::<Value>(&bytes) {
+    let ready_only = match body {
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => false,
+        Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v) => v.get("ready").and_then(Value::as_bool).unwrap_or(false),
+            Err(e) => {
                 return reply(ApiError::bad(format!("the index request is not JSON: {e}")));
             }
-        }
+        },
         Err(e) => return reply(body_error(&e)),
-    }
-    let models: Vec<Value> = slot
-        .get()
+    };
+    let mut index: Vec<Value> = models
+        .all()
+        .iter()
+        .filter_map(|slot| slot.get())
         .map(|l| json!({ "name": l.name, "version": l.version, "state": "READY", "reason": "" }))
-        .into_iter()
         .collect();
-    axum::Json(models).into_response()
+    if !ready_only {
+        for (name, why) in models.failures() {
+            if models.get(&name).is_none() {
+                index.push(
+                    json!({ "name": name, "version": "", "state": "UNAVAILABLE", "reason": why }),
+                );
+            }
+        }
+    }
+    axum::Json(index).into_response()
 }
 
 fn body_error(e: &BytesRejection) -> ApiError {
@@ -334,37 +337,60 @@ fn body_error(e: &BytesRejection) -> ApiError {
 }
 
 async fn infer(
-    State(slot): State<Arc<Slot>>,
+    State(models): State<Arc<Models>>,
     UrlPath(params): Params,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
     let too_large = matches!(&body, Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE);
-    match infer_http(&slot, &params, &headers, body, started).await {
-        Ok(response) => response,
+    let (slot, loaded) = match named(&models, &params) {
+        Ok(found) => found,
+        Err(e) => return reply(e),
+    };
+    let request = match decode(&headers, body) {
+        Ok(request) => request,
         Err(e) => {
             // The client's mistake: the model never ran.
-            if matches!(e.kind, ErrorKind::BadRequest | ErrorKind::Unsupported) {
-                slot.reject();
-            }
+            slot.reject();
             let mut response = reply(e);
             if too_large {
                 *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
             }
+            return response;
+        }
+    };
+    let id = request.id.clone();
+    let chosen = match slot.run(&loaded, request, started).await {
+        Ok(chosen) => chosen,
+        Err(e) => return reply(e),
+    };
+    match protocol::encode_http((&loaded.name, &loaded.version), id.as_deref(), &chosen) {
+        Ok((body, header_length)) => {
+            let mut response = Response::new(axum::body::Body::from(body));
+            let content_type = match header_length {
+                Some(n) => {
+                    response
+                        .headers_mut()
+                        .insert(HEADER_LENGTH, HeaderValue::from(n));
+                    "application/octet-stream"
+                }
+                None => "application/json",
+            };
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             response
         }
+        Err(e) => reply(e),
     }
 }
 
-async fn infer_http(
-    slot: &Slot,
-    params: &HashMap<String, String>,
+/// The request in an HTTP body: JSON, or JSON then binary tensor data.
+fn decode(
     headers: &HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
-    started: Instant,
-) -> Result<Response, ApiError> {
-    let loaded = named(slot, params)?;
+) -> Result<protocol::Request, ApiError> {
     if let Some(encoding) = headers.get(header::CONTENT_ENCODING)
         && encoding.as_bytes() != b"identity"
     {
@@ -387,36 +413,5 @@ async fn infer_http(
         ),
     };
     let body = body.map_err(|e| body_error(&e))?;
-    let request = protocol::decode_http(&body, header_length)?;
-    drop(body);
-    protocol::check_requested(&loaded.outputs, &request.outputs)?;
-    let (inputs, batch_size) = protocol::model_inputs(&loaded.inputs, request.inputs)?;
-    let (outputs, timing) = match loaded.infer(inputs, batch_size).await {
-        Ok(ran) => ran,
-        Err(e) => {
-            slot.failure(started.elapsed());
-            return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
-        }
-    };
-    slot.success(started.elapsed(), timing);
-    let chosen = protocol::choose_outputs(outputs, &request.outputs, request.binary_output);
-    let (body, header_length) = protocol::encode_http(
-        (&loaded.name, &loaded.version),
-        request.id.as_deref(),
-        &chosen,
-    )?;
-    let mut response = Response::new(axum::body::Body::from(body));
-    let content_type = match header_length {
-        Some(n) => {
-            response
-                .headers_mut()
-                .insert(HEADER_LENGTH, HeaderValue::from(n));
-            "application/octet-stream"
-        }
-        None => "application/json",
-    };
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    protocol::decode_http(&body, header_length)
 }

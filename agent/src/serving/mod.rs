@@ -20,15 +20,19 @@
 
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
+mod grpc;
 mod http;
 pub mod stats;
 mod watch;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use gantry_shared::bundle::manifest::{Tensor, TensorSpec};
+use gantry_shared::oip::{self, ApiError, Chosen, ErrorKind, Request};
 
+pub use grpc::serve as serve_grpc;
 pub use http::serve;
 pub use watch::{WatchSettings, watch_store};
 
@@ -126,7 +130,108 @@ impl Loaded {
     }
 }
 
-/// The active model, swappable, and what serving it has shown.
+/// Every model the node serves, each in its own slot under its name: loading, swapping
+/// or failing one never touches another.
+#[derive(Debug, Default)]
+pub struct Models {
+    slots: RwLock<BTreeMap<String, Arc<Slot>>>,
+    /// Models whose active bundle could not be loaded, with why.
+    failures: RwLock<BTreeMap<String, String>>,
+}
+
+impl Models {
+    /// The slot of model `name`, while it serves.
+    pub fn get(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots.read().expect("models").get(name).cloned()
+    }
+
+    /// Every serving slot, by name.
+    pub fn all(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .expect("models")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any model serves.
+    pub fn any(&self) -> bool {
+        !self.slots.read().expect("models").is_empty()
+    }
+
+    /// Serves `loaded` under its name, in place of that model's earlier bundle.
+    fn put(&self, loaded: Arc<Loaded>) {
+        let name = loaded.name.clone();
+        self.failures.write().expect("models").remove(&name);
+        let existing = self.get(&name);
+        if let Some(slot) = existing {
+            slot.set(Some(loaded));
+        } else {
+            let slot = Arc::new(Slot::default());
+            slot.set(Some(loaded));
+            self.slots.write().expect("models").insert(name, slot);
+        }
+    }
+
+    /// Stops serving model `name` (it has no active bundle any more).
+    fn remove(&self, name: &str) {
+        self.slots.write().expect("models").remove(name);
+        self.failures.write().expect("models").remove(name);
+    }
+
+    /// Records that model `name`'s active bundle could not be loaded.
+    fn failed(&self, name: &str, reason: String) {
+        self.failures
+            .write()
+            .expect("models")
+            .insert(name.to_owned(), reason);
+    }
+
+    /// Models whose active bundle could not be loaded, with why.
+    pub fn failures(&self) -> BTreeMap<String, String> {
+        self.failures.read().expect("models").clone()
+    }
+
+    /// Model `name`'s slot and the bundle loaded in it; `version`, when given, must be
+    /// the one it serves.
+    pub fn find(
+        &self,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(Arc<Slot>, Arc<Loaded>), ApiError> {
+        let unknown = || {
+            let reason = self
+                .failures()
+                .get(name)
+                .map(|why| format!(": its bundle could not be loaded: {why}"))
+                .unwrap_or_default();
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("unknown model {name:?}{reason}"),
+            )
+        };
+        let slot = self.get(name).ok_or_else(unknown)?;
+        let loaded = slot.get().ok_or_else(unknown)?;
+        match version {
+            Some(v) if !v.is_empty() && v != loaded.version => Err(ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "model {name:?} has no version {v:?} loaded (it serves {:?})",
+                    loaded.version
+                ),
+            )),
+            _ => Ok((slot, loaded)),
+        }
+    }
+
+    /// Every served model's figures, by name.
+    pub fn health(&self) -> Vec<ModelHealth> {
+        self.all().iter().filter_map(|slot| slot.health()).collect()
+    }
+}
+
+/// One model's active bundle, swappable, and what serving it has shown.
 #[derive(Debug, Default)]
 pub struct Slot {
     active: RwLock<Option<Arc<Loaded>>>,
@@ -136,6 +241,9 @@ pub struct Slot {
 /// The served model's health figures, for checks and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ModelHealth {
+    /// The model's name.
+    pub name: String,
+    /// Name and version, as status and health reasons write it.
     pub model: String,
     /// The bundle digest (hex) it came from.
     pub bundle: String,
@@ -164,12 +272,47 @@ impl Slot {
         *self.stats.lock().expect("model stats") = Stats::default();
     }
 
-    fn stats(&self) -> MutexGuard<'_, Stats> {
+    pub(in crate::serving) fn stats(&self) -> MutexGuard<'_, Stats> {
         self.stats.lock().expect("model stats")
     }
 
-    fn reject(&self) {
+    pub(in crate::serving) fn reject(&self) {
         self.stats().rejected += 1;
+    }
+
+    /// Runs a decoded request on `loaded` (this slot's model, or the one it served when
+    /// the request came): checks it against the model, runs it on a free session and
+    /// counts it; returns the outputs to send, chosen as asked. A request the model
+    /// never ran because it was wrong counts as rejected.
+    pub async fn run(
+        &self,
+        loaded: &Arc<Loaded>,
+        request: Request,
+        started: Instant,
+    ) -> Result<Vec<Chosen>, ApiError> {
+        let checked = oip::check_requested(&loaded.outputs, &request.outputs)
+            .and_then(|()| oip::model_inputs(&loaded.inputs, request.inputs));
+        let (inputs, batch_size) = match checked {
+            Ok(checked) => checked,
+            Err(e) => {
+                self.reject();
+                return Err(e);
+            }
+        };
+        match loaded.infer(inputs, batch_size).await {
+            Ok((outputs, timing)) => {
+                self.success(started.elapsed(), timing);
+                Ok(oip::choose_outputs(
+                    outputs,
+                    &request.outputs,
+                    request.binary_output,
+                ))
+            }
+            Err(e) => {
+                self.failure(started.elapsed());
+                Err(ApiError::new(ErrorKind::Internal, e.to_string()))
+            }
+        }
     }
 
     fn success(&self, total: Duration, timing: Timing) {
@@ -190,6 +333,7 @@ impl Slot {
         let s = self.stats();
         let recent = s.recent_figures();
         Some(ModelHealth {
+            name: loaded.name.clone(),
             model: format!("{} {}", loaded.name, loaded.version),
             bundle: loaded.digest.clone(),
             execution_provider: crate::inference::provider_name(loaded.placement.provider),

@@ -1,13 +1,14 @@
-//! Loads the store's active bundle into the slot whenever it changes, and runs the
-//! served model's golden vectors again on a schedule.
+//! Loads each model's active bundle into its slot whenever the store changes, and runs
+//! the served models' golden vectors again on a schedule.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_shared::bundle::manifest::Manifest;
 use tokio_util::sync::CancellationToken;
 
-use super::{Loaded, Pool, Slot, run_golden};
+use super::{Loaded, Models, Pool, run_golden};
 use crate::bundle::store::BundleStore;
 use crate::inference::{Execution, ExecutionOverrides, Golden, Hardware, Model};
 
@@ -67,72 +68,89 @@ fn load(
     })
 }
 
-/// Loads the store's active bundle into `slot` whenever it changes, until `shutdown`.
+/// Loads each model's active bundle from the store into `models` whenever it changes,
+/// until `shutdown`; runs every served model's golden vectors again on schedule.
 pub async fn watch_store(
     store: BundleStore,
-    slot: Arc<Slot>,
+    models: Arc<Models>,
     snapshots: crate::telemetry::SnapshotReceiver,
     settings: WatchSettings,
     shutdown: CancellationToken,
 ) {
-    // Place the first model knowing the GPUs: the first sample comes within moments of
-    // starting (without NVML it says so, and the model goes to the CPU).
+    // Place the first models knowing the GPUs: the first sample comes within moments of
+    // starting (without NVML it says so, and the models go to the CPU).
     let mut first = snapshots.clone();
     let _ = tokio::time::timeout(Duration::from_secs(5), first.wait_for(Option::is_some)).await;
-    let mut loaded_digest: Option<String> = None;
-    let mut next_golden = tokio::time::Instant::now();
+    // Per model, the bundle loaded (or tried: a bundle that failed is not retried until
+    // the store names another).
+    let mut loaded: BTreeMap<String, String> = BTreeMap::new();
+    let mut next_golden: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
     loop {
         let reading = {
             let store = store.clone();
             tokio::task::spawn_blocking(move || store.current()).await
         };
-        let active = match reading {
-            Ok(Ok(current)) => current.active,
+        let wanted: BTreeMap<String, String> = match reading {
+            Ok(Ok(current)) => current
+                .active()
+                .map(|(name, digest)| (name.to_owned(), digest.to_owned()))
+                .collect(),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the active bundle");
-                loaded_digest.clone()
+                tracing::warn!(error = %e, "cannot read the active bundles");
+                loaded.clone()
             }
             Err(e) => {
-                tracing::warn!(error = %e, "the task reading the active bundle failed");
-                loaded_digest.clone()
+                tracing::warn!(error = %e, "the task reading the active bundles failed");
+                loaded.clone()
             }
         };
-        if active != loaded_digest {
-            match active.clone() {
-                None => slot.set(None),
-                Some(digest) => {
-                    let store = store.clone();
-                    let d = digest.clone();
-                    let hardware = Hardware::from_snapshots(&snapshots);
-                    let overrides = settings.execution;
-                    let result =
-                        tokio::task::spawn_blocking(move || load(&store, &d, hardware, overrides))
-                            .await;
-                    match result {
-                        Ok(Ok(loaded)) => {
-                            log_loaded(&loaded);
-                            slot.set(Some(Arc::new(loaded)));
-                            next_golden = tokio::time::Instant::now();
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(bundle = %digest, error = gantry_shared::bundle::outcome::error_chain(&e), "cannot load the active bundle's model; the previous model keeps serving");
-                        }
-                        Err(e) => tracing::error!(error = %e, "model loading task failed"),
-                    }
-                }
+        for (name, digest) in &wanted {
+            if loaded.get(name) == Some(digest) {
+                continue;
             }
-            loaded_digest = active;
+            let (store, d) = (store.clone(), digest.clone());
+            let hardware = Hardware::from_snapshots(&snapshots);
+            let overrides = settings.execution;
+            let result =
+                tokio::task::spawn_blocking(move || load(&store, &d, hardware, overrides)).await;
+            match result {
+                Ok(Ok(model)) => {
+                    log_loaded(&model);
+                    models.put(Arc::new(model));
+                    next_golden.insert(name.clone(), tokio::time::Instant::now());
+                }
+                Ok(Err(e)) => {
+                    let reason = gantry_shared::bundle::outcome::error_chain(&e);
+                    tracing::error!(model = %name, bundle = %digest, error = reason, "cannot load the model's active bundle; its previous bundle keeps serving, if it was loaded");
+                    models.failed(name, reason);
+                }
+                Err(e) => tracing::error!(model = %name, error = %e, "model loading task failed"),
+            }
+            loaded.insert(name.clone(), digest.clone());
         }
-        if let Some(loaded) = slot
-            .get()
-            .filter(|_| tokio::time::Instant::now() >= next_golden)
-        {
-            next_golden = tokio::time::Instant::now() + settings.golden_every;
-            let checked = Arc::clone(&loaded);
+        let gone: Vec<String> = loaded
+            .keys()
+            .filter(|name| !wanted.contains_key(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            tracing::info!(model = %name, "model no longer active; it stops serving");
+            models.remove(&name);
+            loaded.remove(&name);
+            next_golden.remove(&name);
+        }
+        for slot in models.all() {
+            let Some(model) = slot.get() else { continue };
+            let now = tokio::time::Instant::now();
+            if next_golden.get(&model.name).is_some_and(|&at| now < at) {
+                continue;
+            }
+            next_golden.insert(model.name.clone(), now + settings.golden_every);
+            let checked = Arc::clone(&model);
             match tokio::task::spawn_blocking(move || run_golden(&checked)).await {
                 Ok(Ok(())) => slot.set_golden(Ok(())),
                 Ok(Err(e)) => {
-                    tracing::error!(model = %loaded.name, version = %loaded.version, error = %e, "the served model fails its golden vectors");
+                    tracing::error!(model = %model.name, version = %model.version, error = %e, "the served model fails its golden vectors");
                     slot.set_golden(Err(e));
                 }
                 Err(e) => tracing::error!(error = %e, "golden-vector task failed"),

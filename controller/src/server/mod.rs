@@ -738,6 +738,7 @@ async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Resp
         health: req.health,
         bundles: req.bundles,
         model: req.model,
+        models: req.models,
     };
     audit_node_bundles(shared, name, &info.bundles);
     if let Some(health) = &info.health {

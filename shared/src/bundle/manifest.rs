@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::path::{PathError, check_relative_path};
+pub use crate::tensor::DType;
 use crate::tensor::{JsonValues, TensorData};
 
 /// The schema version this code reads and writes.
@@ -111,49 +112,6 @@ pub enum Dim {
     Fixed(u64),
     /// A symbolic size (`batch`), or `?` when the model leaves it unnamed.
     Named(String),
-}
-
-/// Tensor element types, named as the `KServe` v2 protocol names them (lowercase).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DType {
-    Bool,
-    Uint8,
-    Uint16,
-    Uint32,
-    Uint64,
-    Int8,
-    Int16,
-    Int32,
-    Int64,
-    Float16,
-    Float32,
-    Float64,
-    Bfloat16,
-    String,
-}
-
-impl DType {
-    /// From ONNX's `TensorProto.DataType` number.
-    pub fn from_onnx(code: i64) -> Option<Self> {
-        Some(match code {
-            1 => Self::Float32,
-            2 => Self::Uint8,
-            3 => Self::Int8,
-            4 => Self::Uint16,
-            5 => Self::Int16,
-            6 => Self::Int32,
-            7 => Self::Int64,
-            8 => Self::String,
-            9 => Self::Bool,
-            10 => Self::Float16,
-            11 => Self::Float64,
-            12 => Self::Uint32,
-            13 => Self::Uint64,
-            16 => Self::Bfloat16,
-            _ => return None,
-        })
-    }
 }
 
 /// A test case: inputs, the outputs they must produce, and how close is close enough.

@@ -63,8 +63,11 @@ pub struct Desired {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeBundles {
-    /// Active bundle id (`sha256:<hex>`).
+    /// The bundle activated last (`sha256:<hex>`), of any model.
     pub active: Option<String>,
+    /// Every model the node serves, with its active and previous bundle.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelBundles>,
     /// The bundle being fetched and the bytes received so far.
     pub downloading: Option<String>,
     pub downloaded_bytes: u64,
@@ -74,6 +77,23 @@ pub struct NodeBundles {
     pub failed: Option<FailedBundle>,
     /// The last transfer that delivered a whole file.
     pub last_transfer: Option<Transfer>,
+}
+
+/// One model on a node: its active bundle and the previous one (ids, `sha256:<hex>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelBundles {
+    pub name: String,
+    pub active: Option<String>,
+    pub previous: Option<String>,
+}
+
+impl NodeBundles {
+    /// Whether `id` is active on the node, for its model.
+    pub fn is_active(&self, id: &str) -> bool {
+        self.active.as_deref() == Some(id)
+            || self.models.iter().any(|m| m.active.as_deref() == Some(id))
+    }
 }
 
 /// One completed transfer, as the node measured it.

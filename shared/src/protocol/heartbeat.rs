@@ -20,14 +20,36 @@ pub struct Request {
     pub health: Option<crate::health::Health>,
     /// Active bundle, download progress, the last refusal.
     pub bundles: super::delivery::NodeBundles,
-    /// The served model's figures, while one is served.
+    /// The first served model's figures, for controllers that track one model per node.
     pub model: Option<ModelReport>,
+    /// Every served model's figures.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelReport>,
+}
+
+impl Request {
+    /// The figures of the model served from bundle `id` (`sha256:<hex>`).
+    pub fn model_for(&self, id: &str) -> Option<&ModelReport> {
+        model_for(&self.models, self.model.as_ref(), id)
+    }
+}
+
+/// The report for bundle `id` among `models`, or `model` (a node that sends one).
+pub fn model_for<'a>(
+    models: &'a [ModelReport],
+    model: Option<&'a ModelReport>,
+    id: &str,
+) -> Option<&'a ModelReport> {
+    models.iter().chain(model).find(|m| m.bundle == id)
 }
 
 /// The served model's figures, for rollout gates.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelReport {
+    /// The model's name (empty from nodes that serve one model).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
     /// Bundle id (`sha256:<hex>`) of the model being served.
     pub bundle: String,
     pub execution_provider: String,

@@ -1,0 +1,156 @@
+//! The inference data plane as its users meet it: bundles made with `gantry bundle create`
+//! for every tensor type, imported into a node that serves several models at once, and
+//! Triton's own Python clients (`tritonclient[http,grpc]` from the Python package index) run unchanged
+//! against it, with answers compared bit for bit with Python ONNX Runtime.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gantry_tests::bundles::{models, onnxruntime, python_clients, trusting_controller};
+use gantry_tests::{Agent, Controller, wait_for};
+
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// `gantry bundle create` + `sign` of test model `model` (with its golden vectors) as
+/// `name` at `version`.
+fn bundle(
+    controller: &Controller,
+    work: &Path,
+    key: &Path,
+    model: &str,
+    name: &str,
+    version: &str,
+) -> PathBuf {
+    let out = work.join(format!("{name}-{version}.gbundle"));
+    let golden = models().join(format!("{model}.golden.json"));
+    let mut args = vec![
+        "bundle".to_owned(),
+        "create".to_owned(),
+        "--model".to_owned(),
+        models().join(format!("{model}.onnx")).display().to_string(),
+        "--name".to_owned(),
+        name.to_owned(),
+        "--version".to_owned(),
+        version.to_owned(),
+        "--out".to_owned(),
+        out.display().to_string(),
+    ];
+    if golden.is_file() {
+        args.extend(["--golden".to_owned(), golden.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    controller.cli_ok(&args);
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    out
+}
+
+/// A node serving over HTTP and gRPC on free loopback ports, not enrolled.
+fn node(policy: &Path, extra: &str) -> (Agent, SocketAddr, SocketAddr) {
+    let (http, grpc) = (free_port(), free_port());
+    let config = format!(
+        "[inference]\nonnxruntime = \"{}\"\nlisten = \"{http}\"\ngrpc_listen = \"{grpc}\"\n{extra}[trust]\npolicy = \"{}\"\n",
+        onnxruntime().display(),
+        policy.display()
+    );
+    (Agent::standalone("serving", &config), http, grpc)
+}
+
+fn import(agent: &Agent, bundle: &Path) {
+    let out = agent.cli(&["import", bundle.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ready(http: SocketAddr, model: &str) -> bool {
+    gantry_tests::http_get(http, &format!("/v2/models/{model}/ready")).is_some()
+}
+
+#[test]
+fn tritons_python_clients_work_unchanged_against_two_models_served_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let all_types = bundle(
+        &controller,
+        work.path(),
+        &key,
+        "all_types",
+        "all-types",
+        "1.0.0",
+    );
+    let bf16 = bundle(
+        &controller,
+        work.path(),
+        &key,
+        "bfloat16",
+        "bfloat16",
+        "2.1.0",
+    );
+    let (mut agent, http, grpc) = node(&policy, "");
+    import(&agent, &all_types);
+    import(&agent, &bf16);
+    agent.run("1s");
+    wait_for("both models to serve", Duration::from_secs(60), || {
+        (ready(http, "all-types") && ready(http, "bfloat16")).then_some(())
+    });
+
+    let out = Command::new(python_clients())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/triton_clients.py"))
+        .args(["--http", &http.to_string(), "--grpc", &grpc.to_string()])
+        .arg("--model")
+        .arg(format!(
+            "all-types=1.0.0={}",
+            models().join("all_types.onnx").display()
+        ))
+        .arg("--model")
+        .arg(format!(
+            "bfloat16=2.1.0={}",
+            models().join("bfloat16.onnx").display()
+        ))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "Triton's clients found a fault:\n{text}"
+    );
+    assert!(text.contains("all checks passed"), "{text}");
+    // Every type was compared, over both protocols.
+    for output in [
+        "out_bool",
+        "out_uint64",
+        "out_int64",
+        "out_float16",
+        "out_float64",
+        "out_string",
+        "out_bfloat16",
+    ] {
+        assert!(
+            text.contains(&format!("{output} bit-exact"))
+                || text.contains(&format!("{output} (BF16) bit-exact")),
+            "{output}: {text}"
+        );
+    }
+    assert!(text.contains("grpc (NaN, inf, extremes)"), "{text}");
+}

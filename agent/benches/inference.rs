@@ -178,7 +178,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n[trust]\npolicy = \"{}\"\n[nvml]\nlibrary = \"/nonexistent/libnvidia-ml.so.1\"\n",
+            "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n[nvml]\nlibrary = \"/nonexistent/libnvidia-ml.so.1\"\n",
             library.display(),
             dir.path().join("trust.json").display()
         ),

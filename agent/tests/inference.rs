@@ -31,7 +31,7 @@ impl Node {
         std::fs::write(
             dir.path().join("agent.toml"),
             format!(
-                "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\n[trust]\npolicy = \"{}\"\n",
+                "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n",
                 onnxruntime().display(),
                 dir.path().join("trust.json").display()
             ),
@@ -291,7 +291,7 @@ fn a_golden_mismatch_is_never_activated() {
 }
 
 #[test]
-fn rollback_and_switches_under_load_fail_no_request() {
+fn rollback_and_switches_under_8_concurrent_clients_fail_no_request() {
     let node = Node::new();
     let v1 = node.bundle("v1.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
     let v2 = node.bundle("v2.gbundle", "tiny_linear", "tiny-linear", "2.0.0");
@@ -301,7 +301,7 @@ fn rollback_and_switches_under_load_fail_no_request() {
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let port = node.port;
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..8)
         .map(|_| {
             let stop = std::sync::Arc::clone(&stop);
             std::thread::spawn(move || {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use gantry_shared::bundle::manifest::{
-    ExecutionProvider, FileEntry, GoldenVector, Manifest, ManifestError, ModelEntry, ParamValue,
-    Provenance, Requirements, SCHEMA_VERSION,
+    ExecutionProvider, FileEntry, GoldenValues, GoldenVector, Manifest, ManifestError, ModelEntry,
+    ParamValue, Provenance, Requirements, SCHEMA_VERSION,
 };
 use gantry_shared::bundle::onnx::{self, OnnxError};
 use gantry_shared::bundle::outcome::{self, VerifyOutcome};
@@ -117,6 +117,46 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// Golden tensors larger than this go into payload files; smaller ones stay inline in
+/// the manifest, where agents of every version read them.
+pub const GOLDEN_INLINE_MAX: usize = 4096;
+
+/// Moves every golden tensor of more than [`GOLDEN_INLINE_MAX`] bytes out of the manifest
+/// into a payload file of its raw little-endian elements (`golden/<vector>/<side>/<n>.bin`,
+/// signed like every file through its digest); returns those files by path.
+fn move_golden_to_files(
+    golden: &mut [GoldenVector],
+    files: &[FileEntry],
+) -> Result<BTreeMap<String, Vec<u8>>, BundleCmdError> {
+    let mut moved = BTreeMap::new();
+    for (v, vector) in golden.iter_mut().enumerate() {
+        for (side, tensors) in [
+            ("inputs", &mut vector.inputs),
+            ("outputs", &mut vector.outputs),
+        ] {
+            for (n, tensor) in tensors.values_mut().enumerate() {
+                let Some(data) = tensor
+                    .inline()
+                    .filter(|d| d.binary_len() > GOLDEN_INLINE_MAX)
+                else {
+                    continue;
+                };
+                let path = format!("golden/{v}/{side}/{n}.bin");
+                if files.iter().any(|f| f.path == path || f.path == "golden") {
+                    return Err(BundleCmdError::Usage(format!(
+                        "the payload path {path:?} is taken by a --file; golden vectors are stored there"
+                    )));
+                }
+                let mut bytes = Vec::with_capacity(data.binary_len());
+                data.write_le_bytes(&mut bytes);
+                tensor.values = GoldenValues::File(path.clone());
+                moved.insert(path, bytes);
+            }
+        }
+    }
+    Ok(moved)
+}
+
 /// Builds and writes an unsigned bundle; returns its identity.
 pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
     let model_name = req
@@ -147,7 +187,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         });
     }
 
-    let golden: Vec<GoldenVector> = match &req.golden {
+    let mut golden: Vec<GoldenVector> = match &req.golden {
         None => Vec::new(),
         Some(path) => {
             let text = std::fs::read(path).map_err(|source| BundleCmdError::Read {
@@ -188,6 +228,14 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         provenance.metrics.insert(key.clone(), *value);
     }
 
+    let golden_files = move_golden_to_files(&mut golden, &files)?;
+    for (path, bytes) in &golden_files {
+        files.push(FileEntry {
+            path: path.clone(),
+            size: bytes.len() as u64,
+            sha256: signing::to_hex(&Sha256::digest(bytes)),
+        });
+    }
     let manifest = Manifest {
         schema: SCHEMA_VERSION,
         name: req.name.clone(),
@@ -217,6 +265,9 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         .collect();
     atomic::write_atomically(&req.out, 0o644, |out| {
         bundle::write(out, &manifest_bytes, &[], &mut |entry| {
+            if let Some(bytes) = golden_files.get(&entry.path) {
+                return Ok(Box::new(io::Cursor::new(bytes.clone())));
+            }
             let local = by_path[entry.path.as_str()];
             Ok(Box::new(BufReader::new(File::open(local)?)))
         })

@@ -111,7 +111,7 @@ fn main() {
         .local_addr()
         .unwrap();
     let config = format!(
-        "[uplink]\nheartbeat = \"200ms\"\n[inference]\nonnxruntime = \"{library}\"\nlisten = \"{infer}\"\n[trust]\npolicy = \"{}\"\n",
+        "[uplink]\nheartbeat = \"200ms\"\n[inference]\nonnxruntime = \"{library}\"\nlisten = \"{infer}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n",
         p("trust.json")
     );
     let mut agent = Agent::enroll(&controller, "bench-node", &config);

@@ -116,7 +116,7 @@ pub fn agent_config(library: &Path, policy: &Path) -> (String, SocketAddr) {
         .local_addr()
         .unwrap();
     let config = format!(
-        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\n[trust]\npolicy = \"{}\"\n",
+        "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n",
         library.display(),
         policy.display()
     );

@@ -154,3 +154,87 @@ fn tritons_python_clients_work_unchanged_against_two_models_served_at_once() {
     }
     assert!(text.contains("grpc (NaN, inf, extremes)"), "{text}");
 }
+
+/// An image model's golden vector (1×3×224×224 FP32, 588 KiB of values) goes into a
+/// signed payload file instead of the manifest (which stays small), and the node checks
+/// it before activating.
+#[test]
+fn an_image_sized_golden_vector_travels_as_a_payload_file_and_is_checked_on_import() {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let plane = 224 * 224;
+    let x: Vec<f32> = (0..3 * plane)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let y: Vec<f32> = x
+        .chunks(plane)
+        .map(|c| (c.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32)
+        .collect();
+    let golden = serde_json::json!([{
+        "name": "image",
+        "inputs": {"x": {"dtype": "float32", "shape": [1, 3, 224, 224], "data": x}},
+        "outputs": {"y": {"dtype": "float32", "shape": [1, 3], "data": y}},
+        "tolerance": {"abs": 1e-4, "rel": 1e-4},
+    }]);
+    let golden_file = work.path().join("image.golden.json");
+    std::fs::write(&golden_file, serde_json::to_vec(&golden).unwrap()).unwrap();
+    assert!(
+        std::fs::metadata(&golden_file).unwrap().len() > 1 << 20,
+        "the vector alone is larger than a manifest may be"
+    );
+    let out = work.path().join("image.gbundle");
+    controller.cli_ok(&[
+        "bundle",
+        "create",
+        "--model",
+        models().join("image_pool.onnx").to_str().unwrap(),
+        "--golden",
+        golden_file.to_str().unwrap(),
+        "--name",
+        "image-pool",
+        "--version",
+        "1.0.0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let inspected: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "bundle",
+        "inspect",
+        out.to_str().unwrap(),
+        "--json",
+    ]))
+    .unwrap();
+    let manifest = &inspected["manifest"];
+    assert_eq!(
+        manifest["golden"][0]["inputs"]["x"]["file"], "golden/0/inputs/0.bin",
+        "{manifest}"
+    );
+    assert!(
+        manifest["golden"][0]["outputs"]["y"]["data"].is_array(),
+        "a small tensor stays inline: {manifest}"
+    );
+    let listed = manifest["files"].as_array().unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|f| f["path"] == "golden/0/inputs/0.bin" && f["size"] == 3 * plane * 4),
+        "{manifest}"
+    );
+    assert!(
+        serde_json::to_vec(manifest).unwrap().len() < 16 << 10,
+        "the manifest stays small"
+    );
+
+    let (agent, _, _) = node(&policy, "");
+    let imported = agent.cli(&["import", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&imported.stdout);
+    assert!(imported.status.success(), "{text}");
+    assert!(text.contains("golden      image: ok"), "{text}");
+}

@@ -61,7 +61,7 @@ impl Node {
             "# {name}: written by `gantry demo`\n\
              [uplink]\nheartbeat = \"500ms\"\nmax_backoff = \"2s\"\n\
              [trust]\npolicy = \"{}\"\n\
-             [inference]\nonnxruntime = \"{}\"\nlisten = \"{inference}\"\n\
+             [inference]\nonnxruntime = \"{}\"\nlisten = \"{inference}\"\ngrpc_listen = \"\"\n\
              [health]\nxid_window = \"5s\"\n",
             trust.display(),
             onnxruntime.display(),

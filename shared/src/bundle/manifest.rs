@@ -867,6 +867,33 @@ mod tests {
     }
 
     #[test]
+    fn golden_file_pointing_at_a_missing_file_the_model_or_the_wrong_size_is_refused() {
+        let by_file = |path: &str| {
+            let mut m = sample();
+            m.golden[0].inputs.get_mut("x").unwrap().values = GoldenValues::File(path.into());
+            m
+        };
+        let e = by_file("golden/x.bin").validate().unwrap_err().to_string();
+        assert!(e.contains("\"golden/x.bin\" is not one of the bundle's files"), "{e}");
+        let e = by_file("model.onnx").validate().unwrap_err().to_string();
+        assert!(e.contains("is the model"), "{e}");
+        let mut m = by_file("golden/x.bin");
+        m.files.push(FileEntry {
+            path: "golden/x.bin".into(),
+            size: 7,
+            sha256: "b".repeat(64),
+        });
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("is 7 bytes; shape [1, 2] of FP32 needs 8"), "{e}");
+        m.files.last_mut().unwrap().size = 8;
+        m.validate().unwrap();
+        // Round trip: the reference is what the manifest says.
+        let bytes = m.to_bytes().unwrap();
+        assert_eq!(Manifest::parse(&bytes).unwrap(), m);
+        assert!(String::from_utf8(bytes).unwrap().contains("\"file\": \"golden/x.bin\""));
+    }
+
+    #[test]
     fn golden_vectors_must_match_the_model() {
         let mut m = sample();
         m.golden[0].inputs.get_mut("x").unwrap().values =

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use gantry_shared::bundle::manifest::{ExecutionProvider, GoldenValues};
+use gantry_shared::bundle::manifest::{DynamicBatching, ExecutionProvider, GoldenValues};
 use gantry_shared::tensor::TensorData;
 use support::bundles::{onnxruntime, write_bundle, write_policy};
 use support::{AGENT, AgentBuilder};
@@ -574,4 +574,137 @@ fn several_models_serve_at_once_each_with_its_own_versions_and_rollback() {
             "{page}"
         );
     }
+}
+
+fn batching_bundle(node: &Node, file: &str, batching: DynamicBatching) -> String {
+    write_bundle(
+        &node.dir.path().join(file),
+        "tiny_linear",
+        "tiny-linear",
+        "1.0.0",
+        |manifest| {
+            manifest.requirements.instances = 1;
+            manifest.requirements.dynamic_batching = Some(batching);
+        },
+    );
+    file.to_owned()
+}
+
+/// Concurrent single-row requests to a batching model run together: each gets exactly
+/// its own rows back, and the statistics show fewer runs than inferences.
+#[test]
+fn dynamic_batching_joins_concurrent_requests_and_answers_each_its_own_rows() {
+    let node = Node::new();
+    let bundle = batching_bundle(
+        &node,
+        "batched.gbundle",
+        DynamicBatching {
+            max_batch_size: 8,
+            max_queue_delay_us: 300_000,
+            preferred_batch_sizes: vec![8],
+            ..DynamicBatching::default()
+        },
+    );
+    assert_eq!(node.cli(&["import", &bundle]).0, 0);
+    let _agent = start_agent(&node);
+    node.wait_ready();
+    let config = node.http("GET", "/v2/models/tiny-linear/config", "").1;
+    assert_eq!(config["max_batch_size"], 8, "{config}");
+    assert_eq!(
+        config["input"][0]["dims"],
+        serde_json::json!([4]),
+        "{config}"
+    );
+    assert_eq!(
+        config["dynamic_batching"]["preferred_batch_size"],
+        serde_json::json!([8])
+    );
+
+    let port = node.port;
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let probe = Node {
+                    dir: tempfile::tempdir().unwrap(),
+                    port,
+                };
+                let body = format!(
+                    r#"{{"inputs":[{{"name":"x","shape":[1,4],"datatype":"FP32","data":[{i},1,2,3]}}]}}"#
+                );
+                let (status, answer) = probe.http("POST", "/v2/models/tiny-linear/infer", &body);
+                assert_eq!(status, 200, "{answer}");
+                // y = x·W + b for x = [i, 1, 2, 3]: exactly [i - 3, 10.75 - i].
+                let i = f64::from(i);
+                assert_eq!(answer["outputs"][0]["shape"], serde_json::json!([1, 2]));
+                assert_eq!(answer["outputs"][0]["data"], serde_json::json!([i - 3.0, 10.75 - i]));
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("every request got its own rows");
+    }
+    let stats = node.http("GET", "/v2/models/tiny-linear/stats", "").1;
+    let s = &stats["model_stats"][0];
+    assert_eq!(s["inference_count"], 8, "{stats}");
+    let runs = s["execution_count"].as_u64().unwrap();
+    assert!(
+        runs < 8,
+        "the requests were batched: {runs} runs for 8 requests: {stats}"
+    );
+    assert!(
+        s["batch_stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["batch_size"].as_u64().unwrap() > 1),
+        "{stats}"
+    );
+}
+
+/// The batch queue is bounded and timed: a request past the queue's size is refused at
+/// once, one that waits past its timeout is refused rather than run late; both say why.
+#[test]
+fn a_full_batch_queue_and_a_queue_timeout_refuse_with_503_and_the_reason() {
+    let node = Node::new();
+    let bundle = batching_bundle(
+        &node,
+        "bounded.gbundle",
+        DynamicBatching {
+            max_batch_size: 8,
+            max_queue_delay_us: 1_500_000,
+            max_queue_size: 1,
+            queue_timeout_us: 1_000_000,
+            ..DynamicBatching::default()
+        },
+    );
+    assert_eq!(node.cli(&["import", &bundle]).0, 0);
+    let _agent = start_agent(&node);
+    node.wait_ready();
+    let port = node.port;
+    let waiting = std::thread::spawn(move || {
+        Node {
+            dir: tempfile::tempdir().unwrap(),
+            port,
+        }
+        .infer_linear()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, full) = node.infer_linear();
+    assert_eq!(status, 503, "{full}");
+    assert!(
+        full["error"]
+            .as_str()
+            .unwrap()
+            .contains("queue is full (1 requests wait)"),
+        "{full}"
+    );
+    let (status, late) = waiting.join().unwrap();
+    assert_eq!(status, 503, "{late}");
+    assert!(
+        late["error"]
+            .as_str()
+            .unwrap()
+            .contains("longer than its timeout"),
+        "{late}"
+    );
 }

@@ -89,6 +89,8 @@ pub struct CreateRequest {
     pub instances: u32,
     pub intra_op_threads: u32,
     pub inter_op_threads: u32,
+    /// Dynamic batching, for a model with a batch dimension.
+    pub dynamic_batching: Option<gantry_shared::bundle::manifest::DynamicBatching>,
     pub out: PathBuf,
 }
 
@@ -256,6 +258,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
             instances: req.instances,
             intra_op_threads: req.intra_op_threads,
             inter_op_threads: req.inter_op_threads,
+            dynamic_batching: req.dynamic_batching.clone(),
         },
     };
     let manifest_bytes = manifest.to_bytes().map_err(BundleCmdError::Manifest)?;

@@ -120,8 +120,30 @@ fn config(loaded: &Loaded) -> proto::ModelConfig {
         )
     })
     .collect();
+    let skip = usize::from(loaded.batching.is_some());
+    let dynamic_batching = loaded.batching.as_ref().map(|b| {
+        proto::model_config::SchedulingChoice::DynamicBatching(proto::ModelDynamicBatching {
+            preferred_batch_size: b
+                .preferred_batch_sizes
+                .iter()
+                .map(|&p| i32::try_from(p).unwrap_or(i32::MAX))
+                .collect(),
+            max_queue_delay_microseconds: b.max_queue_delay_us,
+            default_queue_policy: Some(proto::ModelQueuePolicy {
+                default_timeout_microseconds: b.queue_timeout_us,
+                max_queue_size: b.max_queue_size,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    });
     proto::ModelConfig {
         name: loaded.name.clone(),
+        max_batch_size: loaded
+            .batching
+            .as_ref()
+            .map_or(0, |b| i32::try_from(b.max_batch_size).unwrap_or(i32::MAX)),
+        scheduling_choice: dynamic_batching,
         platform: "onnxruntime_onnx".to_owned(),
         backend: "onnxruntime".to_owned(),
         input: loaded
@@ -130,7 +152,7 @@ fn config(loaded: &Loaded) -> proto::ModelConfig {
             .map(|s| proto::ModelInput {
                 name: s.name.clone(),
                 data_type: data_type(s.dtype),
-                dims: dims(&s.shape),
+                dims: dims(&s.shape[skip..]),
                 ..Default::default()
             })
             .collect(),
@@ -140,7 +162,7 @@ fn config(loaded: &Loaded) -> proto::ModelConfig {
             .map(|s| proto::ModelOutput {
                 name: s.name.clone(),
                 data_type: data_type(s.dtype),
-                dims: dims(&s.shape),
+                dims: dims(&s.shape[skip..]),
                 ..Default::default()
             })
             .collect(),

@@ -216,10 +216,12 @@ pub(super) fn triton_type(dtype: DType) -> &'static str {
 
 /// The model's configuration as Triton's `model_config.proto` writes it in JSON.
 pub(super) fn config_json(loaded: &Loaded) -> Value {
+    // A batching model's dims leave out the batch dimension, as Triton writes them.
+    let skip = usize::from(loaded.batching.is_some());
     let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
-            .map(|s| json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": shape_json(&s.shape) }))
+            .map(|s| json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": shape_json(&s.shape[skip..]) }))
             .collect()
     };
     let kind = match loaded.placement.provider {
@@ -236,12 +238,12 @@ pub(super) fn config_json(loaded: &Loaded) -> Value {
             parameters.insert(key.to_owned(), json!({ "string_value": n.to_string() }));
         }
     }
-    json!({
+    let mut config = json!({
         "name": loaded.name,
         "platform": "onnxruntime_onnx",
         "backend": "onnxruntime",
         "version_policy": { "latest": { "num_versions": 1 } },
-        "max_batch_size": 0,
+        "max_batch_size": loaded.batching.as_ref().map_or(0, |b| b.max_batch_size),
         "input": tensors(&loaded.inputs),
         "output": tensors(&loaded.outputs),
         "instance_group": [{
@@ -250,7 +252,19 @@ pub(super) fn config_json(loaded: &Loaded) -> Value {
             "count": loaded.execution.instances,
         }],
         "parameters": parameters,
-    })
+    });
+    if let Some(b) = &loaded.batching {
+        config["dynamic_batching"] = json!({
+            "preferred_batch_size": b.preferred_batch_sizes,
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+            "default_queue_policy": {
+                "timeout_action": "REJECT",
+                "default_timeout_microseconds": b.queue_timeout_us,
+                "max_queue_size": b.max_queue_size,
+            },
+        });
+    }
+    config
 }
 
 async fn config(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {

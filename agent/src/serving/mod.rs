@@ -20,6 +20,7 @@
 
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
+mod batcher;
 mod grpc;
 mod http;
 pub mod stats;
@@ -52,8 +53,12 @@ pub struct Loaded {
     pub outputs: Vec<TensorSpec>,
     pub placement: Placement,
     pub execution: Execution,
+    /// Dynamic batching, when the bundle asks for it.
+    pub batching: Option<gantry_shared::bundle::manifest::DynamicBatching>,
     golden: Vec<Golden>,
     pool: Pool,
+    /// The queue of a batching model, started once it is shared.
+    batcher: std::sync::OnceLock<batcher::Batcher>,
 }
 
 /// A model's sessions; a request takes a free one or waits for one.
@@ -94,39 +99,73 @@ pub enum RunError {
     Model(#[from] InferenceError),
     #[error("inference task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("the model is shutting down")]
+    #[error("the model is shutting down or was replaced; send the request again")]
     Closed,
+    #[error("the request holds {rows} rows; the model batches at most {max}")]
+    TooManyRows { rows: u64, max: u64 },
+    #[error("the model's queue is full ({limit} requests wait); try again shortly")]
+    QueueFull { limit: usize },
+    #[error("the request waited {waited:?} in the model's queue, longer than its timeout")]
+    TimedOut { waited: Duration },
+    #[error("the batched run failed: {0}")]
+    Batch(String),
+}
+
+impl RunError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::TooManyRows { .. } => ErrorKind::BadRequest,
+            Self::QueueFull { .. } | Self::TimedOut { .. } | Self::Closed => ErrorKind::Unavailable,
+            Self::Model(_) | Self::Task(_) | Self::Batch(_) => ErrorKind::Internal,
+        }
+    }
 }
 
 impl Loaded {
-    /// Runs `inputs` on a free session (waiting for one, off the async workers' backs);
-    /// outputs in the model's order, with where the time went.
+    /// Runs `inputs` of `rows` rows: through the model's batch queue when it batches,
+    /// else on a free session (waiting for one, off the async workers' backs). Outputs
+    /// in the model's order, with where the time went.
     pub async fn infer(
         self: &Arc<Self>,
         inputs: Vec<(String, Tensor)>,
-        batch_size: u64,
+        rows: u64,
     ) -> Result<(Vec<(String, Tensor)>, Timing), RunError> {
+        if let Some(batcher) = self.batcher.get() {
+            return batcher.infer(inputs, rows).await;
+        }
         let queued = Instant::now();
         let permit = Arc::clone(&self.pool.free)
             .acquire_owned()
             .await
             .map_err(|_| RunError::Closed)?;
         let queue = queued.elapsed();
-        let model = Arc::clone(self);
-        let (outputs, run) = tokio::task::spawn_blocking(move || {
-            let result = model.pool.any().run_timed(inputs);
-            drop(permit);
-            result
-        })
-        .await??;
+        let (outputs, run) = self.run_on_session(inputs, permit).await?;
         Ok((
             outputs,
             Timing {
                 queue,
                 run,
-                batch_size,
+                batch_size: rows,
+                rows,
+                executed: true,
             },
         ))
+    }
+
+    /// Runs `inputs` on the session `permit` reserves, on a blocking thread.
+    async fn run_on_session(
+        self: &Arc<Self>,
+        inputs: Vec<(String, Tensor)>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(Vec<(String, Tensor)>, crate::inference::RunTimes), RunError> {
+        let model = Arc::clone(self);
+        let ran = tokio::task::spawn_blocking(move || {
+            let result = model.pool.any().run_timed(inputs);
+            drop(permit);
+            result
+        })
+        .await??;
+        Ok(ran)
     }
 }
 
@@ -162,6 +201,11 @@ impl Models {
 
     /// Serves `loaded` under its name, in place of that model's earlier bundle.
     fn put(&self, loaded: Arc<Loaded>) {
+        if let Some(settings) = loaded.batching.clone() {
+            let _ = loaded
+                .batcher
+                .set(batcher::Batcher::start(&loaded, settings));
+        }
         let name = loaded.name.clone();
         self.failures.write().expect("models").remove(&name);
         let existing = self.get(&name);
@@ -309,8 +353,12 @@ impl Slot {
                 ))
             }
             Err(e) => {
-                self.failure(started.elapsed());
-                Err(ApiError::new(ErrorKind::Internal, e.to_string()))
+                if e.kind() == ErrorKind::Internal {
+                    self.failure(started.elapsed());
+                } else {
+                    self.reject();
+                }
+                Err(ApiError::new(e.kind(), e.to_string()))
             }
         }
     }

@@ -58,6 +58,10 @@ pub struct Timing {
     pub run: crate::inference::RunTimes,
     /// Rows the run held (the batch size; 1 for a model without a batch dimension).
     pub batch_size: u64,
+    /// Rows of this request (less than `batch_size` when the run was batched).
+    pub rows: u64,
+    /// Whether this request counts the run: the first of its batch does.
+    pub executed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -109,9 +113,12 @@ impl Stats {
         s.compute_input.add(timing.run.input);
         s.compute_infer.add(timing.run.infer);
         s.compute_output.add(timing.run.output);
-        self.inference_count += timing.batch_size;
-        self.execution_count += 1;
+        self.inference_count += timing.rows;
         self.last_inference_ms = now_ms;
+        if !timing.executed {
+            return;
+        }
+        self.execution_count += 1;
         let batch = self
             .batches
             .entry(timing.batch_size)
@@ -203,6 +210,8 @@ mod tests {
                 output: ms(4),
             },
             batch_size,
+            rows: batch_size,
+            executed: true,
         };
         stats.success(ms(10), timing(1), 5);
         stats.success(ms(20), timing(4), 6);

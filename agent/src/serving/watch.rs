@@ -64,7 +64,9 @@ fn load(
         outputs: manifest.model.outputs,
         placement,
         execution,
+        batching: manifest.requirements.dynamic_batching,
         pool: Pool::new(sessions),
+        batcher: std::sync::OnceLock::new(),
     })
 }
 

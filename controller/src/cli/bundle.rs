@@ -85,6 +85,17 @@ pub(super) fn local(command: LocalBundleCommand) -> CommandResult {
                 instances: args.instances.unwrap_or(0),
                 intra_op_threads: args.intra_op_threads.unwrap_or(0),
                 inter_op_threads: args.inter_op_threads.unwrap_or(0),
+                dynamic_batching: args.max_batch_size.map(|max_batch_size| {
+                    let micros =
+                        |d: Option<std::time::Duration>| d.map_or(0, |d| d.as_micros() as u64);
+                    gantry_shared::bundle::manifest::DynamicBatching {
+                        max_batch_size,
+                        max_queue_delay_us: micros(args.max_queue_delay),
+                        preferred_batch_sizes: args.preferred_batch_sizes.clone(),
+                        max_queue_size: args.max_queue_size.unwrap_or(0),
+                        queue_timeout_us: micros(args.queue_timeout),
+                    }
+                }),
                 out: args.out.clone(),
             };
             let id = bundle_cmd::create(&req)?;

@@ -582,6 +582,27 @@ struct CreateArgs {
     /// ONNX Runtime threads across independent operators, per session. Default: ONNX Runtime's.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(gantry_shared::bundle::manifest::MAX_THREADS)))]
     inter_op_threads: Option<u32>,
+    /// Batch requests dynamically, up to N rows per run (the model must leave the first
+    /// dimension of every input and output open).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(gantry_shared::bundle::manifest::MAX_BATCH_SIZE)))]
+    max_batch_size: Option<u32>,
+    /// How long a request may wait for others to join its batch, e.g. 500us or 2ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "max_batch_size")]
+    max_queue_delay: Option<std::time::Duration>,
+    /// Batch sizes sent as soon as they are reached, e.g. 4,8.
+    #[arg(
+        long = "preferred-batch-size",
+        value_name = "N",
+        value_delimiter = ',',
+        requires = "max_batch_size"
+    )]
+    preferred_batch_sizes: Vec<u32>,
+    /// Most requests waiting for a batch; more are refused at once. Default: no limit.
+    #[arg(long, value_name = "N", requires = "max_batch_size")]
+    max_queue_size: Option<u32>,
+    /// Longest a request may wait in the queue before it is refused, e.g. 100ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "max_batch_size")]
+    queue_timeout: Option<std::time::Duration>,
     /// The bundle file to write.
     #[arg(long, value_name = "BUNDLE")]
     out: PathBuf,

@@ -371,7 +371,37 @@ pub struct Requirements {
     /// Threads ONNX Runtime uses across independent operators, per session; 0 is its default.
     #[serde(skip_serializing_if = "is_zero")]
     pub inter_op_threads: u32,
+    /// Requests of a model with a batch dimension gathered into one run (Triton's
+    /// dynamic batcher); absent runs each request alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dynamic_batching: Option<DynamicBatching>,
 }
+
+/// Triton's dynamic batching: requests queue for a free session; a run takes as many
+/// queued rows as fit `max_batch_size`, waiting at most `max_queue_delay_us` for more,
+/// and stops early at a preferred size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBatching {
+    /// Most rows (the first dimension, summed over requests) of one run.
+    pub max_batch_size: u32,
+    /// Longest a request waits for others to join its batch, in microseconds.
+    #[serde(default)]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes a run prefers: one is sent as soon as it is reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred_batch_sizes: Vec<u32>,
+    /// Most requests waiting; more are refused at once. 0: no limit.
+    #[serde(default)]
+    pub max_queue_size: u32,
+    /// Longest a request may wait in the queue before it is refused, in microseconds.
+    /// 0: no limit.
+    #[serde(default)]
+    pub queue_timeout_us: u64,
+}
+
+/// Most rows one batched run may hold.
+pub const MAX_BATCH_SIZE: u32 = 1 << 16;
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if takes a reference
 fn is_zero(n: &u32) -> bool {
@@ -520,6 +550,39 @@ impl Manifest {
             self.validate_golden(golden)?;
         }
         let r = &self.requirements;
+        if let Some(b) = &r.dynamic_batching {
+            let field = "requirements.dynamic_batching";
+            if b.max_batch_size == 0 || b.max_batch_size > MAX_BATCH_SIZE {
+                return Err(invalid(
+                    format!("{field}.max_batch_size"),
+                    format!("{} rows; 1 to {MAX_BATCH_SIZE}", b.max_batch_size),
+                ));
+            }
+            if let Some(p) = b
+                .preferred_batch_sizes
+                .iter()
+                .find(|&&p| p == 0 || p > b.max_batch_size)
+            {
+                return Err(invalid(
+                    format!("{field}.preferred_batch_sizes"),
+                    format!(
+                        "{p} is not between 1 and max_batch_size {}",
+                        b.max_batch_size
+                    ),
+                ));
+            }
+            let batches = |specs: &[TensorSpec]| {
+                specs
+                    .iter()
+                    .all(|s| matches!(s.shape.first(), Some(Dim::Named(_))))
+            };
+            if !batches(&self.model.inputs) || !batches(&self.model.outputs) {
+                return Err(invalid(
+                    field,
+                    "the model has no batch dimension: every input and output must leave its first dimension open",
+                ));
+            }
+        }
         if r.instances > MAX_INSTANCES {
             return Err(invalid(
                 "requirements.instances",
@@ -874,7 +937,10 @@ mod tests {
             m
         };
         let e = by_file("golden/x.bin").validate().unwrap_err().to_string();
-        assert!(e.contains("\"golden/x.bin\" is not one of the bundle's files"), "{e}");
+        assert!(
+            e.contains("\"golden/x.bin\" is not one of the bundle's files"),
+            "{e}"
+        );
         let e = by_file("model.onnx").validate().unwrap_err().to_string();
         assert!(e.contains("is the model"), "{e}");
         let mut m = by_file("golden/x.bin");
@@ -884,13 +950,41 @@ mod tests {
             sha256: "b".repeat(64),
         });
         let e = m.validate().unwrap_err().to_string();
-        assert!(e.contains("is 7 bytes; shape [1, 2] of FP32 needs 8"), "{e}");
+        assert!(
+            e.contains("is 7 bytes; shape [1, 2] of FP32 needs 8"),
+            "{e}"
+        );
         m.files.last_mut().unwrap().size = 8;
         m.validate().unwrap();
         // Round trip: the reference is what the manifest says.
         let bytes = m.to_bytes().unwrap();
         assert_eq!(Manifest::parse(&bytes).unwrap(), m);
-        assert!(String::from_utf8(bytes).unwrap().contains("\"file\": \"golden/x.bin\""));
+        assert!(
+            String::from_utf8(bytes)
+                .unwrap()
+                .contains("\"file\": \"golden/x.bin\"")
+        );
+    }
+
+    #[test]
+    fn dynamic_batching_needs_a_batch_dimension_and_sane_sizes() {
+        let batching = |max, preferred: Vec<u32>| {
+            let mut m = sample();
+            m.requirements.dynamic_batching = Some(DynamicBatching {
+                max_batch_size: max,
+                preferred_batch_sizes: preferred,
+                ..DynamicBatching::default()
+            });
+            m
+        };
+        batching(8, vec![4, 8]).validate().unwrap();
+        assert!(batching(0, vec![]).validate().is_err());
+        let e = batching(8, vec![16]).validate().unwrap_err().to_string();
+        assert!(e.contains("16 is not between 1 and max_batch_size 8"), "{e}");
+        let mut fixed = batching(8, vec![]);
+        fixed.model.inputs[0].shape[0] = Dim::Fixed(1);
+        let e = fixed.validate().unwrap_err().to_string();
+        assert!(e.contains("the model has no batch dimension"), "{e}");
     }
 
     #[test]

@@ -980,7 +980,10 @@ mod tests {
         batching(8, vec![4, 8]).validate().unwrap();
         assert!(batching(0, vec![]).validate().is_err());
         let e = batching(8, vec![16]).validate().unwrap_err().to_string();
-        assert!(e.contains("16 is not between 1 and max_batch_size 8"), "{e}");
+        assert!(
+            e.contains("16 is not between 1 and max_batch_size 8"),
+            "{e}"
+        );
         let mut fixed = batching(8, vec![]);
         fixed.model.inputs[0].shape[0] = Dim::Fixed(1);
         let e = fixed.validate().unwrap_err().to_string();

@@ -17,6 +17,10 @@ Needs: pip install onnx==1.17.0 numpy   (only to regenerate; the outputs are com
   vector of an image's size.
 Each of the first four has <name>.golden.json: golden vectors as `gantry bundle create
 --golden` reads them; all_types has one with every type's extremes.
+- identity_1m.onnx: x float32 [batch, 262144] passed through (1 MiB a row), for JSON vs
+  binary transfer. batch_mlp.onnx: x float32 [batch, 512] through 8 layers of a 512×512
+  matmul (constant weights built in the graph, so the file is tiny) and tanh: about 4
+  MFLOP a row, for dynamic batching's gain.
 Regenerate one model: python3 testdata/models/make_models.py all_types
 """
 import json
@@ -219,8 +223,40 @@ def image_pool():
     save(model, "image_pool")
 
 
+def identity_1m():
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "identity_1m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 262144])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 262144])],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "identity_1m")
+
+
+def batch_mlp():
+    shape = numpy_helper.from_array(np.array([512, 512], dtype=np.int64), "shape")
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["w"],
+                              value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0 / 512]))]
+    previous = "x"
+    for i in range(8):
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [f"m{i}"]))
+        previous = "y" if i == 7 else f"h{i}"
+        nodes.append(helper.make_node("Tanh", [f"m{i}"], [previous]))
+    graph = helper.make_graph(
+        nodes, "batch_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 512])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, producer_name="gantry-testdata", opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    save(model, "batch_mlp")
+
+
 if __name__ == "__main__":
     import sys
-    makers = {f.__name__: f for f in [tiny_linear, tiny_mlp, bench_compute, slow_compute, all_types, image_pool]}
+    makers = {f.__name__: f for f in [tiny_linear, tiny_mlp, bench_compute, slow_compute, all_types, image_pool, identity_1m, batch_mlp]}
     for name in sys.argv[1:] or makers:
         makers[name]()

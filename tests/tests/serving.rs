@@ -238,3 +238,87 @@ fn an_image_sized_golden_vector_travels_as_a_payload_file_and_is_checked_on_impo
     assert!(imported.status.success(), "{text}");
     assert!(text.contains("golden      image: ok"), "{text}");
 }
+
+/// A rollout of one model (through the controller) leaves another model the node serves
+/// untouched: it keeps answering throughout, and the rollout's gates read the report of
+/// the rolled-out model.
+#[test]
+fn a_rollout_of_one_model_leaves_the_other_serving() {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let other = bundle(
+        &controller,
+        work.path(),
+        &key,
+        "tiny_mlp",
+        "tiny-mlp",
+        "1.0.0",
+    );
+    let (config, infer) = gantry_tests::bundles::agent_config(&onnxruntime(), &policy);
+    let mut agent = Agent::enroll(&controller, "two-models", &config);
+    import(&agent, &other);
+    agent.run("200ms");
+    wait_for("tiny-mlp to serve", Duration::from_secs(60), || {
+        ready(infer, "tiny-mlp").then_some(())
+    });
+    let linear = gantry_tests::bundles::make_bundle(&controller, work.path(), "1.0.0", &key);
+    gantry_tests::bundles::push(&controller, &linear);
+    let started: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+        "rollout",
+        "start",
+        "tiny-linear@1.0.0",
+        "--steps",
+        "100%",
+        "--bake",
+        "1s",
+        "--json",
+    ]))
+    .unwrap();
+    let id = started["id"].as_str().unwrap().to_owned();
+    let mlp_body =
+        r#"{"inputs":[{"name":"x","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
+    let answer = |model: &str, body: &str| post(infer, &format!("/v2/models/{model}/infer"), body);
+    let first = answer("tiny-mlp", mlp_body).expect("tiny-mlp answers");
+    wait_for("the rollout to succeed", Duration::from_secs(90), || {
+        // tiny-mlp answers the same all the way through.
+        assert_eq!(
+            answer("tiny-mlp", mlp_body).as_ref(),
+            Some(&first),
+            "tiny-mlp was disturbed"
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&controller.cli_ok(&["rollout", "status", &id, "--json"])).ok()?;
+        assert_ne!(r["state"], "rolled-back", "{r}");
+        (r["state"] == "succeeded").then_some(())
+    });
+    assert!(
+        gantry_tests::bundles::infer(infer).is_some(),
+        "tiny-linear serves"
+    );
+    assert_eq!(answer("tiny-mlp", mlp_body), Some(first));
+    let models: Vec<String> = agent.status().unwrap()["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(models, ["tiny-linear 1.0.0", "tiny-mlp 1.0.0"]);
+}
+
+/// The outputs of a JSON inference answer, or `None` unless it is a 200.
+fn post(addr: SocketAddr, path: &str, body: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let answer: serde_json::Value = serde_json::from_str(body).ok()?;
+    head.starts_with("HTTP/1.0 200")
+        .then(|| answer["outputs"].clone())
+}

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use gantry_shared::bundle::manifest::{Tensor, TensorSpec};
 use gantry_shared::oip::{self, ApiError, Chosen, ErrorKind, Request};
 
+pub use grpc::proto as grpc_proto;
 pub use grpc::serve as serve_grpc;
 pub use http::serve;
 pub use watch::{WatchSettings, watch_store};

@@ -98,6 +98,15 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
     }
     let b = &d.bundles;
     let _ = writeln!(out, "bundle      {}", b.active.as_deref().unwrap_or("-"));
+    for m in &b.models {
+        let _ = writeln!(
+            out,
+            "  model     {}: {} (previous {})",
+            m.name,
+            m.active.as_deref().unwrap_or("-"),
+            m.previous.as_deref().unwrap_or("-")
+        );
+    }
     if let Some(id) = &b.downloading {
         let _ = writeln!(out, "  fetching  {id}: {} bytes", b.downloaded_bytes);
     }

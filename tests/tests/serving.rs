@@ -303,6 +303,16 @@ fn a_rollout_of_one_model_leaves_the_other_serving() {
         .map(|m| m["model"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(models, ["tiny-linear 1.0.0", "tiny-mlp 1.0.0"]);
+    wait_for(
+        "fleet show to list both models",
+        Duration::from_secs(30),
+        || {
+            let show = controller.cli_ok(&["fleet", "show", "two-models"]);
+            (show.contains("  model     tiny-linear: sha256:")
+                && show.contains("  model     tiny-mlp: sha256:"))
+            .then_some(())
+        },
+    );
 }
 
 /// The outputs of a JSON inference answer, or `None` unless it is a 200.

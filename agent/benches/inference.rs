@@ -17,6 +17,7 @@
 //!
 //! Run: `scripts/bench.sh`, or `GANTRY_ONNXRUNTIME=… cargo bench -p gantry-agent --bench inference`.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -165,9 +166,10 @@ impl Client {
             body.bytes.len()
         );
         if let Some(n) = body.header {
-            head.push_str(&format!(
+            let _ = write!(
+                head,
                 "Content-Type: application/octet-stream\r\nInference-Header-Content-Length: {n}\r\n"
-            ));
+            );
         } else {
             head.push_str("Content-Type: application/json\r\n");
         }
@@ -249,7 +251,7 @@ impl GrpcClient {
             }
             let trailers = body.trailers().await.unwrap().unwrap_or_default();
             assert_eq!(
-                trailers.get("grpc-status").map(|v| v.as_bytes()),
+                trailers.get("grpc-status").map(http::HeaderValue::as_bytes),
                 Some(&b"0"[..]),
                 "{trailers:?}"
             );
@@ -264,7 +266,7 @@ fn grpc_request(model: &str, shape: &[u64], values: &[f32]) -> Vec<u8> {
         inputs: vec![proto::model_infer_request::InferInputTensor {
             name: "x".into(),
             datatype: "FP32".into(),
-            shape: shape.iter().map(|&d| d as i64).collect(),
+            shape: shape.iter().map(|&d| d.cast_signed()).collect(),
             ..Default::default()
         }],
         raw_input_contents: vec![values.iter().flat_map(|v| v.to_le_bytes()).collect()],

@@ -117,7 +117,7 @@ struct OutputJson {
 
 /// Parameters this endpoint does not implement: refused, never ignored, since ignoring
 /// them would answer something other than what was asked.
-const UNSUPPORTED: [(&str, &str); 3] = [
+pub const UNSUPPORTED: [(&str, &str); 3] = [
     ("shared_memory_region", "shared-memory tensors"),
     ("classification", "the classification extension"),
     ("sequence_id", "sequence batching"),

@@ -244,17 +244,11 @@ fn flag(
     }
 }
 
-const UNSUPPORTED: [(&str, &str); 3] = [
-    ("shared_memory_region", "shared-memory tensors"),
-    ("classification", "the classification extension"),
-    ("sequence_id", "sequence batching"),
-];
-
 fn refuse_unsupported(
     parameters: &std::collections::HashMap<String, proto::InferParameter>,
     whose: &str,
 ) -> Result<(), ApiError> {
-    for (key, what) in UNSUPPORTED {
+    for (key, what) in gantry_shared::oip::UNSUPPORTED {
         if parameters.contains_key(key) {
             return Err(ApiError::new(
                 ErrorKind::Unsupported,

@@ -9,9 +9,11 @@ inputs.
         --model NAME=VERSION=MODEL.onnx [--model …]
 
 Models named all-types (every type but BF16 passed through) and bfloat16 get typed
-inputs of every kind; any other model gets FP32 inputs of its declared shape.
+inputs of every kind; any other model gets FP32 inputs of its declared shape. Over gRPC,
+inference is also streamed (ModelStreamInfer), as `start_stream` does it.
 """
 import argparse
+import queue
 import sys
 
 import ml_dtypes
@@ -229,6 +231,18 @@ def grpc_checks(url, models):
         check([o.name for o in result.get_response().outputs] == names, f"grpc: {name} returns the outputs asked for")
         stats = client.get_inference_statistics(name)
         check(stats.model_stats[0].inference_stats.success.count >= 2, f"grpc: {name} statistics")
+
+        # Streaming: three requests on one stream, answered in order with their ids.
+        answers = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put((result, error)))
+        for k in range(3):
+            client.async_stream_infer(name, infer_inputs, request_id=f"s-{k}")
+        streamed = [answers.get(timeout=30) for _ in range(3)]
+        client.stop_stream()
+        check(all(error is None for _, error in streamed), f"grpc: {name} stream answers without error")
+        check([r.get_response().id for r, _ in streamed] == ["s-0", "s-1", "s-2"],
+              f"grpc: {name} stream answers in order")
+        compare(streamed[2][0], session, feeds, name, "grpc stream")
     try:
         client.infer("no-such-model", [])
         fail("grpc: an unknown model answered")

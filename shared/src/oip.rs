@@ -117,15 +117,18 @@ struct OutputJson {
 
 /// Parameters this endpoint does not implement: refused, never ignored, since ignoring
 /// them would answer something other than what was asked.
-pub const UNSUPPORTED: [(&str, &str); 3] = [
+const UNSUPPORTED: [(&str, &str); 3] = [
     ("shared_memory_region", "shared-memory tensors"),
     ("classification", "the classification extension"),
     ("sequence_id", "sequence batching"),
 ];
 
-fn refuse_unsupported(parameters: &Map<String, Value>, whose: &str) -> Result<(), ApiError> {
+/// Refuses a request (or one of its tensors, `whose`) that carries a parameter this
+/// endpoint does not implement; `has` says whether a parameter is present, whatever the
+/// transport's map.
+pub fn refuse_unsupported(has: impl Fn(&str) -> bool, whose: &str) -> Result<(), ApiError> {
     for (key, what) in UNSUPPORTED {
-        if parameters.contains_key(key) {
+        if has(key) {
             return Err(ApiError::new(
                 ErrorKind::Unsupported,
                 format!(
@@ -162,13 +165,13 @@ pub fn decode_http(body: &[u8], header_length: Option<usize>) -> Result<Request,
     };
     let json: RequestJson = serde_json::from_slice(header)
         .map_err(|e| ApiError::bad(format!("the request is not a valid inference request: {e}")))?;
-    refuse_unsupported(&json.parameters, "the request")?;
+    refuse_unsupported(|k| json.parameters.contains_key(k), "the request")?;
     let binary_output =
         flag(&json.parameters, "binary_data_output", "the request")?.unwrap_or(false);
     let mut inputs = Vec::with_capacity(json.inputs.len());
     for input in json.inputs {
         let whose = format!("input {:?}", input.name);
-        refuse_unsupported(&input.parameters, &whose)?;
+        refuse_unsupported(|k| input.parameters.contains_key(k), &whose)?;
         let dtype = parse_datatype(&input.datatype).ok_or_else(|| {
             ApiError::bad(format!(
                 "{whose}: datatype {:?} is not one the protocol names (BOOL, UINT8…UINT64, INT8…INT64, FP16, BF16, FP32, FP64, BYTES)",
@@ -228,7 +231,7 @@ pub fn decode_http(body: &[u8], header_length: Option<usize>) -> Result<Request,
     let mut outputs = Vec::with_capacity(json.outputs.len());
     for output in json.outputs {
         let whose = format!("output {:?}", output.name);
-        refuse_unsupported(&output.parameters, &whose)?;
+        refuse_unsupported(|k| output.parameters.contains_key(k), &whose)?;
         outputs.push(RequestedOutput {
             binary: flag(&output.parameters, "binary_data", &whose)?,
             name: output.name,
@@ -286,6 +289,17 @@ pub fn model_inputs(
         1
     };
     Ok((ordered, batch_size))
+}
+
+/// A declared shape as the protocol writes it: -1 for a dimension the model leaves open.
+pub fn protocol_shape(shape: &[Dim]) -> Vec<i64> {
+    shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
+            Dim::Named(_) => -1,
+        })
+        .collect()
 }
 
 /// Whether every input leaves its first dimension open: the batch dimension.

@@ -13,8 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use gantry_shared::bundle::manifest::{DType, Dim, ExecutionProvider, TensorSpec};
-use gantry_shared::oip::{ApiError, Chosen, ErrorKind, Input, Request, RequestedOutput};
+use gantry_shared::bundle::manifest::{DType, ExecutionProvider, TensorSpec};
+use gantry_shared::oip::{
+    ApiError, Chosen, ErrorKind, Input, Request, RequestedOutput, protocol_shape,
+};
 use gantry_shared::tensor::{TensorData, datatype_name, parse_datatype};
 use tokio_util::sync::CancellationToken;
 use tonic::{Response, Status};
@@ -75,23 +77,13 @@ fn unsupported(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not provided by this endpoint"))
 }
 
-fn dims(shape: &[Dim]) -> Vec<i64> {
-    shape
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-            Dim::Named(_) => -1,
-        })
-        .collect()
-}
-
 fn tensor_metadata(specs: &[TensorSpec]) -> Vec<proto::model_metadata_response::TensorMetadata> {
     specs
         .iter()
         .map(|s| proto::model_metadata_response::TensorMetadata {
             name: s.name.clone(),
             datatype: datatype_name(s.dtype).to_owned(),
-            shape: dims(&s.shape),
+            shape: protocol_shape(&s.shape),
         })
         .collect()
 }
@@ -152,7 +144,7 @@ fn config(loaded: &Loaded) -> proto::ModelConfig {
             .map(|s| proto::ModelInput {
                 name: s.name.clone(),
                 data_type: data_type(s.dtype),
-                dims: dims(&s.shape[skip..]),
+                dims: protocol_shape(&s.shape[skip..]),
                 ..Default::default()
             })
             .collect(),
@@ -162,7 +154,7 @@ fn config(loaded: &Loaded) -> proto::ModelConfig {
             .map(|s| proto::ModelOutput {
                 name: s.name.clone(),
                 data_type: data_type(s.dtype),
-                dims: dims(&s.shape[skip..]),
+                dims: protocol_shape(&s.shape[skip..]),
                 ..Default::default()
             })
             .collect(),
@@ -248,17 +240,7 @@ fn refuse_unsupported(
     parameters: &std::collections::HashMap<String, proto::InferParameter>,
     whose: &str,
 ) -> Result<(), ApiError> {
-    for (key, what) in gantry_shared::oip::UNSUPPORTED {
-        if parameters.contains_key(key) {
-            return Err(ApiError::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "{whose}: parameter {key:?} asks for {what}, which this endpoint does not provide"
-                ),
-            ));
-        }
-    }
-    Ok(())
+    gantry_shared::oip::refuse_unsupported(|k| parameters.contains_key(k), whose)
 }
 
 /// Typed `contents` as the element type `dtype`, range-checked (`int_contents` carries
@@ -569,30 +551,17 @@ impl GrpcInferenceService for Service {
         request: tonic::Request<proto::RepositoryIndexRequest>,
     ) -> Result<Response<proto::RepositoryIndexResponse>, Status> {
         let ready_only = request.into_inner().ready;
-        let mut models: Vec<proto::repository_index_response::ModelIndex> = self
+        let models = self
             .models
-            .all()
-            .iter()
-            .filter_map(|slot| slot.get())
-            .map(|l| proto::repository_index_response::ModelIndex {
-                name: l.name.clone(),
-                version: l.version.clone(),
-                state: "READY".to_owned(),
-                reason: String::new(),
+            .index(ready_only)
+            .into_iter()
+            .map(|e| proto::repository_index_response::ModelIndex {
+                name: e.name,
+                version: e.version,
+                state: e.state.to_owned(),
+                reason: e.reason,
             })
             .collect();
-        if !ready_only {
-            for (name, reason) in self.models.failures() {
-                if self.models.get(&name).is_none() {
-                    models.push(proto::repository_index_response::ModelIndex {
-                        name,
-                        version: String::new(),
-                        state: "UNAVAILABLE".to_owned(),
-                        reason,
-                    });
-                }
-            }
-        }
         Ok(Response::new(proto::RepositoryIndexResponse { models }))
     }
 

@@ -26,7 +26,7 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use gantry_shared::bundle::manifest::{DType, Dim, TensorSpec};
+use gantry_shared::bundle::manifest::{DType, TensorSpec};
 use gantry_shared::tensor::datatype_name;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -163,16 +163,6 @@ async fn model_ready(State(models): State<Arc<Models>>, UrlPath(params): Params)
     }
 }
 
-fn shape_json(shape: &[Dim]) -> Vec<i64> {
-    shape
-        .iter()
-        .map(|d| match d {
-            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(i64::MAX),
-            Dim::Named(_) => -1,
-        })
-        .collect()
-}
-
 async fn metadata(State(models): State<Arc<Models>>, UrlPath(params): Params) -> Response {
     let loaded = match named(&models, &params) {
         Ok((_, loaded)) => loaded,
@@ -181,7 +171,7 @@ async fn metadata(State(models): State<Arc<Models>>, UrlPath(params): Params) ->
     let describe = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
-            .map(|s| json!({ "name": s.name, "datatype": datatype_name(s.dtype), "shape": shape_json(&s.shape) }))
+            .map(|s| json!({ "name": s.name, "datatype": datatype_name(s.dtype), "shape": protocol::protocol_shape(&s.shape) }))
             .collect()
     };
     axum::Json(json!({
@@ -221,7 +211,7 @@ pub(super) fn config_json(loaded: &Loaded) -> Value {
     let tensors = |specs: &[TensorSpec]| -> Vec<Value> {
         specs
             .iter()
-            .map(|s| json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": shape_json(&s.shape[skip..]) }))
+            .map(|s| json!({ "name": s.name, "data_type": triton_type(s.dtype), "dims": protocol::protocol_shape(&s.shape[skip..]) }))
             .collect()
     };
     let kind = match loaded.placement.provider {
@@ -321,22 +311,7 @@ async fn repository_index(
         },
         Err(e) => return reply(body_error(&e)),
     };
-    let mut index: Vec<Value> = models
-        .all()
-        .iter()
-        .filter_map(|slot| slot.get())
-        .map(|l| json!({ "name": l.name, "version": l.version, "state": "READY", "reason": "" }))
-        .collect();
-    if !ready_only {
-        for (name, why) in models.failures() {
-            if models.get(&name).is_none() {
-                index.push(
-                    json!({ "name": name, "version": "", "state": "UNAVAILABLE", "reason": why }),
-                );
-            }
-        }
-    }
-    axum::Json(index).into_response()
+    axum::Json(models.index(ready_only)).into_response()
 }
 
 fn body_error(e: &BytesRejection) -> ApiError {

@@ -270,10 +270,48 @@ impl Models {
         }
     }
 
+    /// The repository index: every served model (`READY`), then, unless `ready_only`,
+    /// every model whose bundle could not be loaded (`UNAVAILABLE`, with why).
+    pub fn index(&self, ready_only: bool) -> Vec<IndexEntry> {
+        let mut index: Vec<IndexEntry> = self
+            .all()
+            .iter()
+            .filter_map(|slot| slot.get())
+            .map(|l| IndexEntry {
+                name: l.name.clone(),
+                version: l.version.clone(),
+                state: "READY",
+                reason: String::new(),
+            })
+            .collect();
+        if !ready_only {
+            for (name, reason) in self.failures() {
+                if self.get(&name).is_none() {
+                    index.push(IndexEntry {
+                        name,
+                        version: String::new(),
+                        state: "UNAVAILABLE",
+                        reason,
+                    });
+                }
+            }
+        }
+        index
+    }
+
     /// Every served model's figures, by name.
     pub fn health(&self) -> Vec<ModelHealth> {
         self.all().iter().filter_map(|slot| slot.health()).collect()
     }
+}
+
+/// One model of the repository index, as Triton names its states.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub state: &'static str,
+    pub reason: String,
 }
 
 /// One model's active bundle, swappable, and what serving it has shown.

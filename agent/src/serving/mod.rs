@@ -211,10 +211,10 @@ impl Models {
         self.failures.write().expect("models").remove(&name);
         let existing = self.get(&name);
         if let Some(slot) = existing {
-            slot.set(Some(loaded));
+            slot.set(loaded);
         } else {
             let slot = Arc::new(Slot::default());
-            slot.set(Some(loaded));
+            slot.set(loaded);
             self.slots.write().expect("models").insert(name, slot);
         }
     }
@@ -350,8 +350,9 @@ impl Slot {
         self.active.read().expect("model slot").clone()
     }
 
-    fn set(&self, loaded: Option<Arc<Loaded>>) {
-        *self.active.write().expect("model slot") = loaded;
+    /// Serves `loaded` from now on, with its statistics from zero.
+    fn set(&self, loaded: Arc<Loaded>) {
+        *self.active.write().expect("model slot") = Some(loaded);
         *self.stats.lock().expect("model stats") = Stats::default();
     }
 

@@ -120,7 +120,8 @@ pub async fn run(
     let mut previous: Option<Sample> = None;
     // Why the buffer cannot be written, while it cannot.
     let mut failing: Option<String> = None;
-    let mut journaled_active: Option<String> = None;
+    // Model → the active bundle last journaled.
+    let mut journaled_active = std::collections::BTreeMap::new();
     let mut journaled_refusal: Option<String> = None;
     loop {
         tokio::select! {
@@ -148,10 +149,15 @@ pub async fn run(
         let before = journaled_active.clone();
         let appended_with = tokio::task::spawn_blocking(move || {
             // current.json is a file: read here, off the async workers.
-            let active = crate::delivery::last_activated(&store);
-            if active.is_some() && active != before {
-                let bundle = active.clone().expect("checked");
-                records.push(event_record(now, &Event::BundleActivated { bundle }));
+            let active = crate::delivery::active_models(&store);
+            for (model, bundle) in &active {
+                if before.get(model) != Some(bundle) {
+                    let event = Event::BundleActivated {
+                        bundle: bundle.clone(),
+                        model: model.clone(),
+                    };
+                    records.push(event_record(now, &event));
+                }
             }
             (buffer.append(&records, now), active)
         })

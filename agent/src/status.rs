@@ -414,8 +414,17 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 }
             );
         }
-        if let Some(f) = &d.failed {
-            let _ = writeln!(out, "bundle {} NOT activated: {}", f.id, f.reason);
+        for f in d.refused.iter().chain(
+            d.failed
+                .iter()
+                .filter(|f| !d.refused.iter().any(|r| r.id == f.id)),
+        ) {
+            let model = if f.model.is_empty() {
+                String::new()
+            } else {
+                format!(" (model {})", f.model)
+            };
+            let _ = writeln!(out, "bundle {}{model} NOT activated: {}", f.id, f.reason);
         }
         if let Some(t) = &d.last_transfer {
             let _ = writeln!(

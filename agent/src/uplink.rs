@@ -564,7 +564,7 @@ async fn session(
     pacer: &mut Pacer,
     shutdown: &CancellationToken,
 ) -> SessionEnd {
-    let (desired_tx, desired_rx) = tokio::sync::watch::channel(None);
+    let (desired_tx, desired_rx) = tokio::sync::watch::channel(Vec::new());
     let delivery_stop = shutdown.child_token();
     let _stop_delivery = delivery_stop.clone().drop_guard();
     tokio::spawn(crate::delivery::run(
@@ -628,7 +628,7 @@ async fn send_heartbeat(
     conn: &quinn::Connection,
     buffer: &Buffer,
     config: &UplinkConfig,
-    desired: &tokio::sync::watch::Sender<Option<gantry_shared::protocol::delivery::Desired>>,
+    desired: &tokio::sync::watch::Sender<Vec<gantry_shared::protocol::delivery::Desired>>,
 ) -> Result<(), UplinkError> {
     let health = &config.health;
     let bundles = {
@@ -673,10 +673,11 @@ async fn send_heartbeat(
     }));
     match gantry_net::call(conn, &request, CALL_TIMEOUT).await {
         Ok(Response::Heartbeat(reply)) => {
+            let wanted = reply.wanted();
             desired.send_if_modified(|current| {
-                let changed = *current != reply.desired;
+                let changed = *current != wanted;
                 if changed {
-                    current.clone_from(&reply.desired);
+                    *current = wanted;
                 }
                 changed
             });

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use gantry_net::trust;
 
-use crate::store::{Assignment, Store, StoreError};
+use crate::store::{Assignment, Assignments, Store, StoreError};
 
 /// The largest bundle the controller accepts.
 pub const MAX_BUNDLE_SIZE: u64 = 64 << 30;
@@ -74,8 +74,8 @@ pub struct BundleRepo {
     dir: PathBuf,
     trust: PathBuf,
     store: Arc<Store>,
-    /// Node name → bundle id, as the store holds it; the lock serialises changes.
-    assignments: Mutex<BTreeMap<String, String>>,
+    /// (Node, model) → bundle id, as the store holds it; the lock serialises changes.
+    assignments: Mutex<Assignments>,
     /// What heartbeats answer per bundle id; bundles are immutable, so this never goes
     /// stale.
     desired: Mutex<std::collections::HashMap<String, Desired>>,
@@ -230,7 +230,7 @@ impl BundleRepo {
             .expect("assignments")
             .iter()
             .filter(|(_, assigned)| **assigned == info.id)
-            .map(|(node, _)| node.clone())
+            .map(|((node, _), _)| node.clone())
             .collect();
     }
 
@@ -245,26 +245,27 @@ impl BundleRepo {
         Ok(out)
     }
 
-    /// Makes `id` the desired bundle of `nodes`, with `audit` recorded in the same
-    /// transaction (persisted before it answers).
+    /// Makes `id` the desired bundle of `nodes` for its model (the bundle's name; their
+    /// other models are left as they are), with the audit entries `audit` makes of the
+    /// bundle recorded in the same transaction (persisted before it answers).
     pub fn assign(
         &self,
         id: &str,
         nodes: &[String],
-        audit: Vec<gantry_shared::audit::NewEntry>,
-    ) -> Result<String, RepoError> {
+        audit: impl FnOnce(&BundleInfo) -> Vec<gantry_shared::audit::NewEntry>,
+    ) -> Result<BundleInfo, RepoError> {
         let hex = id_hex(id)?.to_owned();
-        self.info(&hex)?;
-        let id = format!("sha256:{hex}");
+        let info = self.info(&hex)?;
         let changes: Vec<Assignment> = nodes
             .iter()
             .map(|node| Assignment {
                 node: node.clone(),
-                bundle: Some(id.clone()),
+                model: info.name.clone(),
+                bundle: Some(info.id.clone()),
             })
             .collect();
-        self.commit_assignments(&changes, None, audit)?;
-        Ok(id)
+        self.commit_assignments(&changes, None, audit(&info))?;
+        self.info(&hex)
     }
 
     /// Applies assignment `changes`, with the rollout that makes them and their audit
@@ -282,21 +283,33 @@ impl BundleRepo {
         let mut assignments = self.assignments.lock().expect("assignments");
         self.store.commit_assignments(changes, rollout, audit)?;
         for change in changes {
+            let key = (change.node.clone(), change.model.clone());
             match &change.bundle {
-                Some(id) => assignments.insert(change.node.clone(), id.clone()),
-                None => assignments.remove(&change.node),
+                Some(id) => assignments.insert(key, id.clone()),
+                None => assignments.remove(&key),
             };
         }
         Ok(())
     }
 
-    /// The bundle id assigned to `node`.
-    pub fn assigned(&self, node: &str) -> Option<String> {
+    /// The bundle id assigned to `node` for `model`.
+    pub fn assigned(&self, node: &str, model: &str) -> Option<String> {
         self.assignments
             .lock()
             .expect("assignments")
-            .get(node)
+            .get(&(node.to_owned(), model.to_owned()))
             .cloned()
+    }
+
+    /// The bundle ids assigned to `node`, by model.
+    fn assigned_to(&self, node: &str) -> Vec<(String, String)> {
+        self.assignments
+            .lock()
+            .expect("assignments")
+            .range((node.to_owned(), String::new())..)
+            .take_while(|((n, _), _)| n == node)
+            .map(|((_, model), id)| (model.clone(), id.clone()))
+            .collect()
     }
 
     /// The bundle a rollout names: an id (`sha256:…`), or `NAME@VERSION` (the latest
@@ -321,27 +334,33 @@ impl BundleRepo {
             })
     }
 
-    /// What `node` should run.
-    pub fn desired(&self, node: &str) -> Option<Desired> {
-        let id = self
-            .assignments
-            .lock()
-            .expect("assignments")
-            .get(node)?
-            .clone();
-        if let Some(desired) = self.desired.lock().expect("desired cache").get(&id) {
+    /// What `node` should run: one bundle per model assigned to it, by model name.
+    pub fn desired(&self, node: &str) -> Vec<Desired> {
+        self.assigned_to(node)
+            .into_iter()
+            .filter_map(|(model, id)| {
+                let mut desired = self.desired_bundle(&id)?;
+                desired.model = model;
+                Some(desired)
+            })
+            .collect()
+    }
+
+    fn desired_bundle(&self, id: &str) -> Option<Desired> {
+        if let Some(desired) = self.desired.lock().expect("desired cache").get(id) {
             return Some(desired.clone());
         }
-        let info = self.info(id_hex(&id).ok()?).ok()?;
+        let info = self.info(id_hex(id).ok()?).ok()?;
         let desired = Desired {
-            id: id.clone(),
+            id: id.to_owned(),
             file_sha256: info.file_sha256,
             size: info.size,
+            model: info.name,
         };
         self.desired
             .lock()
             .expect("desired cache")
-            .insert(id, desired.clone());
+            .insert(id.to_owned(), desired.clone());
         Some(desired)
     }
 
@@ -354,13 +373,8 @@ impl BundleRepo {
         offset: u64,
     ) -> Result<(File, u64), RepoError> {
         let hex = id_hex(id)?;
-        let assigned = self
-            .assignments
-            .lock()
-            .expect("assignments")
-            .get(node)
-            .cloned();
-        if assigned.as_deref() != Some(&format!("sha256:{hex}")) {
+        let want = format!("sha256:{hex}");
+        if !self.assigned_to(node).iter().any(|(_, id)| *id == want) {
             return Err(RepoError::NotFound(format!(
                 "bundle {id} is not assigned to node {node}"
             )));
@@ -485,7 +499,7 @@ mod tests {
         let (_dir, repo) = repo();
         for id in ["sha256:../../trust", "../assignments", ""] {
             assert!(matches!(
-                repo.assign(id, &["n1".into()], Vec::new()),
+                repo.assign(id, &["n1".into()], |_| Vec::new()),
                 Err(RepoError::BadRequest(_))
             ));
             assert!(matches!(
@@ -537,7 +551,7 @@ mod tests {
             repo.open_for_node("n2", &id, 0),
             Err(RepoError::NotFound(_))
         ));
-        repo.assign(&id, &["n1".into()], Vec::new()).unwrap();
+        repo.assign(&id, &["n1".into()], |_| Vec::new()).unwrap();
         let (mut file, size) = repo.open_for_node("n1", &id, 7).unwrap();
         let mut rest = String::new();
         file.read_to_string(&mut rest).unwrap();
@@ -552,7 +566,7 @@ mod tests {
     fn fetch_beyond_the_end_of_a_bundle_is_refused() {
         let (_dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
-        repo.assign(&id, &["n1".into()], Vec::new()).unwrap();
+        repo.assign(&id, &["n1".into()], |_| Vec::new()).unwrap();
         assert!(repo.open_for_node("n1", &id, 12).is_ok());
         assert!(matches!(
             repo.open_for_node("n1", &id, 13),
@@ -564,20 +578,68 @@ mod tests {
     fn assignments_survive_a_restart() {
         let (dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
-        repo.assign(&id, &["n1".into(), "n2".into()], Vec::new())
+        repo.assign(&id, &["n1".into(), "n2".into()], |_| Vec::new())
             .unwrap();
         drop(repo);
         let again = open(dir.path());
-        assert_eq!(again.desired("n2").unwrap().id, id);
+        assert_eq!(again.desired("n2")[0].id, id);
         assert_eq!(again.list().unwrap()[0].assigned, vec!["n1", "n2"]);
-        assert!(again.desired("n3").is_none());
+        assert!(again.desired("n3").is_empty());
+    }
+
+    /// A bundle of model `name` held under id `hex`.
+    fn held_named(repo: &BundleRepo, hex: &str, name: &str, bytes: &[u8]) -> String {
+        fs::write(repo.bundle_path(hex), bytes).unwrap();
+        let info = BundleInfo {
+            id: format!("sha256:{hex}"),
+            name: name.to_owned(),
+            ..info(bytes)
+        };
+        repo.store.put_bundle_info(hex, &info).unwrap().id
+    }
+
+    #[test]
+    fn each_model_of_a_node_has_its_own_assignment() {
+        let (dir, repo) = repo();
+        let alpha = held_named(&repo, &"1".repeat(64), "alpha", b"one");
+        let beta1 = held_named(&repo, &"2".repeat(64), "beta", b"two");
+        let beta2 = held_named(&repo, &"3".repeat(64), "beta", b"three");
+        for id in [&alpha, &beta1, &beta2] {
+            repo.assign(id, &["n1".into()], |_| Vec::new()).unwrap();
+        }
+        let wanted = |repo: &BundleRepo| -> Vec<(String, String)> {
+            repo.desired("n1")
+                .into_iter()
+                .map(|d| (d.model, d.id))
+                .collect()
+        };
+        let expected = vec![
+            ("alpha".to_owned(), alpha.clone()),
+            ("beta".to_owned(), beta2.clone()),
+        ];
+        assert_eq!(
+            wanted(&repo),
+            expected,
+            "beta's second bundle replaced its first only"
+        );
+        assert_eq!(
+            repo.assigned("n1", "alpha").as_deref(),
+            Some(alpha.as_str())
+        );
+        assert!(repo.open_for_node("n1", &alpha, 0).is_ok());
+        assert!(matches!(
+            repo.open_for_node("n1", &beta1, 0),
+            Err(RepoError::NotFound(_))
+        ));
+        drop(repo);
+        assert_eq!(wanted(&open(dir.path())), expected, "after a restart");
     }
 
     #[test]
     fn assigning_a_bundle_not_held_is_refused() {
         let (_dir, repo) = repo();
         let err = repo
-            .assign(&format!("sha256:{ID_HEX}"), &["n1".into()], Vec::new())
+            .assign(&format!("sha256:{ID_HEX}"), &["n1".into()], |_| Vec::new())
             .unwrap_err();
         assert!(matches!(err, RepoError::NotFound(_)), "{err}");
     }
@@ -587,10 +649,11 @@ mod tests {
         let (dir, repo) = repo();
         let id = held(&repo, b"bundle bytes");
         let entry = crate::audit::entry("alice", "bundle.assign", &id, serde_json::Value::Null);
-        repo.assign(&id, &["n1".into()], vec![entry]).unwrap();
+        repo.assign(&id, &["n1".into()], |_| vec![entry]).unwrap();
         // A change naming a bundle not held changes nothing and records nothing.
         let missing = Assignment {
             node: "n2".into(),
+            model: String::new(),
             bundle: Some(format!("sha256:{}", "c".repeat(64))),
         };
         let entry = crate::audit::entry("alice", "bundle.assign", "x", serde_json::Value::Null);
@@ -624,7 +687,7 @@ mod tests {
         )
         .unwrap();
         let repo = open(dir.path());
-        assert_eq!(repo.desired("n1").unwrap().id, format!("sha256:{ID_HEX}"));
+        assert_eq!(repo.desired("n1")[0].id, format!("sha256:{ID_HEX}"));
         assert_eq!(repo.list().unwrap()[0].assigned, vec!["n1"]);
         assert!(!bundles.join("assignments.json").exists());
         assert!(!bundles.join(format!("{ID_HEX}.json")).exists());

@@ -319,14 +319,14 @@ impl AdminClient {
         .await
     }
 
-    /// Assigns a bundle; answers its id and the nodes.
+    /// Assigns a bundle; answers its id, the nodes and the model it is theirs for.
     pub async fn bundle_assign(
         &self,
         id: String,
         nodes: Vec<String>,
-    ) -> Result<(String, Vec<String>), ClientError> {
+    ) -> Result<(String, Vec<String>, String), ClientError> {
         self.answer(admin::Request::BundleAssign { id, nodes }, |r| match r {
-            admin::Response::Assigned { id, nodes } => Some((id, nodes)),
+            admin::Response::Assigned { id, nodes, model } => Some((id, nodes, model)),
             _ => None,
         })
         .await

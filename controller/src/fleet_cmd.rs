@@ -93,24 +93,43 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
             );
         }
     }
-    if let Some(want) = &d.desired {
-        let _ = writeln!(out, "assigned    {}", want.id);
-    }
     let b = &d.bundles;
     let _ = writeln!(out, "bundle      {}", b.active.as_deref().unwrap_or("-"));
-    for m in &b.models {
-        let _ = writeln!(
-            out,
+    let mut names: Vec<&str> = b.models.iter().map(|m| m.name.as_str()).collect();
+    names.extend(d.assigned.iter().map(|a| a.model.as_str()));
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let served = b.models.iter().find(|m| m.name == name);
+        let active = served.and_then(|m| m.active.as_deref());
+        let mut line = format!(
             "  model     {}: {} (previous {})",
-            m.name,
-            m.active.as_deref().unwrap_or("-"),
-            m.previous.as_deref().unwrap_or("-")
+            if name.is_empty() { "-" } else { name },
+            active.unwrap_or("-"),
+            served.and_then(|m| m.previous.as_deref()).unwrap_or("-")
         );
+        match d.assigned.iter().find(|a| a.model == name) {
+            Some(want) if Some(want.id.as_str()) == active => line.push_str(", as assigned"),
+            Some(want) => {
+                let _ = write!(line, ", assigned {} (not active yet)", want.id);
+            }
+            None => line.push_str(", not assigned by the controller"),
+        }
+        let _ = writeln!(out, "{line}");
     }
     if let Some(id) = &b.downloading {
         let _ = writeln!(out, "  fetching  {id}: {} bytes", b.downloaded_bytes);
     }
-    if let Some(f) = &b.failed {
+    let mut refused: Vec<&gantry_shared::protocol::delivery::FailedBundle> =
+        b.refused.iter().collect();
+    if let Some(f) = b
+        .failed
+        .as_ref()
+        .filter(|f| !b.refused.iter().any(|r| r.id == f.id))
+    {
+        refused.push(f);
+    }
+    for f in refused {
         let _ = writeln!(out, "  REFUSED   {}: {}", f.id, f.reason);
     }
     let _ = writeln!(

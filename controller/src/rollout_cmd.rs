@@ -187,5 +187,24 @@ pub fn render_kpis(k: &Kpis) -> String {
         opt(k.mttr_mean_s, &secs),
         opt(k.mttr_max_s, &secs)
     );
+    if !k.models.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<20} {:>9} {:>11} {:>12} {:>14} {:>11}",
+            "MODEL", "ROLLOUTS", "PER DAY", "LEAD MEDIAN", "CHANGE FAIL", "MTTR MEAN"
+        );
+        for (model, m) in &k.models {
+            let _ = writeln!(
+                out,
+                "{:<20} {:>9} {:>11.2} {:>12} {:>14} {:>11}",
+                if model.is_empty() { "-" } else { model },
+                m.rollouts.values().sum::<u32>(),
+                m.deployments_per_day,
+                opt(m.lead_time_median_s, &secs),
+                opt(m.change_failure_rate, &|r| format!("{:.1} %", r * 100.0)),
+                opt(m.mttr_mean_s, &secs)
+            );
+        }
+    }
     out
 }

@@ -24,7 +24,10 @@
 //! wall-clock instants in the stored record, so a restarted controller goes on where it
 //! was, bake time included.
 //!
-//! **Invariant:** a node belongs to at most one active rollout.
+//! A rollout is of one model (its bundle's name): it assigns, judges and rolls back that
+//! model on its nodes and never touches their other models.
+//!
+//! **Invariant:** a (node, model) belongs to at most one active rollout.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -68,7 +71,7 @@ pub struct NodeView {
     pub heartbeat: Option<HeartbeatInfo>,
 }
 
-/// An assignment change [`advance`] asks for.
+/// An assignment change [`advance`] asks for, of the rollout's model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Assign { bundle: String, nodes: Vec<String> },
@@ -142,13 +145,17 @@ impl Engine {
                 "cordoned nodes left out of the rollout");
         }
         let mut rollouts = self.rollouts.lock().expect("rollouts");
-        for other in rollouts.values().filter(|r| r.state().is_active()) {
+        for other in rollouts
+            .values()
+            .filter(|r| r.state().is_active() && r.bundle_name == info.name)
+        {
             let shared: Vec<&String> = plan.iter().filter(|n| other.plan.contains(n)).collect();
             if !shared.is_empty() {
                 return Err(RolloutError::Conflict(format!(
-                    "rollout {} ({}) still holds {} of these nodes ({}); abort it or wait for it to finish",
+                    "rollout {} ({}) still holds model {:?} on {} of these nodes ({}); abort it or wait for it to finish",
                     other.id,
                     other.state().as_str(),
+                    info.name,
                     shared.len(),
                     shared
                         .iter()
@@ -183,7 +190,12 @@ impl Engine {
             steps.join(",")
         );
         event(&mut rollout, now_ms, message);
-        let actions = advance(&mut rollout, nodes, &|n| self.bundles.assigned(n), now_ms);
+        let actions = advance(
+            &mut rollout,
+            nodes,
+            &|n, m| self.bundles.assigned(n, m),
+            now_ms,
+        );
         self.commit(number, &rollout, true, 0, caller, &actions)?;
         tracing::info!(rollout = %rollout.id, bundle = %rollout.bundle_id, nodes = rollout.plan.len(), admin = caller, "rollout started");
         rollouts.insert(number, rollout.clone());
@@ -247,7 +259,7 @@ impl Engine {
                     now_ms,
                     format!("resumed by {caller}; the step's timers start again"),
                 );
-                actions = advance(&mut r, nodes, &|n| self.bundles.assigned(n), now_ms);
+                actions = advance(&mut r, nodes, &|n, m| self.bundles.assigned(n, m), now_ms);
             }
             Command::Abort => {
                 if !matches!(state, State::Rolling | State::Baking | State::Paused) {
@@ -299,7 +311,7 @@ impl Engine {
                 continue;
             }
             let mut r = stored.clone();
-            let actions = advance(&mut r, nodes, &|n| self.bundles.assigned(n), now_ms);
+            let actions = advance(&mut r, nodes, &|n, m| self.bundles.assigned(n, m), now_ms);
             if r == *stored {
                 continue;
             }
@@ -351,6 +363,7 @@ impl Engine {
                 };
                 nodes.iter().map(move |node| Assignment {
                     node: node.clone(),
+                    model: r.bundle_name.clone(),
                     bundle: bundle.clone(),
                 })
             })
@@ -396,6 +409,7 @@ fn audit_entries(since: usize, r: &Rollout, actor: &str, actions: &[Action]) -> 
                 bundle,
                 crate::audit::details([
                     ("nodes", serde_json::json!(nodes)),
+                    ("model", serde_json::json!(r.bundle_name)),
                     ("rollout", serde_json::json!(r.id)),
                 ]),
             )
@@ -570,7 +584,7 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
             (false, None) => (NodeState::Pending, String::new()),
         };
     }
-    if let Some(failed) = h.bundles.failed.as_ref().filter(|f| f.id == r.bundle_id) {
+    if let Some(failed) = h.bundles.refusal(&r.bundle_id) {
         return (
             NodeState::Refused,
             format!("{}: refused the bundle ({})", t.node, failed.reason),
@@ -626,12 +640,12 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
 }
 
 /// Moves `r` on by what the nodes report at `now_ms`; returns the assignment changes to
-/// make. `assigned` tells a node's current assignment, recorded as its previous bundle
-/// when the rollout touches it.
+/// make. `assigned(node, model)` tells a node's current assignment for the rollout's
+/// model, recorded as its previous bundle when the rollout touches it.
 pub fn advance(
     r: &mut Rollout,
     nodes: &BTreeMap<String, NodeView>,
-    assigned: &dyn Fn(&str) -> Option<String>,
+    assigned: &dyn Fn(&str, &str) -> Option<String>,
     now_ms: u64,
 ) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -642,7 +656,7 @@ pub fn advance(
             for node in &new {
                 r.touched.push(Touched {
                     node: node.clone(),
-                    previous: assigned(node).filter(|p| *p != r.bundle_id),
+                    previous: assigned(node, &r.bundle_name).filter(|p| *p != r.bundle_id),
                     step: r.step,
                     assigned_at_ms: now_ms,
                 });
@@ -811,8 +825,24 @@ fn roll_back(r: &mut Rollout, now_ms: u64) -> Vec<Action> {
     actions
 }
 
-/// KPIs of the rollouts started in `[from_ms, to_ms]`.
+/// KPIs of the rollouts started in `[from_ms, to_ms]`, overall and per model.
 pub fn kpis<'a>(rollouts: impl Iterator<Item = &'a Rollout>, from_ms: u64, to_ms: u64) -> Kpis {
+    let rollouts: Vec<&Rollout> = rollouts
+        .filter(|r| (from_ms..=to_ms).contains(&r.created_at_ms))
+        .collect();
+    let mut k = kpis_of(&rollouts, from_ms, to_ms);
+    let mut by_model: BTreeMap<&str, Vec<&Rollout>> = BTreeMap::new();
+    for r in &rollouts {
+        by_model.entry(&r.bundle_name).or_default().push(r);
+    }
+    k.models = by_model
+        .into_iter()
+        .map(|(model, list)| (model.to_owned(), kpis_of(&list, from_ms, to_ms)))
+        .collect();
+    k
+}
+
+fn kpis_of(rollouts: &[&Rollout], from_ms: u64, to_ms: u64) -> Kpis {
     let mut k = Kpis {
         from_ms,
         to_ms,
@@ -821,7 +851,7 @@ pub fn kpis<'a>(rollouts: impl Iterator<Item = &'a Rollout>, from_ms: u64, to_ms
     let mut lead = Vec::new();
     let mut recovery = Vec::new();
     let (mut succeeded, mut failed) = (0u32, 0u32);
-    for r in rollouts.filter(|r| (from_ms..=to_ms).contains(&r.created_at_ms)) {
+    for r in rollouts {
         *k.rollouts.entry(r.state().as_str().to_owned()).or_default() += 1;
         if r.state() == State::Succeeded {
             succeeded += 1;

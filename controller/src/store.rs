@@ -15,10 +15,12 @@
 //!   present counts as a duplicate, so redelivery never double-counts. Records older than
 //!   the retention are deleted, and the node's `low_water` remembers the highest sequence
 //!   deleted, so a late redelivery of a deleted record is recognized as a duplicate too.
-//! - `assignments`: node name → bundle id it should run; `bundles`: bundle id hex →
-//!   `BundleInfo` (JSON). Changed with the rollout that makes an assignment and its audit
-//!   entries in one transaction (`commit_assignments`); the bundle files stay in
-//!   `<home>/bundles/`.
+//! - `model_assignments`: (node name, model name) → bundle id the node should run for
+//!   that model; `bundles`: bundle id hex → `BundleInfo` (JSON). Changed with the rollout
+//!   that makes an assignment and its audit entries in one transaction
+//!   (`commit_assignments`); the bundle files stay in `<home>/bundles/`. The table
+//!   `assignments` (node name → bundle id) of controllers that knew one model per node
+//!   is moved into it at open, each under its bundle's name.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -44,8 +46,11 @@ const AUDIT_HEAD: TableDefinition<&str, &[u8]> = TableDefinition::new("audit_hea
 const AUDITED_POLICY: TableDefinition<&str, &str> = TableDefinition::new("audited_policy");
 /// Node → the `[active, refused]` bundle ids last recorded in the audit log for it.
 const AUDITED_BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("audited_bundles");
-/// Node name → the bundle id it should run (`sha256:<hex>`).
-const ASSIGNMENTS: TableDefinition<&str, &str> = TableDefinition::new("assignments");
+/// (Node name, model name) → the bundle id it should run for that model (`sha256:<hex>`).
+const ASSIGNMENTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("model_assignments");
+/// Node name → bundle id: the assignments of controllers that knew one model per node,
+/// moved into [`ASSIGNMENTS`] at open.
+const LEGACY_ASSIGNMENTS: TableDefinition<&str, &str> = TableDefinition::new("assignments");
 /// Bundle id hex → its `BundleInfo` (JSON, `assigned` empty), written once when the
 /// bundle is kept; the bundle file itself stays in `<home>/bundles/`.
 const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
@@ -76,12 +81,16 @@ pub enum StoreError {
     ReadOnly,
 }
 
-/// A change of one node's desired bundle: `None` takes the assignment away.
+/// A change of one node's desired bundle for one model: `None` takes the assignment away.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
     pub node: String,
+    pub model: String,
     pub bundle: Option<String>,
 }
+
+/// Who runs what: (node, model) → bundle id.
+pub type Assignments = BTreeMap<(String, String), String>;
 
 /// Why one node's batch in a group commit was not stored (the others' are unaffected).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -166,6 +175,45 @@ fn node_in(
     name: &str,
 ) -> Result<Option<NodeRecord>, StoreError> {
     nodes.get(name)?.map(|v| from_json(v.value())).transpose()
+}
+
+/// Moves the assignments of a controller that knew one model per node (node → bundle
+/// id) into the per-model table, each under its bundle's recorded name, in the open
+/// transaction; an assignment the per-model table holds already wins.
+fn move_legacy_assignments(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let legacy: Vec<(String, String)> = txn
+        .open_table(LEGACY_ASSIGNMENTS)?
+        .iter()?
+        .map(|entry| {
+            let (k, v) = entry?;
+            Ok((k.value().to_owned(), v.value().to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    if legacy.is_empty() {
+        txn.delete_table(LEGACY_ASSIGNMENTS)?;
+        return Ok(());
+    }
+    let bundles = txn.open_table(BUNDLES)?;
+    let mut table = txn.open_table(ASSIGNMENTS)?;
+    for (node, id) in &legacy {
+        let hex = id.strip_prefix("sha256:").unwrap_or(id);
+        let model = bundles
+            .get(hex)?
+            .map(|v| from_json::<BundleInfo>(v.value()))
+            .transpose()?
+            .map(|info| info.name)
+            .unwrap_or_default();
+        if table.get((node.as_str(), model.as_str()))?.is_none() {
+            table.insert((node.as_str(), model.as_str()), id.as_str())?;
+        }
+    }
+    drop((bundles, table));
+    txn.delete_table(LEGACY_ASSIGNMENTS)?;
+    tracing::info!(
+        assignments = legacy.len(),
+        "assignments moved to the per-model table (each under its bundle's name)"
+    );
+    Ok(())
 }
 
 /// A join token.
@@ -351,6 +399,7 @@ impl Store {
         txn.open_table(AUDITED_POLICY)?;
         txn.open_table(ASSIGNMENTS)?;
         txn.open_table(BUNDLES)?;
+        move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
             db: Db::Writable(db),
@@ -649,15 +698,16 @@ impl Store {
         Ok(())
     }
 
-    /// Every node's assigned bundle id.
-    pub fn assignments(&self) -> Result<BTreeMap<String, String>, StoreError> {
+    /// Every (node, model)'s assigned bundle id.
+    pub fn assignments(&self) -> Result<Assignments, StoreError> {
         let txn = self.read()?;
         let table = txn.open_table(ASSIGNMENTS)?;
         table
             .iter()?
             .map(|entry| {
                 let (k, v) = entry?;
-                Ok((k.value().to_owned(), v.value().to_owned()))
+                let (node, model) = k.value();
+                Ok(((node.to_owned(), model.to_owned()), v.value().to_owned()))
             })
             .collect()
     }
@@ -675,9 +725,10 @@ impl Store {
         {
             let mut table = txn.open_table(ASSIGNMENTS)?;
             for change in changes {
+                let key = (change.node.as_str(), change.model.as_str());
                 match &change.bundle {
-                    Some(id) => table.insert(change.node.as_str(), id.as_str())?,
-                    None => table.remove(change.node.as_str())?,
+                    Some(id) => table.insert(key, id.as_str())?,
+                    None => table.remove(key)?,
                 };
             }
             if let Some((number, rollout)) = rollout {
@@ -730,8 +781,9 @@ impl Store {
         Ok(standing)
     }
 
-    /// Takes in what an older controller kept in files (`assignments.json`, one
-    /// `<hex>.json` per bundle), in one transaction; what the store holds already wins.
+    /// Takes in what an older controller kept in files (`assignments.json`, node → bundle
+    /// id, one `<hex>.json` per bundle), in one transaction; what the store holds already
+    /// wins. Each assignment is for its bundle's model.
     pub fn import_repository_files(
         &self,
         assignments: &BTreeMap<String, String>,
@@ -741,8 +793,13 @@ impl Store {
         {
             let mut table = txn.open_table(ASSIGNMENTS)?;
             for (node, id) in assignments {
-                if table.get(node.as_str())?.is_none() {
-                    table.insert(node.as_str(), id.as_str())?;
+                let hex = id.strip_prefix("sha256:").unwrap_or(id);
+                let model = bundles
+                    .iter()
+                    .find(|(h, _)| h == hex)
+                    .map_or("", |(_, info)| info.name.as_str());
+                if table.get((node.as_str(), model))?.is_none() {
+                    table.insert((node.as_str(), model), id.as_str())?;
                 }
             }
             let mut table = txn.open_table(BUNDLES)?;
@@ -1110,6 +1167,40 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+
+    #[test]
+    fn one_model_per_node_assignments_move_under_their_bundle_s_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let hex = "a".repeat(64);
+        {
+            // A store as a controller that knew one model per node left it.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(LEGACY_ASSIGNMENTS)
+                .unwrap()
+                .insert("n1", format!("sha256:{hex}").as_str())
+                .unwrap();
+            let info = BundleInfo {
+                id: format!("sha256:{hex}"),
+                name: "resnet".into(),
+                ..BundleInfo::default()
+            };
+            txn.open_table(BUNDLES)
+                .unwrap()
+                .insert(hex.as_str(), to_json(&info).as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let expected = BTreeMap::from([(
+            ("n1".to_owned(), "resnet".to_owned()),
+            format!("sha256:{hex}"),
+        )]);
+        assert_eq!(store.assignments().unwrap(), expected);
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().assignments().unwrap(), expected);
+    }
 
     fn batch(seqs: std::ops::RangeInclusive<u64>, at_ms: u64) -> Batch {
         Batch {

@@ -37,17 +37,43 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NodeBundleState {
+    /// The bundle activated last, of any model.
     pub active: Option<String>,
     pub refused: Option<String>,
     /// The node's time of the last change recorded (a journal event older than it is
     /// history already told).
     pub at_ms: u64,
+    /// Model name → its active bundle (empty in states recorded before nodes served
+    /// several models: then `active` is the one model's).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
 }
 
 impl NodeBundleState {
     /// The same bundles, whenever reported.
     pub fn same(&self, other: &Self) -> bool {
-        self.active == other.active && self.refused == other.refused
+        self.active == other.active && self.refused == other.refused && self.models == other.models
+    }
+
+    /// The bundle recorded active for `model`.
+    pub fn active_of(&self, model: &str) -> Option<&String> {
+        if self.models.is_empty() {
+            return self.active.as_ref();
+        }
+        self.models.get(model)
+    }
+
+    /// This state after `bundle` became active for `model` at `at_ms`.
+    #[must_use]
+    pub fn activated(&self, model: &str, bundle: &str, at_ms: u64) -> Self {
+        let mut models = self.models.clone();
+        models.insert(model.to_owned(), bundle.to_owned());
+        Self {
+            active: Some(bundle.to_owned()),
+            refused: self.refused.clone(),
+            at_ms,
+            models,
+        }
     }
 }
 
@@ -249,10 +275,10 @@ pub struct ReportBuilder {
     silence_ms: u64,
     /// Bundle id → what its push recorded.
     pushed: BTreeMap<String, BundleReport>,
-    /// Node → (bundle id, cause) of its latest assignment.
-    assigned: BTreeMap<String, (String, String)>,
-    /// Node → its open interval.
-    open: BTreeMap<String, Interval>,
+    /// (Node, model) → (bundle id, cause) of its latest assignment.
+    assigned: BTreeMap<(String, String), (String, String)>,
+    /// (Node, model) → its open interval.
+    open: BTreeMap<(String, String), Interval>,
     /// Node → when it disconnected, while it is away.
     away: BTreeMap<String, u64>,
 }
@@ -285,8 +311,8 @@ impl ReportBuilder {
         from <= self.report.to_ms && to.is_none_or(|to| to >= self.report.from_ms)
     }
 
-    fn close(&mut self, node: &str, at_ms: u64) {
-        if let Some(mut interval) = self.open.remove(node) {
+    fn close(&mut self, node: &str, model: &str, at_ms: u64) {
+        if let Some(mut interval) = self.open.remove(&(node.to_owned(), model.to_owned())) {
             interval.to_ms = Some(at_ms);
             if self.in_range(interval.from_ms, interval.to_ms) {
                 self.report
@@ -296,6 +322,23 @@ impl ReportBuilder {
                     .ran
                     .push(interval);
             }
+        }
+    }
+
+    /// The model an entry about `bundle` on `node` concerns: as the entry names it
+    /// (entries written since nodes serve several models do), else the pushed bundle's
+    /// name, else the one model the node has run (older single-model entries).
+    fn model_of(&self, e: &Entry, node: Option<&str>, bundle: &str) -> String {
+        if let Some(model) = e.details["model"].as_str().filter(|m| !m.is_empty()) {
+            return model.to_owned();
+        }
+        if let Some(pushed) = self.pushed.get(bundle).filter(|p| !p.name.is_empty()) {
+            return pushed.name.clone();
+        }
+        let mut open = self.open.keys().filter(|(n, _)| Some(n.as_str()) == node);
+        match (open.next(), open.next()) {
+            (Some((_, model)), None) => model.clone(),
+            _ => String::new(),
         }
     }
 
@@ -360,9 +403,10 @@ impl ReportBuilder {
                 } else {
                     format!("assigned by {}", e.actor)
                 };
+                let model = self.model_of(e, None, &e.subject);
                 for node in nodes() {
                     self.assigned
-                        .insert(node, (e.subject.clone(), cause.clone()));
+                        .insert((node, model.clone()), (e.subject.clone(), cause.clone()));
                 }
             }
             "node.enroll" => {
@@ -411,16 +455,22 @@ impl ReportBuilder {
             }
             "node.activated" => {
                 let bundle = text("bundle");
-                self.close(&e.subject, e.at_ms);
-                let cause = match self.assigned.get(&e.subject) {
+                let model = self.model_of(e, Some(&e.subject), &bundle);
+                self.close(&e.subject, &model, e.at_ms);
+                let key = (e.subject.clone(), model);
+                let cause = match self.assigned.get(&key) {
                     Some((assigned, cause)) if *assigned == bundle => cause.clone(),
                     _ => "activated on the node (local import or rollback)".to_owned(),
                 };
                 let pushed = self.pushed.get(&bundle);
+                let name = pushed
+                    .map(|p| p.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| key.1.clone());
                 self.open.insert(
-                    e.subject.clone(),
+                    key,
                     Interval {
-                        name: pushed.map(|p| p.name.clone()).unwrap_or_default(),
+                        name,
                         version: pushed.map(|p| p.version.clone()).unwrap_or_default(),
                         signers: pushed.map(|p| p.signers.clone()).unwrap_or_default(),
                         signatures_valid: pushed.is_some_and(|p| p.signatures_valid),
@@ -469,8 +519,9 @@ impl ReportBuilder {
 
     /// The report, with its flags.
     pub fn finish(mut self) -> Report {
-        let open: Vec<(String, Interval)> = std::mem::take(&mut self.open).into_iter().collect();
-        for (node, interval) in open {
+        let open: Vec<((String, String), Interval)> =
+            std::mem::take(&mut self.open).into_iter().collect();
+        for ((node, _), interval) in open {
             if self.in_range(interval.from_ms, None) {
                 self.report
                     .nodes
@@ -689,5 +740,87 @@ mod tests {
         let b = run(&entries, h).first_break.unwrap();
         assert_eq!(b.seq, 4);
         assert!(b.problem.contains("cut off"), "{}", b.problem);
+    }
+
+    fn entry(
+        at_ms: u64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) -> Entry {
+        Entry {
+            at_ms,
+            actor: actor.into(),
+            action: action.into(),
+            subject: subject.into(),
+            details,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn the_report_keeps_one_interval_per_model_on_a_node() {
+        let push = |at, id: &str, name: &str| {
+            entry(
+                at,
+                "alice",
+                "bundle.push",
+                id,
+                details([("name", serde_json::json!(name))]),
+            )
+        };
+        let activated = |at, bundle: &str, model: Option<&str>| {
+            let mut d = details([("bundle", serde_json::json!(bundle))]);
+            if let Some(model) = model {
+                d["model"] = serde_json::json!(model);
+            }
+            entry(at, "node n1", "node.activated", "n1", d)
+        };
+        let entries = [
+            push(1, "a1", "alpha"),
+            push(2, "b1", "beta"),
+            push(3, "a2", "alpha"),
+            entry(
+                4,
+                "rollout r1",
+                "bundle.assign",
+                "a1",
+                details([("nodes", serde_json::json!(["n1"]))]),
+            ),
+            // An entry from before nodes named the model: the pushed bundle's name tells.
+            activated(10, "a1", None),
+            activated(20, "b1", Some("beta")),
+            activated(30, "a2", Some("alpha")),
+        ];
+        let mut b = ReportBuilder::new(0, 100, 1_000, Verification::default(), 100);
+        for e in &entries {
+            b.add(e);
+        }
+        let report = b.finish();
+        let mut ran: Vec<(String, u64, Option<u64>)> = report.nodes["n1"]
+            .ran
+            .iter()
+            .map(|i| (i.bundle.clone(), i.from_ms, i.to_ms))
+            .collect();
+        ran.sort();
+        assert_eq!(
+            ran,
+            [
+                ("a1".to_owned(), 10, Some(30)),
+                ("a2".to_owned(), 30, None),
+                ("b1".to_owned(), 20, None),
+            ],
+            "beta's activation does not end alpha's interval; alpha's next one does"
+        );
+        let a1 = report.nodes["n1"]
+            .ran
+            .iter()
+            .find(|i| i.bundle == "a1")
+            .unwrap();
+        assert_eq!(
+            (a1.name.as_str(), a1.cause.as_str()),
+            ("alpha", "rollout r1")
+        );
     }
 }

@@ -347,7 +347,12 @@ pub enum Event {
     Nvml { available: bool },
     /// The node's journal: a bundle became active (verified against the node's policy,
     /// golden vectors passed), by delivery, local import or rollback.
-    BundleActivated { bundle: String },
+    /// `model` names the model it serves (empty from nodes that serve one model).
+    BundleActivated {
+        bundle: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        model: String,
+    },
     /// The node's journal: an assigned bundle was refused, and why.
     BundleRefused { bundle: String, reason: String },
 }

@@ -111,10 +111,7 @@ pub fn bundles_status(agent: &Agent) -> serde_json::Value {
 
 /// An agent configuration serving inference on a free loopback port, trusting `policy`.
 pub fn agent_config(library: &Path, policy: &Path) -> (String, SocketAddr) {
-    let infer_addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let infer_addr = crate::free_tcp_port();
     let config = format!(
         "[uplink]\nheartbeat = \"200ms\"\nmax_backoff = \"500ms\"\n[inference]\nonnxruntime = \"{}\"\nlisten = \"{infer_addr}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n",
         library.display(),

@@ -45,11 +45,20 @@ pub fn free_udp_port() -> SocketAddr {
         .unwrap()
 }
 
-fn free_tcp_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A TCP port free right now on loopback, for a server a test starts later. Taken below
+/// the kernel's ephemeral range (32768 and up on Linux): a port the kernel hands out
+/// would be free for every outgoing connection's local end too, and a test's own HTTP
+/// client can take it in the moment before the server binds it.
+pub fn free_tcp_port() -> SocketAddr {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let port = 20_000 + (hasher.finish() % 12_000) as u16;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what`.

@@ -405,10 +405,7 @@ fn a_node_that_never_connects_enrolls_by_file_and_its_bundle_and_telemetry_cross
     // controller; everything crosses by file.
     let node = work.path().join("hall-3");
     std::fs::create_dir(&node).unwrap();
-    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let metrics = gantry_tests::free_tcp_port();
     std::fs::write(
         node.join("agent.toml"),
         format!(

@@ -22,6 +22,7 @@ fn desired() -> Desired {
         id: format!("sha256:{}", "ab".repeat(32)),
         file_sha256: "cd".repeat(32),
         size: SIZE,
+        model: "m".to_owned(),
     }
 }
 
@@ -102,7 +103,7 @@ impl Setup {
             onnxruntime: PathBuf::from("/nonexistent/libonnxruntime.so"),
             snapshots: watch::channel(None).1,
         };
-        let (_tx, rx) = watch::channel(Some(desired()));
+        let (_tx, rx) = watch::channel(vec![desired()]);
         let state = SharedBundles::default();
         let stop = CancellationToken::new();
         let task = tokio::spawn(delivery::run(

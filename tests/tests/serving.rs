@@ -12,10 +12,7 @@ use gantry_tests::bundles::{models, onnxruntime, python_clients, trusting_contro
 use gantry_tests::{Agent, Controller, wait_for};
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    gantry_tests::free_tcp_port()
 }
 
 /// `gantry bundle create` + `sign` of test model `model` (with its golden vectors) as
@@ -78,8 +75,18 @@ fn import(agent: &Agent, bundle: &Path) {
     );
 }
 
+/// Whether `model` answers its readiness probe with 200.
 fn ready(http: SocketAddr, model: &str) -> bool {
-    gantry_tests::http_get(http, &format!("/v2/models/{model}/ready")).is_some()
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return false;
+    };
+    let path = format!("/v2/models/{model}/ready");
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).is_ok() && response.split(' ').nth(1) == Some("200")
 }
 
 #[test]
@@ -239,80 +246,209 @@ fn an_image_sized_golden_vector_travels_as_a_payload_file_and_is_checked_on_impo
     assert!(text.contains("golden      image: ok"), "{text}");
 }
 
-/// A rollout of one model (through the controller) leaves another model the node serves
-/// untouched: it keeps answering throughout, and the rollout's gates read the report of
-/// the rolled-out model.
+/// The controller's desired state is per (node, model): two models assigned to one node
+/// are both fetched and served; a rollout of one model — one that succeeds, then one that
+/// fails its gate and is rolled back automatically — never touches the other, which
+/// keeps answering the same throughout; `fleet show`, the audit report and the KPIs tell
+/// the models apart.
 #[test]
 fn a_rollout_of_one_model_leaves_the_other_serving() {
     let work = tempfile::tempdir().unwrap();
     let (controller, key, policy) = trusting_controller(work.path());
-    let other = bundle(
+    let (config, infer) = gantry_tests::bundles::agent_config(&onnxruntime(), &policy);
+    let mut agent = Agent::enroll(&controller, "two-models", &config);
+    agent.run("200ms");
+    let push_id = |bundle: &Path| -> String {
+        gantry_tests::bundles::push(&controller, bundle)["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    // Both models assigned by the controller, one `bundle assign` each.
+    let mlp1 = push_id(&bundle(
         &controller,
         work.path(),
         &key,
         "tiny_mlp",
         "tiny-mlp",
         "1.0.0",
-    );
-    let (config, infer) = gantry_tests::bundles::agent_config(&onnxruntime(), &policy);
-    let mut agent = Agent::enroll(&controller, "two-models", &config);
-    import(&agent, &other);
-    agent.run("200ms");
-    wait_for("tiny-mlp to serve", Duration::from_secs(60), || {
-        ready(infer, "tiny-mlp").then_some(())
+    ));
+    let linear1 = push_id(&gantry_tests::bundles::make_bundle(
+        &controller,
+        work.path(),
+        "1.0.0",
+        &key,
+    ));
+    for id in [&mlp1, &linear1] {
+        let said = controller.cli_ok(&["bundle", "assign", id, "--node", "two-models"]);
+        assert!(said.contains("their other models are unchanged"), "{said}");
+    }
+    wait_for("both models to serve", Duration::from_secs(60), || {
+        (ready(infer, "tiny-mlp") && ready(infer, "tiny-linear")).then_some(())
     });
-    let linear = gantry_tests::bundles::make_bundle(&controller, work.path(), "1.0.0", &key);
-    gantry_tests::bundles::push(&controller, &linear);
-    let started: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
-        "rollout",
-        "start",
-        "tiny-linear@1.0.0",
-        "--steps",
-        "100%",
-        "--bake",
-        "1s",
-        "--json",
-    ]))
-    .unwrap();
-    let id = started["id"].as_str().unwrap().to_owned();
     let mlp_body =
         r#"{"inputs":[{"name":"x","shape":[1,8],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
     let answer = |model: &str, body: &str| post(infer, &format!("/v2/models/{model}/infer"), body);
     let first = answer("tiny-mlp", mlp_body).expect("tiny-mlp answers");
-    wait_for("the rollout to succeed", Duration::from_secs(90), || {
-        // tiny-mlp answers the same all the way through.
-        assert_eq!(
-            answer("tiny-mlp", mlp_body).as_ref(),
-            Some(&first),
-            "tiny-mlp was disturbed"
-        );
-        let r: serde_json::Value =
-            serde_json::from_str(&controller.cli_ok(&["rollout", "status", &id, "--json"])).ok()?;
-        assert_ne!(r["state"], "rolled-back", "{r}");
-        (r["state"] == "succeeded").then_some(())
-    });
+    let rollout = |bundle: &str| -> String {
+        let started: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
+            "rollout", "start", bundle, "--steps", "100%", "--bake", "1s", "--json",
+        ]))
+        .unwrap();
+        started["id"].as_str().unwrap().to_owned()
+    };
+    let until = |id: &str, state: &str| {
+        wait_for(
+            &format!("rollout {id} to be {state}"),
+            Duration::from_secs(90),
+            || {
+                // tiny-mlp answers the same all the way through.
+                assert_eq!(
+                    answer("tiny-mlp", mlp_body).as_ref(),
+                    Some(&first),
+                    "tiny-mlp was disturbed"
+                );
+                let r: serde_json::Value =
+                    serde_json::from_str(&controller.cli_ok(&["rollout", "status", id, "--json"]))
+                        .ok()?;
+                (r["state"] == state).then_some(r)
+            },
+        )
+    };
+    let assigned = || -> Vec<(String, String)> {
+        controller
+            .node("two-models")
+            .assigned
+            .into_iter()
+            .map(|d| (d.model, d.id))
+            .collect()
+    };
+
+    // A rollout of tiny-linear that succeeds.
+    let linear2 = push_id(&gantry_tests::bundles::make_bundle(
+        &controller,
+        work.path(),
+        "2.0.0",
+        &key,
+    ));
+    let r1 = rollout("tiny-linear@2.0.0");
+    until(&r1, "succeeded");
+    assert_eq!(
+        assigned(),
+        [
+            ("tiny-linear".to_owned(), linear2.clone()),
+            ("tiny-mlp".to_owned(), mlp1.clone())
+        ]
+    );
+
+    // One that fails its gate (golden vectors the model does not reproduce): rolled back
+    // automatically, to tiny-linear's previous bundle; tiny-mlp's assignment stays.
+    let mut golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
+            .unwrap();
+    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
+    let wrong = work.path().join("wrong-golden.json");
+    std::fs::write(&wrong, golden.to_string()).unwrap();
+    push_id(&gantry_tests::bundles::make_bundle_with(
+        &controller,
+        work.path(),
+        "3.0.0",
+        &key,
+        &wrong,
+        &[],
+    ));
+    let r2 = rollout("tiny-linear@3.0.0");
+    let failed = until(&r2, "rolled-back");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .unwrap()
+            .contains("refused the bundle"),
+        "{failed}"
+    );
+    assert_eq!(
+        assigned(),
+        [
+            ("tiny-linear".to_owned(), linear2.clone()),
+            ("tiny-mlp".to_owned(), mlp1.clone())
+        ]
+    );
     assert!(
         gantry_tests::bundles::infer(infer).is_some(),
         "tiny-linear serves"
     );
-    assert_eq!(answer("tiny-mlp", mlp_body), Some(first));
+    assert_eq!(answer("tiny-mlp", mlp_body), Some(first.clone()));
+
+    // The node reports both models, each as assigned.
+    wait_for(
+        "fleet show to list both models as assigned",
+        Duration::from_secs(30),
+        || {
+            let show = controller.cli_ok(&["fleet", "show", "two-models"]);
+            (show.contains(&format!(
+                "  model     tiny-linear: {linear2} (previous {linear1}), as assigned"
+            )) && show.contains(&format!(
+                "  model     tiny-mlp: {mlp1} (previous -), as assigned"
+            )) && show.contains("REFUSED"))
+            .then_some(show)
+        },
+    );
     let models: Vec<String> = agent.status().unwrap()["models"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["model"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(models, ["tiny-linear 1.0.0", "tiny-mlp 1.0.0"]);
-    wait_for(
-        "fleet show to list both models",
+    assert_eq!(models, ["tiny-linear 2.0.0", "tiny-mlp 1.0.0"]);
+
+    // The audit report keeps one interval per model: tiny-linear 2.0.0 ended 1.0.0's,
+    // and tiny-mlp's is still open however often tiny-linear changed.
+    let intervals = wait_for(
+        "the activations in the audit log",
         Duration::from_secs(30),
         || {
-            let show = controller.cli_ok(&["fleet", "show", "two-models"]);
-            (show.contains("  model     tiny-linear: sha256:")
-                && show.contains("  model     tiny-mlp: sha256:"))
-            .then_some(())
+            let report: serde_json::Value =
+                serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).ok()?;
+            let ran: Vec<(String, bool, String)> = report["nodes"]["two-models"]["ran"]
+                .as_array()?
+                .iter()
+                .map(|i| {
+                    (
+                        i["bundle"].as_str().unwrap_or_default().to_owned(),
+                        i["to_ms"].is_null(),
+                        i["cause"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            (ran.len() == 3).then_some(ran)
         },
     );
+    let open = |id: &str| {
+        intervals
+            .iter()
+            .find(|(b, _, _)| b == id)
+            .map(|(_, open, _)| *open)
+    };
+    assert_eq!(open(&mlp1), Some(true), "{intervals:?}");
+    assert_eq!(open(&linear1), Some(false), "{intervals:?}");
+    assert_eq!(open(&linear2), Some(true), "{intervals:?}");
+    assert!(
+        intervals
+            .iter()
+            .any(|(b, _, cause)| *b == linear2 && cause == &format!("rollout {r1}")),
+        "{intervals:?}"
+    );
+
+    // KPIs per model: tiny-linear had one success and one failure.
+    let kpis: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["report", "kpis", "--json"])).unwrap();
+    assert_eq!(
+        kpis["models"]["tiny-linear"]["change_failure_rate"], 0.5,
+        "{kpis}"
+    );
+    let text = controller.cli_ok(&["report", "kpis"]);
+    assert!(text.contains("tiny-linear"), "{text}");
 }
 
 /// The outputs of a JSON inference answer, or `None` unless it is a 200.

@@ -1,6 +1,7 @@
-//! Fetching the bundle the controller assigns to this node.
+//! Fetching the bundles the controller assigns to this node, one per model.
 //!
-//! Heartbeat replies name the desired bundle. When it differs from the active one, the
+//! Heartbeat replies name the desired bundle of each model assigned to the node. Each
+//! that is not its model's active one is fetched in turn (one transfer at a time); the
 //! bundle is fetched over the same QUIC connection, on one stream of raw bytes, into
 //! `<state_dir>/downloads/<file sha256>.partial` — a broken transfer resumes from the
 //! bytes already there — and the bundle store then verifies it against the node's own
@@ -76,13 +77,18 @@ pub fn report(state: &SharedBundles, store: &BundleStore) -> NodeBundles {
     s.clone()
 }
 
-/// The bundle activated last, of any model, as the store records it.
-pub fn last_activated(store: &BundleStore) -> Option<String> {
+/// Each model's active bundle (`sha256:<hex>`), by model name, as the store records it.
+pub fn active_models(store: &BundleStore) -> std::collections::BTreeMap<String, String> {
     store
         .current()
-        .ok()?
-        .last
-        .map(|hex| format!("sha256:{hex}"))
+        .map(|current| {
+            current
+                .models
+                .into_iter()
+                .filter_map(|(name, m)| Some((name, format!("sha256:{}", m.active?))))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether bundle `id` (`sha256:<hex>`) is the active bundle of its model in the store.
@@ -91,53 +97,55 @@ fn is_active(store: &BundleStore, id: &str) -> bool {
     store.current().is_ok_and(|c| c.is_active(hex))
 }
 
-/// Fetches and activates what `desired` names, over `conn`, until `stop`. Ends when the
-/// connection fails; the next connection's task resumes the transfer.
+/// Fetches and activates what `desired` names (one bundle per model), over `conn`, until
+/// `stop`. Ends when the connection fails; the next connection's task resumes the
+/// transfer.
 pub async fn run(
     config: DeliveryConfig,
     conn: quinn::Connection,
-    mut desired: watch::Receiver<Option<Desired>>,
+    mut desired: watch::Receiver<Vec<Desired>>,
     state: SharedBundles,
     stop: CancellationToken,
 ) {
     let store = BundleStore::new(&config.state_dir);
-    loop {
-        let want = desired.borrow_and_update().clone();
-        if let Some(want) = want {
+    'assignments: loop {
+        let wants = desired.borrow_and_update().clone();
+        forget_refusals(&state, &wants);
+        for want in &wants {
             let active = {
                 let (store, id) = (store.clone(), want.id.clone());
                 tokio::task::spawn_blocking(move || is_active(&store, &id))
                     .await
                     .unwrap_or_default()
             };
-            let failed = state
-                .lock()
-                .expect("bundles")
-                .failed
-                .as_ref()
-                .is_some_and(|f| f.id == want.id);
-            if !active && !failed {
-                match fetch(&config, &conn, &want, &state, &stop, &mut desired).await {
-                    Ok(Fetched::Complete(path)) => {
-                        install(&config, &store, &want, path, &state).await;
-                    }
-                    Ok(Fetched::Superseded) => {
-                        tracing::info!(bundle = %want.id, "assignment changed during the transfer; the partial download is kept");
-                        state.lock().expect("bundles").downloading = None;
-                        continue;
-                    }
-                    Ok(Fetched::Stopped) => return,
-                    Err(e) if e.is_transient() => {
-                        tracing::warn!(bundle = %want.id, reason = gantry_shared::bundle::outcome::error_chain(&e), "bundle transfer interrupted; it resumes on the next connection");
-                        return;
-                    }
-                    Err(e) => refuse(
-                        &state,
-                        &want,
-                        gantry_shared::bundle::outcome::error_chain(&e),
-                    ),
-                }
+            let refused = state.lock().expect("bundles").refusal(&want.id).is_some();
+            if active || refused {
+                continue;
             }
+            match fetch(&config, &conn, want, &state, &stop, &mut desired).await {
+                Ok(Fetched::Complete(path)) => {
+                    install(&config, &store, want, path, &state).await;
+                }
+                Ok(Fetched::Superseded) => {
+                    tracing::info!(bundle = %want.id, model = %want.model, "assignment changed during the transfer; the partial download is kept");
+                    state.lock().expect("bundles").downloading = None;
+                    continue 'assignments;
+                }
+                Ok(Fetched::Stopped) => return,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(bundle = %want.id, reason = gantry_shared::bundle::outcome::error_chain(&e), "bundle transfer interrupted; it resumes on the next connection");
+                    return;
+                }
+                Err(e) => refuse(
+                    &state,
+                    want,
+                    gantry_shared::bundle::outcome::error_chain(&e),
+                ),
+            }
+        }
+        if *desired.borrow() != wants {
+            // Assignments changed during a transfer that went on (another model's).
+            continue;
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -219,13 +227,28 @@ impl FetchError {
 }
 
 fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
-    tracing::error!(bundle = %want.id, reason, "assigned bundle NOT activated; the active model keeps serving");
-    let mut s = state.lock().expect("bundles");
-    s.downloading = None;
-    s.failed = Some(FailedBundle {
+    tracing::error!(bundle = %want.id, model = %want.model, reason, "assigned bundle NOT activated; the model's active bundle keeps serving");
+    let refusal = FailedBundle {
         id: want.id.clone(),
         reason,
-    });
+        model: want.model.clone(),
+    };
+    let mut s = state.lock().expect("bundles");
+    s.downloading = None;
+    s.refused
+        .retain(|f| f.id != want.id && (want.model.is_empty() || f.model != want.model));
+    s.refused.push(refusal.clone());
+    s.failed = Some(refusal);
+}
+
+/// Forgets the refusals of bundles no longer assigned, so a bundle assigned again later
+/// is fetched again.
+fn forget_refusals(state: &SharedBundles, wants: &[Desired]) {
+    state
+        .lock()
+        .expect("bundles")
+        .refused
+        .retain(|f| wants.iter().any(|w| w.id == f.id));
 }
 
 /// Downloads the rest of `want` into `<state_dir>/downloads/<file sha256>.partial`.
@@ -237,7 +260,7 @@ async fn fetch(
     want: &Desired,
     state: &SharedBundles,
     stop: &CancellationToken,
-    desired: &mut watch::Receiver<Option<Desired>>,
+    desired: &mut watch::Receiver<Vec<Desired>>,
 ) -> Result<Fetched, FetchError> {
     if !delivery::is_sha256_hex(&want.file_sha256) {
         return Err(FetchError::MalformedDigest(want.file_sha256.clone()));
@@ -309,7 +332,7 @@ async fn fetch(
                 () = stop.cancelled() => break Some(Ok(Some(Fetched::Stopped))),
                 changed = desired.changed() => {
                     let same = changed.is_ok()
-                        && desired.borrow().as_ref().is_some_and(|d| d.id == want.id);
+                        && desired.borrow().iter().any(|d| d.id == want.id);
                     if same { continue }
                     break Some(Ok(Some(Fetched::Superseded)));
                 }
@@ -467,11 +490,13 @@ async fn install(
     if id != want.id {
         tracing::warn!(assigned = %want.id, activated = %id, "the activated bundle's id differs from the one assigned");
     }
-    tracing::info!(bundle = %id, "assigned bundle verified and activated");
+    tracing::info!(bundle = %id, model = %want.model, "assigned bundle verified and activated");
     let mut s = state.lock().expect("bundles");
     s.active = Some(id);
     s.downloading = None;
     s.failed = None;
+    s.refused
+        .retain(|f| f.id != want.id && (want.model.is_empty() || f.model != want.model));
 }
 
 #[cfg(test)]

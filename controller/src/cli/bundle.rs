@@ -42,8 +42,11 @@ pub(super) async fn remote(command: RemoteBundleCommand) -> CommandResult {
             }
         }
         RemoteBundleCommand::Assign { id, nodes, admin } => {
-            let (id, nodes) = connect(&admin).await?.bundle_assign(id, nodes).await?;
-            println!("assigned {id} to {}", nodes.join(", "));
+            let (id, nodes, model) = connect(&admin).await?.bundle_assign(id, nodes).await?;
+            println!(
+                "assigned {id} to {} as their model {model:?}; their other models are unchanged",
+                nodes.join(", ")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

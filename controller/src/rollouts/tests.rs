@@ -62,7 +62,7 @@ fn activate(r: &Rollout, nodes: &mut BTreeMap<String, NodeView>, at_ms: u64) {
 }
 
 #[allow(clippy::unnecessary_wraps)] // the shape of the engine's assignment lookup
-fn old(_: &str) -> Option<String> {
+fn old(_: &str, _: &str) -> Option<String> {
     Some(OLD.to_owned())
 }
 
@@ -167,6 +167,7 @@ fn a_refused_bundle_and_a_silent_node_count_against_the_gate() {
         .failed = Some(FailedBundle {
         id: NEW.into(),
         reason: "golden vector \"ones\" failed".into(),
+        model: "m".into(),
     });
     advance(&mut r, &nodes, &old, 100);
     assert!(r.failure.as_ref().unwrap().contains("refused the bundle"));
@@ -211,6 +212,7 @@ fn nodes_late_past_the_step_timeout_count_unless_allowed() {
 #[test]
 fn kpis_come_from_the_recorded_rollouts() {
     let done = |created: u64, state: State, failed: Option<u64>, end: u64| Rollout {
+        bundle_name: if failed.is_some() { "b" } else { "a" }.to_owned(),
         created_at_ms: created,
         pushed_at_ms: created.saturating_sub(1_000),
         state: Some(state),
@@ -236,6 +238,13 @@ fn kpis_come_from_the_recorded_rollouts() {
     assert_eq!(k.change_failure_rate, Some(1.0 / 3.0));
     assert_eq!(k.mttr_mean_s, Some(4.0));
     assert!(Step::Percent(100.0).target(3) == 3);
+    // Per model: "a" only succeeded, "b" only failed.
+    assert_eq!(k.models.len(), 2);
+    assert_eq!(k.models["a"].change_failure_rate, Some(0.0));
+    assert_eq!(k.models["a"].lead_time_median_s, Some(31.0));
+    assert_eq!(k.models["b"].change_failure_rate, Some(1.0));
+    assert_eq!(k.models["b"].mttr_mean_s, Some(4.0));
+    assert!(k.models["b"].models.is_empty());
 }
 
 #[test]
@@ -253,7 +262,7 @@ fn cordoned_nodes_take_no_new_rollouts_and_the_refusal_names_them() {
     assert!(plan(&selector, &nodes).is_empty());
 }
 
-/// An engine over a real store with one held bundle, `m@1`.
+/// An engine over a real store with two held bundles of two models, `m@1` and `k@1`.
 fn engine(dir: &std::path::Path) -> (Engine, Arc<BundleRepo>, String) {
     let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
     let bundles_dir = dir.join("bundles");
@@ -269,6 +278,15 @@ fn engine(dir: &std::path::Path) -> (Engine, Arc<BundleRepo>, String) {
         ..Default::default()
     };
     store.put_bundle_info(&hex, &info).unwrap();
+    // A second model, `k@1`.
+    let other = "f".repeat(64);
+    std::fs::write(bundles_dir.join(format!("{other}.gbundle")), b"bundle").unwrap();
+    let k = gantry_shared::protocol::delivery::BundleInfo {
+        id: format!("sha256:{other}"),
+        name: "k".into(),
+        ..info.clone()
+    };
+    store.put_bundle_info(&other, &k).unwrap();
     let bundles = Arc::new(
         BundleRepo::open(bundles_dir, dir.join("trust.json"), Arc::clone(&store)).unwrap(),
     );
@@ -296,7 +314,7 @@ fn a_paused_rollout_assigns_nothing_however_long_it_waits_and_resumes_with_fresh
     let r = engine.start(spec, "alice", &nodes, t0).unwrap();
     assert_eq!(r.touched.len(), 1);
     let canary = r.touched[0].node.clone();
-    assert_eq!(bundles.assigned(&canary).as_deref(), Some(id.as_str()));
+    assert_eq!(bundles.assigned(&canary, "m").as_deref(), Some(id.as_str()));
     engine
         .command("r1", Command::Pause, "alice", &nodes, t0)
         .unwrap();
@@ -314,7 +332,7 @@ fn a_paused_rollout_assigns_nothing_however_long_it_waits_and_resumes_with_fresh
     assert_eq!(paused.touched.len(), 1);
     let assigned = nodes
         .keys()
-        .filter(|n| bundles.assigned(n).is_some())
+        .filter(|n| bundles.assigned(n, "m").is_some())
         .count();
     assert_eq!(assigned, 1, "nothing assigned while paused");
 
@@ -351,4 +369,45 @@ fn a_paused_rollout_assigns_nothing_however_long_it_waits_and_resumes_with_fresh
         "the next step started once the bake time was over"
     );
     assert_eq!(r.touched.len(), 6);
+}
+
+#[test]
+fn a_rollout_of_one_model_never_touches_another_model_on_the_same_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, bundles, m_id) = engine(dir.path());
+    let k_id = format!("sha256:{}", "f".repeat(64));
+    let t0 = 1_000_000;
+    let nodes = fleet(2, t0);
+    let spec = |bundle: &str| Spec {
+        bundle: bundle.to_owned(),
+        steps: parse_steps("100%").unwrap(),
+        bake_ms: 60_000,
+        step_timeout_ms: 10_000,
+        silence_ms: 5_000,
+        ..Spec::default()
+    };
+    engine.start(spec("k@1"), "alice", &nodes, t0).unwrap();
+    // The same nodes take a rollout of another model at the same time…
+    engine.start(spec("m@1"), "alice", &nodes, t0).unwrap();
+    // …but not a second rollout of a model they are rolling out.
+    let err = engine.start(spec("k@1"), "alice", &nodes, t0).unwrap_err();
+    assert!(err.to_string().contains("still holds model \"k\""), "{err}");
+    for node in nodes.keys() {
+        assert_eq!(bundles.assigned(node, "k").as_deref(), Some(k_id.as_str()));
+        assert_eq!(bundles.assigned(node, "m").as_deref(), Some(m_id.as_str()));
+    }
+    // Model m's rollout is rolled back: its nodes had nothing assigned for m before, so
+    // the assignment of m goes; k's stays.
+    engine
+        .command("r2", Command::Rollback, "alice", &nodes, t0 + 1)
+        .unwrap();
+    for node in nodes.keys() {
+        assert_eq!(bundles.assigned(node, "m"), None);
+        assert_eq!(bundles.assigned(node, "k").as_deref(), Some(k_id.as_str()));
+    }
+    assert_eq!(
+        engine.status(Some("r1")).unwrap()[0].state(),
+        State::Rolling,
+        "the other model's rollout goes on"
+    );
 }

@@ -209,19 +209,28 @@ pub(super) async fn handle(
             let admin = caller.to_owned();
             let response = repo_call(move || {
                 // The assignment and its audit entry are one transaction.
-                let entry = crate::audit::entry(
-                    admin,
-                    "bundle.assign",
-                    format!("sha256:{}", id.trim_start_matches("sha256:")),
-                    audit::details([("nodes", serde_json::json!(nodes))]),
-                );
+                let audit = |info: &gantry_shared::protocol::delivery::BundleInfo| {
+                    vec![crate::audit::entry(
+                        admin,
+                        "bundle.assign",
+                        info.id.clone(),
+                        audit::details([
+                            ("nodes", serde_json::json!(nodes)),
+                            ("model", serde_json::json!(info.name)),
+                        ]),
+                    )]
+                };
                 bundles
-                    .assign(&id, &nodes, vec![entry])
-                    .map(|id| admin::Response::Assigned { id, nodes })
+                    .assign(&id, &nodes, audit)
+                    .map(|info| admin::Response::Assigned {
+                        id: info.id,
+                        nodes,
+                        model: info.name,
+                    })
             })
             .await;
-            if let Response::Admin(admin::Response::Assigned { id, nodes }) = &response {
-                tracing::info!(admin = caller, %id, ?nodes, "bundle assigned");
+            if let Response::Admin(admin::Response::Assigned { id, nodes, model }) = &response {
+                tracing::info!(admin = caller, %id, model, ?nodes, "bundle assigned");
             }
             response
         }
@@ -647,7 +656,7 @@ async fn show(shared: &Shared, name: &str) -> Response {
                 health: heartbeat.health,
                 latest,
                 bundles: heartbeat.bundles,
-                desired: shared.bundles.desired(name),
+                assigned: shared.bundles.desired(name),
             })))
         }
         Some(Ok(None)) => error(ErrorCode::NotFound, format!("no node named {name:?}")),

@@ -751,10 +751,7 @@ async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Resp
         .entry(name.to_owned())
         .or_default()
         .heartbeat = Some(info);
-    Response::Heartbeat(heartbeat::Response {
-        server_time_ms: now,
-        desired: shared.bundles.desired(name),
-    })
+    Response::Heartbeat(heartbeat::Response::new(now, shared.bundles.desired(name)))
 }
 
 /// Cordons a node whose heartbeat carries an unhealthy reason the operator chose, once:
@@ -816,17 +813,29 @@ async fn auto_cordon(
 }
 
 /// Records in the audit log what a node reports about its bundles when it changed: an
-/// activation, or a refusal with the node's reason. The last recorded state is kept per
-/// node in the store, so a restarted controller does not record it twice.
+/// activation (per model), or a refusal with the node's reason. The last recorded state
+/// is kept per node in the store, so a restarted controller does not record it twice.
 fn audit_node_bundles(
     shared: &Shared,
     name: &str,
     bundles: &gantry_shared::protocol::delivery::NodeBundles,
 ) {
+    let mut models: std::collections::BTreeMap<String, String> = bundles
+        .models
+        .iter()
+        .filter_map(|m| Some((m.name.clone(), m.active.clone()?)))
+        .collect();
+    if models.is_empty()
+        && let Some(active) = &bundles.active
+    {
+        // A node that serves one model and does not name it.
+        models.insert(String::new(), active.clone());
+    }
     let now = audit::NodeBundleState {
         active: bundles.active.clone(),
         refused: bundles.failed.as_ref().map(|f| f.id.clone()),
         at_ms: gantry_net::clock::now_ms(),
+        models,
     };
     let known = shared
         .audited_bundles
@@ -855,15 +864,17 @@ fn audit_node_bundles(
                 return None;
             }
             let mut entries = Vec::new();
-            if now.active != before.active
-                && let Some(active) = &now.active
-            {
-                entries.push(node_activated(
-                    &node,
-                    active,
-                    before.active.as_ref(),
-                    "heartbeat",
-                ));
+            for (model, active) in &now.models {
+                let previous = before.active_of(model);
+                if previous != Some(active) {
+                    entries.push(node_activated(
+                        &node,
+                        model,
+                        active,
+                        previous.filter(|_| !before.models.is_empty() || model.is_empty()),
+                        "heartbeat",
+                    ));
+                }
             }
             if now.refused != before.refused
                 && let Some(failed) = &bundles.failed
@@ -879,13 +890,20 @@ fn audit_node_bundles(
     });
 }
 
-fn node_activated(node: &str, bundle: &str, previous: Option<&String>, source: &str) -> NewEntry {
+fn node_activated(
+    node: &str,
+    model: &str,
+    bundle: &str,
+    previous: Option<&String>,
+    source: &str,
+) -> NewEntry {
     crate::audit::entry(
         format!("node {node}"),
         "node.activated",
         node,
         audit::details([
             ("bundle", serde_json::json!(bundle)),
+            ("model", serde_json::json!(model)),
             ("previous", serde_json::json!(previous)),
             ("source", serde_json::json!(source)),
         ]),
@@ -926,22 +944,25 @@ fn audit_node_journal(
                 return None;
             }
             let (after, entry) = match &event {
-                Event::BundleActivated { bundle } if before.active.as_ref() != Some(bundle) => (
-                    audit::NodeBundleState {
-                        active: Some(bundle.clone()),
-                        refused: before.refused.clone(),
-                        at_ms: r.at_ms,
-                    },
-                    node_activated(node, bundle, before.active.as_ref(), source),
-                ),
+                Event::BundleActivated { bundle, model }
+                    if before.active_of(model) != Some(bundle) =>
+                {
+                    let previous = before
+                        .active_of(model)
+                        .filter(|_| !before.models.is_empty() || model.is_empty());
+                    (
+                        before.activated(model, bundle, r.at_ms),
+                        node_activated(node, model, bundle, previous, source),
+                    )
+                }
                 Event::BundleRefused { bundle, reason }
                     if before.refused.as_ref() != Some(bundle) =>
                 {
                     (
                         audit::NodeBundleState {
-                            active: before.active.clone(),
                             refused: Some(bundle.clone()),
                             at_ms: r.at_ms,
+                            ..before.clone()
                         },
                         node_refused(node, bundle, reason, source),
                     )

@@ -235,6 +235,9 @@ pub enum Response {
     Assigned {
         id: String,
         nodes: Vec<String>,
+        /// The model the assignment is for (the bundle's name).
+        #[serde(default)]
+        model: String,
     },
     Rollout(Box<super::rollout::Rollout>),
     Rollouts(Vec<super::rollout::Rollout>),
@@ -303,8 +306,8 @@ pub struct NodeDetail {
     pub latest: Option<Sample>,
     /// Active bundle, download progress and the last refusal, from the last heartbeat.
     pub bundles: super::delivery::NodeBundles,
-    /// What the controller wants the node to run.
-    pub desired: Option<super::delivery::Desired>,
+    /// What the controller wants the node to run, one bundle per model.
+    pub assigned: Vec<super::delivery::Desired>,
 }
 
 /// `fleet top`: a node's latest sample.

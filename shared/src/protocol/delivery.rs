@@ -57,6 +57,9 @@ pub struct Desired {
     pub id: String,
     pub file_sha256: String,
     pub size: u64,
+    /// The model it serves (the bundle's name): a node runs one bundle per model.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model: String,
 }
 
 /// The node's view of delivery, in every heartbeat.
@@ -75,6 +78,10 @@ pub struct NodeBundles {
     pub resumed_at: u64,
     /// Why the last assigned bundle was not activated.
     pub failed: Option<FailedBundle>,
+    /// Every assigned bundle the node refused and still does not fetch again (at most
+    /// one per model), with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<FailedBundle>,
     /// The last transfer that delivered a whole file.
     pub last_transfer: Option<Transfer>,
 }
@@ -93,6 +100,11 @@ impl NodeBundles {
     pub fn is_active(&self, id: &str) -> bool {
         self.active.as_deref() == Some(id)
             || self.models.iter().any(|m| m.active.as_deref() == Some(id))
+    }
+
+    /// Why the node refused bundle `id`, while it does.
+    pub fn refusal(&self, id: &str) -> Option<&FailedBundle> {
+        self.refused.iter().chain(&self.failed).find(|f| f.id == id)
     }
 }
 
@@ -122,6 +134,9 @@ impl Transfer {
 pub struct FailedBundle {
     pub id: String,
     pub reason: String,
+    /// The model it was assigned for (empty from nodes that serve one model).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model: String,
 }
 
 /// Node → controller: the bundle assigned to it, from byte `offset` to its end.

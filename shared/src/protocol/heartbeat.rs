@@ -67,6 +67,30 @@ pub struct ModelReport {
 pub struct Response {
     /// Controller wall clock, for the node's clock-skew check.
     pub server_time_ms: u64,
-    /// The bundle this node should run; `None` while nothing is assigned.
+    /// The first of `assigned`, for agents that run one model.
     pub desired: Option<super::delivery::Desired>,
+    /// The bundle this node should run for each model assigned to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub assigned: Vec<super::delivery::Desired>,
+}
+
+impl Response {
+    /// The answer naming `assigned`.
+    pub fn new(server_time_ms: u64, assigned: Vec<super::delivery::Desired>) -> Self {
+        Self {
+            server_time_ms,
+            desired: assigned.first().cloned(),
+            assigned,
+        }
+    }
+
+    /// What the controller wants the node to run, one bundle per model; a controller
+    /// that knows one model per node names it in `desired` only.
+    pub fn wanted(&self) -> Vec<super::delivery::Desired> {
+        if self.assigned.is_empty() {
+            self.desired.iter().cloned().collect()
+        } else {
+            self.assigned.clone()
+        }
+    }
 }

@@ -295,6 +295,10 @@ pub struct Kpis {
     /// Failed gate → every touched node healthy on its previous bundle.
     pub mttr_mean_s: Option<f64>,
     pub mttr_max_s: Option<f64>,
+    /// The same figures per model (the rolled-out bundles' names), each without its own
+    /// breakdown.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, Kpis>,
 }
 
 #[cfg(test)]

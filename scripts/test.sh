@@ -7,8 +7,8 @@
 # (packaging/test-deb.sh; as root, else skipped saying so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh promtool prometheus onnxruntime python-clients
-echo "test: using $(command -v promtool), $(command -v prometheus), $GANTRY_ONNXRUNTIME and $GANTRY_PYTHON"
+source scripts/tools.sh promtool prometheus onnxruntime onnxruntime-cuda python-clients
+echo "test: using $(command -v promtool), $(command -v prometheus), $GANTRY_ONNXRUNTIME, $GANTRY_ONNXRUNTIME_CUDA and $GANTRY_PYTHON"
 # Layers stay one-way: no module of a crate imports one that imports it back.
 python3 scripts/module-cycles.py
 cargo build --workspace --locked

@@ -78,6 +78,58 @@ PY
     export GANTRY_ONNXRUNTIME="$target/libonnxruntime.so.$version"
 }
 
+# The CUDA build of ONNX Runtime (the onnxruntime-gpu wheel) with the CUDA runtime
+# libraries its CUDA provider needs, from NVIDIA's wheels, in one directory as the
+# gantry-agent-cuda package installs them; each wheel's license beside them. The GPU
+# build links CUDA 13 (libcudart.so.13, libcublas.so.13): the versions are the ones its
+# `cuda` and `cudnn` extras resolve to. Exports GANTRY_ONNXRUNTIME_CUDA with the library.
+gantry_onnxruntime_cuda_wheels="onnxruntime-gpu==1.31.1 nvidia-cuda-runtime==13.5.37 nvidia-cublas==13.10.0.20 nvidia-curand==10.4.5.25 nvidia-cufft==12.5.0.14 nvidia-nvjitlink==13.5.37 nvidia-cuda-nvrtc==13.5.37 nvidia-cudnn-cu13==9.28.1.4"
+gantry_fetch_onnxruntime_cuda() {
+    local version=1.31.1
+    local target="$gantry_cache/tools/onnxruntime-cuda-$version"
+    if [ ! -f "$target/.ready" ] || [ "$(cat "$target/.ready")" != "$gantry_onnxruntime_cuda_wheels" ]; then
+        local wheels="$gantry_cache/wheels"
+        mkdir -p "$wheels"
+        # shellcheck disable=SC2086 # the list is words on purpose
+        if ! python3 -m pip download --quiet --no-deps --only-binary=:all: --no-index --find-links "$wheels" -d "$wheels" $gantry_onnxruntime_cuda_wheels >/dev/null 2>&1; then
+            echo "tools: downloading $gantry_onnxruntime_cuda_wheels (about 1.5 GB)" >&2
+            # shellcheck disable=SC2086
+            python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" $gantry_onnxruntime_cuda_wheels >&2
+        fi
+        rm -rf "$target.tmp"
+        mkdir -p "$target.tmp/licenses"
+        python3 - "$wheels" "$target.tmp" "$version" $gantry_onnxruntime_cuda_wheels <<'PY'
+import glob, os, re, sys, zipfile
+wheels, out, version, *wanted = sys.argv[1:]
+for spec in wanted:
+    name, pinned = spec.split("==")
+    stem = re.sub(r"[-.]", "_", name)
+    [wheel] = glob.glob(f"{wheels}/{stem}-{pinned}-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        for member in z.namelist():
+            base = os.path.basename(member)
+            if name == "onnxruntime-gpu":
+                keep = {f"onnxruntime/capi/libonnxruntime.so.{version}", "onnxruntime/capi/libonnxruntime_providers_shared.so",
+                        "onnxruntime/capi/libonnxruntime_providers_cuda.so", "onnxruntime/LICENSE", "onnxruntime/ThirdPartyNotices.txt"}
+                if member in keep:
+                    dest = f"{out}/{base}"
+                else:
+                    continue
+            elif member.endswith("/licenses/License.txt"):
+                dest = f"{out}/licenses/{name}.txt"
+            elif re.search(r"/lib/lib[^/]+\.so(\.[0-9.]+)?$", member) and not re.search(r"lib(nvblas|cufftw)", base):
+                dest = f"{out}/{base}"
+            else:
+                continue
+            with open(dest, "wb") as f:
+                f.write(z.read(member))
+PY
+        echo "$gantry_onnxruntime_cuda_wheels" >"$target.tmp/.ready"
+        rm -rf "$target" && mv "$target.tmp" "$target"
+    fi
+    export GANTRY_ONNXRUNTIME_CUDA="$target/libonnxruntime.so.$version"
+}
+
 # Triton's own Python clients (tritonclient[http,grpc]) and Python ONNX Runtime, in a
 # virtual environment under .cache, from wheels downloaded once into .cache/wheels.
 # Exports GANTRY_PYTHON with the environment's interpreter.
@@ -111,6 +163,8 @@ for tool in "$@"; do
             command -v prometheus >/dev/null 2>&1 || gantry_fetch_deb prometheus ;;
         onnxruntime)
             [ -n "${GANTRY_ONNXRUNTIME:-}" ] && [ -f "$GANTRY_ONNXRUNTIME" ] || gantry_fetch_onnxruntime ;;
+        onnxruntime-cuda)
+            [ -n "${GANTRY_ONNXRUNTIME_CUDA:-}" ] && [ -f "$GANTRY_ONNXRUNTIME_CUDA" ] || gantry_fetch_onnxruntime_cuda ;;
         lintian)
             command -v lintian >/dev/null 2>&1 || gantry_apt_install lintian ;;
         dpkg-dev)

@@ -93,9 +93,11 @@ pub struct RawHealth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawInference {
-    /// ONNX Runtime's shared library. Default: `<prefix>/lib/gantry/libonnxruntime.so.1.31.1`
-    /// for an agent in `<prefix>/bin` (an unpacked tarball), else the packaged
-    /// `/usr/lib/gantry/libonnxruntime.so.1.31.1`.
+    /// ONNX Runtime's shared library. Default: the GPU build of the CUDA component
+    /// (`gantry-agent-cuda`, `/usr/lib/gantry/cuda/libonnxruntime.so.1.31.1`) where it is
+    /// installed, else the CPU build, `/usr/lib/gantry/libonnxruntime.so.1.31.1` (each
+    /// under `<prefix>/lib/gantry` first for an agent in `<prefix>/bin`, an unpacked
+    /// tarball).
     pub onnxruntime: Option<PathBuf>,
     /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
     pub listen: Option<String>,
@@ -871,11 +873,20 @@ fn simulated_library_dirs() -> Vec<PathBuf> {
 }
 
 /// ONNX Runtime's library as the tarball (under the agent's prefix) or the packages
-/// install it.
+/// install it: the GPU build of the CUDA component where it is installed, else the CPU
+/// build.
 fn default_onnxruntime() -> PathBuf {
-    prefix_library_dir()
-        .map(|dir| dir.join(layout::ONNXRUNTIME_LIBRARY))
-        .filter(|path| path.is_file())
+    let dirs: Vec<PathBuf> = prefix_library_dir()
+        .into_iter()
+        .chain([PathBuf::from(layout::LIBRARY_DIR)])
+        .collect();
+    dirs.iter()
+        .map(|dir| {
+            dir.join(layout::CUDA_SUBDIR)
+                .join(layout::ONNXRUNTIME_LIBRARY)
+        })
+        .chain(dirs.iter().map(|dir| dir.join(layout::ONNXRUNTIME_LIBRARY)))
+        .find(|path| path.is_file())
         .unwrap_or_else(|| Path::new(layout::LIBRARY_DIR).join(layout::ONNXRUNTIME_LIBRARY))
 }
 

@@ -21,6 +21,11 @@ struct Node {
 
 impl Node {
     fn new() -> Self {
+        Self::with_library(&onnxruntime())
+    }
+
+    /// A node whose agent loads ONNX Runtime from `library`.
+    fn with_library(library: &std::path::Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -32,7 +37,7 @@ impl Node {
             dir.path().join("agent.toml"),
             format!(
                 "[inference]\nonnxruntime = \"{}\"\nlisten = \"127.0.0.1:{port}\"\ngrpc_listen = \"\"\n[trust]\npolicy = \"{}\"\n",
-                onnxruntime().display(),
+                library.display(),
                 dir.path().join("trust.json").display()
             ),
         )
@@ -391,6 +396,53 @@ fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
                 && l.ends_with(" 1")),
         "{page}"
     );
+}
+
+/// The GPU build of ONNX Runtime as the CUDA component packages it (its CUDA runtime
+/// beside it; `scripts/tools.sh onnxruntime-cuda`): on a node with an NVIDIA driver the
+/// model runs on CUDA through the endpoint; without one (CI), CUDA is passed over naming
+/// the missing driver and the GPU build's CPU provider serves the same answer.
+#[test]
+fn the_gpu_build_serves_on_cuda_where_a_driver_is_and_on_cpu_saying_why_where_none_is() {
+    let library = PathBuf::from(std::env::var_os("GANTRY_ONNXRUNTIME_CUDA").expect(
+        "GANTRY_ONNXRUNTIME_CUDA is not set: run the suite with scripts/test.sh, which fetches the GPU build of ONNX Runtime and its CUDA runtime",
+    ));
+    let driver = [
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists());
+    let node = Node::with_library(&library);
+    let bundle = node.bundle_requiring(
+        "prefers-cuda.gbundle",
+        "1.0.0",
+        &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+        0,
+    );
+    let (code, text) = node.cli(&["import", &bundle]);
+    assert_eq!(code, 0, "{text}");
+    let agent = start_agent(&node);
+    node.wait_ready();
+    let (status, body) = node.infer_linear();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
+    let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
+    let model = &doc["models"][0];
+    if driver {
+        eprintln!("an NVIDIA driver is here: the model must run on CUDA");
+        assert_eq!(model["execution_provider"], "cuda", "{model}");
+    } else {
+        eprintln!(
+            "no NVIDIA driver here: checking that CUDA is passed over for the right reason (the CUDA run needs a GPU)"
+        );
+        assert_eq!(model["execution_provider"], "cpu", "{model}");
+        let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
+        assert!(
+            passed_over.starts_with("cuda: no NVIDIA driver on this node: libcuda.so.1"),
+            "{model}"
+        );
+    }
 }
 
 /// A bundle that may run on CUDA only is refused where CUDA is unusable: never activated,

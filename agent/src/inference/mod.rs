@@ -12,6 +12,14 @@
 //! session that registers and loads on it; CPU always works when listed. The first that
 //! loads is the model's [`Placement`], with the reason each one before it was passed
 //! over; a bundle whose every listed provider is unusable does not load, and says why.
+//!
+//! # IO binding
+//!
+//! A model on CUDA runs through an IO binding: ONNX Runtime writes its outputs into
+//! pinned host memory (`CudaPinned`), which the GPU fills by DMA and the agent reads
+//! without a staging copy, and takes the inputs from host memory in one transfer each.
+//! String tensors, which ONNX Runtime keeps on the host, are bound to host memory. A model
+//! on the CPU runs unbound: there is nothing to move.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +33,8 @@ use gantry_shared::tensor::TensorData;
 
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
+
+mod cuda;
 
 /// Inference failures, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +114,8 @@ pub struct Model {
     session: Session,
     entry: ModelEntry,
     placement: Placement,
+    /// Where a bound run has ONNX Runtime put the outputs; `None` runs unbound.
+    bound_outputs: Option<ort::memory::MemoryInfo<'static>>,
 }
 
 /// What the node offers a model, as far as the caller knows.
@@ -208,7 +220,9 @@ fn cuda_unusable(requirements: &Requirements, hardware: Hardware) -> Option<Stri
         ));
     }
     match ort::ep::CUDA::is_available() {
-        Ok(true) => None,
+        Ok(true) => ENVIRONMENT
+            .get()
+            .and_then(|(library, _)| cuda::problem(library)),
         Ok(false) => Some(
             "the ONNX Runtime library was built without the CUDA provider (install the GPU build)"
                 .to_owned(),
@@ -292,6 +306,10 @@ impl Model {
             };
             match builder.commit_from_file(path) {
                 Ok(session) => {
+                    let bound_outputs = match provider {
+                        ExecutionProvider::Cpu => None,
+                        ExecutionProvider::Cuda => Some(pinned_output_memory()?),
+                    };
                     return Ok(Self {
                         session,
                         entry: entry.clone(),
@@ -300,6 +318,7 @@ impl Model {
                             passed_over,
                             listed: !requirements.execution_providers.is_empty(),
                         },
+                        bound_outputs,
                     });
                 }
                 Err(e) if provider == ExecutionProvider::Cuda => {
@@ -324,6 +343,20 @@ impl Model {
         &self.placement
     }
 
+    /// Runs this model through an IO binding with its outputs put in `memory` (module
+    /// docs): CUDA models are bound to pinned host memory on load; a CPU model can be
+    /// bound to host memory to run the same path.
+    #[must_use]
+    pub fn with_io_binding(mut self, memory: ort::memory::MemoryInfo<'static>) -> Self {
+        self.bound_outputs = Some(memory);
+        self
+    }
+
+    /// Whether runs go through an IO binding.
+    pub fn io_bound(&self) -> bool {
+        self.bound_outputs.is_some()
+    }
+
     /// The declared inputs and outputs.
     pub fn entry(&self) -> &ModelEntry {
         &self.entry
@@ -343,14 +376,25 @@ impl Model {
         inputs: Vec<(String, Tensor)>,
     ) -> Result<(Vec<(String, Tensor)>, RunTimes), InferenceError> {
         let started = std::time::Instant::now();
-        let mut values: Vec<(String, ort::session::SessionInputValue<'_>)> =
-            Vec::with_capacity(inputs.len());
+        let mut values: Vec<(String, ort::value::DynValue)> = Vec::with_capacity(inputs.len());
         for (name, tensor) in inputs {
             let value = to_value(&name, tensor)?;
             values.push((name, value));
         }
         let converted = std::time::Instant::now();
-        let outputs = self.session.run(values)?;
+        let binding = match &self.bound_outputs {
+            Some(memory) => Some(self.bind(&values, memory)?),
+            None => None,
+        };
+        let outputs = match &binding {
+            Some(binding) => self.session.run_binding(binding)?,
+            None => self.session.run(
+                values
+                    .into_iter()
+                    .map(|(name, value)| (name, ort::session::SessionInputValue::from(value)))
+                    .collect::<Vec<_>>(),
+            )?,
+        };
         let ran = std::time::Instant::now();
         let mut result = Vec::with_capacity(self.entry.outputs.len());
         for spec in &self.entry.outputs {
@@ -371,6 +415,53 @@ impl Model {
     }
 }
 
+impl Model {
+    /// An IO binding of `inputs` with every declared output put in `memory` (strings on
+    /// the host).
+    fn bind(
+        &self,
+        inputs: &[(String, ort::value::DynValue)],
+        memory: &ort::memory::MemoryInfo<'static>,
+    ) -> Result<ort::session::IoBinding, InferenceError> {
+        let mut binding = self.session.create_binding()?;
+        for (name, value) in inputs {
+            binding.bind_input(name.as_str(), value)?;
+        }
+        let host = host_memory()?;
+        for spec in &self.entry.outputs {
+            let memory = if spec.dtype == DType::String {
+                &host
+            } else {
+                memory
+            };
+            binding.bind_output_to_device(spec.name.as_str(), memory)?;
+        }
+        Ok(binding)
+    }
+}
+
+/// Pinned host memory the GPU writes outputs into (device 0, the CUDA provider's).
+fn pinned_output_memory() -> Result<ort::memory::MemoryInfo<'static>, InferenceError> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    Ok(MemoryInfo::new(
+        AllocationDevice::CUDA_PINNED,
+        0,
+        AllocatorType::Device,
+        MemoryType::CPUOutput,
+    )?)
+}
+
+/// Plain host memory.
+pub fn host_memory() -> Result<ort::memory::MemoryInfo<'static>, InferenceError> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    Ok(MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Device,
+        MemoryType::Default,
+    )?)
+}
+
 /// Where one run spent its time: preparing inputs, in ONNX Runtime, reading outputs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunTimes {
@@ -380,25 +471,22 @@ pub struct RunTimes {
 }
 
 /// A tensor as ONNX Runtime takes it; the elements move, never copied twice.
-fn to_value(
-    name: &str,
-    tensor: Tensor,
-) -> Result<ort::session::SessionInputValue<'static>, InferenceError> {
+fn to_value(name: &str, tensor: Tensor) -> Result<ort::value::DynValue, InferenceError> {
     let shape = shape_i64(name, &tensor.shape)?;
     Ok(match tensor.data {
-        TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Uint8(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Uint16(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Uint32(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Uint64(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Int8(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Int16(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Int32(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Int64(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Float16(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Bfloat16(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Float32(v) => OrtTensor::from_array((shape, v))?.into(),
-        TensorData::Float64(v) => OrtTensor::from_array((shape, v))?.into(),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Uint64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Int64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Float16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Bfloat16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Float32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
+        TensorData::Float64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
         TensorData::Bytes(v) => {
             // ONNX Runtime's strings are C strings: UTF-8 without NUL bytes.
             let mut strings = Vec::with_capacity(v.len());
@@ -421,7 +509,7 @@ fn to_value(
                     }
                 }
             }
-            OrtTensor::from_string_array((shape, strings.as_slice()))?.into()
+            OrtTensor::from_string_array((shape, strings.as_slice()))?.into_dyn()
         }
     })
 }

@@ -93,9 +93,8 @@ pub struct RawHealth {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawInference {
-    /// ONNX Runtime's shared library. Default: the GPU build of the CUDA component
-    /// (`gantry-agent-cuda`, `/usr/lib/gantry/cuda/libonnxruntime.so.1.31.1`) where it is
-    /// installed, else the CPU build, `/usr/lib/gantry/libonnxruntime.so.1.31.1` (each
+    /// ONNX Runtime's shared library. Default: the GPU build with its CUDA runtime
+    /// (`/usr/lib/gantry/cuda/libonnxruntime.so.1.31.1`) where it is there, else the CPU build, `/usr/lib/gantry/libonnxruntime.so.1.31.1` (each
     /// under `<prefix>/lib/gantry` first for an agent in `<prefix>/bin`, an unpacked
     /// tarball).
     pub onnxruntime: Option<PathBuf>,

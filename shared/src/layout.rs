@@ -11,9 +11,8 @@ pub const PREFIX_LIBRARY_DIR: &str = "lib/gantry";
 /// ONNX Runtime's library, in the version the agent is built and tested against.
 pub const ONNXRUNTIME_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
-/// Where the CUDA component (`gantry-agent-cuda`) puts ONNX Runtime's GPU build, under
-/// the library directory, with the CUDA runtime libraries it links beside it. The agent
-/// takes that build by default when it is installed.
+/// Where ONNX Runtime's GPU build goes, under the library directory, with the CUDA runtime
+/// libraries it links beside it. The agent takes that build by default when it is there.
 pub const CUDA_SUBDIR: &str = "cuda";
 
 /// The CUDA runtime libraries (from NVIDIA's wheels) the GPU build of ONNX Runtime needs

@@ -1,8 +1,8 @@
 //! The CUDA runtime for ONNX Runtime's GPU build.
 //!
-//! The CUDA component (`gantry-agent-cuda`) puts the GPU build of ONNX Runtime in
-//! `/usr/lib/gantry/cuda/` with the CUDA runtime libraries of NVIDIA's wheels beside it
-//! ([`layout::CUDA_RUNTIME_LIBRARIES`]). ONNX Runtime opens its CUDA provider library
+//! The GPU build of ONNX Runtime goes in `<libdir>/cuda/` (`/usr/lib/gantry/cuda/`) with
+//! the CUDA runtime libraries of NVIDIA's wheels beside it
+//! ([`layout::CUDA_RUNTIME_LIBRARIES`]; `scripts/tools.sh onnxruntime-cuda` assembles it). ONNX Runtime opens its CUDA provider library
 //! from its own directory, but that library finds its CUDA dependencies only on the
 //! loader's search path, where a private directory is not — so, as ONNX Runtime's own
 //! Python package does, the agent loads them first, by path, from beside the ONNX Runtime
@@ -96,7 +96,7 @@ fn preload(dir: &Path) -> Option<String> {
         return None;
     }
     Some(format!(
-        "the CUDA runtime in {} does not load ({} of {found} libraries: {}); reinstall gantry-agent-cuda",
+        "the CUDA runtime in {} does not load ({} of {found} libraries: {}); put back the CUDA runtime libraries beside the GPU build",
         dir.display(),
         pending.len(),
         errors.join("; ")
@@ -120,6 +120,9 @@ mod tests {
         let problem = preload(dir.path()).unwrap();
         assert!(problem.contains("1 of 1 libraries"), "{problem}");
         assert!(problem.contains("libcudart.so.13"), "{problem}");
-        assert!(problem.contains("reinstall gantry-agent-cuda"), "{problem}");
+        assert!(
+            problem.contains("put back the CUDA runtime libraries beside the GPU build"),
+            "{problem}"
+        );
     }
 }

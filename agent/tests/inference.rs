@@ -354,9 +354,9 @@ fn rollback_and_switches_under_8_concurrent_clients_fail_no_request() {
 /// The suite runs ONNX Runtime's CPU build (the `onnxruntime` wheel from `PyPI`), which has no
 /// CUDA provider: a bundle that prefers CUDA runs on CPU, and `status` and `/metrics` say
 /// where it runs and why not on CUDA.
-#[test]
-fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
-    let node = Node::new();
+/// Imports a `tiny-linear` bundle preferring CUDA over the CPU into `node`, starts its
+/// agent and checks the answer; the running agent and the model's status.
+fn serve_preferring_cuda(node: &Node) -> (support::Agent, serde_json::Value) {
     let bundle = node.bundle_requiring(
         "prefers-cuda.gbundle",
         "1.0.0",
@@ -365,14 +365,20 @@ fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
     );
     let (code, text) = node.cli(&["import", &bundle]);
     assert_eq!(code, 0, "{text}");
-    let agent = start_agent(&node);
+    let agent = start_agent(node);
     node.wait_ready();
     let (status, body) = node.infer_linear();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
-
     let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
-    let model = &doc["models"][0];
+    let model = doc["models"][0].clone();
+    (agent, model)
+}
+
+#[test]
+fn a_bundle_preferring_cuda_runs_on_cpu_where_cuda_is_unusable_and_says_why() {
+    let node = Node::new();
+    let (agent, model) = serve_preferring_cuda(&node);
     assert_eq!(model["execution_provider"], "cpu", "{model}");
     assert_eq!(model["model"], "tiny-linear 1.0.0", "{model}");
     let passed_over = model["passed_over"][0].as_str().unwrap_or_default();
@@ -414,21 +420,7 @@ fn the_gpu_build_serves_on_cuda_where_a_driver_is_and_on_cpu_saying_why_where_no
     .iter()
     .any(|p| std::path::Path::new(p).exists());
     let node = Node::with_library(&library);
-    let bundle = node.bundle_requiring(
-        "prefers-cuda.gbundle",
-        "1.0.0",
-        &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
-        0,
-    );
-    let (code, text) = node.cli(&["import", &bundle]);
-    assert_eq!(code, 0, "{text}");
-    let agent = start_agent(&node);
-    node.wait_ready();
-    let (status, body) = node.infer_linear();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["outputs"][0]["data"], serde_json::json!([-3.5, 14.0]));
-    let doc: serde_json::Value = serde_json::from_str(&agent.status_cli(true)).unwrap();
-    let model = &doc["models"][0];
+    let (_agent, model) = serve_preferring_cuda(&node);
     if driver {
         eprintln!("an NVIDIA driver is here: the model must run on CUDA");
         assert_eq!(model["execution_provider"], "cuda", "{model}");

@@ -50,6 +50,23 @@ pub fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Pat
     )
 }
 
+/// A signed `tiny-linear` bundle at `version` whose golden vectors the model does not
+/// reproduce (the first expected output changed): it verifies, and a node refuses it.
+pub fn make_wrong_golden_bundle(
+    controller: &Controller,
+    dir: &Path,
+    version: &str,
+    key: &Path,
+) -> PathBuf {
+    let mut golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
+            .unwrap();
+    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
+    let wrong = dir.join(format!("wrong-golden-{version}.json"));
+    std::fs::write(&wrong, golden.to_string()).unwrap();
+    make_bundle_with(controller, dir, version, key, &wrong, &[])
+}
+
 pub fn make_bundle_with(
     controller: &Controller,
     dir: &Path,

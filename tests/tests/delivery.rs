@@ -127,13 +127,8 @@ fn push_assign_fetch_resume_activate_serve_and_refuse_tampering() {
 
     // A correctly signed bundle whose golden vectors the model does not reproduce is
     // fetched, verified, and never activated.
-    let mut golden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
-            .unwrap();
-    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
-    let wrong = work.path().join("wrong-golden.json");
-    std::fs::write(&wrong, golden.to_string()).unwrap();
-    let v4 = make_bundle_with(&controller, work.path(), "4.0.0", &key, &wrong, &[]);
+    let v4 =
+        gantry_tests::bundles::make_wrong_golden_bundle(&controller, work.path(), "4.0.0", &key);
     let pushed = push(&controller, &v4);
     let id4 = pushed["id"].as_str().unwrap().to_owned();
     controller.cli_ok(&["bundle", "assign", &id4, "--node", "n1"]);

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use gantry_tests::bundles::{
-    agent_config, make_bundle, make_bundle_with, models, onnxruntime, push, trusting_controller,
+    agent_config, make_bundle, make_wrong_golden_bundle, onnxruntime, push, trusting_controller,
 };
 use gantry_tests::{Agent, Controller, wait_for};
 
@@ -291,13 +291,7 @@ fn fifty_agents_roll_out_roll_back_survive_a_restart_and_record_kpis() {
     }
 
     // 4. A canary whose golden vectors fail: refused on the node, rolled back.
-    let mut golden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
-            .unwrap();
-    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
-    let wrong = work.path().join("wrong-golden.json");
-    std::fs::write(&wrong, golden.to_string()).unwrap();
-    let v4 = make_bundle_with(&fleet.controller, work.path(), "4.0.0", &key, &wrong, &[]);
+    let v4 = make_wrong_golden_bundle(&fleet.controller, work.path(), "4.0.0", &key);
     let id4 = push(&fleet.controller, &v4)["id"]
         .as_str()
         .unwrap()

@@ -344,19 +344,11 @@ fn a_rollout_of_one_model_leaves_the_other_serving() {
 
     // One that fails its gate (golden vectors the model does not reproduce): rolled back
     // automatically, to tiny-linear's previous bundle; tiny-mlp's assignment stays.
-    let mut golden: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(models().join("tiny_linear.golden.json")).unwrap())
-            .unwrap();
-    golden[0]["outputs"]["y"]["data"][0] = serde_json::json!(99.0);
-    let wrong = work.path().join("wrong-golden.json");
-    std::fs::write(&wrong, golden.to_string()).unwrap();
-    push_id(&gantry_tests::bundles::make_bundle_with(
+    push_id(&gantry_tests::bundles::make_wrong_golden_bundle(
         &controller,
         work.path(),
         "3.0.0",
         &key,
-        &wrong,
-        &[],
     ));
     let r2 = rollout("tiny-linear@3.0.0");
     let failed = until(&r2, "rolled-back");

@@ -94,9 +94,9 @@ pub struct RawHealth {
 #[serde(deny_unknown_fields, default)]
 pub struct RawInference {
     /// ONNX Runtime's shared library. Default: the GPU build with its CUDA runtime
-    /// (`/usr/lib/gantry/cuda/libonnxruntime.so.1.31.1`) where it is there, else the CPU build, `/usr/lib/gantry/libonnxruntime.so.1.31.1` (each
-    /// under `<prefix>/lib/gantry` first for an agent in `<prefix>/bin`, an unpacked
-    /// tarball).
+    /// (`/usr/lib/gantry/cuda/libonnxruntime.so.1.31.1`) where it is there, else the CPU
+    /// build, `/usr/lib/gantry/libonnxruntime.so.1.31.1` (each under `<prefix>/lib/gantry`
+    /// first for an agent in `<prefix>/bin`, an unpacked tarball).
     pub onnxruntime: Option<PathBuf>,
     /// Address of the `KServe` v2 inference endpoint; `""` disables it. Default `127.0.0.1:8000`.
     pub listen: Option<String>,
@@ -872,7 +872,7 @@ fn simulated_library_dirs() -> Vec<PathBuf> {
 }
 
 /// ONNX Runtime's library as the tarball (under the agent's prefix) or the packages
-/// install it: the GPU build of the CUDA component where it is installed, else the CPU
+/// install it: the GPU build in its `cuda/` directory where it is there, else the CPU
 /// build.
 fn default_onnxruntime() -> PathBuf {
     let dirs: Vec<PathBuf> = prefix_library_dir()

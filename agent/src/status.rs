@@ -414,11 +414,7 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 }
             );
         }
-        for f in d.refused.iter().chain(
-            d.failed
-                .iter()
-                .filter(|f| !d.refused.iter().any(|r| r.id == f.id)),
-        ) {
+        for f in d.refusals() {
             let model = if f.model.is_empty() {
                 String::new()
             } else {

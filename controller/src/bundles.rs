@@ -335,14 +335,11 @@ impl BundleRepo {
     }
 
     /// What `node` should run: one bundle per model assigned to it, by model name.
+    /// (Each bundle's `model` is its name, which its assignment is keyed by.)
     pub fn desired(&self, node: &str) -> Vec<Desired> {
         self.assigned_to(node)
             .into_iter()
-            .filter_map(|(model, id)| {
-                let mut desired = self.desired_bundle(&id)?;
-                desired.model = model;
-                Some(desired)
-            })
+            .filter_map(|(_, id)| self.desired_bundle(&id))
             .collect()
     }
 

@@ -120,16 +120,7 @@ pub fn render_show(d: &NodeDetail, now_ms: u64) -> String {
     if let Some(id) = &b.downloading {
         let _ = writeln!(out, "  fetching  {id}: {} bytes", b.downloaded_bytes);
     }
-    let mut refused: Vec<&gantry_shared::protocol::delivery::FailedBundle> =
-        b.refused.iter().collect();
-    if let Some(f) = b
-        .failed
-        .as_ref()
-        .filter(|f| !b.refused.iter().any(|r| r.id == f.id))
-    {
-        refused.push(f);
-    }
-    for f in refused {
+    for f in b.refusals() {
         let _ = writeln!(out, "  REFUSED   {}: {}", f.id, f.reason);
     }
     let _ = writeln!(

@@ -63,6 +63,14 @@ impl NodeBundleState {
         self.models.get(model)
     }
 
+    /// The bundle `model` ran before, for an activation's `previous`: none for a model
+    /// new to a state recorded before nodes served several models (its `active` was
+    /// another model's).
+    pub fn previous_of(&self, model: &str) -> Option<&String> {
+        self.active_of(model)
+            .filter(|_| !self.models.is_empty() || model.is_empty())
+    }
+
     /// This state after `bundle` became active for `model` at `at_ms`.
     #[must_use]
     pub fn activated(&self, model: &str, bundle: &str, at_ms: u64) -> Self {

@@ -235,10 +235,16 @@ fn refuse(state: &SharedBundles, want: &Desired, reason: String) {
     };
     let mut s = state.lock().expect("bundles");
     s.downloading = None;
-    s.refused
-        .retain(|f| f.id != want.id && (want.model.is_empty() || f.model != want.model));
+    forget_model_refusals(&mut s, want);
     s.refused.push(refusal.clone());
     s.failed = Some(refusal);
+}
+
+/// Forgets the refusals of `want` and of any other bundle of its model: a model's
+/// newest outcome replaces the ones before.
+fn forget_model_refusals(s: &mut NodeBundles, want: &Desired) {
+    s.refused
+        .retain(|f| f.id != want.id && (want.model.is_empty() || f.model != want.model));
 }
 
 /// Forgets the refusals of bundles no longer assigned, so a bundle assigned again later
@@ -495,8 +501,7 @@ async fn install(
     s.active = Some(id);
     s.downloading = None;
     s.failed = None;
-    s.refused
-        .retain(|f| f.id != want.id && (want.model.is_empty() || f.model != want.model));
+    forget_model_refusals(&mut s, want);
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! The GPU build of ONNX Runtime goes in `<libdir>/cuda/` (`/usr/lib/gantry/cuda/`) with
 //! the CUDA runtime libraries of NVIDIA's wheels beside it
-//! ([`layout::CUDA_RUNTIME_LIBRARIES`]; `scripts/tools.sh onnxruntime-cuda` assembles it). ONNX Runtime opens its CUDA provider library
-//! from its own directory, but that library finds its CUDA dependencies only on the
+//! ([`layout::CUDA_RUNTIME_LIBRARIES`]; `scripts/tools.sh onnxruntime-cuda` assembles
+//! it). ONNX Runtime opens its CUDA provider library from its own directory, but that library finds its CUDA dependencies only on the
 //! loader's search path, where a private directory is not — so, as ONNX Runtime's own
 //! Python package does, the agent loads them first, by path, from beside the ONNX Runtime
 //! library it loaded. Then the provider's dependencies are already in the process.

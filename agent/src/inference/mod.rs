@@ -31,6 +31,7 @@ use gantry_shared::bundle::manifest::{
 };
 use gantry_shared::tensor::TensorData;
 
+use ort::memory::{AllocationDevice, MemoryType};
 use ort::session::Session;
 use ort::value::Tensor as OrtTensor;
 
@@ -442,23 +443,24 @@ impl Model {
 
 /// Pinned host memory the GPU writes outputs into (device 0, the CUDA provider's).
 fn pinned_output_memory() -> Result<ort::memory::MemoryInfo<'static>, InferenceError> {
-    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-    Ok(MemoryInfo::new(
-        AllocationDevice::CUDA_PINNED,
-        0,
-        AllocatorType::Device,
-        MemoryType::CPUOutput,
-    )?)
+    memory_info(AllocationDevice::CUDA_PINNED, MemoryType::CPUOutput)
 }
 
 /// Plain host memory.
 pub fn host_memory() -> Result<ort::memory::MemoryInfo<'static>, InferenceError> {
-    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
-    Ok(MemoryInfo::new(
-        AllocationDevice::CPU,
+    memory_info(AllocationDevice::CPU, MemoryType::Default)
+}
+
+/// Device-allocated memory of `device` (device 0), of `kind`.
+fn memory_info(
+    device: AllocationDevice<'static>,
+    kind: MemoryType,
+) -> Result<ort::memory::MemoryInfo<'static>, InferenceError> {
+    Ok(ort::memory::MemoryInfo::new(
+        device,
         0,
-        AllocatorType::Device,
-        MemoryType::Default,
+        ort::memory::AllocatorType::Device,
+        kind,
     )?)
 }
 

@@ -865,13 +865,12 @@ fn audit_node_bundles(
             }
             let mut entries = Vec::new();
             for (model, active) in &now.models {
-                let previous = before.active_of(model);
-                if previous != Some(active) {
+                if before.active_of(model) != Some(active) {
                     entries.push(node_activated(
                         &node,
                         model,
                         active,
-                        previous.filter(|_| !before.models.is_empty() || model.is_empty()),
+                        before.previous_of(model),
                         "heartbeat",
                     ));
                 }
@@ -947,12 +946,9 @@ fn audit_node_journal(
                 Event::BundleActivated { bundle, model }
                     if before.active_of(model) != Some(bundle) =>
                 {
-                    let previous = before
-                        .active_of(model)
-                        .filter(|_| !before.models.is_empty() || model.is_empty());
                     (
                         before.activated(model, bundle, r.at_ms),
-                        node_activated(node, model, bundle, previous, source),
+                        node_activated(node, model, bundle, before.previous_of(model), source),
                     )
                 }
                 Event::BundleRefused { bundle, reason }

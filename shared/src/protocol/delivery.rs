@@ -102,9 +102,19 @@ impl NodeBundles {
             || self.models.iter().any(|m| m.active.as_deref() == Some(id))
     }
 
+    /// Every refusal the node reports, each bundle once: those it still holds to, and the
+    /// last one (from nodes that report only that).
+    pub fn refusals(&self) -> impl Iterator<Item = &FailedBundle> {
+        self.refused.iter().chain(
+            self.failed
+                .iter()
+                .filter(|f| !self.refused.iter().any(|r| r.id == f.id)),
+        )
+    }
+
     /// Why the node refused bundle `id`, while it does.
     pub fn refusal(&self, id: &str) -> Option<&FailedBundle> {
-        self.refused.iter().chain(&self.failed).find(|f| f.id == id)
+        self.refusals().find(|f| f.id == id)
     }
 }
 

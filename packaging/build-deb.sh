@@ -3,21 +3,27 @@
 #   gantry-agent_<version>_<arch>.deb   the node agent, ONNX Runtime's library, the
 #                                       simulated NVML library, its unit and configuration
 #   gantry_<version>_<arch>.deb         the controller and fleet CLI, its unit and defaults
-# Usage: packaging/build-deb.sh [--version VERSION] [--out DIR]
+#   gantry-agent-cuda_<version>_<arch>.deb
+#                                       with --cuda: ONNX Runtime's GPU build and the CUDA
+#                                       runtime it needs, in /usr/lib/gantry/cuda
+# Usage: packaging/build-deb.sh [--version VERSION] [--out DIR] [--cuda]
 #   (default: the workspace's version, into target/debian)
 # Needs dpkg-dev (dpkg-shlibdeps; installed if missing, as root) and fetches ONNX
-# Runtime's wheel and help2man into .cache/ once.
+# Runtime's wheel and help2man into .cache/ once; --cuda fetches the GPU build's wheels
+# (about 1.5 GB, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 out="$root/target/debian"
+cuda=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --version) version="$2"; shift 2 ;;
         --out) out="$(mkdir -p "$2" && cd "$2" && pwd)"; shift 2 ;;
-        *) echo "usage: packaging/build-deb.sh [--version VERSION] [--out DIR]" >&2; exit 2 ;;
+        --cuda) cuda=true; shift ;;
+        *) echo "usage: packaging/build-deb.sh [--version VERSION] [--out DIR] [--cuda]" >&2; exit 2 ;;
     esac
 done
 
@@ -28,6 +34,15 @@ if [ ! -f "$ort_dir/ThirdPartyNotices.txt" ]; then
     unset GANTRY_ONNXRUNTIME
     source scripts/tools.sh onnxruntime
     ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
+fi
+if $cuda; then
+    source scripts/tools.sh onnxruntime-cuda
+    cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
+    if [ ! -d "$cuda_dir/licenses" ]; then
+        unset GANTRY_ONNXRUNTIME_CUDA
+        source scripts/tools.sh onnxruntime-cuda
+        cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
+    fi
 fi
 
 echo "build-deb: building release binaries" >&2
@@ -65,15 +80,19 @@ manpage() {
         "target/release/$binary" | gzip -9n > "$pkgroot/usr/share/man/man$section/$binary.$section.gz"
 }
 
-# control PACKAGE BINARY...: DEBIAN/ with control (dependencies from dpkg-shlibdeps),
-# maintainer scripts, conffiles.
+# control PACKAGE BINARY...: DEBIAN/ with control (dependencies from dpkg-shlibdeps;
+# libraries the binaries link among themselves are found in the package's own
+# directories), maintainer scripts, conffiles.
 control() {
     local package="$1"; shift
     local work="$stage/shlibs-$package"
     mkdir -p "$work/debian"
     printf 'Source: gantry\n\nPackage: %s\nArchitecture: any\n' "$package" > "$work/debian/control"
-    local shlibs
-    shlibs=$(cd "$work" && dpkg-shlibdeps -O "${@/#/-e$pkgroot/}" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    local shlibs libdirs
+    libdirs=$(printf "$pkgroot/%s\n" "$@" | xargs -n 1 dirname | sort -u | paste -sd:)
+    # shellcheck disable=SC2086 # options are words
+    shlibs=$(cd "$work" && LD_LIBRARY_PATH="$libdirs" dpkg-shlibdeps ${shlibdeps_options:-} -O "${@/#/-e$pkgroot/}" 2>"$work/errors" | sed -n 's/^shlibs:Depends=//p') \
+        || { cat "$work/errors" >&2; exit 1; }
     [ -n "$shlibs" ] || { echo "build-deb: dpkg-shlibdeps found no dependencies for $package" >&2; exit 1; }
     local size
     size=$(du -sk --apparent-size "$pkgroot" | cut -f1)
@@ -81,17 +100,22 @@ control() {
     sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@SHLIBS@/$shlibs/" \
         "packaging/debian/$package/control" > "$pkgroot/DEBIAN/control"
     for script in postinst prerm postrm; do
-        install -m 0755 "packaging/debian/$package/$script" "$pkgroot/DEBIAN/$script"
+        if [ -f "packaging/debian/$package/$script" ]; then
+            install -m 0755 "packaging/debian/$package/$script" "$pkgroot/DEBIAN/$script"
+        fi
     done
-    (cd "$pkgroot" && find etc -type f -printf '/%p\n' 2>/dev/null | sort) > "$pkgroot/DEBIAN/conffiles"
-    [ -s "$pkgroot/DEBIAN/conffiles" ] || rm "$pkgroot/DEBIAN/conffiles"
+    if [ -d "$pkgroot/etc" ]; then
+        (cd "$pkgroot" && find etc -type f -printf '/%p\n' | sort) > "$pkgroot/DEBIAN/conffiles"
+        [ -s "$pkgroot/DEBIAN/conffiles" ] || rm "$pkgroot/DEBIAN/conffiles"
+    fi
     (cd "$pkgroot" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$pkgroot/DEBIAN/md5sums"
 }
 
-build() { # package
+build() { # package [DPKG-DEB COMPRESSION OPTIONS]
+    local package="$1"; shift
     find "$pkgroot" -exec touch --no-dereference -d "@$SOURCE_DATE_EPOCH" {} +
-    dpkg-deb --root-owner-group -Zxz --build "$pkgroot" "$out/${1}_${version}_${arch}.deb" >/dev/null
-    echo "$out/${1}_${version}_${arch}.deb"
+    dpkg-deb --root-owner-group "${@:--Zxz}" --build "$pkgroot" "$out/${package}_${version}_${arch}.deb" >/dev/null
+    echo "$out/${package}_${version}_${arch}.deb"
 }
 
 # gantry-agent
@@ -125,3 +149,48 @@ docs gantry
 manpage 1 gantry "Gantry controller and fleet CLI" 'gantry rollout start \\-\\-help'
 control gantry usr/bin/gantry
 build gantry
+
+# gantry-agent-cuda (the GPU build of ONNX Runtime and the CUDA runtime beside it)
+if $cuda; then
+    pkgroot="$stage/gantry-agent-cuda"
+    libs=()
+    for file in "$cuda_dir"/lib*.so*; do
+        install_file 0644 "$file" "usr/lib/gantry/cuda/$(basename "$file")"
+        libs+=("usr/lib/gantry/cuda/$(basename "$file")")
+    done
+    install_file 0644 packaging/debian/gantry-agent-cuda/lintian-overrides usr/share/lintian/overrides/gantry-agent-cuda
+    docs gantry-agent-cuda
+    doc="$pkgroot/usr/share/doc/gantry-agent-cuda"
+    {
+        cat packaging/debian/copyright-cuda
+        echo
+        # The MIT license's own paragraph, as the CPU build's copyright has it.
+        awk 'BEGIN { RS = ""; ORS = "\n\n" } /^License: MIT/' packaging/debian/copyright-onnxruntime | sed '$d'
+    } >> "$doc/copyright"
+    install -d -m 0755 "$doc/onnxruntime" "$doc/licenses"
+    gzip -9n < "$cuda_dir/ThirdPartyNotices.txt" > "$doc/onnxruntime/ThirdPartyNotices.txt.gz"
+    for license in "$cuda_dir"/licenses/*.txt; do
+        gzip -9n < "$license" > "$doc/licenses/$(basename "$license").gz"
+    done
+    find "$doc" -type f -exec chmod 0644 {} +
+    # The driver's libcuda.so.1 is the node's own, not a package dependency, and
+    # dpkg-shlibdeps refuses a library it cannot find: the dependencies come from the
+    # libraries that do not link it, once it is checked that those that do need nothing
+    # more. The libraries link each other too (private, without shlibs information).
+    plain=()
+    for lib in "${libs[@]}"; do
+        if readelf -d "$pkgroot/$lib" | grep -q 'Shared library: \[libcuda\.so\.1\]'; then continue; fi
+        plain+=("$lib")
+    done
+    known=$( { printf '%s\n' "${libs[@]##*/}" libcuda.so.1; for lib in "${plain[@]}"; do readelf -d "$pkgroot/$lib"; done \
+        | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'; } | sort -u)
+    for lib in "${libs[@]}"; do
+        readelf -d "$pkgroot/$lib" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | while read -r needed; do
+            grep -qxF "$needed" <<<"$known" \
+                || { echo "build-deb: $lib needs $needed, which no dependency covers" >&2; exit 1; }
+        done
+    done
+    shlibdeps_options=--ignore-missing-info control gantry-agent-cuda "${plain[@]}"
+    # Two gigabytes of libraries: fast compression (xz takes minutes and gains little).
+    build gantry-agent-cuda -Zgzip -z1
+fi

@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
 # Builds target/gantry-<version>-<arch>.tar.gz for hosts without Debian packages: the
-# same files as the two .deb packages, under one prefix. Unpacked with
+# same files as the gantry-agent and gantry packages, under one prefix. Unpacked with
 # `tar -C / -xzf …` it installs to /usr, /lib/systemd/system and /etc; unpacked anywhere
 # else (say /opt/gantry) the binaries find their libraries in <prefix>/usr/lib/gantry.
 # What the packages' maintainer scripts do is then the operator's (README, "Other hosts").
+# With --cuda, also target/gantry-cuda-<version>-<arch>.tar.gz: the gantry-agent-cuda
+# package's files (ONNX Runtime's GPU build and its CUDA runtime in usr/lib/gantry/cuda),
+# unpacked under the same prefix; the agent takes that build by default once it is there.
+# Prints the tarballs' paths, one per line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cuda=false
+case "${1:-}" in
+    --cuda) cuda=true ;;
+    "") ;;
+    *) echo "usage: packaging/build-tarball.sh [--cuda]" >&2; exit 2 ;;
+esac
 source scripts/tools.sh onnxruntime
 ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
 [ -f "$ort_dir/ThirdPartyNotices.txt" ] || { unset GANTRY_ONNXRUNTIME; source scripts/tools.sh onnxruntime; ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"; }
@@ -28,3 +38,23 @@ cat packaging/debian/copyright packaging/debian/copyright-onnxruntime > "$root/u
 install -D -m 0644 "$ort_dir/ThirdPartyNotices.txt" "$root/usr/share/doc/gantry/onnxruntime/ThirdPartyNotices.txt"
 tar -C "$root" --owner=0 --group=0 --sort=name -czf "target/$name.tar.gz" .
 echo "target/$name.tar.gz"
+
+if $cuda; then
+    source scripts/tools.sh onnxruntime-cuda
+    cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
+    [ -d "$cuda_dir/licenses" ] || { unset GANTRY_ONNXRUNTIME_CUDA; source scripts/tools.sh onnxruntime-cuda; cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"; }
+    name="gantry-cuda-$version-$(uname -m)"
+    root="target/$name"
+    rm -rf "$root"
+    install -d -m 0755 "$root/usr/lib/gantry/cuda" "$root/usr/share/doc/gantry-agent-cuda/licenses"
+    install -m 0644 "$cuda_dir"/lib*.so* "$root/usr/lib/gantry/cuda/"
+    for license in "$cuda_dir"/licenses/*.txt; do
+        gzip -9n < "$license" > "$root/usr/share/doc/gantry-agent-cuda/licenses/$(basename "$license").gz"
+    done
+    install -d -m 0755 "$root/usr/share/doc/gantry-agent-cuda/onnxruntime"
+    gzip -9n < "$cuda_dir/ThirdPartyNotices.txt" > "$root/usr/share/doc/gantry-agent-cuda/onnxruntime/ThirdPartyNotices.txt.gz"
+    cat packaging/debian/copyright-cuda > "$root/usr/share/doc/gantry-agent-cuda/copyright"
+    # Two gigabytes of libraries: fast compression.
+    tar -C "$root" --owner=0 --group=0 --sort=name -I 'gzip -1' -cf "target/$name.tar.gz" .
+    echo "target/$name.tar.gz"
+fi

@@ -173,7 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     tasks.close();
 
-    let info = AgentInfo {
+    let mut info = AgentInfo {
         started_at_ms: gantry_net::clock::now_ms(),
         state_dir: config.state_dir.display().to_string(),
         metrics_listen: local.to_string(),
@@ -185,6 +185,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             control_file: sim.control_file.display().to_string(),
         }),
         model_label: config.metrics_model_label,
+        onnxruntime: None,
     };
     tracing::info!(addr = %local, "metrics endpoint listening");
     let notifier = gantry_net::notify::Notifier::from_env().map(Arc::new);
@@ -212,6 +213,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     if let Some(addr) = config.inference_listen {
         match crate::inference::init(&config.onnxruntime) {
             Ok(()) => {
+                info.onnxruntime = Some(config.onnxruntime.display().to_string());
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| RunError::InferenceListen { addr, source })?;

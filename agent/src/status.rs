@@ -28,6 +28,9 @@ pub struct AgentStatus {
     pub nvml_library: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simulated: Option<SimulatedGpus>,
+    /// The ONNX Runtime library models run in (the GPU build when it is installed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnxruntime_library: Option<String>,
     pub samples_total: u64,
     pub sample_cpu_seconds_total: f64,
     pub kernel_log_readable: bool,
@@ -371,6 +374,9 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
             );
         }
     }
+    if let Some(library) = &status.onnxruntime_library {
+        let _ = writeln!(out, "models run in ONNX Runtime {library}");
+    }
     for (model, why) in &status.model_failures {
         let _ = writeln!(out, "NOT SERVING {model}: {why}");
     }
@@ -530,6 +536,8 @@ pub struct AgentInfo {
     pub nvml_library: String,
     pub simulated: Option<SimulatedGpus>,
     pub model_label: ModelLabel,
+    /// The ONNX Runtime library the endpoint serves with; `None` when it does not.
+    pub onnxruntime: Option<String>,
 }
 
 /// The buffer and uplink, when running, for `/metrics` and `/v1/status`.
@@ -565,6 +573,7 @@ pub async fn collect(info: &AgentInfo, snapshots: &SnapshotReceiver, links: &Lin
         interval_ms: info.interval_ms,
         nvml_library: info.nvml_library.clone(),
         simulated: info.simulated.clone(),
+        onnxruntime_library: info.onnxruntime.clone(),
         samples_total: snapshot.as_ref().map_or(0, |s| s.stats.samples_total),
         sample_cpu_seconds_total: snapshot
             .as_ref()

@@ -526,6 +526,77 @@ fn sigterm_lets_a_request_in_flight_finish_before_the_agent_exits() {
     );
 }
 
+/// Runs of a slow model (about a second each) go on blocking threads while a quick
+/// model's (µs) go in place on the async workers: with the slow model's every session
+/// busy and a request queued behind it, health, readiness, `/metrics` and the quick
+/// model all answer before the slow requests do.
+#[test]
+fn a_busy_slow_model_never_holds_up_health_or_a_quick_model() {
+    let node = Node::new();
+    // One thread per run: the slow model takes about as long on any number of cores.
+    let config = node.dir.path().join("agent.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[inference]\n", "[inference]\nintra_op_threads = 1\n"),
+    )
+    .unwrap();
+    let slow = node.bundle("slow.gbundle", "slow_compute", "slow-compute", "1.0.0");
+    let quick = node.bundle("quick.gbundle", "tiny_linear", "tiny-linear", "1.0.0");
+    for file in [&slow, &quick] {
+        let (code, out) = node.cli(&["import", file]);
+        assert_eq!(code, 0, "{out}");
+    }
+    let agent = start_agent(&node);
+    node.wait_ready();
+    // The quick model's first run measures it; the next ones run in place.
+    for _ in 0..3 {
+        assert_eq!(node.infer_linear().0, 200);
+    }
+    let ones = vec!["1"; 2048].join(",");
+    let body = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[1,2048],"datatype":"FP32","data":[{ones}]}}]}}"#
+    );
+    let slow_done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let answer = node.http("POST", "/v2/models/slow-compute/infer", &body);
+                    slow_done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    answer
+                })
+            })
+            .collect();
+        // Both slow requests are in: one runs, one waits for the session.
+        std::thread::sleep(Duration::from_millis(100));
+        for _ in 0..5 {
+            assert_eq!(node.http("GET", "/v2/health/ready", "").0, 200);
+            let (code, answer) = node.infer_linear();
+            assert_eq!(code, 200, "{answer}");
+            assert_eq!(
+                answer["outputs"][0]["data"],
+                serde_json::json!([-3.5, 14.0])
+            );
+        }
+        let metrics = agent.metrics().0;
+        assert!(
+            metrics.contains("gantry_agent_inference_requests_total"),
+            "{metrics}"
+        );
+        assert_eq!(
+            slow_done.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "health, the quick model and /metrics answered only after a slow request"
+        );
+        for request in requests {
+            let (code, answer) = request.join().unwrap();
+            assert_eq!(code, 200, "{answer}");
+            assert_eq!(answer["outputs"][0]["data"][0], 4_194_304.0, "{answer}");
+        }
+    });
+}
+
 /// Two bundles of different models serve side by side: importing one never replaces the
 /// other, each has its own versions, statistics and rollback, and status, `/metrics` and
 /// the repository index list both.

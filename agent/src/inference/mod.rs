@@ -472,6 +472,13 @@ pub struct RunTimes {
     pub output: std::time::Duration,
 }
 
+impl RunTimes {
+    /// The whole run: converting inputs, inferring, converting outputs.
+    pub fn total(&self) -> std::time::Duration {
+        self.input + self.infer + self.output
+    }
+}
+
 /// A tensor as ONNX Runtime takes it; the elements move, never copied twice.
 fn to_value(name: &str, tensor: Tensor) -> Result<ort::value::DynValue, InferenceError> {
     let shape = shape_i64(name, &tensor.shape)?;

@@ -68,6 +68,13 @@ pub async fn serve(
     models: Arc<Models>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // Small answers leave at once, not after the client's delayed acknowledgement.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an inference connection");
+        }
+    });
     axum::serve(listener, router(models))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -13,7 +13,8 @@
 //! to the end, so switching bundles never fails a request in flight — it finishes on the
 //! model it started with. A model keeps several sessions (`instances`) and a request
 //! waits, without holding a thread, for a free one; inference runs on blocking threads,
-//! never on the async workers, so a saturated model never delays health or readiness.
+//! so a saturated model never delays health or readiness — except runs of under 100 µs,
+//! which take less time in place than the hand-off to another thread would.
 //!
 //! This module sits above both `bundle` (the store it watches) and `inference` (the
 //! runtime that loads and runs models); neither of those imports it.
@@ -27,6 +28,7 @@ pub mod stats;
 mod watch;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -62,11 +64,17 @@ pub struct Loaded {
     batcher: std::sync::OnceLock<batcher::Batcher>,
 }
 
+/// A run this short goes on the async worker that took the request (see
+/// [`Loaded::run_on_session`]); tokio's own guidance bounds a poll at 10–100 µs.
+const INLINE_RUN: Duration = Duration::from_micros(100);
+
 /// A model's sessions; a request takes a free one or waits for one.
 #[derive(Debug)]
 struct Pool {
     free: Arc<tokio::sync::Semaphore>,
     sessions: Vec<Mutex<Model>>,
+    /// Whether the latest run took less than [`INLINE_RUN`]; false until one has run.
+    quick: AtomicBool,
 }
 
 impl Pool {
@@ -74,6 +82,7 @@ impl Pool {
         Self {
             free: Arc::new(tokio::sync::Semaphore::new(sessions.len())),
             sessions: sessions.into_iter().map(Mutex::new).collect(),
+            quick: AtomicBool::new(false),
         }
     }
 
@@ -153,19 +162,34 @@ impl Loaded {
         ))
     }
 
-    /// Runs `inputs` on the session `permit` reserves, on a blocking thread.
+    /// Runs `inputs` on the session `permit` reserves: on a blocking thread, or in
+    /// place when this model's latest run was quicker than [`INLINE_RUN`] — then the
+    /// hand-off to another thread and back (two wake-ups, tens of µs) would cost the
+    /// request more than the run itself, and the async worker is held no longer than
+    /// a poll may take.
     async fn run_on_session(
         self: &Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(Vec<(String, Tensor)>, crate::inference::RunTimes), RunError> {
+        let in_place = self.pool.quick.load(Ordering::Relaxed);
         let model = Arc::clone(self);
-        let ran = tokio::task::spawn_blocking(move || {
+        let run = move || {
             let result = model.pool.any().run_timed(inputs);
             drop(permit);
+            if let Ok((_, times)) = &result {
+                model
+                    .pool
+                    .quick
+                    .store(times.total() < INLINE_RUN, Ordering::Relaxed);
+            }
             result
-        })
-        .await??;
+        };
+        let ran = if in_place {
+            run()?
+        } else {
+            tokio::task::spawn_blocking(run).await??
+        };
         Ok(ran)
     }
 }

@@ -225,7 +225,7 @@ fn cuda_unusable(requirements: &Requirements, hardware: Hardware) -> Option<Stri
             .get()
             .and_then(|(library, _)| cuda::problem(library)),
         Ok(false) => Some(
-            "the ONNX Runtime library was built without the CUDA provider (install the GPU build)"
+            "the ONNX Runtime library was built without the CUDA provider (install the GPU build: the gantry-agent-cuda package)"
                 .to_owned(),
         ),
         Err(e) => Some(format!("ONNX Runtime cannot list its providers: {e}")),

@@ -549,6 +549,11 @@ fn a_busy_slow_model_never_holds_up_health_or_a_quick_model() {
     }
     let agent = start_agent(&node);
     node.wait_ready();
+    for model in ["slow-compute", "tiny-linear"] {
+        wait_until(&format!("{model} to be ready"), || {
+            node.http("GET", &format!("/v2/models/{model}/ready"), "").0 == 200
+        });
+    }
     // The quick model's first run measures it; the next ones run in place.
     for _ in 0..3 {
         assert_eq!(node.infer_linear().0, 200);

@@ -28,12 +28,13 @@ pub mod stats;
 mod watch;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use gantry_shared::bundle::manifest::{Tensor, TensorSpec};
 use gantry_shared::oip::{self, ApiError, Chosen, ErrorKind, Request};
+use gantry_shared::tensor::TensorData;
 
 pub use grpc::proto as grpc_proto;
 pub use grpc::serve as serve_grpc;
@@ -73,8 +74,11 @@ const INLINE_RUN: Duration = Duration::from_micros(100);
 struct Pool {
     free: Arc<tokio::sync::Semaphore>,
     sessions: Vec<Mutex<Model>>,
-    /// Whether the latest run took less than [`INLINE_RUN`]; false until one has run.
-    quick: AtomicBool,
+    /// The input size ([`input_size`]) of the latest run when it took less than
+    /// [`INLINE_RUN`], else 0: a request no larger than a quick run runs in place (a
+    /// larger one, which may take longer on a model whose time grows with its input, is
+    /// measured on a blocking thread first).
+    quick_elements: AtomicU64,
 }
 
 impl Pool {
@@ -82,7 +86,7 @@ impl Pool {
         Self {
             free: Arc::new(tokio::sync::Semaphore::new(sessions.len())),
             sessions: sessions.into_iter().map(Mutex::new).collect(),
-            quick: AtomicBool::new(false),
+            quick_elements: AtomicU64::new(0),
         }
     }
 
@@ -163,25 +167,28 @@ impl Loaded {
     }
 
     /// Runs `inputs` on the session `permit` reserves: on a blocking thread, or in
-    /// place when this model's latest run was quicker than [`INLINE_RUN`] — then the
-    /// hand-off to another thread and back (two wake-ups, tens of µs) would cost the
-    /// request more than the run itself, and the async worker is held no longer than
-    /// a poll may take.
+    /// place when this model's latest run, on inputs at least as large, was quicker than
+    /// [`INLINE_RUN`] — then the hand-off to another thread and back (two wake-ups, tens
+    /// of µs) would cost the request more than the run itself, and the async worker is
+    /// held no longer than a poll may take.
     async fn run_on_session(
         self: &Arc<Self>,
         inputs: Vec<(String, Tensor)>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(Vec<(String, Tensor)>, crate::inference::RunTimes), RunError> {
-        let in_place = self.pool.quick.load(Ordering::Relaxed);
+        let elements = input_size(&inputs);
+        let in_place = elements <= self.pool.quick_elements.load(Ordering::Relaxed);
         let model = Arc::clone(self);
         let run = move || {
             let result = model.pool.any().run_timed(inputs);
             drop(permit);
             if let Ok((_, times)) = &result {
-                model
-                    .pool
-                    .quick
-                    .store(times.total() < INLINE_RUN, Ordering::Relaxed);
+                let quick = if times.total() < INLINE_RUN {
+                    elements
+                } else {
+                    0
+                };
+                model.pool.quick_elements.store(quick, Ordering::Relaxed);
             }
             result
         };
@@ -192,6 +199,18 @@ impl Loaded {
         };
         Ok(ran)
     }
+}
+
+/// How much input a request carries, to compare with a quick run's: its elements, and
+/// for `BYTES` tensors their bytes (one string may be a word or a book).
+fn input_size(inputs: &[(String, Tensor)]) -> u64 {
+    inputs
+        .iter()
+        .map(|(_, tensor)| match &tensor.data {
+            TensorData::Bytes(items) => items.iter().map(|b| b.len() as u64 + 1).sum(),
+            data => data.len() as u64,
+        })
+        .sum()
 }
 
 /// Every model the node serves, each in its own slot under its name: loading, swapping
@@ -506,5 +525,29 @@ fn run_golden(loaded: &Loaded) -> Result<(), GoldenFailure> {
                 message: "failed".to_owned(),
             },
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_size_counts_elements_and_the_bytes_of_strings() {
+        let numbers = Tensor {
+            shape: vec![2, 3],
+            data: TensorData::Float32(vec![0.0; 6]),
+        };
+        let words = Tensor {
+            shape: vec![2],
+            data: TensorData::Bytes(vec![b"a".to_vec(), vec![b'x'; 1000]]),
+        };
+        assert_eq!(input_size(&[("x".to_owned(), numbers.clone())]), 6);
+        // A book weighs more than a word, though both are one element.
+        assert_eq!(input_size(&[("t".to_owned(), words)]), 2 + 1001);
+        assert_eq!(
+            input_size(&[("a".to_owned(), numbers.clone()), ("b".to_owned(), numbers)]),
+            12
+        );
     }
 }

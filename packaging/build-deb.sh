@@ -36,13 +36,7 @@ if [ ! -f "$ort_dir/ThirdPartyNotices.txt" ]; then
     ort_dir="$(dirname "$GANTRY_ONNXRUNTIME")"
 fi
 if $cuda; then
-    source scripts/tools.sh onnxruntime-cuda
-    cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
-    if [ ! -d "$cuda_dir/licenses" ]; then
-        unset GANTRY_ONNXRUNTIME_CUDA
-        source scripts/tools.sh onnxruntime-cuda
-        cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
-    fi
+    source packaging/cuda-files.sh
 fi
 
 echo "build-deb: building release binaries" >&2
@@ -153,26 +147,10 @@ build gantry
 # gantry-agent-cuda (the GPU build of ONNX Runtime and the CUDA runtime beside it)
 if $cuda; then
     pkgroot="$stage/gantry-agent-cuda"
-    libs=()
-    for file in "$cuda_dir"/lib*.so*; do
-        install_file 0644 "$file" "usr/lib/gantry/cuda/$(basename "$file")"
-        libs+=("usr/lib/gantry/cuda/$(basename "$file")")
-    done
     install_file 0644 packaging/debian/gantry-agent-cuda/lintian-overrides usr/share/lintian/overrides/gantry-agent-cuda
     docs gantry-agent-cuda
-    doc="$pkgroot/usr/share/doc/gantry-agent-cuda"
-    {
-        cat packaging/debian/copyright-cuda
-        echo
-        # The MIT license's own paragraph, as the CPU build's copyright has it.
-        awk 'BEGIN { RS = ""; ORS = "\n\n" } /^License: MIT/' packaging/debian/copyright-onnxruntime | sed '$d'
-    } >> "$doc/copyright"
-    install -d -m 0755 "$doc/onnxruntime" "$doc/licenses"
-    gzip -9n < "$cuda_dir/ThirdPartyNotices.txt" > "$doc/onnxruntime/ThirdPartyNotices.txt.gz"
-    for license in "$cuda_dir"/licenses/*.txt; do
-        gzip -9n < "$license" > "$doc/licenses/$(basename "$license").gz"
-    done
-    find "$doc" -type f -exec chmod 0644 {} +
+    cuda_install "$pkgroot"
+    mapfile -t libs < <(cd "$pkgroot" && printf '%s\n' usr/lib/gantry/cuda/lib*.so*)
     # The driver's libcuda.so.1 is the node's own, not a package dependency, and
     # dpkg-shlibdeps refuses a library it cannot find: the dependencies come from the
     # libraries that do not link it, once it is checked that those that do need nothing

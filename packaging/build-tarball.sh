@@ -40,20 +40,12 @@ tar -C "$root" --owner=0 --group=0 --sort=name -czf "target/$name.tar.gz" .
 echo "target/$name.tar.gz"
 
 if $cuda; then
-    source scripts/tools.sh onnxruntime-cuda
-    cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"
-    [ -d "$cuda_dir/licenses" ] || { unset GANTRY_ONNXRUNTIME_CUDA; source scripts/tools.sh onnxruntime-cuda; cuda_dir="$(dirname "$GANTRY_ONNXRUNTIME_CUDA")"; }
+    source packaging/cuda-files.sh
     name="gantry-cuda-$version-$(uname -m)"
     root="target/$name"
     rm -rf "$root"
-    install -d -m 0755 "$root/usr/lib/gantry/cuda" "$root/usr/share/doc/gantry-agent-cuda/licenses"
-    install -m 0644 "$cuda_dir"/lib*.so* "$root/usr/lib/gantry/cuda/"
-    for license in "$cuda_dir"/licenses/*.txt; do
-        gzip -9n < "$license" > "$root/usr/share/doc/gantry-agent-cuda/licenses/$(basename "$license").gz"
-    done
-    install -d -m 0755 "$root/usr/share/doc/gantry-agent-cuda/onnxruntime"
-    gzip -9n < "$cuda_dir/ThirdPartyNotices.txt" > "$root/usr/share/doc/gantry-agent-cuda/onnxruntime/ThirdPartyNotices.txt.gz"
-    cat packaging/debian/copyright-cuda > "$root/usr/share/doc/gantry-agent-cuda/copyright"
+    install -D -m 0644 packaging/debian/copyright "$root/usr/share/doc/gantry-agent-cuda/copyright"
+    cuda_install "$root"
     # Two gigabytes of libraries: fast compression.
     tar -C "$root" --owner=0 --group=0 --sort=name -I 'gzip -1' -cf "target/$name.tar.gz" .
     echo "target/$name.tar.gz"

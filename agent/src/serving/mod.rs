@@ -13,8 +13,9 @@
 //! to the end, so switching bundles never fails a request in flight — it finishes on the
 //! model it started with. A model keeps several sessions (`instances`) and a request
 //! waits, without holding a thread, for a free one; inference runs on blocking threads,
-//! so a saturated model never delays health or readiness — except runs of under 100 µs,
-//! which take less time in place than the hand-off to another thread would.
+//! so a saturated model never delays health or readiness — except where the model's
+//! latest run, on inputs no smaller, took under 100 µs: that takes less time in place
+//! than the hand-off to another thread would.
 //!
 //! This module sits above both `bundle` (the store it watches) and `inference` (the
 //! runtime that loads and runs models); neither of those imports it.
@@ -78,7 +79,7 @@ struct Pool {
     /// [`INLINE_RUN`], else 0: a request no larger than a quick run runs in place (a
     /// larger one, which may take longer on a model whose time grows with its input, is
     /// measured on a blocking thread first).
-    quick_elements: AtomicU64,
+    quick_size: AtomicU64,
 }
 
 impl Pool {
@@ -86,7 +87,7 @@ impl Pool {
         Self {
             free: Arc::new(tokio::sync::Semaphore::new(sessions.len())),
             sessions: sessions.into_iter().map(Mutex::new).collect(),
-            quick_elements: AtomicU64::new(0),
+            quick_size: AtomicU64::new(0),
         }
     }
 
@@ -176,19 +177,15 @@ impl Loaded {
         inputs: Vec<(String, Tensor)>,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(Vec<(String, Tensor)>, crate::inference::RunTimes), RunError> {
-        let elements = input_size(&inputs);
-        let in_place = elements <= self.pool.quick_elements.load(Ordering::Relaxed);
+        let size = input_size(&inputs);
+        let in_place = size <= self.pool.quick_size.load(Ordering::Relaxed);
         let model = Arc::clone(self);
         let run = move || {
             let result = model.pool.any().run_timed(inputs);
             drop(permit);
             if let Ok((_, times)) = &result {
-                let quick = if times.total() < INLINE_RUN {
-                    elements
-                } else {
-                    0
-                };
-                model.pool.quick_elements.store(quick, Ordering::Relaxed);
+                let quick = if times.total() < INLINE_RUN { size } else { 0 };
+                model.pool.quick_size.store(quick, Ordering::Relaxed);
             }
             result
         };

@@ -9,12 +9,14 @@ use std::time::SystemTime;
 
 use gantry_shared::bundle::manifest::{
     ExecutionProvider, FileEntry, GoldenValues, GoldenVector, Manifest, ManifestError, ModelEntry,
-    ParamValue, Provenance, Requirements, SCHEMA_VERSION,
+    Monitoring, ParamValue, Provenance, Requirements, SCHEMA_VERSION,
 };
 use gantry_shared::bundle::onnx::{self, OnnxError};
 use gantry_shared::bundle::outcome::{self, VerifyOutcome};
 use gantry_shared::bundle::policy::{PolicyError, SignedPolicy};
 use gantry_shared::bundle::{self, BundleError, BundleId, BundleReader, Discard, signing};
+use gantry_shared::monitoring::drift::Metric;
+use gantry_shared::monitoring::profile::{Layout, Profile, Values};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -65,6 +67,8 @@ pub enum BundleCmdError {
         #[source]
         source: PolicyError,
     },
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
     #[error("{0}")]
     Usage(String),
 }
@@ -91,8 +95,15 @@ pub struct CreateRequest {
     pub inter_op_threads: u32,
     /// Dynamic batching, for a model with a batch dimension.
     pub dynamic_batching: Option<gantry_shared::bundle::manifest::DynamicBatching>,
+    /// Reference data to profile for drift monitoring, and when drift counts.
+    pub reference_data: Option<PathBuf>,
+    pub drift_metric: Option<Metric>,
+    pub drift_threshold: Option<f64>,
     pub out: PathBuf,
 }
+
+/// Where the reference profile goes in a bundle.
+pub const REFERENCE_PROFILE_PATH: &str = "monitoring/reference-profile.json";
 
 /// Size and SHA-256 of a file, streamed.
 fn digest_file(path: &Path) -> Result<(u64, String), BundleCmdError> {
@@ -230,7 +241,27 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
         provenance.metrics.insert(key.clone(), *value);
     }
 
-    let golden_files = move_golden_to_files(&mut golden, &files)?;
+    let mut golden_files = move_golden_to_files(&mut golden, &files)?;
+    let monitoring = match &req.reference_data {
+        None => None,
+        Some(path) => {
+            if files.iter().any(|f| f.path == REFERENCE_PROFILE_PATH || f.path == "monitoring") {
+                return Err(BundleCmdError::Usage(format!(
+                    "the payload path {REFERENCE_PROFILE_PATH:?} is taken by a --file; the reference profile is stored there"
+                )));
+            }
+            let profile = crate::reference::profile(path, &signature)?;
+            golden_files.insert(REFERENCE_PROFILE_PATH.to_owned(), profile.to_vec());
+            let drift_metric = req.drift_metric.unwrap_or_default();
+            Some(Monitoring {
+                reference_profile: REFERENCE_PROFILE_PATH.to_owned(),
+                drift_metric,
+                drift_threshold: req
+                    .drift_threshold
+                    .unwrap_or_else(|| drift_metric.default_threshold()),
+            })
+        }
+    };
     for (path, bytes) in &golden_files {
         files.push(FileEntry {
             path: path.clone(),
@@ -260,6 +291,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
             inter_op_threads: req.inter_op_threads,
             dynamic_batching: req.dynamic_batching.clone(),
         },
+        monitoring,
     };
     let manifest_bytes = manifest.to_bytes().map_err(BundleCmdError::Manifest)?;
     let by_path: BTreeMap<&str, &Path> = sources
@@ -365,17 +397,73 @@ pub struct Inspection {
     pub verified: bool,
     pub manifest: Manifest,
     pub signatures: Vec<signing::Signature>,
+    /// The drift reference, read from its payload file (digest checked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_profile: Option<Profile>,
 }
 
-/// Reads a bundle's manifest and signatures without verifying anything.
+/// Keeps one payload file's bytes.
+struct Keep<'a> {
+    path: &'a str,
+    bytes: Vec<u8>,
+    keeping: bool,
+    complete: bool,
+}
+
+impl bundle::PayloadSink for Keep<'_> {
+    fn begin(&mut self, file: &FileEntry) -> io::Result<()> {
+        self.keeping = file.path == self.path;
+        if self.keeping && file.size > gantry_shared::monitoring::profile::MAX_PROFILE_BYTES as u64 {
+            return Err(io::Error::other(format!("{} is {} bytes", file.path, file.size)));
+        }
+        Ok(())
+    }
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.keeping {
+            self.bytes.extend_from_slice(data);
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _: &FileEntry) -> io::Result<()> {
+        self.complete |= self.keeping;
+        self.keeping = false;
+        Ok(())
+    }
+}
+
+/// Reads a bundle's manifest and signatures without verifying any signature, and its
+/// reference profile (checked against the manifest's digest) when it has one.
 pub fn inspect(path: &Path) -> Result<Inspection, BundleCmdError> {
     let reader = open_bundle(path)?;
-    Ok(Inspection {
+    let mut inspection = Inspection {
         id: reader.id().to_string(),
         verified: false,
         manifest: reader.manifest().clone(),
         signatures: reader.signatures().to_vec(),
-    })
+        reference_profile: None,
+    };
+    if let Some(m) = &inspection.manifest.monitoring {
+        let mut keep = Keep {
+            path: &m.reference_profile,
+            bytes: Vec::new(),
+            keeping: false,
+            complete: false,
+        };
+        let bundle_err = |source| BundleCmdError::Bundle {
+            path: path.to_owned(),
+            source,
+        };
+        reader.read_payload(&mut keep).map_err(bundle_err)?;
+        let profile = Profile::from_slice(&keep.bytes).map_err(|e| {
+            BundleCmdError::Usage(format!(
+                "bundle {}: its reference profile {} is not valid: {e}",
+                path.display(),
+                m.reference_profile
+            ))
+        })?;
+        inspection.reference_profile = Some(profile);
+    }
+    Ok(inspection)
 }
 
 fn dims(shape: &[gantry_shared::bundle::manifest::Dim]) -> String {
@@ -458,12 +546,81 @@ pub fn render_inspection(i: &Inspection) -> String {
             r.min_gpu_memory_bytes, r.execution_providers
         );
     }
+    if let (Some(m), Some(profile)) = (&m.monitoring, &i.reference_profile) {
+        render_profile(&mut out, m, profile);
+    }
     let _ = writeln!(out, "signatures  {}", i.signatures.len());
     for s in &i.signatures {
         let _ = writeln!(out, "  key {}", s.key_id);
     }
     out.push_str("(not verified: run `gantry bundle verify --trust POLICY` to check digests and signatures)\n");
     out
+}
+
+/// The reference profile's lines of `bundle inspect`.
+fn render_profile(out: &mut String, m: &Monitoring, profile: &Profile) {
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        out,
+        "monitoring  drift against {} rows of reference data ({}); degraded above {} {}",
+        profile.rows,
+        m.reference_profile,
+        m.drift_metric.as_str(),
+        m.drift_threshold
+    );
+    for t in &profile.tensors {
+        let layout = match t.layout {
+            Layout::Whole => "one feature".to_owned(),
+            Layout::Columns { width } => format!("{width} columns"),
+            Layout::Channels { channels } => format!("{channels} channels, by their means"),
+            Layout::RowMean => "by row means".to_owned(),
+        };
+        let _ = writeln!(out, "  {} {} ({layout})", t.side.as_str(), t.name);
+        for f in &t.features {
+            let missing = if f.missing > 0 {
+                format!(", {} missing", f.missing)
+            } else {
+                String::new()
+            };
+            match &f.values {
+                Values::Numeric(n) => {
+                    let q = |r: f64| n.sketch.quantile(r).map_or("-".to_owned(), |v| format!("{v:.4}"));
+                    let _ = writeln!(
+                        out,
+                        "    {:<24} numeric      n={}{missing}  min {:.4}  p50 {}  p95 {}  max {:.4}  mean {}",
+                        f.name,
+                        f.count,
+                        n.expected_min,
+                        q(0.5),
+                        q(0.95),
+                        n.expected_max,
+                        n.mean(f.count - f.missing).map_or("-".to_owned(), |v| format!("{v:.4}")),
+                    );
+                }
+                Values::Categorical(c) => {
+                    let top: Vec<String> = c
+                        .labels
+                        .iter()
+                        .zip(&c.counts)
+                        .take(5)
+                        .map(|(l, n)| format!("{l:?} {n}"))
+                        .collect();
+                    let more = match (c.labels.len().saturating_sub(5), c.other) {
+                        (0, 0) => String::new(),
+                        (labels, 0) => format!(" (+{labels} labels)"),
+                        (labels, other) => format!(" (+{labels} labels, {other} rarer values)"),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    {:<24} categorical  n={}{missing}  {}{more}",
+                        f.name,
+                        f.count,
+                        top.join(", ")
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// What `bundle export` wrote.

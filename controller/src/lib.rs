@@ -21,6 +21,7 @@ pub mod home;
 pub mod keys;
 pub mod policy_cmd;
 pub mod push;
+pub mod reference;
 pub mod rollout_cmd;
 pub mod rollouts;
 pub mod server;

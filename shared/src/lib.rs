@@ -13,6 +13,7 @@ pub mod bundle;
 pub mod exposition;
 pub mod health;
 pub mod layout;
+pub mod monitoring;
 pub mod oip;
 pub mod protocol;
 pub mod telemetry;

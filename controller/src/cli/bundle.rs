@@ -99,6 +99,9 @@ pub(super) fn local(command: LocalBundleCommand) -> CommandResult {
                         queue_timeout_us: micros(args.queue_timeout),
                     }
                 }),
+                reference_data: args.reference_data,
+                drift_metric: args.drift_metric,
+                drift_threshold: args.drift_threshold,
                 out: args.out.clone(),
             };
             let id = bundle_cmd::create(&req)?;

@@ -603,9 +603,26 @@ struct CreateArgs {
     /// Longest a request may wait in the queue before it is refused, e.g. 100ms.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "max_batch_size")]
     queue_timeout: Option<std::time::Duration>,
+    /// A sample of the training or validation data, with the model's outputs on it
+    /// where it has them, to measure drift against: .npy, .npz (arrays named after the
+    /// model's tensors) or .csv (a header row). Profiled into the signed bundle.
+    #[arg(long, value_name = "FILE")]
+    reference_data: Option<PathBuf>,
+    /// The drift statistic the threshold applies to: psi, ks or js.
+    #[arg(long, value_name = "METRIC", value_parser = parse_drift_metric, requires = "reference_data")]
+    drift_metric: Option<gantry_shared::monitoring::drift::Metric>,
+    /// A feature scoring above this makes the model's health degraded on a node.
+    /// Default: 0.25 for PSI, 0.2 for KS and JS.
+    #[arg(long, value_name = "SCORE", requires = "reference_data")]
+    drift_threshold: Option<f64>,
     /// The bundle file to write.
     #[arg(long, value_name = "BUNDLE")]
     out: PathBuf,
+}
+
+fn parse_drift_metric(text: &str) -> Result<gantry_shared::monitoring::drift::Metric, String> {
+    gantry_shared::monitoring::drift::Metric::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a drift metric: psi, ks or js"))
 }
 
 #[derive(Debug, Subcommand)]

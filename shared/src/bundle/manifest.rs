@@ -70,6 +70,23 @@ pub struct Manifest {
     pub provenance: Provenance,
     #[serde(default)]
     pub requirements: Requirements,
+    /// Model monitoring: the reference profile drift is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
+}
+
+/// What a node measures the served model's drift against, and when drift counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitoring {
+    /// The payload file holding the reference profile
+    /// ([`crate::monitoring::profile::Profile`], JSON).
+    pub reference_profile: String,
+    /// The statistic the threshold applies to.
+    #[serde(default)]
+    pub drift_metric: crate::monitoring::drift::Metric,
+    /// A feature whose score passes this makes the model's health degraded.
+    pub drift_threshold: f64,
 }
 
 /// One payload file.
@@ -548,6 +565,20 @@ impl Manifest {
         }
         for golden in &self.golden {
             self.validate_golden(golden)?;
+        }
+        if let Some(m) = &self.monitoring {
+            if !seen.contains(m.reference_profile.as_str()) {
+                return Err(invalid(
+                    "monitoring.reference_profile",
+                    format!("{:?} is not one of the bundle's files", m.reference_profile),
+                ));
+            }
+            if !(m.drift_threshold.is_finite() && m.drift_threshold > 0.0) {
+                return Err(invalid(
+                    "monitoring.drift_threshold",
+                    format!("{} is not a positive number", m.drift_threshold),
+                ));
+            }
         }
         let r = &self.requirements;
         if let Some(b) = &r.dynamic_batching {

@@ -1,0 +1,230 @@
+//! Drift between a window and the reference, per feature:
+//!
+//! - PSI (population stability index), `Σ (q − p) · ln(q / p)` over the reference's
+//!   bins (numeric features: its deciles; categorical: its labels and the rest), each
+//!   share floored at 10⁻⁴ so an empty bin counts as rare, not as infinitely unlikely.
+//!   Rule of thumb: below 0.1 stable, 0.1–0.25 moderate, above 0.25 shifted.
+//! - Kolmogorov–Smirnov: the largest gap between the two cumulative distributions, from
+//!   the two quantile sketches at 201 ranks (so to ½ % of rank and the sketches' 1 % of
+//!   value); numeric features only.
+//! - Jensen–Shannon distance: the square root of the Jensen–Shannon divergence, base 2,
+//!   over the same bins as PSI; 0 for the same distribution, 1 for disjoint ones.
+
+use serde::{Deserialize, Serialize};
+
+use super::Sketch;
+use super::profile::{FeatureProfile, Profile, Side, Values};
+
+/// Smallest share a bin counts with.
+const FLOOR: f64 = 1e-4;
+/// Ranks the KS statistic is read at.
+const KS_RANKS: u32 = 200;
+
+/// The statistic a drift threshold applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    #[default]
+    Psi,
+    Ks,
+    Js,
+}
+
+impl Metric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Psi => "psi",
+            Self::Ks => "ks",
+            Self::Js => "js",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "psi" => Some(Self::Psi),
+            "ks" => Some(Self::Ks),
+            "js" => Some(Self::Js),
+            _ => None,
+        }
+    }
+
+    /// A default threshold: PSI's "shifted", and comparable cut-offs for the others.
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            Self::Psi => 0.25,
+            Self::Ks | Self::Js => 0.2,
+        }
+    }
+}
+
+/// One feature's scores in a window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureDrift {
+    pub side: Side,
+    pub tensor: String,
+    pub feature: String,
+    /// Values in the window (missing ones included).
+    pub count: u64,
+    pub missing: u64,
+    #[serde(default)]
+    pub out_of_range: u64,
+    pub psi: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ks: Option<f64>,
+    pub js: f64,
+}
+
+impl FeatureDrift {
+    pub fn score(&self, metric: Metric) -> Option<f64> {
+        match metric {
+            Metric::Psi => Some(self.psi),
+            Metric::Ks => self.ks,
+            Metric::Js => Some(self.js),
+        }
+    }
+
+    /// `tensor/feature`, or the feature alone when it is named after its tensor.
+    pub fn label(&self) -> String {
+        if self.feature.starts_with(&self.tensor) {
+            self.feature.clone()
+        } else {
+            format!("{}/{}", self.tensor, self.feature)
+        }
+    }
+}
+
+/// Scores every feature of `window` that holds at least `min_values` values against
+/// `reference`; features with fewer are left out (too few to judge).
+pub fn compare(reference: &Profile, window: &Profile, min_values: u64) -> Vec<FeatureDrift> {
+    let mut scores = Vec::new();
+    for t in &window.tensors {
+        let Some(r) = reference.tensor(t.side, &t.name) else {
+            continue;
+        };
+        for (wf, rf) in t.features.iter().zip(&r.features) {
+            if wf.count < min_values.max(1) {
+                continue;
+            }
+            if let Some((psi, js, ks)) = feature_scores(rf, wf) {
+                let out_of_range = match &wf.values {
+                    Values::Numeric(n) => n.out_of_range,
+                    Values::Categorical(_) => 0,
+                };
+                scores.push(FeatureDrift {
+                    side: t.side,
+                    tensor: t.name.clone(),
+                    feature: wf.name.clone(),
+                    count: wf.count,
+                    missing: wf.missing,
+                    out_of_range,
+                    psi,
+                    ks,
+                    js,
+                });
+            }
+        }
+    }
+    scores
+}
+
+fn feature_scores(
+    reference: &FeatureProfile,
+    window: &FeatureProfile,
+) -> Option<(f64, f64, Option<f64>)> {
+    match (&reference.values, &window.values) {
+        (Values::Numeric(r), Values::Numeric(w)) if r.edges == w.edges => {
+            let (p, q) = (shares(&r.bins, 0), shares(&w.bins, 0));
+            Some((psi(&p, &q), js(&p, &q), ks(&r.sketch, &w.sketch)))
+        }
+        (Values::Categorical(r), Values::Categorical(w)) if r.labels == w.labels => {
+            let (p, q) = (shares(&r.counts, r.other), shares(&w.counts, w.other));
+            Some((psi(&p, &q), js(&p, &q), None))
+        }
+        _ => None,
+    }
+}
+
+/// Shares of `counts` and then `rest`; all zero when nothing was counted.
+fn shares(counts: &[u64], rest: u64) -> Vec<f64> {
+    let total = counts.iter().sum::<u64>() + rest;
+    let scale = if total > 0 { 1.0 / total as f64 } else { 0.0 };
+    counts
+        .iter()
+        .chain([&rest])
+        .map(|c| *c as f64 * scale)
+        .collect()
+}
+
+/// Population stability index of `q` against `p`.
+pub fn psi(p: &[f64], q: &[f64]) -> f64 {
+    p.iter()
+        .zip(q)
+        .filter(|(a, b)| **a > 0.0 || **b > 0.0)
+        .map(|(a, b)| {
+            let (a, b) = (a.max(FLOOR), b.max(FLOOR));
+            (b - a) * (b / a).ln()
+        })
+        .sum()
+}
+
+/// Jensen–Shannon distance (base 2) between `p` and `q`.
+pub fn js(p: &[f64], q: &[f64]) -> f64 {
+    let kl = |x: f64, m: f64| if x > 0.0 { x * (x / m).log2() } else { 0.0 };
+    let divergence: f64 = p
+        .iter()
+        .zip(q)
+        .map(|(a, b)| {
+            let m = (a + b) / 2.0;
+            if m > 0.0 {
+                0.5 * kl(*a, m) + 0.5 * kl(*b, m)
+            } else {
+                0.0
+            }
+        })
+        .sum();
+    divergence.clamp(0.0, 1.0).sqrt()
+}
+
+/// Kolmogorov–Smirnov statistic between two sketches; `None` when either is empty.
+pub fn ks(a: &Sketch, b: &Sketch) -> Option<f64> {
+    let grid = |s: &Sketch| -> Option<Vec<f64>> {
+        (0..=KS_RANKS)
+            .map(|k| s.quantile(f64::from(k) / f64::from(KS_RANKS)))
+            .collect()
+    };
+    let (qa, qb) = (grid(a)?, grid(b)?);
+    // The share of a sketch's grid at or below x: its cumulative distribution.
+    let cdf = |q: &[f64], x: f64| q.partition_point(|v| *v <= x) as f64 / q.len() as f64;
+    let gap = qa
+        .iter()
+        .chain(&qb)
+        .map(|&x| (cdf(&qa, x) - cdf(&qb, x)).abs())
+        .fold(0.0, f64::max);
+    Some(gap)
+}
+
+/// The features whose `metric` score is above `threshold`, worst first.
+pub fn over(scores: &[FeatureDrift], metric: Metric, threshold: f64) -> Vec<&FeatureDrift> {
+    let mut over: Vec<&FeatureDrift> = scores
+        .iter()
+        .filter(|f| f.score(metric).is_some_and(|s| s > threshold))
+        .collect();
+    over.sort_by(|a, b| {
+        b.score(metric)
+            .partial_cmp(&a.score(metric))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    over
+}
+
+/// The worst `metric` score and its feature.
+pub fn worst(scores: &[FeatureDrift], metric: Metric) -> Option<&FeatureDrift> {
+    scores
+        .iter()
+        .filter(|f| f.score(metric).is_some())
+        .max_by(|a, b| {
+            a.score(metric)
+                .partial_cmp(&b.score(metric))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+}

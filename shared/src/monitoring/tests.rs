@@ -1,0 +1,418 @@
+use super::drift::{self, Metric};
+use super::npy::{self, NpyError};
+use super::profile::{
+    Layout, Profile, ProfileError, ReferenceBuilder, Side, Values, WindowProfiler,
+};
+use crate::bundle::manifest::Tensor;
+use crate::tensor::TensorData;
+
+/// A deterministic stream of values spread like a normal(mean, 1) (sum of uniforms).
+fn normalish(n: usize, mean: f64, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| (mean + (0..12).map(|_| next()).sum::<f64>() - 6.0) as f32)
+        .collect()
+}
+
+fn table(rows: usize, mean: f64, seed: u64) -> Tensor {
+    // Two columns: one drifting with `mean`, one steady.
+    let a = normalish(rows, mean, seed);
+    let b = normalish(rows, 0.0, seed + 1);
+    Tensor {
+        shape: vec![rows as u64, 2],
+        data: TensorData::Float32(a.iter().zip(&b).flat_map(|(x, y)| [*x, *y]).collect()),
+    }
+}
+
+fn reference() -> Profile {
+    let mut b = ReferenceBuilder::default();
+    b.add(
+        Side::Input,
+        "x",
+        &table(5000, 0.0, 1),
+        Some(&["age".to_owned(), "income".to_owned()]),
+    )
+    .unwrap();
+    let labels = Tensor {
+        shape: vec![5000],
+        data: TensorData::Int64((0..5000).map(|i| i % 3).collect()),
+    };
+    b.add(Side::Output, "label", &labels, None).unwrap();
+    b.finish()
+}
+
+fn window_of(reference: &Profile, x: &Tensor, labels: &Tensor) -> Profile {
+    let mut w = WindowProfiler::new(reference, |side, _| {
+        Some(match side {
+            Side::Input => TensorData::Float32(Vec::new()),
+            Side::Output => TensorData::Int64(Vec::new()),
+        })
+    });
+    w.count_rows(x.shape[0]);
+    w.observe(Side::Input, [("x", x)]);
+    w.observe(Side::Output, [("label", labels)]);
+    w.take()
+}
+
+#[test]
+fn the_reference_profiles_columns_by_name_and_small_integer_outputs_as_categories() {
+    let r = reference();
+    assert_eq!(r.rows, 5000);
+    let x = r.tensor(Side::Input, "x").unwrap();
+    assert_eq!(x.layout, Layout::Columns { width: 2 });
+    assert_eq!(x.features[0].name, "age");
+    let Values::Numeric(n) = &x.features[0].values else {
+        panic!("numeric")
+    };
+    assert_eq!(n.bins.len(), 10);
+    // Deciles: each bin holds a tenth of the reference.
+    assert!(
+        n.bins.iter().all(|b| (450..=550).contains(b)),
+        "{:?}",
+        n.bins
+    );
+    let label = r.tensor(Side::Output, "label").unwrap();
+    let Values::Categorical(c) = &label.features[0].values else {
+        panic!("categorical")
+    };
+    assert_eq!(c.labels, ["0", "1", "2"]);
+    assert_eq!(c.counts, [1667, 1667, 1666]);
+    // A file round trip keeps it whole.
+    assert_eq!(Profile::from_slice(&r.to_vec()).unwrap(), r);
+}
+
+#[test]
+fn the_same_distribution_scores_low_and_a_shifted_one_high_on_every_metric() {
+    let r = reference();
+    let labels = Tensor {
+        shape: vec![2000],
+        data: TensorData::Int64((0..2000).map(|i| i % 3).collect()),
+    };
+    let same = drift::compare(&r, &window_of(&r, &table(2000, 0.0, 7), &labels), 100);
+    let shifted_labels = Tensor {
+        shape: vec![2000],
+        data: TensorData::Int64(vec![2; 2000]),
+    };
+    let moved = drift::compare(
+        &r,
+        &window_of(&r, &table(2000, 1.5, 7), &shifted_labels),
+        100,
+    );
+    let by = |s: &[drift::FeatureDrift], name: &str| {
+        s.iter().find(|f| f.feature == name).cloned().unwrap()
+    };
+    let (age, income) = (by(&same, "age"), by(&same, "income"));
+    assert!(
+        age.psi < 0.05 && age.ks.unwrap() < 0.06 && age.js < 0.1,
+        "{age:?}"
+    );
+    assert!(income.psi < 0.05, "{income:?}");
+    let age = by(&moved, "age");
+    assert!(
+        age.psi > 1.0 && age.ks.unwrap() > 0.45 && age.js > 0.4,
+        "{age:?}"
+    );
+    assert!(age.out_of_range > 0, "{age:?}");
+    assert!(by(&moved, "income").psi < 0.05);
+    let label = by(&moved, "label");
+    assert!(label.psi > 1.0 && label.ks.is_none(), "{label:?}");
+    let over = drift::over(&moved, Metric::Psi, 0.25);
+    assert_eq!(
+        over.iter()
+            .map(|f| f.feature.as_str())
+            .collect::<Vec<_>>()
+            .len(),
+        2
+    );
+    assert_eq!(drift::worst(&moved, Metric::Ks).unwrap().feature, "age");
+}
+
+#[test]
+fn windows_merge_into_the_window_of_both() {
+    let reference = reference();
+    let labels = Tensor {
+        shape: vec![1000],
+        data: TensorData::Int64(vec![1; 1000]),
+    };
+    let first = window_of(&reference, &table(1000, 0.0, 3), &labels);
+    let second = window_of(&reference, &table(1000, 0.5, 4), &labels);
+    let mut merged = first.clone();
+    merged.merge(&second).unwrap();
+    assert_eq!(merged.rows, 2000);
+    let feature = &merged.tensors[0].features[0];
+    assert_eq!(feature.count, 2000);
+    let Values::Numeric(n) = &feature.values else {
+        panic!()
+    };
+    assert_eq!(n.bins.iter().sum::<u64>(), 2000);
+    assert_eq!(n.sketch.count(), 2000);
+    // Merging windows of another reference is refused, not summed.
+    let mut other = ReferenceBuilder::default();
+    other
+        .add(Side::Input, "x", &table(100, 3.0, 9), None)
+        .unwrap();
+    let mut foreign = other.finish();
+    foreign.tensors[0].features.truncate(2);
+    foreign.tensors.push(reference.tensors[1].clone());
+    assert!(merged.merge(&foreign.empty_window()).is_err());
+}
+
+#[test]
+fn missing_and_misshapen_requests_are_counted_not_profiled() {
+    let r = reference();
+    let mut w = WindowProfiler::new(&r, |_, _| Some(TensorData::Float32(Vec::new())));
+    let nan = Tensor {
+        shape: vec![1, 2],
+        data: TensorData::Float32(vec![f32::NAN, 1.0]),
+    };
+    let wide = Tensor {
+        shape: vec![1, 3],
+        data: TensorData::Float32(vec![1.0; 3]),
+    };
+    w.observe(Side::Input, [("x", &nan), ("x", &wide), ("unknown", &nan)]);
+    let window = w.take();
+    let x = window.tensor(Side::Input, "x").unwrap();
+    assert_eq!(x.unprofiled, 1);
+    assert_eq!((x.features[0].count, x.features[0].missing), (1, 1));
+    assert_eq!(x.features[1].count, 1);
+}
+
+#[test]
+fn images_are_profiled_by_channel_means_and_wide_tensors_by_row_means() {
+    let image = Tensor {
+        shape: vec![2, 3, 2, 2],
+        data: TensorData::Float32((0..24).map(|i| i as f32).collect()),
+    };
+    let mut b = ReferenceBuilder::default();
+    b.add(Side::Input, "image", &image, None).unwrap();
+    let wide = Tensor {
+        shape: vec![2, 100],
+        data: TensorData::Float32(vec![1.0; 200]),
+    };
+    b.add(Side::Input, "embedding", &wide, None).unwrap();
+    let p = b.finish();
+    let image = p.tensor(Side::Input, "image").unwrap();
+    assert_eq!(image.layout, Layout::Channels { channels: 3 });
+    assert_eq!(image.features[1].name, "image[1]");
+    let Values::Numeric(n) = &image.features[1].values else {
+        panic!()
+    };
+    // Channel 1 of row 0 is 4..8 (mean 5.5), of row 1 16..20 (mean 17.5).
+    assert_eq!((n.min, n.max), (Some(5.5), Some(17.5)));
+    assert_eq!(
+        p.tensor(Side::Input, "embedding").unwrap().layout,
+        Layout::RowMean
+    );
+}
+
+#[test]
+fn strings_are_categories_cut_to_the_most_frequent() {
+    let words: Vec<Vec<u8>> = (0..100)
+        .map(|i| format!("w{}", i % 40).into_bytes())
+        .collect();
+    let mut b = ReferenceBuilder::default();
+    b.add(
+        Side::Input,
+        "text",
+        &Tensor {
+            shape: vec![100],
+            data: TensorData::Bytes(words),
+        },
+        None,
+    )
+    .unwrap();
+    let p = b.finish();
+    let Values::Categorical(c) = &p.tensors[0].features[0].values else {
+        panic!()
+    };
+    assert_eq!(c.labels.len(), 32);
+    assert_eq!(c.counts.iter().sum::<u64>() + c.other, 100);
+}
+
+#[test]
+fn a_profile_with_bins_that_do_not_match_its_edges_is_refused() {
+    let mut p = reference();
+    let Values::Numeric(n) = &mut p.tensors[0].features[0].values else {
+        panic!()
+    };
+    n.bins.pop();
+    let e = Profile::from_slice(&p.to_vec()).unwrap_err();
+    assert!(matches!(e, ProfileError::Inconsistent(_)), "{e}");
+}
+
+#[test]
+fn a_profile_with_decreasing_edges_is_refused() {
+    let mut p = reference();
+    let Values::Numeric(n) = &mut p.tensors[0].features[0].values else {
+        panic!()
+    };
+    n.edges.swap(0, 1);
+    assert!(Profile::from_slice(&p.to_vec()).is_err());
+}
+
+#[test]
+fn a_profile_with_unknown_fields_or_another_schema_is_refused() {
+    let r = reference();
+    let mut json: serde_json::Value = serde_json::from_slice(&r.to_vec()).unwrap();
+    json["extra"] = serde_json::json!(1);
+    assert!(Profile::from_slice(json.to_string().as_bytes()).is_err());
+    json.as_object_mut().unwrap().remove("extra");
+    json["schema"] = serde_json::json!(99);
+    assert_eq!(
+        Profile::from_slice(json.to_string().as_bytes()).unwrap_err(),
+        ProfileError::Schema(99)
+    );
+}
+
+#[test]
+fn an_oversized_profile_is_refused_before_parsing() {
+    let big = vec![b' '; super::profile::MAX_PROFILE_BYTES + 1];
+    assert!(matches!(
+        Profile::from_slice(&big),
+        Err(ProfileError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_profile_claiming_more_features_than_its_layout_is_refused() {
+    let mut p = reference();
+    let extra = p.tensors[0].features[0].clone();
+    p.tensors[0].features.push(extra);
+    assert!(Profile::from_slice(&p.to_vec()).is_err());
+}
+
+#[test]
+fn npy_round_trips_every_plain_type() {
+    for data in [
+        TensorData::Float32(vec![1.5, -2.0, 3.25, 0.0, 7.0, 8.0]),
+        TensorData::Float64(vec![1.0; 6]),
+        TensorData::Int64(vec![-1, 2, -3, 4, 5, 6]),
+        TensorData::Uint8(vec![1, 2, 3, 4, 5, 6]),
+        TensorData::Bool(vec![true, false, true, false, true, true]),
+        TensorData::Bytes(vec![
+            b"a".to_vec(),
+            b"bc".to_vec(),
+            b"".to_vec(),
+            b"def".to_vec(),
+            b"g".to_vec(),
+            b"h".to_vec(),
+        ]),
+    ] {
+        let t = Tensor {
+            shape: vec![3, 2],
+            data,
+        };
+        assert_eq!(npy::read(&npy::write(&t)).unwrap(), t);
+    }
+}
+
+/// A version 1.0 file with `header` and `data`.
+fn npy_file(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data);
+    out
+}
+
+#[test]
+fn npy_unicode_strings_read_as_utf8() {
+    let mut data = Vec::new();
+    for word in ["hé", "x"] {
+        for c in word.chars().chain(std::iter::repeat('\0')).take(2) {
+            data.extend((c as u32).to_le_bytes());
+        }
+    }
+    let t = npy::read(&npy_file(
+        "{'descr': '<U2', 'fortran_order': False, 'shape': (2,), }\n",
+        &data,
+    ))
+    .unwrap();
+    assert_eq!(
+        t.data,
+        TensorData::Bytes(vec!["hé".as_bytes().to_vec(), b"x".to_vec()])
+    );
+}
+
+#[test]
+fn npy_object_arrays_are_refused_as_pickles() {
+    let e = npy::read(&npy_file(
+        "{'descr': '|O', 'fortran_order': False, 'shape': (1,), }",
+        &[0; 8],
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("pickled"), "{e}");
+}
+
+#[test]
+fn npy_big_endian_and_fortran_order_are_refused_with_the_fix() {
+    let e = npy::read(&npy_file(
+        "{'descr': '>f4', 'fortran_order': False, 'shape': (1,), }",
+        &[0; 4],
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("little-endian"), "{e}");
+    let e = npy::read(&npy_file(
+        "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
+        &[0; 16],
+    ))
+    .unwrap_err();
+    assert_eq!(e, NpyError::FortranOrder);
+}
+
+#[test]
+fn npy_with_a_shape_larger_than_its_data_is_refused_without_allocating() {
+    let e = npy::read(&npy_file(
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4294967296), }",
+        &[0; 8],
+    ))
+    .unwrap_err();
+    assert!(matches!(e, NpyError::Size { .. }), "{e}");
+    let e = npy::read(&npy_file(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+        &[0; 9],
+    ))
+    .unwrap_err();
+    assert!(matches!(e, NpyError::Size { found: 9, .. }), "{e}");
+}
+
+#[test]
+fn npy_truncated_headers_and_bad_magic_are_refused() {
+    assert_eq!(npy::read(b"PK\x03\x04").unwrap_err(), NpyError::Magic);
+    assert!(matches!(
+        npy::read(b"\x93NUMPY\x01"),
+        Err(NpyError::Truncated(_))
+    ));
+    assert!(matches!(
+        npy::read(b"\x93NUMPY\x01\x00\xff\x00{"),
+        Err(NpyError::Truncated(_))
+    ));
+    assert!(matches!(
+        npy::read(b"\x93NUMPY\x09\x00\x00\x00"),
+        Err(NpyError::Version(9, 0))
+    ));
+    let mut huge = b"\x93NUMPY\x02\x00".to_vec();
+    huge.extend(u32::MAX.to_le_bytes());
+    assert!(matches!(npy::read(&huge), Err(NpyError::HeaderTooLarge(_))));
+}
+
+#[test]
+fn npy_headers_that_are_not_plain_dicts_are_refused() {
+    for header in [
+        "{'descr': '<f4', 'fortran_order': False}",
+        "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'evil': __import__('os')}",
+        "{'descr': '<f4' 'fortran_order': False, 'shape': (1,)}",
+        "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (1,)}",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
+        "not a dict",
+    ] {
+        assert!(npy::read(&npy_file(header, &[0; 4])).is_err(), "{header}");
+    }
+}

@@ -77,6 +77,7 @@ fn manifest_for(model: &str, name: &str, requirements: Requirements) -> (Manifes
         golden: vec![],
         provenance: Provenance::default(),
         requirements,
+        monitoring: None,
     };
     (manifest, bytes)
 }

@@ -71,6 +71,26 @@ pub struct RawConfig {
     pub uplink: RawUplink,
     pub inference: RawInference,
     pub health: RawHealth,
+    pub monitoring: RawMonitoring,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMonitoring {
+    /// How long each drift window of a served model lasts. Default `5m`.
+    pub window: Option<String>,
+    /// Fewest values a feature needs in a window to be scored. Default 100.
+    pub min_values: Option<u64>,
+    /// The drift threshold for every model, in place of each bundle's.
+    pub drift_threshold: Option<f64>,
+    /// Per model: `[monitoring.models.NAME]`, in place of the above for that model.
+    pub models: std::collections::BTreeMap<String, RawModelMonitoring>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawModelMonitoring {
+    pub drift_threshold: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +233,17 @@ pub struct Config {
     /// The node's overrides of every bundle's sessions and threads.
     pub execution: crate::inference::ExecutionOverrides,
     pub health: crate::health::Thresholds,
+    pub monitoring: crate::serving::monitor::MonitoringSettings,
+}
+
+fn drift_threshold(key: &str, value: Option<f64>) -> Result<Option<f64>, ConfigError> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(ConfigError::invalid(
+            key,
+            format!("{v} is not a positive number"),
+        )),
+        v => Ok(v),
+    }
 }
 
 /// Validated `[uplink]` settings.
@@ -776,6 +807,36 @@ impl RawConfig {
             )?,
         };
 
+        let monitoring_defaults = crate::serving::monitor::MonitoringSettings::default();
+        let mut model_thresholds = std::collections::BTreeMap::new();
+        for (name, model) in &self.monitoring.models {
+            let key = format!("monitoring.models.{name}.drift_threshold");
+            if let Some(t) = drift_threshold(&key, model.drift_threshold)? {
+                model_thresholds.insert(name.clone(), t);
+            }
+        }
+        let monitoring = crate::serving::monitor::MonitoringSettings {
+            window: bounded_duration(
+                "monitoring.window",
+                self.monitoring.window.as_deref(),
+                monitoring_defaults.window,
+                SECOND..=DAY,
+            )?,
+            min_values: bounded(
+                "monitoring.min_values",
+                self.monitoring
+                    .min_values
+                    .unwrap_or(monitoring_defaults.min_values),
+                1..=10_000_000,
+                "",
+            )?,
+            drift_threshold: drift_threshold(
+                "monitoring.drift_threshold",
+                self.monitoring.drift_threshold,
+            )?,
+            model_thresholds,
+        };
+
         Ok(Config {
             state_dir,
             telemetry: TelemetryConfig { interval },
@@ -798,6 +859,7 @@ impl RawConfig {
             grpc_listen,
             execution,
             health,
+            monitoring,
         })
     }
 }

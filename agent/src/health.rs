@@ -274,6 +274,20 @@ impl Monitor {
                     Remedy::new(Cause::Application, Action::CheckApplication),
                 );
             }
+            if let Some(drift) = model.drift.as_ref().filter(|d| !d.drifted.is_empty()) {
+                h.add(
+                    "model.drift",
+                    HealthState::Degraded,
+                    format!(
+                        "{}: drifted from its reference data over the last window ({} rows): {} (threshold {})",
+                        model.model,
+                        drift.rows,
+                        drift.describe(5),
+                        drift.threshold
+                    ),
+                    Remedy::new(Cause::Data, Action::ReviewData),
+                );
+            }
             if model.recent_requests >= 20 && model.recent_error_rate > t.inference_error_rate {
                 h.add(
                     "model.errors",

@@ -359,6 +359,104 @@ fn render_models(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
             e.sample(name, &[("model", model)], value);
         }
     }
+    render_drift(e, models);
+}
+
+/// The latest drift window of every monitored model: each feature's scores, and the
+/// window's size and verdict.
+fn render_drift(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
+    let monitored: Vec<(
+        &crate::serving::ModelHealth,
+        &crate::serving::monitor::DriftVerdict,
+    )> = models
+        .iter()
+        .filter_map(|m| Some((m, m.drift.as_ref()?)))
+        .collect();
+    if monitored.is_empty() {
+        return;
+    }
+    let version =
+        |m: &crate::serving::ModelHealth| m.model.rsplit(' ').next().unwrap_or_default().to_owned();
+    e.family(
+        "gantry_agent_model_drift_score",
+        Kind::Gauge,
+        "Drift of a feature from the bundle's reference data over the latest window: psi, ks (Kolmogorov-Smirnov) or js (Jensen-Shannon distance).",
+    );
+    for (m, d) in &monitored {
+        let version = version(m);
+        for f in &d.scores {
+            for metric in [
+                gantry_shared::monitoring::drift::Metric::Psi,
+                gantry_shared::monitoring::drift::Metric::Ks,
+                gantry_shared::monitoring::drift::Metric::Js,
+            ] {
+                if let Some(score) = f.score(metric) {
+                    e.sample(
+                        "gantry_agent_model_drift_score",
+                        &[
+                            ("model", m.name.as_str()),
+                            ("version", version.as_str()),
+                            ("side", f.side.as_str()),
+                            ("tensor", f.tensor.as_str()),
+                            ("feature", f.feature.as_str()),
+                            ("metric", metric.as_str()),
+                        ],
+                        score,
+                    );
+                }
+            }
+        }
+    }
+    e.family(
+        "gantry_agent_model_feature_out_of_range",
+        Kind::Gauge,
+        "Values of a feature outside the reference data's range in the latest drift window.",
+    );
+    for (m, d) in &monitored {
+        for f in &d.scores {
+            e.sample(
+                "gantry_agent_model_feature_out_of_range",
+                &[
+                    ("model", m.name.as_str()),
+                    ("tensor", f.tensor.as_str()),
+                    ("feature", f.feature.as_str()),
+                ],
+                f.out_of_range as f64,
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "gantry_agent_model_drift_threshold",
+            "The drift score above which a feature makes the model degraded (label metric: the statistic it applies to).",
+            (|d: &crate::serving::monitor::DriftVerdict| d.threshold)
+                as fn(&crate::serving::monitor::DriftVerdict) -> f64,
+        ),
+        (
+            "gantry_agent_model_drifted_features",
+            "Features over the drift threshold in the latest window.",
+            |d: &crate::serving::monitor::DriftVerdict| d.drifted.len() as f64,
+        ),
+        (
+            "gantry_agent_model_drift_window_rows",
+            "Rows (examples) the latest drift window saw.",
+            |d: &crate::serving::monitor::DriftVerdict| d.rows as f64,
+        ),
+        (
+            "gantry_agent_model_drift_window_end_timestamp_seconds",
+            "When the latest drift window closed.",
+            |d: &crate::serving::monitor::DriftVerdict| d.end_ms as f64 / 1000.0,
+        ),
+    ] {
+        e.family(name, Kind::Gauge, help);
+        for (m, d) in &monitored {
+            e.sample(
+                name,
+                &[("model", m.name.as_str()), ("metric", d.metric.as_str())],
+                pick(d),
+            );
+        }
+    }
 }
 
 #[cfg(test)]

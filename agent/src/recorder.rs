@@ -94,6 +94,20 @@ pub struct Journal {
     pub bundles: crate::delivery::SharedBundles,
 }
 
+/// Closed drift windows kept while the buffer cannot be written (a day of 5-minute
+/// windows for one model).
+const MAX_PENDING_WINDOWS: usize = 288;
+
+fn log_window(window: &gantry_shared::monitoring::ModelWindow) {
+    let drifted = window.drifted();
+    if drifted.is_empty() {
+        tracing::info!(model = %window.model, version = %window.version, rows = window.profile.rows, features_scored = window.drift.len(), "drift window closed: within the threshold");
+    } else {
+        let features: Vec<String> = drifted.iter().map(|f| f.label()).collect();
+        tracing::warn!(model = %window.model, version = %window.version, rows = window.profile.rows, metric = window.metric.as_str(), threshold = window.threshold, features = %features.join(", "), "drift window closed: features drifted from the reference");
+    }
+}
+
 fn event_record(at_ms: u64, event: &Event) -> NewRecord {
     NewRecord {
         class: RecordClass::Event,
@@ -123,6 +137,8 @@ pub async fn run(
     // Model → the active bundle last journaled.
     let mut journaled_active = std::collections::BTreeMap::new();
     let mut journaled_refusal: Option<String> = None;
+    // Closed drift windows not yet in the buffer (kept until an append succeeds).
+    let mut windows: Vec<NewRecord> = Vec::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -144,6 +160,23 @@ pub async fn run(
             ));
             journaled_refusal = Some(failed.id);
         }
+        for slot in models.all() {
+            let Some(loaded) = slot.get() else { continue };
+            let Some(window) = loaded.monitor.as_ref().and_then(|m| m.close_if_due(now)) else {
+                continue;
+            };
+            log_window(&window);
+            if windows.len() >= MAX_PENDING_WINDOWS {
+                tracing::error!(model = %window.model, "the buffer has not been writable for {MAX_PENDING_WINDOWS} drift windows; the oldest is dropped");
+                windows.remove(0);
+            }
+            windows.push(event_record(
+                now,
+                &Event::ModelWindow(Box::new((*window).clone())),
+            ));
+        }
+        let pending_windows = windows.len();
+        records.extend(windows.iter().cloned());
         let buffer = Arc::clone(&buffer);
         let store = journal.store.clone();
         let before = journaled_active.clone();
@@ -173,6 +206,7 @@ pub async fn run(
         };
         match result {
             Ok(Ok(_)) => {
+                windows.drain(..pending_windows);
                 if failing.take().is_some() {
                     tracing::info!("telemetry buffer writable again");
                 }

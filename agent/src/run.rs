@@ -227,6 +227,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         crate::serving::WatchSettings {
                             golden_every: config.health.golden_interval,
                             execution: config.execution,
+                            monitoring: config.monitoring.clone(),
                         },
                         shutdown.clone(),
                     ),

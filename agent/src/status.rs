@@ -79,6 +79,9 @@ pub struct ServingModel {
     pub golden_ok: Option<bool>,
     /// Why it failed.
     pub golden_error: Option<String>,
+    /// The latest drift window, for a bundle with a reference profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<gantry_shared::monitoring::DriftSummary>,
 }
 
 impl From<&crate::serving::ModelHealth> for ServingModel {
@@ -99,6 +102,10 @@ impl From<&crate::serving::ModelHealth> for ServingModel {
                 .clone()
                 .and_then(Result::err)
                 .map(|e| e.to_string()),
+            drift: m
+                .drift
+                .as_ref()
+                .map(crate::serving::monitor::DriftVerdict::summary),
         }
     }
 }
@@ -405,6 +412,30 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
         );
         for reason in &m.passed_over {
             let _ = writeln!(out, "  not on {reason}");
+        }
+        if let Some(d) = &m.drift {
+            let metric = d.metric.as_str();
+            let worst = d.worst.as_ref().map_or(
+                "no feature had enough values to score".to_owned(),
+                |(f, v)| format!("worst {f} {metric} {v:.3}"),
+            );
+            let verdict = if d.drifted.is_empty() {
+                "within the threshold".to_owned()
+            } else {
+                let named: Vec<String> = d
+                    .drifted
+                    .iter()
+                    .map(|(f, v)| format!("{f} {v:.3}"))
+                    .collect();
+                format!("DRIFTED: {}", named.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  drift ({} rows, window ending {}): {worst}; {verdict} (threshold {metric} {})",
+                d.rows,
+                gantry_net::clock::rfc3339(d.window_end_ms),
+                d.threshold
+            );
         }
     }
     if let Some(d) = &status.bundles {

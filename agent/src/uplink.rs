@@ -655,6 +655,10 @@ async fn send_heartbeat(
             recent_requests: m.recent_requests as u64,
             latency_p99_s: m.latency_p99,
             golden_ok: m.golden.as_ref().map(Result::is_ok),
+            drift: m
+                .drift
+                .as_ref()
+                .map(crate::serving::monitor::DriftVerdict::summary),
         })
         .collect();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {

@@ -48,6 +48,7 @@ fn write_bundle(path: &Path, signers: &[u8], payload: &[u8]) {
         golden: vec![],
         provenance: Provenance::default(),
         requirements: Requirements::default(),
+        monitoring: None,
     };
     let bytes = manifest.to_bytes().unwrap();
     let sigs: Vec<_> = signers

@@ -87,6 +87,7 @@ fn main() {
         golden: vec![],
         provenance: Provenance::default(),
         requirements: Requirements::default(),
+        monitoring: None,
     };
     let manifest_bytes = manifest.to_bytes().unwrap();
     let sigs = vec![

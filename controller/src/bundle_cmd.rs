@@ -245,7 +245,10 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
     let monitoring = match &req.reference_data {
         None => None,
         Some(path) => {
-            if files.iter().any(|f| f.path == REFERENCE_PROFILE_PATH || f.path == "monitoring") {
+            if files
+                .iter()
+                .any(|f| f.path == REFERENCE_PROFILE_PATH || f.path == "monitoring")
+            {
                 return Err(BundleCmdError::Usage(format!(
                     "the payload path {REFERENCE_PROFILE_PATH:?} is taken by a --file; the reference profile is stored there"
                 )));
@@ -413,8 +416,12 @@ struct Keep<'a> {
 impl bundle::PayloadSink for Keep<'_> {
     fn begin(&mut self, file: &FileEntry) -> io::Result<()> {
         self.keeping = file.path == self.path;
-        if self.keeping && file.size > gantry_shared::monitoring::profile::MAX_PROFILE_BYTES as u64 {
-            return Err(io::Error::other(format!("{} is {} bytes", file.path, file.size)));
+        if self.keeping && file.size > gantry_shared::monitoring::profile::MAX_PROFILE_BYTES as u64
+        {
+            return Err(io::Error::other(format!(
+                "{} is {} bytes",
+                file.path, file.size
+            )));
         }
         Ok(())
     }
@@ -584,7 +591,11 @@ fn render_profile(out: &mut String, m: &Monitoring, profile: &Profile) {
             };
             match &f.values {
                 Values::Numeric(n) => {
-                    let q = |r: f64| n.sketch.quantile(r).map_or("-".to_owned(), |v| format!("{v:.4}"));
+                    let q = |r: f64| {
+                        n.sketch
+                            .quantile(r)
+                            .map_or("-".to_owned(), |v| format!("{v:.4}"))
+                    };
                     let _ = writeln!(
                         out,
                         "    {:<24} numeric      n={}{missing}  min {:.4}  p50 {}  p95 {}  max {:.4}  mean {}",
@@ -594,7 +605,8 @@ fn render_profile(out: &mut String, m: &Monitoring, profile: &Profile) {
                         q(0.5),
                         q(0.95),
                         n.expected_max,
-                        n.mean(f.count - f.missing).map_or("-".to_owned(), |v| format!("{v:.4}")),
+                        n.mean(f.count - f.missing)
+                            .map_or("-".to_owned(), |v| format!("{v:.4}")),
                     );
                 }
                 Values::Categorical(c) => {

@@ -73,7 +73,10 @@ pub fn profile(path: &Path, signature: &Signature) -> Result<Profile, ReferenceE
     };
     let mut builder = ReferenceBuilder::default();
     let mut profiled = 0;
-    for (side, specs) in [(Side::Input, &signature.inputs), (Side::Output, &signature.outputs)] {
+    for (side, specs) in [
+        (Side::Input, &signature.inputs),
+        (Side::Output, &signature.outputs),
+    ] {
         for spec in specs {
             let Some(array) = arrays.get(&spec.name) else {
                 continue;
@@ -130,7 +133,13 @@ fn read_npy(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
         ));
     };
     let tensor = npy::read(&read_all(file)?).map_err(|e| e.to_string())?;
-    Ok(BTreeMap::from([(input.name.clone(), Array { tensor, names: None })]))
+    Ok(BTreeMap::from([(
+        input.name.clone(),
+        Array {
+            tensor,
+            names: None,
+        },
+    )]))
 }
 
 fn read_npz(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<String, Array>, String> {
@@ -139,7 +148,10 @@ fn read_npz(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
     let mut arrays = BTreeMap::new();
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i).map_err(|e| format!("entry {i}: {e}"))?;
-        let entry_name = entry.name().map_err(|e| format!("entry {i}: {e}"))?.into_owned();
+        let entry_name = entry
+            .name()
+            .map_err(|e| format!("entry {i}: {e}"))?
+            .into_owned();
         let Some(name) = entry_name.strip_suffix(".npy") else {
             return Err(format!("entry {entry_name:?} is not a .npy array"));
         };
@@ -158,7 +170,13 @@ fn read_npz(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
             .read_to_end(&mut bytes)
             .map_err(|e| format!("array {name:?}: {e}"))?;
         let tensor = npy::read(&bytes).map_err(|e| format!("array {name:?}: {e}"))?;
-        arrays.insert(name.to_owned(), Array { tensor, names: None });
+        arrays.insert(
+            name.to_owned(),
+            Array {
+                tensor,
+                names: None,
+            },
+        );
     }
     Ok(arrays)
 }
@@ -180,24 +198,40 @@ fn read_csv(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
         .map(str::to_owned)
         .collect();
     // The one two-dimensional input that unnamed columns fill, if there is one.
-    let tabular: Vec<&TensorSpec> = signature.inputs.iter().filter(|t| t.shape.len() == 2).collect();
+    let tabular: Vec<&TensorSpec> = signature
+        .inputs
+        .iter()
+        .filter(|t| t.shape.len() == 2)
+        .collect();
     let mut columns = Vec::with_capacity(headers.len());
     let mut widths: BTreeMap<String, usize> = BTreeMap::new();
     let mut feature_names: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for header in &headers {
         let column = if find(signature, header).is_some() {
-            Column { tensor: header.clone(), index: 0 }
+            Column {
+                tensor: header.clone(),
+                index: 0,
+            }
         } else if let Some((tensor, index)) = header
             .strip_suffix(']')
             .and_then(|h| h.split_once('['))
             .and_then(|(t, i)| Some((t, i.parse::<usize>().ok()?)))
             .filter(|(t, _)| find(signature, t).is_some())
         {
-            Column { tensor: tensor.to_owned(), index }
+            Column {
+                tensor: tensor.to_owned(),
+                index,
+            }
         } else if let [input] = tabular.as_slice() {
             let index = widths.get(&input.name).copied().unwrap_or(0);
-            feature_names.entry(input.name.clone()).or_default().push(header.clone());
-            Column { tensor: input.name.clone(), index }
+            feature_names
+                .entry(input.name.clone())
+                .or_default()
+                .push(header.clone());
+            Column {
+                tensor: input.name.clone(),
+                index,
+            }
         } else {
             return Err(format!(
                 "column {header:?} is none of the model's tensors ({}) nor `tensor[j]`",
@@ -213,7 +247,12 @@ fn read_csv(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
     for (line, record) in reader.records().enumerate() {
         let record = record.map_err(|e| format!("row {}: {e}", line + 2))?;
         if record.len() != columns.len() {
-            return Err(format!("row {} has {} cells; the header has {}", line + 2, record.len(), columns.len()));
+            return Err(format!(
+                "row {} has {} cells; the header has {}",
+                line + 2,
+                record.len(),
+                columns.len()
+            ));
         }
         for (cell, column) in record.iter().zip(&columns) {
             let width = widths[&column.tensor];
@@ -232,10 +271,22 @@ fn read_csv(file: std::fs::File, signature: &Signature) -> Result<BTreeMap<Strin
     for (name, values) in cells {
         let spec = find(signature, &name).expect("columns name tensors");
         let width = widths[&name] as u64;
-        let shape = if spec.shape.len() >= 2 || width > 1 { vec![rows, width] } else { vec![rows] };
+        let shape = if spec.shape.len() >= 2 || width > 1 {
+            vec![rows, width]
+        } else {
+            vec![rows]
+        };
         let data = parse_cells(&values, spec.dtype).map_err(|e| format!("tensor {name:?}: {e}"))?;
-        let names = feature_names.remove(&name).filter(|n| n.len() as u64 == width);
-        arrays.insert(name, Array { tensor: Tensor { shape, data }, names });
+        let names = feature_names
+            .remove(&name)
+            .filter(|n| n.len() as u64 == width);
+        arrays.insert(
+            name,
+            Array {
+                tensor: Tensor { shape, data },
+                names,
+            },
+        );
     }
     Ok(arrays)
 }
@@ -244,30 +295,49 @@ fn parse_cells(cells: &[Option<String>], dtype: DType) -> Result<TensorData, Str
     let number = |i: usize, c: &Option<String>| -> Result<f64, String> {
         match c {
             None => Ok(f64::NAN),
-            Some(text) => text.parse().map_err(|_| format!("value {i} ({text:?}) is not a number")),
+            Some(text) => text
+                .parse()
+                .map_err(|_| format!("value {i} ({text:?}) is not a number")),
         }
     };
     Ok(match dtype {
-        DType::String => TensorData::Bytes(cells.iter().map(|c| c.clone().unwrap_or_default().into_bytes()).collect()),
+        DType::String => TensorData::Bytes(
+            cells
+                .iter()
+                .map(|c| c.clone().unwrap_or_default().into_bytes())
+                .collect(),
+        ),
         DType::Bool => TensorData::Bool(
             cells
                 .iter()
                 .enumerate()
-                .map(|(i, c)| match c.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                    Some("true" | "1") => Ok(true),
-                    Some("false" | "0") => Ok(false),
-                    _ => Err(format!("value {i} ({c:?}) is not true or false")),
-                })
+                .map(
+                    |(i, c)| match c.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                        Some("true" | "1") => Ok(true),
+                        Some("false" | "0") => Ok(false),
+                        _ => Err(format!("value {i} ({c:?}) is not true or false")),
+                    },
+                )
                 .collect::<Result<_, _>>()?,
         ),
-        d if is_float(d) => TensorData::Float64(cells.iter().enumerate().map(|(i, c)| number(i, c)).collect::<Result<_, _>>()?),
+        d if is_float(d) => TensorData::Float64(
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| number(i, c))
+                .collect::<Result<_, _>>()?,
+        ),
         _ => TensorData::Int64(
             cells
                 .iter()
                 .enumerate()
                 .map(|(i, c)| match c {
-                    None => Err(format!("value {i} is empty; integer tensors have no missing value")),
-                    Some(text) => text.parse().map_err(|_| format!("value {i} ({text:?}) is not an integer")),
+                    None => Err(format!(
+                        "value {i} is empty; integer tensors have no missing value"
+                    )),
+                    Some(text) => text
+                        .parse()
+                        .map_err(|_| format!("value {i} ({text:?}) is not an integer")),
                 })
                 .collect::<Result<_, _>>()?,
         ),
@@ -275,7 +345,10 @@ fn parse_cells(cells: &[Option<String>], dtype: DType) -> Result<TensorData, Str
 }
 
 fn is_float(dtype: DType) -> bool {
-    matches!(dtype, DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64)
+    matches!(
+        dtype,
+        DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64
+    )
 }
 
 /// Reference data as the model's tensor `spec` holds it: numbers as numbers of its
@@ -283,7 +356,9 @@ fn is_float(dtype: DType) -> bool {
 fn coerce(tensor: &Tensor, spec: &TensorSpec) -> Result<Tensor, String> {
     let rank_ok = spec.shape.len() == tensor.shape.len()
         || (spec.shape.len() <= 1 && tensor.shape.len() <= 1)
-        || (spec.shape.len() == 2 && matches!(spec.shape[1], Dim::Fixed(1)) && tensor.shape.len() == 1);
+        || (spec.shape.len() == 2
+            && matches!(spec.shape[1], Dim::Fixed(1))
+            && tensor.shape.len() == 1);
     if !rank_ok {
         return Err(format!(
             "tensor {:?} is {}-dimensional in the model; the reference data's array has shape {:?}",
@@ -305,11 +380,20 @@ fn coerce(tensor: &Tensor, spec: &TensorSpec) -> Result<Tensor, String> {
     let data = &tensor.data;
     let converted = match (is_float(spec.dtype), data) {
         (_, TensorData::Bytes(_)) if spec.dtype != DType::String => {
-            return Err(format!("tensor {:?} holds numbers in the model; the reference data holds strings", spec.name));
+            return Err(format!(
+                "tensor {:?} holds numbers in the model; the reference data holds strings",
+                spec.name
+            ));
         }
-        (true, d) if !is_float(d.dtype()) => TensorData::Float64((0..d.len()).map(|i| d.element_f64(i).unwrap_or(f64::NAN)).collect()),
+        (true, d) if !is_float(d.dtype()) => TensorData::Float64(
+            (0..d.len())
+                .map(|i| d.element_f64(i).unwrap_or(f64::NAN))
+                .collect(),
+        ),
         (false, d) if is_float(d.dtype()) && spec.dtype != DType::Bool => {
-            let values: Vec<f64> = (0..d.len()).map(|i| d.element_f64(i).unwrap_or(f64::NAN)).collect();
+            let values: Vec<f64> = (0..d.len())
+                .map(|i| d.element_f64(i).unwrap_or(f64::NAN))
+                .collect();
             if let Some(bad) = values.iter().find(|v| v.fract() != 0.0 || !v.is_finite()) {
                 return Err(format!(
                     "tensor {:?} holds integers in the model; the reference data holds {bad}",
@@ -320,5 +404,8 @@ fn coerce(tensor: &Tensor, spec: &TensorSpec) -> Result<Tensor, String> {
         }
         _ => data.clone(),
     };
-    Ok(Tensor { shape: tensor.shape.clone(), data: converted })
+    Ok(Tensor {
+        shape: tensor.shape.clone(),
+        data: converted,
+    })
 }

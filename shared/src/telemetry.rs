@@ -325,7 +325,7 @@ pub struct StateDirReading {
 
 /// A health event the agent records (buffer class `event`): kept longest when the buffer
 /// is full, and shipped to the controller like samples.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// New XID errors on a GPU since the previous sample.
@@ -355,6 +355,8 @@ pub enum Event {
     },
     /// The node's journal: an assigned bundle was refused, and why.
     BundleRefused { bundle: String, reason: String },
+    /// A served model's drift window closed: its profile and scores.
+    ModelWindow(Box<crate::monitoring::ModelWindow>),
 }
 
 /// NVML clock throttle reason bits and their names, as `nvml.h` defines them.

@@ -23,6 +23,8 @@ pub enum Cause {
     Application,
     /// The host around the GPUs: disk, memory, the agent's own state.
     Host,
+    /// The data a model is given: it no longer looks like what the model was made for.
+    Data,
     /// Reserved or unused codes, and codes past the catalogue.
     Unknown,
 }
@@ -34,6 +36,7 @@ impl Cause {
             Self::Driver => "driver",
             Self::Application => "application",
             Self::Host => "host",
+            Self::Data => "data",
             Self::Unknown => "unknown",
         }
     }
@@ -53,6 +56,8 @@ pub enum Action {
     CheckApplication,
     /// Free disk space or memory on the host, or fix what the message names.
     CheckHost,
+    /// Compare what the model now sees with its reference data; retrain or roll back.
+    ReviewData,
     /// Informational; nothing to do.
     None,
 }
@@ -65,6 +70,7 @@ impl Action {
             Self::InspectHardware => "inspect_hardware",
             Self::CheckApplication => "check_application",
             Self::CheckHost => "check_host",
+            Self::ReviewData => "review_data",
             Self::None => "none",
         }
     }
@@ -79,6 +85,9 @@ impl Action {
                 "check the application that was running; the GPU itself is not at fault"
             }
             Self::CheckHost => "free disk space or memory on the host as the message says",
+            Self::ReviewData => {
+                "compare the data the model now sees with its reference data (gantry model drift); retrain it or roll back"
+            }
             Self::None => "no action needed",
         }
     }

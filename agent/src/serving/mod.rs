@@ -25,6 +25,7 @@
 mod batcher;
 mod grpc;
 mod http;
+pub mod monitor;
 pub mod stats;
 mod watch;
 
@@ -64,6 +65,8 @@ pub struct Loaded {
     pool: Pool,
     /// The queue of a batching model, started once it is shared.
     batcher: std::sync::OnceLock<batcher::Batcher>,
+    /// Drift monitoring, when the bundle carries a reference profile.
+    pub monitor: Option<monitor::ModelMonitor>,
 }
 
 /// A run this short goes on the async worker that took the request (see
@@ -383,6 +386,8 @@ pub struct ModelHealth {
     pub latency_p99: Option<f64>,
     /// The latest golden-vector run: `None` before the first.
     pub golden: Option<Result<(), GoldenFailure>>,
+    /// The latest drift window's verdict; `None` without monitoring or before the first.
+    pub drift: Option<monitor::DriftVerdict>,
 }
 
 impl Slot {
@@ -423,8 +428,14 @@ impl Slot {
                 return Err(e);
             }
         };
+        if let Some(monitor) = &loaded.monitor {
+            monitor.observe_inputs(&inputs, batch_size);
+        }
         match loaded.infer(inputs, batch_size).await {
             Ok((outputs, timing)) => {
+                if let Some(monitor) = &loaded.monitor {
+                    monitor.observe_outputs(&outputs);
+                }
                 self.success(started.elapsed(), timing);
                 Ok(oip::choose_outputs(
                     outputs,
@@ -474,6 +485,10 @@ impl Slot {
             latency_p50: recent.p50,
             latency_p99: recent.p99,
             golden: s.golden.clone(),
+            drift: loaded
+                .monitor
+                .as_ref()
+                .and_then(monitor::ModelMonitor::verdict),
         })
     }
 }

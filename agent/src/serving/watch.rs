@@ -22,6 +22,8 @@ enum LoadError {
     Manifest(#[source] crate::bundle::store::StoreError),
     #[error(transparent)]
     Model(#[from] crate::inference::InferenceError),
+    #[error("cannot read its reference profile {path}: {message}")]
+    Profile { path: String, message: String },
 }
 
 /// What the watcher needs besides the store and the slot.
@@ -31,6 +33,8 @@ pub struct WatchSettings {
     pub golden_every: Duration,
     /// The node's overrides of the bundle's sessions and threads.
     pub execution: ExecutionOverrides,
+    /// Drift windows and thresholds.
+    pub monitoring: super::monitor::MonitoringSettings,
 }
 
 /// Loads bundle `digest` from `store`: every session, and its golden vectors.
@@ -38,8 +42,9 @@ fn load(
     store: &BundleStore,
     digest: &str,
     hardware: Hardware,
-    overrides: ExecutionOverrides,
+    settings: &WatchSettings,
 ) -> Result<Loaded, LoadError> {
+    let overrides = settings.execution;
     let manifest: Manifest = store.manifest(digest).map_err(LoadError::Manifest)?;
     let files = store.bundle_dir(digest).join("files");
     let path = files.join(&manifest.model.entry);
@@ -55,6 +60,31 @@ fn load(
         )?);
     }
     let placement = sessions[0].placement().clone();
+    let monitor = match &manifest.monitoring {
+        None => None,
+        Some(m) => {
+            let path = files.join(&m.reference_profile);
+            let profile_err = |message: String| LoadError::Profile {
+                path: m.reference_profile.clone(),
+                message,
+            };
+            // The file's digest was checked when the bundle was verified.
+            #[allow(clippy::disallowed_methods)] // runs on a blocking thread
+            let bytes = std::fs::read(&path).map_err(|e| profile_err(e.to_string()))?;
+            let reference = gantry_shared::monitoring::profile::Profile::from_slice(&bytes)
+                .map_err(|e| profile_err(e.to_string()))?;
+            Some(super::monitor::ModelMonitor::new(
+                &manifest.name,
+                &manifest.version,
+                digest,
+                reference,
+                m,
+                &settings.monitoring,
+                (&manifest.model.inputs, &manifest.model.outputs),
+                gantry_net::clock::now_ms(),
+            ))
+        }
+    };
     Ok(Loaded {
         name: manifest.name,
         version: manifest.version,
@@ -67,6 +97,7 @@ fn load(
         batching: manifest.requirements.dynamic_batching,
         pool: Pool::new(sessions),
         batcher: std::sync::OnceLock::new(),
+        monitor,
     })
 }
 
@@ -112,9 +143,10 @@ pub async fn watch_store(
             }
             let (store, d) = (store.clone(), digest.clone());
             let hardware = Hardware::from_snapshots(&snapshots);
-            let overrides = settings.execution;
+            let load_settings = settings.clone();
             let result =
-                tokio::task::spawn_blocking(move || load(&store, &d, hardware, overrides)).await;
+                tokio::task::spawn_blocking(move || load(&store, &d, hardware, &load_settings))
+                    .await;
             match result {
                 Ok(Ok(model)) => {
                     log_loaded(&model);

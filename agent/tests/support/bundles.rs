@@ -110,6 +110,7 @@ pub fn write_bundle(
         golden,
         provenance: Provenance::default(),
         requirements: Requirements::default(),
+        monitoring: None,
     };
     edit(&mut manifest);
     let manifest_bytes = manifest.to_bytes().unwrap();

@@ -84,9 +84,46 @@ pub struct Monitoring {
     pub reference_profile: String,
     /// The statistic the threshold applies to.
     #[serde(default)]
-    pub drift_metric: crate::monitoring::drift::Metric,
+    pub drift_metric: DriftMetric,
     /// A feature whose score passes this makes the model's health degraded.
     pub drift_threshold: f64,
+}
+
+/// The statistic a drift threshold applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftMetric {
+    #[default]
+    Psi,
+    Ks,
+    Js,
+}
+
+impl DriftMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Psi => "psi",
+            Self::Ks => "ks",
+            Self::Js => "js",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "psi" => Some(Self::Psi),
+            "ks" => Some(Self::Ks),
+            "js" => Some(Self::Js),
+            _ => None,
+        }
+    }
+
+    /// A default threshold: PSI's "shifted", and comparable cut-offs for the others.
+    pub fn default_threshold(self) -> f64 {
+        match self {
+            Self::Psi => 0.25,
+            Self::Ks | Self::Js => 0.2,
+        }
+    }
 }
 
 /// One payload file.
@@ -864,6 +901,7 @@ mod tests {
             }],
             provenance: Provenance::default(),
             requirements: Requirements::default(),
+            monitoring: None,
         }
     }
 

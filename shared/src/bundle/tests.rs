@@ -95,6 +95,7 @@ fn manifest() -> Manifest {
         golden: Vec::new(),
         provenance: manifest::Provenance::default(),
         requirements: manifest::Requirements::default(),
+        monitoring: None,
     }
 }
 

@@ -20,42 +20,7 @@ const FLOOR: f64 = 1e-4;
 /// Ranks the KS statistic is read at.
 const KS_RANKS: u32 = 200;
 
-/// The statistic a drift threshold applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    #[default]
-    Psi,
-    Ks,
-    Js,
-}
-
-impl Metric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Psi => "psi",
-            Self::Ks => "ks",
-            Self::Js => "js",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "psi" => Some(Self::Psi),
-            "ks" => Some(Self::Ks),
-            "js" => Some(Self::Js),
-            _ => None,
-        }
-    }
-
-    /// A default threshold: PSI's "shifted", and comparable cut-offs for the others.
-    pub fn default_threshold(self) -> f64 {
-        match self {
-            Self::Psi => 0.25,
-            Self::Ks | Self::Js => 0.2,
-        }
-    }
-}
+pub use crate::bundle::manifest::DriftMetric as Metric;
 
 /// One feature's scores in a window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -416,3 +416,41 @@ fn npy_headers_that_are_not_plain_dicts_are_refused() {
         assert!(npy::read(&npy_file(header, &[0; 4])).is_err(), "{header}");
     }
 }
+
+#[test]
+fn npy_files_written_by_numpy_itself_read_back() {
+    let float = npy::read(include_bytes!(
+        "../../../fuzz/seeds/npy_array/float32_2x3.npy"
+    ))
+    .unwrap();
+    assert_eq!(float.shape, [2, 3]);
+    assert_eq!(
+        float.data,
+        TensorData::Float32(vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    );
+    let ints = npy::read(include_bytes!("../../../fuzz/seeds/npy_array/int64.npy")).unwrap();
+    assert_eq!(ints.data, TensorData::Int64(vec![1, -2, 3]));
+    let text = npy::read(include_bytes!("../../../fuzz/seeds/npy_array/unicode.npy")).unwrap();
+    assert_eq!(
+        text.data,
+        TensorData::Bytes(vec![b"ab".to_vec(), "é".as_bytes().to_vec()])
+    );
+    let bytes = npy::read(include_bytes!("../../../fuzz/seeds/npy_array/bytes.npy")).unwrap();
+    assert_eq!(
+        bytes.data,
+        TensorData::Bytes(vec![b"ab".to_vec(), b"c".to_vec()])
+    );
+    let flags = npy::read(include_bytes!("../../../fuzz/seeds/npy_array/bool.npy")).unwrap();
+    assert_eq!(flags.data, TensorData::Bool(vec![true, false]));
+    let image = npy::read(include_bytes!(
+        "../../../fuzz/seeds/npy_array/float16_image.npy"
+    ))
+    .unwrap();
+    assert_eq!(image.shape, [1, 3, 2, 2]);
+    // And a profile written by `gantry bundle create` reads back.
+    let profile = Profile::from_slice(include_bytes!(
+        "../../../fuzz/seeds/drift_profile/tabular.json"
+    ))
+    .unwrap();
+    assert_eq!(profile.rows, 40);
+}

@@ -59,6 +59,9 @@ pub struct ModelReport {
     pub latency_p99_s: Option<f64>,
     /// The latest golden-vector run; `None` before the first.
     pub golden_ok: Option<bool>,
+    /// The latest drift window, for a bundle with a reference profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::monitoring::DriftSummary>,
 }
 
 /// The controller's answer.

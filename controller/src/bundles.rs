@@ -110,6 +110,15 @@ impl BundleRepo {
         self.dir.join(format!("{hex}.gbundle"))
     }
 
+    /// The file of bundle `id` (`sha256:<hex>`), when the controller holds it.
+    pub fn file_of(&self, id: &str) -> Option<PathBuf> {
+        let hex = id.strip_prefix("sha256:")?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        Some(self.bundle_path(hex)).filter(|p| p.is_file())
+    }
+
     /// Appends `data` at `offset` of the upload; returns the bytes held. A chunk that does
     /// not start where the upload ends writes nothing: the caller resumes from the answer.
     pub fn upload(

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod client;
 pub mod cordon;
 pub mod demo;
+pub mod drift;
 pub mod fleet_cmd;
 pub mod home;
 pub mod keys;

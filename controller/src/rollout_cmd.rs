@@ -80,6 +80,9 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
     if g.golden {
         gates.push("golden vectors pass".to_owned());
     }
+    if let Some(max) = g.max_drift {
+        gates.push(format!("drift ≤ {max}"));
+    }
     let _ = writeln!(out, "gates     {}", gates.join(", "));
     let nodes: Vec<String> = r
         .gates
@@ -105,6 +108,9 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
             _ => String::new(),
         }
     );
+    if let (Some(score), Some(feature)) = (r.gates.max_drift, &r.gates.max_drift_feature) {
+        let _ = writeln!(out, "drift     worst {feature} {score:.3}");
+    }
     for why in &r.gates.failing {
         let _ = writeln!(out, "  ✗ {why}");
     }

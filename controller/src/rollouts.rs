@@ -635,6 +635,19 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
                 format!("{}: the served model fails its golden vectors", t.node),
             );
         }
+        if let (Some(max), Some(drift)) = (gates.max_drift, &m.drift)
+            && let Some((feature, score)) = drift.worst.as_ref().filter(|(_, s)| *s > max)
+        {
+            return (
+                NodeState::Failing,
+                format!(
+                    "{}: drift from the reference data: {feature} {} {score:.3} over {} rows (gate {max})",
+                    t.node,
+                    drift.metric.as_str(),
+                    drift.rows
+                ),
+            );
+        }
     }
     (NodeState::Ok, String::new())
 }
@@ -697,6 +710,12 @@ pub fn advance(
             }
             if m.golden_ok == Some(false) {
                 values.golden_failures += 1;
+            }
+            if let Some((feature, score)) = m.drift.as_ref().and_then(|d| d.worst.as_ref())
+                && values.max_drift.is_none_or(|worst| *score > worst)
+            {
+                values.max_drift = Some(*score);
+                values.max_drift_feature = Some(feature.clone());
             }
         }
         match state {

@@ -54,6 +54,10 @@ const LEGACY_ASSIGNMENTS: TableDefinition<&str, &str> = TableDefinition::new("as
 /// Bundle id hex → its `BundleInfo` (JSON, `assigned` empty), written once when the
 /// bundle is kept; the bundle file itself stays in `<home>/bundles/`.
 const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
+/// Closed drift windows nodes reported: (model, window end ms, node) → JSON
+/// [`gantry_shared::monitoring::ModelWindow`].
+const MODEL_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
+    TableDefinition::new("model_windows");
 
 fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
@@ -399,6 +403,7 @@ impl Store {
         txn.open_table(AUDITED_POLICY)?;
         txn.open_table(ASSIGNMENTS)?;
         txn.open_table(BUNDLES)?;
+        txn.open_table(MODEL_WINDOWS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1144,6 +1149,72 @@ impl Store {
             }
             txn.commit()?;
         }
+        Ok(deleted)
+    }
+}
+
+impl Store {
+    /// Keeps the drift windows `node` reported; a window already held (the same model,
+    /// end and node: a batch delivered twice) is replaced by the same bytes.
+    pub fn put_model_windows(
+        &self,
+        node: &str,
+        windows: &[gantry_shared::monitoring::ModelWindow],
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(MODEL_WINDOWS)?;
+            for w in windows {
+                table.insert((w.model.as_str(), w.end_ms, node), to_json(w).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Model `model`'s windows that ended at or after `since_ms`, oldest first, with the
+    /// node that reported each.
+    pub fn model_windows(
+        &self,
+        model: &str,
+        since_ms: u64,
+    ) -> Result<Vec<(String, gantry_shared::monitoring::ModelWindow)>, StoreError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(MODEL_WINDOWS) {
+            Ok(table) => table,
+            // A store written before drift monitoring, opened read-only.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range((model, since_ms, "")..(model, u64::MAX, ""))? {
+            let (key, value) = entry?;
+            out.push((key.value().2.to_owned(), from_json(value.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Deletes drift windows that ended before `cutoff_ms`; returns how many.
+    pub fn expire_model_windows(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.write()?;
+        let mut deleted = 0;
+        {
+            let mut table = txn.open_table(MODEL_WINDOWS)?;
+            let old: Vec<(String, u64, String)> = table
+                .iter()?
+                .filter_map(Result::ok)
+                .map(|(k, _)| {
+                    let (model, end, node) = k.value();
+                    (model.to_owned(), end, node.to_owned())
+                })
+                .filter(|(_, end, _)| *end < cutoff_ms)
+                .collect();
+            for (model, end, node) in &old {
+                table.remove((model.as_str(), *end, node.as_str()))?;
+                deleted += 1;
+            }
+        }
+        txn.commit()?;
         Ok(deleted)
     }
 }

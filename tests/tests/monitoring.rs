@@ -2,7 +2,9 @@
 //! model's outputs from Python ONNX Runtime) profiled into a signed bundle by `gantry
 //! bundle create --reference-data`; a node serving it profiles what it sees; when the
 //! input distribution shifts mid-run the drift scores cross the threshold on the node —
-//! in `/metrics`, `status` and its health — and clear when it shifts back.
+//! in `/metrics`, `status` and its health — and clear when it shifts back; a rollout gate
+//! fails on it and rolls back, and the controller shows the windows per node and merged
+//! fleet-wide.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,9 +40,14 @@ fn reference_data(work: &Path) -> PathBuf {
     out
 }
 
-fn monitored_bundle(controller: &Controller, work: &Path, key: &Path, version: &str) -> PathBuf {
+fn monitored_bundle(
+    controller: &Controller,
+    work: &Path,
+    key: &Path,
+    reference: &Path,
+    version: &str,
+) -> PathBuf {
     let out = work.join(format!("mlp-{version}.gbundle"));
-    let reference = reference_data(work);
     controller.cli_ok(&[
         "bundle",
         "create",
@@ -203,7 +210,8 @@ fn a_shifted_input_distribution_crosses_the_drift_threshold_on_the_node_and_clea
 {
     let work = tempfile::tempdir().unwrap();
     let (controller, key, policy) = trusting_controller(work.path());
-    let bundle = monitored_bundle(&controller, work.path(), &key, "1.0.0");
+    let reference = reference_data(work.path());
+    let bundle = monitored_bundle(&controller, work.path(), &key, &reference, "1.0.0");
 
     // The profile is signed into the bundle, and inspect shows it.
     let inspect = controller.cli_ok(&["bundle", "inspect", bundle.to_str().unwrap()]);
@@ -354,5 +362,232 @@ fn a_shifted_input_distribution_crosses_the_drift_threshold_on_the_node_and_clea
         drift_reasons(&agent).is_empty().then_some(())
     });
     assert!(traffic.sent.load(Ordering::Relaxed) > 0);
+    drop(traffic);
+}
+
+fn ready(http: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(http) else {
+        return false;
+    };
+    if write!(
+        stream,
+        "GET /v2/models/mlp/ready HTTP/1.0\r\nHost: x\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).is_ok() && response.split(' ').nth(1) == Some("200")
+}
+
+fn rollout(controller: &Controller, id: &str) -> serde_json::Value {
+    serde_json::from_str(&controller.cli_ok(&["rollout", "status", id, "--json"])).unwrap()
+}
+
+fn drift_report(controller: &Controller, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["model", "drift", "mlp", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&controller.cli_ok(&all)).unwrap()
+}
+
+#[test]
+fn a_rollout_gate_fails_on_drift_and_rolls_back_and_the_controller_shows_it_per_node_and_fleet_wide()
+ {
+    let work = tempfile::tempdir().unwrap();
+    let (controller, key, policy) = trusting_controller(work.path());
+    let reference = reference_data(work.path());
+    let v1 = monitored_bundle(&controller, work.path(), &key, &reference, "1.0.0");
+    let v2 = monitored_bundle(&controller, work.path(), &key, &reference, "1.1.0");
+    let mut agents = Vec::new();
+    let mut endpoints = Vec::new();
+    for name in ["gpu-a", "gpu-b"] {
+        let (config, http) = gantry_tests::bundles::agent_config(&onnxruntime(), &policy);
+        let config = format!("{config}[monitoring]\nwindow = \"2s\"\n");
+        let mut agent = Agent::enroll(&controller, name, &config);
+        agent.run("1s");
+        agents.push(agent);
+        endpoints.push(http);
+    }
+    gantry_tests::bundles::push(&controller, &v1);
+    let id2 = gantry_tests::bundles::push(&controller, &v2)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = |args: &[&str]| -> String {
+        let mut all = vec!["rollout", "start"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let r: serde_json::Value = serde_json::from_str(&controller.cli_ok(&all)).unwrap();
+        r["id"].as_str().unwrap().to_owned()
+    };
+    let r1 = start(&["mlp@1.0.0", "--steps", "100%", "--bake", "0s"]);
+    wait_for("v1 everywhere", Duration::from_secs(120), || {
+        (rollout(&controller, &r1)["state"] == "succeeded").then_some(())
+    });
+    wait_for("both nodes to serve", Duration::from_secs(60), || {
+        endpoints.iter().all(|h| ready(*h)).then_some(())
+    });
+    let traffic: Vec<Traffic> = endpoints.iter().map(|h| Traffic::start(*h)).collect();
+
+    // Windows reach the controller through the uplink.
+    wait_for(
+        "windows of both nodes at the controller",
+        Duration::from_secs(60),
+        || {
+            let report = drift_report(&controller, &[]);
+            let nodes: std::collections::BTreeSet<String> = report["windows"]
+                .as_array()?
+                .iter()
+                .filter(|w| w["rows"].as_u64() > Some(0))
+                .map(|w| w["node"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (nodes.len() == 2).then_some(())
+        },
+    );
+
+    // A canary of v1.1.0 with a drift gate; the inputs shift once it serves.
+    let r2 = start(&[
+        "mlp@1.1.0",
+        "--steps",
+        "1,100%",
+        "--bake",
+        "60s",
+        "--max-drift",
+        "0.25",
+    ]);
+    let canary = wait_for(
+        "the canary to serve v1.1.0",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&controller, &r2);
+            let node = r["touched"].as_array()?.first()?["node"]
+                .as_str()?
+                .to_owned();
+            (controller.node(&node).bundles.active.as_deref() == Some(id2.as_str())).then_some(node)
+        },
+    );
+    for t in &traffic {
+        t.shift.store(150, Ordering::Relaxed);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let r = rollout(&controller, &r2);
+        if r["state"] == "rolled-back" {
+            break r;
+        }
+        if std::time::Instant::now() > deadline {
+            let node = controller.node(&canary);
+            panic!(
+                "the drift gate did not roll back: {r}\ncanary {canary}: {:?}\n{}",
+                node.bundles,
+                agents
+                    .iter()
+                    .find(|a| a.name == canary)
+                    .map(Agent::status_text)
+                    .unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let failure = failed["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains(&format!(
+            "{canary}: drift from the reference data: x[3] psi"
+        )) && failure.contains("(gate 0.25)"),
+        "{failed}"
+    );
+    assert_eq!(
+        failed["touched"].as_array().unwrap().len(),
+        1,
+        "only the canary was touched"
+    );
+    let text = controller.cli_ok(&["rollout", "status", &r2]);
+    assert!(text.contains("drift ≤ 0.25"), "{text}");
+
+    // The federation endpoint carries each node's latest window.
+    let page = wait_for(
+        "drift on the federation endpoint",
+        Duration::from_secs(20),
+        || {
+            let page = controller.metrics_page();
+            page.lines()
+                .any(|l| {
+                    l.starts_with("gantry_node_model_drift_worst{")
+                        && l.contains("feature=\"x[3]\"")
+                })
+                .then_some(page)
+        },
+    );
+    assert!(
+        page.contains("gantry_node_model_drifted_features{"),
+        "{page}"
+    );
+
+    // `gantry model drift`: node windows over time, drifted ones named; fleet-wide
+    // windows that are exactly the merge of the nodes'.
+    wait_for(
+        "drifted v1.0.0 windows from both nodes",
+        Duration::from_secs(60),
+        || {
+            let report = drift_report(&controller, &["--version", "1.0.0"]);
+            let drifted: std::collections::BTreeSet<String> = report["windows"]
+                .as_array()?
+                .iter()
+                .filter(|w| {
+                    w["drift"].as_array().into_iter().flatten().any(|f| {
+                        f["feature"] == "x[3]" && f["psi"].as_f64().is_some_and(|p| p > 0.25)
+                    })
+                })
+                .map(|w| w["node"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (drifted.len() == 2).then_some(())
+        },
+    );
+    for t in &traffic {
+        t.stop.store(true, Ordering::Relaxed);
+    }
+    let report = drift_report(&controller, &["--period", "1m"]);
+    let windows = report["windows"].as_array().unwrap();
+    assert!(
+        windows
+            .iter()
+            .any(|w| w["version"] == "1.1.0" && w["node"] == canary.as_str()),
+        "{report}"
+    );
+    let fleet = report["fleet"].as_array().unwrap();
+    assert!(!fleet.is_empty(), "{report}");
+    assert!(fleet.iter().any(|f| f["nodes"] == 2), "{report}");
+    for f in fleet {
+        let (start, end) = (
+            f["start_ms"].as_u64().unwrap(),
+            f["end_ms"].as_u64().unwrap(),
+        );
+        let rows: u64 = windows
+            .iter()
+            .filter(|w| w["version"] == f["version"])
+            .filter(|w| (start..end).contains(&w["end_ms"].as_u64().unwrap()))
+            .map(|w| w["rows"].as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            f["rows"].as_u64(),
+            Some(rows),
+            "fleet window {f} is the sum of its nodes'"
+        );
+        let x3 = f["drift"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["feature"] == "x[3]");
+        assert!(x3.is_some(), "{f}");
+    }
+    let text = controller.cli_ok(&["model", "drift", "mlp"]);
+    println!("{text}");
+    assert!(
+        text.contains("per node") && text.contains("DRIFTED x[3]"),
+        "{text}"
+    );
+    assert!(text.contains("gpu-a") && text.contains("gpu-b"), "{text}");
     drop(traffic);
 }

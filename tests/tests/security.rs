@@ -342,6 +342,15 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             },
             Role::Viewer,
         ),
+        (
+            admin::Request::ModelDrift {
+                model: "none".into(),
+                version: None,
+                since_ms: 0,
+                period_ms: 300_000,
+            },
+            Role::Viewer,
+        ),
     ]
 }
 
@@ -374,7 +383,8 @@ fn listed(request: &admin::Request) -> bool {
         | R::ReportKpis { .. }
         | R::TelemetryImport { .. }
         | R::AuditVerify
-        | R::AuditReport { .. } => true,
+        | R::AuditReport { .. }
+        | R::ModelDrift { .. } => true,
     }
 }
 
@@ -383,7 +393,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 26, "one line per admin call");
+    assert_eq!(calls.len(), 27, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

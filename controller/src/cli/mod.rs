@@ -13,6 +13,7 @@ mod audit;
 mod bundle;
 mod fleet;
 mod local;
+mod model;
 mod policy;
 mod remote;
 mod report;
@@ -150,6 +151,31 @@ enum RemoteCommand {
     /// Telemetry carried in by file.
     #[command(subcommand)]
     Telemetry(TelemetryCommand),
+    /// Served models in production: drift from their reference data.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Drift windows per node and fleet-wide, with the features over the threshold.
+    Drift {
+        /// The model (the bundle's name).
+        name: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Windows that ended this long ago or later.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        since: Duration,
+        /// Fleet-wide windows: every node's windows ending in the same period, merged.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        period: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `gantry serve`'s arguments.
@@ -273,6 +299,11 @@ enum RolloutCommand {
         /// Do not fail on a served model failing its golden vectors.
         #[arg(long)]
         no_golden_gate: bool,
+        /// Fail when a feature's score in a node's latest drift window exceeds this (by
+        /// the bundle's drift statistic; bundles with a reference profile). Give the bake
+        /// time for a window to close (the node's monitoring.window).
+        #[arg(long, value_name = "SCORE")]
+        max_drift: Option<f64>,
         /// How long a step's nodes have to run the bundle before they count as failed.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         step_timeout: Duration,

@@ -13,6 +13,7 @@ pub(super) async fn run(command: RemoteCommand) -> CommandResult {
         RemoteCommand::Admin(command) => admin::run(command).await,
         RemoteCommand::Rollout(command) => rollout::run(command).await,
         RemoteCommand::Report(command) => report::run(command).await,
+        RemoteCommand::Model(command) => model::run(command).await,
         RemoteCommand::Audit(command) => audit::run(command).await,
         RemoteCommand::Telemetry(command) => telemetry::run(command).await,
     }

@@ -18,6 +18,7 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
             max_error_rate,
             max_latency_p99,
             no_golden_gate,
+            max_drift,
             step_timeout,
             silence,
             admin,
@@ -27,6 +28,11 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
             if let Some(rate) = max_error_rate.filter(|r| !(0.0..=1.0).contains(r)) {
                 return Err(CommandError::from_error(format!(
                     "--max-error-rate {rate} is not a share between 0 and 1 (0.05 = 5 %)"
+                )));
+            }
+            if let Some(score) = max_drift.filter(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(CommandError::from_error(format!(
+                    "--max-drift {score} is not a positive score"
                 )));
             }
             let spec = Spec {
@@ -39,6 +45,7 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
                     max_error_rate,
                     max_latency_p99_s: max_latency_p99.map(|d| d.as_secs_f64()),
                     golden: !no_golden_gate,
+                    max_drift,
                 },
                 step_timeout_ms: step_timeout.as_millis() as u64,
                 silence_ms: silence.as_millis() as u64,

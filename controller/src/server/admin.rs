@@ -295,6 +295,29 @@ pub(super) async fn handle(
                 _ => error(ErrorCode::Unavailable, "the controller store failed"),
             }
         }
+        Request::ModelDrift {
+            model,
+            version,
+            since_ms,
+            period_ms,
+        } => {
+            let (store, bundles) = (Arc::clone(&shared.store), Arc::clone(&shared.bundles));
+            let report = blocking(move || {
+                crate::drift::report(
+                    &store,
+                    &bundles,
+                    &model,
+                    version.as_deref(),
+                    since_ms,
+                    period_ms,
+                )
+            })
+            .await;
+            match report {
+                Some(Ok(r)) => Response::Admin(admin::Response::Drift(Box::new(r))),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
         Request::AuditReport {
             from_ms,
             to_ms,
@@ -453,6 +476,7 @@ async fn telemetry_import(shared: &Arc<Shared>, caller: &str, file: &str) -> Res
     let stored = blocking(move || -> Result<(u64, u64), ImportError> {
         let mut totals = (0, 0);
         super::audit_node_journal(&store, &name, &body.records, "telemetry import");
+        super::keep_model_windows(&store, &name, &body.records);
         let mut records = body.records.into_iter().peekable();
         while records.peek().is_some() {
             let batch = gantry_shared::protocol::telemetry::Batch {

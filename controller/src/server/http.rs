@@ -32,6 +32,71 @@ pub(super) async fn serve(
     }
 }
 
+/// Each served model's latest drift window on a node, from its heartbeat: the worst
+/// feature's score, how many features are over the threshold, and the threshold.
+fn render_drift(e: &mut Exposition, models: &[gantry_shared::protocol::heartbeat::ModelReport]) {
+    let monitored: Vec<(
+        &gantry_shared::protocol::heartbeat::ModelReport,
+        &gantry_shared::monitoring::DriftSummary,
+    )> = models
+        .iter()
+        .filter_map(|m| Some((m, m.drift.as_ref()?)))
+        .collect();
+    if monitored.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_node_model_drift_worst",
+        Kind::Gauge,
+        "The highest drift score of any feature in a served model's latest window on the node (label metric: the bundle's statistic).",
+    );
+    for (m, d) in &monitored {
+        if let Some((feature, score)) = &d.worst {
+            e.sample(
+                "gantry_node_model_drift_worst",
+                &[
+                    ("model", m.name.as_str()),
+                    ("bundle", m.bundle.as_str()),
+                    ("metric", d.metric.as_str()),
+                    ("feature", feature.as_str()),
+                ],
+                *score,
+            );
+        }
+    }
+    for (name, help, pick) in [
+        (
+            "gantry_node_model_drifted_features",
+            "Features over the drift threshold in a served model's latest window on the node.",
+            (|d: &gantry_shared::monitoring::DriftSummary| d.drifted.len() as f64)
+                as fn(&gantry_shared::monitoring::DriftSummary) -> f64,
+        ),
+        (
+            "gantry_node_model_drift_threshold",
+            "The drift score above which a feature makes the model degraded on the node.",
+            |d: &gantry_shared::monitoring::DriftSummary| d.threshold,
+        ),
+        (
+            "gantry_node_model_drift_window_rows",
+            "Rows (examples) the model's latest drift window on the node saw.",
+            |d: &gantry_shared::monitoring::DriftSummary| d.rows as f64,
+        ),
+    ] {
+        e.family(name, Kind::Gauge, help);
+        for (m, d) in &monitored {
+            e.sample(
+                name,
+                &[
+                    ("model", m.name.as_str()),
+                    ("bundle", m.bundle.as_str()),
+                    ("metric", d.metric.as_str()),
+                ],
+                pick(d),
+            );
+        }
+    }
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut pages = Vec::new();
     let (connected, known) = {
@@ -57,6 +122,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                     "When the node's latest stored sample was taken.",
                     sample.taken_at_ms as f64 / 1000.0,
                 );
+                if let Some(h) = &entry.heartbeat {
+                    render_drift(&mut e, &h.models);
+                }
                 pages.push(e.into_string());
             }
         }

@@ -400,7 +400,15 @@ async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: Cancel
         }
         let cutoff = gantry_net::clock::now_ms().saturating_sub(retention.as_millis() as u64);
         let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || store.apply_retention(cutoff)).await {
+        match tokio::task::spawn_blocking(move || {
+            let windows = store.expire_model_windows(cutoff)?;
+            if windows > 0 {
+                tracing::info!(windows, "drift windows older than the retention deleted");
+            }
+            store.apply_retention(cutoff)
+        })
+        .await
+        {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(records = n, "telemetry older than the retention deleted"),
             Ok(Err(e)) => tracing::error!(error = %e, "applying telemetry retention failed"),
@@ -975,6 +983,34 @@ fn audit_node_journal(
     }
 }
 
+/// How a drift window's event record is told apart without parsing every record.
+const MODEL_WINDOW_KIND: &str = "\"kind\":\"model_window\"";
+
+/// Keeps the drift windows among a node's event records (from the uplink or a telemetry
+/// import) for `gantry model drift`. Blocking: call it off the async workers.
+fn keep_model_windows(
+    store: &Store,
+    node: &str,
+    records: &[gantry_shared::protocol::telemetry::Record],
+) {
+    use gantry_shared::telemetry::Event;
+    let windows: Vec<gantry_shared::monitoring::ModelWindow> = records
+        .iter()
+        .filter(|r| r.body.get().contains(MODEL_WINDOW_KIND))
+        .filter_map(|r| match serde_json::from_str::<Event>(r.body.get()) {
+            Ok(Event::ModelWindow(w)) => Some(*w),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(node, seq = r.seq, error = %e, "a drift window record does not read; it is stored as sent but not shown by `gantry model drift`");
+                None
+            }
+        })
+        .collect();
+    if let Err(e) = store.put_model_windows(node, &windows) {
+        tracing::error!(node, error = %e, "cannot keep the node's drift windows");
+    }
+}
+
 /// Records the controller's trust policy (`DIR/trust.json`) in the audit log when it is
 /// not the one recorded last: at start and before each push, so the policy every push was
 /// verified against is in the log. Blocking: call it at start or in `spawn_blocking`.
@@ -1113,6 +1149,14 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
         .filter(|r| r.class == telemetry::RecordClass::Event && r.body.get().contains("\"bundle_"))
         .cloned()
         .collect();
+    let windows: Vec<telemetry::Record> = batch
+        .records
+        .iter()
+        .filter(|r| {
+            r.class == telemetry::RecordClass::Event && r.body.get().contains(MODEL_WINDOW_KIND)
+        })
+        .cloned()
+        .collect();
     match shared.ingest.store(name.to_owned(), batch).await {
         Ok(stored) => {
             if !journal.is_empty() {
@@ -1120,6 +1164,11 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
                 let node = name.to_owned();
                 let _ =
                     blocking(move || audit_node_journal(&store, &node, &journal, "journal")).await;
+            }
+            if !windows.is_empty() {
+                let store = Arc::clone(&shared.store);
+                let node = name.to_owned();
+                let _ = blocking(move || keep_model_windows(&store, &node, &windows)).await;
             }
             shared.counters.batches.fetch_add(1, Ordering::Relaxed);
             shared

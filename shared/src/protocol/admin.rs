@@ -128,6 +128,14 @@ pub enum Request {
         to_ms: u64,
         silence_ms: u64,
     },
+    /// Viewer: model `model`'s drift windows (of `version` only, when given) that ended
+    /// after `since_ms`, and fleet-wide windows of `period_ms`.
+    ModelDrift {
+        model: String,
+        version: Option<String>,
+        since_ms: u64,
+        period_ms: u64,
+    },
 }
 
 impl Request {
@@ -143,6 +151,7 @@ impl Request {
             | Self::ReportKpis { .. }
             | Self::AuditVerify
             | Self::AuditReport { .. }
+            | Self::ModelDrift { .. }
             | Self::AdminRotate { .. } => Role::Viewer,
             Self::BundleUpload { .. }
             | Self::BundleCommit { .. }
@@ -192,6 +201,7 @@ impl Request {
             Self::NodeRenew(_) => "fleet renew",
             Self::AdminRotate { .. } => "admin rotate",
             Self::AuditReport { .. } => "audit report",
+            Self::ModelDrift { .. } => "model drift",
         }
     }
 }
@@ -258,6 +268,7 @@ pub enum Response {
         duplicates: u64,
     },
     AuditReport(Box<super::audit::Report>),
+    Drift(Box<super::monitoring::DriftReport>),
 }
 
 /// One node in `fleet ls`.

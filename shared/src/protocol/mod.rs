@@ -36,6 +36,7 @@ pub mod audit;
 pub mod delivery;
 pub mod enroll;
 pub mod heartbeat;
+pub mod monitoring;
 pub mod rollout;
 pub mod telemetry;
 

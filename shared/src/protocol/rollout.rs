@@ -86,6 +86,10 @@ pub struct Gates {
     pub max_latency_p99_s: Option<f64>,
     /// Whether a node whose served model fails its golden vectors fails the gate.
     pub golden: bool,
+    /// Largest drift score (by the bundle's statistic) of any feature in a node's latest
+    /// drift window, for bundles with a reference profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drift: Option<f64>,
 }
 
 impl Default for Gates {
@@ -95,6 +99,7 @@ impl Default for Gates {
             max_error_rate: None,
             max_latency_p99_s: None,
             golden: true,
+            max_drift: None,
         }
     }
 }
@@ -217,6 +222,11 @@ pub struct GateValues {
     pub max_error_rate: Option<f64>,
     pub max_latency_p99_s: Option<f64>,
     pub golden_failures: u32,
+    /// The worst drift score among touched nodes' latest windows, and its feature.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drift: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drift_feature: Option<String>,
 }
 
 /// Something that happened to the rollout, for `status` and the KPIs.

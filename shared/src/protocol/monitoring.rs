@@ -1,0 +1,69 @@
+//! Model monitoring at the controller: `gantry model drift` asks for a model's drift
+//! windows as nodes reported them, and the fleet-wide windows merged from them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::monitoring::drift::{FeatureDrift, Metric};
+
+/// Most node windows one answer carries (the newest).
+pub const MAX_WINDOWS: usize = 2000;
+
+/// A model's drift over time, per node and fleet-wide.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DriftReport {
+    pub model: String,
+    /// The length of the fleet-wide periods.
+    pub period_ms: u64,
+    /// Node windows, oldest first.
+    pub windows: Vec<NodeWindow>,
+    /// Fleet-wide windows: every node's windows of a version that ended in the same
+    /// period, merged and scored against the version's reference, oldest first.
+    pub fleet: Vec<FleetWindow>,
+    /// Versions with windows whose bundle the controller does not hold, so it has no
+    /// reference to score their merged windows against.
+    pub without_reference: Vec<String>,
+    /// Node windows left out beyond [`MAX_WINDOWS`].
+    pub left_out: u64,
+}
+
+/// One node's closed window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeWindow {
+    pub node: String,
+    pub version: String,
+    pub bundle: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub rows: u64,
+    pub metric: Metric,
+    pub threshold: f64,
+    pub drift: Vec<FeatureDrift>,
+}
+
+/// Windows of every node for one version and period, merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetWindow {
+    pub version: String,
+    /// The period: windows that ended in `[start_ms, end_ms)`.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub nodes: u32,
+    pub rows: u64,
+    pub metric: Metric,
+    pub threshold: f64,
+    pub drift: Vec<FeatureDrift>,
+}
+
+impl NodeWindow {
+    /// Features over the threshold, worst first.
+    pub fn drifted(&self) -> Vec<&FeatureDrift> {
+        crate::monitoring::drift::over(&self.drift, self.metric, self.threshold)
+    }
+}
+
+impl FleetWindow {
+    pub fn drifted(&self) -> Vec<&FeatureDrift> {
+        crate::monitoring::drift::over(&self.drift, self.metric, self.threshold)
+    }
+}

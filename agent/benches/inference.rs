@@ -9,7 +9,12 @@
 //!    host schedules the client and the agent and with both on one core;
 //! 3. JSON against binary tensors for a 1 MiB tensor in and out (`identity_1m`);
 //! 4. dynamic batching's gain: 16 clients of one row on `batch_mlp` served plainly and
-//!    with a dynamic batcher (max 16 rows, 2 ms delay).
+//!    with a dynamic batcher (max 16 rows, 2 ms delay);
+//! 5. drift monitoring's cost (target ≤ 2 % on a ms-scale model): the same model served
+//!    with and without a reference profile, sequential medians, on `bench_compute` (one
+//!    256-wide input, profiled by row means) and `tiny_mlp` (8 columns and 3 outputs,
+//!    added µs); the profiler alone in-process per request; resident memory per
+//!    profiled feature with full sketches.
 //!
 //! Bare: the same library, sessions on the same model, called in-process. Endpoint:
 //! `gantry-agent run` serving the models imported as signed bundles, called over loopback
@@ -18,7 +23,7 @@
 //! the agent (and, bare, with the sessions): on a 2-core machine, the figures say so.
 //!
 //! Run: `scripts/bench.sh`, or `GANTRY_ONNXRUNTIME=… cargo bench -p gantry-agent --bench inference`
-//! (`-- added` for one part: `throughput`, `added`, `json`, `batching`).
+//! (`-- added` for one part: `throughput`, `added`, `json`, `batching`, `monitoring`).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -33,10 +38,12 @@ use ed25519_dalek::SigningKey;
 use gantry_agent::inference::{self, Model, Threads};
 use gantry_agent::serving::grpc_proto as proto;
 use gantry_shared::bundle::manifest::{
-    DynamicBatching, FileEntry, Manifest, ModelEntry, Provenance, Requirements, Tensor,
+    DriftMetric, DynamicBatching, FileEntry, Manifest, ModelEntry, Monitoring, Provenance,
+    Requirements, Tensor,
 };
 use gantry_shared::bundle::policy::{SignedPolicy, TrustPolicy, TrustedKey};
 use gantry_shared::bundle::{self, onnx, signing};
+use gantry_shared::monitoring::profile::{Profile, ReferenceBuilder, Side, WindowProfiler};
 use gantry_shared::tensor::TensorData;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
@@ -80,6 +87,68 @@ fn manifest_for(model: &str, name: &str, requirements: Requirements) -> (Manifes
         monitoring: None,
     };
     (manifest, bytes)
+}
+
+/// Where the benchmark's monitored bundles keep their reference profile.
+const PROFILE_PATH: &str = "monitoring/reference-profile.json";
+
+/// A reference profile for `manifest`'s model: 1000 rows of varied inputs and outputs
+/// of the shapes the model declares (a batch of one).
+fn reference_for(manifest: &Manifest) -> Profile {
+    let mut builder = ReferenceBuilder::default();
+    for (side, specs) in [
+        (Side::Input, &manifest.model.inputs),
+        (Side::Output, &manifest.model.outputs),
+    ] {
+        for spec in specs {
+            let mut shape: Vec<u64> = spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    gantry_shared::bundle::manifest::Dim::Fixed(n) => *n,
+                    gantry_shared::bundle::manifest::Dim::Named(_) => 1,
+                })
+                .collect();
+            shape[0] = 1000;
+            let n = shape.iter().product::<u64>() as usize;
+            let data = TensorData::Float32(
+                (0..n)
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect(),
+            );
+            builder
+                .add(side, &spec.name, &Tensor { shape, data }, None)
+                .unwrap();
+        }
+    }
+    builder.finish()
+}
+
+fn write_monitored_bundle(path: &Path, model: &str, name: &str) {
+    let (mut manifest, bytes) = manifest_for(model, name, Requirements::default());
+    let profile = reference_for(&manifest).to_vec();
+    manifest.files.push(FileEntry {
+        path: PROFILE_PATH.into(),
+        size: profile.len() as u64,
+        sha256: signing::to_hex(&Sha256::digest(&profile)),
+    });
+    manifest.monitoring = Some(Monitoring {
+        reference_profile: PROFILE_PATH.into(),
+        drift_metric: DriftMetric::Psi,
+        drift_threshold: 0.25,
+    });
+    let manifest_bytes = manifest.to_bytes().unwrap();
+    let sigs = vec![bundle::sign_manifest(&key(), &manifest_bytes)];
+    let out = bundle::write(Vec::new(), &manifest_bytes, &sigs, &mut |entry| {
+        let content = if entry.path == PROFILE_PATH {
+            profile.clone()
+        } else {
+            bytes.clone()
+        };
+        Ok(Box::new(std::io::Cursor::new(content)))
+    })
+    .unwrap();
+    std::fs::write(path, out).unwrap();
 }
 
 fn write_bundle(path: &Path, model: &str, name: &str, requirements: Requirements) {
@@ -408,9 +477,19 @@ fn main() {
         ("identity_1m", "identity-1m", Requirements::default()),
         ("batch_mlp", "batch-mlp", Requirements::default()),
         ("batch_mlp", "batch-mlp-batched", batched),
+        (
+            "bench_compute",
+            "bench-compute-monitored",
+            Requirements::default(),
+        ),
+        ("tiny_mlp", "tiny-mlp-monitored", Requirements::default()),
     ] {
         let file = dir.path().join(format!("{name}.gbundle"));
-        write_bundle(&file, model, name, requirements);
+        if name.ends_with("-monitored") {
+            write_monitored_bundle(&file, model, name);
+        } else {
+            write_bundle(&file, model, name, requirements);
+        }
         let out = Command::new(AGENT)
             .arg("import")
             .arg(&file)
@@ -452,6 +531,8 @@ fn main() {
                 "identity-1m",
                 "batch-mlp",
                 "batch-mlp-batched",
+                "bench-compute-monitored",
+                "tiny-mlp-monitored",
             ]
             .iter()
             .all(|m| {
@@ -489,6 +570,9 @@ fn main() {
     }
     if wanted("json") {
         json_section(port);
+    }
+    if wanted("monitoring") {
+        monitoring_section(port);
     }
     if wanted("batching") {
         batching_section(port);
@@ -623,6 +707,112 @@ fn added_section(port: u16, grpc_port: u16, agent: u32) {
     let all = format!("0-{}", cores - 1);
     pin(std::process::id(), &all);
     pin(agent, &all);
+}
+
+fn monitoring_section(port: u16) {
+    println!();
+    println!(
+        "drift monitoring, the same model with and without a reference profile, sequential medians (target <= 2 %)"
+    );
+    let mut client = Client::connect(port);
+    for (model, shape, runs) in [
+        ("bench-compute", vec![1u64, 256], 300u32),
+        ("tiny-mlp", vec![1, 8], 3000),
+    ] {
+        let n = shape.iter().product::<u64>() as usize;
+        let values: Vec<f32> = (0..n).map(|i| ((i * 31) % 97) as f32 / 97.0).collect();
+        let request = body(&shape, &values, true);
+        let (plain_path, monitored_path) = (
+            format!("/v2/models/{model}/infer"),
+            format!("/v2/models/{model}-monitored/infer"),
+        );
+        // Alternate the two, so the host's noise hits both alike.
+        let (mut plain, mut monitored) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS * 2 {
+            plain.push(per_call(runs / 2, || {
+                assert_eq!(client.post(&plain_path, &request).0, 200);
+            }));
+            monitored.push(per_call(runs / 2, || {
+                assert_eq!(client.post(&monitored_path, &request).0, 200);
+            }));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (p, m) = (median(&mut plain), median(&mut monitored));
+        let added = (m - p) * 1e6;
+        let share = (m - p) / p * 100.0;
+        println!(
+            "  {model:<14} {:>8.1} us plain, {:>8.1} us monitored: {added:>6.1} us added ({share:+.2} %){}",
+            p * 1e6,
+            m * 1e6,
+            if model == "bench-compute" {
+                if share <= 2.0 { " met" } else { " MISSED" }
+            } else {
+                ""
+            }
+        );
+    }
+    // The profiler alone, as the agent calls it per request (inputs, then outputs).
+    for (model, width, outputs) in [("bench_compute", 256u64, 1u64), ("tiny_mlp", 8, 3)] {
+        let (manifest, _) = manifest_for(model, model, Requirements::default());
+        let reference = reference_for(&manifest);
+        let mut profiler =
+            WindowProfiler::new(&reference, |_, _| Some(TensorData::Float32(Vec::new())));
+        let input = Tensor {
+            shape: vec![1, width],
+            data: TensorData::Float32((0..width).map(|i| i as f32 / width as f32).collect()),
+        };
+        let output = Tensor {
+            shape: vec![1, outputs],
+            data: TensorData::Float32(vec![0.5; outputs as usize]),
+        };
+        let (input_name, output_name) = (
+            &manifest.model.inputs[0].name,
+            &manifest.model.outputs[0].name,
+        );
+        let per = per_call(20_000, || {
+            profiler.count_rows(1);
+            profiler.observe(Side::Input, [(input_name.as_str(), &input)]);
+            profiler.observe(Side::Output, [(output_name.as_str(), &output)]);
+        });
+        println!(
+            "  profiler alone, {model}: {:.2} us per request of one row",
+            per * 1e6
+        );
+    }
+    // Memory: many numeric features, each fed values spread over six decades (so its
+    // sketch holds many bins), measured as the growth of this process's resident set.
+    let features = 2048usize;
+    let data = Tensor {
+        shape: vec![2000, 1],
+        data: TensorData::Float32((0..2000).map(|i| 1e-3 * 1.007f32.powi(i)).collect()),
+    };
+    let before = resident_bytes();
+    let mut profilers = Vec::with_capacity(features);
+    for _ in 0..features {
+        let mut b = ReferenceBuilder::default();
+        b.add(Side::Input, "x", &data, None).unwrap();
+        let reference = b.finish();
+        let mut p = WindowProfiler::new(&reference, |_, _| Some(TensorData::Float32(Vec::new())));
+        p.observe(Side::Input, [("x", &data)]);
+        profilers.push((reference, p));
+    }
+    let grown = resident_bytes().saturating_sub(before);
+    println!(
+        "  memory per profiled numeric feature (reference and window, full sketches): {:.1} KiB",
+        grown as f64 / features as f64 / 1024.0
+    );
+    drop(profilers);
+}
+
+/// This process's resident memory, from /proc.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 /// Sets every thread of process `pid` to run on `cpus` (taskset's list); whether it did.

@@ -58,6 +58,10 @@ const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
 /// [`gantry_shared::monitoring::ModelWindow`].
 const MODEL_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
     TableDefinition::new("model_windows");
+/// Per (node, model): the end of the latest window audited and whether it had drifted,
+/// so the audit log records each drift alert and its clearing once.
+const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
+    TableDefinition::new("drift_alerts");
 
 fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
@@ -404,6 +408,7 @@ impl Store {
         txn.open_table(ASSIGNMENTS)?;
         txn.open_table(BUNDLES)?;
         txn.open_table(MODEL_WINDOWS)?;
+        txn.open_table(DRIFT_ALERTS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1155,21 +1160,41 @@ impl Store {
 
 impl Store {
     /// Keeps the drift windows `node` reported; a window already held (the same model,
-    /// end and node: a batch delivered twice) is replaced by the same bytes.
+    /// end and node: a batch delivered twice) is replaced by the same bytes. In the same
+    /// transaction, a window newer than the last audited one for its (node, model) whose
+    /// verdict differs from it (drifted, or back within the threshold) is recorded in the
+    /// audit log with the entry `alert(window, drifted)` makes; returns how many were.
     pub fn put_model_windows(
         &self,
         node: &str,
         windows: &[gantry_shared::monitoring::ModelWindow],
-    ) -> Result<(), StoreError> {
+        alert: impl Fn(&gantry_shared::monitoring::ModelWindow, bool) -> gantry_shared::audit::NewEntry,
+    ) -> Result<usize, StoreError> {
         let txn = self.write()?;
+        let mut entries = Vec::new();
         {
             let mut table = txn.open_table(MODEL_WINDOWS)?;
-            for w in windows {
+            let mut alerts = txn.open_table(DRIFT_ALERTS)?;
+            let mut ordered: Vec<&gantry_shared::monitoring::ModelWindow> =
+                windows.iter().collect();
+            ordered.sort_by_key(|w| w.end_ms);
+            for w in ordered {
                 table.insert((w.model.as_str(), w.end_ms, node), to_json(w).as_slice())?;
+                let drifted = !w.drifted().is_empty();
+                let last = alerts.get((node, w.model.as_str()))?.map(|v| v.value());
+                if last.is_some_and(|(end, _)| end >= w.end_ms) {
+                    continue;
+                }
+                if last.map_or(drifted, |(_, was)| was != drifted) {
+                    entries.push(alert(w, drifted));
+                }
+                alerts.insert((node, w.model.as_str()), (w.end_ms, drifted))?;
             }
         }
+        let audited = entries.len();
+        append_audit_in(&txn, entries)?;
         txn.commit()?;
-        Ok(())
+        Ok(audited)
     }
 
     /// Model `model`'s windows that ended at or after `since_ms`, oldest first, with the

@@ -289,6 +289,8 @@ pub struct ReportBuilder {
     open: BTreeMap<(String, String), Interval>,
     /// Node → when it disconnected, while it is away.
     away: BTreeMap<String, u64>,
+    /// Drift alerts raised in the range, flagged for the auditor.
+    drift: Vec<Flag>,
 }
 
 impl ReportBuilder {
@@ -312,6 +314,7 @@ impl ReportBuilder {
             assigned: BTreeMap::new(),
             open: BTreeMap::new(),
             away: BTreeMap::new(),
+            drift: Vec::new(),
         }
     }
 
@@ -502,6 +505,34 @@ impl ReportBuilder {
                         reason: text("reason"),
                     });
             }
+            "model.drift" if e.at_ms >= self.report.from_ms => {
+                let features: Vec<String> = e.details["features"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        format!(
+                            "{} {:.3}",
+                            f["feature"].as_str().unwrap_or_default(),
+                            f["score"].as_f64().unwrap_or(0.0)
+                        )
+                    })
+                    .collect();
+                self.drift.push(Flag {
+                    kind: "model-drift".to_owned(),
+                    subject: e.subject.clone(),
+                    message: format!(
+                        "{} {} {} drifted from its reference data (window ending at {} ms, {} above {}): {}",
+                        e.subject,
+                        text("model"),
+                        text("version"),
+                        e.details["window_end_ms"].as_u64().unwrap_or(e.at_ms),
+                        text("metric"),
+                        e.details["threshold"].as_f64().unwrap_or(0.0),
+                        features.join(", ")
+                    ),
+                });
+            }
             "node.disconnect" => {
                 self.away.insert(e.subject.clone(), e.at_ms);
             }
@@ -555,6 +586,7 @@ impl ReportBuilder {
         }
         let mut bundles = self.pushed;
         let mut flags = Vec::new();
+        flags.append(&mut self.drift);
         if let Some(b) = &self.report.chain.first_break {
             flags.push(Flag {
                 kind: "chain-broken".to_owned(),

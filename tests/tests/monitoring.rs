@@ -582,6 +582,30 @@ fn a_rollout_gate_fails_on_drift_and_rolls_back_and_the_controller_shows_it_per_
             .find(|d| d["feature"] == "x[3]");
         assert!(x3.is_some(), "{f}");
     }
+    // The audit log records each node's drift alert once, and the report flags it.
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    let flagged: Vec<&serde_json::Value> = report["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "model-drift")
+        .collect();
+    for node in ["gpu-a", "gpu-b"] {
+        let flags: Vec<_> = flagged.iter().filter(|f| f["subject"] == node).collect();
+        assert!(!flags.is_empty(), "no drift flag for {node}: {report}");
+        assert!(
+            flags[0]["message"].as_str().unwrap().contains("x[3]"),
+            "{flags:?}"
+        );
+    }
+    // Alerts on transitions only: never more than the windows that changed the verdict.
+    assert!(flagged.len() <= 4, "{flagged:?}");
+    let verified = controller.cli_ok(&["audit", "verify"]);
+    assert!(
+        verified.contains("intact") || verified.contains("ok"),
+        "{verified}"
+    );
     let text = controller.cli_ok(&["model", "drift", "mlp"]);
     println!("{text}");
     assert!(

@@ -1006,8 +1006,39 @@ fn keep_model_windows(
             }
         })
         .collect();
-    if let Err(e) = store.put_model_windows(node, &windows) {
-        tracing::error!(node, error = %e, "cannot keep the node's drift windows");
+    let alert = |w: &gantry_shared::monitoring::ModelWindow, drifted: bool| {
+        let features: Vec<serde_json::Value> = w
+            .drifted()
+            .iter()
+            .map(|f| serde_json::json!({"feature": f.label(), "score": f.score(w.metric)}))
+            .collect();
+        let mut entry = crate::audit::entry(
+            format!("node {node}"),
+            if drifted {
+                "model.drift"
+            } else {
+                "model.drift_cleared"
+            },
+            node,
+            audit::details([
+                ("model", serde_json::json!(w.model)),
+                ("version", serde_json::json!(w.version)),
+                ("bundle", serde_json::json!(w.bundle)),
+                ("window_start_ms", serde_json::json!(w.start_ms)),
+                ("window_end_ms", serde_json::json!(w.end_ms)),
+                ("rows", serde_json::json!(w.profile.rows)),
+                ("metric", serde_json::json!(w.metric.as_str())),
+                ("threshold", serde_json::json!(w.threshold)),
+                ("features", serde_json::json!(features)),
+            ]),
+        );
+        entry.at_ms = w.end_ms;
+        entry
+    };
+    match store.put_model_windows(node, &windows, alert) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(node, changes = n, "drift alerts recorded in the audit log"),
+        Err(e) => tracing::error!(node, error = %e, "cannot keep the node's drift windows"),
     }
 }
 

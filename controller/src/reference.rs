@@ -320,7 +320,7 @@ fn parse_cells(cells: &[Option<String>], dtype: DType) -> Result<TensorData, Str
                 )
                 .collect::<Result<_, _>>()?,
         ),
-        d if is_float(d) => TensorData::Float64(
+        d if d.is_float() => TensorData::Float64(
             cells
                 .iter()
                 .enumerate()
@@ -342,13 +342,6 @@ fn parse_cells(cells: &[Option<String>], dtype: DType) -> Result<TensorData, Str
                 .collect::<Result<_, _>>()?,
         ),
     })
-}
-
-fn is_float(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64
-    )
 }
 
 /// Reference data as the model's tensor `spec` holds it: numbers as numbers of its
@@ -378,19 +371,19 @@ fn coerce(tensor: &Tensor, spec: &TensorSpec) -> Result<Tensor, String> {
         }
     }
     let data = &tensor.data;
-    let converted = match (is_float(spec.dtype), data) {
+    let converted = match (spec.dtype.is_float(), data) {
         (_, TensorData::Bytes(_)) if spec.dtype != DType::String => {
             return Err(format!(
                 "tensor {:?} holds numbers in the model; the reference data holds strings",
                 spec.name
             ));
         }
-        (true, d) if !is_float(d.dtype()) => TensorData::Float64(
+        (true, d) if !d.dtype().is_float() => TensorData::Float64(
             (0..d.len())
                 .map(|i| d.element_f64(i).unwrap_or(f64::NAN))
                 .collect(),
         ),
-        (false, d) if is_float(d.dtype()) && spec.dtype != DType::Bool => {
+        (false, d) if d.dtype().is_float() && spec.dtype != DType::Bool => {
             let values: Vec<f64> = (0..d.len())
                 .map(|i| d.element_f64(i).unwrap_or(f64::NAN))
                 .collect();

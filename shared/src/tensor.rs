@@ -35,6 +35,14 @@ pub enum DType {
 }
 
 impl DType {
+    /// Whether elements are floating point (FP16, BF16, FP32, FP64).
+    pub fn is_float(self) -> bool {
+        matches!(
+            self,
+            Self::Float16 | Self::Bfloat16 | Self::Float32 | Self::Float64
+        )
+    }
+
     /// From ONNX's `TensorProto.DataType` number.
     pub fn from_onnx(code: i64) -> Option<Self> {
         Some(match code {

@@ -655,10 +655,7 @@ fn compare(g: &Golden, outputs: &BTreeMap<String, Tensor>) -> GoldenResult {
             });
             continue;
         }
-        let float = matches!(
-            want.dtype(),
-            DType::Float16 | DType::Bfloat16 | DType::Float32 | DType::Float64
-        );
+        let float = want.dtype().is_float();
         for i in 0..want.data.len() {
             let (a, b) = (
                 got.data.element_f64(i).unwrap_or(f64::NAN),

@@ -439,16 +439,6 @@ fn key_at(data: &TensorData, i: usize) -> Option<Key> {
     })
 }
 
-fn is_float(data: &TensorData) -> bool {
-    matches!(
-        data,
-        TensorData::Float16(_)
-            | TensorData::Bfloat16(_)
-            | TensorData::Float32(_)
-            | TensorData::Float64(_)
-    )
-}
-
 /// Calls `each(feature, element index)` for every element of every feature that
 /// `layout` reads element by element (`Whole`, `Columns`).
 fn for_each_element(layout: Layout, len: usize, mut each: impl FnMut(usize, usize)) {
@@ -527,7 +517,9 @@ impl ReferenceBuilder {
             _ => name.to_owned(),
         };
         let mut features = Vec::with_capacity(n);
-        if matches!(layout, Layout::Whole | Layout::Columns { .. }) && !is_float(&tensor.data) {
+        if matches!(layout, Layout::Whole | Layout::Columns { .. })
+            && !tensor.data.dtype().is_float()
+        {
             let mut counts: Vec<HashMap<Key, u64>> = vec![HashMap::new(); n];
             for_each_element(layout, tensor.data.len(), |f, i| {
                 *counts[f]

@@ -79,6 +79,10 @@ pub struct BundleRepo {
     /// What heartbeats answer per bundle id; bundles are immutable, so this never goes
     /// stale.
     desired: Mutex<std::collections::HashMap<String, Desired>>,
+    /// Reference profiles read from held bundles, by bundle id (immutable, like `desired`):
+    /// reading one streams the whole bundle file, so it is done once per bundle.
+    reference_profiles:
+        Mutex<std::collections::HashMap<String, Arc<gantry_shared::monitoring::profile::Profile>>>,
 }
 
 impl BundleRepo {
@@ -94,6 +98,7 @@ impl BundleRepo {
             store,
             assignments: Mutex::new(assignments),
             desired: Mutex::default(),
+            reference_profiles: Mutex::default(),
         })
     }
 
@@ -110,8 +115,32 @@ impl BundleRepo {
         self.dir.join(format!("{hex}.gbundle"))
     }
 
+    /// The reference profile of bundle `id`, when the controller holds the bundle and it
+    /// has one (its digest checked against the manifest). Blocking: reads the file once.
+    pub fn reference_profile(
+        &self,
+        id: &str,
+    ) -> Option<Arc<gantry_shared::monitoring::profile::Profile>> {
+        if let Some(profile) = self.reference_profiles.lock().expect("profiles").get(id) {
+            return Some(Arc::clone(profile));
+        }
+        let path = self.file_of(id)?;
+        let profile = match crate::bundle_cmd::inspect(&path) {
+            Ok(inspection) => Arc::new(inspection.reference_profile?),
+            Err(e) => {
+                tracing::warn!(bundle = id, error = %e, "cannot read the reference profile of a held bundle");
+                return None;
+            }
+        };
+        self.reference_profiles
+            .lock()
+            .expect("profiles")
+            .insert(id.to_owned(), Arc::clone(&profile));
+        Some(profile)
+    }
+
     /// The file of bundle `id` (`sha256:<hex>`), when the controller holds it.
-    pub fn file_of(&self, id: &str) -> Option<PathBuf> {
+    fn file_of(&self, id: &str) -> Option<PathBuf> {
         let hex = id.strip_prefix("sha256:")?;
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;

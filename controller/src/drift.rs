@@ -58,11 +58,8 @@ pub fn report(
             }
         }
     }
-    let mut references: BTreeMap<String, Option<Profile>> = BTreeMap::new();
     for ((version, bundle, period), (merged, nodes, sample)) in periods {
-        let reference = references
-            .entry(bundle.clone())
-            .or_insert_with(|| reference_of(bundles, &bundle));
+        let reference = bundles.reference_profile(&bundle);
         let Some(reference) = reference else {
             if !report.without_reference.contains(&version) {
                 report.without_reference.push(version.clone());
@@ -80,7 +77,7 @@ pub fn report(
             rows: merged.rows,
             metric: sample.metric,
             threshold: sample.threshold,
-            drift: drift::compare(reference, &merged, MIN_VALUES),
+            drift: drift::compare(&reference, &merged, MIN_VALUES),
         });
     }
     report
@@ -104,18 +101,6 @@ pub fn report(
         })
         .collect();
     Ok(report)
-}
-
-/// The reference profile of bundle `id`, from the bundle file the controller holds.
-fn reference_of(bundles: &BundleRepo, id: &str) -> Option<Profile> {
-    let path = bundles.file_of(id)?;
-    match crate::bundle_cmd::inspect(&path) {
-        Ok(inspection) => inspection.reference_profile,
-        Err(e) => {
-            tracing::warn!(bundle = id, error = %e, "cannot read the reference profile of a held bundle");
-            None
-        }
-    }
 }
 
 /// The readable form of a drift report: fleet-wide windows, then node windows.

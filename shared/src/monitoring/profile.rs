@@ -421,22 +421,59 @@ fn bool_label(key: &Key) -> String {
 
 /// Element `i` of `data` as a category key; `None` for floating-point data.
 fn key_at(data: &TensorData, i: usize) -> Option<Key> {
+    match data {
+        TensorData::Bytes(v) => Some(Key::Text(v[i].clone())),
+        _ => int_at(data, i).map(Key::Int),
+    }
+}
+
+/// Element `i` of integer or boolean `data`; `None` for strings and floating point.
+fn int_at(data: &TensorData, i: usize) -> Option<i128> {
     Some(match data {
-        TensorData::Bool(v) => Key::Int(i128::from(v[i])),
-        TensorData::Uint8(v) => Key::Int(i128::from(v[i])),
-        TensorData::Uint16(v) => Key::Int(i128::from(v[i])),
-        TensorData::Uint32(v) => Key::Int(i128::from(v[i])),
-        TensorData::Uint64(v) => Key::Int(i128::from(v[i])),
-        TensorData::Int8(v) => Key::Int(i128::from(v[i])),
-        TensorData::Int16(v) => Key::Int(i128::from(v[i])),
-        TensorData::Int32(v) => Key::Int(i128::from(v[i])),
-        TensorData::Int64(v) => Key::Int(i128::from(v[i])),
-        TensorData::Bytes(v) => Key::Text(v[i].clone()),
-        TensorData::Float16(_)
+        TensorData::Bool(v) => i128::from(v[i]),
+        TensorData::Uint8(v) => i128::from(v[i]),
+        TensorData::Uint16(v) => i128::from(v[i]),
+        TensorData::Uint32(v) => i128::from(v[i]),
+        TensorData::Uint64(v) => i128::from(v[i]),
+        TensorData::Int8(v) => i128::from(v[i]),
+        TensorData::Int16(v) => i128::from(v[i]),
+        TensorData::Int32(v) => i128::from(v[i]),
+        TensorData::Int64(v) => i128::from(v[i]),
+        TensorData::Bytes(_)
+        | TensorData::Float16(_)
         | TensorData::Bfloat16(_)
         | TensorData::Float32(_)
         | TensorData::Float64(_) => return None,
     })
+}
+
+/// A categorical feature's labels → their index, looked up by a request's elements
+/// without copying them.
+#[derive(Debug, Default)]
+struct Labels {
+    ints: HashMap<i128, usize>,
+    texts: HashMap<Vec<u8>, usize>,
+}
+
+impl Labels {
+    fn new(labels: &[String], data: &TensorData) -> Self {
+        let mut map = Self::default();
+        for (at, label) in labels.iter().enumerate() {
+            match Key::of_label(label, data) {
+                Key::Int(i) => map.ints.insert(i, at),
+                Key::Text(t) => map.texts.insert(t, at),
+            };
+        }
+        map
+    }
+
+    /// The index of element `i` of `data`'s label, if it is one.
+    fn find(&self, data: &TensorData, i: usize) -> Option<usize> {
+        match data {
+            TensorData::Bytes(v) => self.texts.get(v[i].as_slice()).copied(),
+            _ => self.ints.get(&int_at(data, i)?).copied(),
+        }
+    }
 }
 
 /// Calls `each(feature, element index)` for every element of every feature that
@@ -648,7 +685,7 @@ fn numeric(name: String, mut values: Vec<f64>, count: u64) -> FeatureProfile {
 pub struct WindowProfiler {
     window: Profile,
     /// Per tensor and categorical feature, label → index.
-    lookups: Vec<Vec<HashMap<Key, usize>>>,
+    lookups: Vec<Vec<Labels>>,
 }
 
 impl WindowProfiler {
@@ -664,13 +701,8 @@ impl WindowProfiler {
                 t.features
                     .iter()
                     .map(|f| match &f.values {
-                        Values::Categorical(c) => c
-                            .labels
-                            .iter()
-                            .enumerate()
-                            .map(|(i, l)| (Key::of_label(l, &data), i))
-                            .collect(),
-                        Values::Numeric(_) => HashMap::new(),
+                        Values::Categorical(c) => Labels::new(&c.labels, &data),
+                        Values::Numeric(_) => Labels::default(),
                     })
                     .collect()
             })
@@ -724,8 +756,8 @@ impl WindowProfiler {
                         ),
                         Values::Categorical(c) => {
                             feature.count += 1;
-                            match key_at(&tensor.data, i).and_then(|k| lookups[f].get(&k)) {
-                                Some(&at) => c.counts[at] += 1,
+                            match lookups[f].find(&tensor.data, i) {
+                                Some(at) => c.counts[at] += 1,
                                 None => c.other += 1,
                             }
                         }

@@ -454,3 +454,23 @@ fn npy_files_written_by_numpy_itself_read_back() {
     .unwrap();
     assert_eq!(profile.rows, 40);
 }
+
+#[test]
+fn a_window_counts_strings_on_the_reference_labels_and_the_rest_as_other() {
+    let words = |list: &[&str]| Tensor {
+        shape: vec![list.len() as u64],
+        data: TensorData::Bytes(list.iter().map(|w| w.as_bytes().to_vec()).collect()),
+    };
+    let mut b = ReferenceBuilder::default();
+    b.add(Side::Input, "text", &words(&["a", "a", "b"]), None)
+        .unwrap();
+    let reference = b.finish();
+    let mut w = WindowProfiler::new(&reference, |_, _| Some(TensorData::Bytes(Vec::new())));
+    w.observe(Side::Input, [("text", &words(&["b", "c", "a", "b"]))]);
+    let window = w.take();
+    let Values::Categorical(c) = &window.tensors[0].features[0].values else {
+        panic!()
+    };
+    assert_eq!(c.labels, ["a", "b"]);
+    assert_eq!((c.counts.as_slice(), c.other), (&[1, 2][..], 1));
+}

@@ -85,6 +85,7 @@ fn manifest_for(model: &str, name: &str, requirements: Requirements) -> (Manifes
         provenance: Provenance::default(),
         requirements,
         monitoring: None,
+        quality: None,
     };
     (manifest, bytes)
 }

@@ -49,6 +49,7 @@ fn write_bundle(path: &Path, signers: &[u8], payload: &[u8]) {
         provenance: Provenance::default(),
         requirements: Requirements::default(),
         monitoring: None,
+        quality: None,
     };
     let bytes = manifest.to_bytes().unwrap();
     let sigs: Vec<_> = signers

@@ -88,6 +88,7 @@ fn main() {
         provenance: Provenance::default(),
         requirements: Requirements::default(),
         monitoring: None,
+        quality: None,
     };
     let manifest_bytes = manifest.to_bytes().unwrap();
     let sigs = vec![

@@ -111,6 +111,7 @@ pub fn write_bundle(
         provenance: Provenance::default(),
         requirements: Requirements::default(),
         monitoring: None,
+        quality: None,
     };
     edit(&mut manifest);
     let manifest_bytes = manifest.to_bytes().unwrap();

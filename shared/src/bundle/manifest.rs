@@ -73,6 +73,46 @@ pub struct Manifest {
     /// Model monitoring: the reference profile drift is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<Monitoring>,
+    /// Production quality: what the model predicts, so ground-truth feedback can be
+    /// joined with its answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<QualitySpec>,
+}
+
+/// What a served model's answers are judged as when feedback gives the truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualitySpec {
+    pub task: Task,
+    /// The output the prediction is read from: for classification class scores
+    /// (`[N, K]`, K ≥ 2), the probability of class 1 (`[N]` or `[N, 1]`), or predicted
+    /// class labels (an integer tensor); for regression the predicted value.
+    pub output: String,
+}
+
+/// The kind of prediction a model makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    Classification,
+    Regression,
+}
+
+impl Task {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Classification => "classification",
+            Self::Regression => "regression",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "classification" => Some(Self::Classification),
+            "regression" => Some(Self::Regression),
+            _ => None,
+        }
+    }
 }
 
 /// What a node measures the served model's drift against, and when drift counts.
@@ -617,6 +657,9 @@ impl Manifest {
                 ));
             }
         }
+        if let Some(q) = &self.quality {
+            self.validate_quality(q)?;
+        }
         let r = &self.requirements;
         if let Some(b) = &r.dynamic_batching {
             let field = "requirements.dynamic_batching";
@@ -675,6 +718,43 @@ impl Manifest {
                     "must be a finite number",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_quality(&self, q: &QualitySpec) -> Result<(), ManifestError> {
+        let Some(output) = self.model.outputs.iter().find(|o| o.name == q.output) else {
+            return Err(invalid(
+                "quality.output",
+                format!("{:?} is not one of the model's outputs", q.output),
+            ));
+        };
+        let numeric = !matches!(output.dtype, DType::Bool | DType::String);
+        if !numeric || (q.task == Task::Regression && !output.dtype.is_float()) {
+            return Err(invalid(
+                "quality.output",
+                format!(
+                    "{:?} holds {:?}; {} is read from {}",
+                    q.output,
+                    output.dtype,
+                    q.task.as_str(),
+                    if q.task == Task::Regression {
+                        "a float tensor"
+                    } else {
+                        "float scores or integer labels"
+                    }
+                ),
+            ));
+        }
+        if output.shape.len() > 2 {
+            return Err(invalid(
+                "quality.output",
+                format!(
+                    "{:?} has {} dimensions; predictions are read from [N] or [N, K]",
+                    q.output,
+                    output.shape.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -902,6 +982,7 @@ mod tests {
             provenance: Provenance::default(),
             requirements: Requirements::default(),
             monitoring: None,
+        quality: None,
         }
     }
 

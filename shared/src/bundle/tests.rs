@@ -96,6 +96,7 @@ fn manifest() -> Manifest {
         provenance: manifest::Provenance::default(),
         requirements: manifest::Requirements::default(),
         monitoring: None,
+        quality: None,
     }
 }
 

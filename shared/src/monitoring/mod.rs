@@ -1,11 +1,13 @@
 //! Model monitoring's pure part: data profiles ([`profile`]) of a model's inputs and
 //! outputs — the bundle's reference, and the windows a node profiles from what it serves
-//! — the drift scores between them ([`drift`]), and the `.npy` array format reference
-//! data comes in ([`npy`]).
+//! — the drift scores between them ([`drift`]), the `.npy` array format reference
+//! data comes in ([`npy`]), and production quality from ground-truth feedback
+//! ([`quality`]).
 
 pub mod drift;
 pub mod npy;
 pub mod profile;
+pub mod quality;
 mod sketch;
 
 pub use sketch::Sketch;

@@ -474,3 +474,253 @@ fn a_window_counts_strings_on_the_reference_labels_and_the_rest_as_other() {
     assert_eq!(c.labels, ["a", "b"]);
     assert_eq!((c.counts.as_slice(), c.other), (&[1, 2][..], 1));
 }
+
+mod quality {
+    use serde_json::json;
+
+    use crate::bundle::manifest::Tensor;
+    use crate::monitoring::quality::*;
+    use crate::tensor::TensorData;
+
+    fn scores(classes: u32, values: &[f32]) -> Predicted {
+        Predicted::Scores {
+            classes,
+            values: values.to_vec(),
+        }
+    }
+
+    fn joined(pairs: &[(Predicted, serde_json::Value)]) -> QualityStats {
+        let mut stats = QualityStats::new(Task::Classification);
+        for (p, label) in pairs {
+            let truth = Truth::read(label, p).unwrap();
+            stats.add(p, &truth).unwrap();
+        }
+        stats
+    }
+
+    #[test]
+    fn binary_metrics_follow_the_definitions_with_tied_scores_counted_half() {
+        // Probabilities of class 1; two rows tie at 0.4 across the classes.
+        let p = Predicted::Scores {
+            classes: 1,
+            values: vec![0.1, 0.4, 0.4, 0.8, 0.6, 0.3],
+        };
+        let stats = joined(&[(p, json!([0, 0, 1, 1, 0, 1]))]);
+        let m = stats.metrics();
+        // Predicted 0,0,0,1,1,0: tp 1, fp 1, fn 2, tn 2.
+        assert_eq!(m.accuracy, Some(0.5));
+        assert_eq!(m.precision, Some(0.5));
+        assert_eq!(m.recall, Some(1.0 / 3.0));
+        assert_eq!(m.f1, Some(0.4));
+        // Positives 0.4, 0.8, 0.3 against negatives 0.1, 0.4, 0.6:
+        // 0.4 beats 0.1, ties 0.4 (½); 0.8 beats all three; 0.3 beats 0.1 → 5.5 / 9.
+        assert!((m.roc_auc.unwrap() - 5.5 / 9.0).abs() < 1e-12);
+        assert!(!m.multiclass);
+    }
+
+    #[test]
+    fn multiclass_metrics_are_macro_averages_and_one_vs_rest_auc() {
+        let rows = [
+            (scores(3, &[0.7, 0.2, 0.1]), json!(0)),
+            (scores(3, &[0.2, 0.5, 0.3]), json!(1)),
+            (scores(3, &[0.1, 0.3, 0.6]), json!(1)),
+            (scores(3, &[0.3, 0.3, 0.4]), json!(2)),
+        ];
+        let m = joined(&rows).metrics();
+        assert!(m.multiclass);
+        assert_eq!(m.accuracy, Some(0.75));
+        // Class 0: p 1, r 1; class 1: p 1, r ½; class 2: p ½, r 1.
+        assert!((m.precision.unwrap() - 2.5 / 3.0).abs() < 1e-12);
+        assert!((m.recall.unwrap() - 2.5 / 3.0).abs() < 1e-12);
+        let f1 = (1.0 + 2.0 / 3.0 + 2.0 / 3.0) / 3.0;
+        assert!((m.f1.unwrap() - f1).abs() < 1e-12);
+        // OvR: class 0 1.0; class 1: positives 0.5, 0.3 vs 0.2, 0.3 → 3.5/4; class 2:
+        // 0.4 against 0.1, 0.3, 0.6 → 2/3.
+        let auc = (1.0 + 3.5 / 4.0 + 2.0 / 3.0) / 3.0;
+        assert!((m.roc_auc.unwrap() - auc).abs() < 1e-12);
+    }
+
+    #[test]
+    fn regression_gives_mae_and_rmse() {
+        let p = Predicted::Values(vec![1.0, 2.0, 4.0]);
+        let mut stats = QualityStats::new(Task::Regression);
+        stats
+            .add(&p, &Truth::read(&json!([1.5, 2.0, 2.0]), &p).unwrap())
+            .unwrap();
+        let m = stats.metrics();
+        assert_eq!(m.mae, Some(2.5 / 3.0));
+        assert_eq!(m.rmse, Some((4.25f64 / 3.0).sqrt()));
+        assert_eq!(m.accuracy, None);
+    }
+
+    #[test]
+    fn windows_merge_to_the_metrics_of_all_their_rows() {
+        let a = [
+            (scores(2, &[0.8, 0.2]), json!(0)),
+            (scores(2, &[0.3, 0.7]), json!(0)),
+        ];
+        let b = [
+            (scores(2, &[0.4, 0.6]), json!(1)),
+            (scores(2, &[0.9, 0.1]), json!(1)),
+        ];
+        let mut merged = joined(&a);
+        merged.merge(&joined(&b), MAX_SCORED);
+        let all: Vec<_> = a.iter().chain(&b).cloned().collect();
+        assert_eq!(merged.metrics(), joined(&all).metrics());
+    }
+
+    #[test]
+    fn scores_beyond_the_cap_are_a_sample_and_say_so() {
+        let mut stats = QualityStats::new(Task::Classification);
+        for i in 0..(MAX_SCORED + 500) {
+            let s = (i % 100) as f32 / 100.0;
+            let p = scores(1, &[s]);
+            let label = json!(i64::from(s > 0.5));
+            stats.add(&p, &Truth::read(&label, &p).unwrap()).unwrap();
+        }
+        let m = stats.metrics();
+        assert_eq!(m.rows, (MAX_SCORED + 500) as u64);
+        assert_eq!(m.roc_auc_rows, MAX_SCORED as u64);
+        assert!(m.roc_auc_sampled);
+        // Perfectly separated rows stay perfectly separated in any sample.
+        assert_eq!(m.roc_auc, Some(1.0));
+        let mut merged = stats.clone();
+        merged.merge(&stats, MAX_SCORED);
+        assert_eq!(merged.scored.as_ref().unwrap().labels.len(), MAX_SCORED);
+    }
+
+    #[test]
+    fn predictions_are_read_from_scores_labels_or_values() {
+        let t = |shape: Vec<u64>, data| Tensor { shape, data };
+        let probs = t(vec![2, 3], TensorData::Float32(vec![0.1, 0.2, 0.7, 0.5, 0.4, 0.1]));
+        assert_eq!(
+            Predicted::from_output(Task::Classification, &probs).unwrap().rows(),
+            2
+        );
+        let labels = t(vec![3], TensorData::Int64(vec![2, 0, 1]));
+        assert_eq!(
+            Predicted::from_output(Task::Classification, &labels).unwrap(),
+            Predicted::Labels(vec![2, 0, 1])
+        );
+        let values = t(vec![2, 1], TensorData::Float64(vec![1.5, -2.0]));
+        assert_eq!(
+            Predicted::from_output(Task::Regression, &values).unwrap(),
+            Predicted::Values(vec![1.5, -2.0])
+        );
+    }
+
+    #[test]
+    fn prediction_with_a_shape_that_lies_about_its_data_is_refused() {
+        let t = Tensor {
+            shape: vec![4, 2],
+            data: TensorData::Float32(vec![0.0; 6]),
+        };
+        assert!(matches!(
+            Predicted::from_output(Task::Classification, &t),
+            Err(QualityError::Shape { .. })
+        ));
+        let three = Tensor {
+            shape: vec![1, 2, 3],
+            data: TensorData::Float32(vec![0.0; 6]),
+        };
+        assert!(Predicted::from_output(Task::Classification, &three).is_err());
+        let strings = Tensor {
+            shape: vec![1],
+            data: TensorData::Bytes(vec![b"cat".to_vec()]),
+        };
+        assert!(Predicted::from_output(Task::Classification, &strings).is_err());
+    }
+
+    #[test]
+    fn feedback_with_the_wrong_row_count_class_or_type_is_refused() {
+        let p = scores(3, &[0.2, 0.3, 0.5, 0.6, 0.2, 0.2]);
+        assert_eq!(
+            Truth::read(&json!(1), &p),
+            Err(QualityError::Rows { given: 1, rows: 2 })
+        );
+        assert_eq!(
+            Truth::read(&json!([0, 3]), &p),
+            Err(QualityError::Class(3, 2))
+        );
+        assert!(matches!(
+            Truth::read(&json!([0, "cat"]), &p),
+            Err(QualityError::Label(_))
+        ));
+        assert!(matches!(
+            Truth::read(&json!([0, 1.5]), &p),
+            Err(QualityError::Label(_))
+        ));
+        let v = Predicted::Values(vec![1.0]);
+        assert!(Truth::read(&json!("1.0"), &v).is_err());
+        assert_eq!(Truth::read(&json!(2), &v), Ok(Truth::Values(vec![2.0])));
+    }
+
+    #[test]
+    fn feedback_body_that_is_not_json_or_not_feedback_is_refused() {
+        assert!(matches!(parse_feedback(b"{"), Err(QualityError::Json(_))));
+        assert_eq!(parse_feedback(b"[1, 2]"), Err(QualityError::Body));
+        assert_eq!(
+            parse_feedback(br#"{"feedback": {"id": "a"}}"#),
+            Err(QualityError::Body)
+        );
+        assert!(matches!(
+            parse_feedback(br#"{"id": "a"}"#),
+            Err(QualityError::Item { index: 0, .. })
+        ));
+        assert!(matches!(
+            parse_feedback(br#"{"id": 7, "label": 1}"#),
+            Err(QualityError::Item { .. })
+        ));
+        assert!(matches!(
+            parse_feedback(br#"{"id": "a", "label": 1, "labels": 2}"#),
+            Err(QualityError::Item { .. })
+        ));
+        let one = parse_feedback(br#"{"id": "r-1", "label": [1, 0]}"#).unwrap();
+        assert_eq!(one[0].id, "r-1");
+        let many = parse_feedback(br#"{"feedback": [{"id": "a", "label": 1}, {"id": "b", "label": 0}]}"#)
+            .unwrap();
+        assert_eq!(many.len(), 2);
+    }
+
+    #[test]
+    fn feedback_with_an_oversized_id_or_too_many_items_is_refused() {
+        let id = "x".repeat(MAX_ID_BYTES + 1);
+        let body = format!(r#"{{"id": "{id}", "label": 1}}"#);
+        assert!(matches!(
+            parse_feedback(body.as_bytes()),
+            Err(QualityError::Item { .. })
+        ));
+        let items: Vec<_> = (0..=MAX_FEEDBACK_ITEMS)
+            .map(|i| json!({"id": i.to_string(), "label": 0}))
+            .collect();
+        let body = serde_json::to_vec(&json!({ "feedback": items })).unwrap();
+        assert_eq!(
+            parse_feedback(&body),
+            Err(QualityError::TooMany(MAX_FEEDBACK_ITEMS + 1))
+        );
+    }
+
+    #[test]
+    fn labels_from_unbounded_classes_are_refused_past_the_cap() {
+        let mut stats = QualityStats::new(Task::Classification);
+        let mut refused = 0;
+        for i in 0..(MAX_CLASSES as i64 + 10) {
+            let p = Predicted::Labels(vec![0]);
+            if stats.add(&p, &Truth::Labels(vec![i])).is_err() {
+                refused += 1;
+            }
+        }
+        // Labels 0 to 1023 fit (the prediction 0 among them); the ten after do not.
+        assert_eq!(refused, 10);
+        assert_eq!(stats.requests, MAX_CLASSES as u64);
+    }
+
+    #[test]
+    fn gates_read_errors_as_at_most_and_scores_as_at_least() {
+        assert!(QualityMetric::parse("auc").unwrap().meets(0.9, 0.8));
+        assert!(!QualityMetric::Rmse.meets(0.9, 0.8));
+        assert!(QualityMetric::Mae.meets(0.1, 0.8));
+        assert_eq!(QualityMetric::parse("roc-auc"), Some(QualityMetric::RocAuc));
+        assert_eq!(QualityMetric::parse("loss"), None);
+    }
+}

@@ -25,6 +25,7 @@
 mod batcher;
 mod grpc;
 mod http;
+pub mod feedback;
 pub mod monitor;
 pub mod stats;
 mod watch;

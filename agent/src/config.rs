@@ -83,6 +83,10 @@ pub struct RawMonitoring {
     pub min_values: Option<u64>,
     /// The drift threshold for every model, in place of each bundle's.
     pub drift_threshold: Option<f64>,
+    /// How long a prediction waits for its ground-truth feedback. Default `24h`.
+    pub feedback_ttl: Option<String>,
+    /// Most predictions kept for feedback; the oldest go first. Default 500 000.
+    pub max_predictions: Option<u64>,
     /// Per model: `[monitoring.models.NAME]`, in place of the above for that model.
     pub models: std::collections::BTreeMap<String, RawModelMonitoring>,
 }
@@ -835,6 +839,22 @@ impl RawConfig {
                 self.monitoring.drift_threshold,
             )?,
             model_thresholds,
+            feedback: crate::serving::feedback::FeedbackSettings {
+                ttl: bounded_duration(
+                    "monitoring.feedback_ttl",
+                    self.monitoring.feedback_ttl.as_deref(),
+                    monitoring_defaults.feedback.ttl,
+                    SECOND..=(DAY * 30),
+                )?,
+                max_predictions: bounded(
+                    "monitoring.max_predictions",
+                    self.monitoring
+                        .max_predictions
+                        .unwrap_or(monitoring_defaults.feedback.max_predictions),
+                    1..=100_000_000,
+                    "",
+                )?,
+            },
         };
 
         Ok(Config {

@@ -108,6 +108,22 @@ fn log_window(window: &gantry_shared::monitoring::ModelWindow) {
     }
 }
 
+fn log_quality(window: &gantry_shared::monitoring::quality::QualityWindow) {
+    for v in &window.versions {
+        let m = v.stats.metrics();
+        let figures: Vec<String> = m
+            .present()
+            .iter()
+            .map(|(metric, value)| format!("{} {value:.4}", metric.as_str()))
+            .collect();
+        tracing::info!(model = %window.model, version = %v.version, rows = m.rows, figures = %figures.join(", "), "feedback window closed");
+    }
+    let f = &window.feedback;
+    if f.late + f.duplicate + f.unknown + f.invalid > 0 {
+        tracing::warn!(model = %window.model, late = f.late, duplicate = f.duplicate, unknown = f.unknown, invalid = f.invalid, "feedback that joined no prediction");
+    }
+}
+
 fn event_record(at_ms: u64, event: &Event) -> NewRecord {
     NewRecord {
         class: RecordClass::Event,
@@ -180,7 +196,26 @@ pub async fn run(
         let buffer = Arc::clone(&buffer);
         let store = journal.store.clone();
         let before = journaled_active.clone();
+        let feedback = models.feedback().cloned();
         let appended_with = tokio::task::spawn_blocking(move || {
+            // Feedback windows come from the prediction store's log, which keeps them
+            // until they are in the buffer.
+            let closed = feedback.as_ref().and_then(|f| match f.close(now) {
+                Ok(closed) => Some((f, closed)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the feedback log; its windows close later");
+                    None
+                }
+            });
+            if let Some((_, closed)) = &closed {
+                for window in &closed.windows {
+                    log_quality(window);
+                    records.push(event_record(
+                        now,
+                        &Event::ModelQuality(Box::new(window.clone())),
+                    ));
+                }
+            }
             // current.json is a file: read here, off the async workers.
             let active = crate::delivery::active_models(&store);
             for (model, bundle) in &active {
@@ -192,7 +227,16 @@ pub async fn run(
                     records.push(event_record(now, &event));
                 }
             }
-            (buffer.append(&records, now), active)
+            let result = buffer.append(&records, now);
+            if result.is_ok()
+                && let Some((f, closed)) = &closed
+                && let Err(e) = f.consume(closed)
+            {
+                // The windows are buffered; closing them again gives the same windows,
+                // which the controller stores once.
+                tracing::warn!(error = %e, "cannot delete buffered feedback from its log");
+            }
+            (result, active)
         })
         .await;
         let result = match appended_with {

@@ -218,6 +218,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     .await
                     .map_err(|source| RunError::InferenceListen { addr, source })?;
                 let store = crate::bundle::store::BundleStore::new(&config.state_dir);
+                let feedback = open_feedback(&config).await;
+                if let Some(f) = &feedback {
+                    models.set_feedback(Arc::clone(f));
+                }
                 tasks.spawn(
                     "model loader",
                     crate::serving::watch_store(
@@ -228,6 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                             golden_every: config.health.golden_interval,
                             execution: config.execution,
                             monitoring: config.monitoring.clone(),
+                            feedback,
                         },
                         shutdown.clone(),
                     ),
@@ -305,6 +310,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     {
         tracing::warn!(grace = ?SAMPLER_GRACE, "the uplink did not stop within its grace period; exiting anyway");
     }
+    if let Some(feedback) = models.feedback()
+        && tokio::time::timeout(SAMPLER_GRACE, feedback.flush())
+            .await
+            .is_err()
+    {
+        tracing::warn!("the prediction store did not commit its queue within the grace period");
+    }
     if let Some(task) = tasks.panicked() {
         return Err(RunError::Panicked(task));
     }
@@ -314,6 +326,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     served.map_err(RunError::Serve)?;
     tracing::info!("agent stopped");
     Ok(())
+}
+
+/// Opens `<state_dir>/predictions.redb`; a store that cannot be opened leaves the
+/// models served without feedback (each feedback call says why) rather than the node
+/// without inference.
+async fn open_feedback(config: &Config) -> Option<Arc<crate::serving::feedback::Feedback>> {
+    let path = config.state_dir.join("predictions.redb");
+    let settings = config.monitoring.feedback.clone();
+    let window = config.monitoring.window;
+    let opened = tokio::task::spawn_blocking(move || {
+        crate::serving::feedback::Feedback::open(&path, settings, window)
+    })
+    .await;
+    match opened {
+        Ok(Ok(store)) => Some(store),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot open the prediction store; models are served but feedback is refused until the agent restarts with a usable store (move the file aside to start a new one)");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "opening the prediction store failed");
+            None
+        }
+    }
 }
 
 /// Pings the systemd watchdog while the sampler keeps producing samples. A sampler stuck

@@ -357,6 +357,9 @@ pub enum Event {
     BundleRefused { bundle: String, reason: String },
     /// A served model's drift window closed: its profile and scores.
     ModelWindow(Box<crate::monitoring::ModelWindow>),
+    /// A served model's feedback window closed: what became of the feedback, and the
+    /// joined rows per version.
+    ModelQuality(Box<crate::monitoring::quality::QualityWindow>),
 }
 
 /// NVML clock throttle reason bits and their names, as `nvml.h` defines them.

@@ -11,6 +11,7 @@
 //! | `tombstones` | (model, id) | when it expired (so its feedback counts as late) |
 //! | `tombstones_by_time` | (expired at, model, id) | — |
 //! | `log` | sequence | feedback as it arrived and what became of it ([`Logged`]) |
+//! | `meta` | `closed_until` | the end of the latest window buffered |
 //!
 //! A prediction is kept until `feedback.ttl` after it was made, or until
 //! `feedback.max_predictions` newer ones push it out; a joined one stays (marked) so a
@@ -42,6 +43,10 @@ const TOMBSTONES: TableDefinition<(&str, &str), u64> = TableDefinition::new("tom
 const TOMBSTONES_BY_TIME: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("tombstones_by_time");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The end of the latest window buffered: feedback committed later for a window that
+/// ended by then goes into the next one, so no window is sent twice with different rows.
+const CLOSED_UNTIL: &str = "closed_until";
 
 /// Predictions waiting for their commit.
 const QUEUE: usize = 65_536;
@@ -176,6 +181,8 @@ pub struct VersionSummary {
 pub struct Closed {
     pub windows: Vec<QualityWindow>,
     seqs: Vec<u64>,
+    /// The earliest end of a window left open.
+    next_due: u64,
 }
 
 #[derive(Debug)]
@@ -187,6 +194,8 @@ pub struct Feedback {
     counters: Arc<Mutex<BTreeMap<String, ModelCounters>>>,
     /// Held predictions, as of the latest commit.
     held: Arc<std::sync::atomic::AtomicU64>,
+    /// No log entry's window ends before this (so closing earlier reads nothing).
+    due: Arc<std::sync::atomic::AtomicU64>,
     figures: Mutex<BTreeMap<String, BTreeMap<String, VersionFigures>>>,
 }
 
@@ -212,13 +221,18 @@ impl Feedback {
             txn.open_table(TOMBSTONES).map_err(|e| engine(&e))?;
             txn.open_table(TOMBSTONES_BY_TIME).map_err(|e| engine(&e))?;
             txn.open_table(LOG).map_err(|e| engine(&e))?;
+            txn.open_table(META).map_err(|e| engine(&e))?;
         }
         txn.commit().map_err(|e| engine(&e))?;
         let db = Arc::new(db);
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let counters = Arc::new(Mutex::new(BTreeMap::new()));
         let held = Arc::new(std::sync::atomic::AtomicU64::new(held));
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let due = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let writer = Writer {
+            window_ms,
+            due: Arc::clone(&due),
             path: path.to_owned(),
             db: Arc::clone(&db),
             settings,
@@ -233,9 +247,10 @@ impl Feedback {
             path: path.to_owned(),
             db,
             tx,
-            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1),
+            window_ms,
             counters,
             held,
+            due,
             figures: Mutex::new(BTreeMap::new()),
         }))
     }
@@ -298,12 +313,29 @@ impl Feedback {
 
     /// Reads the windows that ended by `now_ms` from the log (blocking).
     pub fn close(&self, now_ms: u64) -> Result<Closed, FeedbackError> {
+        let due = self.due.load(std::sync::atomic::Ordering::SeqCst);
+        if now_ms < due {
+            return Ok(Closed {
+                next_due: due,
+                ..Closed::default()
+            });
+        }
         let engine = engine_error(&self.path);
         let txn = self.db.begin_read().map_err(|e| engine(&e))?;
         let log = txn.open_table(LOG).map_err(|e| engine(&e))?;
+        let closed_until = txn
+            .open_table(META)
+            .map_err(|e| engine(&e))?
+            .get(CLOSED_UNTIL)
+            .map_err(|e| engine(&e))?
+            .map_or(0, |v| v.value());
         // (model, window end) → window being folded.
         let mut windows: BTreeMap<(String, u64), QualityWindow> = BTreeMap::new();
-        let mut closed = Closed::default();
+        let mut closed = Closed {
+            next_due: now_ms + 1,
+            ..Closed::default()
+        };
+        let mut earliest_open = u64::MAX;
         for entry in log.iter().map_err(|e| engine(&e))? {
             let (seq, bytes) = entry.map_err(|e| engine(&e))?;
             let Ok(logged) = serde_json::from_slice::<Logged>(bytes.value()) else {
@@ -311,8 +343,10 @@ impl Feedback {
                 closed.seqs.push(seq.value());
                 continue;
             };
-            let end = (logged.at_ms / self.window_ms + 1) * self.window_ms;
+            let end = ((logged.at_ms / self.window_ms + 1) * self.window_ms)
+                .max(closed_until.saturating_add(self.window_ms).min(u64::MAX - self.window_ms));
             if end > now_ms {
+                earliest_open = earliest_open.min(end);
                 continue;
             }
             closed.seqs.push(seq.value());
@@ -326,6 +360,9 @@ impl Feedback {
                     versions: Vec::new(),
                 });
             fold(window, logged.outcome);
+        }
+        if earliest_open != u64::MAX {
+            closed.next_due = earliest_open;
         }
         closed.windows = windows.into_values().collect();
         Ok(closed)
@@ -342,9 +379,21 @@ impl Feedback {
                 for seq in &closed.seqs {
                     log.remove(*seq).map_err(|e| engine(&e))?;
                 }
+                if let Some(last) = closed.windows.iter().map(|w| w.end_ms).max() {
+                    let mut meta = txn.open_table(META).map_err(|e| engine(&e))?;
+                    let until = meta
+                        .get(CLOSED_UNTIL)
+                        .map_err(|e| engine(&e))?
+                        .map_or(0, |v| v.value());
+                    meta.insert(CLOSED_UNTIL, until.max(last))
+                        .map_err(|e| engine(&e))?;
+                }
             }
             txn.commit().map_err(|e| engine(&e))?;
         }
+        // What is left ends later; the writer lowers this for what it logs meanwhile.
+        self.due
+            .fetch_max(closed.next_due, std::sync::atomic::Ordering::SeqCst);
         let mut figures = self.figures.lock().expect("quality figures");
         for window in &closed.windows {
             let versions = figures.entry(window.model.clone()).or_default();
@@ -465,6 +514,8 @@ fn engine_error(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> FeedbackError
 
 /// The one thread that writes the store.
 struct Writer {
+    window_ms: u64,
+    due: Arc<std::sync::atomic::AtomicU64>,
     path: PathBuf,
     db: Arc<Database>,
     settings: FeedbackSettings,
@@ -658,6 +709,8 @@ impl Writer {
                             outcomes.push(outcome);
                         }
                         replies.push((reply, outcomes));
+                        let end = (now_ms / self.window_ms + 1) * self.window_ms;
+                        self.due.fetch_min(end, std::sync::atomic::Ordering::SeqCst);
                     }
                 }
             }

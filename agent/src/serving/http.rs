@@ -9,6 +9,7 @@
 //! | `GET …/config` | the model's configuration in Triton's shape |
 //! | `GET …/stats`, `GET /v2/models/stats` | Triton's statistics extension |
 //! | `POST …/infer` | inference, JSON or with binary tensor data |
+//! | `POST …/feedback` | ground truth for earlier requests by their `id` (`{"id", "label"}` or `{"feedback": [...]}`) |
 //! | `POST /v2/repository/index` | the models served, with their state |
 //!
 //! Every error status carries the protocol's `{"error": "…"}` body: 400 for a bad
@@ -114,6 +115,9 @@ fn router(models: Arc<Models>) -> Router {
     }
     for path in model("/infer") {
         router = router.route(&path, post(infer));
+    }
+    for path in model("/feedback") {
+        router = router.route(&path, post(feedback));
     }
     router
         .fallback(|| async { reply(ApiError::new(ErrorKind::NotFound, "no such route")) })
@@ -379,6 +383,73 @@ async fn infer(
             response
         }
         Err(e) => reply(e),
+    }
+}
+
+/// Joins ground truth with the predictions kept for the model's earlier requests, and
+/// says what became of each item.
+async fn feedback(
+    State(models): State<Arc<Models>>,
+    UrlPath(params): Params,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let loaded = match named(&models, &params) {
+        Ok((_, loaded)) => loaded,
+        Err(e) => return reply(e),
+    };
+    let Some(quality) = &loaded.quality else {
+        let (kind, why) = if models.feedback().is_none() {
+            (
+                ErrorKind::Unavailable,
+                "the prediction store could not be opened (see the agent's log)",
+            )
+        } else {
+            (
+                ErrorKind::BadRequest,
+                "its bundle does not say what it predicts (gantry bundle create --task)",
+            )
+        };
+        return reply(ApiError::new(
+            kind,
+            format!("model {:?} keeps no predictions for feedback: {why}", loaded.name),
+        ));
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => return reply(body_error(&e)),
+    };
+    let items = match gantry_shared::monitoring::quality::parse_feedback(&body) {
+        Ok(items) => items,
+        Err(e) => return reply(ApiError::bad(e.to_string())),
+    };
+    let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+    match quality.feedback.feedback(&loaded.name, items).await {
+        Ok(outcomes) => {
+            let mut counts: std::collections::BTreeMap<&str, u64> = ["joined", "late", "duplicate", "unknown", "invalid"]
+                .into_iter()
+                .map(|k| (k, 0))
+                .collect();
+            let results: Vec<Value> = ids
+                .iter()
+                .zip(&outcomes)
+                .map(|(id, outcome)| {
+                    let mut v = serde_json::to_value(outcome).expect("outcomes serialize");
+                    if let Some(kind) = v.get("outcome").and_then(Value::as_str)
+                        && let Some(n) = counts.get_mut(kind)
+                    {
+                        *n += 1;
+                    }
+                    v["id"] = json!(id);
+                    v
+                })
+                .collect();
+            let mut answer = json!({ "model_name": loaded.name, "results": results });
+            for (kind, n) in counts {
+                answer[kind] = json!(n);
+            }
+            axum::Json(answer).into_response()
+        }
+        Err(e) => reply(ApiError::new(ErrorKind::Unavailable, e.to_string())),
     }
 }
 

@@ -68,6 +68,42 @@ pub struct Loaded {
     batcher: std::sync::OnceLock<batcher::Batcher>,
     /// Drift monitoring, when the bundle carries a reference profile.
     pub monitor: Option<monitor::ModelMonitor>,
+    /// Predictions kept for feedback, when the bundle names what the model predicts.
+    pub quality: Option<Quality>,
+}
+
+/// Where a served model's predictions are kept, and what they are.
+#[derive(Debug)]
+pub struct Quality {
+    pub spec: gantry_shared::bundle::manifest::QualitySpec,
+    pub feedback: Arc<feedback::Feedback>,
+}
+
+impl Loaded {
+    /// Keeps the prediction in `outputs` for request `id`, when this model's are kept.
+    fn keep_prediction(&self, id: Option<&str>, outputs: &[(String, Tensor)]) {
+        let (Some(q), Some(id)) = (&self.quality, id) else {
+            return;
+        };
+        let Some((_, output)) = outputs.iter().find(|(name, _)| *name == q.spec.output) else {
+            q.feedback.unreadable(&self.name, "the prediction output is missing");
+            return;
+        };
+        match gantry_shared::monitoring::quality::Predicted::from_output(q.spec.task, output) {
+            Ok(predicted) => q.feedback.keep(
+                &self.name,
+                id,
+                feedback::Kept {
+                    version: self.version.clone(),
+                    bundle: format!("sha256:{}", self.digest),
+                    at_ms: now_ms(),
+                    predicted,
+                    joined: false,
+                },
+            ),
+            Err(e) => q.feedback.unreadable(&self.name, &e.to_string()),
+        }
+    }
 }
 
 /// A run this short goes on the async worker that took the request (see
@@ -221,6 +257,8 @@ pub struct Models {
     slots: RwLock<BTreeMap<String, Arc<Slot>>>,
     /// Models whose active bundle could not be loaded, with why.
     failures: RwLock<BTreeMap<String, String>>,
+    /// The prediction store feedback is joined in.
+    feedback: std::sync::OnceLock<Arc<feedback::Feedback>>,
 }
 
 impl Models {
@@ -237,6 +275,16 @@ impl Models {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Joins feedback in `store` from now on.
+    pub fn set_feedback(&self, store: Arc<feedback::Feedback>) {
+        let _ = self.feedback.set(store);
+    }
+
+    /// The prediction store, once the daemon opened it.
+    pub fn feedback(&self) -> Option<&Arc<feedback::Feedback>> {
+        self.feedback.get()
     }
 
     /// Whether any model serves.
@@ -389,6 +437,8 @@ pub struct ModelHealth {
     pub golden: Option<Result<(), GoldenFailure>>,
     /// The latest drift window's verdict; `None` without monitoring or before the first.
     pub drift: Option<monitor::DriftVerdict>,
+    /// The latest feedback window's figures; `None` before the first.
+    pub quality: Option<gantry_shared::monitoring::quality::QualitySummary>,
 }
 
 impl Slot {
@@ -420,6 +470,7 @@ impl Slot {
         request: Request,
         started: Instant,
     ) -> Result<Vec<Chosen>, ApiError> {
+        let id = request.id.clone();
         let checked = oip::check_requested(&loaded.outputs, &request.outputs)
             .and_then(|()| oip::model_inputs(&loaded.inputs, request.inputs));
         let (inputs, batch_size) = match checked {
@@ -437,6 +488,7 @@ impl Slot {
                 if let Some(monitor) = &loaded.monitor {
                     monitor.observe_outputs(&outputs);
                 }
+                loaded.keep_prediction(id.as_deref(), &outputs);
                 self.success(started.elapsed(), timing);
                 Ok(oip::choose_outputs(
                     outputs,
@@ -490,6 +542,10 @@ impl Slot {
                 .monitor
                 .as_ref()
                 .and_then(monitor::ModelMonitor::verdict),
+            quality: loaded.quality.as_ref().and_then(|q| {
+                q.feedback
+                    .summary(&loaded.name, &format!("sha256:{}", loaded.digest))
+            }),
         })
     }
 }

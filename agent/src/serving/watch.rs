@@ -35,6 +35,8 @@ pub struct WatchSettings {
     pub execution: ExecutionOverrides,
     /// Drift windows and thresholds.
     pub monitoring: super::monitor::MonitoringSettings,
+    /// Where predictions are kept for feedback.
+    pub feedback: Option<Arc<super::feedback::Feedback>>,
 }
 
 /// Loads bundle `digest` from `store`: every session, and its golden vectors.
@@ -98,6 +100,11 @@ fn load(
         pool: Pool::new(sessions),
         batcher: std::sync::OnceLock::new(),
         monitor,
+        quality: manifest
+            .quality
+            .clone()
+            .zip(settings.feedback.clone())
+            .map(|(spec, feedback)| super::Quality { spec, feedback }),
     })
 }
 

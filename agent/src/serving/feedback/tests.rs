@@ -147,3 +147,23 @@ async fn feedback_for_an_expired_or_evicted_prediction_counts_as_late() {
     assert_eq!(outcomes[0], Outcome::Late);
     assert!(matches!(outcomes[1], Outcome::Joined { .. }));
 }
+
+#[tokio::test]
+async fn feedback_committed_after_its_window_was_buffered_goes_into_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = store(dir.path(), FeedbackSettings::default());
+    let now = gantry_net::clock::now_ms();
+    fb.keep("m", "a", kept(now, 0.9));
+    fb.keep("m", "b", kept(now, 0.9));
+    fb.feedback("m", vec![item("a", json!(1))]).await.unwrap();
+    let first = fb.close(now + 61_000).unwrap();
+    fb.consume(&first).unwrap();
+    let end = first.windows[0].end_ms;
+    // Logged with a time inside the buffered window (a commit that came late).
+    fb.feedback("m", vec![item("b", json!(1))]).await.unwrap();
+    assert!(fb.close(end).unwrap().windows.is_empty());
+    let second = fb.close(end + 60_000).unwrap();
+    assert_eq!(second.windows.len(), 1);
+    assert_eq!(second.windows[0].end_ms, end + 60_000);
+    assert_eq!(second.windows[0].feedback.joined, 1);
+}

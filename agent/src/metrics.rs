@@ -360,6 +360,130 @@ fn render_models(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
         }
     }
     render_drift(e, models);
+    render_quality(e, models);
+}
+
+/// Production quality from ground-truth feedback: the latest window's and the
+/// cumulative metrics of every served version, and what became of predictions and
+/// feedback.
+fn render_quality(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
+    let version =
+        |m: &crate::serving::ModelHealth| m.model.rsplit(' ').next().unwrap_or_default().to_owned();
+    let judged: Vec<_> = models
+        .iter()
+        .filter_map(|m| Some((m, m.quality.as_ref()?)))
+        .collect();
+    if !judged.is_empty() {
+        e.family(
+            "gantry_agent_model_quality",
+            Kind::Gauge,
+            "A served version's quality from ground-truth feedback (label scope: window is the latest feedback window, cumulative everything since the agent started).",
+        );
+        for (m, q) in &judged {
+            let version = version(m);
+            for (scope, metrics) in [("window", &q.metrics), ("cumulative", &q.cumulative)] {
+                for (metric, value) in metrics.present() {
+                    e.sample(
+                        "gantry_agent_model_quality",
+                        &[
+                            ("model", m.name.as_str()),
+                            ("version", version.as_str()),
+                            ("metric", metric.as_str()),
+                            ("scope", scope),
+                        ],
+                        value,
+                    );
+                }
+            }
+        }
+        e.family(
+            "gantry_agent_model_quality_rows",
+            Kind::Gauge,
+            "Rows joined with their ground truth (label scope as for gantry_agent_model_quality).",
+        );
+        for (m, q) in &judged {
+            let version = version(m);
+            for (scope, metrics) in [("window", &q.metrics), ("cumulative", &q.cumulative)] {
+                e.sample(
+                    "gantry_agent_model_quality_rows",
+                    &[
+                        ("model", m.name.as_str()),
+                        ("version", version.as_str()),
+                        ("scope", scope),
+                    ],
+                    metrics.rows as f64,
+                );
+            }
+        }
+    }
+    let counted: Vec<_> = models
+        .iter()
+        .filter_map(|m| Some((m, m.feedback.as_ref()?)))
+        .collect();
+    if counted.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_agent_model_feedback_total",
+        Kind::Counter,
+        "Feedback items received, by what became of them: joined, late (the prediction expired), duplicate, unknown (no such request id), invalid.",
+    );
+    for (m, c) in &counted {
+        let f = &c.feedback;
+        for (outcome, n) in [
+            ("joined", f.joined),
+            ("late", f.late),
+            ("duplicate", f.duplicate),
+            ("unknown", f.unknown),
+            ("invalid", f.invalid),
+        ] {
+            e.sample(
+                "gantry_agent_model_feedback_total",
+                &[("model", m.name.as_str()), ("outcome", outcome)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "gantry_agent_model_predictions_kept_total",
+        Kind::Counter,
+        "Predictions kept for feedback (requests with an id).",
+    );
+    for (m, c) in &counted {
+        e.sample(
+            "gantry_agent_model_predictions_kept_total",
+            &[("model", m.name.as_str())],
+            c.kept as f64,
+        );
+    }
+    e.family(
+        "gantry_agent_model_predictions_not_kept_total",
+        Kind::Counter,
+        "Requests with an id whose prediction was not kept: queue_full (the store fell behind or failed) or unreadable (the output is not a prediction).",
+    );
+    for (m, c) in &counted {
+        for (reason, n) in [("queue_full", c.queue_full), ("unreadable", c.unreadable)] {
+            e.sample(
+                "gantry_agent_model_predictions_not_kept_total",
+                &[("model", m.name.as_str()), ("reason", reason)],
+                n as f64,
+            );
+        }
+    }
+    e.family(
+        "gantry_agent_model_predictions_expired_total",
+        Kind::Counter,
+        "Kept predictions dropped before any feedback could still join them: ttl (older than monitoring.feedback_ttl) or evicted (over monitoring.max_predictions).",
+    );
+    for (m, c) in &counted {
+        for (reason, n) in [("ttl", c.expired), ("evicted", c.evicted)] {
+            e.sample(
+                "gantry_agent_model_predictions_expired_total",
+                &[("model", m.name.as_str()), ("reason", reason)],
+                n as f64,
+            );
+        }
+    }
 }
 
 /// The latest drift window of every monitored model: each feature's scores, and the

@@ -82,6 +82,9 @@ pub struct ServingModel {
     /// The latest drift window, for a bundle with a reference profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<gantry_shared::monitoring::DriftSummary>,
+    /// The latest feedback window's and the cumulative quality.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<gantry_shared::monitoring::quality::QualitySummary>,
 }
 
 impl From<&crate::serving::ModelHealth> for ServingModel {
@@ -106,6 +109,7 @@ impl From<&crate::serving::ModelHealth> for ServingModel {
                 .drift
                 .as_ref()
                 .map(crate::serving::monitor::DriftVerdict::summary),
+            quality: m.quality.clone(),
         }
     }
 }
@@ -435,6 +439,23 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 d.rows,
                 gantry_net::clock::rfc3339(d.window_end_ms),
                 d.threshold
+            );
+        }
+        if let Some(q) = &m.quality {
+            let figures = |metrics: &gantry_shared::monitoring::quality::Metrics| {
+                let present: Vec<String> = metrics
+                    .present()
+                    .iter()
+                    .map(|(metric, v)| format!("{} {v:.4}", metric.as_str()))
+                    .collect();
+                format!("{} rows: {}", metrics.rows, present.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  quality (feedback window ending {}): {}; since start {}",
+                gantry_net::clock::rfc3339(q.window_end_ms),
+                figures(&q.metrics),
+                figures(&q.cumulative)
             );
         }
     }

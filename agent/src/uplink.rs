@@ -659,6 +659,7 @@ async fn send_heartbeat(
                 .drift
                 .as_ref()
                 .map(crate::serving::monitor::DriftVerdict::summary),
+            quality: m.quality,
         })
         .collect();
     let request = Request::Heartbeat(Box::new(heartbeat::Request {

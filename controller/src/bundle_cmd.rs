@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use gantry_shared::bundle::manifest::{
     ExecutionProvider, FileEntry, GoldenValues, GoldenVector, Manifest, ManifestError, ModelEntry,
-    Monitoring, ParamValue, Provenance, Requirements, SCHEMA_VERSION,
+    Monitoring, ParamValue, Provenance, QualitySpec, Requirements, SCHEMA_VERSION,
 };
 use gantry_shared::bundle::onnx::{self, OnnxError};
 use gantry_shared::bundle::outcome::{self, VerifyOutcome};
@@ -99,6 +99,9 @@ pub struct CreateRequest {
     pub reference_data: Option<PathBuf>,
     pub drift_metric: Option<Metric>,
     pub drift_threshold: Option<f64>,
+    /// What the model predicts, and from which output (default the first).
+    pub task: Option<gantry_shared::bundle::manifest::Task>,
+    pub prediction_output: Option<String>,
     pub out: PathBuf,
 }
 
@@ -265,6 +268,14 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
             })
         }
     };
+    let quality = req.task.map(|task| QualitySpec {
+        task,
+        output: req
+            .prediction_output
+            .clone()
+            .or_else(|| signature.outputs.first().map(|o| o.name.clone()))
+            .unwrap_or_default(),
+    });
     for (path, bytes) in &golden_files {
         files.push(FileEntry {
             path: path.clone(),
@@ -295,6 +306,7 @@ pub fn create(req: &CreateRequest) -> Result<BundleId, BundleCmdError> {
             dynamic_batching: req.dynamic_batching.clone(),
         },
         monitoring,
+        quality,
     };
     let manifest_bytes = manifest.to_bytes().map_err(BundleCmdError::Manifest)?;
     let by_path: BTreeMap<&str, &Path> = sources
@@ -555,6 +567,14 @@ pub fn render_inspection(i: &Inspection) -> String {
     }
     if let (Some(m), Some(profile)) = (&m.monitoring, &i.reference_profile) {
         render_profile(&mut out, m, profile);
+    }
+    if let Some(q) = &m.quality {
+        let _ = writeln!(
+            out,
+            "quality     {} read from output {:?}; nodes keep each answer with an id for feedback",
+            q.task.as_str(),
+            q.output
+        );
     }
     let _ = writeln!(out, "signatures  {}", i.signatures.len());
     for s in &i.signatures {

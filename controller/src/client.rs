@@ -383,6 +383,26 @@ impl AdminClient {
         .await
     }
 
+    pub async fn model_quality(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        since_ms: u64,
+        period_ms: u64,
+    ) -> Result<gantry_shared::protocol::monitoring::QualityReport, ClientError> {
+        let request = admin::Request::ModelQuality {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            since_ms,
+            period_ms,
+        };
+        self.answer(request, |r| match r {
+            admin::Response::Quality(report) => Some(*report),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn audit_verify(&self) -> Result<Verification, ClientError> {
         self.answer(admin::Request::AuditVerify, |r| match r {
             admin::Response::AuditVerified(v) => Some(v),

@@ -22,6 +22,7 @@ pub mod home;
 pub mod keys;
 pub mod policy_cmd;
 pub mod push;
+pub mod quality;
 pub mod reference;
 pub mod rollout_cmd;
 pub mod rollouts;

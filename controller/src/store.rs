@@ -58,6 +58,10 @@ const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
 /// [`gantry_shared::monitoring::ModelWindow`].
 const MODEL_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
     TableDefinition::new("model_windows");
+/// Closed feedback windows nodes reported: (model, window end ms, node) → JSON
+/// [`gantry_shared::monitoring::quality::QualityWindow`].
+const QUALITY_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
+    TableDefinition::new("quality_windows");
 /// Per (node, model): the end of the latest window audited and whether it had drifted,
 /// so the audit log records each drift alert and its clearing once.
 const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
@@ -409,6 +413,7 @@ impl Store {
         txn.open_table(BUNDLES)?;
         txn.open_table(MODEL_WINDOWS)?;
         txn.open_table(DRIFT_ALERTS)?;
+        txn.open_table(QUALITY_WINDOWS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1219,12 +1224,69 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes drift windows that ended before `cutoff_ms`; returns how many.
+    /// Keeps the feedback windows `node` reported; a window already held (a batch
+    /// delivered twice) is replaced by the same bytes.
+    pub fn put_quality_windows(
+        &self,
+        node: &str,
+        windows: &[gantry_shared::monitoring::quality::QualityWindow],
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(QUALITY_WINDOWS)?;
+            for w in windows {
+                table.insert((w.model.as_str(), w.end_ms, node), to_json(w).as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Model `model`'s feedback windows that ended at or after `since_ms`, oldest first,
+    /// with the node that reported each; every model's when `model` is `None`.
+    pub fn quality_windows(
+        &self,
+        model: Option<&str>,
+        since_ms: u64,
+    ) -> Result<Vec<(String, gantry_shared::monitoring::quality::QualityWindow)>, StoreError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(QUALITY_WINDOWS) {
+            Ok(table) => table,
+            // A store written before quality monitoring, opened read-only.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out: Vec<(String, gantry_shared::monitoring::quality::QualityWindow)> = Vec::new();
+        let range = match model {
+            Some(model) => table.range((model, since_ms, "")..(model, u64::MAX, ""))?,
+            None => table.range::<(&str, u64, &str)>(..)?,
+        };
+        for entry in range {
+            let (key, value) = entry?;
+            if key.value().1 >= since_ms {
+                out.push((key.value().2.to_owned(), from_json(value.value())?));
+            }
+        }
+        out.sort_by_key(|(_, w)| w.end_ms);
+        Ok(out)
+    }
+
+    /// Deletes drift and feedback windows that ended before `cutoff_ms`; returns how
+    /// many.
     pub fn expire_model_windows(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        Ok(self.expire_windows(MODEL_WINDOWS, cutoff_ms)?
+            + self.expire_windows(QUALITY_WINDOWS, cutoff_ms)?)
+    }
+
+    fn expire_windows(
+        &self,
+        definition: TableDefinition<(&str, u64, &str), &[u8]>,
+        cutoff_ms: u64,
+    ) -> Result<u64, StoreError> {
         let txn = self.write()?;
         let mut deleted = 0;
         {
-            let mut table = txn.open_table(MODEL_WINDOWS)?;
+            let mut table = txn.open_table(definition)?;
             let old: Vec<(String, u64, String)> = table
                 .iter()?
                 .filter_map(Result::ok)

@@ -351,6 +351,15 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             },
             Role::Viewer,
         ),
+        (
+            admin::Request::ModelQuality {
+                model: "none".into(),
+                version: None,
+                since_ms: 0,
+                period_ms: 3_600_000,
+            },
+            Role::Viewer,
+        ),
     ]
 }
 
@@ -384,7 +393,8 @@ fn listed(request: &admin::Request) -> bool {
         | R::TelemetryImport { .. }
         | R::AuditVerify
         | R::AuditReport { .. }
-        | R::ModelDrift { .. } => true,
+        | R::ModelDrift { .. }
+        | R::ModelQuality { .. } => true,
     }
 }
 
@@ -393,7 +403,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 27, "one line per admin call");
+    assert_eq!(calls.len(), 28, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

@@ -262,11 +262,16 @@ impl Feedback {
             id: id.to_owned(),
             kept,
         };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(message) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(message)
+        {
             let mut counters = self.counters.lock().expect("feedback counters");
             let c = counters.entry(model.to_owned()).or_default();
             if c.queue_full == 0 {
-                tracing::warn!(model, "the prediction store is behind; predictions are not kept (and counted) until it catches up");
+                tracing::warn!(
+                    model,
+                    "the prediction store is behind; predictions are not kept (and counted) until it catches up"
+                );
             }
             c.queue_full += 1;
         }
@@ -277,7 +282,11 @@ impl Feedback {
         let mut counters = self.counters.lock().expect("feedback counters");
         let c = counters.entry(model.to_owned()).or_default();
         if c.unreadable == 0 {
-            tracing::warn!(model, reason = why, "an answer's prediction output cannot be read; its feedback will count as unknown");
+            tracing::warn!(
+                model,
+                reason = why,
+                "an answer's prediction output cannot be read; its feedback will count as unknown"
+            );
         }
         c.unreadable += 1;
     }
@@ -339,12 +348,18 @@ impl Feedback {
         for entry in log.iter().map_err(|e| engine(&e))? {
             let (seq, bytes) = entry.map_err(|e| engine(&e))?;
             let Ok(logged) = serde_json::from_slice::<Logged>(bytes.value()) else {
-                tracing::warn!(seq = seq.value(), "a feedback log entry is damaged; it is dropped");
+                tracing::warn!(
+                    seq = seq.value(),
+                    "a feedback log entry is damaged; it is dropped"
+                );
                 closed.seqs.push(seq.value());
                 continue;
             };
-            let end = ((logged.at_ms / self.window_ms + 1) * self.window_ms)
-                .max(closed_until.saturating_add(self.window_ms).min(u64::MAX - self.window_ms));
+            let end = ((logged.at_ms / self.window_ms + 1) * self.window_ms).max(
+                closed_until
+                    .saturating_add(self.window_ms)
+                    .min(u64::MAX - self.window_ms),
+            );
             if end > now_ms {
                 earliest_open = earliest_open.min(end);
                 continue;
@@ -484,16 +499,15 @@ fn fold(window: &mut QualityWindow, outcome: Fate) {
                 Predicted::Values(_) => Task::Regression,
                 _ => Task::Classification,
             };
-            let at = match window.versions.iter().position(|v| v.bundle == bundle) {
-                Some(at) => at,
-                None => {
-                    window.versions.push(VersionQuality {
-                        version,
-                        bundle,
-                        stats: QualityStats::new(task),
-                    });
-                    window.versions.len() - 1
-                }
+            let at = if let Some(at) = window.versions.iter().position(|v| v.bundle == bundle) {
+                at
+            } else {
+                window.versions.push(VersionQuality {
+                    version,
+                    bundle,
+                    stats: QualityStats::new(task),
+                });
+                window.versions.len() - 1
             };
             // Checked when the feedback came; a refusal here cannot happen but is counted.
             if window.versions[at].stats.add(&predicted, &truth).is_ok() {
@@ -652,7 +666,8 @@ impl Writer {
                                 .and_then(|v| serde_json::from_slice::<Kept>(v.value()).ok());
                             let (outcome, logged) = match found {
                                 None => {
-                                    let late = tombstones.get(key).map_err(|e| engine(&e))?.is_some();
+                                    let late =
+                                        tombstones.get(key).map_err(|e| engine(&e))?.is_some();
                                     if late {
                                         counts.late += 1;
                                         (Outcome::Late, Fate::Late)
@@ -803,7 +818,11 @@ impl Writer {
         Ok(())
     }
 
-    fn count_expiry(&self, per_model: BTreeMap<String, u64>, field: fn(&mut ModelCounters) -> &mut u64) {
+    fn count_expiry(
+        &self,
+        per_model: BTreeMap<String, u64>,
+        field: fn(&mut ModelCounters) -> &mut u64,
+    ) {
         if per_model.is_empty() {
             return;
         }

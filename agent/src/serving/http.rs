@@ -411,7 +411,10 @@ async fn feedback(
         };
         return reply(ApiError::new(
             kind,
-            format!("model {:?} keeps no predictions for feedback: {why}", loaded.name),
+            format!(
+                "model {:?} keeps no predictions for feedback: {why}",
+                loaded.name
+            ),
         ));
     };
     let body = match body {
@@ -425,10 +428,11 @@ async fn feedback(
     let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
     match quality.feedback.feedback(&loaded.name, items).await {
         Ok(outcomes) => {
-            let mut counts: std::collections::BTreeMap<&str, u64> = ["joined", "late", "duplicate", "unknown", "invalid"]
-                .into_iter()
-                .map(|k| (k, 0))
-                .collect();
+            let mut counts: std::collections::BTreeMap<&str, u64> =
+                ["joined", "late", "duplicate", "unknown", "invalid"]
+                    .into_iter()
+                    .map(|k| (k, 0))
+                    .collect();
             let results: Vec<Value> = ids
                 .iter()
                 .zip(&outcomes)

@@ -23,9 +23,9 @@
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
 mod batcher;
+pub mod feedback;
 mod grpc;
 mod http;
-pub mod feedback;
 pub mod monitor;
 pub mod stats;
 mod watch;
@@ -86,7 +86,8 @@ impl Loaded {
             return;
         };
         let Some((_, output)) = outputs.iter().find(|(name, _)| *name == q.spec.output) else {
-            q.feedback.unreadable(&self.name, "the prediction output is missing");
+            q.feedback
+                .unreadable(&self.name, "the prediction output is missing");
             return;
         };
         match gantry_shared::monitoring::quality::Predicted::from_output(q.spec.task, output) {
@@ -439,6 +440,8 @@ pub struct ModelHealth {
     pub drift: Option<monitor::DriftVerdict>,
     /// The latest feedback window's figures; `None` before the first.
     pub quality: Option<gantry_shared::monitoring::quality::QualitySummary>,
+    /// Predictions kept and feedback received since the agent started, when kept.
+    pub feedback: Option<feedback::ModelCounters>,
 }
 
 impl Slot {
@@ -545,6 +548,12 @@ impl Slot {
             quality: loaded.quality.as_ref().and_then(|q| {
                 q.feedback
                     .summary(&loaded.name, &format!("sha256:{}", loaded.digest))
+            }),
+            feedback: loaded.quality.as_ref().map(|q| {
+                q.feedback
+                    .counters()
+                    .remove(&loaded.name)
+                    .unwrap_or_default()
             }),
         })
     }

@@ -102,6 +102,8 @@ pub(super) fn local(command: LocalBundleCommand) -> CommandResult {
                 reference_data: args.reference_data,
                 drift_metric: args.drift_metric,
                 drift_threshold: args.drift_threshold,
+                task: args.task,
+                prediction_output: args.prediction_output.clone(),
                 out: args.out.clone(),
             };
             let id = bundle_cmd::create(&req)?;

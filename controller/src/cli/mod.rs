@@ -176,6 +176,25 @@ enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Production quality from ground-truth feedback: accuracy, precision, recall, F1,
+    /// ROC AUC or MAE and RMSE, per version, fleet-wide and per node.
+    Quality {
+        /// The model (the bundle's name).
+        name: String,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Windows that ended this long ago or later.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        since: Duration,
+        /// Fleet-wide figures: every node's windows ending in the same period, merged.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+        period: Duration,
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `gantry serve`'s arguments.
@@ -646,9 +665,22 @@ struct CreateArgs {
     /// Default: 0.25 for PSI, 0.2 for KS and JS.
     #[arg(long, value_name = "SCORE", requires = "reference_data")]
     drift_threshold: Option<f64>,
+    /// What the model predicts, so nodes keep each answer for ground-truth feedback:
+    /// classification or regression.
+    #[arg(long, value_name = "TASK", value_parser = parse_task)]
+    task: Option<gantry_shared::bundle::manifest::Task>,
+    /// The output the prediction is read from (class scores, the probability of class
+    /// 1, class labels, or the value). Default: the model's first output.
+    #[arg(long, value_name = "OUTPUT", requires = "task")]
+    prediction_output: Option<String>,
     /// The bundle file to write.
     #[arg(long, value_name = "BUNDLE")]
     out: PathBuf,
+}
+
+fn parse_task(text: &str) -> Result<gantry_shared::bundle::manifest::Task, String> {
+    gantry_shared::bundle::manifest::Task::parse(text)
+        .ok_or_else(|| format!("{text:?} is not a task: classification or regression"))
 }
 
 fn parse_drift_metric(text: &str) -> Result<gantry_shared::monitoring::drift::Metric, String> {

@@ -318,6 +318,22 @@ pub(super) async fn handle(
                 _ => error(ErrorCode::Unavailable, "the controller store failed"),
             }
         }
+        Request::ModelQuality {
+            model,
+            version,
+            since_ms,
+            period_ms,
+        } => {
+            let store = Arc::clone(&shared.store);
+            let report = blocking(move || {
+                crate::quality::report(&store, &model, version.as_deref(), since_ms, period_ms)
+            })
+            .await;
+            match report {
+                Some(Ok(r)) => Response::Admin(admin::Response::Quality(Box::new(r))),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
         Request::AuditReport {
             from_ms,
             to_ms,

@@ -985,27 +985,46 @@ fn audit_node_journal(
 
 /// How a drift window's event record is told apart without parsing every record.
 const MODEL_WINDOW_KIND: &str = "\"kind\":\"model_window\"";
+/// And a feedback window's.
+const MODEL_QUALITY_KIND: &str = "\"kind\":\"model_quality\"";
 
-/// Keeps the drift windows among a node's event records (from the uplink or a telemetry
-/// import) for `gantry model drift`. Blocking: call it off the async workers.
+/// Whether an event record is a drift or feedback window.
+fn is_model_window(r: &gantry_shared::protocol::telemetry::Record) -> bool {
+    let body = r.body.get();
+    r.class == gantry_shared::protocol::telemetry::RecordClass::Event
+        && (body.contains(MODEL_WINDOW_KIND) || body.contains(MODEL_QUALITY_KIND))
+}
+
+/// Keeps the drift and feedback windows among a node's event records (from the uplink or
+/// a telemetry import) for `gantry model drift` and `gantry model quality`. Blocking: call it off the async workers.
 fn keep_model_windows(
     store: &Store,
     node: &str,
     records: &[gantry_shared::protocol::telemetry::Record],
 ) {
     use gantry_shared::telemetry::Event;
+    let mut quality = Vec::new();
     let windows: Vec<gantry_shared::monitoring::ModelWindow> = records
         .iter()
-        .filter(|r| r.body.get().contains(MODEL_WINDOW_KIND))
+        .filter(|r| is_model_window(r))
         .filter_map(|r| match serde_json::from_str::<Event>(r.body.get()) {
             Ok(Event::ModelWindow(w)) => Some(*w),
+            Ok(Event::ModelQuality(w)) => {
+                quality.push(*w);
+                None
+            }
             Ok(_) => None,
             Err(e) => {
-                tracing::warn!(node, seq = r.seq, error = %e, "a drift window record does not read; it is stored as sent but not shown by `gantry model drift`");
+                tracing::warn!(node, seq = r.seq, error = %e, "a drift or feedback window record does not read; it is stored as sent but not shown by `gantry model drift` or `quality`");
                 None
             }
         })
         .collect();
+    if !quality.is_empty()
+        && let Err(e) = store.put_quality_windows(node, &quality)
+    {
+        tracing::error!(node, error = %e, "cannot keep the node's feedback windows; `gantry model quality` will miss them");
+    }
     let alert = |w: &gantry_shared::monitoring::ModelWindow, drifted: bool| {
         let features: Vec<serde_json::Value> = w
             .drifted()
@@ -1183,9 +1202,7 @@ async fn ingest_batch(shared: &Shared, name: &str, batch: telemetry::Batch) -> R
     let windows: Vec<telemetry::Record> = batch
         .records
         .iter()
-        .filter(|r| {
-            r.class == telemetry::RecordClass::Event && r.body.get().contains(MODEL_WINDOW_KIND)
-        })
+        .filter(|r| is_model_window(r))
         .cloned()
         .collect();
     match shared.ingest.store(name.to_owned(), batch).await {

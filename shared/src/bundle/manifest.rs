@@ -982,7 +982,7 @@ mod tests {
             provenance: Provenance::default(),
             requirements: Requirements::default(),
             monitoring: None,
-        quality: None,
+            quality: None,
         }
     }
 

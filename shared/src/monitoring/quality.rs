@@ -36,7 +36,9 @@ pub enum QualityError {
     Type(&'static str, &'static str),
     #[error("the feedback is not valid JSON: {0}")]
     Json(String),
-    #[error("the feedback body must be an object with \"id\" and \"label\", or {{\"feedback\": [...]}} of them")]
+    #[error(
+        "the feedback body must be an object with \"id\" and \"label\", or {{\"feedback\": [...]}} of them"
+    )]
     Body,
     #[error("a feedback call carries at most {MAX_FEEDBACK_ITEMS} items; this one has {0}")]
     TooMany(usize),
@@ -98,7 +100,9 @@ impl Predicted {
                 })?,
                 values: numbers().map(|v| v as f32).collect(),
             }),
-            (Task::Classification, false) if width == 1 && !matches!(data, TensorData::Bytes(_)) => {
+            (Task::Classification, false)
+                if width == 1 && !matches!(data, TensorData::Bytes(_)) =>
+            {
                 Ok(Self::Labels(numbers().map(|v| v as i64).collect()))
             }
             (Task::Classification, false) => Err(QualityError::Type(
@@ -137,7 +141,7 @@ impl Predicted {
                         best = j;
                     }
                 }
-                best as i64
+                i64::try_from(best).unwrap_or(i64::MAX)
             }
             Self::Labels(v) => v[i],
             Self::Values(v) => v[i] as i64,
@@ -183,7 +187,9 @@ impl Truth {
                 .iter()
                 .map(|v| {
                     v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
-                        QualityError::Label(format!("{v} is not a number; a regression's label is its true value"))
+                        QualityError::Label(format!(
+                            "{v} is not a number; a regression's label is its true value"
+                        ))
                     })
                 })
                 .collect::<Result<_, _>>()
@@ -259,7 +265,11 @@ pub fn parse_feedback(body: &[u8]) -> Result<Vec<FeedbackItem>, QualityError> {
                         "\"id\" must be 1 to {MAX_ID_BYTES} bytes, the inference request's id"
                     )));
                 }
-                _ => return Err(problem("\"id\" (a string: the inference request's id) is missing")),
+                _ => {
+                    return Err(problem(
+                        "\"id\" (a string: the inference request's id) is missing",
+                    ));
+                }
             };
             let label = o
                 .remove("label")
@@ -375,13 +385,14 @@ impl Scored {
     /// ROC AUC: binary on the score of class 1, else one-vs-rest macro averaged.
     fn roc_auc(&self) -> Option<f64> {
         let w = self.width();
-        let column = |c: usize| -> Vec<f32> { self.scores.iter().skip(c).step_by(w).copied().collect() };
+        let column =
+            |c: usize| -> Vec<f32> { self.scores.iter().skip(c).step_by(w).copied().collect() };
         if self.classes <= 2 {
-            let scores = column(if self.classes == 1 { 0 } else { 1 });
+            let scores = column(usize::from(self.classes != 1));
             return auc(&scores, &self.labels, 1);
         }
         let aucs: Vec<f64> = (0..w)
-            .filter_map(|c| auc(&column(c), &self.labels, c as i64))
+            .filter_map(|c| auc(&column(c), &self.labels, i64::try_from(c).ok()?))
             .collect();
         (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
     }
@@ -396,7 +407,7 @@ fn auc(scores: &[f32], labels: &[i64], positive: i64) -> Option<f64> {
     let mut i = 0;
     while i < order.len() {
         let mut j = i;
-        while j + 1 < order.len() && scores[order[j + 1]] == scores[order[i]] {
+        while j + 1 < order.len() && scores[order[j + 1]].total_cmp(&scores[order[i]]).is_eq() {
             j += 1;
         }
         // Ranks i+1 ..= j+1 share their average.
@@ -469,12 +480,18 @@ impl QualityStats {
                     self.squared_error += e * e;
                 }
             }
-            (_, Truth::Labels(t)) if t.len() == rows && predicted.task() == Task::Classification => {
+            (_, Truth::Labels(t))
+                if t.len() == rows && predicted.task() == Task::Classification =>
+            {
                 let new = t
                     .iter()
                     .zip(0..rows)
                     .map(|(t, i)| (*t, predicted.class(i)))
-                    .filter(|key| self.confusion.binary_search_by(|(a, b, _)| (*a, *b).cmp(key)).is_err())
+                    .filter(|key| {
+                        self.confusion
+                            .binary_search_by(|(a, b, _)| (*a, *b).cmp(key))
+                            .is_err()
+                    })
                     .collect::<std::collections::BTreeSet<_>>();
                 if self.confusion.len() + new.len() > MAX_CLASSES * MAX_CLASSES
                     || self.classes_with(&new) > MAX_CLASSES
@@ -486,7 +503,10 @@ impl QualityStats {
                 }
                 for (i, truth) in t.iter().enumerate() {
                     let key = (*truth, predicted.class(i));
-                    match self.confusion.binary_search_by(|(a, b, _)| (*a, *b).cmp(&key)) {
+                    match self
+                        .confusion
+                        .binary_search_by(|(a, b, _)| (*a, *b).cmp(&key))
+                    {
                         Ok(at) => self.confusion[at].2 += 1,
                         Err(at) => self.confusion.insert(at, (key.0, key.1, 1)),
                     }
@@ -536,7 +556,10 @@ impl QualityStats {
         self.abs_error += other.abs_error;
         self.squared_error += other.squared_error;
         for &(t, p, n) in &other.confusion {
-            match self.confusion.binary_search_by(|(a, b, _)| (*a, *b).cmp(&(t, p))) {
+            match self
+                .confusion
+                .binary_search_by(|(a, b, _)| (*a, *b).cmp(&(t, p)))
+            {
                 Ok(at) => self.confusion[at].2 += n,
                 Err(at) => self.confusion.insert(at, (t, p, n)),
             }
@@ -610,9 +633,12 @@ impl QualityStats {
             per_label(1)
         } else {
             let n = labels.len() as f64;
-            labels.iter().map(|l| per_label(*l)).fold((0.0, 0.0, 0.0), |acc, x| {
-                (acc.0 + x.0 / n, acc.1 + x.1 / n, acc.2 + x.2 / n)
-            })
+            labels
+                .iter()
+                .map(|l| per_label(*l))
+                .fold((0.0, 0.0, 0.0), |acc, x| {
+                    (acc.0 + x.0 / n, acc.1 + x.1 / n, acc.2 + x.2 / n)
+                })
         };
         m.precision = Some(p);
         m.recall = Some(r);
@@ -654,10 +680,18 @@ pub struct Metrics {
     pub multiclass: bool,
 }
 
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
 fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }

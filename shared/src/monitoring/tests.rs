@@ -592,9 +592,14 @@ mod quality {
     #[test]
     fn predictions_are_read_from_scores_labels_or_values() {
         let t = |shape: Vec<u64>, data| Tensor { shape, data };
-        let probs = t(vec![2, 3], TensorData::Float32(vec![0.1, 0.2, 0.7, 0.5, 0.4, 0.1]));
+        let probs = t(
+            vec![2, 3],
+            TensorData::Float32(vec![0.1, 0.2, 0.7, 0.5, 0.4, 0.1]),
+        );
         assert_eq!(
-            Predicted::from_output(Task::Classification, &probs).unwrap().rows(),
+            Predicted::from_output(Task::Classification, &probs)
+                .unwrap()
+                .rows(),
             2
         );
         let labels = t(vec![3], TensorData::Int64(vec![2, 0, 1]));
@@ -677,8 +682,9 @@ mod quality {
         ));
         let one = parse_feedback(br#"{"id": "r-1", "label": [1, 0]}"#).unwrap();
         assert_eq!(one[0].id, "r-1");
-        let many = parse_feedback(br#"{"feedback": [{"id": "a", "label": 1}, {"id": "b", "label": 0}]}"#)
-            .unwrap();
+        let many =
+            parse_feedback(br#"{"feedback": [{"id": "a", "label": 1}, {"id": "b", "label": 0}]}"#)
+                .unwrap();
         assert_eq!(many.len(), 2);
     }
 
@@ -704,7 +710,7 @@ mod quality {
     fn labels_from_unbounded_classes_are_refused_past_the_cap() {
         let mut stats = QualityStats::new(Task::Classification);
         let mut refused = 0;
-        for i in 0..(MAX_CLASSES as i64 + 10) {
+        for i in 0..(i64::try_from(MAX_CLASSES).unwrap() + 10) {
             let p = Predicted::Labels(vec![0]);
             if stats.add(&p, &Truth::Labels(vec![i])).is_err() {
                 refused += 1;

@@ -136,6 +136,14 @@ pub enum Request {
         since_ms: u64,
         period_ms: u64,
     },
+    /// Viewer: model `model`'s feedback windows (of `version` only, when given) that
+    /// ended after `since_ms`, merged fleet-wide per `period_ms` and over the span.
+    ModelQuality {
+        model: String,
+        version: Option<String>,
+        since_ms: u64,
+        period_ms: u64,
+    },
 }
 
 impl Request {
@@ -152,6 +160,7 @@ impl Request {
             | Self::AuditVerify
             | Self::AuditReport { .. }
             | Self::ModelDrift { .. }
+            | Self::ModelQuality { .. }
             | Self::AdminRotate { .. } => Role::Viewer,
             Self::BundleUpload { .. }
             | Self::BundleCommit { .. }
@@ -202,6 +211,7 @@ impl Request {
             Self::AdminRotate { .. } => "admin rotate",
             Self::AuditReport { .. } => "audit report",
             Self::ModelDrift { .. } => "model drift",
+            Self::ModelQuality { .. } => "model quality",
         }
     }
 }
@@ -269,6 +279,7 @@ pub enum Response {
     },
     AuditReport(Box<super::audit::Report>),
     Drift(Box<super::monitoring::DriftReport>),
+    Quality(Box<super::monitoring::QualityReport>),
 }
 
 /// One node in `fleet ls`.

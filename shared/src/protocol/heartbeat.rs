@@ -62,6 +62,9 @@ pub struct ModelReport {
     /// The latest drift window, for a bundle with a reference profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<crate::monitoring::DriftSummary>,
+    /// The latest feedback window, for a bundle that names what it predicts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quality: Option<crate::monitoring::quality::QualitySummary>,
 }
 
 /// The controller's answer.

@@ -67,3 +67,45 @@ impl FleetWindow {
         crate::monitoring::drift::over(&self.drift, self.metric, self.threshold)
     }
 }
+
+/// A model's production quality from ground-truth feedback over time: per node, merged
+/// fleet-wide per version and period, and per version over the whole span.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QualityReport {
+    pub model: String,
+    pub since_ms: u64,
+    pub period_ms: u64,
+    /// Node windows, oldest first.
+    pub windows: Vec<NodeQuality>,
+    /// Fleet-wide: every node's windows of a version that ended in the same period.
+    pub fleet: Vec<VersionQualityFigures>,
+    /// Per version over the whole span (every node, every window).
+    pub versions: Vec<VersionQualityFigures>,
+    /// What became of the feedback over the span, fleet-wide.
+    pub feedback: crate::monitoring::quality::FeedbackCounts,
+    /// Node windows left out beyond [`MAX_WINDOWS`].
+    pub left_out: u64,
+}
+
+/// One node's feedback window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeQuality {
+    pub node: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub feedback: crate::monitoring::quality::FeedbackCounts,
+    pub versions: Vec<VersionQualityFigures>,
+}
+
+/// A version's metrics over some span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionQualityFigures {
+    pub version: String,
+    pub bundle: String,
+    /// The span: windows that ended in `[start_ms, end_ms)` (a node window: its own).
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub nodes: u32,
+    pub metrics: crate::monitoring::quality::Metrics,
+}

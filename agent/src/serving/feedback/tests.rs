@@ -6,7 +6,12 @@ use serde_json::json;
 use super::*;
 
 fn store(dir: &Path, settings: FeedbackSettings) -> Arc<Feedback> {
-    Feedback::open(&dir.join("predictions.redb"), settings, Duration::from_secs(60)).unwrap()
+    Feedback::open(
+        &dir.join("predictions.redb"),
+        settings,
+        Duration::from_secs(60),
+    )
+    .unwrap()
 }
 
 fn kept(at_ms: u64, p: f32) -> Kept {
@@ -68,7 +73,12 @@ async fn feedback_joins_kept_predictions_once_and_counts_the_rest() {
     let c = &fb.counters()["m"];
     assert_eq!(c.kept, 2);
     assert_eq!(
-        (c.feedback.joined, c.feedback.duplicate, c.feedback.unknown, c.feedback.invalid),
+        (
+            c.feedback.joined,
+            c.feedback.duplicate,
+            c.feedback.unknown,
+            c.feedback.invalid
+        ),
         (2, 1, 1, 1)
     );
     // Nothing closes before the window's end; everything after.

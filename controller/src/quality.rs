@@ -90,7 +90,7 @@ pub fn report(
     Ok(report)
 }
 
-/// Every model version's quality over windows that ended in `[from_ms, to_ms)`:
+/// Every model version's quality over windows that ended in `[from_ms, to_ms]`:
 /// (model, version) → figures.
 pub fn per_version(
     store: &Store,
@@ -99,7 +99,7 @@ pub fn per_version(
 ) -> Result<BTreeMap<(String, String), VersionQualityFigures>, StoreError> {
     let mut merged: BTreeMap<(String, String), Merged> = BTreeMap::new();
     for (node, w) in store.quality_windows(None, from_ms)? {
-        if w.end_ms >= to_ms {
+        if w.end_ms > to_ms {
             continue;
         }
         for v in &w.versions {

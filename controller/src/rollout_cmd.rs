@@ -83,6 +83,20 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
     if let Some(max) = g.max_drift {
         gates.push(format!("drift ≤ {max}"));
     }
+    for (metric, bound) in &g.min_quality {
+        let sign = if metric.higher_is_better() {
+            "≥"
+        } else {
+            "≤"
+        };
+        gates.push(format!("{} {sign} {bound}", metric.as_str()));
+    }
+    if !g.min_quality.is_empty() {
+        gates.push(format!(
+            "quality judged from {} feedback rows",
+            g.min_quality_rows
+        ));
+    }
     let _ = writeln!(out, "gates     {}", gates.join(", "));
     let nodes: Vec<String> = r
         .gates
@@ -110,6 +124,27 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
     );
     if let (Some(score), Some(feature)) = (r.gates.max_drift, &r.gates.max_drift_feature) {
         let _ = writeln!(out, "drift     worst {feature} {score:.3}");
+    }
+    if !r.spec.gates.min_quality.is_empty() {
+        let worst: Vec<String> = r
+            .gates
+            .worst_quality
+            .iter()
+            .map(|(metric, v)| format!("{} {v:.4}", metric.as_str()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "quality   {}{}",
+            if worst.is_empty() {
+                "no feedback yet".to_owned()
+            } else {
+                format!("worst {}", worst.join(", "))
+            },
+            r.gates
+                .min_quality_rows
+                .map(|rows| format!("; fewest rows on a node {rows}"))
+                .unwrap_or_default()
+        );
     }
     for why in &r.gates.failing {
         let _ = writeln!(out, "  ✗ {why}");
@@ -210,6 +245,30 @@ pub fn render_kpis(k: &Kpis) -> String {
                 opt(m.change_failure_rate, &|r| format!("{:.1} %", r * 100.0)),
                 opt(m.mttr_mean_s, &secs)
             );
+        }
+    }
+    if !k.model_quality.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nmodel performance in production (feedback joined on the nodes, fleet-wide)"
+        );
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>5} {:>9}  METRICS",
+            "MODEL", "VERSION", "NODES", "ROWS"
+        );
+        for (model, versions) in &k.model_quality {
+            for v in versions {
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<10} {:>5} {:>9}  {}",
+                    model,
+                    v.version,
+                    v.nodes,
+                    v.metrics.rows,
+                    crate::quality::figures(&v.metrics)
+                );
+            }
         }
     }
     out

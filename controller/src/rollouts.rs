@@ -34,6 +34,8 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use gantry_shared::health::HealthState;
+use gantry_shared::monitoring::quality::QualityMetric;
+use gantry_shared::protocol::heartbeat::ModelReport;
 use gantry_shared::protocol::rollout::{
     Event, GateValues, Kpis, NodeState, Rollout, Spec, State, Touched,
 };
@@ -424,6 +426,7 @@ fn audit_entries(since: usize, r: &Rollout, actor: &str, actions: &[Action]) -> 
                 ("bundle", serde_json::json!(r.bundle_id)),
                 ("step", serde_json::json!(r.step + 1)),
                 ("message", serde_json::json!(e.message)),
+                ("failed_gates", serde_json::json!(r.gates.failed_gates)),
             ]),
         );
         entry.at_ms = e.at_ms;
@@ -543,13 +546,37 @@ pub fn plan(
     out
 }
 
+/// How one touched node looks and, when it counts against the gate, why and which gate.
+struct Verdict {
+    state: NodeState,
+    why: String,
+    /// `health`, `silence`, `refusal`, `error-rate`, `latency`, `golden`, `drift`,
+    /// `quality`: what the audit log names for a failed rollout.
+    gate: &'static str,
+}
+
+impl Verdict {
+    fn ok(state: NodeState) -> Self {
+        Self {
+            state,
+            why: String::new(),
+            gate: "",
+        }
+    }
+
+    fn failing(state: NodeState, gate: &'static str, why: String) -> Self {
+        Self { state, why, gate }
+    }
+}
+
 /// How one touched node looks, and why when it counts against the gate.
-fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (NodeState, String) {
+fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> Verdict {
     let heartbeat = view.and_then(|v| v.heartbeat.as_ref());
     let last_heard = heartbeat.map_or(0, |h| h.at_ms);
     if now_ms.saturating_sub(last_heard.max(t.assigned_at_ms)) > r.spec.silence_ms {
-        return (
+        return Verdict::failing(
             NodeState::Silent,
+            "silence",
             format!(
                 "{}: no heartbeat for {} s",
                 t.node,
@@ -558,7 +585,7 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
         );
     }
     let Some(h) = heartbeat else {
-        return (NodeState::Pending, String::new());
+        return Verdict::ok(NodeState::Pending);
     };
     let unhealthy = h
         .health
@@ -579,25 +606,26 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
             None => true,
         };
         return match (back, unhealthy) {
-            (true, None) => (NodeState::Restored, String::new()),
-            (_, Some(why)) => (NodeState::Failing, why),
-            (false, None) => (NodeState::Pending, String::new()),
+            (true, None) => Verdict::ok(NodeState::Restored),
+            (_, Some(why)) => Verdict::failing(NodeState::Failing, "health", why),
+            (false, None) => Verdict::ok(NodeState::Pending),
         };
     }
     if let Some(failed) = h.bundles.refusal(&r.bundle_id) {
-        return (
+        return Verdict::failing(
             NodeState::Refused,
+            "refusal",
             format!("{}: refused the bundle ({})", t.node, failed.reason),
         );
     }
     if !h.bundles.is_active(&r.bundle_id) {
         return match unhealthy {
-            Some(why) => (NodeState::Failing, why),
-            None => (NodeState::Pending, String::new()),
+            Some(why) => Verdict::failing(NodeState::Failing, "health", why),
+            None => Verdict::ok(NodeState::Pending),
         };
     }
     if let Some(why) = unhealthy {
-        return (NodeState::Failing, why);
+        return Verdict::failing(NodeState::Failing, "health", why);
     }
     let gates = &r.spec.gates;
     if let Some(m) = h.model_for(&r.bundle_id) {
@@ -605,8 +633,9 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
             && m.recent_requests > 0
             && m.recent_error_rate > max
         {
-            return (
+            return Verdict::failing(
                 NodeState::Failing,
+                "error-rate",
                 format!(
                     "{}: inference error rate {:.1} % over its last {} requests (gate {:.1} %)",
                     t.node,
@@ -619,8 +648,9 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
         if let (Some(max), Some(p99)) = (gates.max_latency_p99_s, m.latency_p99_s)
             && p99 > max
         {
-            return (
+            return Verdict::failing(
                 NodeState::Failing,
+                "latency",
                 format!(
                     "{}: p99 latency {:.1} ms (gate {:.1} ms)",
                     t.node,
@@ -630,16 +660,18 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
             );
         }
         if gates.golden && m.golden_ok == Some(false) {
-            return (
+            return Verdict::failing(
                 NodeState::Failing,
+                "golden",
                 format!("{}: the served model fails its golden vectors", t.node),
             );
         }
         if let (Some(max), Some(drift)) = (gates.max_drift, &m.drift)
             && let Some((feature, score)) = drift.worst.as_ref().filter(|(_, s)| *s > max)
         {
-            return (
+            return Verdict::failing(
                 NodeState::Failing,
+                "drift",
                 format!(
                     "{}: drift from the reference data: {feature} {} {score:.3} over {} rows (gate {max})",
                     t.node,
@@ -648,8 +680,49 @@ fn judge(r: &Rollout, t: &Touched, view: Option<&NodeView>, now_ms: u64) -> (Nod
                 ),
             );
         }
+        if let Some(why) = quality_failure(&gates.min_quality, gates.min_quality_rows, m) {
+            return Verdict::failing(NodeState::Failing, "quality", format!("{}: {why}", t.node));
+        }
     }
-    (NodeState::Ok, String::new())
+    Verdict::ok(NodeState::Ok)
+}
+
+/// Why `m`'s production quality fails the gates, when it does: judged on the figures
+/// since the node started serving the version, once `min_rows` feedback rows joined.
+fn quality_failure(
+    min_quality: &BTreeMap<QualityMetric, f64>,
+    min_rows: u64,
+    m: &ModelReport,
+) -> Option<String> {
+    let q = m.quality.as_ref()?;
+    let figures = &q.cumulative;
+    if min_quality.is_empty() || figures.rows < min_rows.max(1) {
+        return None;
+    }
+    let failed: Vec<String> = min_quality
+        .iter()
+        .filter_map(|(metric, bound)| {
+            let value = figures.get(*metric)?;
+            (!metric.meets(value, *bound)).then(|| {
+                format!(
+                    "{} {value:.4} ({} {bound})",
+                    metric.as_str(),
+                    if metric.higher_is_better() {
+                        "gate ≥"
+                    } else {
+                        "gate ≤"
+                    }
+                )
+            })
+        })
+        .collect();
+    (!failed.is_empty()).then(|| {
+        format!(
+            "production quality below the gate over {} feedback rows: {}",
+            figures.rows,
+            failed.join(", ")
+        )
+    })
 }
 
 /// Moves `r` on by what the nodes report at `now_ms`; returns the assignment changes to
@@ -688,7 +761,7 @@ pub fn advance(
     };
     let mut pending = Vec::new();
     for t in &r.touched {
-        let (state, why) = judge(r, t, nodes.get(&t.node), now_ms);
+        let Verdict { state, why, gate } = judge(r, t, nodes.get(&t.node), now_ms);
         let name = serde_json::to_value(state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -717,9 +790,30 @@ pub fn advance(
                 values.max_drift = Some(*score);
                 values.max_drift_feature = Some(feature.clone());
             }
+            if let Some(q) = &m.quality {
+                let figures = &q.cumulative;
+                values.min_quality_rows = Some(
+                    values
+                        .min_quality_rows
+                        .map_or(figures.rows, |rows| rows.min(figures.rows)),
+                );
+                for metric in r.spec.gates.min_quality.keys() {
+                    if let Some(value) = figures.get(*metric).filter(|_| figures.rows > 0) {
+                        let worst = values.worst_quality.entry(*metric).or_insert(value);
+                        if !metric.meets(value, *worst) {
+                            *worst = value;
+                        }
+                    }
+                }
+            }
         }
         match state {
-            NodeState::Failing | NodeState::Silent | NodeState::Refused => values.failing.push(why),
+            NodeState::Failing | NodeState::Silent | NodeState::Refused => {
+                if !values.failed_gates.iter().any(|g| g == gate) {
+                    values.failed_gates.push(gate.to_owned());
+                }
+                values.failing.push(why);
+            }
             NodeState::Pending => pending.push(t.node.clone()),
             NodeState::Ok | NodeState::Restored => {}
         }
@@ -749,6 +843,9 @@ pub fn advance(
         State::Rolling | State::Baking => {
             let timed_out = now_ms.saturating_sub(r.phase_started_ms) > r.spec.step_timeout_ms;
             if r.state() == State::Rolling && timed_out {
+                if !pending.is_empty() && !values.failed_gates.iter().any(|g| g == "timeout") {
+                    values.failed_gates.push("timeout".to_owned());
+                }
                 for node in &pending {
                     values.failing.push(format!(
                         "{node}: not running the bundle after the step timeout"

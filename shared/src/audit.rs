@@ -289,7 +289,7 @@ pub struct ReportBuilder {
     open: BTreeMap<(String, String), Interval>,
     /// Node → when it disconnected, while it is away.
     away: BTreeMap<String, u64>,
-    /// Drift alerts raised in the range, flagged for the auditor.
+    /// Drift alerts and failed rollout gates in the range, in the log's order.
     drift: Vec<Flag>,
 }
 
@@ -532,6 +532,31 @@ impl ReportBuilder {
                         features.join(", ")
                     ),
                 });
+            }
+            "rollout.rolling_back" if e.at_ms >= self.report.from_ms => {
+                let gates: Vec<String> =
+                    serde_json::from_value(e.details["failed_gates"].clone()).unwrap_or_default();
+                let message = text("message");
+                if !gates.is_empty() && message.starts_with("gate failed") {
+                    let kind = if gates.iter().any(|g| g == "quality") {
+                        "quality-gate-failed"
+                    } else if gates.iter().any(|g| g == "drift") {
+                        "drift-gate-failed"
+                    } else {
+                        "rollout-gate-failed"
+                    };
+                    self.drift.push(Flag {
+                        kind: kind.to_owned(),
+                        subject: e.subject.clone(),
+                        message: format!(
+                            "rollout {} of {} failed its {} gate{} and rolled back: {message}",
+                            e.subject,
+                            text("bundle"),
+                            gates.join(", "),
+                            if gates.len() == 1 { "" } else { "s" },
+                        ),
+                    });
+                }
             }
             "node.disconnect" => {
                 self.away.insert(e.subject.clone(), e.at_ms);
@@ -861,6 +886,54 @@ mod tests {
         assert_eq!(
             (a1.name.as_str(), a1.cause.as_str()),
             ("alpha", "rollout r1")
+        );
+    }
+
+    #[test]
+    fn a_rollout_that_failed_its_quality_gate_is_flagged_naming_the_metric() {
+        let rolling_back = |at, gates: serde_json::Value, message: &str| {
+            entry(
+                at,
+                "controller",
+                "rollout.rolling_back",
+                "r7",
+                details([
+                    ("bundle", serde_json::json!("sha256:b")),
+                    ("message", serde_json::json!(message)),
+                    ("failed_gates", gates),
+                ]),
+            )
+        };
+        let entries = [
+            rolling_back(
+                5,
+                serde_json::json!(["quality"]),
+                "gate failed at step 1 (1 of 1 touched nodes count against it, 0 allowed): n1: production quality below the gate over 200 feedback rows: recall 0.6000 (gate ≥ 0.7)",
+            ),
+            // An operator's rollback is no gate failure.
+            rolling_back(6, serde_json::json!([]), "rollback asked by alice"),
+            rolling_back(
+                7,
+                serde_json::json!(["health"]),
+                "gate failed at step 2: n2: unhealthy",
+            ),
+        ];
+        let mut b = ReportBuilder::new(0, 100, 1_000, Verification::default(), 100);
+        for e in &entries {
+            b.add(e);
+        }
+        let flags = b.finish().flags;
+        let kinds: Vec<&str> = flags.iter().map(|f| f.kind.as_str()).collect();
+        assert_eq!(kinds, ["quality-gate-failed", "rollout-gate-failed"]);
+        assert!(
+            flags[0].message.contains("recall 0.6000"),
+            "{}",
+            flags[0].message
+        );
+        assert!(
+            flags[0].message.contains("quality gate"),
+            "{}",
+            flags[0].message
         );
     }
 }

@@ -38,6 +38,7 @@ use clap::{Args, Parser, Subcommand};
 use gantry_net::clock::now_ms;
 use gantry_net::command::{CommandError, CommandResult};
 use gantry_shared::bundle::manifest::ExecutionProvider;
+use gantry_shared::monitoring::quality::QualityMetric;
 use gantry_shared::protocol::admin::{Request, Response};
 use remote::connect;
 use tokio_util::sync::CancellationToken;
@@ -323,6 +324,14 @@ enum RolloutCommand {
         /// time for a window to close (the node's monitoring.window).
         #[arg(long, value_name = "SCORE")]
         max_drift: Option<f64>,
+        /// Fail when a node's production quality on the bundle (feedback joined since it
+        /// started serving it; bundles with a --task) misses this: accuracy, precision,
+        /// recall, f1, roc_auc as lower bounds, mae, rmse as upper bounds. Repeatable.
+        #[arg(long, value_parser = parse_quality_gate, value_name = "METRIC=VALUE")]
+        min_quality: Vec<(QualityMetric, f64)>,
+        /// Feedback rows a node needs before --min-quality judges it.
+        #[arg(long, default_value_t = gantry_shared::protocol::rollout::DEFAULT_MIN_QUALITY_ROWS, value_name = "N")]
+        min_quality_rows: u64,
         /// How long a step's nodes have to run the bundle before they count as failed.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         step_timeout: Duration,
@@ -771,6 +780,14 @@ enum ValueError {
     NotANumber(String),
     #[error("{0:?} is not an execution provider (cuda, cpu)")]
     NotAProvider(String),
+    #[error("{0:?} is not a quality metric (accuracy, precision, recall, f1, roc_auc, mae, rmse)")]
+    NotAMetric(String),
+    #[error("{metric} {value} is out of range: {range}")]
+    OutOfRange {
+        metric: &'static str,
+        value: f64,
+        range: &'static str,
+    },
 }
 
 /// A signed duration (`-10d`, `2h`) in milliseconds.
@@ -798,6 +815,25 @@ fn parse_metric(text: &str) -> Result<(String, f64), ValueError> {
         Ok(value) if value.is_finite() => Ok((k, value)),
         _ => Err(ValueError::NotANumber(v)),
     }
+}
+
+/// `METRIC=VALUE` for `--min-quality`: a metric by name, a bound in its range.
+fn parse_quality_gate(text: &str) -> Result<(QualityMetric, f64), ValueError> {
+    let (name, value) = parse_metric(text)?;
+    let metric = QualityMetric::parse(&name).ok_or(ValueError::NotAMetric(name))?;
+    let (ok, range) = if metric.higher_is_better() {
+        ((0.0..=1.0).contains(&value), "a share between 0 and 1")
+    } else {
+        (value >= 0.0, "an error bound of 0 or more")
+    };
+    if !ok {
+        return Err(ValueError::OutOfRange {
+            metric: metric.as_str(),
+            value,
+            range,
+        });
+    }
+    Ok((metric, value))
 }
 
 fn parse_provider(text: &str) -> Result<ExecutionProvider, ValueError> {

@@ -411,3 +411,90 @@ fn a_rollout_of_one_model_never_touches_another_model_on_the_same_nodes() {
         "the other model's rollout goes on"
     );
 }
+
+/// A node's heartbeat with quality figures for the new bundle since it started serving.
+fn with_quality(view: &mut NodeView, at_ms: u64, rows: u64, precision: f64, recall: f64) {
+    use gantry_shared::monitoring::quality::{Metrics, QualitySummary};
+    use gantry_shared::protocol::heartbeat::ModelReport;
+    let hb = view.heartbeat.as_mut().unwrap();
+    hb.at_ms = at_ms;
+    let cumulative = Metrics {
+        rows,
+        accuracy: Some(0.9),
+        precision: Some(precision),
+        recall: Some(recall),
+        ..Metrics::default()
+    };
+    hb.models = vec![ModelReport {
+        bundle: NEW.to_owned(),
+        quality: Some(QualitySummary {
+            window_end_ms: at_ms,
+            metrics: cumulative.clone(),
+            cumulative,
+        }),
+        ..ModelReport::default()
+    }];
+}
+
+#[test]
+fn a_canary_below_the_quality_gate_rolls_back_naming_the_metric_once_enough_feedback_joined() {
+    use gantry_shared::monitoring::quality::QualityMetric;
+    let mut nodes = fleet(4, 0);
+    let mut r = rollout(&nodes, "1,100%", 60_000);
+    r.spec.gates.min_quality = BTreeMap::from([
+        (QualityMetric::Precision, 0.8),
+        (QualityMetric::Recall, 0.7),
+    ]);
+    r.spec.gates.min_quality_rows = 50;
+    // The gates survive the store's encoding.
+    let spec: Spec = serde_json::from_value(serde_json::to_value(&r.spec).unwrap()).unwrap();
+    assert_eq!(spec.gates, r.spec.gates);
+
+    advance(&mut r, &nodes, &old, 0);
+    activate(&r, &mut nodes, 100);
+    advance(&mut r, &nodes, &old, 100);
+    assert_eq!(r.state(), State::Baking);
+    let canary = r.touched[0].node.clone();
+
+    // Too few rows: not judged yet, whatever the figures.
+    with_quality(nodes.get_mut(&canary).unwrap(), 200, 49, 0.1, 0.1);
+    advance(&mut r, &nodes, &old, 200);
+    assert_eq!(r.state(), State::Baking, "{:?}", r.gates.failing);
+    assert_eq!(r.gates.min_quality_rows, Some(49));
+
+    // Enough rows, precision meets its gate, recall does not.
+    with_quality(nodes.get_mut(&canary).unwrap(), 300, 50, 0.85, 0.6);
+    advance(&mut r, &nodes, &old, 300);
+    assert_eq!(r.state(), State::RollingBack);
+    let failure = r.failure.clone().unwrap();
+    assert!(failure.contains("recall 0.6000 (gate ≥ 0.7)"), "{failure}");
+    assert!(!failure.contains("precision 0.85"), "{failure}");
+    assert_eq!(r.gates.failed_gates, ["quality"]);
+    assert_eq!(
+        r.gates.worst_quality.get(&QualityMetric::Recall).copied(),
+        Some(0.6)
+    );
+}
+
+#[test]
+fn error_metrics_gate_from_above() {
+    use gantry_shared::monitoring::quality::{Metrics, QualityMetric, QualitySummary};
+    let report = |mae: f64| gantry_shared::protocol::heartbeat::ModelReport {
+        quality: Some(QualitySummary {
+            cumulative: Metrics {
+                rows: 10,
+                mae: Some(mae),
+                ..Metrics::default()
+            },
+            ..QualitySummary::default()
+        }),
+        ..gantry_shared::protocol::heartbeat::ModelReport::default()
+    };
+    let gates = BTreeMap::from([(QualityMetric::Mae, 0.5)]);
+    assert_eq!(quality_failure(&gates, 10, &report(0.5)), None);
+    let why = quality_failure(&gates, 10, &report(0.75)).unwrap();
+    assert!(why.contains("mae 0.7500 (gate ≤ 0.5)"), "{why}");
+    // A metric the task does not give is not failed.
+    let gates = BTreeMap::from([(QualityMetric::F1, 0.9)]);
+    assert_eq!(quality_failure(&gates, 10, &report(0.75)), None);
+}

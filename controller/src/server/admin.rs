@@ -255,9 +255,21 @@ pub(super) async fn handle(
         Request::RolloutRollback { id } => {
             rollout_command(shared, caller, id, Command::Rollback).await
         }
-        Request::ReportKpis { window_ms } => Response::Admin(admin::Response::Kpis(Box::new(
-            shared.rollouts.kpis(window_ms, gantry_net::clock::now_ms()),
-        ))),
+        Request::ReportKpis { window_ms } => {
+            let now = gantry_net::clock::now_ms();
+            let mut kpis = shared.rollouts.kpis(window_ms, now);
+            let store = Arc::clone(&shared.store);
+            let from = kpis.from_ms;
+            match blocking(move || crate::quality::per_version(&store, from, now)).await {
+                Some(Ok(figures)) => {
+                    for ((model, _), v) in figures {
+                        kpis.model_quality.entry(model).or_default().push(v);
+                    }
+                    Response::Admin(admin::Response::Kpis(Box::new(kpis)))
+                }
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
         Request::TelemetryImport { file } => telemetry_import(shared, caller, &file).await,
         Request::TokenRedeem(request) => {
             let node = request.node_name.clone();

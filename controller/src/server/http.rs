@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use gantry_shared::exposition::{self, Exposition, Kind, ModelLabel};
+use gantry_shared::monitoring::quality::{Metrics, QualitySummary};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -97,6 +98,65 @@ fn render_drift(e: &mut Exposition, models: &[gantry_shared::protocol::heartbeat
     }
 }
 
+/// A summary's figures by scope label.
+fn scopes(q: &QualitySummary) -> [(&'static str, &Metrics); 2] {
+    [("window", &q.metrics), ("cumulative", &q.cumulative)]
+}
+
+/// Each served model's production quality on the node, from its heartbeat: every metric
+/// its feedback gives, over the latest window and since the node started serving it.
+fn render_quality(e: &mut Exposition, models: &[gantry_shared::protocol::heartbeat::ModelReport]) {
+    let scored: Vec<(
+        &gantry_shared::protocol::heartbeat::ModelReport,
+        &QualitySummary,
+    )> = models
+        .iter()
+        .filter_map(|m| Some((m, m.quality.as_ref()?)))
+        .collect();
+    if scored.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_node_model_quality",
+        Kind::Gauge,
+        "A served model's production quality on the node from joined feedback (label scope: window = the latest closed window, cumulative = since the node started serving the bundle).",
+    );
+    for (m, q) in &scored {
+        for (scope, metrics) in scopes(q) {
+            for (metric, value) in metrics.present() {
+                e.sample(
+                    "gantry_node_model_quality",
+                    &[
+                        ("model", m.name.as_str()),
+                        ("bundle", m.bundle.as_str()),
+                        ("metric", metric.as_str()),
+                        ("scope", scope),
+                    ],
+                    value,
+                );
+            }
+        }
+    }
+    e.family(
+        "gantry_node_model_quality_rows",
+        Kind::Gauge,
+        "Feedback rows joined with predictions behind gantry_node_model_quality.",
+    );
+    for (m, q) in &scored {
+        for (scope, metrics) in scopes(q) {
+            e.sample(
+                "gantry_node_model_quality_rows",
+                &[
+                    ("model", m.name.as_str()),
+                    ("bundle", m.bundle.as_str()),
+                    ("scope", scope),
+                ],
+                metrics.rows as f64,
+            );
+        }
+    }
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut pages = Vec::new();
     let (connected, known) = {
@@ -124,6 +184,7 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 );
                 if let Some(h) = &entry.heartbeat {
                     render_drift(&mut e, &h.models);
+                    render_quality(&mut e, &h.models);
                 }
                 pages.push(e.into_string());
             }

@@ -159,7 +159,8 @@ pub struct BundleReport {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Flag {
-    /// `unverified-bundle`, `silent-node`, `chain-broken`.
+    /// `unverified-bundle`, `silent-node`, `chain-broken`, `model-drift`,
+    /// `quality-gate-failed`, `drift-gate-failed`, `rollout-gate-failed`.
     pub kind: String,
     pub subject: String,
     pub message: String,

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::monitoring::quality::QualityMetric;
+
 /// One step: the number of selected nodes that run the bundle once it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -90,7 +92,17 @@ pub struct Gates {
     /// drift window, for bundles with a reference profile.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_drift: Option<f64>,
+    /// Production quality each touched node must reach on the bundle's version, from
+    /// the feedback joined since it started serving it (`f1 ≥ 0.8`; errors such as
+    /// `mae` are upper bounds), for bundles with a `--task`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub min_quality: BTreeMap<QualityMetric, f64>,
+    /// Feedback rows a node needs before its quality is judged.
+    pub min_quality_rows: u64,
 }
+
+/// Feedback rows a node needs before the quality gate judges it, unless told.
+pub const DEFAULT_MIN_QUALITY_ROWS: u64 = 100;
 
 impl Default for Gates {
     fn default() -> Self {
@@ -100,6 +112,8 @@ impl Default for Gates {
             max_latency_p99_s: None,
             golden: true,
             max_drift: None,
+            min_quality: BTreeMap::new(),
+            min_quality_rows: DEFAULT_MIN_QUALITY_ROWS,
         }
     }
 }
@@ -227,6 +241,16 @@ pub struct GateValues {
     pub max_drift: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_drift_feature: Option<String>,
+    /// The worst value of each gated quality metric among touched nodes' figures.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub worst_quality: BTreeMap<QualityMetric, f64>,
+    /// The fewest feedback rows any touched node reporting quality has joined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_quality_rows: Option<u64>,
+    /// The gates that touched nodes failed: `health`, `silence`, `refusal`, `timeout`,
+    /// `error-rate`, `latency`, `golden`, `drift`, `quality`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_gates: Vec<String>,
 }
 
 /// Something that happened to the rollout, for `status` and the KPIs.
@@ -309,6 +333,10 @@ pub struct Kpis {
     /// breakdown.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub models: BTreeMap<String, Kpis>,
+    /// Model performance in production: per model, each version's quality from the
+    /// feedback windows nodes closed in the window, merged fleet-wide.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_quality: BTreeMap<String, Vec<crate::protocol::monitoring::VersionQualityFigures>>,
 }
 
 #[cfg(test)]

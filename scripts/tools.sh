@@ -136,7 +136,7 @@ PY
 gantry_fetch_python_clients() {
     local venv="$gantry_cache/venv"
     local wheels="$gantry_cache/wheels"
-    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6"
+    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6 scikit-learn==1.8.0"
     if [ ! -f "$venv/.ready" ] || [ "$(cat "$venv/.ready")" != "$wanted" ]; then
         mkdir -p "$wheels"
         # shellcheck disable=SC2086 # the list is words on purpose

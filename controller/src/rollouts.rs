@@ -426,7 +426,7 @@ fn audit_entries(since: usize, r: &Rollout, actor: &str, actions: &[Action]) -> 
                 ("bundle", serde_json::json!(r.bundle_id)),
                 ("step", serde_json::json!(r.step + 1)),
                 ("message", serde_json::json!(e.message)),
-                ("failed_gates", serde_json::json!(r.gates.failed_gates)),
+                ("failed_gates", serde_json::json!(r.failed_gates)),
             ]),
         );
         entry.at_ms = e.at_ms;
@@ -863,6 +863,7 @@ pub fn advance(
                     r.gates.failing.join("; ")
                 );
                 r.failure = Some(reason.clone());
+                r.failed_gates.clone_from(&r.gates.failed_gates);
                 r.failed_at_ms = Some(now_ms);
                 event(r, now_ms, reason);
                 actions.extend(roll_back(r, now_ms));

@@ -533,7 +533,7 @@ impl ReportBuilder {
                     ),
                 });
             }
-            "rollout.rolling_back" if e.at_ms >= self.report.from_ms => {
+            "rollout.rolling-back" if e.at_ms >= self.report.from_ms => {
                 let gates: Vec<String> =
                     serde_json::from_value(e.details["failed_gates"].clone()).unwrap_or_default();
                 let message = text("message");
@@ -895,7 +895,7 @@ mod tests {
             entry(
                 at,
                 "controller",
-                "rollout.rolling_back",
+                "rollout.rolling-back",
                 "r7",
                 details([
                     ("bundle", serde_json::json!("sha256:b")),

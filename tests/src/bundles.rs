@@ -119,6 +119,23 @@ pub fn infer(addr: SocketAddr) -> Option<serde_json::Value> {
         .then(|| serde_json::from_str(body).ok())?
 }
 
+/// POSTs a JSON `body` to `path` on `addr`: the status code and the answer's JSON (`Null`
+/// when it is not JSON). `None` when the connection fails.
+pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> Option<(u16, serde_json::Value)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, serde_json::from_str(body).unwrap_or_default()))
+}
+
 pub fn bundles_status(agent: &Agent) -> serde_json::Value {
     agent
         .status()

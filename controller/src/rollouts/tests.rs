@@ -470,6 +470,7 @@ fn a_canary_below_the_quality_gate_rolls_back_naming_the_metric_once_enough_feed
     assert!(failure.contains("recall 0.6000 (gate ≥ 0.7)"), "{failure}");
     assert!(!failure.contains("precision 0.85"), "{failure}");
     assert_eq!(r.gates.failed_gates, ["quality"]);
+    assert_eq!(r.failed_gates, ["quality"]);
     assert_eq!(
         r.gates.worst_quality.get(&QualityMetric::Recall).copied(),
         Some(0.6)

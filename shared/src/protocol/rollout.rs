@@ -289,6 +289,9 @@ pub struct Rollout {
     pub gates: GateValues,
     /// Why it failed, when a gate failed.
     pub failure: Option<String>,
+    /// Which gates failed then (as in [`GateValues::failed_gates`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed_gates: Vec<String>,
     pub failed_at_ms: Option<u64>,
     /// When every touched node was back on its previous bundle and healthy.
     pub recovered_at_ms: Option<u64>,

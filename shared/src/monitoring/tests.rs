@@ -707,6 +707,34 @@ mod quality {
     }
 
     #[test]
+    fn feedback_nested_past_the_json_depth_limit_is_refused_not_a_stack_overflow() {
+        let depth = 100_000;
+        let body = format!(
+            r#"{{"id": "a", "label": {}{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        assert!(matches!(
+            parse_feedback(body.as_bytes()),
+            Err(QualityError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn the_fuzz_seeds_for_feedback_bodies_are_feedback() {
+        let batch = parse_feedback(include_bytes!(
+            "../../../fuzz/seeds/feedback_body/batch.json"
+        ))
+        .unwrap();
+        assert_eq!(batch.len(), 4);
+        let single = parse_feedback(include_bytes!(
+            "../../../fuzz/seeds/feedback_body/single.json"
+        ))
+        .unwrap();
+        assert_eq!(single[0].id, "req-7");
+    }
+
+    #[test]
     fn labels_from_unbounded_classes_are_refused_past_the_cap() {
         let mut stats = QualityStats::new(Task::Classification);
         let mut refused = 0;

@@ -29,6 +29,7 @@ fn kept(at_ms: u64, i: usize) -> Kept {
             values: vec![p, 1.0 - p, 0.5],
         },
         joined: false,
+        captured: false,
     }
 }
 

@@ -95,6 +95,14 @@ pub struct RawMonitoring {
 #[serde(deny_unknown_fields, default)]
 pub struct RawModelMonitoring {
     pub drift_threshold: Option<f64>,
+    /// Share of the model's requests captured with their answers, in (0, 1]. Unset:
+    /// nothing is captured.
+    pub capture_rate: Option<f64>,
+    /// Most bytes of captured pairs held in the buffer until the controller has them.
+    /// Default `32MiB`.
+    pub capture_max_bytes: Option<String>,
+    /// Inputs left out of every captured pair.
+    pub capture_redact: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -472,6 +480,59 @@ fn bounded_duration(
 }
 
 /// A number that must lie in `range`.
+/// Default `capture_max_bytes`.
+const CAPTURE_MAX_BYTES: u64 = 32 << 20;
+
+/// `[monitoring.models.NAME]`'s capture settings, when it captures.
+fn capture_settings(
+    name: &str,
+    model: &RawModelMonitoring,
+) -> Result<Option<crate::serving::capture::CaptureSettings>, ConfigError> {
+    let key = |field: &str| format!("monitoring.models.{name}.{field}");
+    let Some(rate) = model.capture_rate else {
+        if model.capture_max_bytes.is_some() || !model.capture_redact.is_empty() {
+            return Err(ConfigError::invalid(
+                &key("capture_rate"),
+                "capture_max_bytes and capture_redact apply only with capture_rate set",
+            ));
+        }
+        return Ok(None);
+    };
+    if !(rate > 0.0 && rate <= 1.0) {
+        return Err(ConfigError::invalid(
+            &key("capture_rate"),
+            format!(
+                "{rate} is not a share of requests: it must be more than 0 and at most 1 (remove it to capture nothing)"
+            ),
+        ));
+    }
+    let max_bytes = match model.capture_max_bytes.as_deref() {
+        None => CAPTURE_MAX_BYTES,
+        Some(text) => gantry_shared::units::parse_size(text)
+            .map_err(|e| ConfigError::invalid(&key("capture_max_bytes"), e))?,
+    };
+    let max_bytes = bounded(
+        &key("capture_max_bytes"),
+        max_bytes,
+        gantry_shared::monitoring::capture::MAX_PAIR_BYTES as u64..=(1 << 40),
+        " bytes",
+    )?;
+    let mut redact = model.capture_redact.clone();
+    redact.sort();
+    redact.dedup();
+    if let Some(empty) = redact.iter().find(|n| n.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            &key("capture_redact"),
+            format!("{empty:?} is not an input name"),
+        ));
+    }
+    Ok(Some(crate::serving::capture::CaptureSettings {
+        rate,
+        max_bytes,
+        redact,
+    }))
+}
+
 fn bounded<T: PartialOrd + std::fmt::Display + Copy>(
     key: &str,
     value: T,
@@ -813,11 +874,27 @@ impl RawConfig {
 
         let monitoring_defaults = crate::serving::monitor::MonitoringSettings::default();
         let mut model_thresholds = std::collections::BTreeMap::new();
+        let mut capture = std::collections::BTreeMap::new();
         for (name, model) in &self.monitoring.models {
             let key = format!("monitoring.models.{name}.drift_threshold");
             if let Some(t) = drift_threshold(&key, model.drift_threshold)? {
                 model_thresholds.insert(name.clone(), t);
             }
+            if let Some(settings) = capture_settings(name, model)? {
+                capture.insert(name.clone(), settings);
+            }
+        }
+        let captured: u64 = capture
+            .values()
+            .map(|c: &crate::serving::capture::CaptureSettings| c.max_bytes)
+            .sum();
+        if captured > max_bytes / 2 {
+            return Err(ConfigError::invalid(
+                "monitoring.models.*.capture_max_bytes",
+                format!(
+                    "the models' capture_max_bytes add up to {captured} bytes, more than half of buffer.max_bytes ({max_bytes}); lower them or raise buffer.max_bytes, so captured pairs never crowd out telemetry"
+                ),
+            ));
         }
         let monitoring = crate::serving::monitor::MonitoringSettings {
             window: bounded_duration(
@@ -839,6 +916,7 @@ impl RawConfig {
                 self.monitoring.drift_threshold,
             )?,
             model_thresholds,
+            capture,
             feedback: crate::serving::feedback::FeedbackSettings {
                 ttl: bounded_duration(
                     "monitoring.feedback_ttl",
@@ -1066,6 +1144,45 @@ mod tests {
         }
         let err = from_toml_str("[health]\ngolden_interval = \"0s\"").unwrap_err();
         assert!(err.to_string().contains("between 1s and 30days"), "{err}");
+    }
+
+    #[test]
+    fn capture_settings_are_validated_and_named() {
+        let config = from_toml_str(
+            "[monitoring.models.fraud]\ncapture_rate = 0.1\ncapture_redact = [\"card\", \"card\"]",
+        )
+        .unwrap();
+        let c = &config.monitoring.capture["fraud"];
+        assert_eq!((c.rate, c.max_bytes), (0.1, CAPTURE_MAX_BYTES));
+        assert_eq!(c.redact, vec!["card".to_owned()]);
+        for (toml, key) in [
+            (
+                "[monitoring.models.m]\ncapture_rate = 0",
+                "monitoring.models.m.capture_rate",
+            ),
+            (
+                "[monitoring.models.m]\ncapture_rate = 1.5",
+                "monitoring.models.m.capture_rate",
+            ),
+            (
+                "[monitoring.models.m]\ncapture_redact = [\"card\"]",
+                "monitoring.models.m.capture_rate",
+            ),
+            (
+                "[monitoring.models.m]\ncapture_rate = 1\ncapture_max_bytes = \"1KiB\"",
+                "monitoring.models.m.capture_max_bytes",
+            ),
+            (
+                "[monitoring.models.m]\ncapture_rate = 1\ncapture_redact = [\" \"]",
+                "monitoring.models.m.capture_redact",
+            ),
+            (
+                "[buffer]\nmax_bytes = \"64MiB\"\n[monitoring.models.m]\ncapture_rate = 1\ncapture_max_bytes = \"40MiB\"",
+                "monitoring.models.*.capture_max_bytes",
+            ),
+        ] {
+            assert_eq!(invalid_key(from_toml_str(toml)), key, "{toml}");
+        }
     }
 
     #[test]

@@ -361,6 +361,75 @@ fn render_models(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
     }
     render_drift(e, models);
     render_quality(e, models);
+    render_capture(e, models);
+}
+
+/// Payload capture: pairs captured, held for the controller, and requests sampled but
+/// not captured, by why.
+fn render_capture(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
+    let captured: Vec<_> = models
+        .iter()
+        .filter_map(|m| Some((m.name.as_str(), m.capture.as_ref()?)))
+        .collect();
+    if captured.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_agent_capture_pairs_total",
+        Kind::Counter,
+        "Sampled requests captured with their answers for retraining.",
+    );
+    for (name, c) in &captured {
+        e.sample(
+            "gantry_agent_capture_pairs_total",
+            &[("model", name)],
+            c.counters.captured as f64,
+        );
+    }
+    e.family(
+        "gantry_agent_capture_bytes_total",
+        Kind::Counter,
+        "Bytes of pairs captured.",
+    );
+    for (name, c) in &captured {
+        e.sample(
+            "gantry_agent_capture_bytes_total",
+            &[("model", name)],
+            c.counters.captured_bytes as f64,
+        );
+    }
+    e.family(
+        "gantry_agent_capture_held_bytes",
+        Kind::Gauge,
+        "Bytes of captured pairs in the buffer, not yet stored by the controller (at most monitoring.models.NAME.capture_max_bytes).",
+    );
+    for (name, c) in &captured {
+        e.sample(
+            "gantry_agent_capture_held_bytes",
+            &[("model", name)],
+            c.counters.held_bytes as f64,
+        );
+    }
+    e.family(
+        "gantry_agent_capture_skipped_total",
+        Kind::Counter,
+        "Sampled requests not captured: capped (capture_max_bytes held), too_large (over 1 MiB), queue_full (the recorder behind), misconfigured (capture_redact names no input of the served version).",
+    );
+    for (name, c) in &captured {
+        let n = &c.counters;
+        for (reason, v) in [
+            ("capped", n.capped),
+            ("too_large", n.too_large),
+            ("queue_full", n.queue_full),
+            ("misconfigured", n.misconfigured),
+        ] {
+            e.sample(
+                "gantry_agent_capture_skipped_total",
+                &[("model", name), ("reason", reason)],
+                v as f64,
+            );
+        }
+    }
 }
 
 /// Production quality from ground-truth feedback: the latest window's and the

@@ -197,6 +197,7 @@ pub async fn run(
         let store = journal.store.clone();
         let before = journaled_active.clone();
         let feedback = models.feedback().cloned();
+        let capture = models.capture().cloned();
         let appended_with = tokio::task::spawn_blocking(move || {
             // Feedback windows come from the prediction store's log, which keeps them
             // until they are in the buffer.
@@ -227,7 +228,22 @@ pub async fn run(
                     records.push(event_record(now, &event));
                 }
             }
+            // Captured pairs go last, so their sequence numbers are the range's last.
+            let taken = capture.as_ref().map(|c| c.take());
+            if let Some(taken) = &taken {
+                records.extend(taken.records());
+            }
             let result = buffer.append(&records, now);
+            if let (Some(c), Some(taken)) = (&capture, taken) {
+                match &result {
+                    Ok(seqs) => c.appended(taken, seqs),
+                    Err(_) => c.restore(taken),
+                }
+                match buffer.first_seq() {
+                    Ok(first) => c.prune(first),
+                    Err(e) => tracing::debug!(error = %e, "cannot read the buffer's oldest record"),
+                }
+            }
             if result.is_ok()
                 && let Some((f, closed)) = &closed
                 && let Err(e) = f.consume(closed)

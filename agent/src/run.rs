@@ -222,6 +222,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 if let Some(f) = &feedback {
                     models.set_feedback(Arc::clone(f));
                 }
+                let capture = open_capture(&config, &buffer).await;
+                if let Some(c) = &capture {
+                    models.set_capture(Arc::clone(c));
+                }
                 tasks.spawn(
                     "model loader",
                     crate::serving::watch_store(
@@ -233,6 +237,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                             execution: config.execution,
                             monitoring: config.monitoring.clone(),
                             feedback,
+                            capture,
                         },
                         shutdown.clone(),
                     ),
@@ -329,6 +334,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 }
 
 /// Opens `<state_dir>/predictions.redb`; a store that cannot be opened leaves the
+/// Payload capture for the models configured to capture, with the pairs already in the
+/// buffer counted against their caps; `None` when no model captures.
+async fn open_capture(
+    config: &Config,
+    buffer: &Arc<crate::buffer::Buffer>,
+) -> Option<Arc<crate::serving::capture::Captures>> {
+    let captures = Arc::new(crate::serving::capture::Captures::new(
+        config.monitoring.capture.clone(),
+    )?);
+    let (c, b) = (Arc::clone(&captures), Arc::clone(buffer));
+    match tokio::task::spawn_blocking(move || c.rebuild(&b)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot count the captured pairs already buffered; capture_max_bytes counts from now");
+        }
+        Err(e) => tracing::warn!(error = %e, "counting the captured pairs already buffered failed"),
+    }
+    for (model, settings) in &config.monitoring.capture {
+        tracing::info!(model, rate = settings.rate, max_bytes = settings.max_bytes, redacted = ?settings.redact, "payload capture on");
+    }
+    Some(captures)
+}
+
 /// models served without feedback (each feedback call says why) rather than the node
 /// without inference.
 async fn open_feedback(config: &Config) -> Option<Arc<crate::serving::feedback::Feedback>> {

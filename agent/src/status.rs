@@ -85,6 +85,9 @@ pub struct ServingModel {
     /// The latest feedback window's and the cumulative quality.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<gantry_shared::monitoring::quality::QualitySummary>,
+    /// Payload capture, when the node captures for this model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture: Option<crate::serving::capture::CaptureStatus>,
 }
 
 impl From<&crate::serving::ModelHealth> for ServingModel {
@@ -110,6 +113,7 @@ impl From<&crate::serving::ModelHealth> for ServingModel {
                 .as_ref()
                 .map(crate::serving::monitor::DriftVerdict::summary),
             quality: m.quality.clone(),
+            capture: m.capture.clone(),
         }
     }
 }
@@ -456,6 +460,27 @@ pub fn render_table(status: &AgentStatus, now_ms: u64) -> String {
                 gantry_net::clock::rfc3339(q.window_end_ms),
                 figures(&q.metrics),
                 figures(&q.cumulative)
+            );
+        }
+        if let Some(c) = &m.capture {
+            let n = &c.counters;
+            let redacted = if c.redacted.is_empty() {
+                String::new()
+            } else {
+                format!(", {} redacted", c.redacted.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "  capture ({:.2} % of requests{redacted}): {} pairs ({} bytes), {} of {} bytes held for the controller; not captured: {} over the cap, {} too large, {} recorder behind, {} misconfigured",
+                c.rate * 100.0,
+                n.captured,
+                n.captured_bytes,
+                n.held_bytes,
+                c.max_bytes,
+                n.capped,
+                n.too_large,
+                n.queue_full,
+                n.misconfigured,
             );
         }
     }

@@ -383,6 +383,25 @@ impl AdminClient {
         .await
     }
 
+    /// A page of model `model`'s captured pairs after `after`.
+    pub async fn capture_page(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        after: Option<gantry_shared::protocol::monitoring::CaptureCursor>,
+    ) -> Result<gantry_shared::protocol::monitoring::CapturePage, ClientError> {
+        let request = admin::Request::CaptureExport {
+            model: model.to_owned(),
+            version: version.map(str::to_owned),
+            after,
+        };
+        self.answer(request, |r| match r {
+            admin::Response::Captures(page) => Some(*page),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn model_quality(
         &self,
         model: &str,

@@ -11,6 +11,7 @@ pub mod audit_cmd;
 pub mod bundle_cmd;
 pub mod bundles;
 pub mod ca;
+pub mod capture;
 pub mod certs;
 pub mod cli;
 pub mod client;

@@ -62,6 +62,23 @@ const MODEL_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
 /// [`gantry_shared::monitoring::quality::QualityWindow`].
 const QUALITY_WINDOWS: TableDefinition<(&str, u64, &str), &[u8]> =
     TableDefinition::new("quality_windows");
+/// Captured request/answer pairs nodes sent: (model, captured at ms, node, sequence) →
+/// JSON [`gantry_shared::monitoring::capture::CapturedPair`].
+const CAPTURES: TableDefinition<(&str, u64, &str, u64), &[u8]> = TableDefinition::new("captures");
+/// Labels fed back for captured requests: (model, node, request id) → JSON
+/// [`StoredLabel`].
+const CAPTURE_LABELS: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("capture_labels");
+
+/// A captured request's label as kept, with the end of the window that carried it (for
+/// expiry).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct StoredLabel {
+    bundle: String,
+    truth: gantry_shared::monitoring::quality::Truth,
+    end_ms: u64,
+}
+
 /// Per (node, model): the end of the latest window audited and whether it had drifted,
 /// so the audit log records each drift alert and its clearing once.
 const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
@@ -414,6 +431,8 @@ impl Store {
         txn.open_table(MODEL_WINDOWS)?;
         txn.open_table(DRIFT_ALERTS)?;
         txn.open_table(QUALITY_WINDOWS)?;
+        txn.open_table(CAPTURES)?;
+        txn.open_table(CAPTURE_LABELS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1271,11 +1290,171 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes drift and feedback windows that ended before `cutoff_ms`; returns how
-    /// many.
+    /// Deletes drift and feedback windows that ended before `cutoff_ms`, and captured
+    /// pairs and labels older than that; returns how many.
     pub fn expire_model_windows(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         Ok(self.expire_windows(MODEL_WINDOWS, cutoff_ms)?
-            + self.expire_windows(QUALITY_WINDOWS, cutoff_ms)?)
+            + self.expire_windows(QUALITY_WINDOWS, cutoff_ms)?
+            + self.expire_captures(cutoff_ms)?)
+    }
+
+    /// Keeps the pairs `node` captured (with their record's sequence number); a pair
+    /// already held (a batch delivered twice) is replaced by the same bytes.
+    pub fn put_captures(
+        &self,
+        node: &str,
+        pairs: &[(u64, gantry_shared::monitoring::capture::CapturedPair)],
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(CAPTURES)?;
+            for (seq, pair) in pairs {
+                table.insert(
+                    (pair.model.as_str(), pair.at_ms, node, *seq),
+                    to_json(pair).as_slice(),
+                )?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Keeps the labels of captured requests that `node`'s feedback `windows` carry.
+    pub fn put_capture_labels(
+        &self,
+        node: &str,
+        windows: &[gantry_shared::monitoring::quality::QualityWindow],
+    ) -> Result<(), StoreError> {
+        if windows.iter().all(|w| w.labels.is_empty()) {
+            return Ok(());
+        }
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(CAPTURE_LABELS)?;
+            for w in windows {
+                for label in &w.labels {
+                    let stored = StoredLabel {
+                        bundle: label.bundle.clone(),
+                        truth: label.truth.clone(),
+                        end_ms: w.end_ms,
+                    };
+                    table.insert(
+                        (w.model.as_str(), node, label.id.as_str()),
+                        to_json(&stored).as_slice(),
+                    )?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A page of model `model`'s captured pairs (of `version` only, when given) after
+    /// `after`, oldest first, each with its label when one was fed back for the bundle
+    /// that answered it: at most `max_bytes` of pairs (at least one).
+    pub fn capture_page(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        after: Option<&gantry_shared::protocol::monitoring::CaptureCursor>,
+        max_bytes: usize,
+    ) -> Result<gantry_shared::protocol::monitoring::CapturePage, StoreError> {
+        use gantry_shared::protocol::monitoring::{CaptureCursor, CapturePage, ExportedPair};
+        let txn = self.read()?;
+        let (captures, labels) = match (txn.open_table(CAPTURES), txn.open_table(CAPTURE_LABELS)) {
+            (Ok(c), Ok(l)) => (c, l),
+            // A store written before payload capture, opened read-only.
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => {
+                return Ok(CapturePage::default());
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        };
+        let mut page = CapturePage::default();
+        let mut bytes = 0;
+        let start = match after {
+            Some(c) => std::ops::Bound::Excluded((model, c.at_ms, c.node.as_str(), c.seq)),
+            None => std::ops::Bound::Included((model, 0, "", 0)),
+        };
+        let end = std::ops::Bound::Included((model, u64::MAX, "\u{10ffff}", u64::MAX));
+        let mut complete = true;
+        for entry in captures.range::<(&str, u64, &str, u64)>((start, end))? {
+            let (key, value) = entry?;
+            let (_, at_ms, node, seq) = key.value();
+            let value = value.value();
+            if !page.pairs.is_empty() && bytes + value.len() > max_bytes {
+                complete = false;
+                break;
+            }
+            page.next = Some(CaptureCursor {
+                at_ms,
+                node: node.to_owned(),
+                seq,
+            });
+            let pair: gantry_shared::monitoring::capture::CapturedPair = from_json(value)?;
+            if version.is_some_and(|v| v != pair.version) {
+                continue;
+            }
+            bytes += value.len();
+            let label = match &pair.id {
+                Some(id) => labels
+                    .get((model, node, id.as_str()))?
+                    .map(|v| from_json::<StoredLabel>(v.value()))
+                    .transpose()?
+                    .filter(|l| l.bundle == pair.bundle)
+                    .map(|l| l.truth),
+                None => None,
+            };
+            page.pairs.push(ExportedPair {
+                node: node.to_owned(),
+                seq,
+                pair,
+                label,
+            });
+        }
+        if complete {
+            page.next = None;
+        }
+        Ok(page)
+    }
+
+    fn expire_captures(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.write()?;
+        let mut deleted = 0;
+        {
+            let mut captures = txn.open_table(CAPTURES)?;
+            let old: Vec<(String, u64, String, u64)> = captures
+                .iter()?
+                .filter_map(Result::ok)
+                .map(|(k, _)| {
+                    let (model, at, node, seq) = k.value();
+                    (model.to_owned(), at, node.to_owned(), seq)
+                })
+                .filter(|(_, at, _, _)| *at < cutoff_ms)
+                .collect();
+            for (model, at, node, seq) in &old {
+                captures.remove((model.as_str(), *at, node.as_str(), *seq))?;
+                deleted += 1;
+            }
+            let mut labels = txn.open_table(CAPTURE_LABELS)?;
+            let old: Vec<(String, String, String)> = labels
+                .iter()?
+                .filter_map(Result::ok)
+                .filter(|(_, v)| {
+                    from_json::<StoredLabel>(v.value()).map_or(true, |l| l.end_ms < cutoff_ms)
+                })
+                .map(|(k, _)| {
+                    let (model, node, id) = k.value();
+                    (model.to_owned(), node.to_owned(), id.to_owned())
+                })
+                .collect();
+            for (model, node, id) in &old {
+                labels.remove((model.as_str(), node.as_str(), id.as_str()))?;
+                deleted += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(deleted)
     }
 
     fn expire_windows(

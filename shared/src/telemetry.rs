@@ -360,6 +360,8 @@ pub enum Event {
     /// A served model's feedback window closed: what became of the feedback, and the
     /// joined rows per version.
     ModelQuality(Box<crate::monitoring::quality::QualityWindow>),
+    /// A sampled request to a served model and its answer (payload capture).
+    Capture(Box<crate::monitoring::capture::CapturedPair>),
 }
 
 /// NVML clock throttle reason bits and their names, as `nvml.h` defines them.

@@ -360,6 +360,14 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             },
             Role::Viewer,
         ),
+        (
+            admin::Request::CaptureExport {
+                model: "none".into(),
+                version: None,
+                after: None,
+            },
+            Role::Operator,
+        ),
     ]
 }
 
@@ -394,7 +402,8 @@ fn listed(request: &admin::Request) -> bool {
         | R::AuditVerify
         | R::AuditReport { .. }
         | R::ModelDrift { .. }
-        | R::ModelQuality { .. } => true,
+        | R::ModelQuality { .. }
+        | R::CaptureExport { .. } => true,
     }
 }
 
@@ -403,7 +412,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 28, "one line per admin call");
+    assert_eq!(calls.len(), 29, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

@@ -545,6 +545,21 @@ impl Buffer {
         Ok(out)
     }
 
+    /// The sequence number of the oldest record held; `None` when it holds none.
+    pub fn first_seq(&self) -> Result<Option<u64>, BufferError> {
+        let db = self.database()?;
+        let txn = db
+            .as_ref()
+            .expect("checked")
+            .begin_read()
+            .map_err(|e| self.engine(&e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.engine(&e))?;
+        Ok(table
+            .first()
+            .map_err(|e| self.engine(&e))?
+            .map(|(key, _)| key.value()))
+    }
+
     /// Drops records that can never be sent (their body is not JSON: damaged on disk),
     /// counting each as dropped in its class, so the uplink moves past them instead of
     /// offering the same record forever. Returns how many were removed.

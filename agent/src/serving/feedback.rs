@@ -30,6 +30,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gantry_shared::monitoring::capture::CaptureLabel;
 use gantry_shared::monitoring::quality::{
     FeedbackCounts, FeedbackItem, Predicted, QualityStats, QualitySummary, QualityWindow, Task,
     Truth, VersionQuality,
@@ -94,6 +95,10 @@ pub struct Kept {
     pub predicted: Predicted,
     #[serde(default)]
     pub joined: bool,
+    /// The request was captured: its label goes with the feedback window for
+    /// `gantry capture export`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub captured: bool,
 }
 
 /// Feedback as it arrived, and what became of it.
@@ -112,6 +117,9 @@ enum Fate {
         bundle: String,
         predicted: Predicted,
         truth: Truth,
+        /// The request's id, when the request was captured.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        captured: Option<String>,
     },
     Late,
     Duplicate,
@@ -373,6 +381,7 @@ impl Feedback {
                     end_ms: end,
                     feedback: FeedbackCounts::default(),
                     versions: Vec::new(),
+                    labels: Vec::new(),
                 });
             fold(window, logged.outcome);
         }
@@ -494,7 +503,15 @@ fn fold(window: &mut QualityWindow, outcome: Fate) {
             bundle,
             predicted,
             truth,
+            captured,
         } => {
+            if let Some(id) = captured {
+                window.labels.push(CaptureLabel {
+                    id,
+                    bundle: bundle.clone(),
+                    truth: truth.clone(),
+                });
+            }
             let task = match predicted {
                 Predicted::Values(_) => Task::Regression,
                 _ => Task::Classification,
@@ -707,6 +724,7 @@ impl Writer {
                                                 bundle: k.bundle,
                                                 predicted: k.predicted,
                                                 truth,
+                                                captured: k.captured.then(|| item.id.clone()),
                                             },
                                         )
                                     }

@@ -23,6 +23,7 @@
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
 mod batcher;
+pub mod capture;
 pub mod feedback;
 mod grpc;
 mod http;
@@ -70,6 +71,8 @@ pub struct Loaded {
     pub monitor: Option<monitor::ModelMonitor>,
     /// Predictions kept for feedback, when the bundle names what the model predicts.
     pub quality: Option<Quality>,
+    /// Payload capture, when the node captures for this model.
+    pub capture: Option<Arc<capture::Captures>>,
 }
 
 /// Where a served model's predictions are kept, and what they are.
@@ -81,7 +84,7 @@ pub struct Quality {
 
 impl Loaded {
     /// Keeps the prediction in `outputs` for request `id`, when this model's are kept.
-    fn keep_prediction(&self, id: Option<&str>, outputs: &[(String, Tensor)]) {
+    fn keep_prediction(&self, id: Option<&str>, outputs: &[(String, Tensor)], captured: bool) {
         let (Some(q), Some(id)) = (&self.quality, id) else {
             return;
         };
@@ -100,6 +103,7 @@ impl Loaded {
                     at_ms: now_ms(),
                     predicted,
                     joined: false,
+                    captured,
                 },
             ),
             Err(e) => q.feedback.unreadable(&self.name, &e.to_string()),
@@ -260,6 +264,8 @@ pub struct Models {
     failures: RwLock<BTreeMap<String, String>>,
     /// The prediction store feedback is joined in.
     feedback: std::sync::OnceLock<Arc<feedback::Feedback>>,
+    /// Payload capture, when any model is captured.
+    capture: std::sync::OnceLock<Arc<capture::Captures>>,
 }
 
 impl Models {
@@ -286,6 +292,16 @@ impl Models {
     /// The prediction store, once the daemon opened it.
     pub fn feedback(&self) -> Option<&Arc<feedback::Feedback>> {
         self.feedback.get()
+    }
+
+    /// Captures pairs in `captures` from now on.
+    pub fn set_capture(&self, captures: Arc<capture::Captures>) {
+        let _ = self.capture.set(captures);
+    }
+
+    /// Where pairs are captured, when any model is.
+    pub fn capture(&self) -> Option<&Arc<capture::Captures>> {
+        self.capture.get()
     }
 
     /// Whether any model serves.
@@ -442,6 +458,8 @@ pub struct ModelHealth {
     pub quality: Option<gantry_shared::monitoring::quality::QualitySummary>,
     /// Predictions kept and feedback received since the agent started, when kept.
     pub feedback: Option<feedback::ModelCounters>,
+    /// Payload capture, when the node captures for this model.
+    pub capture: Option<capture::CaptureStatus>,
 }
 
 impl Slot {
@@ -486,12 +504,31 @@ impl Slot {
         if let Some(monitor) = &loaded.monitor {
             monitor.observe_inputs(&inputs, batch_size);
         }
+        let capture = loaded
+            .capture
+            .as_ref()
+            .filter(|c| c.sample(&loaded.name))
+            .map(|c| (c, inputs.clone()));
         match loaded.infer(inputs, batch_size).await {
             Ok((outputs, timing)) => {
                 if let Some(monitor) = &loaded.monitor {
                     monitor.observe_outputs(&outputs);
                 }
-                loaded.keep_prediction(id.as_deref(), &outputs);
+                let captured = capture.is_some();
+                if let Some((c, inputs)) = capture {
+                    let names: Vec<&str> = loaded.inputs.iter().map(|s| s.name.as_str()).collect();
+                    c.capture(
+                        &loaded.name,
+                        &loaded.version,
+                        &format!("sha256:{}", loaded.digest),
+                        id.as_deref(),
+                        &names,
+                        &inputs,
+                        &outputs,
+                        now_ms(),
+                    );
+                }
+                loaded.keep_prediction(id.as_deref(), &outputs, captured);
                 self.success(started.elapsed(), timing);
                 Ok(oip::choose_outputs(
                     outputs,
@@ -555,6 +592,7 @@ impl Slot {
                     .remove(&loaded.name)
                     .unwrap_or_default()
             }),
+            capture: loaded.capture.as_ref().and_then(|c| c.status(&loaded.name)),
         })
     }
 }

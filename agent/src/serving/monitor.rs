@@ -27,6 +27,8 @@ pub struct MonitoringSettings {
     /// The node's drift threshold for every model, and per model; else the bundle's.
     pub drift_threshold: Option<f64>,
     pub model_thresholds: std::collections::BTreeMap<String, f64>,
+    /// Payload capture per model (`capture_rate` and the rest).
+    pub capture: std::collections::BTreeMap<String, super::capture::CaptureSettings>,
     /// Predictions kept for ground-truth feedback.
     pub feedback: super::feedback::FeedbackSettings,
 }
@@ -38,6 +40,7 @@ impl Default for MonitoringSettings {
             min_values: 100,
             drift_threshold: None,
             model_thresholds: std::collections::BTreeMap::new(),
+            capture: std::collections::BTreeMap::new(),
             feedback: super::feedback::FeedbackSettings::default(),
         }
     }

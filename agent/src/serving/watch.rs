@@ -37,6 +37,8 @@ pub struct WatchSettings {
     pub monitoring: super::monitor::MonitoringSettings,
     /// Where predictions are kept for feedback.
     pub feedback: Option<Arc<super::feedback::Feedback>>,
+    /// Payload capture, when the node captures for any model.
+    pub capture: Option<Arc<super::capture::Captures>>,
 }
 
 /// Loads bundle `digest` from `store`: every session, and its golden vectors.
@@ -87,6 +89,10 @@ fn load(
             ))
         }
     };
+    let capture = settings
+        .capture
+        .clone()
+        .filter(|c| c.settings(&manifest.name).is_some());
     Ok(Loaded {
         name: manifest.name,
         version: manifest.version,
@@ -105,6 +111,7 @@ fn load(
             .clone()
             .zip(settings.feedback.clone())
             .map(|(spec, feedback)| super::Quality { spec, feedback }),
+        capture,
     })
 }
 

@@ -11,6 +11,7 @@
 mod admin;
 mod audit;
 mod bundle;
+mod capture;
 mod fleet;
 mod local;
 mod model;
@@ -155,6 +156,30 @@ enum RemoteCommand {
     /// Served models in production: drift from their reference data.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Request/answer pairs the nodes captured for retraining.
+    #[command(subcommand)]
+    Capture(CaptureCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CaptureCommand {
+    /// Write a model's captured pairs, with the labels fed back for them, as `NumPy`
+    /// `.npz` archives (one per version) and a manifest.json in DIR.
+    Export {
+        /// The model (the bundle's name).
+        name: String,
+        /// The directory to write (created when missing; its archives are replaced).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Only this version.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the manifest as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,6 +14,7 @@ pub(super) async fn run(command: RemoteCommand) -> CommandResult {
         RemoteCommand::Rollout(command) => rollout::run(command).await,
         RemoteCommand::Report(command) => report::run(command).await,
         RemoteCommand::Model(command) => model::run(command).await,
+        RemoteCommand::Capture(command) => capture::run(command).await,
         RemoteCommand::Audit(command) => audit::run(command).await,
         RemoteCommand::Telemetry(command) => telemetry::run(command).await,
     }

@@ -346,6 +346,11 @@ pub(super) async fn handle(
                 _ => error(ErrorCode::Unavailable, "the controller store failed"),
             }
         }
+        Request::CaptureExport {
+            model,
+            version,
+            after,
+        } => capture_export(shared, caller, model, version, after).await,
         Request::AuditReport {
             from_ms,
             to_ms,
@@ -905,6 +910,48 @@ enum ImportError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Batch(#[from] crate::store::BatchError),
+}
+
+/// A page of captured pairs. The first page of an export is audited (who took which
+/// model's production data) before anything is answered; a page is refused when its
+/// audit entry cannot be written.
+async fn capture_export(
+    shared: &Arc<Shared>,
+    caller: &str,
+    model: String,
+    version: Option<String>,
+    after: Option<gantry_shared::protocol::monitoring::CaptureCursor>,
+) -> Response {
+    let store = Arc::clone(&shared.store);
+    let first = after.is_none();
+    let audit = first.then(|| {
+        crate::audit::entry(
+            caller,
+            "capture.export",
+            format!("model {model}"),
+            serde_json::json!({ "version": version }),
+        )
+    });
+    let page = blocking(move || {
+        if let Some(entry) = audit {
+            store.append_audit(vec![entry])?;
+        }
+        store.capture_page(
+            &model,
+            version.as_deref(),
+            after.as_ref(),
+            gantry_shared::protocol::monitoring::MAX_CAPTURE_PAGE_BYTES,
+        )
+    })
+    .await;
+    match page {
+        Some(Ok(page)) => Response::Admin(admin::Response::Captures(Box::new(page))),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot read captured pairs");
+            error(ErrorCode::Unavailable, "the controller store failed")
+        }
+        None => error(ErrorCode::Unavailable, "the controller store failed"),
+    }
 }
 
 #[cfg(test)]

@@ -987,12 +987,16 @@ fn audit_node_journal(
 const MODEL_WINDOW_KIND: &str = "\"kind\":\"model_window\"";
 /// And a feedback window's.
 const MODEL_QUALITY_KIND: &str = "\"kind\":\"model_quality\"";
+/// And a captured pair's (serde writes the tag first).
+const CAPTURE_PREFIX: &str = "{\"kind\":\"capture\"";
 
 /// Whether an event record is a drift or feedback window.
 fn is_model_window(r: &gantry_shared::protocol::telemetry::Record) -> bool {
     let body = r.body.get();
     r.class == gantry_shared::protocol::telemetry::RecordClass::Event
-        && (body.contains(MODEL_WINDOW_KIND) || body.contains(MODEL_QUALITY_KIND))
+        && (body.starts_with(CAPTURE_PREFIX)
+            || body.contains(MODEL_WINDOW_KIND)
+            || body.contains(MODEL_QUALITY_KIND))
 }
 
 /// Keeps the drift and feedback windows among a node's event records (from the uplink or
@@ -1004,6 +1008,7 @@ fn keep_model_windows(
 ) {
     use gantry_shared::telemetry::Event;
     let mut quality = Vec::new();
+    let mut captures = Vec::new();
     let windows: Vec<gantry_shared::monitoring::ModelWindow> = records
         .iter()
         .filter(|r| is_model_window(r))
@@ -1011,6 +1016,15 @@ fn keep_model_windows(
             Ok(Event::ModelWindow(w)) => Some(*w),
             Ok(Event::ModelQuality(w)) => {
                 quality.push(*w);
+                None
+            }
+            Ok(Event::Capture(pair)) => {
+                match pair.check() {
+                    Ok(()) => captures.push((r.seq, *pair)),
+                    Err(e) => {
+                        tracing::warn!(node, seq = r.seq, error = %e, "a captured pair does not decode; it is stored as sent but not exported");
+                    }
+                }
                 None
             }
             Ok(_) => None,
@@ -1024,6 +1038,14 @@ fn keep_model_windows(
         && let Err(e) = store.put_quality_windows(node, &quality)
     {
         tracing::error!(node, error = %e, "cannot keep the node's feedback windows; `gantry model quality` will miss them");
+    }
+    if let Err(e) = store.put_capture_labels(node, &quality) {
+        tracing::error!(node, error = %e, "cannot keep the labels of captured requests; `gantry capture export` will miss them");
+    }
+    if !captures.is_empty()
+        && let Err(e) = store.put_captures(node, &captures)
+    {
+        tracing::error!(node, error = %e, "cannot keep the node's captured pairs; `gantry capture export` will miss them");
     }
     let alert = |w: &gantry_shared::monitoring::ModelWindow, drifted: bool| {
         let features: Vec<serde_json::Value> = w

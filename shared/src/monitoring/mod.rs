@@ -2,8 +2,9 @@
 //! outputs — the bundle's reference, and the windows a node profiles from what it serves
 //! — the drift scores between them ([`drift`]), the `.npy` array format reference
 //! data comes in ([`npy`]), and production quality from ground-truth feedback
-//! ([`quality`]).
+//! ([`quality`]), and the request/answer pairs captured for retraining ([`capture`]).
 
+pub mod capture;
 pub mod drift;
 pub mod npy;
 pub mod profile;

@@ -795,6 +795,9 @@ pub struct QualityWindow {
     pub end_ms: u64,
     pub feedback: FeedbackCounts,
     pub versions: Vec<VersionQuality>,
+    /// Labels joined with captured requests, for `gantry capture export`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<super::capture::CaptureLabel>,
 }
 
 impl QualityWindow {

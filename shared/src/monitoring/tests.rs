@@ -758,3 +758,106 @@ mod quality {
         assert_eq!(QualityMetric::parse("loss"), None);
     }
 }
+
+mod capture {
+    use base64::Engine as _;
+
+    use crate::bundle::manifest::Tensor;
+    use crate::monitoring::capture::*;
+    use crate::tensor::TensorData;
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    fn tensor(datatype: &str, shape: Vec<u64>, data: &[u8]) -> CapturedTensor {
+        CapturedTensor {
+            name: "x".into(),
+            datatype: datatype.into(),
+            shape,
+            data: b64(data),
+        }
+    }
+
+    #[test]
+    fn every_element_type_comes_back_with_its_exact_bits() {
+        for t in [
+            Tensor {
+                shape: vec![1, 3],
+                data: TensorData::Float32(vec![f32::NAN, -0.0, 1.5e-40]),
+            },
+            Tensor {
+                shape: vec![2],
+                data: TensorData::Int64(vec![i64::MIN, i64::MAX]),
+            },
+            Tensor {
+                shape: vec![2],
+                data: TensorData::Bytes(vec![b"".to_vec(), vec![0, 255, 10]]),
+            },
+            Tensor {
+                shape: vec![],
+                data: TensorData::Bool(vec![true]),
+            },
+        ] {
+            let back = CapturedTensor::new("x", &t).tensor().unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            t.data.write_le_bytes(&mut a);
+            back.data.write_le_bytes(&mut b);
+            assert_eq!((a, &back.shape), (b, &t.shape));
+        }
+    }
+
+    #[test]
+    fn a_shape_whose_product_overflows_is_refused_not_a_panic() {
+        let t = tensor("FP32", vec![u64::MAX, u64::MAX, 2], &[0; 4]);
+        assert!(matches!(t.tensor(), Err(CaptureError::Shape { .. })));
+        let huge = tensor("UINT8", vec![1 << 40], &[0; 4]);
+        assert!(matches!(huge.tensor(), Err(CaptureError::Shape { .. })));
+    }
+
+    #[test]
+    fn data_shorter_or_longer_than_its_shape_is_refused() {
+        let short = tensor("FP32", vec![2, 2], &[0; 12]);
+        let err = short.tensor().unwrap_err().to_string();
+        assert!(err.contains("holds 4 elements, its data 3"), "{err}");
+        let ragged = tensor("FP32", vec![1], &[0; 5]);
+        assert!(matches!(ragged.tensor(), Err(CaptureError::Data { .. })));
+    }
+
+    #[test]
+    fn truncated_bytes_elements_are_refused() {
+        let mut data = 10u32.to_le_bytes().to_vec();
+        data.extend(b"abc");
+        let t = tensor("BYTES", vec![1], &data);
+        assert!(matches!(t.tensor(), Err(CaptureError::Data { .. })));
+    }
+
+    #[test]
+    fn an_unknown_datatype_or_data_that_is_not_base64_is_refused() {
+        let t = tensor("FP128", vec![1], &[0; 16]);
+        assert!(matches!(t.tensor(), Err(CaptureError::Datatype { .. })));
+        let mut bad = tensor("FP32", vec![1], &[0; 4]);
+        bad.data = "not base64!".into();
+        assert!(matches!(bad.tensor(), Err(CaptureError::Base64 { .. })));
+    }
+
+    #[test]
+    fn a_pair_with_unknown_fields_or_a_lying_tensor_is_refused_whole() {
+        let good = include_str!("../../../fuzz/seeds/captured_pair/pair.json");
+        let pair = CapturedPair::parse(good).unwrap();
+        assert_eq!(pair.inputs.len(), 2);
+        assert_eq!(pair.redacted, ["card"]);
+        let extra = good.replacen('{', "{\"admin\":true,", 1);
+        assert!(matches!(
+            CapturedPair::parse(&extra),
+            Err(CaptureError::Json(_))
+        ));
+        let lying = good.replacen("[2, 2]", "[3, 2]", 1);
+        assert!(matches!(
+            CapturedPair::parse(&lying),
+            Err(CaptureError::Shape { .. })
+        ));
+        let scalar = include_str!("../../../fuzz/seeds/captured_pair/scalar.json");
+        assert!(CapturedPair::parse(scalar).unwrap().id.is_none());
+    }
+}

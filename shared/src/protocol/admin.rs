@@ -144,6 +144,13 @@ pub enum Request {
         since_ms: u64,
         period_ms: u64,
     },
+    /// Operator (captured payloads are production data): a page of model `model`'s
+    /// captured pairs (of `version` only, when given), oldest first, after `after`.
+    CaptureExport {
+        model: String,
+        version: Option<String>,
+        after: Option<super::monitoring::CaptureCursor>,
+    },
 }
 
 impl Request {
@@ -172,7 +179,8 @@ impl Request {
             | Self::RolloutRollback { .. }
             | Self::NodeCordon { .. }
             | Self::NodeUncordon { .. }
-            | Self::TelemetryImport { .. } => Role::Operator,
+            | Self::TelemetryImport { .. }
+            | Self::CaptureExport { .. } => Role::Operator,
             Self::TokenCreate { .. }
             | Self::TokenRedeem(_)
             | Self::NodeRenew(_)
@@ -212,6 +220,7 @@ impl Request {
             Self::AuditReport { .. } => "audit report",
             Self::ModelDrift { .. } => "model drift",
             Self::ModelQuality { .. } => "model quality",
+            Self::CaptureExport { .. } => "capture export",
         }
     }
 }
@@ -280,6 +289,7 @@ pub enum Response {
     AuditReport(Box<super::audit::Report>),
     Drift(Box<super::monitoring::DriftReport>),
     Quality(Box<super::monitoring::QualityReport>),
+    Captures(Box<super::monitoring::CapturePage>),
 }
 
 /// One node in `fleet ls`.

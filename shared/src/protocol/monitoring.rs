@@ -109,3 +109,34 @@ pub struct VersionQualityFigures {
     pub nodes: u32,
     pub metrics: crate::monitoring::quality::Metrics,
 }
+
+/// Most bytes of pairs one capture page carries (a pair is at most
+/// [`crate::monitoring::capture::MAX_PAIR_BYTES`], so every page fits a frame).
+pub const MAX_CAPTURE_PAGE_BYTES: usize = 4 << 20;
+
+/// Where a capture page ends: the last pair's time, node and sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CaptureCursor {
+    pub at_ms: u64,
+    pub node: String,
+    pub seq: u64,
+}
+
+/// A page of captured pairs, oldest first; `next` asks for the following page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CapturePage {
+    pub pairs: Vec<ExportedPair>,
+    pub next: Option<CaptureCursor>,
+}
+
+/// A captured pair as the controller keeps it: the node that captured it, and the label
+/// fed back for it, when there was one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportedPair {
+    pub node: String,
+    pub seq: u64,
+    pub pair: crate::monitoring::capture::CapturedPair,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<crate::monitoring::quality::Truth>,
+}

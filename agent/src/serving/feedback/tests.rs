@@ -24,6 +24,7 @@ fn kept(at_ms: u64, p: f32) -> Kept {
             values: vec![p],
         },
         joined: false,
+        captured: false,
     }
 }
 
@@ -176,4 +177,35 @@ async fn feedback_committed_after_its_window_was_buffered_goes_into_the_next() {
     assert_eq!(second.windows.len(), 1);
     assert_eq!(second.windows[0].end_ms, end + 60_000);
     assert_eq!(second.windows[0].feedback.joined, 1);
+}
+
+#[tokio::test]
+async fn the_label_of_a_captured_request_goes_with_its_window_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let fb = store(dir.path(), FeedbackSettings::default());
+    let now = gantry_net::clock::now_ms();
+    fb.keep(
+        "m",
+        "captured",
+        Kept {
+            captured: true,
+            ..kept(now, 0.9)
+        },
+    );
+    fb.keep("m", "not captured", kept(now, 0.1));
+    fb.feedback(
+        "m",
+        vec![item("captured", json!(1)), item("not captured", json!(0))],
+    )
+    .await
+    .unwrap();
+    let closed = fb.close(now + 61_000).unwrap();
+    let labels = &closed.windows[0].labels;
+    assert_eq!(labels.len(), 1);
+    assert_eq!(labels[0].id, "captured");
+    assert_eq!(labels[0].bundle, "sha256:ab");
+    assert_eq!(
+        labels[0].truth,
+        gantry_shared::monitoring::quality::Truth::Labels(vec![1])
+    );
 }

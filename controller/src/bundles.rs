@@ -330,6 +330,11 @@ impl BundleRepo {
         Ok(())
     }
 
+    /// The controller's store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The bundle id assigned to `node` for `model`.
     pub fn assigned(&self, node: &str, model: &str) -> Option<String> {
         self.assignments

@@ -97,6 +97,25 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
             g.min_quality_rows
         ));
     }
+    if let Some(max) = g.max_prediction_shift {
+        gates.push(format!(
+            "prediction shift from the previous version ≤ {max}"
+        ));
+    }
+    for (metric, drop) in &g.max_quality_drop {
+        gates.push(format!(
+            "{} at most {drop} {} than the previous version",
+            metric.as_str(),
+            if metric.higher_is_better() {
+                "lower"
+            } else {
+                "higher"
+            }
+        ));
+    }
+    if g.compares() {
+        gates.push(format!("compared from {} rows a side", g.min_compare_rows));
+    }
     let _ = writeln!(out, "gates     {}", gates.join(", "));
     let nodes: Vec<String> = r
         .gates
@@ -145,6 +164,9 @@ pub fn render_status(r: &Rollout, now_ms: u64) -> String {
                 .map(|rows| format!("; fewest rows on a node {rows}"))
                 .unwrap_or_default()
         );
+    }
+    if let Some(c) = &r.gates.comparison {
+        let _ = writeln!(out, "compared  {}", comparison_text(c));
     }
     for why in &r.gates.failing {
         let _ = writeln!(out, "  ✗ {why}");
@@ -272,4 +294,40 @@ pub fn render_kpis(k: &Kpis) -> String {
         }
     }
     out
+}
+
+/// The canary against the baseline in one line.
+fn comparison_text(c: &gantry_shared::protocol::rollout::Comparison) -> String {
+    if c.baseline_bundles.is_empty() {
+        return "no baseline: the touched nodes had no previous version of the model".to_owned();
+    }
+    let mut parts = vec![format!(
+        "{} canary against {} baseline node(s) since {}",
+        c.canary_nodes,
+        c.baseline_nodes,
+        gantry_net::clock::rfc3339(c.since_ms)
+    )];
+    match c.prediction_shift.first() {
+        Some(worst) => parts.push(format!(
+            "largest prediction shift {} {} {:.3}",
+            worst.feature, worst.statistic, worst.score
+        )),
+        None => parts.push("prediction shift: too few values yet".to_owned()),
+    }
+    let figures = |m: &Option<gantry_shared::monitoring::quality::Metrics>| {
+        m.as_ref().map(|m| {
+            let present: Vec<String> = m
+                .present()
+                .iter()
+                .map(|(metric, v)| format!("{} {v:.4}", metric.as_str()))
+                .collect();
+            format!("{} rows: {}", m.rows, present.join(", "))
+        })
+    };
+    if let (Some(canary), Some(baseline)) =
+        (figures(&c.canary_quality), figures(&c.baseline_quality))
+    {
+        parts.push(format!("quality canary {canary}; baseline {baseline}"));
+    }
+    parts.join("; ")
 }

@@ -17,6 +17,11 @@
 //!    touched node is assigned its previous bundle (**rolling back**), and once each runs
 //!    it again and is not unhealthy, the rollout is **rolled back** (the recovery time is
 //!    recorded for the KPIs).
+//! 4. with `max_prediction_shift` or `max_quality_drop`, the canary is also compared
+//!    with the nodes still on the bundle it replaced, over the windows since it started
+//!    ([`compare`], read from the store before each decision); failing that comparison
+//!    rolls back whatever `max_unhealthy` allows (it is a verdict on the bundle, not on
+//!    one node).
 //!
 //! The decisions are made by [`advance`], a pure function of the rollout, the node views
 //! and the time; the engine commits its assignments, the rollout record and their audit
@@ -37,7 +42,7 @@ use gantry_shared::health::HealthState;
 use gantry_shared::monitoring::quality::QualityMetric;
 use gantry_shared::protocol::heartbeat::ModelReport;
 use gantry_shared::protocol::rollout::{
-    Event, GateValues, Kpis, NodeState, Rollout, Spec, State, Touched,
+    Comparison, Event, GateValues, Kpis, NodeState, Rollout, Spec, State, Touched,
 };
 
 use crate::audit::NewEntry;
@@ -261,7 +266,7 @@ impl Engine {
                     now_ms,
                     format!("resumed by {caller}; the step's timers start again"),
                 );
-                actions = advance(&mut r, nodes, &|n, m| self.bundles.assigned(n, m), now_ms);
+                actions = self.advance(&mut r, nodes, now_ms);
             }
             Command::Abort => {
                 if !matches!(state, State::Rolling | State::Baking | State::Paused) {
@@ -313,7 +318,7 @@ impl Engine {
                 continue;
             }
             let mut r = stored.clone();
-            let actions = advance(&mut r, nodes, &|n, m| self.bundles.assigned(n, m), now_ms);
+            let actions = self.advance(&mut r, nodes, now_ms);
             if r == *stored {
                 continue;
             }
@@ -337,6 +342,30 @@ impl Engine {
             }
             *stored = r;
         }
+    }
+
+    /// [`advance`] with the canary comparison read from the store, when `r`'s gates ask
+    /// for one.
+    fn advance(
+        &self,
+        r: &mut Rollout,
+        nodes: &BTreeMap<String, NodeView>,
+        now_ms: u64,
+    ) -> Vec<Action> {
+        let comparison = match compare::read(self.bundles.store(), r) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(rollout = %r.id, error = %e, "cannot read the windows the canary comparison needs; it is judged on the next tick");
+                None
+            }
+        };
+        advance_compared(
+            r,
+            nodes,
+            &|n, m| self.bundles.assigned(n, m),
+            comparison.as_ref(),
+            now_ms,
+        )
     }
 
     /// KPIs over rollouts started in `[now - window, now]`.
@@ -734,6 +763,19 @@ pub fn advance(
     assigned: &dyn Fn(&str, &str) -> Option<String>,
     now_ms: u64,
 ) -> Vec<Action> {
+    advance_compared(r, nodes, assigned, None, now_ms)
+}
+
+/// [`advance`], with the canary's comparison with the nodes still on the previous
+/// version ([`compare::read`]): a comparison gate it fails rolls the rollout back
+/// whatever `max_unhealthy` allows.
+pub fn advance_compared(
+    r: &mut Rollout,
+    nodes: &BTreeMap<String, NodeView>,
+    assigned: &dyn Fn(&str, &str) -> Option<String>,
+    comparison: Option<&Comparison>,
+    now_ms: u64,
+) -> Vec<Action> {
     let mut actions = Vec::new();
     if r.state() == State::Rolling {
         let target = r.step_target();
@@ -853,8 +895,20 @@ pub fn advance(
                 }
             }
             let allowed = r.spec.gates.max_unhealthy as usize;
+            let compared = comparison.and_then(|c| compare::failure(&r.spec.gates, c));
+            values.comparison = comparison.cloned();
+            if compared.is_some() {
+                values.failed_gates.push("canary-comparison".to_owned());
+            }
             r.gates = values;
-            if r.gates.failing.len() > allowed {
+            if let Some(why) = compared {
+                let reason = format!("gate failed at step {}: {why}", r.step + 1);
+                r.failure = Some(reason.clone());
+                r.failed_gates.clone_from(&r.gates.failed_gates);
+                r.failed_at_ms = Some(now_ms);
+                event(r, now_ms, reason);
+                actions.extend(roll_back(r, now_ms));
+            } else if r.gates.failing.len() > allowed {
                 let reason = format!(
                     "gate failed at step {} ({} of {} touched nodes count against it, {allowed} allowed): {}",
                     r.step + 1,
@@ -905,7 +959,7 @@ pub fn advance(
                             nodes_text(r.step_target())
                         ),
                     );
-                    actions.extend(advance(r, nodes, assigned, now_ms));
+                    actions.extend(advance_compared(r, nodes, assigned, comparison, now_ms));
                 }
             }
         }
@@ -997,6 +1051,8 @@ fn kpis_of(rollouts: &[&Rollout], from_ms: u64, to_ms: u64) -> Kpis {
     }
     k
 }
+
+pub mod compare;
 
 #[cfg(test)]
 mod tests;

@@ -538,7 +538,9 @@ impl ReportBuilder {
                     serde_json::from_value(e.details["failed_gates"].clone()).unwrap_or_default();
                 let message = text("message");
                 if !gates.is_empty() && message.starts_with("gate failed") {
-                    let kind = if gates.iter().any(|g| g == "quality") {
+                    let kind = if gates.iter().any(|g| g == "canary-comparison") {
+                        "canary-comparison-failed"
+                    } else if gates.iter().any(|g| g == "quality") {
                         "quality-gate-failed"
                     } else if gates.iter().any(|g| g == "drift") {
                         "drift-gate-failed"
@@ -917,6 +919,11 @@ mod tests {
                 serde_json::json!(["health"]),
                 "gate failed at step 2: n2: unhealthy",
             ),
+            rolling_back(
+                8,
+                serde_json::json!(["canary-comparison"]),
+                "gate failed at step 1: the canary against the nodes still on the previous version: its accuracy 0.6000 against the previous version's 0.8500",
+            ),
         ];
         let mut b = ReportBuilder::new(0, 100, 1_000, Verification::default(), 100);
         for e in &entries {
@@ -924,7 +931,15 @@ mod tests {
         }
         let flags = b.finish().flags;
         let kinds: Vec<&str> = flags.iter().map(|f| f.kind.as_str()).collect();
-        assert_eq!(kinds, ["quality-gate-failed", "rollout-gate-failed"]);
+        assert_eq!(
+            kinds,
+            [
+                "quality-gate-failed",
+                "rollout-gate-failed",
+                "canary-comparison-failed"
+            ]
+        );
+        assert!(flags[2].message.contains("accuracy 0.6000"));
         assert!(
             flags[0].message.contains("recall 0.6000"),
             "{}",

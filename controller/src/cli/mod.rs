@@ -318,6 +318,8 @@ enum AuditCommand {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing the gates would only obscure them.
+#[allow(clippy::large_enum_variant)]
 enum RolloutCommand {
     /// Roll a pushed bundle out to the nodes a selector picks, step by step.
     Start {
@@ -357,6 +359,22 @@ enum RolloutCommand {
         /// Feedback rows a node needs before --min-quality judges it.
         #[arg(long, default_value_t = gantry_shared::protocol::rollout::DEFAULT_MIN_QUALITY_ROWS, value_name = "N")]
         min_quality_rows: u64,
+        /// Fail when the canary's prediction distribution, over the windows since it
+        /// started, is further than this from the nodes still on the previous version
+        /// over the same windows: per output feature, Kolmogorov–Smirnov for numeric
+        /// outputs, Jensen–Shannon distance for labels (0–1; bundles with a reference
+        /// profile).
+        #[arg(long, value_name = "SCORE")]
+        max_prediction_shift: Option<f64>,
+        /// Fail when the canary's production quality over that period is worse than the
+        /// nodes still on the previous version by more than DELTA (`accuracy=0.02`; for
+        /// mae and rmse, higher by more than DELTA). Repeatable.
+        #[arg(long, value_parser = parse_quality_drop, value_name = "METRIC=DELTA")]
+        max_quality_drop: Vec<(QualityMetric, f64)>,
+        /// Predictions (or feedback rows, for --max-quality-drop) the canary and the
+        /// baseline each need before they are compared.
+        #[arg(long, default_value_t = gantry_shared::protocol::rollout::DEFAULT_MIN_QUALITY_ROWS, value_name = "N")]
+        min_compare_rows: u64,
         /// How long a step's nodes have to run the bundle before they count as failed.
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, value_name = "DURATION")]
         step_timeout: Duration,
@@ -856,6 +874,22 @@ fn parse_quality_gate(text: &str) -> Result<(QualityMetric, f64), ValueError> {
             metric: metric.as_str(),
             value,
             range,
+        });
+    }
+    Ok((metric, value))
+}
+
+/// `METRIC=DELTA` for `--max-quality-drop`: a metric by name, a drop of 0 or more (at
+/// most 1 for the shares).
+fn parse_quality_drop(text: &str) -> Result<(QualityMetric, f64), ValueError> {
+    let (name, value) = parse_metric(text)?;
+    let metric = QualityMetric::parse(&name).ok_or(ValueError::NotAMetric(name))?;
+    let ok = value >= 0.0 && (!metric.higher_is_better() || value <= 1.0);
+    if !ok {
+        return Err(ValueError::OutOfRange {
+            metric: metric.as_str(),
+            value,
+            range: "a drop of 0 or more (at most 1 for accuracy, precision, recall, f1, roc_auc)",
         });
     }
     Ok((metric, value))

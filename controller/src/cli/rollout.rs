@@ -21,6 +21,9 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
             max_drift,
             min_quality,
             min_quality_rows,
+            max_prediction_shift,
+            max_quality_drop,
+            min_compare_rows,
             step_timeout,
             silence,
             admin,
@@ -37,6 +40,13 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
                     "--max-drift {score} is not a positive score"
                 )));
             }
+            if let Some(score) =
+                max_prediction_shift.filter(|s| !(s.is_finite() && *s > 0.0 && *s <= 1.0))
+            {
+                return Err(CommandError::from_error(format!(
+                    "--max-prediction-shift {score} is not a score above 0 and at most 1"
+                )));
+            }
             let spec = Spec {
                 bundle,
                 selector: selector.into_iter().collect(),
@@ -50,6 +60,9 @@ pub(super) async fn run(command: RolloutCommand) -> CommandResult {
                     max_drift,
                     min_quality: min_quality.into_iter().collect(),
                     min_quality_rows,
+                    max_prediction_shift,
+                    max_quality_drop: max_quality_drop.into_iter().collect(),
+                    min_compare_rows,
                 },
                 step_timeout_ms: step_timeout.as_millis() as u64,
                 silence_ms: silence.as_millis() as u64,

@@ -499,3 +499,202 @@ fn error_metrics_gate_from_above() {
     let gates = BTreeMap::from([(QualityMetric::F1, 0.9)]);
     assert_eq!(quality_failure(&gates, 10, &report(0.75)), None);
 }
+
+mod canary_comparison {
+    use gantry_shared::monitoring::drift::OutputShift;
+    use gantry_shared::monitoring::quality::{
+        FeedbackCounts, Metrics, Predicted, QualityMetric, QualityStats, QualityWindow, Task,
+        Truth, VersionQuality,
+    };
+    use gantry_shared::protocol::rollout::{Comparison, Gates};
+
+    use super::*;
+
+    fn shift(score: f64) -> Comparison {
+        Comparison {
+            since_ms: 0,
+            canary_nodes: 1,
+            baseline_nodes: 3,
+            baseline_bundles: vec![OLD.to_owned()],
+            prediction_shift: vec![OutputShift {
+                feature: "probabilities[1]".into(),
+                statistic: "ks".into(),
+                score,
+                canary_values: 500,
+                baseline_values: 1500,
+            }],
+            ..Comparison::default()
+        }
+    }
+
+    fn baking(gates: impl FnOnce(&mut Rollout)) -> (Rollout, BTreeMap<String, NodeView>) {
+        let mut nodes = fleet(4, 0);
+        let mut r = rollout(&nodes, "1,100%", 60_000);
+        gates(&mut r);
+        advance(&mut r, &nodes, &old, 0);
+        activate(&r, &mut nodes, 100);
+        advance(&mut r, &nodes, &old, 100);
+        assert_eq!(r.state(), State::Baking);
+        (r, nodes)
+    }
+
+    #[test]
+    fn a_canary_whose_predictions_moved_from_the_baseline_rolls_back_whatever_max_unhealthy_allows()
+    {
+        let (mut r, nodes) = baking(|r| {
+            r.spec.gates.max_prediction_shift = Some(0.2);
+            r.spec.gates.max_unhealthy = 3;
+        });
+        advance_compared(&mut r, &nodes, &old, Some(&shift(0.1)), 200);
+        assert_eq!(r.state(), State::Baking, "{:?}", r.failure);
+        assert_eq!(r.gates.comparison, Some(shift(0.1)), "shown while baking");
+        advance_compared(&mut r, &nodes, &old, Some(&shift(0.4)), 300);
+        assert_eq!(r.state(), State::RollingBack);
+        let failure = r.failure.clone().unwrap();
+        assert!(
+            failure.contains(
+                "probabilities[1] ks 0.400 over 500 canary and 1500 baseline values (gate 0.2)"
+            ),
+            "{failure}"
+        );
+        assert_eq!(r.failed_gates, ["canary-comparison"]);
+    }
+
+    fn metrics(rows: u64, accuracy: f64, mae: Option<f64>) -> Metrics {
+        Metrics {
+            rows,
+            accuracy: Some(accuracy),
+            mae,
+            ..Metrics::default()
+        }
+    }
+
+    #[test]
+    fn a_canary_worse_than_the_baseline_by_more_than_the_drop_fails_once_both_have_the_rows() {
+        let gates = Gates {
+            max_quality_drop: BTreeMap::from([
+                (QualityMetric::Accuracy, 0.05),
+                (QualityMetric::Mae, 0.1),
+            ]),
+            min_compare_rows: 100,
+            ..Gates::default()
+        };
+        let c = |canary: Metrics, baseline: Metrics| Comparison {
+            canary_quality: Some(canary),
+            baseline_quality: Some(baseline),
+            ..shift(0.0)
+        };
+        assert_eq!(
+            compare::failure(
+                &gates,
+                &c(metrics(100, 0.76, None), metrics(400, 0.80, None))
+            ),
+            None,
+            "within the drop"
+        );
+        assert_eq!(
+            compare::failure(&gates, &c(metrics(99, 0.1, None), metrics(400, 0.80, None))),
+            None,
+            "too few canary rows to judge"
+        );
+        let why = compare::failure(
+            &gates,
+            &c(metrics(100, 0.70, None), metrics(400, 0.80, None)),
+        )
+        .unwrap();
+        assert!(
+            why.contains("accuracy 0.7000 against the previous version's 0.8000 over 100 and 400 feedback rows (gate: at most 0.05 lower)"),
+            "{why}"
+        );
+        let why = compare::failure(
+            &gates,
+            &c(metrics(100, 0.8, Some(1.25)), metrics(400, 0.8, Some(1.0))),
+        )
+        .unwrap();
+        assert!(why.contains("mae 1.2500"), "{why}");
+        assert!(why.contains("at most 0.1 higher"), "{why}");
+    }
+
+    fn quality_window(
+        model: &str,
+        end_ms: u64,
+        bundle: &str,
+        right: usize,
+        rows: usize,
+    ) -> QualityWindow {
+        let mut stats = QualityStats::new(Task::Classification);
+        let predicted = Predicted::Labels(vec![1; rows]);
+        let truth = Truth::Labels((0..rows).map(|i| i64::from(i < right)).collect());
+        stats.add(&predicted, &truth).unwrap();
+        QualityWindow {
+            model: model.into(),
+            start_ms: end_ms - 1_000,
+            end_ms,
+            feedback: FeedbackCounts::default(),
+            versions: vec![VersionQuality {
+                version: "v".into(),
+                bundle: bundle.into(),
+                stats,
+            }],
+            labels: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_comparison_reads_the_canary_on_its_bundle_and_the_untouched_nodes_on_the_one_it_replaced()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, bundles, _) = engine(dir.path());
+        drop(engine);
+        let store = bundles.store();
+        let mut r = rollout(&fleet(3, 0), "1,100%", 60_000);
+        r.bundle_name = "m".into();
+        r.spec.gates.max_quality_drop = BTreeMap::from([(QualityMetric::Accuracy, 0.05)]);
+        r.touched = vec![Touched {
+            node: "n00".into(),
+            previous: Some(OLD.into()),
+            step: 0,
+            assigned_at_ms: 10_000,
+        }];
+        // The canary on the new bundle; before the canary started, and on its old
+        // bundle, nothing of it counts.
+        store
+            .put_quality_windows(
+                "n00",
+                &[
+                    quality_window("m", 12_000, NEW, 6, 10),
+                    quality_window("m", 9_000, NEW, 0, 10),
+                    quality_window("m", 13_000, OLD, 0, 10),
+                ],
+            )
+            .unwrap();
+        // The baseline: untouched nodes on the old bundle; another model's windows and
+        // a bundle the canary did not replace do not count.
+        store
+            .put_quality_windows("n01", &[quality_window("m", 12_000, OLD, 9, 10)])
+            .unwrap();
+        store
+            .put_quality_windows(
+                "n02",
+                &[
+                    quality_window("m", 12_000, OLD, 8, 10),
+                    quality_window("m", 13_000, "sha256:other", 0, 10),
+                    quality_window("k", 12_000, OLD, 0, 10),
+                ],
+            )
+            .unwrap();
+        let c = compare::read(store, &r).unwrap().unwrap();
+        assert_eq!((c.canary_nodes, c.baseline_nodes), (1, 2));
+        assert_eq!(c.baseline_bundles, [OLD]);
+        let canary = c.canary_quality.clone().unwrap();
+        let baseline = c.baseline_quality.clone().unwrap();
+        assert_eq!((canary.rows, canary.accuracy), (10, Some(0.6)));
+        assert_eq!((baseline.rows, baseline.accuracy), (20, Some(0.85)));
+        r.spec.gates.min_compare_rows = 10;
+        let why = compare::failure(&r.spec.gates, &c).unwrap();
+        assert!(
+            why.contains("accuracy 0.6000 against the previous version's 0.8500"),
+            "{why}"
+        );
+    }
+}

@@ -9,6 +9,9 @@
 //!   value); numeric features only.
 //! - Jensen–Shannon distance: the square root of the Jensen–Shannon divergence, base 2,
 //!   over the same bins as PSI; 0 for the same distribution, 1 for disjoint ones.
+//!
+//! [`compare_outputs`] compares a canary's predictions with the baseline's the same way
+//! (KS on sketches, JS on labels), for the rollout gate `max_prediction_shift`.
 
 use serde::{Deserialize, Serialize};
 
@@ -192,4 +195,109 @@ pub fn worst(scores: &[FeatureDrift], metric: Metric) -> Option<&FeatureDrift> {
                 .partial_cmp(&b.score(metric))
                 .unwrap_or(std::cmp::Ordering::Equal)
         })
+}
+
+/// How far one output feature's distribution on a canary is from the baseline's over
+/// the same period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputShift {
+    /// `tensor/feature`, as [`FeatureDrift::label`] writes it.
+    pub feature: String,
+    /// `ks` for numeric outputs (their sketches), `js` for categorical ones (label shares).
+    pub statistic: String,
+    pub score: f64,
+    pub canary_values: u64,
+    pub baseline_values: u64,
+}
+
+/// One output feature merged over several windows.
+#[derive(Debug, Default)]
+struct Merged {
+    values: u64,
+    sketch: Option<Sketch>,
+    labels: std::collections::BTreeMap<String, u64>,
+}
+
+fn merge_outputs<'a>(
+    profiles: impl Iterator<Item = &'a Profile>,
+) -> std::collections::BTreeMap<String, Merged> {
+    let mut out: std::collections::BTreeMap<String, Merged> = std::collections::BTreeMap::new();
+    for p in profiles {
+        for t in p.tensors.iter().filter(|t| t.side == Side::Output) {
+            for f in &t.features {
+                let label = if f.name.starts_with(&t.name) {
+                    f.name.clone()
+                } else {
+                    format!("{}/{}", t.name, f.name)
+                };
+                let m = out.entry(label).or_default();
+                m.values += f.count - f.missing.min(f.count);
+                match &f.values {
+                    Values::Numeric(n) => match &mut m.sketch {
+                        Some(s) => s.merge(&n.sketch),
+                        None => m.sketch = Some(n.sketch.clone()),
+                    },
+                    Values::Categorical(c) => {
+                        for (l, n) in c.labels.iter().zip(&c.counts) {
+                            *m.labels.entry(l.clone()).or_default() += n;
+                        }
+                        *m.labels.entry(String::new()).or_default() += c.other;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The prediction distribution of `canary` windows against `baseline` windows, per
+/// output feature both hold at least `min_values` values of, worst first. The two may
+/// come from bundles with different reference profiles: numeric outputs compare by
+/// their quantile sketches (Kolmogorov–Smirnov), categorical ones by their labels'
+/// shares (Jensen–Shannon distance; values outside a reference's top labels count as
+/// one label of their own).
+pub fn compare_outputs<'a>(
+    canary: impl Iterator<Item = &'a Profile>,
+    baseline: impl Iterator<Item = &'a Profile>,
+    min_values: u64,
+) -> Vec<OutputShift> {
+    let (canary, baseline) = (merge_outputs(canary), merge_outputs(baseline));
+    let mut shifts: Vec<OutputShift> = canary
+        .iter()
+        .filter_map(|(feature, c)| {
+            let b = baseline.get(feature)?;
+            if c.values < min_values.max(1) || b.values < min_values.max(1) {
+                return None;
+            }
+            let (statistic, score) = match (&c.sketch, &b.sketch) {
+                (Some(cs), Some(bs)) => ("ks", ks(cs, bs)?),
+                (None, None) => {
+                    let labels: std::collections::BTreeSet<&String> =
+                        c.labels.keys().chain(b.labels.keys()).collect();
+                    let counts = |m: &Merged| -> Vec<u64> {
+                        labels
+                            .iter()
+                            .map(|l| m.labels.get(*l).copied().unwrap_or(0))
+                            .collect()
+                    };
+                    let (p, q) = (shares(&counts(b), 0), shares(&counts(c), 0));
+                    ("js", js(&p, &q))
+                }
+                _ => return None,
+            };
+            Some(OutputShift {
+                feature: feature.clone(),
+                statistic: statistic.to_owned(),
+                score,
+                canary_values: c.values,
+                baseline_values: b.values,
+            })
+        })
+        .collect();
+    shifts.sort_by(|a, b| {
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    shifts
 }

@@ -861,3 +861,90 @@ mod capture {
         assert!(CapturedPair::parse(scalar).unwrap().id.is_none());
     }
 }
+
+mod canary {
+    use super::*;
+
+    fn scores(values: Vec<f32>) -> Tensor {
+        Tensor {
+            shape: vec![values.len() as u64],
+            data: TensorData::Float32(values),
+        }
+    }
+
+    fn labels(values: Vec<i64>) -> Tensor {
+        Tensor {
+            shape: vec![values.len() as u64],
+            data: TensorData::Int64(values),
+        }
+    }
+
+    /// A bundle's reference: its outputs on its own reference data.
+    fn reference_of(mean: f64, seed: u64) -> Profile {
+        let mut b = ReferenceBuilder::default();
+        b.add(
+            Side::Output,
+            "score",
+            &scores(normalish(4000, mean, seed)),
+            None,
+        )
+        .unwrap();
+        b.add(
+            Side::Output,
+            "label",
+            &labels((0..4000).map(|i| i % 3).collect()),
+            None,
+        )
+        .unwrap();
+        b.finish()
+    }
+
+    fn window(reference: &Profile, score: Vec<f32>, label: Vec<i64>) -> Profile {
+        let mut w = WindowProfiler::new(reference, |_, name| {
+            Some(if name == "score" {
+                TensorData::Float32(Vec::new())
+            } else {
+                TensorData::Int64(Vec::new())
+            })
+        });
+        w.count_rows(score.len() as u64);
+        let (score, label) = (scores(score), labels(label));
+        w.observe(Side::Output, [("score", &score), ("label", &label)]);
+        w.take()
+    }
+
+    #[test]
+    fn a_canary_s_predictions_compare_with_the_baseline_s_whatever_their_references() {
+        let (old, new) = (reference_of(0.0, 1), reference_of(0.7, 2));
+        let uniform = |n: i64| (0..n).map(|i| i % 3).collect::<Vec<_>>();
+        let baseline = [
+            window(&old, normalish(1500, 0.0, 3), uniform(1500)),
+            window(&old, normalish(1500, 0.0, 4), uniform(1500)),
+        ];
+        // The same predictions through a bundle with other bins: no shift.
+        let same = [window(&new, normalish(2000, 0.0, 5), uniform(2000))];
+        let shifts = drift::compare_outputs(same.iter(), baseline.iter(), 100);
+        assert_eq!(shifts.len(), 2, "{shifts:?}");
+        assert!(shifts.iter().all(|s| s.score < 0.1), "{shifts:?}");
+        let score = shifts.iter().find(|s| s.feature == "score").unwrap();
+        assert_eq!(
+            (score.statistic.as_str(), score.baseline_values),
+            ("ks", 3000)
+        );
+        assert_eq!(score.canary_values, 2000);
+
+        // Scores a standard deviation and a half higher, and always class 0.
+        let moved = [window(&new, normalish(2000, 1.5, 6), vec![0; 2000])];
+        let shifts = drift::compare_outputs(moved.iter(), baseline.iter(), 100);
+        let score = shifts.iter().find(|s| s.feature == "score").unwrap();
+        assert!(score.score > 0.45, "{shifts:?}");
+        let label = shifts.iter().find(|s| s.feature == "label").unwrap();
+        assert_eq!(label.statistic, "js");
+        assert!(label.score > 0.5, "{shifts:?}");
+        assert!(shifts[0].score >= shifts[1].score, "worst first");
+
+        // Too few canary values: nothing judged.
+        let few = [window(&new, normalish(50, 1.5, 7), vec![0; 50])];
+        assert!(drift::compare_outputs(few.iter(), baseline.iter(), 100).is_empty());
+    }
+}

@@ -99,6 +99,26 @@ pub struct Gates {
     pub min_quality: BTreeMap<QualityMetric, f64>,
     /// Feedback rows a node needs before its quality is judged.
     pub min_quality_rows: u64,
+    /// Largest shift of the canary's prediction distribution from the nodes still on
+    /// the previous version over the same period, per output feature (KS for numeric
+    /// outputs, JS distance for labels; 0–1), for bundles with a reference profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_prediction_shift: Option<f64>,
+    /// How much worse than the nodes still on the previous version the canary's
+    /// production quality may be over the same period (`accuracy=0.02`: at most 0.02
+    /// below; for errors such as `mae`, at most that much above).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub max_quality_drop: BTreeMap<QualityMetric, f64>,
+    /// Rows (predictions, or feedback rows for quality) each side needs before the
+    /// comparison is judged.
+    pub min_compare_rows: u64,
+}
+
+impl Gates {
+    /// Whether the canary is compared with the nodes still on the previous version.
+    pub fn compares(&self) -> bool {
+        self.max_prediction_shift.is_some() || !self.max_quality_drop.is_empty()
+    }
 }
 
 /// Feedback rows a node needs before the quality gate judges it, unless told.
@@ -114,6 +134,9 @@ impl Default for Gates {
             max_drift: None,
             min_quality: BTreeMap::new(),
             min_quality_rows: DEFAULT_MIN_QUALITY_ROWS,
+            max_prediction_shift: None,
+            max_quality_drop: BTreeMap::new(),
+            min_compare_rows: DEFAULT_MIN_QUALITY_ROWS,
         }
     }
 }
@@ -248,9 +271,30 @@ pub struct GateValues {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_quality_rows: Option<u64>,
     /// The gates that touched nodes failed: `health`, `silence`, `refusal`, `timeout`,
-    /// `error-rate`, `latency`, `golden`, `drift`, `quality`.
+    /// `error-rate`, `latency`, `golden`, `drift`, `quality`, and `canary-comparison`
+    /// (the canary against the nodes still on the previous version).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed_gates: Vec<String>,
+    /// The canary against the nodes still on the previous version, when compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+}
+
+/// The touched nodes on the rollout's bundle against the nodes still on the bundle they
+/// replaced, over the same period: windows that ended since the first touched node was
+/// assigned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Comparison {
+    pub since_ms: u64,
+    pub canary_nodes: u32,
+    pub baseline_nodes: u32,
+    /// The bundles the baseline nodes serve.
+    pub baseline_bundles: Vec<String>,
+    /// Per output feature, worst first.
+    pub prediction_shift: Vec<crate::monitoring::drift::OutputShift>,
+    pub canary_quality: Option<crate::monitoring::quality::Metrics>,
+    pub baseline_quality: Option<crate::monitoring::quality::Metrics>,
 }
 
 /// Something that happened to the rollout, for `status` and the KPIs.

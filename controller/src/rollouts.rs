@@ -863,7 +863,11 @@ pub fn advance_compared(
 
     match r.state() {
         State::RollingBack => {
-            r.gates = values;
+            // The figures that failed the gate stay on show; what rolling back needs is
+            // each touched node's state.
+            r.gates.at_ms = values.at_ms;
+            r.gates.nodes = values.nodes;
+            r.gates.failing = values.failing;
             if pending.is_empty() && r.gates.failing.is_empty() {
                 r.state = Some(State::RolledBack);
                 r.recovered_at_ms = Some(now_ms);

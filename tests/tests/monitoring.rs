@@ -4,7 +4,8 @@
 //! input distribution shifts mid-run the drift scores cross the threshold on the node —
 //! in `/metrics`, `status` and its health — and clear when it shifts back; a rollout gate
 //! fails on it and rolls back, and the controller shows the windows per node and merged
-//! fleet-wide.
+//! fleet-wide; a canary whose predictions move away from the nodes still on the previous
+//! version's (`--max-prediction-shift`) rolls back too.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -611,4 +612,72 @@ fn a_rollout_gate_fails_on_drift_and_rolls_back_and_the_controller_shows_it_per_
     );
     assert!(text.contains("gpu-a") && text.contains("gpu-b"), "{text}");
     drop(traffic);
+
+    // The canary again, compared with the node still on v1.0.0: only the canary's
+    // traffic moves, so its predictions leave the baseline's over the same windows.
+    let r3 = start(&[
+        "mlp@1.1.0",
+        "--steps",
+        "1,100%",
+        "--bake",
+        "60s",
+        "--max-prediction-shift",
+        "0.2",
+        "--min-compare-rows",
+        "500",
+    ]);
+    let canary = wait_for(
+        "the canary to serve v1.1.0 again",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&controller, &r3);
+            let node = r["touched"].as_array()?.first()?["node"]
+                .as_str()?
+                .to_owned();
+            (controller.node(&node).bundles.active.as_deref() == Some(id2.as_str())).then_some(node)
+        },
+    );
+    let at = ["gpu-a", "gpu-b"]
+        .iter()
+        .position(|n| *n == canary)
+        .unwrap();
+    let traffic: Vec<Traffic> = endpoints.iter().map(|h| Traffic::start(*h)).collect();
+    traffic[at].shift.store(400, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let r = rollout(&controller, &r3);
+        if r["state"] == "rolled-back" {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the canary comparison did not roll back: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(traffic);
+    let failure = failed["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("its predictions moved from the previous version's: y[")
+            && failure.contains(" ks ")
+            && failure.contains("(gate 0.2)"),
+        "{failed}"
+    );
+    assert_eq!(
+        failed["failed_gates"],
+        serde_json::json!(["canary-comparison"])
+    );
+    let c = &failed["gates"]["comparison"];
+    assert_eq!(
+        (c["canary_nodes"].as_u64(), c["baseline_nodes"].as_u64()),
+        (Some(1), Some(1)),
+        "{failed}"
+    );
+    let worst = &c["prediction_shift"][0];
+    assert!(worst["score"].as_f64() > Some(0.2), "{failed}");
+    assert!(worst["canary_values"].as_u64() >= Some(500), "{failed}");
+    assert!(worst["baseline_values"].as_u64() >= Some(500), "{failed}");
+    let text = controller.cli_ok(&["rollout", "status", &r3]);
+    println!("{text}");
+    assert!(text.contains("largest prediction shift y["), "{text}");
 }

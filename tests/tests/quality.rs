@@ -3,8 +3,9 @@
 //! later the true labels to `POST /v2/models/mlp/feedback`; the precision, recall, F1,
 //! accuracy and ROC AUC the nodes and the controller compute are exactly scikit-learn's
 //! on the same predictions and labels; duplicate and unknown ids are counted; a canary
-//! whose production recall misses `--min-quality` rolls back naming the metric, and the
-//! audit report flags it.
+//! whose production recall misses `--min-quality` rolls back naming the metric, and one
+//! whose accuracy falls behind the nodes still on the previous version's over the same
+//! windows (`--max-quality-drop`) rolls back too; the audit report flags both.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -469,6 +470,97 @@ fn feedback_labels_give_scikit_learns_figures_on_each_node_and_fleet_wide_and_a_
     assert!(
         flags[0]["message"].as_str().unwrap().contains("recall"),
         "{flags:?}"
+    );
+
+    // The same canary again, now compared with the node still on v1.0.0 over the same
+    // windows: its clients' labels say it is always wrong, the baseline's always right.
+    let r3 = start(&[
+        "mlp@1.1.0",
+        "--steps",
+        "1,100%",
+        "--bake",
+        "60s",
+        "--max-quality-drop",
+        "accuracy=0.2",
+        "--min-compare-rows",
+        "40",
+    ]);
+    let canary = wait_for(
+        "the canary to serve v1.1.0 again",
+        Duration::from_secs(60),
+        || {
+            let r = rollout(&controller, &r3);
+            let node = r["touched"].as_array()?.first()?["node"]
+                .as_str()?
+                .to_owned();
+            (controller.node(&node).bundles.active.as_deref() == Some(id2.as_str())).then_some(node)
+        },
+    );
+    let at = ["gpu-a", "gpu-b"]
+        .iter()
+        .position(|n| *n == canary)
+        .unwrap();
+    let (canary_http, baseline_http) = (endpoints[at], endpoints[1 - at]);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let failed = loop {
+        let r = rollout(&controller, &r3);
+        if r["state"] == "rolled-back" {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the canary comparison did not roll back: {r}"
+        );
+        let id = format!("canary-{i}");
+        let wrong: Vec<i64> = infer(canary_http, &id, &mut rng)
+            .iter()
+            .map(|s| (argmax(s) + 1) % CLASS_COUNT)
+            .collect();
+        feedback(canary_http, &[(id, wrong)]);
+        let id = format!("baseline-{i}");
+        i += 1;
+        let right: Vec<i64> = infer(baseline_http, &id, &mut rng)
+            .iter()
+            .map(|s| argmax(s))
+            .collect();
+        feedback(baseline_http, &[(id, right)]);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failure = failed["failure"].as_str().unwrap_or_default();
+    assert!(
+        failure.contains("the canary against the nodes still on the previous version")
+            && failure.contains("its accuracy 0.0000 against the previous version's 1.0000"),
+        "{failed}"
+    );
+    assert_eq!(
+        failed["failed_gates"],
+        serde_json::json!(["canary-comparison"])
+    );
+    let c = &failed["gates"]["comparison"];
+    assert_eq!(
+        (c["canary_nodes"].as_u64(), c["baseline_nodes"].as_u64()),
+        (Some(1), Some(1)),
+        "{failed}"
+    );
+    assert!(
+        c["baseline_quality"]["rows"].as_u64() >= Some(40),
+        "{failed}"
+    );
+    let text = controller.cli_ok(&["rollout", "status", &r3]);
+    assert!(
+        text.contains("accuracy at most 0.2 lower than the previous version")
+            && text.contains("compared  1 canary against 1 baseline node(s)"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&controller.cli_ok(&["audit", "report", "--json"])).unwrap();
+    assert!(
+        report["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "canary-comparison-failed" && f["subject"] == r3.as_str()),
+        "{report}"
     );
     let verified = controller.cli_ok(&["audit", "verify"]);
     assert!(verified.starts_with("audit chain intact"), "{verified}");

@@ -1,7 +1,9 @@
 //! The canary comparison: the touched nodes on the rollout's bundle against the nodes
 //! still on the bundles they replaced, over the same period — the drift and feedback
-//! windows in the store that ended since the first touched node was assigned. The
-//! engine reads it before each [`super::advance`], which judges it.
+//! windows in the store that started once the first touched node was assigned (so a
+//! window holding traffic from before the canary never counts; give the bake time a
+//! whole window or more). The engine reads it before each [`super::advance`], which
+//! judges it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,7 +39,7 @@ pub fn read(store: &Store, r: &Rollout) -> Result<Option<Comparison>, StoreError
     let mut nodes: [BTreeSet<String>; 2] = Default::default();
     let windows = store.model_windows(&r.bundle_name, since_ms.saturating_add(1))?;
     let mut profiles: [Vec<&gantry_shared::monitoring::profile::Profile>; 2] = Default::default();
-    for (node, w) in &windows {
+    for (node, w) in windows.iter().filter(|(_, w)| w.start_ms >= since_ms) {
         if let Some(canary) = side(node, &w.bundle) {
             profiles[usize::from(canary)].push(&w.profile);
             nodes[usize::from(canary)].insert(node.clone());
@@ -50,6 +52,9 @@ pub fn read(store: &Store, r: &Rollout) -> Result<Option<Comparison>, StoreError
     );
     let mut quality: [Option<QualityStats>; 2] = [None, None];
     for (node, w) in store.quality_windows(Some(&r.bundle_name), since_ms.saturating_add(1))? {
+        if w.start_ms < since_ms {
+            continue;
+        }
         for v in &w.versions {
             if let Some(canary) = side(&node, &v.bundle) {
                 quality[usize::from(canary)]

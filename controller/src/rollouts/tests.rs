@@ -656,14 +656,16 @@ mod canary_comparison {
             step: 0,
             assigned_at_ms: 10_000,
         }];
-        // The canary on the new bundle; before the canary started, and on its old
-        // bundle, nothing of it counts.
+        // The canary on the new bundle; of windows from before the canary started, and
+        // on its old bundle, nothing counts.
         store
             .put_quality_windows(
                 "n00",
                 &[
                     quality_window("m", 12_000, NEW, 6, 10),
                     quality_window("m", 9_000, NEW, 0, 10),
+                    // Ends after the canary started, but holds traffic from before.
+                    quality_window("m", 10_500, NEW, 0, 10),
                     quality_window("m", 13_000, OLD, 0, 10),
                 ],
             )

@@ -281,8 +281,8 @@ pub struct GateValues {
 }
 
 /// The touched nodes on the rollout's bundle against the nodes still on the bundle they
-/// replaced, over the same period: windows that ended since the first touched node was
-/// assigned.
+/// replaced, over the same period: windows that started once the first touched node
+/// was assigned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Comparison {

@@ -364,6 +364,48 @@ fn render_models(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
     render_capture(e, models);
 }
 
+/// Most distinct labels a model's confusion matrix is exposed for (its series grow with
+/// their square); larger ones are in the controller's `gantry model quality --json`.
+const EXPOSED_CLASSES: usize = 32;
+
+/// Each classifier's confusion matrix since the agent started.
+fn render_confusion(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
+    let exposed: Vec<_> = models
+        .iter()
+        .filter(|m| !m.confusion.is_empty())
+        .filter(|m| {
+            let mut labels: Vec<i64> = m.confusion.iter().flat_map(|c| [c.0, c.1]).collect();
+            labels.sort_unstable();
+            labels.dedup();
+            labels.len() <= EXPOSED_CLASSES
+        })
+        .collect();
+    if exposed.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_agent_model_confusion_rows",
+        Kind::Gauge,
+        "A served classifier's confusion matrix from ground-truth feedback since the agent started: rows whose true label is truth and predicted label predicted (models with at most 32 labels).",
+    );
+    for m in exposed {
+        let version = m.model.rsplit(' ').next().unwrap_or_default();
+        for (truth, predicted, rows) in &m.confusion {
+            let (truth, predicted) = (truth.to_string(), predicted.to_string());
+            e.sample(
+                "gantry_agent_model_confusion_rows",
+                &[
+                    ("model", m.name.as_str()),
+                    ("version", version),
+                    ("truth", truth.as_str()),
+                    ("predicted", predicted.as_str()),
+                ],
+                *rows as f64,
+            );
+        }
+    }
+}
+
 /// Payload capture: pairs captured, held for the controller, and requests sampled but
 /// not captured, by why.
 fn render_capture(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
@@ -485,6 +527,7 @@ fn render_quality(e: &mut Exposition, models: &[crate::serving::ModelHealth]) {
             }
         }
     }
+    render_confusion(e, models);
     let counted: Vec<_> = models
         .iter()
         .filter_map(|m| Some((m, m.feedback.as_ref()?)))

@@ -9,7 +9,7 @@ use gantry_shared::monitoring::quality::{
     FeedbackCounts, MAX_SCORED, QualityStats, QualityWindow, VersionQuality,
 };
 use gantry_shared::protocol::monitoring::{
-    MAX_WINDOWS, NodeQuality, QualityReport, VersionQualityFigures,
+    MAX_WINDOWS, NodeQuality, QualityReport, VersionQualityFigures, confusion_cells,
 };
 
 use crate::store::{Store, StoreError};
@@ -48,6 +48,7 @@ pub fn report(
                 end_ms: w.end_ms,
                 nodes: 1,
                 metrics: v.stats.metrics(),
+                confusion: confusion_cells(&v.stats.confusion),
             });
             let start = w.end_ms.saturating_sub(1) / period_ms * period_ms;
             fleet
@@ -152,8 +153,62 @@ impl Merged {
             end_ms: self.last_ms,
             nodes: u32::try_from(self.nodes.len()).unwrap_or(u32::MAX),
             metrics: self.stats.metrics(),
+            confusion: confusion_cells(&self.stats.confusion),
         }
     }
+}
+
+/// Most classes a confusion matrix is drawn for; larger ones are in `--json`.
+const DRAWN_CLASSES: usize = 12;
+
+/// `v`'s confusion matrix as a table (rows: true labels, columns: predicted), when it
+/// has one small enough to read.
+fn confusion_table(v: &VersionQualityFigures) -> Option<String> {
+    if v.confusion.is_empty() {
+        return None;
+    }
+    let mut labels: Vec<i64> = v
+        .confusion
+        .iter()
+        .flat_map(|c| [c.truth, c.predicted])
+        .collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let mut out = String::new();
+    if labels.len() > DRAWN_CLASSES {
+        let _ = writeln!(
+            out,
+            "  confusion matrix of {} {}: {} classes, {} cells (see --json)",
+            v.version,
+            v.bundle,
+            labels.len(),
+            v.confusion.len()
+        );
+        return Some(out);
+    }
+    let _ = writeln!(
+        out,
+        "  confusion matrix of {} (rows: true label, columns: predicted)",
+        v.version
+    );
+    let _ = write!(out, "  {:>8}", "");
+    for l in &labels {
+        let _ = write!(out, " {l:>8}");
+    }
+    out.push('\n');
+    for t in &labels {
+        let _ = write!(out, "  {t:>8}");
+        for p in &labels {
+            let n = v
+                .confusion
+                .iter()
+                .find(|c| c.truth == *t && c.predicted == *p)
+                .map_or(0, |c| c.rows);
+            let _ = write!(out, " {n:>8}");
+        }
+        out.push('\n');
+    }
+    Some(out)
 }
 
 /// A metrics cell: every metric present, four decimals.
@@ -211,6 +266,11 @@ pub fn render(report: &QualityReport) -> String {
             v.metrics.rows,
             figures(&v.metrics)
         );
+    }
+    for v in &report.versions {
+        if let Some(table) = confusion_table(v) {
+            out.push_str(&table);
+        }
     }
     let _ = writeln!(
         out,

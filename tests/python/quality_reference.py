@@ -1,6 +1,7 @@
 """Production quality computed independently with scikit-learn, as an ML engineer would
 check a monitoring tool: reads the predictions the served model answered (its scores,
-one row per example) and the true labels sent as feedback, prints the figures as JSON.
+one row per example) and the true labels sent as feedback, prints the figures (and the
+confusion matrix) as JSON.
 
 Multiclass figures are macro averages; ROC AUC is one-vs-rest on each class's score
 column, averaged over the classes (scikit-learn's macro average of binary AUCs)."""
@@ -11,6 +12,7 @@ import json
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    confusion_matrix,
     f1_score,
     precision_score,
     recall_score,
@@ -40,4 +42,7 @@ figures = {
     if binary
     else roc_auc_score(label_binarize(labels, classes=classes), scores, average="macro"),
 }
-print(json.dumps({k: float(v) for k, v in figures.items()}))
+out = {k: float(v) for k, v in figures.items()}
+# Rows: true label, columns: predicted, over the classes in order.
+out["confusion"] = confusion_matrix(labels, predicted, labels=classes).tolist()
+print(json.dumps(out))

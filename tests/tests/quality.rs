@@ -316,6 +316,20 @@ fn feedback_labels_give_scikit_learns_figures_on_each_node_and_fleet_wide_and_a_
             got.insert(metric.to_owned(), serde_json::json!(value));
         }
         assert_same(&serde_json::Value::Object(got), &want, node);
+        for truth in 0..CLASSES {
+            for predicted in 0..CLASSES {
+                let (t, p) = (truth.to_string(), predicted.to_string());
+                let cell = sample(
+                    &page,
+                    "gantry_agent_model_confusion_rows",
+                    &[("model", "mlp"), ("truth", &t), ("predicted", &p)],
+                );
+                let want = want["confusion"][truth][predicted].as_u64().unwrap();
+                // Counts: exact in an f64.
+                let got = cell.map_or(0, |v| v as u64);
+                assert_eq!(got, want, "{node}: confusion[{t}][{p}]");
+            }
+        }
         for (outcome, n) in [
             ("joined", REQUESTS as f64),
             ("duplicate", 10.0),
@@ -347,6 +361,20 @@ fn feedback_labels_give_scikit_learns_figures_on_each_node_and_fleet_wide_and_a_
     let v = &report["versions"][0];
     assert_eq!(v["nodes"], 2, "{report}");
     assert_same(&v["metrics"], &want, "the controller, fleet-wide");
+    let mut matrix = vec![vec![0u64; CLASSES]; CLASSES];
+    for cell in v["confusion"].as_array().unwrap() {
+        let (t, p) = (
+            cell["truth"].as_u64().unwrap(),
+            cell["predicted"].as_u64().unwrap(),
+        );
+        matrix[usize::try_from(t).unwrap()][usize::try_from(p).unwrap()] =
+            cell["rows"].as_u64().unwrap();
+    }
+    assert_eq!(
+        serde_json::json!(matrix),
+        want["confusion"],
+        "the fleet-wide confusion matrix is scikit-learn's"
+    );
     assert_eq!(report["feedback"]["joined"], 2 * REQUESTS, "{report}");
     assert_eq!(report["feedback"]["duplicate"], 20, "{report}");
     assert_eq!(report["feedback"]["unknown"], 2, "{report}");
@@ -359,7 +387,10 @@ fn feedback_labels_give_scikit_learns_figures_on_each_node_and_fleet_wide_and_a_
     assert_eq!(nodes, BTreeSet::from(["gpu-a", "gpu-b"]), "{report}");
     let text = controller.cli_ok(&["model", "quality", "mlp"]);
     assert!(
-        text.contains("per version") && text.contains("per node") && text.contains("recall"),
+        text.contains("per version")
+            && text.contains("per node")
+            && text.contains("recall")
+            && text.contains("confusion matrix of 1.0.0 (rows: true label, columns: predicted)"),
         "{text}"
     );
 

@@ -460,6 +460,17 @@ impl Feedback {
         })
     }
 
+    /// The confusion matrix of model `name`'s bundle `bundle` since the agent started:
+    /// `(truth, predicted, rows)`, sorted.
+    pub fn confusion(&self, name: &str, bundle: &str) -> Vec<(i64, i64, u64)> {
+        let figures = self.figures.lock().expect("quality figures");
+        figures
+            .get(name)
+            .and_then(|v| v.get(bundle))
+            .map(|f| f.cumulative.confusion.clone())
+            .unwrap_or_default()
+    }
+
     /// Every version's latest figures.
     pub fn summaries(&self) -> Vec<VersionSummary> {
         let figures = self.figures.lock().expect("quality figures");

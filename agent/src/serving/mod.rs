@@ -460,6 +460,9 @@ pub struct ModelHealth {
     pub feedback: Option<feedback::ModelCounters>,
     /// Payload capture, when the node captures for this model.
     pub capture: Option<capture::CaptureStatus>,
+    /// Classification: the confusion matrix since the agent started, `(truth,
+    /// predicted, rows)`.
+    pub confusion: Vec<(i64, i64, u64)>,
 }
 
 impl Slot {
@@ -593,6 +596,14 @@ impl Slot {
                     .unwrap_or_default()
             }),
             capture: loaded.capture.as_ref().and_then(|c| c.status(&loaded.name)),
+            confusion: loaded
+                .quality
+                .as_ref()
+                .map(|q| {
+                    q.feedback
+                        .confusion(&loaded.name, &format!("sha256:{}", loaded.digest))
+                })
+                .unwrap_or_default(),
         })
     }
 }

@@ -108,6 +108,30 @@ pub struct VersionQualityFigures {
     pub end_ms: u64,
     pub nodes: u32,
     pub metrics: crate::monitoring::quality::Metrics,
+    /// Classification: the confusion matrix, one cell per (true, predicted) label pair
+    /// seen, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub confusion: Vec<ConfusionCell>,
+}
+
+/// Rows whose true label was `truth` and predicted label `predicted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfusionCell {
+    pub truth: i64,
+    pub predicted: i64,
+    pub rows: u64,
+}
+
+/// The cells of a confusion matrix as [`crate::monitoring::quality::QualityStats`] keeps it.
+pub fn confusion_cells(confusion: &[(i64, i64, u64)]) -> Vec<ConfusionCell> {
+    confusion
+        .iter()
+        .map(|&(truth, predicted, rows)| ConfusionCell {
+            truth,
+            predicted,
+            rows,
+        })
+        .collect()
 }
 
 /// Most bytes of pairs one capture page carries (a pair is at most

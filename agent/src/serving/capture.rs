@@ -94,6 +94,14 @@ struct State {
     counters: BTreeMap<String, CaptureCounters>,
 }
 
+impl State {
+    /// Counts a pair of `model` the buffer holds under `seq` until it is pruned.
+    fn hold(&mut self, seq: u64, model: String, bytes: u64) {
+        self.counters.entry(model.clone()).or_default().held_bytes += bytes;
+        self.ledger.push_back((seq, model, bytes));
+    }
+}
+
 /// Pairs taken for one buffer append.
 #[derive(Debug)]
 pub struct Taken(Vec<Waiting>);
@@ -259,12 +267,7 @@ impl Captures {
         let mut state = self.state.lock().expect("capture state");
         for (seq, w) in (first..).zip(taken.0) {
             let size = w.body.len() as u64;
-            state
-                .counters
-                .entry(w.model.clone())
-                .or_default()
-                .held_bytes += size;
-            state.ledger.push_back((seq, w.model, size));
+            state.hold(seq, w.model, size);
         }
     }
 
@@ -303,13 +306,7 @@ impl Captures {
                 let Ok(Event::Capture(pair)) = serde_json::from_slice::<Event>(&r.body) else {
                     continue;
                 };
-                let size = r.body.len() as u64;
-                state
-                    .counters
-                    .entry(pair.model.clone())
-                    .or_default()
-                    .held_bytes += size;
-                state.ledger.push_back((r.seq, pair.model, size));
+                state.hold(r.seq, pair.model, r.body.len() as u64);
             }
         }
     }

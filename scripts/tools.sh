@@ -136,7 +136,7 @@ PY
 gantry_fetch_python_clients() {
     local venv="$gantry_cache/venv"
     local wheels="$gantry_cache/wheels"
-    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6 scikit-learn==1.8.0"
+    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6 scikit-learn==1.8.0 selenium==4.51.0"
     if [ ! -f "$venv/.ready" ] || [ "$(cat "$venv/.ready")" != "$wanted" ]; then
         mkdir -p "$wheels"
         # shellcheck disable=SC2086 # the list is words on purpose
@@ -173,6 +173,11 @@ for tool in "$@"; do
             command -v help2man >/dev/null 2>&1 || gantry_fetch_deb help2man ;;
         python-clients)
             [ -n "${GANTRY_PYTHON:-}" ] && [ -x "$GANTRY_PYTHON" ] || gantry_fetch_python_clients ;;
+        chromium)
+            # Debian's browser and its WebDriver, for the console's browser tests.
+            command -v chromium >/dev/null 2>&1 || gantry_apt_install chromium
+            command -v chromedriver >/dev/null 2>&1 || gantry_apt_install chromium-driver
+            export GANTRY_CHROMIUM="$(command -v chromium)" GANTRY_CHROMEDRIVER="$(command -v chromedriver)" ;;
         node-exporter)
             command -v prometheus-node-exporter >/dev/null 2>&1 || gantry_fetch_deb prometheus-node-exporter ;;
         *)

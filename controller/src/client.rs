@@ -384,6 +384,19 @@ impl AdminClient {
     }
 
     /// A page of model `model`'s captured pairs after `after`.
+    /// A one-time console sign-in: `(link, code, expires_at_ms)`.
+    pub async fn console_login(&self) -> Result<(String, String, u64), ClientError> {
+        self.answer(admin::Request::ConsoleLogin, |r| match r {
+            admin::Response::ConsoleLogin {
+                url,
+                code,
+                expires_at_ms,
+            } => Some((url, code, expires_at_ms)),
+            _ => None,
+        })
+        .await
+    }
+
     pub async fn capture_page(
         &self,
         model: &str,

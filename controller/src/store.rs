@@ -81,6 +81,9 @@ struct StoredLabel {
 
 /// Per (node, model): the end of the latest window audited and whether it had drifted,
 /// so the audit log records each drift alert and its clearing once.
+/// (node, at ms) → the node's health (JSON) when its state or the set of its reasons
+/// changed, as heartbeats told: the console's health history.
+const HEALTH_CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("health_changes");
 const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
     TableDefinition::new("drift_alerts");
 
@@ -433,6 +436,7 @@ impl Store {
         txn.open_table(QUALITY_WINDOWS)?;
         txn.open_table(CAPTURES)?;
         txn.open_table(CAPTURE_LABELS)?;
+        txn.open_table(HEALTH_CHANGES)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1290,12 +1294,100 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes drift and feedback windows that ended before `cutoff_ms`, and captured
-    /// pairs and labels older than that; returns how many.
+    /// Deletes drift and feedback windows that ended before `cutoff_ms`, captured
+    /// pairs and labels and health changes older than that; returns how many.
     pub fn expire_model_windows(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
         Ok(self.expire_windows(MODEL_WINDOWS, cutoff_ms)?
             + self.expire_windows(QUALITY_WINDOWS, cutoff_ms)?
-            + self.expire_captures(cutoff_ms)?)
+            + self.expire_captures(cutoff_ms)?
+            + self.expire_health_changes(cutoff_ms)?)
+    }
+
+    /// Records that `node`'s health became `health` at `at_ms`.
+    pub fn put_health_change(
+        &self,
+        node: &str,
+        at_ms: u64,
+        health: &gantry_shared::health::Health,
+    ) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        txn.open_table(HEALTH_CHANGES)?
+            .insert((node, at_ms), to_json(health).as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The newest `limit` health changes of `node`, newest first.
+    pub fn health_changes(
+        &self,
+        node: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, gantry_shared::health::Health)>, StoreError> {
+        let txn = self.read()?;
+        let table = match txn.open_table(HEALTH_CHANGES) {
+            Ok(table) => table,
+            // A store written before the console, opened read-only.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in table.range((node, 0)..=(node, u64::MAX))?.rev().take(limit) {
+            let (key, value) = entry?;
+            out.push((key.value().1, from_json(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn expire_health_changes(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.write()?;
+        let mut deleted = 0;
+        {
+            let mut table = txn.open_table(HEALTH_CHANGES)?;
+            let old: Vec<(String, u64)> = table
+                .iter()?
+                .filter_map(Result::ok)
+                .map(|(k, _)| (k.value().0.to_owned(), k.value().1))
+                .filter(|(_, at)| *at < cutoff_ms)
+                .collect();
+            for (node, at) in &old {
+                table.remove((node.as_str(), *at))?;
+                deleted += 1;
+            }
+        }
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    /// The newest `limit` records of `node`, newest first, with their bodies.
+    pub fn recent_records(
+        &self,
+        node: &str,
+        limit: usize,
+    ) -> Result<Vec<(RecordInfo, Vec<u8>)>, StoreError> {
+        let Some(id) = self.node_id(node)? else {
+            return Ok(Vec::new());
+        };
+        let txn = self.read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range(key(id, 0)..=key(id, u64::MAX))?
+            .rev()
+            .take(limit)
+        {
+            let (k, value) = entry?;
+            let value = value.value();
+            let (at_ms, class) = decode_header(value)?;
+            out.push((
+                RecordInfo {
+                    seq: k.value() as u64,
+                    at_ms,
+                    class,
+                },
+                value[9..].to_vec(),
+            ));
+        }
+        Ok(out)
     }
 
     /// Keeps the pairs `node` captured (with their record's sequence number); a pair

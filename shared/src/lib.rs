@@ -16,6 +16,7 @@ pub mod layout;
 pub mod monitoring;
 pub mod oip;
 pub mod protocol;
+pub mod signed_report;
 pub mod telemetry;
 pub mod telemetry_export;
 pub mod tensor;

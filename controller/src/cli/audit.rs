@@ -59,5 +59,57 @@ pub(super) async fn run(command: AuditCommand) -> CommandResult {
             }
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::VerifyReport {
+            file,
+            ca,
+            identity,
+            json,
+        } => verify_report(&file, ca.as_deref(), identity.as_deref(), json),
     }
+}
+
+fn verify_report(
+    file: &std::path::Path,
+    ca: Option<&std::path::Path>,
+    identity: Option<&std::path::Path>,
+    json: bool,
+) -> CommandResult {
+    use gantry_shared::signed_report;
+    let ca_pem = match ca {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            CommandError::failure(
+                format!("cannot read the CA certificate {}", path.display()),
+                e,
+            )
+        })?,
+        None => AdminIdentity::load(&client::identity_path(identity))?.ca_pem,
+    };
+    let bytes = std::fs::read(file)
+        .map_err(|e| CommandError::failure(format!("cannot read {}", file.display()), e))?;
+    let verified = signed_report::verify(&bytes, &ca_pem).map_err(|e| {
+        CommandError::failure(
+            format!("{} is not a valid signed audit report", file.display()),
+            e,
+        )
+    })?;
+    let r = &verified.report;
+    if json {
+        print_json(r);
+    } else {
+        println!(
+            "{}: signed by this fleet's controller (certificate sha256 {}), unaltered",
+            file.display(),
+            verified.certificate_sha256
+        );
+        println!(
+            "generated {}, covering {} to {}; audit chain {} ({} entries), {} flags",
+            gantry_net::clock::rfc3339(r.generated_at_ms),
+            gantry_net::clock::rfc3339(r.from_ms),
+            gantry_net::clock::rfc3339(r.to_ms),
+            if r.chain.ok() { "intact" } else { "BROKEN" },
+            r.chain.entries,
+            r.flags.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

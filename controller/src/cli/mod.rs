@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod bundle;
 mod capture;
+mod console;
 mod fleet;
 mod local;
 mod model;
@@ -159,6 +160,22 @@ enum RemoteCommand {
     /// Request/answer pairs the nodes captured for retraining.
     #[command(subcommand)]
     Capture(CaptureCommand),
+    /// The web console `gantry serve --console-listen` serves.
+    #[command(subcommand)]
+    Console(ConsoleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConsoleCommand {
+    /// A one-time sign-in link for the console, bound to your admin name and role
+    /// (valid once, for 5 minutes).
+    Login {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the link, code and expiry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,6 +284,18 @@ struct ServeArgs {
         value_name = "CHECKS"
     )]
     auto_cordon: String,
+    /// Address of the web console (plain HTTP, loopback only: reach it from elsewhere
+    /// through an SSH tunnel or a TLS reverse proxy); "" (the default) leaves it off.
+    #[arg(
+        long,
+        env = "GANTRY_CONSOLE_LISTEN",
+        default_value = "",
+        value_name = "ADDR"
+    )]
+    console_listen: String,
+    /// How long a console sign-in lasts.
+    #[arg(long, env = "GANTRY_CONSOLE_SESSION", default_value = "8h", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    console_session: Duration,
     /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
     #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
     clock_offset: i64,
@@ -312,6 +341,22 @@ enum AuditCommand {
         #[command(flatten)]
         admin: AdminArgs,
         /// JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Prove a signed report (downloaded from the console) the controller's and unaltered;
+    /// exit 1 naming what is wrong. Needs no controller: only the fleet's CA certificate.
+    VerifyReport {
+        /// The signed report file (`gantry-audit-report-….signed.json`).
+        file: PathBuf,
+        /// The fleet's CA certificate (PEM; `ca.crt` of the controller directory).
+        /// Default: the CA in the admin identity file.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Admin identity file whose CA to use when --ca is not given.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The verified report as JSON (nothing is printed on stdout unless it verifies).
         #[arg(long)]
         json: bool,
     },

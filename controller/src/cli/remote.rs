@@ -15,6 +15,7 @@ pub(super) async fn run(command: RemoteCommand) -> CommandResult {
         RemoteCommand::Report(command) => report::run(command).await,
         RemoteCommand::Model(command) => model::run(command).await,
         RemoteCommand::Capture(command) => capture::run(command).await,
+        RemoteCommand::Console(command) => console::run(command).await,
         RemoteCommand::Audit(command) => audit::run(command).await,
         RemoteCommand::Telemetry(command) => telemetry::run(command).await,
     }

@@ -15,6 +15,8 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
         admin_cert_lifetime,
         renewal_grace,
         auto_cordon,
+        console_listen,
+        console_session,
         clock_offset,
     } = args;
 
@@ -38,6 +40,21 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
             ))
         })?)
     };
+    let console_listen: Option<SocketAddr> = if console_listen.trim().is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = console_listen.trim().parse().map_err(|_| {
+            CommandError::usage(format!(
+                "--console-listen {console_listen:?} is not an address like 127.0.0.1:9402"
+            ))
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(CommandError::config(format!(
+                "--console-listen {addr}: the console serves plain HTTP, so it listens on loopback only (127.0.0.1 or [::1]); reach it from elsewhere through an SSH tunnel or a TLS reverse proxy on this host"
+            )));
+        }
+        Some(addr)
+    };
     let shutdown = CancellationToken::new();
     gantry_net::signals::cancel_on_signals(shutdown.clone())
         .map_err(|e| CommandError::failure("cannot install signal handlers", e))?;
@@ -53,6 +70,8 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
                 offset_ms: clock_offset,
             },
             auto_cordon,
+            console_listen,
+            console_session,
         },
         shutdown,
         None,

@@ -292,6 +292,8 @@ impl Embedded {
             certs: crate::certs::CertPolicy::default(),
             clock: crate::certs::Clock::default(),
             auto_cordon: crate::cordon::AutoCordon::parse("gpu.xid").expect("default rules"),
+            console_listen: None,
+            console_session: Duration::from_secs(8 * 3600),
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

@@ -58,6 +58,7 @@ pub(super) async fn handle(
     tracing::info!(admin = caller, role = role.as_str(), call, "admin call");
     match request {
         Request::TokenCreate { labels, ttl_s } => token_create(shared, caller, labels, ttl_s).await,
+        Request::ConsoleLogin => super::console::issue(shared, caller, role).await,
         Request::FleetList => match list(shared).await {
             Some(nodes) => Response::Admin(admin::Response::Nodes(nodes)),
             None => error(ErrorCode::Unavailable, "the controller store failed"),

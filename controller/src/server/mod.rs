@@ -13,6 +13,7 @@
 #![deny(clippy::disallowed_methods)] // async workers: file I/O goes through spawn_blocking
 
 mod admin;
+mod console;
 mod http;
 mod ingest;
 mod renew;
@@ -62,6 +63,9 @@ pub struct ServeConfig {
     pub clock: crate::certs::Clock,
     /// Health checks whose unhealthy reasons cordon a node automatically.
     pub auto_cordon: crate::cordon::AutoCordon,
+    /// The web console's address (loopback only), and how long its sessions last.
+    pub console_listen: Option<SocketAddr>,
+    pub console_session: Duration,
 }
 
 /// Why the controller could not start or stopped.
@@ -94,6 +98,12 @@ pub enum ServeError {
         addr: SocketAddr,
         #[source]
         source: gantry_net::NetError,
+    },
+    #[error("cannot listen on {addr} for the console")]
+    ConsoleListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
     #[error("cannot listen on {addr} for /metrics")]
     MetricsListen {
@@ -144,6 +154,8 @@ struct Shared {
     auto_cordon: crate::cordon::AutoCordon,
     /// Nodes cordoned, as stored: heartbeats check here before cordoning automatically.
     cordoned: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// The web console's sign-in codes and sessions, when it is served.
+    console: Option<console::Gate>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -205,6 +217,18 @@ pub async fn serve(
     let tracker = gantry_net::supervisor::Supervisor::new(shutdown.clone());
     let (ingest, ingest_thread) = ingest::spawn(Arc::clone(&store));
     let rollouts = crate::rollouts::Engine::open(&store, Arc::clone(&bundles))?;
+    let console_listener = match config.console_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::ConsoleListen { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| ServeError::ConsoleListen { addr, source })?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         ca,
@@ -221,6 +245,10 @@ pub async fn serve(
         audited_bundles: Arc::default(),
         auto_cordon: config.auto_cordon,
         cordoned: Arc::default(),
+        console: console_listener.as_ref().map(|(_, bound)| console::Gate {
+            url: format!("http://{bound}"),
+            sessions: console::session::Sessions::new(config.console_session),
+        }),
     });
     load_latest(&shared);
     if shared.auto_cordon.is_off() {
@@ -246,6 +274,13 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some((listener, bound)) = console_listener {
+        tracing::info!(addr = %bound, "console listening; sign in with `gantry console login`");
+        tracker.spawn(
+            "console",
+            console::serve(listener, Arc::clone(&shared), shutdown.clone()),
+        );
+    }
     tracker.spawn(
         "retention",
         retention_loop(Arc::clone(&store), config.retention, shutdown.clone()),
@@ -752,14 +787,87 @@ async fn heartbeat(shared: &Shared, name: &str, req: heartbeat::Request) -> Resp
     if let Some(health) = &info.health {
         auto_cordon(shared, name, health, now).await;
     }
-    shared
-        .live
-        .lock()
-        .expect("live map")
-        .entry(name.to_owned())
-        .or_default()
-        .heartbeat = Some(info);
+    let before = {
+        let mut live = shared.live.lock().expect("live map");
+        let entry = live.entry(name.to_owned()).or_default();
+        let before = entry
+            .heartbeat
+            .as_ref()
+            .map_or(Before::Unseen, |h| Before::Seen(h.health.clone()));
+        let health = info.health.clone();
+        entry.heartbeat = Some(info);
+        (before, health)
+    };
+    if let (before, Some(health)) = before {
+        record_health_change(shared, name, now, before, health);
+    }
     Response::Heartbeat(heartbeat::Response::new(now, shared.bundles.desired(name)))
+}
+
+/// The part of a node's health its history follows: the state and which checks give
+/// which state (a reason's message may carry a changing figure).
+fn health_key(
+    h: &gantry_shared::health::Health,
+) -> (
+    gantry_shared::health::HealthState,
+    Vec<(&str, gantry_shared::health::HealthState)>,
+) {
+    (
+        h.state,
+        h.reasons
+            .iter()
+            .map(|r| (r.check.as_str(), r.state))
+            .collect(),
+    )
+}
+
+/// Stores `health` in the node's health history when it differs from the health it had
+/// before (`before`: the previous live heartbeat's, `None` when the controller has seen
+/// none since it started, and then the newest stored change is compared). Off the async
+/// workers, and not awaited: a failure is logged, the next change is stored anyway.
+/// A node's health before a heartbeat.
+#[derive(Debug)]
+enum Before {
+    /// No heartbeat since the controller started.
+    Unseen,
+    /// The previous heartbeat's (which may carry none).
+    Seen(Option<gantry_shared::health::Health>),
+}
+
+fn record_health_change(
+    shared: &Shared,
+    name: &str,
+    at_ms: u64,
+    before: Before,
+    health: gantry_shared::health::Health,
+) {
+    if let Before::Seen(Some(before)) = &before
+        && health_key(before) == health_key(&health)
+    {
+        return;
+    }
+    let store = Arc::clone(&shared.store);
+    let node = name.to_owned();
+    tokio::task::spawn_blocking(move || {
+        if matches!(before, Before::Unseen) {
+            match store.health_changes(&node, 1) {
+                Ok(last)
+                    if last
+                        .first()
+                        .is_some_and(|(_, h)| health_key(h) == health_key(&health)) =>
+                {
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(node = %node, error = %e, "cannot read the node's health history");
+                }
+            }
+        }
+        if let Err(e) = store.put_health_change(&node, at_ms, &health) {
+            tracing::error!(node = %node, error = %e, "cannot store a change of the node's health in its history");
+        }
+    });
 }
 
 /// Cordons a node whose heartbeat carries an unhealthy reason the operator chose, once:

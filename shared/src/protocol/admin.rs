@@ -151,6 +151,9 @@ pub enum Request {
         version: Option<String>,
         after: Option<super::monitoring::CaptureCursor>,
     },
+    /// Any admin: a one-time sign-in code for the web console, bound to the caller's
+    /// name and role (`gantry console login`).
+    ConsoleLogin,
 }
 
 impl Request {
@@ -168,6 +171,7 @@ impl Request {
             | Self::AuditReport { .. }
             | Self::ModelDrift { .. }
             | Self::ModelQuality { .. }
+            | Self::ConsoleLogin
             | Self::AdminRotate { .. } => Role::Viewer,
             Self::BundleUpload { .. }
             | Self::BundleCommit { .. }
@@ -221,6 +225,7 @@ impl Request {
             Self::ModelDrift { .. } => "model drift",
             Self::ModelQuality { .. } => "model quality",
             Self::CaptureExport { .. } => "capture export",
+            Self::ConsoleLogin => "console login",
         }
     }
 }
@@ -290,6 +295,13 @@ pub enum Response {
     Drift(Box<super::monitoring::DriftReport>),
     Quality(Box<super::monitoring::QualityReport>),
     Captures(Box<super::monitoring::CapturePage>),
+    /// A one-time console sign-in: the link to open (or the code to type at `/login`),
+    /// valid once until `expires_at_ms`.
+    ConsoleLogin {
+        url: String,
+        code: String,
+        expires_at_ms: u64,
+    },
 }
 
 /// One node in `fleet ls`.

@@ -1,0 +1,184 @@
+//! The audit log: the chain's status and head, the auditor's report per node and per
+//! bundle with its flags, and the report as a file.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use gantry_shared::protocol::admin;
+
+use super::html::{self, Section, esc};
+use super::session::Session;
+use super::{PageError, Rendered, Shared};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The report over the last `days` (from the query, 30 by default).
+async fn report(
+    shared: &Arc<Shared>,
+    session: &Session,
+    query: &HashMap<String, String>,
+) -> Result<(u64, Box<gantry_shared::protocol::audit::Report>), PageError> {
+    let days: u64 = query
+        .get("days")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(30)
+        .clamp(1, 3650);
+    let now = gantry_net::clock::now_ms();
+    match super::ask(
+        shared,
+        session,
+        admin::Request::AuditReport {
+            from_ms: now.saturating_sub(days * DAY_MS),
+            to_ms: now,
+            silence_ms: 3_600_000,
+        },
+    )
+    .await?
+    {
+        admin::Response::AuditReport(r) => Ok((days, r)),
+        _ => Err(PageError::Unavailable("unexpected answer".to_owned())),
+    }
+}
+
+pub(super) async fn render(
+    shared: &Arc<Shared>,
+    session: &Session,
+    query: &HashMap<String, String>,
+) -> Rendered {
+    let (days, r) = report(shared, session, query).await?;
+    let chain = &r.chain;
+    let mut main = String::from("<h1>Audit</h1>");
+    match &chain.first_break {
+        None => {
+            let _ = write!(
+                main,
+                "<p>{} {} entries; head entry {} <span class=\"mono\">{}</span></p>",
+                html::badge("intact"),
+                chain.entries,
+                chain.head_seq,
+                esc(&chain.head_hash)
+            );
+        }
+        Some(b) => {
+            let _ = write!(
+                main,
+                "<p>{} at entry {}: {} (intact up to entry {} <span class=\"mono\">{}</span>)</p>",
+                html::badge("broken"),
+                b.seq,
+                esc(&b.problem),
+                chain.head_seq,
+                esc(&chain.head_hash)
+            );
+        }
+    }
+    let _ = write!(
+        main,
+        "<p class=\"sub\">The report over the last {days} days. <a href=\"/audit/report.json?days={days}\" download>Download the report (JSON)</a></p>"
+    );
+    main.push_str("<h2>Flags</h2>");
+    let flags: Vec<Vec<String>> = r
+        .flags
+        .iter()
+        .map(|f| {
+            let v = serde_json::to_value(f).unwrap_or_default();
+            vec![esc(&v.to_string())]
+        })
+        .collect();
+    main.push_str(&html::table(
+        &["flag"],
+        &flags,
+        "Nothing flagged: everything that ran was signed and valid under the policy of its time.",
+    ));
+    main.push_str("<h2>Nodes</h2>");
+    let nodes: Vec<Vec<String>> = r
+        .nodes
+        .iter()
+        .map(|(name, n)| {
+            let ran = n
+                .ran
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{} {} from {}{} (signed by {}{})",
+                        esc(&i.name),
+                        esc(&i.version),
+                        html::time(i.from_ms),
+                        i.to_ms
+                            .map_or_else(String::new, |t| format!(" to {}", html::time(t))),
+                        esc(&i.signers.join(", ")),
+                        if i.signatures_valid {
+                            ""
+                        } else {
+                            "; NOT VALID"
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("<br>");
+            vec![
+                format!("<a href=\"/nodes/{}\">{}</a>", html::url(name), esc(name)),
+                ran,
+                n.refused.len().to_string(),
+                n.silent.len().to_string(),
+            ]
+        })
+        .collect();
+    main.push_str(&html::table(
+        &["node", "ran", "refusals", "silent periods"],
+        &nodes,
+        "No node in this span.",
+    ));
+    main.push_str("<h2>Bundles</h2>");
+    let bundles: Vec<Vec<String>> = r
+        .bundles
+        .iter()
+        .map(|(id, b)| {
+            let v = serde_json::to_value(b).unwrap_or_default();
+            vec![
+                format!(
+                    "<span class=\"mono\">{}</span>",
+                    esc(super::fleet::short(id))
+                ),
+                esc(v.get("name").and_then(|n| n.as_str()).unwrap_or("")),
+                esc(v.get("version").and_then(|n| n.as_str()).unwrap_or("")),
+                esc(&v
+                    .get("signers")
+                    .map(ToString::to_string)
+                    .unwrap_or_default()),
+            ]
+        })
+        .collect();
+    main.push_str(&html::table(
+        &["bundle", "name", "version", "signers"],
+        &bundles,
+        "No bundle in this span.",
+    ));
+    Ok(("Audit".to_owned(), Some(Section::Audit), main))
+}
+
+/// The report as a file signed by the controller's key, named after when it was made;
+/// `gantry audit verify-report FILE` proves it against the fleet's CA certificate.
+pub(super) async fn download(
+    shared: &Arc<Shared>,
+    session: &Session,
+    query: &HashMap<String, String>,
+) -> Result<(String, String), PageError> {
+    let (_, r) = report(shared, session, query).await?;
+    let body = crate::audit::sign_report(
+        &r,
+        &shared.controller_key_pem,
+        &shared.controller_certificate_pem,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot sign the audit report with the controller key (controller.key)");
+        PageError::Unavailable(
+            "The controller cannot sign the report with its key (controller.key); its log says why."
+                .to_owned(),
+        )
+    })?;
+    Ok((
+        format!("gantry-audit-report-{}.signed.json", r.generated_at_ms),
+        body,
+    ))
+}

@@ -719,6 +719,31 @@ impl Store {
         gantry_shared::audit::verify(entries, head)
     }
 
+    /// Up to `limit` audit entries older than `before` (from the head when `None`),
+    /// newest first, that `keep` accepts (entries that do not parse are skipped).
+    pub fn audit_page(
+        &self,
+        before: Option<u64>,
+        limit: usize,
+        mut keep: impl FnMut(&gantry_shared::audit::Entry) -> bool,
+    ) -> Result<Vec<gantry_shared::audit::Entry>, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(AUDIT)?;
+        let mut out = Vec::new();
+        for item in table.range(..before.unwrap_or(u64::MAX))?.rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item?;
+            if let Ok(entry) = serde_json::from_slice::<gantry_shared::audit::Entry>(v.value()) {
+                if keep(&entry) {
+                    out.push(entry);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with every audit entry in order (entries that do not parse are skipped;
     /// `verify_audit` names them).
     pub fn scan_audit(

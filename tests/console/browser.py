@@ -56,10 +56,18 @@ def main_text(d):
     raise SystemExit("the page's <main> kept changing under the test")
 
 
-def visit(d, path, shot, *expect):
+def shot(d, name):
+    """Saves the whole page, not just the window, as OUT/name.png."""
+    height = d.execute_script("return document.documentElement.scrollHeight;")
+    d.set_window_size(1360, max(1000, min(int(height) + 40, 8000)))
+    d.save_screenshot(os.path.join(out, name + ".png"))
+    d.set_window_size(1360, 1000)
+
+
+def visit(d, path, name, *expect):
     d.get(base + path)
     text = main_text(d)
-    d.save_screenshot(os.path.join(out, shot + ".png"))
+    shot(d, name)
     for e in expect:
         check(e in text, f"{path} shows {e!r}")
     return text
@@ -77,13 +85,32 @@ def wait_text(d, path, expect, within=20.0):
         time.sleep(0.5)
 
 
+def navigating(d, act, within=20.0):
+    """Runs `act` (a click or a script that submits a form) and waits until the
+    browser has loaded the page it leads to: a click returns before the POST's answer
+    arrives, and the next d.get would otherwise cancel it."""
+    d.execute_script("window.__gantry_old_page = true;")
+    act()
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            if d.execute_script(
+                    "return !window.__gantry_old_page && document.readyState === 'complete';"):
+                return
+        except Exception:  # the old document went away mid-call
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"console check failed: no page loaded within {within} s ({d.current_url})")
+
+
 def click(d, label):
-    """Clicks the button labelled `label` (retrying while live refresh swaps <main>)."""
+    """Clicks the button labelled `label` (retrying while live refresh swaps <main>)
+    and waits for the page its form leads to."""
     for _ in range(40):
         try:
             for b in d.find_elements(By.CSS_SELECTOR, "main form.action button"):
                 if b.text.strip() == label:
-                    b.click()
+                    navigating(d, b.click)
                     return
         except StaleElementReferenceException:
             pass
@@ -93,7 +120,7 @@ def click(d, label):
 
 def sign_in(d, link):
     d.get(link)
-    d.find_element(By.ID, "sign-in").click()
+    navigating(d, d.find_element(By.ID, "sign-in").click)
 
 
 def session_cookie(d):
@@ -105,7 +132,7 @@ try:
     # Nothing is shown before sign-in.
     d.get(base + "/")
     check(d.current_url.startswith(base + "/login"), "an unsigned visitor is sent to /login")
-    d.save_screenshot(os.path.join(out, "sign-in.png"))
+    shot(d, "sign-in")
 
     # The operator signs in with the link from `gantry console login`.
     sign_in(d, plan["operator_link"])
@@ -115,7 +142,9 @@ try:
           and cookie[0].get("sameSite") == "Strict",
           f"the session cookie is HttpOnly, Secure and SameSite=Strict ({cookie})")
 
-    text = visit(d, "/", "fleet", *plan["nodes"], "olivia")
+    text = visit(d, "/", "fleet", *plan["nodes"])
+    who = d.find_element(By.TAG_NAME, "header").text
+    check("olivia" in who and "operator" in who, f"the header names who is signed in ({who!r})")
     check("healthy" in text, "the fleet page shows health")
     check(plan["xid_node"] in text and str(plan["xid"]) in text,
           "the fleet page names the node with an XID and the code")
@@ -134,22 +163,27 @@ try:
     check(len(drawn) >= 8, f"the node page draws 4 charts of its 2 GPUs ({len(drawn)} series)")
     visit(d, "/rollouts", "rollouts", plan["rollout"], plan["done_rollout"])
     rollout = f"/rollouts/{plan['rollout']}"
-    visit(d, rollout, "rollout", plan["rollout"], "bake")
+    visit(d, rollout, "rollout", plan["rollout"], "Baking", "left of 30.0 min")
     click(d, "Pause")
-    text = wait_text(d, rollout, "paused")
-    check("rollout pause: done" in text, "pausing from the page says it was done")
-    d.save_screenshot(os.path.join(out, "rollout-paused.png"))
+    text = main_text(d)
+    shot(d, "rollout-paused")
+    check("rollout pause: done" in text, f"pausing from the page says it was done ({text[:300]!r})")
+    wait_text(d, rollout, "paused")
     click(d, "Resume")
     text = main_text(d)
-    check("rollout resume: done" in text, "resuming from the page says it was done")
-    d.save_screenshot(os.path.join(out, "rollout-resumed.png"))
+    shot(d, "rollout-resumed")
+    check("rollout resume: done" in text, f"resuming from the page says it was done ({text[:300]!r})")
+    wait_text(d, rollout, "baking")
 
     visit(d, "/models", "models", plan["model"])
     visit(d, f"/models/{plan['model']}", "model", plan["model"], *plan["versions"])
     visit(d, "/kpis", "kpis", "Deployments", "Change failure rate", "Time to recover")
     check(len(d.find_elements(By.CSS_SELECTOR, "main svg rect")) >= 1,
           "the KPI page draws the finished rollout as a bar")
-    visit(d, "/audit", "audit", "intact", "olivia")
+    visit(d, "/audit", "audit", "intact", "olivia", "rollout.paused")
+    text = visit(d, "/audit?q=victor", "audit-search")
+    check("victor" in text and "olivia" not in text,
+          "searching the audit log by actor keeps only that admin's entries")
 
     # The signed report, downloaded as the browser would (same session, same origin).
     report = d.execute_async_script(
@@ -164,7 +198,7 @@ try:
 
     # Sign out: the session is gone.
     d.get(base + "/")
-    d.find_element(By.CSS_SELECTOR, "header form button").click()
+    navigating(d, d.find_element(By.CSS_SELECTOR, "header form button").click)
     check(d.current_url.startswith(base + "/login"), "signing out goes back to /login")
     d.get(base + "/")
     check(d.current_url.startswith(base + "/login"), "after sign-out the pages need sign-in again")
@@ -172,7 +206,7 @@ try:
     # The same link again: refused, saying it was used.
     sign_in(d, plan["operator_link"])
     text = main_text(d)
-    d.save_screenshot(os.path.join(out, "replayed-sign-in.png"))
+    shot(d, "replayed-sign-in")
     check("already used" in text, f"a replayed sign-in link is refused ({text[:200]!r})")
     check(not session_cookie(d), "a replayed link sets no session")
 
@@ -181,7 +215,7 @@ try:
                   "secure": True, "httpOnly": True, "sameSite": "Strict"})
     d.get(base + "/rollouts")
     text = main_text(d)
-    d.save_screenshot(os.path.join(out, "forged-cookie.png"))
+    shot(d, "forged-cookie")
     check("not one this controller issued" in text, f"a forged session cookie is refused ({text[:200]!r})")
     d.delete_all_cookies()
 
@@ -192,14 +226,13 @@ try:
     buttons = [b.text for b in d.find_elements(By.CSS_SELECTOR, "main form.action button")]
     check(not buttons, f"a viewer is offered no actions ({buttons})")
     csrf = d.find_element(By.CSS_SELECTOR, "header input[name=csrf]").get_attribute("value")
-    d.execute_script(
+    navigating(d, lambda: d.execute_script(
         "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];"
         "const i = document.createElement('input'); i.type = 'hidden'; i.name = 'csrf'; i.value = arguments[1];"
         "f.appendChild(i); document.body.appendChild(f); f.submit();",
-        rollout + "/pause", csrf)
-    time.sleep(0.5)
+        rollout + "/pause", csrf))
     text = main_text(d)
-    d.save_screenshot(os.path.join(out, "viewer-refused.png"))
+    shot(d, "viewer-refused")
     check("viewer" in text and "operator" in text, f"a viewer's action is refused, saying why ({text[:200]!r})")
 finally:
     d.quit()

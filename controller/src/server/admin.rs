@@ -308,6 +308,27 @@ pub(super) async fn handle(
                 _ => error(ErrorCode::Unavailable, "the controller store failed"),
             }
         }
+        Request::AuditEntries {
+            before_seq,
+            limit,
+            filter,
+        } => {
+            let store = Arc::clone(&shared.store);
+            let limit = usize::try_from(limit.clamp(1, 1000)).unwrap_or(1000);
+            let page = blocking(move || {
+                store.audit_page(before_seq, limit, |e| {
+                    filter.is_empty()
+                        || e.actor.contains(&filter)
+                        || e.action.contains(&filter)
+                        || e.subject.contains(&filter)
+                })
+            })
+            .await;
+            match page {
+                Some(Ok(entries)) => Response::Admin(admin::Response::AuditEntries(entries)),
+                _ => error(ErrorCode::Unavailable, "the controller store failed"),
+            }
+        }
         Request::ModelDrift {
             model,
             version,

@@ -121,6 +121,15 @@ pub enum Request {
     TelemetryImport { file: String },
     /// Viewer: walk the audit chain and name its first break.
     AuditVerify,
+    /// Viewer: the audit log itself, newest first: up to `limit` entries older than
+    /// `before_seq` (from the head when `None`) whose actor, action or subject contains
+    /// `filter` (every entry when empty).
+    AuditEntries {
+        before_seq: Option<u64>,
+        limit: u32,
+        #[serde(default)]
+        filter: String,
+    },
     /// Viewer: the auditor's report over `[from_ms, to_ms]`; nodes without a connection
     /// for longer than `silence_ms` are flagged.
     AuditReport {
@@ -169,6 +178,7 @@ impl Request {
             | Self::ReportKpis { .. }
             | Self::AuditVerify
             | Self::AuditReport { .. }
+            | Self::AuditEntries { .. }
             | Self::ModelDrift { .. }
             | Self::ModelQuality { .. }
             | Self::ConsoleLogin
@@ -222,6 +232,7 @@ impl Request {
             Self::NodeRenew(_) => "fleet renew",
             Self::AdminRotate { .. } => "admin rotate",
             Self::AuditReport { .. } => "audit report",
+            Self::AuditEntries { .. } => "audit log",
             Self::ModelDrift { .. } => "model drift",
             Self::ModelQuality { .. } => "model quality",
             Self::CaptureExport { .. } => "capture export",
@@ -292,6 +303,8 @@ pub enum Response {
         duplicates: u64,
     },
     AuditReport(Box<super::audit::Report>),
+    /// Audit log entries, newest first (`Request::AuditEntries`).
+    AuditEntries(Vec<crate::audit::Entry>),
     Drift(Box<super::monitoring::DriftReport>),
     Quality(Box<super::monitoring::QualityReport>),
     Captures(Box<super::monitoring::CapturePage>),

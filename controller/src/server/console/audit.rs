@@ -81,12 +81,15 @@ pub(super) async fn render(
         .flags
         .iter()
         .map(|f| {
-            let v = serde_json::to_value(f).unwrap_or_default();
-            vec![esc(&v.to_string())]
+            vec![
+                format!("<span class=\"badge bad\">{}</span>", esc(&f.kind)),
+                esc(&f.subject),
+                esc(&f.message),
+            ]
         })
         .collect();
     main.push_str(&html::table(
-        &["flag"],
+        &["flag", "subject", "finding"],
         &flags,
         "Nothing flagged: everything that ran was signed and valid under the policy of its time.",
     ));
@@ -134,27 +137,128 @@ pub(super) async fn render(
         .bundles
         .iter()
         .map(|(id, b)| {
-            let v = serde_json::to_value(b).unwrap_or_default();
+            let mut nodes: Vec<&str> = b.ran_on.iter().map(|(n, _, _)| n.as_str()).collect();
+            nodes.sort_unstable();
+            nodes.dedup();
             vec![
                 format!(
-                    "<span class=\"mono\">{}</span>",
+                    "<span class=\"mono\" title=\"{}\">{}</span>",
+                    esc(id),
                     esc(super::fleet::short(id))
                 ),
-                esc(v.get("name").and_then(|n| n.as_str()).unwrap_or("")),
-                esc(v.get("version").and_then(|n| n.as_str()).unwrap_or("")),
-                esc(&v
-                    .get("signers")
-                    .map(ToString::to_string)
-                    .unwrap_or_default()),
+                format!("{} {}", esc(&b.name), esc(&b.version)),
+                format!(
+                    "{}{}",
+                    esc(&b.signers.join(", ")),
+                    if b.signatures_valid { "" } else { " (NOT VALID)" }
+                ),
+                format!(
+                    "{} by {}",
+                    b.pushed_at_ms.map_or_else(|| "—".to_owned(), html::time),
+                    esc(&b.pushed_by)
+                ),
+                esc(&nodes.join(", ")),
             ]
         })
         .collect();
     main.push_str(&html::table(
-        &["bundle", "name", "version", "signers"],
+        &["bundle", "model", "signed by", "pushed", "ran on"],
         &bundles,
         "No bundle in this span.",
     ));
+    log(shared, session, query, &mut main).await?;
     Ok(("Audit".to_owned(), Some(Section::Audit), main))
+}
+
+/// Entries shown per page of the log.
+const LOG_PAGE: u32 = 50;
+
+/// The log itself, newest first, searchable by actor, action or subject, a page at a
+/// time (`before` is the oldest sequence number the previous page showed).
+async fn log(
+    shared: &Arc<Shared>,
+    session: &Session,
+    query: &HashMap<String, String>,
+    main: &mut String,
+) -> Result<(), PageError> {
+    let filter = query.get("q").map_or("", |q| q.trim()).to_owned();
+    let before = query.get("before").and_then(|b| b.parse().ok());
+    let admin::Response::AuditEntries(entries) = super::ask(
+        shared,
+        session,
+        admin::Request::AuditEntries {
+            before_seq: before,
+            limit: LOG_PAGE,
+            filter: filter.clone(),
+        },
+    )
+    .await?
+    else {
+        return Err(PageError::Unavailable("unexpected answer".to_owned()));
+    };
+    let _ = write!(
+        main,
+        "<h2 id=\"log\">Log</h2><form class=\"search\" method=\"get\" action=\"/audit#log\">\
+<input type=\"search\" name=\"q\" value=\"{}\" placeholder=\"actor, action or subject\" aria-label=\"search the log\"> \
+<button>Search</button></form>",
+        esc(&filter)
+    );
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            let mut details = e.details.to_string();
+            if details == "{}" || details == "null" {
+                details.clear();
+            }
+            if details.len() > 240 {
+                let mut cut = 240;
+                while !details.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                details.truncate(cut);
+                details.push('…');
+            }
+            vec![
+                e.seq.to_string(),
+                format!("<span class=\"nw\">{}</span>", html::time(e.at_ms)),
+                esc(&e.actor),
+                format!("<code>{}</code>", esc(&e.action)),
+                esc(&e.subject),
+                format!("<span class=\"mono small\">{}</span>", esc(&details)),
+            ]
+        })
+        .collect();
+    main.push_str(&html::table(
+        &["entry", "at", "actor", "action", "subject", "details"],
+        &rows,
+        if filter.is_empty() {
+            "No entry."
+        } else {
+            "No entry matches."
+        },
+    ));
+    let newer = before.is_some();
+    let older = entries.len() == LOG_PAGE as usize;
+    if newer || older {
+        main.push_str("<nav class=\"pager\">");
+        if newer {
+            let _ = write!(
+                main,
+                "<a href=\"/audit?q={}#log\">newest</a> ",
+                html::url(&filter)
+            );
+        }
+        if let (true, Some(last)) = (older, entries.last()) {
+            let _ = write!(
+                main,
+                "<a href=\"/audit?q={}&amp;before={}#log\">older entries</a>",
+                html::url(&filter),
+                last.seq
+            );
+        }
+        main.push_str("</nav>");
+    }
+    Ok(())
 }
 
 /// The report as a file signed by the controller's key, named after when it was made;

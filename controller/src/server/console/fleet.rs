@@ -264,7 +264,11 @@ pub(super) async fn render(shared: &Arc<Shared>, query: &HashMap<String, String>
                 .collect::<Vec<_>>()
                 .join("<br>");
             let memory = if r.fb_total > 0 {
-                format!("{} / {}", html::bytes(r.fb_used), html::bytes(r.fb_total))
+                format!(
+                    "<span class=\"nw\">{} / {}</span>",
+                    html::bytes(r.fb_used),
+                    html::bytes(r.fb_total)
+                )
             } else {
                 "—".to_owned()
             };

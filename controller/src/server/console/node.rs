@@ -157,7 +157,7 @@ pub(super) async fn render(
                 main,
                 "<form class=\"action\" method=\"post\" action=\"/nodes/{}/cordon\">\
 <input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-<input type=\"text\" name=\"reason\" placeholder=\"why (e.g. hardware check)\" aria-label=\"reason\" required> \
+<input type=\"text\" class=\"reason\" name=\"reason\" placeholder=\"why (e.g. hardware check)\" aria-label=\"reason\" required> \
 <button>Cordon</button></form>",
                 html::url(name),
                 esc(&session.csrf)

@@ -141,7 +141,15 @@ pub(super) async fn render_one(shared: &Arc<Shared>, session: &Session, id: &str
         } else {
             "pending"
         };
-        let _ = write!(main, "<li>{step} nodes {}</li>", html::badge(mark));
+        let step = step.to_string();
+        let size = if step.ends_with('%') {
+            format!("{step} of the nodes")
+        } else if step == "1" {
+            "1 node".to_owned()
+        } else {
+            format!("{step} nodes")
+        };
+        let _ = write!(main, "<li>{size} {}</li>", html::badge(mark));
     }
     main.push_str("</ol>");
     if r.state == Some(State::Baking) {

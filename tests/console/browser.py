@@ -58,8 +58,10 @@ def main_text(d):
 
 def shot(d, name):
     """Saves the whole page, not just the window, as OUT/name.png."""
-    height = d.execute_script("return document.documentElement.scrollHeight;")
-    d.set_window_size(1360, max(1000, min(int(height) + 40, 8000)))
+    for _ in range(3):  # the layout can reflow once the window is taller
+        height = d.execute_script(
+            "return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight);")
+        d.set_window_size(1360, max(1000, min(int(height) + 140, 8000)))
     d.save_screenshot(os.path.join(out, name + ".png"))
     d.set_window_size(1360, 1000)
 

@@ -43,21 +43,43 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-fn number(v: f64) -> String {
-    if v.abs() >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v.fract().abs() < 1e-9 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+/// `v` as a tick label, with as many decimals as the ticks' `step` needs (so that
+/// neighbouring ticks never read the same).
+fn number(v: f64, step: f64) -> String {
+    if v.abs() >= 10_000.0 && step >= 1000.0 {
+        return format!("{:.0}k", v / 1000.0);
+    }
+    let decimals = (0..6i32)
+        .find(|d| {
+            let scaled = step * 10f64.powi(*d);
+            (scaled - scaled.round()).abs() < 1e-6 * scaled.abs().max(1.0)
+        })
+        .unwrap_or(6);
+    format!("{v:.*}", usize::try_from(decimals).unwrap_or(6))
+}
+
+/// The step between ticks (for their labels).
+fn step(ticks: &[f64]) -> f64 {
+    match ticks {
+        [a, b, ..] => b - a,
+        _ => 1.0,
     }
 }
 
-fn clock(ms: u64) -> String {
+/// A time tick: the clock, with seconds when the span is short and the date when it
+/// is long (UTC, as everywhere in the console).
+fn clock(ms: u64, span_ms: u64) -> String {
     let s = ms / 1000;
-    format!("{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60)
+    let (h, m, sec) = ((s / 3600) % 24, (s / 60) % 60, s % 60);
+    if span_ms < 10 * 60_000 {
+        format!("{h:02}:{m:02}:{sec:02}")
+    } else if span_ms > 2 * 86_400_000 {
+        let date = super::html::time(ms);
+        date.get(5..10)
+            .map_or_else(|| format!("{h:02}:{m:02}"), str::to_owned)
+    } else {
+        format!("{h:02}:{m:02}")
+    }
 }
 
 /// A line chart of `series` over time, `unit` on the y axis; the y range covers
@@ -104,6 +126,7 @@ pub(super) fn lines(
         "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
         esc(title)
     );
+    let tick_step = step(&ys);
     for v in &ys {
         let py = y(*v);
         let _ = write!(
@@ -113,7 +136,7 @@ pub(super) fn lines(
             WIDTH - RIGHT,
             LEFT - 6.0,
             py + 4.0,
-            number(*v)
+            number(*v, tick_step)
         );
     }
     for i in 0..=4u64 {
@@ -128,7 +151,7 @@ pub(super) fn lines(
             "<text class=\"tick\" x=\"{:.1}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
             x(t),
             HEIGHT - 8.0,
-            clock(t)
+            clock(t, t1 - t0)
         );
     }
     for (i, s) in series.iter().enumerate() {
@@ -192,8 +215,9 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
     let hi = bars
         .iter()
         .filter_map(|(_, v)| *v)
-        .fold(0.0f64, f64::max)
-        .max(f64::EPSILON);
+        .fold(0.0f64, f64::max);
+    // All zero (no failed rollout, say): a 0..1 axis, not one whose ticks all read 0.
+    let hi = if hi > 0.0 { hi } else { 1.0 };
     let ys = ticks(0.0, hi);
     let top = ys.last().copied().unwrap_or(hi).max(hi);
     let y = |v: f64| TOP + (top - v) / top * (HEIGHT - TOP - BOTTOM);
@@ -202,6 +226,7 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
         "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
         esc(title)
     );
+    let tick_step = step(&ys);
     for v in &ys {
         let py = y(*v);
         let _ = write!(
@@ -211,7 +236,7 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
             WIDTH - RIGHT,
             LEFT - 6.0,
             py + 4.0,
-            number(*v)
+            number(*v, tick_step)
         );
     }
     let slot = (WIDTH - LEFT - RIGHT) / bars.len().max(1) as f64;
@@ -228,7 +253,11 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
                 y(0.0) - y(*v),
                 PALETTE[0],
                 esc(label),
-                number(*v)
+                if v.fract() == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
             );
         }
         if i % every == 0 {
@@ -276,7 +305,34 @@ mod tests {
         );
         assert_eq!(svg.matches("<path").count(), 2);
         assert!(svg.contains("GPU 0 &lt;a&gt;") && !svg.contains("<a>"));
-        assert!(svg.contains(">100<") && svg.contains(">00:01<"));
+        assert!(svg.contains(">100<") && svg.contains(">00:01:00<"));
+    }
+
+    #[test]
+    fn neighbouring_ticks_never_read_the_same() {
+        for (lo, hi) in [(0.0, 0.0167), (0.0, 1.0), (31.0, 87.0), (0.0, 250_000.0)] {
+            let ys = ticks(lo, hi);
+            let labels: Vec<String> = ys.iter().map(|v| number(*v, step(&ys))).collect();
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert_eq!(labels, unique, "{lo}..{hi}");
+        }
+        assert_eq!(number(0.005, 0.005), "0.005");
+        assert_eq!(number(50.0, 25.0), "50");
+        assert_eq!(number(2.5, 2.5), "2.5");
+    }
+
+    #[test]
+    fn an_all_zero_bar_chart_has_an_axis_that_reads() {
+        let b = bars("failures", "%", &[("mon".to_owned(), Some(0.0))]);
+        assert!(b.contains(">1.00<") && b.contains(">0.25<"), "{b}");
+    }
+
+    #[test]
+    fn time_ticks_fit_the_span() {
+        assert_eq!(clock(3_723_000, 60_000), "01:02:03");
+        assert_eq!(clock(3_723_000, 3_600_000), "01:02");
+        assert_eq!(clock(86_400_000 * 40, 86_400_000 * 30), "02-10");
     }
 
     #[test]

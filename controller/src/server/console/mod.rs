@@ -198,10 +198,32 @@ async fn refuse_audit(shared: &Shared, actor: &str, remote: SocketAddr, path: &s
 
 /// A refusal page.
 fn refusal(status: StatusCode, title: &str, text: &str, clear: bool) -> Response {
+    refusal_page(status, title, text, clear, ("/login", "Sign in"))
+}
+
+/// A refusal to someone signed in (a viewer's action, a stale form): the way on is
+/// back to the console, not to the sign-in page.
+fn refusal_signed_in(title: &str, text: &str) -> Response {
+    refusal_page(
+        StatusCode::FORBIDDEN,
+        title,
+        text,
+        false,
+        ("/", "Back to the console"),
+    )
+}
+
+fn refusal_page(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    clear: bool,
+    (href, label): (&str, &str),
+) -> Response {
     let main = format!(
-        "<div class=\"signin\"><h1>{}</h1><p>{}</p><p><a href=\"/login\">Sign in</a></p></div>",
+        "<div class=\"signin\"><h1>{}</h1><p>{}</p><p><a href=\"{href}\">{label}</a></p></div>",
         html::esc(title),
-        html::esc(text)
+        html::esc(text).replace('`', "")
     );
     let mut r = html_response(status, html::bare_page(title, &main));
     if clear {
@@ -634,11 +656,9 @@ async fn posted(
             "the form's CSRF token is missing or not this session's",
         )
         .await;
-        return Err(refusal(
-            StatusCode::FORBIDDEN,
+        return Err(refusal_signed_in(
             "Refused",
             "This form does not carry this session's token (it came from an old page or another site). Reload the page and try again.",
-            false,
         ));
     }
     Ok((token, session))
@@ -676,7 +696,7 @@ async fn act(
             required.as_str()
         );
         refuse_audit(shared, &session.grant.admin, remote, path, &reason).await;
-        return refusal(StatusCode::FORBIDDEN, "Not allowed", &reason, false);
+        return refusal_signed_in("Not allowed", &reason);
     }
     let name = request.name();
     let (good, text) =

@@ -188,7 +188,9 @@ pub(super) async fn render_one(shared: &Arc<Shared>, session: &Session, name: &s
             &rows,
             "No feedback joined with this model's predictions yet.",
         ));
-        main.push_str(&quality_chart(&q.fleet));
+        if !q.fleet.is_empty() {
+            main.push_str(&quality_chart(&q.fleet));
+        }
     }
     if let Ok(admin::Response::Drift(d)) = super::ask(
         shared,
@@ -215,12 +217,14 @@ pub(super) async fn render_one(shared: &Arc<Shared>, session: &Session, name: &s
             s.points.push((w.end_ms, worst));
         }
         let series: Vec<Series> = by_version.into_values().collect();
-        main.push_str(&chart::lines(
-            "Worst feature's drift score",
-            "",
-            &series,
-            Some((0.0, 0.0)),
-        ));
+        if !series.is_empty() {
+            main.push_str(&chart::lines(
+                "Worst feature's drift score",
+                "",
+                &series,
+                Some((0.0, 0.0)),
+            ));
+        }
         let recent: Vec<Vec<String>> = d
             .windows
             .iter()

@@ -339,7 +339,7 @@ pub(super) async fn render(
     main.push_str("</div>");
 
     // XIDs.
-    main.push_str("<h2>XID errors</h2>");
+    main.push_str("<h2>XID errors</h2><h3>Counts since the agent started</h3>");
     let totals: Vec<Vec<String>> = latest
         .map(|l| {
             l.xids
@@ -361,7 +361,7 @@ pub(super) async fn render(
         })
         .unwrap_or_default();
     main.push_str(&html::table(
-        &["GPU", "XID", "meaning", "since the agent started"],
+        &["GPU", "XID", "meaning", "count"],
         &totals,
         "No XID error reported.",
     ));
@@ -384,6 +384,7 @@ pub(super) async fn render(
         .take(50)
         .collect();
     if !recent_xids.is_empty() {
+        main.push_str("<h3>As reported, newest first</h3>");
         main.push_str(&html::table(
             &["at", "GPU", "XID", "count"],
             &recent_xids,

@@ -94,6 +94,40 @@ pub struct Engine {
     rollouts: Mutex<BTreeMap<u64, Rollout>>,
 }
 
+/// A rollout as `/metrics` shows it: what it takes where, how far it got, when it
+/// failed or finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub id: String,
+    pub model: String,
+    pub version: String,
+    pub state: State,
+    /// The current step, from 1.
+    pub step: usize,
+    pub steps: usize,
+    pub touched: usize,
+    pub created_at_ms: u64,
+    pub failed_at_ms: Option<u64>,
+    pub finished_at_ms: Option<u64>,
+}
+
+impl Summary {
+    fn of(r: &Rollout) -> Self {
+        Self {
+            id: r.id.clone(),
+            model: r.bundle_name.clone(),
+            version: r.bundle_version.clone(),
+            state: r.state(),
+            step: (r.step + 1).min(r.spec.steps.len().max(1)),
+            steps: r.spec.steps.len(),
+            touched: r.touched.len(),
+            created_at_ms: r.created_at_ms,
+            failed_at_ms: r.failed_at_ms,
+            finished_at_ms: r.finished_at_ms,
+        }
+    }
+}
+
 fn number_of(id: &str) -> Option<u64> {
     id.strip_prefix('r')?.parse().ok()
 }
@@ -221,6 +255,26 @@ impl Engine {
             }
             None => Ok(rollouts.values().rev().cloned().collect()),
         }
+    }
+
+    /// How many rollouts are in each state, and the summaries of every active rollout
+    /// and of the newest `recent` others (for `/metrics`, without copying events).
+    pub fn summaries(&self, recent: usize) -> (BTreeMap<State, u64>, Vec<Summary>) {
+        let rollouts = self.rollouts.lock().expect("rollouts");
+        let mut counts = BTreeMap::new();
+        let mut out = Vec::new();
+        let mut others = 0;
+        for r in rollouts.values().rev() {
+            let state = r.state();
+            *counts.entry(state).or_insert(0) += 1;
+            if state.is_active() {
+                out.push(Summary::of(r));
+            } else if others < recent {
+                others += 1;
+                out.push(Summary::of(r));
+            }
+        }
+        (counts, out)
     }
 
     /// An operator's pause, resume, abort or rollback.

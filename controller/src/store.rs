@@ -735,10 +735,10 @@ impl Store {
                 break;
             }
             let (_, v) = item?;
-            if let Ok(entry) = serde_json::from_slice::<gantry_shared::audit::Entry>(v.value()) {
-                if keep(&entry) {
-                    out.push(entry);
-                }
+            if let Ok(entry) = serde_json::from_slice::<gantry_shared::audit::Entry>(v.value())
+                && keep(&entry)
+            {
+                out.push(entry);
             }
         }
         Ok(out)

@@ -12,6 +12,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use gantry_shared::exposition::{self, Exposition, Kind, ModelLabel};
+use gantry_shared::health::HealthState;
+use gantry_shared::protocol::rollout::State as RolloutState;
 use gantry_shared::monitoring::quality::{Metrics, QualitySummary};
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +159,215 @@ fn render_quality(e: &mut Exposition, models: &[gantry_shared::protocol::heartbe
     }
 }
 
+/// The node's health as its heartbeat reported it: 1 for the current state, 0 for the
+/// others (as the agent's own `gantry_agent_health`).
+fn render_health(e: &mut Exposition, health: &gantry_shared::health::Health) {
+    e.family(
+        "gantry_node_health",
+        Kind::Gauge,
+        "The node's health from its latest heartbeat: 1 for its current state, 0 for the others.",
+    );
+    for state in [HealthState::Healthy, HealthState::Degraded, HealthState::Unhealthy] {
+        e.sample(
+            "gantry_node_health",
+            &[("state", state.as_str())],
+            if health.state == state { 1.0 } else { 0.0 },
+        );
+    }
+}
+
+/// Each served model's serving figures from the node's heartbeat: its share of failed
+/// requests among the latest, their 99th-percentile latency and its golden run.
+fn render_serving(e: &mut Exposition, models: &[gantry_shared::protocol::heartbeat::ModelReport]) {
+    if models.is_empty() {
+        return;
+    }
+    let name = |m: &gantry_shared::protocol::heartbeat::ModelReport| {
+        if m.name.is_empty() {
+            "default".to_owned()
+        } else {
+            m.name.clone()
+        }
+    };
+    e.family(
+        "gantry_node_model_info",
+        Kind::Gauge,
+        "A model the node serves: 1, labelled with its bundle and execution provider.",
+    );
+    for m in models {
+        e.sample(
+            "gantry_node_model_info",
+            &[
+                ("model", name(m).as_str()),
+                ("bundle", m.bundle.as_str()),
+                ("provider", m.execution_provider.as_str()),
+            ],
+            1.0,
+        );
+    }
+    e.family(
+        "gantry_node_model_recent_requests",
+        Kind::Gauge,
+        "How many of the model's latest requests the error ratio and latency are over.",
+    );
+    for m in models {
+        e.sample(
+            "gantry_node_model_recent_requests",
+            &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
+            m.recent_requests as f64,
+        );
+    }
+    e.family(
+        "gantry_node_model_error_ratio",
+        Kind::Gauge,
+        "Failed share of the model's latest requests on the node.",
+    );
+    for m in models {
+        e.sample(
+            "gantry_node_model_error_ratio",
+            &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
+            m.recent_error_rate,
+        );
+    }
+    let with_latency: Vec<_> = models
+        .iter()
+        .filter_map(|m| Some((m, m.latency_p99_s?)))
+        .collect();
+    if !with_latency.is_empty() {
+        e.family(
+            "gantry_node_model_latency_p99_seconds",
+            Kind::Gauge,
+            "99th-percentile latency of the model's latest successful requests on the node.",
+        );
+        for (m, p99) in with_latency {
+            e.sample(
+                "gantry_node_model_latency_p99_seconds",
+                &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
+                p99,
+            );
+        }
+    }
+    let with_golden: Vec<_> = models
+        .iter()
+        .filter_map(|m| Some((m, m.golden_ok?)))
+        .collect();
+    if !with_golden.is_empty() {
+        e.family(
+            "gantry_node_model_golden_ok",
+            Kind::Gauge,
+            "Whether the model's latest golden-vector run on the node matched (1) or not (0).",
+        );
+        for (m, ok) in with_golden {
+            e.sample(
+                "gantry_node_model_golden_ok",
+                &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
+                if ok { 1.0 } else { 0.0 },
+            );
+        }
+    }
+}
+
+/// One per-rollout gauge's value, when the rollout has one.
+type RolloutFigure = fn(&crate::rollouts::Summary) -> Option<f64>;
+
+/// Rollouts kept on `/metrics` besides the active ones: the newest finished.
+const RECENT_ROLLOUTS: usize = 50;
+
+/// Rollouts: how many are in each state, and per rollout (the active ones and the
+/// newest finished) its state, progress and the times it started, failed and finished.
+fn render_rollouts(
+    e: &mut Exposition,
+    counts: &std::collections::BTreeMap<RolloutState, u64>,
+    rollouts: &[crate::rollouts::Summary],
+) {
+    e.family(
+        "gantry_rollouts",
+        Kind::Gauge,
+        "Rollouts the controller holds, by state.",
+    );
+    for state in RolloutState::ALL {
+        e.sample(
+            "gantry_rollouts",
+            &[("state", state.as_str())],
+            counts.get(&state).copied().unwrap_or(0) as f64,
+        );
+    }
+    if rollouts.is_empty() {
+        return;
+    }
+    e.family(
+        "gantry_rollout_state",
+        Kind::Gauge,
+        "A rollout (every active one and the newest finished): 1, labelled with its model, version and current state.",
+    );
+    for r in rollouts {
+        e.sample(
+            "gantry_rollout_state",
+            &[
+                ("rollout", r.id.as_str()),
+                ("model", r.model.as_str()),
+                ("version", r.version.as_str()),
+                ("state", r.state.as_str()),
+            ],
+            1.0,
+        );
+    }
+    let per_rollout: [(&str, &str, RolloutFigure); 5] = [
+        (
+            "gantry_rollout_step",
+            "The rollout's current step, from 1.",
+            |r| Some(r.step as f64),
+        ),
+        (
+            "gantry_rollout_steps",
+            "How many steps the rollout has.",
+            |r| Some(r.steps as f64),
+        ),
+        (
+            "gantry_rollout_nodes_touched",
+            "Nodes the rollout has assigned its bundle to.",
+            |r| Some(r.touched as f64),
+        ),
+        (
+            "gantry_rollout_started_timestamp_seconds",
+            "When the rollout was started.",
+            |r| Some(r.created_at_ms as f64 / 1000.0),
+        ),
+        (
+            "gantry_rollout_failed_timestamp_seconds",
+            "When a gate failed the rollout (only for rollouts that failed).",
+            |r| r.failed_at_ms.map(|t| t as f64 / 1000.0),
+        ),
+    ];
+    for (name, help, value) in per_rollout {
+        let values: Vec<(&str, f64)> = rollouts
+            .iter()
+            .filter_map(|r| Some((r.id.as_str(), value(r)?)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        e.family(name, Kind::Gauge, help);
+        for (id, v) in values {
+            e.sample(name, &[("rollout", id)], v);
+        }
+    }
+    let finished: Vec<(&str, f64)> = rollouts
+        .iter()
+        .filter_map(|r| Some((r.id.as_str(), r.finished_at_ms? as f64 / 1000.0)))
+        .collect();
+    if !finished.is_empty() {
+        e.family(
+            "gantry_rollout_finished_timestamp_seconds",
+            Kind::Gauge,
+            "When the rollout finished (succeeded, aborted or rolled back).",
+        );
+        for (id, v) in finished {
+            e.sample("gantry_rollout_finished_timestamp_seconds", &[("rollout", id)], v);
+        }
+    }
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut pages = Vec::new();
     let (connected, known) = {
@@ -183,6 +394,10 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                     sample.taken_at_ms as f64 / 1000.0,
                 );
                 if let Some(h) = &entry.heartbeat {
+                    if let Some(health) = &h.health {
+                        render_health(&mut e, health);
+                    }
+                    render_serving(&mut e, &h.models);
                     render_drift(&mut e, &h.models);
                     render_quality(&mut e, &h.models);
                 }
@@ -196,6 +411,8 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     };
     let c = &shared.counters;
     let mut e = Exposition::default();
+    let (counts, rollouts) = shared.rollouts.summaries(RECENT_ROLLOUTS);
+    render_rollouts(&mut e, &counts, &rollouts);
     e.single(
         "gantry_controller_records_stored_total",
         Kind::Counter,

@@ -175,7 +175,7 @@ impl Default for Spec {
 }
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum State {
     /// Assigning the current step's nodes and waiting for them to run the bundle.
@@ -196,6 +196,17 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order of a rollout's life.
+    pub const ALL: [Self; 7] = [
+        Self::Rolling,
+        Self::Baking,
+        Self::Paused,
+        Self::Succeeded,
+        Self::Aborted,
+        Self::RollingBack,
+        Self::RolledBack,
+    ];
+
     /// Whether the rollout still acts on nodes (and holds them against other rollouts).
     pub fn is_active(self) -> bool {
         matches!(

@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::{Agent, Controller};
 
@@ -191,4 +192,63 @@ pub fn trusting_controller(work: &Path) -> (Controller, PathBuf, PathBuf) {
     ]);
     std::fs::copy(&policy, controller.home().join("trust.json")).unwrap();
     (controller, key, policy)
+}
+
+/// `ref.npz` (in `work`) from `NumPy` and Python ONNX Runtime: 4000 rows of N(0, 1) for `tiny_mlp`'s
+/// eight inputs, and its three outputs on them.
+pub fn reference_data(work: &Path) -> PathBuf {
+    let out = work.join("ref.npz");
+    let run = Command::new(python_clients())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reference_data.py"))
+        .arg("--model")
+        .arg(models().join("tiny_mlp.onnx"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// A signed bundle of `tiny_mlp` named `mlp` at `version`, profiled on `reference`
+/// (drift above PSI 0.25 degrades the node).
+pub fn monitored_bundle(
+    controller: &Controller,
+    work: &Path,
+    key: &Path,
+    reference: &Path,
+    version: &str,
+) -> PathBuf {
+    let out = work.join(format!("mlp-{version}.gbundle"));
+    controller.cli_ok(&[
+        "bundle",
+        "create",
+        "--model",
+        models().join("tiny_mlp.onnx").to_str().unwrap(),
+        "--golden",
+        models().join("tiny_mlp.golden.json").to_str().unwrap(),
+        "--name",
+        "mlp",
+        "--version",
+        version,
+        "--reference-data",
+        reference.to_str().unwrap(),
+        "--drift-threshold",
+        "0.25",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        out.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    out
 }

@@ -8,74 +8,15 @@
 //! version's (`--max-prediction-shift`) rolls back too.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use gantry_tests::bundles::{models, onnxruntime, python_clients, trusting_controller};
+use gantry_tests::bundles::{monitored_bundle, onnxruntime, reference_data, trusting_controller};
 use gantry_tests::{Agent, Controller, wait_for};
 
 /// Input feature the test shifts.
 const SHIFTED: usize = 3;
-
-/// `ref.npz` from `NumPy` and Python ONNX Runtime: 4000 rows of N(0, 1) for `tiny_mlp`'s
-/// eight inputs, and its three outputs on them.
-fn reference_data(work: &Path) -> PathBuf {
-    let out = work.join("ref.npz");
-    let run = Command::new(python_clients())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reference_data.py"))
-        .arg("--model")
-        .arg(models().join("tiny_mlp.onnx"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
-
-fn monitored_bundle(
-    controller: &Controller,
-    work: &Path,
-    key: &Path,
-    reference: &Path,
-    version: &str,
-) -> PathBuf {
-    let out = work.join(format!("mlp-{version}.gbundle"));
-    controller.cli_ok(&[
-        "bundle",
-        "create",
-        "--model",
-        models().join("tiny_mlp.onnx").to_str().unwrap(),
-        "--golden",
-        models().join("tiny_mlp.golden.json").to_str().unwrap(),
-        "--name",
-        "mlp",
-        "--version",
-        version,
-        "--reference-data",
-        reference.to_str().unwrap(),
-        "--drift-threshold",
-        "0.25",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
-    out
-}
 
 /// Sends `tiny_mlp` requests of 50 rows to `http` until stopped: N(0, 1) inputs, with
 /// feature [`SHIFTED`] moved by `shift / 100` while `shift` is non-zero.

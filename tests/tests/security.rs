@@ -368,6 +368,15 @@ fn every_admin_call() -> Vec<(admin::Request, Role)> {
             },
             Role::Operator,
         ),
+        (
+            admin::Request::AuditEntries {
+                before_seq: None,
+                limit: 10,
+                filter: String::new(),
+            },
+            Role::Viewer,
+        ),
+        (admin::Request::ConsoleLogin, Role::Viewer),
     ]
 }
 
@@ -403,7 +412,9 @@ fn listed(request: &admin::Request) -> bool {
         | R::AuditReport { .. }
         | R::ModelDrift { .. }
         | R::ModelQuality { .. }
-        | R::CaptureExport { .. } => true,
+        | R::CaptureExport { .. }
+        | R::AuditEntries { .. }
+        | R::ConsoleLogin => true,
     }
 }
 
@@ -412,7 +423,7 @@ fn every_admin_call_is_checked_against_the_callers_role() {
     let controller = Controller::start();
     let dir = tempfile::tempdir().unwrap();
     let calls = every_admin_call();
-    assert_eq!(calls.len(), 29, "one line per admin call");
+    assert_eq!(calls.len(), 31, "one line per admin call");
     for (request, least) in &calls {
         assert!(listed(request));
         assert_eq!(request.required_role(), *least, "{}", request.name());

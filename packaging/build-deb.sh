@@ -139,6 +139,10 @@ strip_file usr/bin/gantry
 install_file 0644 systemd/gantry-controller.service lib/systemd/system/gantry-controller.service
 install_file 0644 packaging/gantry-controller.default etc/default/gantry-controller
 install_file 0644 packaging/debian/gantry/lintian-overrides usr/share/lintian/overrides/gantry
+# Grafana dashboards and Prometheus alerting rules (with their promtool unit tests).
+for f in packaging/monitoring/grafana/*.json packaging/monitoring/prometheus/*.yml; do
+    install_file 0644 "$f" "usr/share/gantry/${f#packaging/monitoring/}"
+done
 docs gantry
 manpage 1 gantry "Gantry controller and fleet CLI" 'gantry rollout start \\-\\-help'
 control gantry usr/bin/gantry

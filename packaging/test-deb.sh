@@ -179,9 +179,16 @@ expect "gantry conffiles" "$(dpkg-query -W -f='${Conffiles}' gantry | awk '{prin
 for file in /lib/systemd/system/gantry-agent.service /lib/systemd/system/gantry-controller.service \
     /usr/lib/gantry/libonnxruntime.so.1.31.1 /usr/lib/gantry/libgantry_nvml_sim.so \
     /usr/share/man/man8/gantry-agent.8.gz /usr/share/man/man1/gantry.1.gz \
-    /usr/share/doc/gantry-agent/copyright /usr/share/doc/gantry-agent/onnxruntime/ThirdPartyNotices.txt.gz; do
+    /usr/share/doc/gantry-agent/copyright /usr/share/doc/gantry-agent/onnxruntime/ThirdPartyNotices.txt.gz \
+    /usr/share/gantry/grafana/gantry-fleet-gpus.json /usr/share/gantry/grafana/gantry-serving-rollouts.json \
+    /usr/share/gantry/prometheus/gantry-alerts.yml /usr/share/gantry/prometheus/gantry-alerts.test.yml; do
     present "$file"
 done
+if command -v promtool >/dev/null; then
+    (cd /usr/share/gantry/prometheus && promtool test rules gantry-alerts.test.yml >"$work/promtool.log" 2>&1) \
+        || { cat "$work/promtool.log"; fail "promtool test rules on the installed alerting rules"; }
+    echo "ok  promtool test rules passes on /usr/share/gantry/prometheus"
+fi
 if command -v systemd-analyze >/dev/null; then
     verify=$(systemd-analyze verify /lib/systemd/system/gantry-agent.service /lib/systemd/system/gantry-controller.service 2>&1 || true)
     expect "systemd-analyze verify" "${verify:-clean}" "clean"

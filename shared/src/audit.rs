@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-pub use crate::protocol::audit::{Break, Verification};
+pub use crate::protocol::audit::{Break, Entry, Verification};
 use crate::protocol::audit::{
     BundleReport, CordonRecord, Flag, Interval, Period, PolicyRecord, Refusal, RefusedUpload,
     Report,
@@ -87,20 +87,6 @@ impl NodeBundleState {
 
 /// The `prev` of the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// One audit entry as stored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Entry {
-    pub seq: u64,
-    pub at_ms: u64,
-    pub actor: String,
-    pub action: String,
-    pub subject: String,
-    pub details: serde_json::Value,
-    pub prev: String,
-    pub hash: String,
-}
 
 /// What is hashed: every field but the hashes, in this order.
 #[derive(Serialize)]

@@ -95,17 +95,27 @@ fn the_console_in_a_real_browser_signs_in_shows_every_page_acts_and_refuses() {
     });
 
     // v1 everywhere (a finished rollout for the KPIs), then v2 baking on rack r0.
-    push(&controller, &make_bundle(&controller, work.path(), "1.0.0", &key));
-    push(&controller, &make_bundle(&controller, work.path(), "2.0.0", &key));
+    push(
+        &controller,
+        &make_bundle(&controller, work.path(), "1.0.0", &key),
+    );
+    push(
+        &controller,
+        &make_bundle(&controller, work.path(), "2.0.0", &key),
+    );
     let done = start_rollout(
         &controller,
         &["tiny-linear@1.0.0", "--steps", "100%", "--bake", "0s"],
     );
-    wait_for("the first rollout succeeded", Duration::from_secs(120), || {
-        (rollout_state(&controller, &done) == "succeeded").then_some(())
-    });
+    wait_for(
+        "the first rollout succeeded",
+        Duration::from_secs(120),
+        || (rollout_state(&controller, &done) == "succeeded").then_some(()),
+    );
     for addr in &inference {
-        wait_for("the model answers", Duration::from_secs(30), || infer(*addr));
+        wait_for("the model answers", Duration::from_secs(30), || {
+            infer(*addr)
+        });
     }
     let baking = start_rollout(
         &controller,
@@ -121,17 +131,24 @@ fn the_console_in_a_real_browser_signs_in_shows_every_page_acts_and_refuses() {
     );
     let xid = 13;
     agents[3].control().inject_xid(0, xid).unwrap();
-    wait_for("gpu-03's XID reached the controller", Duration::from_secs(30), || {
-        let n = controller.node("gpu-03");
-        n.health
-            .is_some_and(|h| h.reasons.iter().any(|r| r.check == "gpu.xid"))
-            .then_some(())
-    });
+    wait_for(
+        "gpu-03's XID reached the controller",
+        Duration::from_secs(30),
+        || {
+            let n = controller.node("gpu-03");
+            n.health
+                .is_some_and(|h| h.reasons.iter().any(|r| r.check == "gpu.xid"))
+                .then_some(())
+        },
+    );
 
     // An operator and a viewer besides the first admin.
     let operator = work.path().join("olivia.identity");
     let viewer = work.path().join("victor.identity");
-    for (name, role, file) in [("olivia", "operator", &operator), ("victor", "viewer", &viewer)] {
+    for (name, role, file) in [
+        ("olivia", "operator", &operator),
+        ("victor", "viewer", &viewer),
+    ] {
         controller.cli_ok(&[
             "admin",
             "add",
@@ -179,9 +196,22 @@ fn the_console_in_a_real_browser_signs_in_shows_every_page_acts_and_refuses() {
 
     // Every page left a real screenshot.
     for page in [
-        "sign-in", "fleet", "fleet-search", "node", "rollouts", "rollout", "rollout-paused",
-        "rollout-resumed", "models", "model", "kpis", "audit", "replayed-sign-in",
-        "forged-cookie", "rollout-as-viewer", "viewer-refused",
+        "sign-in",
+        "fleet",
+        "fleet-search",
+        "node",
+        "rollouts",
+        "rollout",
+        "rollout-paused",
+        "rollout-resumed",
+        "models",
+        "model",
+        "kpis",
+        "audit",
+        "replayed-sign-in",
+        "forged-cookie",
+        "rollout-as-viewer",
+        "viewer-refused",
     ] {
         let png = std::fs::read(shots.join(format!("{page}.png")))
             .unwrap_or_else(|e| panic!("no screenshot of {page}: {e}"));
@@ -233,6 +263,10 @@ fn the_console_in_a_real_browser_signs_in_shows_every_page_acts_and_refuses() {
         "the pause is audited under olivia"
     );
     assert!(has("olivia", "console.refused", "already used"));
-    assert!(has("console", "console.refused", "not one this controller issued"));
+    assert!(has(
+        "console",
+        "console.refused",
+        "not one this controller issued"
+    ));
     assert!(has("victor", "console.refused", "needs the operator role"));
 }

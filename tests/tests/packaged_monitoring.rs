@@ -94,10 +94,9 @@ fn alerts_tested(text: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 
 /// The `xid=~"…"` list of critical codes in `text`, as numbers.
 fn critical_list(text: &str) -> BTreeSet<u64> {
-    let start = text.find(r#"xid=~\""#).map_or_else(
-        || text.find(r#"xid=~""#).map(|i| i + 6),
-        |i| Some(i + 7),
-    );
+    let start = text
+        .find(r#"xid=~\""#)
+        .map_or_else(|| text.find(r#"xid=~""#).map(|i| i + 6), |i| Some(i + 7));
     let start = start.expect("a xid=~ selector");
     let list: String = text[start..]
         .chars()
@@ -121,10 +120,19 @@ fn the_alert_rules_pass_promtool_and_every_alert_is_unit_tested_firing_and_quiet
     let (fires, quiet) = alerts_tested(&std::fs::read_to_string(rule_tests()).unwrap());
     for alert in &defined {
         assert!(fires.contains(alert), "no unit test where {alert} fires");
-        assert!(quiet.contains(alert), "no unit test where {alert} stays quiet");
+        assert!(
+            quiet.contains(alert),
+            "no unit test where {alert} stays quiet"
+        );
     }
-    let unknown: Vec<_> = fires.union(&quiet).filter(|a| !defined.contains(*a)).collect();
-    assert!(unknown.is_empty(), "tests of alerts not defined: {unknown:?}");
+    let unknown: Vec<_> = fires
+        .union(&quiet)
+        .filter(|a| !defined.contains(*a))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "tests of alerts not defined: {unknown:?}"
+    );
 
     // The critical XIDs the rules and the fleet dashboard count are the health check's.
     let critical: BTreeSet<u64> = gantry_shared::xid::critical_codes().collect();
@@ -132,8 +140,8 @@ fn the_alert_rules_pass_promtool_and_every_alert_is_unit_tested_firing_and_quiet
         critical_list(&std::fs::read_to_string(rules()).unwrap()),
         critical
     );
-    let fleet = std::fs::read_to_string(monitoring().join("grafana/gantry-fleet-gpus.json"))
-        .unwrap();
+    let fleet =
+        std::fs::read_to_string(monitoring().join("grafana/gantry-fleet-gpus.json")).unwrap();
     assert_eq!(critical_list(&fleet), critical);
 }
 
@@ -155,7 +163,10 @@ fn the_dashboards_are_what_their_generator_writes() {
 /// Families served on a `/metrics` page: name → the label-name sets of its samples.
 fn served(page: &str) -> BTreeMap<String, BTreeSet<BTreeSet<String>>> {
     let mut out: BTreeMap<String, BTreeSet<BTreeSet<String>>> = BTreeMap::new();
-    for line in page.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..end];
         let labels = if line[end..].starts_with('{') {
@@ -277,10 +288,9 @@ fn wait_rollout(controller: &Controller, id: &str, state: &str) {
         &format!("rollout {id} {state}"),
         Duration::from_secs(120),
         || {
-            let r: serde_json::Value = serde_json::from_str(
-                &controller.cli_ok(&["rollout", "status", id, "--json"]),
-            )
-            .unwrap();
+            let r: serde_json::Value =
+                serde_json::from_str(&controller.cli_ok(&["rollout", "status", id, "--json"]))
+                    .unwrap();
             (r["state"] == state).then_some(())
         },
     );
@@ -446,7 +456,8 @@ fn on_a_real_fleet_the_dashboards_and_alerts_read_only_served_metrics_show_data_
                 .iter()
                 .filter_map(|(m, _)| m["alertname"].as_str().map(str::to_owned))
                 .collect();
-            let done = names.contains("GantryGPUCriticalXID") && names.contains("GantryRolloutFailed");
+            let done =
+                names.contains("GantryGPUCriticalXID") && names.contains("GantryRolloutFailed");
             if !done {
                 eprintln!("firing so far: {names:?}");
             }

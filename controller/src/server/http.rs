@@ -13,8 +13,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use gantry_shared::exposition::{self, Exposition, Kind, ModelLabel};
 use gantry_shared::health::HealthState;
-use gantry_shared::protocol::rollout::State as RolloutState;
 use gantry_shared::monitoring::quality::{Metrics, QualitySummary};
+use gantry_shared::protocol::rollout::State as RolloutState;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
@@ -167,7 +167,11 @@ fn render_health(e: &mut Exposition, health: &gantry_shared::health::Health) {
         Kind::Gauge,
         "The node's health from its latest heartbeat: 1 for its current state, 0 for the others.",
     );
-    for state in [HealthState::Healthy, HealthState::Degraded, HealthState::Unhealthy] {
+    for state in [
+        HealthState::Healthy,
+        HealthState::Degraded,
+        HealthState::Unhealthy,
+    ] {
         e.sample(
             "gantry_node_health",
             &[("state", state.as_str())],
@@ -363,7 +367,11 @@ fn render_rollouts(
             "When the rollout finished (succeeded, aborted or rolled back).",
         );
         for (id, v) in finished {
-            e.sample("gantry_rollout_finished_timestamp_seconds", &[("rollout", id)], v);
+            e.sample(
+                "gantry_rollout_finished_timestamp_seconds",
+                &[("rollout", id)],
+                v,
+            );
         }
     }
 }

@@ -304,7 +304,7 @@ pub enum Response {
     },
     AuditReport(Box<super::audit::Report>),
     /// Audit log entries, newest first (`Request::AuditEntries`).
-    AuditEntries(Vec<crate::audit::Entry>),
+    AuditEntries(Vec<super::audit::Entry>),
     Drift(Box<super::monitoring::DriftReport>),
     Quality(Box<super::monitoring::QualityReport>),
     Captures(Box<super::monitoring::CapturePage>),

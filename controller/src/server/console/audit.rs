@@ -150,7 +150,11 @@ pub(super) async fn render(
                 format!(
                     "{}{}",
                     esc(&b.signers.join(", ")),
-                    if b.signatures_valid { "" } else { " (NOT VALID)" }
+                    if b.signatures_valid {
+                        ""
+                    } else {
+                        " (NOT VALID)"
+                    }
                 ),
                 format!(
                     "{} by {}",

@@ -212,10 +212,7 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
         out.push_str("<p class=\"empty\">no data in this span</p></figure>");
         return out;
     }
-    let hi = bars
-        .iter()
-        .filter_map(|(_, v)| *v)
-        .fold(0.0f64, f64::max);
+    let hi = bars.iter().filter_map(|(_, v)| *v).fold(0.0f64, f64::max);
     // All zero (no failed rollout, say): a 0..1 axis, not one whose ticks all read 0.
     let hi = if hi > 0.0 { hi } else { 1.0 };
     let ys = ticks(0.0, hi);

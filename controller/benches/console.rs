@@ -105,15 +105,17 @@ fn sign_in(addr: SocketAddr, code: &str) -> String {
     .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
-    response
+    let cookie = response
         .lines()
         .find_map(|l| {
             l.strip_prefix("set-cookie: ")
                 .or_else(|| l.strip_prefix("Set-Cookie: "))
         })
-        .and_then(|c| c.split(';').next())
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("sign-in refused:\n{response}"))
+        .and_then(|c| c.split(';').next());
+    match cookie {
+        Some(c) => c.to_owned(),
+        None => panic!("sign-in refused:\n{response}"),
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

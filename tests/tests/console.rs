@@ -16,7 +16,7 @@ use gantry_tests::bundles::{
 };
 use gantry_tests::{Agent, Controller, free_tcp_port, wait_for};
 
-/// Debian's Chromium and its WebDriver, as `scripts/tools.sh chromium` installs them.
+/// Debian's Chromium and its `WebDriver`, as `scripts/tools.sh chromium` installs them.
 fn browser() -> (PathBuf, PathBuf) {
     let path = |var: &str, default: &str| {
         let p = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);

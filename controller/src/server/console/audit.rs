@@ -13,6 +13,9 @@ use super::{PageError, Rendered, Shared};
 
 const DAY_MS: u64 = 86_400_000;
 
+/// Nodes shown per page of the report's node table.
+const NODES_PAGE: usize = 50;
+
 /// The report over the last `days` (from the query, 30 by default).
 async fn report(
     shared: &Arc<Shared>,
@@ -74,7 +77,7 @@ pub(super) async fn render(
     }
     let _ = write!(
         main,
-        "<p class=\"sub\">The report over the last {days} days. <a href=\"/audit/report.json?days={days}\" download>Download the report (JSON)</a></p>"
+        "<p class=\"sub\">The report over the last {days} days. <a href=\"/audit/report.json?days={days}\" download>Download the signed report (JSON)</a>; check it with <code>gantry audit verify-report FILE</code></p>"
     );
     main.push_str("<h2>Flags</h2>");
     let flags: Vec<Vec<String>> = r
@@ -94,9 +97,26 @@ pub(super) async fn render(
         "Nothing flagged: everything that ran was signed and valid under the policy of its time.",
     ));
     main.push_str("<h2>Nodes</h2>");
-    let nodes: Vec<Vec<String>> = r
-        .nodes
+    // Nodes with something to look at first (a bundle whose signatures were not valid,
+    // refusals, silent periods), then by name; a page at a time on a large fleet.
+    let mut nodes: Vec<(&String, &gantry_shared::protocol::audit::NodeReport)> =
+        r.nodes.iter().collect();
+    nodes.sort_by_key(|(name, n)| {
+        let notable = n.ran.iter().any(|i| !i.signatures_valid)
+            || !n.refused.is_empty()
+            || !n.silent.is_empty();
+        (!notable, name.as_str())
+    });
+    let pages = nodes.len().div_ceil(NODES_PAGE).max(1);
+    let page = query
+        .get("nodes")
+        .and_then(|p| p.parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, pages);
+    let rows: Vec<Vec<String>> = nodes
         .iter()
+        .skip((page - 1) * NODES_PAGE)
+        .take(NODES_PAGE)
         .map(|(name, n)| {
             let ran = n
                 .ran
@@ -129,9 +149,12 @@ pub(super) async fn render(
         .collect();
     main.push_str(&html::table(
         &["node", "ran", "refusals", "silent periods"],
-        &nodes,
+        &rows,
         "No node in this span.",
     ));
+    main.push_str(&html::pager(page, pages, |p| {
+        format!("/audit?days={days}&nodes={p}")
+    }));
     main.push_str("<h2>Bundles</h2>");
     let bundles: Vec<Vec<String>> = r
         .bundles
@@ -161,7 +184,15 @@ pub(super) async fn render(
                     b.pushed_at_ms.map_or_else(|| "—".to_owned(), html::time),
                     esc(&b.pushed_by)
                 ),
-                esc(&nodes.join(", ")),
+                if nodes.len() > 6 {
+                    format!(
+                        "{}, … {} nodes in all",
+                        esc(&nodes[..5].join(", ")),
+                        nodes.len()
+                    )
+                } else {
+                    esc(&nodes.join(", "))
+                },
             ]
         })
         .collect();
@@ -225,10 +256,18 @@ async fn log(
             vec![
                 e.seq.to_string(),
                 format!("<span class=\"nw\">{}</span>", html::time(e.at_ms)),
-                esc(&e.actor),
+                format!("<span class=\"nw\">{}</span>", esc(&e.actor)),
                 format!("<code>{}</code>", esc(&e.action)),
-                esc(&e.subject),
-                format!("<span class=\"mono small\">{}</span>", esc(&details)),
+                if e.subject.starts_with("sha256:") {
+                    format!(
+                        "<span class=\"mono\" title=\"{}\">{}</span>",
+                        esc(&e.subject),
+                        esc(super::fleet::short(&e.subject))
+                    )
+                } else {
+                    esc(&e.subject)
+                },
+                format!("<span class=\"mono small wrap\">{}</span>", esc(&details)),
             ]
         })
         .collect();

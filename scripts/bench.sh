@@ -9,6 +9,7 @@ cargo bench -p gantry-agent --bench buffer --locked
 cargo bench -p gantry-controller --bench ingest --locked
 cargo bench -p gantry-controller --bench rollout --locked
 cargo bench -p gantry-controller --bench audit --locked
+cargo bench -p gantry-controller --bench console --locked
 cargo bench -p gantry-agent --bench inference --locked
 cargo build --release --workspace --locked
 cargo bench -p gantry-tests --bench delivery --locked

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gantry_controller::client::AdminClient;
-use gantry_controller::home::{AdminIdentity, Home};
+use gantry_controller::home::AdminIdentity;
 use gantry_shared::health::{Health, HealthState};
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response, heartbeat};
@@ -31,7 +31,7 @@ use serde_json::value::RawValue;
 
 mod support;
 
-use support::{client_config, enroll_nodes, env_or, usage};
+use support::{client_config, enroll_nodes, env_or, init_controller, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -137,21 +137,10 @@ fn main() {
     let requests = env_or("GANTRY_BENCH_REQUESTS", 50) as usize;
 
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("ctl"));
-    let addr: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let (home, addr, identity_path) = init_controller(dir.path());
     let console: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
-        .unwrap();
-    let identity_path = home
-        .init(
-            addr,
-            "bench",
-            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
-        )
         .unwrap();
     let mut server: Child = Command::new(GANTRY)
         .args(["serve", "--dir"])

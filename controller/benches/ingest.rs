@@ -12,21 +12,20 @@
 //!
 //! Run: `cargo bench -p gantry-controller --bench ingest`.
 
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_controller::client::AdminClient;
-use gantry_controller::home::{AdminIdentity, Home};
+use gantry_controller::home::AdminIdentity;
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response, heartbeat};
 use serde_json::value::RawValue;
 
 mod support;
 
-use support::{client_config, enroll_nodes, env_or, usage};
+use support::{client_config, enroll_nodes, env_or, init_controller, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -52,18 +51,7 @@ fn main() {
     let agents = env_or("GANTRY_BENCH_AGENTS", 10_000) as usize;
 
     let dir = tempfile::tempdir().unwrap();
-    let home = Home::new(dir.path().join("ctl"));
-    let addr: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let identity_path = home
-        .init(
-            addr,
-            "bench",
-            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
-        )
-        .unwrap();
+    let (home, addr, identity_path) = init_controller(dir.path());
     let mut server: Child = Command::new(GANTRY)
         .args(["serve", "--dir"])
         .arg(&home.dir)

@@ -17,7 +17,6 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +28,7 @@ use gantry_shared::health::Health;
 use gantry_shared::protocol::delivery::NodeBundles;
 use gantry_shared::protocol::rollout::{Rollout, Spec, State, parse_steps};
 use gantry_shared::protocol::{Request, Response, admin, heartbeat};
-use support::{client_config, enroll_nodes, env_or, usage};
+use support::{client_config, enroll_nodes, env_or, init_controller, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -142,18 +141,7 @@ fn main() {
     let heartbeat_ms = env_or("GANTRY_BENCH_HEARTBEAT_MS", 500);
 
     let work = tempfile::tempdir().unwrap();
-    let home = Home::new(work.path().join("ctl"));
-    let addr: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let identity_path = home
-        .init(
-            addr,
-            "bench",
-            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
-        )
-        .unwrap();
+    let (home, addr, identity_path) = init_controller(work.path());
     let key = work.path().join("ml.key");
     let policy = work.path().join("trust.json");
     let k = key.to_str().unwrap();

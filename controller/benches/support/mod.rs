@@ -8,9 +8,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_controller::client::AdminClient;
+use gantry_controller::home::Home;
 use gantry_shared::protocol::admin;
 use gantry_shared::protocol::enroll::{self, JoinToken};
 use gantry_shared::protocol::{Request, Response};
+
+/// `gantry init` of a controller directory `dir/ctl` on a free loopback port: its home,
+/// its QUIC address and the first admin's identity file.
+pub fn init_controller(dir: &std::path::Path) -> (Home, SocketAddr, std::path::PathBuf) {
+    let home = Home::new(dir.join("ctl"));
+    let addr: SocketAddr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let identity = home
+        .init(
+            addr,
+            "bench",
+            gantry_controller::certs::DEFAULT_ADMIN_LIFETIME,
+        )
+        .unwrap();
+    (home, addr, identity)
+}
 
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)

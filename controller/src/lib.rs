@@ -25,6 +25,7 @@ pub mod policy_cmd;
 pub mod push;
 pub mod quality;
 pub mod reference;
+pub mod remote_write;
 pub mod rollout_cmd;
 pub mod rollouts;
 pub mod server;

@@ -84,6 +84,10 @@ struct StoredLabel {
 /// (node, at ms) → the node's health (JSON) when its state or the set of its reasons
 /// changed, as heartbeats told: the console's health history.
 const HEALTH_CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("health_changes");
+/// node → the highest telemetry sequence number remote-write has delivered (or passed
+/// over: events, records the receiver refused for good).
+const REMOTE_WRITE_CURSORS: TableDefinition<&str, u64> =
+    TableDefinition::new("remote_write_cursors");
 const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
     TableDefinition::new("drift_alerts");
 
@@ -437,6 +441,7 @@ impl Store {
         txn.open_table(CAPTURES)?;
         txn.open_table(CAPTURE_LABELS)?;
         txn.open_table(HEALTH_CHANGES)?;
+        txn.open_table(REMOTE_WRITE_CURSORS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1150,6 +1155,58 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// Up to `limit` records of `node` after `after_seq`: the metrics records' bodies by
+    /// sequence number, and the last sequence number looked at (events included), for
+    /// remote-write's cursor. `None` when there is nothing after `after_seq`.
+    pub fn metrics_after(
+        &self,
+        node: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<(Vec<(u64, Vec<u8>)>, Option<u64>), StoreError> {
+        let Some(id) = self.node_id(node)? else {
+            return Ok((Vec::new(), None));
+        };
+        let txn = self.read()?;
+        let table = txn.open_table(TELEMETRY)?;
+        let mut out = Vec::new();
+        let mut last = None;
+        for entry in table
+            .range(key(id, after_seq.saturating_add(1))..=key(id, u64::MAX))?
+            .take(limit)
+        {
+            let (k, value) = entry?;
+            #[allow(clippy::cast_possible_truncation)] // the low 64 bits are the sequence
+            let seq = k.value() as u64;
+            let value = value.value();
+            if decode_header(value)?.1 == RecordClass::Metrics {
+                out.push((seq, value[9..].to_vec()));
+            }
+            last = Some(seq);
+        }
+        Ok((out, last))
+    }
+
+    /// Remote-write's cursor for `node` (0 before anything was delivered).
+    pub fn remote_write_cursor(&self, node: &str) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        let table = txn.open_table(REMOTE_WRITE_CURSORS)?;
+        Ok(table.get(node)?.map_or(0, |v| v.value()))
+    }
+
+    /// Moves remote-write's cursors forward, in one transaction.
+    pub fn set_remote_write_cursors(&self, cursors: &[(String, u64)]) -> Result<(), StoreError> {
+        let txn = self.write()?;
+        {
+            let mut table = txn.open_table(REMOTE_WRITE_CURSORS)?;
+            for (node, seq) in cursors {
+                table.insert(node.as_str(), *seq)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
     }
 
     /// The body of the newest metrics record of `node`, if any.

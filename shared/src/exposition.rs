@@ -331,11 +331,23 @@ fn lint_clean_name(name: &str) -> Option<(&'static str, Kind)> {
 }
 
 /// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
-/// `extra` labels (the controller's `node`) lead every sample's label set.
+/// `extra` labels (the controller's `node`) lead every sample's label set. Made with
+/// [`Exposition::collecting`], it keeps each sample as a [`Series`] instead, for
+/// remote-write.
 #[derive(Debug, Default)]
 pub struct Exposition {
     out: String,
     extra: Vec<(String, String)>,
+    collected: Option<Vec<Series>>,
+}
+
+/// One sample as [`Exposition::collecting`] keeps it: the metric name, its labels
+/// (the extra labels first) and the value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
 }
 
 fn push_label(out: &mut String, label: &str, text: &str) {
@@ -357,6 +369,17 @@ impl Exposition {
         Self {
             out: String::with_capacity(32 * 1024),
             extra,
+            collected: None,
+        }
+    }
+
+    /// A writer that keeps samples as [`Series`] (read them with
+    /// [`Exposition::into_series`]) and writes no text.
+    pub fn collecting(extra: Vec<(String, String)>) -> Self {
+        Self {
+            out: String::new(),
+            extra,
+            collected: Some(Vec::new()),
         }
     }
 
@@ -364,12 +387,37 @@ impl Exposition {
         self.out
     }
 
+    /// The samples kept by a [`Exposition::collecting`] writer (empty for a text one).
+    pub fn into_series(self) -> Vec<Series> {
+        self.collected.unwrap_or_default()
+    }
+
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        if self.collected.is_some() {
+            return;
+        }
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {}", kind.as_str());
     }
 
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        if let Some(collected) = &mut self.collected {
+            collected.push(Series {
+                name: name.to_owned(),
+                labels: self
+                    .extra
+                    .iter()
+                    .cloned()
+                    .chain(
+                        labels
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                    )
+                    .collect(),
+                value,
+            });
+            return;
+        }
         self.out.push_str(name);
         if !labels.is_empty() || !self.extra.is_empty() {
             self.out.push('{');

@@ -48,34 +48,52 @@ impl Prometheus {
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();
         let addr = crate::free_tcp_port();
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "prometheus is needed for this test and could not be run ({e}); `scripts/test.sh` \
-                     unpacks Debian's `prometheus` package into .cache/tools and puts it on PATH"
-                )
-            });
+        let child = spawn(dir.path(), addr, &[]);
         let prometheus = Self { child, addr, dir };
+        prometheus.wait_ready();
+        prometheus
+    }
+
+    /// Starts Prometheus as a remote-write receiver (`--web.enable-remote-write-receiver`),
+    /// scraping nothing.
+    pub fn receiver() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            "global:\n  evaluation_interval: 1s\n",
+        )
+        .unwrap();
+        let addr = crate::free_tcp_port();
+        let child = spawn(dir.path(), addr, RECEIVER);
+        let prometheus = Self { child, addr, dir };
+        prometheus.wait_ready();
+        prometheus
+    }
+
+    /// Stops Prometheus as systemd would (SIGTERM, then waits for it to exit).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped receiver again on the same address and data.
+    pub fn start_again(&mut self) {
+        self.child = spawn(self.dir.path(), self.addr, RECEIVER);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while crate::http_status(addr, "/-/ready") != Some(200) {
+        while crate::http_status(self.addr, "/-/ready") != Some(200) {
             assert!(
                 Instant::now() < deadline,
                 "Prometheus did not become ready:\n{}",
-                prometheus.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        prometheus
     }
 
     /// Prometheus' own log (for failure messages).
@@ -107,6 +125,39 @@ impl Prometheus {
             })
             .collect())
     }
+}
+
+/// The flags of a remote-write receiver.
+const RECEIVER: &[&str] = &["--web.enable-remote-write-receiver"];
+
+/// Runs `prometheus` on `dir/prometheus.yml`, its data in `dir/data`, its log appended
+/// to `dir/prometheus.log`.
+fn spawn(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prometheus.log"))
+        .unwrap();
+    Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "prometheus is needed for this test and could not be run ({e}); `scripts/test.sh` \
+                 unpacks Debian's `prometheus` package into .cache/tools and puts it on PATH"
+            )
+        })
 }
 
 fn percent_encode(text: &str) -> String {

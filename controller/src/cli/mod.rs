@@ -296,6 +296,24 @@ struct ServeArgs {
     /// How long a console sign-in lasts.
     #[arg(long, env = "GANTRY_CONSOLE_SESSION", default_value = "8h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     console_session: Duration,
+    /// Prometheus remote-write receiver for the fleet's telemetry (protocol 1.0, plain
+    /// HTTP), e.g. http://127.0.0.1:9090/api/v1/write; "" (the default) leaves it off.
+    /// The store is the queue: an outage resends from where it stopped.
+    #[arg(
+        long,
+        env = "GANTRY_REMOTE_WRITE",
+        default_value = "",
+        value_name = "URL"
+    )]
+    remote_write: String,
+    /// Labels added to every remote-written series, `name=value,name=value`.
+    #[arg(
+        long,
+        env = "GANTRY_REMOTE_WRITE_LABELS",
+        default_value = "",
+        value_name = "LABELS"
+    )]
+    remote_write_labels: String,
     /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
     #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
     clock_offset: i64,

@@ -17,8 +17,18 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
         auto_cordon,
         console_listen,
         console_session,
+        remote_write,
+        remote_write_labels,
         clock_offset,
     } = args;
+    let remote_write = if remote_write.trim().is_empty() {
+        None
+    } else {
+        Some(
+            crate::remote_write::Config::parse(&remote_write, &remote_write_labels)
+                .map_err(|e| CommandError::config(format!("--remote-write: {e}")))?,
+        )
+    };
 
     let auto_cordon = match crate::cordon::AutoCordon::parse(&auto_cordon) {
         Ok(rules) => rules,
@@ -72,6 +82,7 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
             auto_cordon,
             console_listen,
             console_session,
+            remote_write,
         },
         shutdown,
         None,

@@ -294,6 +294,7 @@ impl Embedded {
             auto_cordon: crate::cordon::AutoCordon::parse("gpu.xid").expect("default rules"),
             console_listen: None,
             console_session: Duration::from_secs(8 * 3600),
+            remote_write: None,
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

@@ -376,6 +376,56 @@ fn render_rollouts(
     }
 }
 
+/// Remote-write's own figures.
+fn render_remote_write(e: &mut Exposition, c: &crate::remote_write::Counters) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    e.single(
+        "gantry_controller_remote_write_samples_total",
+        Kind::Counter,
+        "Samples the remote-write receiver accepted.",
+        load(&c.samples),
+    );
+    e.single(
+        "gantry_controller_remote_write_records_total",
+        Kind::Counter,
+        "Telemetry records delivered by remote-write.",
+        load(&c.records),
+    );
+    e.single(
+        "gantry_controller_remote_write_bytes_total",
+        Kind::Counter,
+        "Compressed bytes of the requests the receiver accepted.",
+        load(&c.bytes),
+    );
+    e.family(
+        "gantry_controller_remote_write_requests_total",
+        Kind::Counter,
+        "Remote-write requests, by outcome: ok, or failed (retried, or refused for good).",
+    );
+    e.sample(
+        "gantry_controller_remote_write_requests_total",
+        &[("outcome", "ok")],
+        load(&c.requests_ok),
+    );
+    e.sample(
+        "gantry_controller_remote_write_requests_total",
+        &[("outcome", "failed")],
+        load(&c.requests_failed),
+    );
+    e.single(
+        "gantry_controller_remote_write_refused_records_total",
+        Kind::Counter,
+        "Records the receiver refused for good (a 4xx answer), passed over.",
+        load(&c.records_refused),
+    );
+    e.single(
+        "gantry_controller_remote_write_last_success_timestamp_seconds",
+        Kind::Gauge,
+        "When the receiver last accepted a request (0 before the first).",
+        load(&c.last_success_ms) / 1000.0,
+    );
+}
+
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let mut pages = Vec::new();
     let (connected, known) = {
@@ -457,6 +507,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Nodes with live state since the controller started.",
         known as f64,
     );
+    if let Some(rw) = &shared.remote_write {
+        render_remote_write(&mut e, rw);
+    }
     pages.push(e.into_string());
     (
         [(

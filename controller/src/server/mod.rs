@@ -66,6 +66,8 @@ pub struct ServeConfig {
     /// The web console's address (loopback only), and how long its sessions last.
     pub console_listen: Option<SocketAddr>,
     pub console_session: Duration,
+    /// Where to remote-write the fleet's telemetry, if anywhere.
+    pub remote_write: Option<crate::remote_write::Config>,
 }
 
 /// Why the controller could not start or stopped.
@@ -147,6 +149,8 @@ struct Shared {
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
+    /// Remote-write's figures, when it is on.
+    remote_write: Option<Arc<crate::remote_write::Counters>>,
     bundles: Arc<crate::bundles::BundleRepo>,
     rollouts: crate::rollouts::Engine,
     /// Node → `(active, refused)` as last written to the audit log.
@@ -240,6 +244,10 @@ pub async fn serve(
         live: Mutex::new(HashMap::new()),
         ingest,
         counters: Counters::default(),
+        remote_write: config
+            .remote_write
+            .as_ref()
+            .map(|_| Arc::new(crate::remote_write::Counters::default())),
         bundles,
         rollouts,
         audited_bundles: Arc::default(),
@@ -279,6 +287,17 @@ pub async fn serve(
         tracker.spawn(
             "console",
             console::serve(listener, Arc::clone(&shared), shutdown.clone()),
+        );
+    }
+    if let (Some(rw), Some(counters)) = (config.remote_write.clone(), &shared.remote_write) {
+        tracker.spawn(
+            "remote-write",
+            crate::remote_write::run(
+                Arc::clone(&store),
+                rw,
+                Arc::clone(counters),
+                shutdown.clone(),
+            ),
         );
     }
     tracker.spawn(

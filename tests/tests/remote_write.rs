@@ -1,0 +1,166 @@
+//! Prometheus remote-write from the controller, against a real receiver: Debian's
+//! Prometheus with `--web.enable-remote-write-receiver`, restarted while an agent keeps
+//! streaming. Queried back through its API, every sample the controller stored arrived
+//! exactly once, with the federation's names and labels and the configured extra ones;
+//! the outage shows on the controller's `/metrics` and nothing is lost across it.
+
+use std::time::Duration;
+
+use gantry_shared::protocol::telemetry::RecordClass;
+use gantry_tests::prometheus::Prometheus;
+use gantry_tests::{Agent, Controller, wait_for};
+
+/// A counter or gauge of the controller's `/metrics` page.
+fn figure(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Metrics records the controller stored for `node`.
+fn stored(controller: &Controller, node: &str) -> usize {
+    controller
+        .records(node)
+        .iter()
+        .filter(|r| r.class == RecordClass::Metrics)
+        .count()
+}
+
+/// Samples of GPU 0's temperature of `node` the receiver holds over the last hour.
+fn received(prometheus: &Prometheus, node: &str) -> usize {
+    let query = format!(
+        r#"count_over_time(DCGM_FI_DEV_GPU_TEMP{{node="{node}",gpu="0",site="hall-b"}}[1h])"#
+    );
+    prometheus
+        .query(&query)
+        .ok()
+        .and_then(|r| r.first().map(|(_, v)| *v))
+        .map_or(0, |v| {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a count
+            let n = v as usize;
+            n
+        })
+}
+
+#[test]
+fn every_stored_sample_reaches_a_real_prometheus_exactly_once_across_a_receiver_restart() {
+    let mut prometheus = Prometheus::receiver();
+    let mut controller = Controller::start();
+    let url = format!("http://{}/api/v1/write", prometheus.addr);
+    controller.restart_with(&[
+        "--remote-write",
+        &url,
+        "--remote-write-labels",
+        "site=hall-b",
+    ]);
+    let mut agent = Agent::enroll(&controller, "rw-node", "");
+    agent.run("200ms");
+
+    // Flowing: the receiver holds the node's series under the federation's names.
+    wait_for("samples at the receiver", Duration::from_secs(60), || {
+        (received(&prometheus, "rw-node") >= 10).then_some(())
+    });
+    let labels = prometheus
+        .query(r#"DCGM_FI_DEV_GPU_TEMP{node="rw-node",gpu="0"}"#)
+        .unwrap();
+    let (metric, _) = &labels[0];
+    assert_eq!(metric["site"], "hall-b");
+    assert_eq!(metric["modelName"], "NVIDIA H100 80GB HBM3");
+    assert!(
+        metric["UUID"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("GPU-"))
+    );
+
+    // The receiver goes away while the node keeps sending: remote-write fails and retries.
+    prometheus.stop();
+    let before = stored(&controller, "rw-node");
+    wait_for(
+        "the outage to show on the controller's /metrics",
+        Duration::from_secs(60),
+        || {
+            let page = controller.metrics_page();
+            (figure(
+                &page,
+                r#"gantry_controller_remote_write_requests_total{outcome="failed"}"#,
+            ) >= 2.0
+                && stored(&controller, "rw-node") >= before + 10)
+                .then_some(())
+        },
+    );
+
+    // Back: what was stored meanwhile is delivered, and nothing twice.
+    prometheus.start_again();
+    std::thread::sleep(Duration::from_secs(2));
+    agent.kill();
+    let total = stored(&controller, "rw-node");
+    wait_for(
+        "every stored sample at the receiver",
+        Duration::from_secs(90),
+        || {
+            let page = controller.metrics_page();
+            let delivered = figure(&page, "gantry_controller_remote_write_records_total");
+            #[allow(clippy::cast_precision_loss)] // a count
+            let all = total as f64;
+            (delivered >= all && received(&prometheus, "rw-node") >= total).then_some(())
+        },
+    );
+    assert_eq!(
+        received(&prometheus, "rw-node"),
+        total,
+        "every stored sample exactly once"
+    );
+    let page = controller.metrics_page();
+    println!(
+        "{total} records stored, each at the receiver once; {} requests failed during the outage, {} samples delivered",
+        figure(
+            &page,
+            r#"gantry_controller_remote_write_requests_total{outcome="failed"}"#
+        ),
+        figure(&page, "gantry_controller_remote_write_samples_total")
+    );
+    assert!(figure(&page, "gantry_controller_remote_write_samples_total") > 0.0);
+    assert_eq!(
+        figure(
+            &page,
+            "gantry_controller_remote_write_refused_records_total"
+        ),
+        0.0
+    );
+    assert!(
+        figure(
+            &page,
+            "gantry_controller_remote_write_last_success_timestamp_seconds"
+        ) > 0.0
+    );
+}
+
+#[test]
+fn a_remote_write_url_it_cannot_use_is_refused_at_start() {
+    let controller = Controller::start();
+    let out = std::process::Command::new(gantry_tests::binary("gantry"))
+        .args(["serve", "--dir"])
+        .arg(controller.home())
+        .args(["--remote-write", "https://tsdb.example:443/api/v1/write"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "a configuration error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--remote-write") && stderr.contains("plain HTTP"),
+        "{stderr}"
+    );
+    let out = std::process::Command::new(gantry_tests::binary("gantry"))
+        .args(["serve", "--dir"])
+        .arg(controller.home())
+        .args([
+            "--remote-write",
+            "http://127.0.0.1:9090/api/v1/write",
+            "--remote-write-labels",
+            "node=x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node=x"));
+}

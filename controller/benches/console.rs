@@ -24,51 +24,13 @@ use gantry_controller::home::AdminIdentity;
 use gantry_shared::health::{Health, HealthState};
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response, heartbeat};
-use gantry_shared::telemetry::{
-    GpuFields, GpuIdentity, GpuReading, GpuState, HostReading, NvmlStatus, Sample,
-};
 use serde_json::value::RawValue;
 
 mod support;
 
-use support::{client_config, enroll_nodes, env_or, init_controller, usage};
+use support::{client_config, enroll_nodes, env_or, init_controller, sample, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
-
-/// A node's sample: 8 H100s at work.
-fn sample(node: usize) -> Sample {
-    let gpus = (0..8u32)
-        .map(|g| GpuReading {
-            identity: GpuIdentity {
-                index: g,
-                uuid: format!("GPU-5177a7ed-0000-4000-8000-{node:08}{g:04}"),
-                name: "NVIDIA H100 80GB HBM3".to_owned(),
-                pci_bus_id: format!("00000000:{:02X}:00.0", 0x18 + g * 0x12),
-            },
-            state: GpuState::Ok,
-            fields: GpuFields {
-                gpu_util_percent: Some(40 + (g * 7) % 60),
-                fb_total_bytes: Some(85_520_809_984),
-                fb_used_bytes: Some(43_481_088_000),
-                temperature_c: Some(50 + g),
-                power_usage_mw: Some(466_000),
-                sm_clock_mhz: Some(1782),
-                ..GpuFields::default()
-            },
-            mig: Vec::new(),
-        })
-        .collect();
-    Sample {
-        taken_at_ms: gantry_net::clock::now_ms(),
-        nvml: NvmlStatus::Available {
-            driver_version: Some("560.35.03".to_owned()),
-            library: "libnvidia-ml.so.1".to_owned(),
-        },
-        gpus,
-        xids: Vec::new(),
-        host: HostReading::default(),
-    }
-}
 
 /// `GET path` with `cookie`: (status, body length, time to the last byte).
 fn get(addr: SocketAddr, path: &str, cookie: &str, live: bool) -> (u16, usize, Duration) {

@@ -30,9 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{Store, StoreError};
 
 /// Records read per node per batch.
-const PER_NODE: usize = 100;
-/// Records per request, at most.
-const PER_REQUEST: usize = 500;
+const PER_NODE: usize = 64;
+/// Records per request, at most (plus one node's worth): about 10 000 samples for
+/// nodes of 8 GPUs, well within what receivers accept in one request.
+const PER_REQUEST: usize = 64;
 /// How long a request may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Retry backoff bounds.
@@ -201,29 +202,24 @@ struct Batch {
     records: u64,
 }
 
-fn read_batch(store: &Store) -> Result<Batch, StoreError> {
+/// The next batch, starting after `after_node` so that every node takes its turn.
+fn read_batch(store: &Store, after_node: &str) -> Result<Batch, StoreError> {
     let mut batch = Batch {
         samples: Vec::new(),
         cursors: Vec::new(),
         records: 0,
     };
-    for node in store.nodes()? {
-        if batch.samples.len() >= PER_REQUEST {
-            break;
-        }
-        let cursor = store.remote_write_cursor(&node.name)?;
-        let (records, last) = store.metrics_after(&node.name, cursor, PER_NODE)?;
-        let Some(last) = last else { continue };
-        for (seq, body) in records {
+    for chunk in store.remote_write_batch(after_node, PER_NODE, PER_REQUEST)? {
+        for (seq, body) in chunk.metrics {
             match serde_json::from_slice::<Sample>(&body) {
-                Ok(sample) => batch.samples.push((node.name.clone(), sample)),
+                Ok(sample) => batch.samples.push((chunk.node.clone(), sample)),
                 Err(e) => {
-                    tracing::warn!(node = %node.name, seq, error = %e, "remote-write skips a stored record that is not a sample");
+                    tracing::warn!(node = %chunk.node, seq, error = %e, "remote-write skips a stored record that is not a sample");
                 }
             }
             batch.records += 1;
         }
-        batch.cursors.push((node.name, last));
+        batch.cursors.push((chunk.node, chunk.last_seq));
     }
     Ok(batch)
 }
@@ -296,10 +292,13 @@ pub async fn run(
 ) {
     tracing::info!(url = %format!("http://{}{}", config.authority, config.path), "remote-write on");
     let mut backoff = BACKOFF_MIN;
+    // The node the last delivered batch ended with: the next starts after it.
+    let mut last_node = String::new();
     loop {
         let read = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || read_batch(&store)).await
+            let after = last_node.clone();
+            tokio::task::spawn_blocking(move || read_batch(&store, &after)).await
         };
         let batch = match read {
             Ok(Ok(batch)) => batch,
@@ -366,6 +365,9 @@ pub async fn run(
             }
         };
         if advance {
+            if let Some((node, _)) = batch.cursors.last() {
+                last_node.clone_from(node);
+            }
             let store = Arc::clone(&store);
             let cursors = batch.cursors;
             match tokio::task::spawn_blocking(move || store.set_remote_write_cursors(&cursors))

@@ -95,6 +95,16 @@ fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
 }
 
+/// One node's part of a remote-write batch ([`Store::remote_write_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteWriteChunk {
+    pub node: String,
+    /// Metrics records' bodies by sequence number.
+    pub metrics: Vec<(u64, Vec<u8>)>,
+    /// The last sequence number looked at, where the node's cursor goes once delivered.
+    pub last_seq: u64,
+}
+
 /// Store failures: the controller cannot vouch for its state. Transient for clients.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -1157,43 +1167,59 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` records of `node` after `after_seq`: the metrics records' bodies by
-    /// sequence number, and the last sequence number looked at (events included), for
-    /// remote-write's cursor. `None` when there is nothing after `after_seq`.
-    pub fn metrics_after(
+    /// Remote-write's next batch, in one read transaction: for nodes after `after_node`
+    /// (by name, wrapping around, so every node takes its turn), up to `per_node` records
+    /// after each node's cursor, until `total` metrics records are in. Each entry is a
+    /// node, its metrics records' bodies by sequence number, and the last sequence
+    /// number looked at (events included), where its cursor goes once delivered.
+    pub fn remote_write_batch(
         &self,
-        node: &str,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<(Vec<(u64, Vec<u8>)>, Option<u64>), StoreError> {
-        let Some(id) = self.node_id(node)? else {
-            return Ok((Vec::new(), None));
-        };
+        after_node: &str,
+        per_node: usize,
+        total: usize,
+    ) -> Result<Vec<RemoteWriteChunk>, StoreError> {
         let txn = self.read()?;
-        let table = txn.open_table(TELEMETRY)?;
+        let nodes = txn.open_table(NODES)?;
+        let cursors = txn.open_table(REMOTE_WRITE_CURSORS)?;
+        let telemetry = txn.open_table(TELEMETRY)?;
         let mut out = Vec::new();
-        let mut last = None;
-        for entry in table
-            .range(key(id, after_seq.saturating_add(1))..=key(id, u64::MAX))?
-            .take(limit)
-        {
-            let (k, value) = entry?;
-            #[allow(clippy::cast_possible_truncation)] // the low 64 bits are the sequence
-            let seq = k.value() as u64;
-            let value = value.value();
-            if decode_header(value)?.1 == RecordClass::Metrics {
-                out.push((seq, value[9..].to_vec()));
+        let mut records = 0;
+        let after = nodes.range::<&str>((
+            std::ops::Bound::Excluded(after_node),
+            std::ops::Bound::Unbounded,
+        ))?;
+        let before = nodes.range::<&str>(..=after_node)?;
+        for entry in after.chain(before) {
+            if records >= total {
+                break;
             }
-            last = Some(seq);
+            let (name, value) = entry?;
+            let node: NodeRecord = from_json(value.value())?;
+            let cursor = cursors.get(name.value())?.map_or(0, |v| v.value());
+            let mut chunk = RemoteWriteChunk {
+                node: node.name.clone(),
+                metrics: Vec::new(),
+                last_seq: 0,
+            };
+            for item in telemetry
+                .range(key(node.id, cursor.saturating_add(1))..=key(node.id, u64::MAX))?
+                .take(per_node)
+            {
+                let (k, value) = item?;
+                #[allow(clippy::cast_possible_truncation)] // the low 64 bits are the sequence
+                let seq = k.value() as u64;
+                let value = value.value();
+                if decode_header(value)?.1 == RecordClass::Metrics {
+                    chunk.metrics.push((seq, value[9..].to_vec()));
+                    records += 1;
+                }
+                chunk.last_seq = seq;
+            }
+            if chunk.last_seq > 0 {
+                out.push(chunk);
+            }
         }
-        Ok((out, last))
-    }
-
-    /// Remote-write's cursor for `node` (0 before anything was delivered).
-    pub fn remote_write_cursor(&self, node: &str) -> Result<u64, StoreError> {
-        let txn = self.read()?;
-        let table = txn.open_table(REMOTE_WRITE_CURSORS)?;
-        Ok(table.get(node)?.map_or(0, |v| v.value()))
+        Ok(out)
     }
 
     /// Moves remote-write's cursors forward, in one transaction.
@@ -1777,6 +1803,53 @@ mod tests {
         assert!(
             matches!(again, Err(EnrollRefusal::TokenUsed { .. })),
             "{again:?}"
+        );
+    }
+
+    #[test]
+    fn remote_write_takes_every_node_in_turn_from_its_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        for (name, token) in [("a", "t1"), ("b", "t2"), ("c", "t3")] {
+            enrolled(&store, name, token);
+            store.store_batches(&[(name, &batch(1..=3, 5))]).unwrap();
+        }
+        let nodes = |after: &str, total: usize| -> Vec<(String, Vec<u64>, u64)> {
+            store
+                .remote_write_batch(after, 2, total)
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.node,
+                        c.metrics.iter().map(|(s, _)| *s).collect(),
+                        c.last_seq,
+                    )
+                })
+                .collect()
+        };
+        // Up to 2 records per node, until 3 are in: a's two, then b's two.
+        assert_eq!(
+            nodes("", 3),
+            vec![
+                ("a".to_owned(), vec![1, 2], 2),
+                ("b".to_owned(), vec![1, 2], 2)
+            ]
+        );
+        // After c, it wraps around to a.
+        assert_eq!(nodes("c", 1)[0].0, "a");
+        assert_eq!(nodes("b", 1)[0].0, "c");
+        // Delivered cursors are where the next batch starts; a node with nothing new is
+        // left out.
+        store
+            .set_remote_write_cursors(&[("a".to_owned(), 3), ("b".to_owned(), 2)])
+            .unwrap();
+        assert_eq!(
+            nodes("", 10),
+            vec![
+                ("b".to_owned(), vec![3], 3),
+                ("c".to_owned(), vec![1, 2], 2)
+            ]
         );
     }
 

@@ -12,6 +12,9 @@ use gantry_controller::home::Home;
 use gantry_shared::protocol::admin;
 use gantry_shared::protocol::enroll::{self, JoinToken};
 use gantry_shared::protocol::{Request, Response};
+use gantry_shared::telemetry::{
+    GpuFields, GpuIdentity, GpuReading, GpuState, HostReading, NvmlStatus, Sample,
+};
 
 /// `gantry init` of a controller directory `dir/ctl` on a free loopback port: its home,
 /// its QUIC address and the first admin's identity file.
@@ -132,4 +135,39 @@ pub async fn enroll_nodes(
 pub fn client_config(tls: rustls::ClientConfig) -> quinn::ClientConfig {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     quinn::ClientConfig::new(Arc::new(crypto))
+}
+
+/// A node's sample: 8 H100s at work.
+pub fn sample(node: usize) -> Sample {
+    let gpus = (0..8u32)
+        .map(|g| GpuReading {
+            identity: GpuIdentity {
+                index: g,
+                uuid: format!("GPU-5177a7ed-0000-4000-8000-{node:08}{g:04}"),
+                name: "NVIDIA H100 80GB HBM3".to_owned(),
+                pci_bus_id: format!("00000000:{:02X}:00.0", 0x18 + g * 0x12),
+            },
+            state: GpuState::Ok,
+            fields: GpuFields {
+                gpu_util_percent: Some(40 + (g * 7) % 60),
+                fb_total_bytes: Some(85_520_809_984),
+                fb_used_bytes: Some(43_481_088_000),
+                temperature_c: Some(50 + g),
+                power_usage_mw: Some(466_000),
+                sm_clock_mhz: Some(1782),
+                ..GpuFields::default()
+            },
+            mig: Vec::new(),
+        })
+        .collect();
+    Sample {
+        taken_at_ms: gantry_net::clock::now_ms(),
+        nvml: NvmlStatus::Available {
+            driver_version: Some("560.35.03".to_owned()),
+            library: "libnvidia-ml.so.1".to_owned(),
+        },
+        gpus,
+        xids: Vec::new(),
+        host: HostReading::default(),
+    }
 }

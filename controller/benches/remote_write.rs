@@ -1,0 +1,214 @@
+//! Prometheus remote-write throughput (issue: remote-write samples/s, beside the
+//! embedded store in the same run).
+//!
+//! Runs the real `gantry serve --remote-write` as its own process, writing to Debian's
+//! Prometheus with its remote-write receiver on (`prometheus` on PATH: `scripts/bench.sh`
+//! unpacks it). `GANTRY_BENCH_NODES` (default 50) simulated nodes enroll through the real
+//! protocol and each sends `GANTRY_BENCH_RECORDS` (default 200) samples of 8 GPUs over
+//! real QUIC. Printed: how fast the controller stored them (the embedded store, the
+//! reference), then how fast remote-write delivered them, in records and samples per
+//! second, with the controller's CPU while it did.
+//!
+//! Run: `cargo bench -p gantry-controller --bench remote_write`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gantry_controller::client::AdminClient;
+use gantry_controller::home::AdminIdentity;
+use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
+use gantry_shared::protocol::{Request, Response};
+use serde_json::value::RawValue;
+
+mod support;
+
+use support::{client_config, enroll_nodes, env_or, init_controller, sample, usage};
+
+const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+
+fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response.split_once("\r\n\r\n")?.1.to_owned())
+}
+
+fn figure(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn free_tcp() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[allow(clippy::too_many_lines)]
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let nodes = env_or("GANTRY_BENCH_NODES", 50) as usize;
+    let per_node = env_or("GANTRY_BENCH_RECORDS", 200);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("prometheus.yml"), "global: {}\n").unwrap();
+    let receiver = free_tcp();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address={receiver}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus on PATH (scripts/bench.sh unpacks Debian's package)");
+    while http_get(receiver, "/-/ready").is_none() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let (home, addr, identity_path) = init_controller(dir.path());
+    let metrics = free_tcp();
+    let mut server: Child = Command::new(GANTRY)
+        .args(["serve", "--dir"])
+        .arg(&home.dir)
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+            "--remote-write",
+            &format!("http://{receiver}/api/v1/write"),
+        ])
+        .env("GANTRY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = server.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store_time, cpu_before) = rt.block_on(async {
+        let identity = AdminIdentity::load(&identity_path).unwrap();
+        let admin = loop {
+            if let Ok(client) = AdminClient::connect(&identity, None).await {
+                break client;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let pin = gantry_controller::ca::pem_fingerprint(
+            &std::fs::read_to_string(home.path("controller.crt")).unwrap(),
+        )
+        .unwrap();
+        let fleet = enroll_nodes(&admin, addr, &pin, "node", nodes, |_| String::new()).await;
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let cpu_before = usage(pid).0;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, node) in fleet.into_iter().enumerate() {
+            let conn = endpoint
+                .connect_with(
+                    client_config(node.tls),
+                    addr,
+                    gantry_shared::protocol::CONTROLLER_SERVER_NAME,
+                )
+                .unwrap()
+                .await
+                .unwrap();
+            tasks.push(tokio::spawn(async move {
+                let base = sample(i);
+                for chunk in 0..per_node / 50 {
+                    let records = (0..50)
+                        .map(|j| {
+                            let seq = chunk * 50 + j + 1;
+                            let mut s = base.clone();
+                            s.taken_at_ms = base.taken_at_ms - (per_node - seq) * 1000;
+                            Record {
+                                seq,
+                                at_ms: s.taken_at_ms,
+                                class: RecordClass::Metrics,
+                                body: RawValue::from_string(serde_json::to_string(&s).unwrap())
+                                    .unwrap(),
+                            }
+                        })
+                        .collect();
+                    let answer = gantry_net::call(
+                        &conn,
+                        &Request::Telemetry(Batch { records }),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .unwrap();
+                    assert!(matches!(answer, Response::Telemetry(_)), "{answer:?}");
+                }
+                conn
+            }));
+        }
+        let mut conns = Vec::new();
+        for t in tasks {
+            conns.push(t.await.unwrap());
+        }
+        (start.elapsed(), cpu_before)
+    });
+    let total = nodes as u64 * (per_node / 50 * 50);
+    // Remote-write started with the first stored record; wait until it has all of them.
+    let start = Instant::now() - store_time;
+    let (delivered, samples) = loop {
+        let page = http_get(metrics, "/metrics").unwrap_or_default();
+        let records = figure(&page, "gantry_controller_remote_write_records_total");
+        #[allow(clippy::cast_precision_loss)]
+        if records >= total as f64 {
+            break (
+                records,
+                figure(&page, "gantry_controller_remote_write_samples_total"),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "remote-write did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let drain = start.elapsed().as_secs_f64();
+    let cpu = usage(pid).0 - cpu_before;
+    #[allow(clippy::cast_precision_loss)]
+    let stored_rate = total as f64 / store_time.as_secs_f64();
+    println!();
+    println!(
+        "remote-write: {nodes} nodes × {} samples of 8 GPUs to Prometheus 2.42's receiver on loopback",
+        per_node / 50 * 50
+    );
+    println!(
+        "  embedded store (reference)  {total} records stored in {:.2} s: {stored_rate:.0} records/s",
+        store_time.as_secs_f64()
+    );
+    println!(
+        "  remote-write                {delivered:.0} records, {samples:.0} samples delivered {drain:.2} s after the first was sent: {:.0} records/s, {:.0} samples/s",
+        delivered / drain,
+        samples / drain
+    );
+    println!(
+        "  controller CPU              {:.2} cores over both",
+        cpu / drain
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}

@@ -2,7 +2,7 @@
 # Runs the benchmarks for the figures in DESIGN.md, with their references installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh node-exporter onnxruntime
+source scripts/tools.sh node-exporter onnxruntime prometheus
 cargo bench -p gantry-agent --bench footprint --locked
 cargo bench -p gantry-controller --bench verify --locked
 cargo bench -p gantry-agent --bench buffer --locked
@@ -10,6 +10,7 @@ cargo bench -p gantry-controller --bench ingest --locked
 cargo bench -p gantry-controller --bench rollout --locked
 cargo bench -p gantry-controller --bench audit --locked
 cargo bench -p gantry-controller --bench console --locked
+cargo bench -p gantry-controller --bench remote_write --locked
 cargo bench -p gantry-agent --bench inference --locked
 cargo build --release --workspace --locked
 cargo bench -p gantry-tests --bench delivery --locked

@@ -102,7 +102,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (store_time, cpu_before) = rt.block_on(async {
+    let (start, store_time, cpu_before) = rt.block_on(async {
         let identity = AdminIdentity::load(&identity_path).unwrap();
         let admin = loop {
             if let Ok(client) = AdminClient::connect(&identity, None).await {
@@ -162,11 +162,10 @@ fn main() {
         for t in tasks {
             conns.push(t.await.unwrap());
         }
-        (start.elapsed(), cpu_before)
+        (start, start.elapsed(), cpu_before)
     });
     let total = nodes as u64 * (per_node / 50 * 50);
     // Remote-write started with the first stored record; wait until it has all of them.
-    let start = Instant::now() - store_time;
     let (delivered, samples) = loop {
         let page = http_get(metrics, "/metrics").unwrap_or_default();
         let records = figure(&page, "gantry_controller_remote_write_records_total");

@@ -914,6 +914,40 @@ mod tests {
     }
 
     #[test]
+    fn a_collecting_writer_keeps_exactly_the_samples_the_text_shows() {
+        let extra = || vec![("node".to_owned(), "n\"1".to_owned())];
+        let mut text = Exposition::new(extra());
+        let mut collected = Exposition::collecting(extra());
+        for e in [&mut text, &mut collected] {
+            e.family("a_total", Kind::Counter, "A.");
+            e.sample("a_total", &[("gpu", "0")], 1.5);
+            e.single("b", Kind::Gauge, "B.", 2.0);
+        }
+        let page = text.into_string();
+        let series = collected.into_series();
+        let lines: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [r#"a_total{node="n\"1",gpu="0"} 1.5"#, r#"b{node="n\"1"} 2"#]
+        );
+        assert_eq!(
+            series,
+            [
+                Series {
+                    name: "a_total".into(),
+                    labels: vec![("node".into(), "n\"1".into()), ("gpu".into(), "0".into())],
+                    value: 1.5
+                },
+                Series {
+                    name: "b".into(),
+                    labels: vec![("node".into(), "n\"1".into())],
+                    value: 2.0
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn family_names_are_unique() {
         let mut names: Vec<_> = GPU_FAMILIES.iter().map(|f| f.name).collect();
         names.sort_unstable();

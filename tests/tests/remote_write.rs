@@ -120,12 +120,12 @@ fn every_stored_sample_reaches_a_real_prometheus_exactly_once_across_a_receiver_
         figure(&page, "gantry_controller_remote_write_samples_total")
     );
     assert!(figure(&page, "gantry_controller_remote_write_samples_total") > 0.0);
-    assert_eq!(
+    assert!(
         figure(
             &page,
             "gantry_controller_remote_write_refused_records_total"
-        ),
-        0.0
+        ) < 0.5,
+        "nothing refused"
     );
     assert!(
         figure(

@@ -16,15 +16,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gantry_controller::client::AdminClient;
-use gantry_controller::home::AdminIdentity;
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response};
 use serde_json::value::RawValue;
 
 mod support;
 
-use support::{client_config, enroll_nodes, env_or, init_controller, sample, usage};
+use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, sample, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -103,17 +101,7 @@ fn main() {
         .build()
         .unwrap();
     let (start, store_time, cpu_before) = rt.block_on(async {
-        let identity = AdminIdentity::load(&identity_path).unwrap();
-        let admin = loop {
-            if let Ok(client) = AdminClient::connect(&identity, None).await {
-                break client;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let pin = gantry_controller::ca::pem_fingerprint(
-            &std::fs::read_to_string(home.path("controller.crt")).unwrap(),
-        )
-        .unwrap();
+        let (admin, pin) = admin_of(&home, &identity_path).await;
         let fleet = enroll_nodes(&admin, addr, &pin, "node", nodes, |_| String::new()).await;
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         let cpu_before = usage(pid).0;

@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use gantry_controller::client::AdminClient;
-use gantry_controller::home::{AdminIdentity, Home};
+use gantry_controller::home::Home;
 use gantry_shared::health::Health;
 use gantry_shared::protocol::delivery::NodeBundles;
 use gantry_shared::protocol::rollout::{Rollout, Spec, State, parse_steps};
 use gantry_shared::protocol::{Request, Response, admin, heartbeat};
-use support::{client_config, enroll_nodes, env_or, init_controller, usage};
+use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -181,17 +181,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let identity = AdminIdentity::load(&identity_path).unwrap();
-        let admin = loop {
-            if let Ok(client) = AdminClient::connect(&identity, None).await {
-                break client;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let pin = gantry_controller::ca::pem_fingerprint(
-            &std::fs::read_to_string(home.path("controller.crt")).unwrap(),
-        )
-        .unwrap();
+        let (admin, pin) = admin_of(&home, &identity_path).await;
         let v1 = push_bundle(&home, work.path(), "1.0.0");
         let v2 = push_bundle(&home, work.path(), "2.0.0");
 

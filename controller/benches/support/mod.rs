@@ -34,6 +34,23 @@ pub fn init_controller(dir: &std::path::Path) -> (Home, SocketAddr, std::path::P
     (home, addr, identity)
 }
 
+/// The first admin's client, once the controller at `home` answers, and the pin of its
+/// certificate (for enrolling nodes).
+pub async fn admin_of(home: &Home, identity: &std::path::Path) -> (AdminClient, String) {
+    let identity = gantry_controller::home::AdminIdentity::load(identity).unwrap();
+    let admin = loop {
+        if let Ok(client) = AdminClient::connect(&identity, None).await {
+            break client;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pin = gantry_controller::ca::pem_fingerprint(
+        &std::fs::read_to_string(home.path("controller.crt")).unwrap(),
+    )
+    .unwrap();
+    (admin, pin)
+}
+
 pub fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()

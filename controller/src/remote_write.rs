@@ -150,10 +150,10 @@ mod proto {
 /// The write request for `samples` of their nodes: one time series per label set, its
 /// samples in time order, labels sorted by name as the protocol requires. Returns the
 /// snappy-compressed protobuf and how many samples it holds.
-pub fn encode(samples: &[(&str, Sample)], extra: &[(String, String)]) -> (Vec<u8>, u64) {
+pub fn encode(samples: &[(String, Sample)], extra: &[(String, String)]) -> (Vec<u8>, u64) {
     let mut series: BTreeMap<Vec<(String, String)>, Vec<proto::Sample>> = BTreeMap::new();
     for (node, sample) in samples {
-        let mut labels = vec![("node".to_owned(), (*node).to_owned())];
+        let mut labels = vec![("node".to_owned(), node.clone())];
         labels.extend(extra.iter().cloned());
         let mut e = Exposition::collecting(labels);
         exposition::render_gpus(&mut e, sample, ModelLabel::Dcgm);
@@ -323,12 +323,7 @@ pub async fn run(
             }
             continue;
         }
-        let samples: Vec<(&str, Sample)> = batch
-            .samples
-            .iter()
-            .map(|(n, s)| (n.as_str(), s.clone()))
-            .collect();
-        let (body, count) = encode(&samples, &config.labels);
+        let (body, count) = encode(&batch.samples, &config.labels);
         let size = body.len() as u64;
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -434,9 +429,9 @@ mod tests {
         let extra = vec![("site".to_owned(), "hall-b".to_owned())];
         let (body, count) = encode(
             &[
-                ("n1", sample(2000, 61)),
-                ("n1", sample(1000, 60)),
-                ("n2", sample(1000, 70)),
+                ("n1".to_owned(), sample(2000, 61)),
+                ("n1".to_owned(), sample(1000, 60)),
+                ("n2".to_owned(), sample(1000, 70)),
             ],
             &extra,
         );

@@ -209,67 +209,45 @@ fn render_serving(e: &mut Exposition, models: &[gantry_shared::protocol::heartbe
             1.0,
         );
     }
-    e.family(
-        "gantry_node_model_recent_requests",
-        Kind::Gauge,
-        "How many of the model's latest requests the error ratio and latency are over.",
-    );
-    for m in models {
-        e.sample(
+    let figures: [(&str, &str, ModelFigure); 4] = [
+        (
             "gantry_node_model_recent_requests",
-            &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
-            m.recent_requests as f64,
-        );
-    }
-    e.family(
-        "gantry_node_model_error_ratio",
-        Kind::Gauge,
-        "Failed share of the model's latest requests on the node.",
-    );
-    for m in models {
-        e.sample(
+            "How many of the model's latest requests the error ratio and latency are over.",
+            |m| Some(m.recent_requests as f64),
+        ),
+        (
             "gantry_node_model_error_ratio",
-            &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
-            m.recent_error_rate,
-        );
-    }
-    let with_latency: Vec<_> = models
-        .iter()
-        .filter_map(|m| Some((m, m.latency_p99_s?)))
-        .collect();
-    if !with_latency.is_empty() {
-        e.family(
+            "Failed share of the model's latest requests on the node.",
+            |m| Some(m.recent_error_rate),
+        ),
+        (
             "gantry_node_model_latency_p99_seconds",
-            Kind::Gauge,
             "99th-percentile latency of the model's latest successful requests on the node.",
-        );
-        for (m, p99) in with_latency {
-            e.sample(
-                "gantry_node_model_latency_p99_seconds",
-                &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
-                p99,
-            );
-        }
-    }
-    let with_golden: Vec<_> = models
-        .iter()
-        .filter_map(|m| Some((m, m.golden_ok?)))
-        .collect();
-    if !with_golden.is_empty() {
-        e.family(
+            |m| m.latency_p99_s,
+        ),
+        (
             "gantry_node_model_golden_ok",
-            Kind::Gauge,
             "Whether the model's latest golden-vector run on the node matched (1) or not (0).",
-        );
-        for (m, ok) in with_golden {
-            e.sample(
-                "gantry_node_model_golden_ok",
-                &[("model", name(m).as_str()), ("bundle", m.bundle.as_str())],
-                if ok { 1.0 } else { 0.0 },
-            );
+            |m| m.golden_ok.map(|ok| if ok { 1.0 } else { 0.0 }),
+        ),
+    ];
+    for (family, help, value) in figures {
+        let values: Vec<(String, &str, f64)> = models
+            .iter()
+            .filter_map(|m| Some((name(m), m.bundle.as_str(), value(m)?)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        e.family(family, Kind::Gauge, help);
+        for (model, bundle, v) in values {
+            e.sample(family, &[("model", model.as_str()), ("bundle", bundle)], v);
         }
     }
 }
+
+/// One per-model gauge's value, when the model's report has one.
+type ModelFigure = fn(&gantry_shared::protocol::heartbeat::ModelReport) -> Option<f64>;
 
 /// One per-rollout gauge's value, when the rollout has one.
 type RolloutFigure = fn(&crate::rollouts::Summary) -> Option<f64>;
@@ -316,7 +294,7 @@ fn render_rollouts(
             1.0,
         );
     }
-    let per_rollout: [(&str, &str, RolloutFigure); 5] = [
+    let per_rollout: [(&str, &str, RolloutFigure); 6] = [
         (
             "gantry_rollout_step",
             "The rollout's current step, from 1.",
@@ -342,6 +320,11 @@ fn render_rollouts(
             "When a gate failed the rollout (only for rollouts that failed).",
             |r| r.failed_at_ms.map(|t| t as f64 / 1000.0),
         ),
+        (
+            "gantry_rollout_finished_timestamp_seconds",
+            "When the rollout finished (succeeded, aborted or rolled back).",
+            |r| r.finished_at_ms.map(|t| t as f64 / 1000.0),
+        ),
     ];
     for (name, help, value) in per_rollout {
         let values: Vec<(&str, f64)> = rollouts
@@ -354,24 +337,6 @@ fn render_rollouts(
         e.family(name, Kind::Gauge, help);
         for (id, v) in values {
             e.sample(name, &[("rollout", id)], v);
-        }
-    }
-    let finished: Vec<(&str, f64)> = rollouts
-        .iter()
-        .filter_map(|r| Some((r.id.as_str(), r.finished_at_ms? as f64 / 1000.0)))
-        .collect();
-    if !finished.is_empty() {
-        e.family(
-            "gantry_rollout_finished_timestamp_seconds",
-            Kind::Gauge,
-            "When the rollout finished (succeeded, aborted or rolled back).",
-        );
-        for (id, v) in finished {
-            e.sample(
-                "gantry_rollout_finished_timestamp_seconds",
-                &[("rollout", id)],
-                v,
-            );
         }
     }
 }

@@ -58,6 +58,29 @@ fn number(v: f64, step: f64) -> String {
     format!("{v:.*}", usize::try_from(decimals).unwrap_or(6))
 }
 
+/// Opens the chart's `<svg>` and draws its y axis: a grid line and a label at each of
+/// `ys`, placed by `y`.
+fn open_with_y_axis(out: &mut String, title: &str, ys: &[f64], y: impl Fn(f64) -> f64) {
+    let _ = write!(
+        out,
+        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
+        esc(title)
+    );
+    let tick_step = step(ys);
+    for v in ys {
+        let py = y(*v);
+        let _ = write!(
+            out,
+            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\"/>\
+<text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            WIDTH - RIGHT,
+            LEFT - 6.0,
+            py + 4.0,
+            number(*v, tick_step)
+        );
+    }
+}
+
 /// The step between ticks (for their labels).
 fn step(ticks: &[f64]) -> f64 {
     match ticks {
@@ -121,24 +144,7 @@ pub(super) fn lines(
     let span_t = (t1 - t0).max(1) as f64;
     let x = |t: u64| LEFT + (t - t0) as f64 / span_t * (WIDTH - LEFT - RIGHT);
     let y = |v: f64| TOP + (hi - v) / (hi - lo) * (HEIGHT - TOP - BOTTOM);
-    let _ = write!(
-        out,
-        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
-        esc(title)
-    );
-    let tick_step = step(&ys);
-    for v in &ys {
-        let py = y(*v);
-        let _ = write!(
-            out,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\"/>\
-<text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            py + 4.0,
-            number(*v, tick_step)
-        );
-    }
+    open_with_y_axis(&mut out, title, &ys, y);
     for i in 0..=4u64 {
         let t = t0 + (t1 - t0) * i / 4;
         let anchor = match i {
@@ -218,24 +224,7 @@ pub(super) fn bars(title: &str, unit: &str, bars: &[(String, Option<f64>)]) -> S
     let ys = ticks(0.0, hi);
     let top = ys.last().copied().unwrap_or(hi).max(hi);
     let y = |v: f64| TOP + (top - v) / top * (HEIGHT - TOP - BOTTOM);
-    let _ = write!(
-        out,
-        "<svg viewBox=\"0 0 {WIDTH} {HEIGHT}\" role=\"img\" aria-label=\"{}\">",
-        esc(title)
-    );
-    let tick_step = step(&ys);
-    for v in &ys {
-        let py = y(*v);
-        let _ = write!(
-            out,
-            "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{}\" y1=\"{py:.1}\" y2=\"{py:.1}\"/>\
-<text class=\"tick\" x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            py + 4.0,
-            number(*v, tick_step)
-        );
-    }
+    open_with_y_axis(&mut out, title, &ys, y);
     let slot = (WIDTH - LEFT - RIGHT) / bars.len().max(1) as f64;
     let every = (bars.len() / 8).max(1);
     for (i, (label, value)) in bars.iter().enumerate() {

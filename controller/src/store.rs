@@ -1341,11 +1341,9 @@ impl Store {
         since_ms: u64,
     ) -> Result<Vec<(String, gantry_shared::monitoring::ModelWindow)>, StoreError> {
         let txn = self.read()?;
-        let table = match txn.open_table(MODEL_WINDOWS) {
-            Ok(table) => table,
-            // A store written before drift monitoring, opened read-only.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        // A store written before drift monitoring, opened read-only, has no such table.
+        let Some(table) = optional_table(&txn, MODEL_WINDOWS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.range((model, since_ms, "")..(model, u64::MAX, ""))? {
@@ -1381,11 +1379,9 @@ impl Store {
         since_ms: u64,
     ) -> Result<Vec<(String, gantry_shared::monitoring::quality::QualityWindow)>, StoreError> {
         let txn = self.read()?;
-        let table = match txn.open_table(QUALITY_WINDOWS) {
-            Ok(table) => table,
-            // A store written before quality monitoring, opened read-only.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        // A store written before quality monitoring, opened read-only, has no such table.
+        let Some(table) = optional_table(&txn, QUALITY_WINDOWS)? else {
+            return Ok(Vec::new());
         };
         let mut out: Vec<(String, gantry_shared::monitoring::quality::QualityWindow)> = Vec::new();
         let range = match model {
@@ -1432,11 +1428,9 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<(u64, gantry_shared::health::Health)>, StoreError> {
         let txn = self.read()?;
-        let table = match txn.open_table(HEALTH_CHANGES) {
-            Ok(table) => table,
-            // A store written before the console, opened read-only.
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        // A store written before the console, opened read-only, has no such table.
+        let Some(table) = optional_table(&txn, HEALTH_CHANGES)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in table.range((node, 0)..=(node, u64::MAX))?.rev().take(limit) {
@@ -1561,14 +1555,12 @@ impl Store {
     ) -> Result<gantry_shared::protocol::monitoring::CapturePage, StoreError> {
         use gantry_shared::protocol::monitoring::{CaptureCursor, CapturePage, ExportedPair};
         let txn = self.read()?;
-        let (captures, labels) = match (txn.open_table(CAPTURES), txn.open_table(CAPTURE_LABELS)) {
-            (Ok(c), Ok(l)) => (c, l),
-            // A store written before payload capture, opened read-only.
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => {
-                return Ok(CapturePage::default());
-            }
-            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        // A store written before payload capture, opened read-only, has no such tables.
+        let (Some(captures), Some(labels)) = (
+            optional_table(&txn, CAPTURES)?,
+            optional_table(&txn, CAPTURE_LABELS)?,
+        ) else {
+            return Ok(CapturePage::default());
         };
         let mut page = CapturePage::default();
         let mut bytes = 0;
@@ -1682,6 +1674,19 @@ impl Store {
         }
         txn.commit()?;
         Ok(deleted)
+    }
+}
+
+/// `definition` in a read transaction, or `None` where the store predates it (a store
+/// opened read-only is never given the tables of later versions).
+fn optional_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, StoreError> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 

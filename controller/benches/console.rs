@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_shared::health::{Health, HealthState};
@@ -26,9 +26,9 @@ use serde_json::value::RawValue;
 
 mod support;
 
-use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, sample, usage};
-
-const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+use support::{
+    admin_of, client_config, enroll_nodes, env_or, init_controller, sample, serve, usage,
+};
 
 /// `GET path` with `cookie`: (status, body length, time to the last byte).
 fn get(addr: SocketAddr, path: &str, cookie: &str, live: bool) -> (u16, usize, Duration) {
@@ -102,22 +102,17 @@ fn main() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut server: Child = Command::new(GANTRY)
-        .args(["serve", "--dir"])
-        .arg(&home.dir)
-        .args([
+    let mut server = serve(
+        &home,
+        &[
             "--listen",
             &addr.to_string(),
             "--metrics-listen",
             "",
             "--console-listen",
             &console.to_string(),
-        ])
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let pid = server.id();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,22 +12,18 @@
 //!
 //! Run: `cargo bench -p gantry-controller --bench ingest`.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use gantry_controller::client::AdminClient;
-use gantry_controller::home::AdminIdentity;
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
 use gantry_shared::protocol::{Request, Response, heartbeat};
 use serde_json::value::RawValue;
 
 mod support;
 
-use support::{client_config, enroll_nodes, env_or, init_controller, usage};
-
-const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, serve, usage};
 
 fn batch(first_seq: u64, body: &str, n: usize) -> Batch {
     Batch {
@@ -52,29 +48,17 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let (home, addr, identity_path) = init_controller(dir.path());
-    let mut server: Child = Command::new(GANTRY)
-        .args(["serve", "--dir"])
-        .arg(&home.dir)
-        .args(["--listen", &addr.to_string(), "--metrics-listen", ""])
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut server = serve(
+        &home,
+        &["--listen", &addr.to_string(), "--metrics-listen", ""],
+    );
     let pid = server.id();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let identity = AdminIdentity::load(&identity_path).unwrap();
-        let admin = loop {
-            if let Ok(client) = AdminClient::connect(&identity, None).await {
-                break client;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let pin = gantry_controller::ca::pem_fingerprint(&std::fs::read_to_string(home.path("controller.crt")).unwrap()).unwrap();
+        let (admin, pin) = admin_of(&home, &identity_path).await;
         let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
 
         // 1. Ingest.

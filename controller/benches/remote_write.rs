@@ -13,7 +13,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gantry_shared::protocol::telemetry::{Batch, Record, RecordClass};
@@ -22,9 +22,9 @@ use serde_json::value::RawValue;
 
 mod support;
 
-use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, sample, usage};
-
-const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
+use support::{
+    admin_of, client_config, enroll_nodes, env_or, init_controller, sample, serve, usage,
+};
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -79,22 +79,17 @@ fn main() {
 
     let (home, addr, identity_path) = init_controller(dir.path());
     let metrics = free_tcp();
-    let mut server: Child = Command::new(GANTRY)
-        .args(["serve", "--dir"])
-        .arg(&home.dir)
-        .args([
+    let mut server = serve(
+        &home,
+        &[
             "--listen",
             &addr.to_string(),
             "--metrics-listen",
             &metrics.to_string(),
             "--remote-write",
             &format!("http://{receiver}/api/v1/write"),
-        ])
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        ],
+    );
     let pid = server.id();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

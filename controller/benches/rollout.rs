@@ -17,7 +17,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use gantry_shared::health::Health;
 use gantry_shared::protocol::delivery::NodeBundles;
 use gantry_shared::protocol::rollout::{Rollout, Spec, State, parse_steps};
 use gantry_shared::protocol::{Request, Response, admin, heartbeat};
-use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, usage};
+use support::{admin_of, client_config, enroll_nodes, env_or, init_controller, serve, usage};
 
 const GANTRY: &str = env!("CARGO_BIN_EXE_gantry");
 
@@ -164,15 +164,10 @@ fn main() {
         &["policy", "sign", policy.to_str().unwrap(), "--key", k],
     );
     std::fs::copy(&policy, home.path("trust.json")).unwrap();
-    let mut server = Command::new(GANTRY)
-        .args(["serve", "--dir"])
-        .arg(&home.dir)
-        .args(["--listen", &addr.to_string(), "--metrics-listen", ""])
-        .env("GANTRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut server = serve(
+        &home,
+        &["--listen", &addr.to_string(), "--metrics-listen", ""],
+    );
     let pid = server.id();
     // Stopped however this ends, so a failed run leaves no controller behind.
     let guard = KillOnDrop(pid);

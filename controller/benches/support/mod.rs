@@ -34,6 +34,19 @@ pub fn init_controller(dir: &std::path::Path) -> (Home, SocketAddr, std::path::P
     (home, addr, identity)
 }
 
+/// `gantry serve --dir HOME ARGS…` as its own process, logging warnings and errors.
+pub fn serve(home: &Home, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["serve", "--dir"])
+        .arg(&home.dir)
+        .args(args)
+        .env("GANTRY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
 /// The first admin's client, once the controller at `home` answers, and the pin of its
 /// certificate (for enrolling nodes).
 pub async fn admin_of(home: &Home, identity: &std::path::Path) -> (AdminClient, String) {

@@ -39,6 +39,17 @@ pub fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/models")
 }
 
+/// `gantry bundle sign BUNDLE --key KEY`.
+pub fn sign(controller: &Controller, bundle: &Path, key: &Path) {
+    controller.cli_ok(&[
+        "bundle",
+        "sign",
+        bundle.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+}
+
 /// A signed bundle of `tiny_linear` named `tiny-linear` at `version`, signed with `key`.
 pub fn make_bundle(controller: &Controller, dir: &Path, version: &str, key: &Path) -> PathBuf {
     make_bundle_with(
@@ -94,13 +105,7 @@ pub fn make_bundle_with(
     ];
     args.extend_from_slice(extra);
     controller.cli_ok(&args);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(controller, &out, key);
     out
 }
 
@@ -243,12 +248,6 @@ pub fn monitored_bundle(
         "--out",
         out.to_str().unwrap(),
     ]);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(controller, &out, key);
     out
 }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gantry_tests::bundles::{
-    agent_config, models, onnxruntime, post_json, push, python_clients, trusting_controller,
+    agent_config, models, onnxruntime, post_json, push, python_clients, sign, trusting_controller,
 };
 use gantry_tests::{Agent, Controller, http_status, wait_for};
 
@@ -26,13 +26,7 @@ fn bundle(controller: &Controller, work: &Path, key: &Path, args: &[&str], name:
     all.extend_from_slice(args);
     all.extend_from_slice(&["--out", out.to_str().unwrap()]);
     controller.cli_ok(&all);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(controller, &out, key);
     out
 }
 

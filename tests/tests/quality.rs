@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gantry_tests::bundles::{
-    agent_config, models, onnxruntime, post_json, push, python_clients, trusting_controller,
+    agent_config, models, onnxruntime, post_json, push, python_clients, sign, trusting_controller,
 };
 use gantry_tests::{Agent, Controller, http_status, wait_for};
 
@@ -44,13 +44,7 @@ fn classifier_bundle(controller: &Controller, work: &Path, key: &Path, version: 
         "--out",
         out.to_str().unwrap(),
     ]);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(controller, &out, key);
     out
 }
 

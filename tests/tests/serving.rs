@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use gantry_tests::bundles::{models, onnxruntime, python_clients, trusting_controller};
+use gantry_tests::bundles::{models, onnxruntime, python_clients, sign, trusting_controller};
 use gantry_tests::{Agent, Controller, wait_for};
 
 fn free_port() -> SocketAddr {
@@ -44,13 +44,7 @@ fn bundle(
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     controller.cli_ok(&args);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(controller, &out, key);
     out
 }
 
@@ -204,13 +198,7 @@ fn an_image_sized_golden_vector_travels_as_a_payload_file_and_is_checked_on_impo
         "--out",
         out.to_str().unwrap(),
     ]);
-    controller.cli_ok(&[
-        "bundle",
-        "sign",
-        out.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-    ]);
+    sign(&controller, &out, &key);
     let inspected: serde_json::Value = serde_json::from_str(&controller.cli_ok(&[
         "bundle",
         "inspect",

@@ -88,6 +88,8 @@ const HEALTH_CHANGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new
 /// over: events, records the receiver refused for good).
 const REMOTE_WRITE_CURSORS: TableDefinition<&str, u64> =
     TableDefinition::new("remote_write_cursors");
+/// The same for OTLP export.
+const OTLP_CURSORS: TableDefinition<&str, u64> = TableDefinition::new("otlp_cursors");
 const DRIFT_ALERTS: TableDefinition<(&str, &str), (u64, bool)> =
     TableDefinition::new("drift_alerts");
 
@@ -95,9 +97,25 @@ fn key(id: u64, seq: u64) -> u128 {
     u128::from(id) << 64 | u128::from(seq)
 }
 
-/// One node's part of a remote-write batch ([`Store::remote_write_batch`]).
+/// A telemetry export, each with its own cursor per node: how far it has delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    RemoteWrite,
+    Otlp,
+}
+
+impl Export {
+    fn cursors(self) -> TableDefinition<'static, &'static str, u64> {
+        match self {
+            Self::RemoteWrite => REMOTE_WRITE_CURSORS,
+            Self::Otlp => OTLP_CURSORS,
+        }
+    }
+}
+
+/// One node's part of an export batch ([`Store::export_batch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteWriteChunk {
+pub struct ExportChunk {
     pub node: String,
     /// Metrics records' bodies by sequence number.
     pub metrics: Vec<(u64, Vec<u8>)>,
@@ -452,6 +470,7 @@ impl Store {
         txn.open_table(CAPTURE_LABELS)?;
         txn.open_table(HEALTH_CHANGES)?;
         txn.open_table(REMOTE_WRITE_CURSORS)?;
+        txn.open_table(OTLP_CURSORS)?;
         move_legacy_assignments(&txn)?;
         txn.commit()?;
         Ok(Self {
@@ -1167,20 +1186,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Remote-write's next batch, in one read transaction: for nodes after `after_node`
+    /// An export's next batch, in one read transaction: for nodes after `after_node`
     /// (by name, wrapping around, so every node takes its turn), up to `per_node` records
     /// after each node's cursor, until `total` metrics records are in. Each entry is a
     /// node, its metrics records' bodies by sequence number, and the last sequence
     /// number looked at (events included), where its cursor goes once delivered.
-    pub fn remote_write_batch(
+    pub fn export_batch(
         &self,
+        export: Export,
         after_node: &str,
         per_node: usize,
         total: usize,
-    ) -> Result<Vec<RemoteWriteChunk>, StoreError> {
+    ) -> Result<Vec<ExportChunk>, StoreError> {
         let txn = self.read()?;
         let nodes = txn.open_table(NODES)?;
-        let cursors = txn.open_table(REMOTE_WRITE_CURSORS)?;
+        let cursors = txn.open_table(export.cursors())?;
         let telemetry = txn.open_table(TELEMETRY)?;
         let mut out = Vec::new();
         let mut records = 0;
@@ -1196,7 +1216,7 @@ impl Store {
             let (name, value) = entry?;
             let node: NodeRecord = from_json(value.value())?;
             let cursor = cursors.get(name.value())?.map_or(0, |v| v.value());
-            let mut chunk = RemoteWriteChunk {
+            let mut chunk = ExportChunk {
                 node: node.name.clone(),
                 metrics: Vec::new(),
                 last_seq: 0,
@@ -1222,11 +1242,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Moves remote-write's cursors forward, in one transaction.
-    pub fn set_remote_write_cursors(&self, cursors: &[(String, u64)]) -> Result<(), StoreError> {
+    /// Moves an export's cursors forward, in one transaction.
+    pub fn set_export_cursors(
+        &self,
+        export: Export,
+        cursors: &[(String, u64)],
+    ) -> Result<(), StoreError> {
         let txn = self.write()?;
         {
-            let mut table = txn.open_table(REMOTE_WRITE_CURSORS)?;
+            let mut table = txn.open_table(export.cursors())?;
             for (node, seq) in cursors {
                 table.insert(node.as_str(), *seq)?;
             }
@@ -1812,7 +1836,7 @@ mod tests {
     }
 
     #[test]
-    fn remote_write_takes_every_node_in_turn_from_its_cursor() {
+    fn an_export_takes_every_node_in_turn_from_its_own_cursor() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         for (name, token) in [("a", "t1"), ("b", "t2"), ("c", "t3")] {
@@ -1821,7 +1845,7 @@ mod tests {
         }
         let nodes = |after: &str, total: usize| -> Vec<(String, Vec<u64>, u64)> {
             store
-                .remote_write_batch(after, 2, total)
+                .export_batch(Export::RemoteWrite, after, 2, total)
                 .unwrap()
                 .into_iter()
                 .map(|c| {
@@ -1847,7 +1871,10 @@ mod tests {
         // Delivered cursors are where the next batch starts; a node with nothing new is
         // left out.
         store
-            .set_remote_write_cursors(&[("a".to_owned(), 3), ("b".to_owned(), 2)])
+            .set_export_cursors(
+                Export::RemoteWrite,
+                &[("a".to_owned(), 3), ("b".to_owned(), 2)],
+            )
             .unwrap();
         assert_eq!(
             nodes("", 10),
@@ -1856,6 +1883,10 @@ mod tests {
                 ("c".to_owned(), vec![1, 2], 2)
             ]
         );
+        // Another export keeps its own cursors: OTLP still starts at a's first record.
+        let otlp = store.export_batch(Export::Otlp, "", 2, 10).unwrap();
+        assert_eq!(otlp[0].node, "a");
+        assert_eq!(otlp[0].metrics[0].0, 1);
     }
 
     #[test]

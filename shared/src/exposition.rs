@@ -332,13 +332,29 @@ fn lint_clean_name(name: &str) -> Option<(&'static str, Kind)> {
 
 /// Prometheus text-format writer: families with HELP and TYPE, escaped label values.
 /// `extra` labels (the controller's `node`) lead every sample's label set. Made with
-/// [`Exposition::collecting`], it keeps each sample as a [`Series`] instead, for
-/// remote-write.
+/// [`Exposition::collecting`], it keeps each family and sample instead ([`Collected`]),
+/// for remote-write and OTLP.
 #[derive(Debug, Default)]
 pub struct Exposition {
     out: String,
     extra: Vec<(String, String)>,
-    collected: Option<Vec<Series>>,
+    collected: Option<Collected>,
+}
+
+/// What a [`Exposition::collecting`] writer kept: each family as declared, and each
+/// sample in the order written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    pub families: Vec<Family>,
+    pub series: Vec<Series>,
+}
+
+/// A family's declaration: its name, type and help text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    pub name: String,
+    pub kind: Kind,
+    pub help: String,
 }
 
 /// One sample as [`Exposition::collecting`] keeps it: the metric name, its labels
@@ -379,7 +395,7 @@ impl Exposition {
         Self {
             out: String::new(),
             extra,
-            collected: Some(Vec::new()),
+            collected: Some(Collected::default()),
         }
     }
 
@@ -389,11 +405,21 @@ impl Exposition {
 
     /// The samples kept by a [`Exposition::collecting`] writer (empty for a text one).
     pub fn into_series(self) -> Vec<Series> {
+        self.into_collected().series
+    }
+
+    /// The families and samples kept by a [`Exposition::collecting`] writer.
+    pub fn into_collected(self) -> Collected {
         self.collected.unwrap_or_default()
     }
 
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
-        if self.collected.is_some() {
+        if let Some(collected) = &mut self.collected {
+            collected.families.push(Family {
+                name: name.to_owned(),
+                kind,
+                help: help.to_owned(),
+            });
             return;
         }
         let _ = writeln!(self.out, "# HELP {name} {help}");
@@ -402,7 +428,7 @@ impl Exposition {
 
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         if let Some(collected) = &mut self.collected {
-            collected.push(Series {
+            collected.series.push(Series {
                 name: name.to_owned(),
                 labels: self
                     .extra
@@ -914,7 +940,7 @@ mod tests {
     }
 
     #[test]
-    fn a_collecting_writer_keeps_exactly_the_samples_the_text_shows() {
+    fn a_collecting_writer_keeps_exactly_the_families_and_samples_the_text_shows() {
         let extra = || vec![("node".to_owned(), "n\"1".to_owned())];
         let mut text = Exposition::new(extra());
         let mut collected = Exposition::collecting(extra());
@@ -924,7 +950,22 @@ mod tests {
             e.single("b", Kind::Gauge, "B.", 2.0);
         }
         let page = text.into_string();
-        let series = collected.into_series();
+        let Collected { families, series } = collected.into_collected();
+        assert_eq!(
+            families,
+            [
+                Family {
+                    name: "a_total".into(),
+                    kind: Kind::Counter,
+                    help: "A.".into()
+                },
+                Family {
+                    name: "b".into(),
+                    kind: Kind::Gauge,
+                    help: "B.".into()
+                }
+            ]
+        );
         let lines: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             lines,

@@ -314,6 +314,20 @@ struct ServeArgs {
         value_name = "LABELS"
     )]
     remote_write_labels: String,
+    /// OTLP/HTTP metrics receiver for the fleet's telemetry (binary protobuf, gzip, plain
+    /// HTTP), e.g. http://127.0.0.1:4318/v1/metrics (a URL naming no path takes
+    /// /v1/metrics); "" (the default) leaves it off. Queued in the store like
+    /// remote-write, with its own position.
+    #[arg(long, env = "GANTRY_OTLP", default_value = "", value_name = "URL")]
+    otlp: String,
+    /// Resource attributes added to every node's OTLP metrics, `name=value,name=value`.
+    #[arg(
+        long,
+        env = "GANTRY_OTLP_ATTRIBUTES",
+        default_value = "",
+        value_name = "ATTRIBUTES"
+    )]
+    otlp_attributes: String,
     /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
     #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
     clock_offset: i64,

@@ -5,6 +5,7 @@ use super::*;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(super) async fn run(args: ServeArgs) -> CommandResult {
+    use crate::export::{otlp as otlp_export, remote_write as rw};
     let ServeArgs {
         dir,
         listen,
@@ -19,16 +20,32 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
         console_session,
         remote_write,
         remote_write_labels,
+        otlp,
+        otlp_attributes,
         clock_offset,
     } = args;
-    let remote_write = if remote_write.trim().is_empty() {
-        None
-    } else {
-        Some(
-            crate::remote_write::Config::parse(&remote_write, &remote_write_labels)
-                .map_err(|e| CommandError::config(format!("--remote-write: {e}")))?,
-        )
+    let export = |flag: &str, url: &str, default_path: &str, labels: &str, example| {
+        if url.trim().is_empty() {
+            return Ok(None);
+        }
+        crate::export::Target::parse(url, default_path, labels, example)
+            .map(Some)
+            .map_err(|e| CommandError::config(format!("{flag}: {e}")))
     };
+    let remote_write = export(
+        "--remote-write",
+        &remote_write,
+        rw::DEFAULT_PATH,
+        &remote_write_labels,
+        rw::EXAMPLE,
+    )?;
+    let otlp = export(
+        "--otlp",
+        &otlp,
+        otlp_export::DEFAULT_PATH,
+        &otlp_attributes,
+        otlp_export::EXAMPLE,
+    )?;
 
     let auto_cordon = match crate::cordon::AutoCordon::parse(&auto_cordon) {
         Ok(rules) => rules,
@@ -83,6 +100,7 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
             console_listen,
             console_session,
             remote_write,
+            otlp,
         },
         shutdown,
         None,

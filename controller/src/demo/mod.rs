@@ -295,6 +295,7 @@ impl Embedded {
             console_listen: None,
             console_session: Duration::from_secs(8 * 3600),
             remote_write: None,
+            otlp: None,
         };
         let task = runtime.spawn(server::serve(config, shutdown.clone(), Some(ready)));
         match runtime.block_on(bound) {

@@ -341,50 +341,50 @@ fn render_rollouts(
     }
 }
 
-/// Remote-write's own figures.
-fn render_remote_write(e: &mut Exposition, c: &crate::remote_write::Counters) {
+/// A telemetry export's own figures, under `gantry_controller_{prefix}_`.
+fn render_export(e: &mut Exposition, prefix: &str, what: &str, c: &crate::export::Counters) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let name = |suffix: &str| format!("gantry_controller_{prefix}_{suffix}");
     e.single(
-        "gantry_controller_remote_write_samples_total",
+        &name("samples_total"),
         Kind::Counter,
-        "Samples the remote-write receiver accepted.",
+        &format!("Samples the {what} receiver accepted."),
         load(&c.samples),
     );
     e.single(
-        "gantry_controller_remote_write_records_total",
+        &name("records_total"),
         Kind::Counter,
-        "Telemetry records delivered by remote-write.",
+        &format!("Telemetry records delivered by {what}."),
         load(&c.records),
     );
     e.single(
-        "gantry_controller_remote_write_bytes_total",
+        &name("bytes_total"),
         Kind::Counter,
         "Compressed bytes of the requests the receiver accepted.",
         load(&c.bytes),
     );
+    let requests = name("requests_total");
     e.family(
-        "gantry_controller_remote_write_requests_total",
+        &requests,
         Kind::Counter,
-        "Remote-write requests, by outcome: ok, or failed (retried, or refused for good).",
+        &format!("{what} requests, by outcome: ok, or failed (retried, or refused for good)."),
     );
-    e.sample(
-        "gantry_controller_remote_write_requests_total",
-        &[("outcome", "ok")],
-        load(&c.requests_ok),
-    );
-    e.sample(
-        "gantry_controller_remote_write_requests_total",
-        &[("outcome", "failed")],
-        load(&c.requests_failed),
-    );
+    e.sample(&requests, &[("outcome", "ok")], load(&c.requests_ok));
+    e.sample(&requests, &[("outcome", "failed")], load(&c.requests_failed));
     e.single(
-        "gantry_controller_remote_write_refused_records_total",
+        &name("refused_records_total"),
         Kind::Counter,
         "Records the receiver refused for good (a 4xx answer), passed over.",
         load(&c.records_refused),
     );
     e.single(
-        "gantry_controller_remote_write_last_success_timestamp_seconds",
+        &name("rejected_samples_total"),
+        Kind::Counter,
+        "Samples of accepted requests the receiver said it rejected (a partial success), passed over.",
+        load(&c.samples_rejected),
+    );
+    e.single(
+        &name("last_success_timestamp_seconds"),
         Kind::Gauge,
         "When the receiver last accepted a request (0 before the first).",
         load(&c.last_success_ms) / 1000.0,
@@ -472,8 +472,11 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         "Nodes with live state since the controller started.",
         known as f64,
     );
-    if let Some(rw) = &shared.remote_write {
-        render_remote_write(&mut e, rw);
+    if let Some(counters) = &shared.remote_write {
+        render_export(&mut e, "remote_write", "remote-write", counters);
+    }
+    if let Some(counters) = &shared.otlp {
+        render_export(&mut e, "otlp", "OTLP", counters);
     }
     pages.push(e.into_string());
     (

@@ -67,7 +67,9 @@ pub struct ServeConfig {
     pub console_listen: Option<SocketAddr>,
     pub console_session: Duration,
     /// Where to remote-write the fleet's telemetry, if anywhere.
-    pub remote_write: Option<crate::remote_write::Config>,
+    pub remote_write: Option<crate::export::Target>,
+    /// Where to export it over OTLP/HTTP, if anywhere.
+    pub otlp: Option<crate::export::Target>,
 }
 
 /// Why the controller could not start or stopped.
@@ -149,8 +151,9 @@ struct Shared {
     live: Mutex<HashMap<String, Live>>,
     ingest: ingest::Handle,
     counters: Counters,
-    /// Remote-write's figures, when it is on.
-    remote_write: Option<Arc<crate::remote_write::Counters>>,
+    /// Remote-write's and OTLP export's figures, for those that are on.
+    remote_write: Option<Arc<crate::export::Counters>>,
+    otlp: Option<Arc<crate::export::Counters>>,
     bundles: Arc<crate::bundles::BundleRepo>,
     rollouts: crate::rollouts::Engine,
     /// Node → `(active, refused)` as last written to the audit log.
@@ -247,7 +250,11 @@ pub async fn serve(
         remote_write: config
             .remote_write
             .as_ref()
-            .map(|_| Arc::new(crate::remote_write::Counters::default())),
+            .map(|_| Arc::new(crate::export::Counters::default())),
+        otlp: config
+            .otlp
+            .as_ref()
+            .map(|_| Arc::new(crate::export::Counters::default())),
         bundles,
         rollouts,
         audited_bundles: Arc::default(),
@@ -289,12 +296,29 @@ pub async fn serve(
             console::serve(listener, Arc::clone(&shared), shutdown.clone()),
         );
     }
-    if let (Some(rw), Some(counters)) = (config.remote_write.clone(), &shared.remote_write) {
+    if let (Some(target), Some(counters)) = (config.remote_write.clone(), &shared.remote_write) {
         tracker.spawn(
             "remote-write",
-            crate::remote_write::run(
+            crate::export::run(
                 Arc::clone(&store),
-                rw,
+                crate::export::remote_write::RemoteWrite {
+                    labels: target.labels.clone(),
+                },
+                target,
+                Arc::clone(counters),
+                shutdown.clone(),
+            ),
+        );
+    }
+    if let (Some(target), Some(counters)) = (config.otlp.clone(), &shared.otlp) {
+        tracker.spawn(
+            "OTLP export",
+            crate::export::run(
+                Arc::clone(&store),
+                crate::export::otlp::Otlp {
+                    attributes: target.labels.clone(),
+                },
+                target,
                 Arc::clone(counters),
                 shutdown.clone(),
             ),

@@ -130,13 +130,15 @@ PY
     export GANTRY_ONNXRUNTIME_CUDA="$target/libonnxruntime.so.$version"
 }
 
-# Triton's own Python clients (tritonclient[http,grpc]) and Python ONNX Runtime, in a
-# virtual environment under .cache, from wheels downloaded once into .cache/wheels.
+# Triton's own Python clients (tritonclient[http,grpc]), Python ONNX Runtime, Selenium
+# for the console's browser tests and the OpenTelemetry protobuf definitions for the
+# OTLP receiver, in a virtual environment under .cache, from wheels downloaded once into
+# .cache/wheels.
 # Exports GANTRY_PYTHON with the environment's interpreter.
 gantry_fetch_python_clients() {
     local venv="$gantry_cache/venv"
     local wheels="$gantry_cache/wheels"
-    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6 scikit-learn==1.8.0 selenium==4.51.0"
+    local wanted="tritonclient[http,grpc]==2.73.0 onnxruntime==1.31.1 numpy==2.4.6 scikit-learn==1.8.0 selenium==4.51.0 opentelemetry-proto==1.45.2"
     if [ ! -f "$venv/.ready" ] || [ "$(cat "$venv/.ready")" != "$wanted" ]; then
         mkdir -p "$wheels"
         # shellcheck disable=SC2086 # the list is words on purpose

@@ -2,7 +2,7 @@
 # Runs the benchmarks for the figures in DESIGN.md, with their references installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/tools.sh node-exporter onnxruntime prometheus
+source scripts/tools.sh node-exporter onnxruntime prometheus python-clients
 cargo bench -p gantry-agent --bench footprint --locked
 cargo bench -p gantry-controller --bench verify --locked
 cargo bench -p gantry-agent --bench buffer --locked

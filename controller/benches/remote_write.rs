@@ -1,5 +1,5 @@
-//! Prometheus remote-write throughput (issue: remote-write samples/s, beside the
-//! embedded store in the same run).
+//! Prometheus remote-write and OTLP export throughput (issue: remote-write samples/s,
+//! beside the embedded store in the same run).
 //!
 //! Runs the real `gantry serve --remote-write` as its own process, writing to Debian's
 //! Prometheus with its remote-write receiver on (`prometheus` on PATH: `scripts/bench.sh`
@@ -7,7 +7,10 @@
 //! protocol and each sends `GANTRY_BENCH_RECORDS` (default 200) samples of 8 GPUs over
 //! real QUIC. Printed: how fast the controller stored them (the embedded store, the
 //! reference), then how fast remote-write delivered them, in records and samples per
-//! second, with the controller's CPU while it did.
+//! second, with the controller's CPU while it did. Then the controller is started again
+//! with `--otlp` alone against `tests/python/otlp_receiver.py --count-only` (PyPI's
+//! opentelemetry-proto decoding every request; `GANTRY_PYTHON` names the interpreter,
+//! `scripts/bench.sh` sets it), and exports the whole store from its first record.
 //!
 //! Run: `cargo bench -p gantry-controller --bench remote_write`.
 
@@ -193,4 +196,76 @@ fn main() {
     let _ = server.wait();
     let _ = prometheus.kill();
     let _ = prometheus.wait();
+
+    let Some(python) = std::env::var_os("GANTRY_PYTHON") else {
+        println!(
+            "  OTLP                        not measured: GANTRY_PYTHON is not set (scripts/bench.sh sets it)"
+        );
+        return;
+    };
+    let receiver = free_tcp();
+    let mut collector = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/python/otlp_receiver.py"
+        ))
+        .arg("--listen")
+        .arg(receiver.to_string())
+        .arg("--out")
+        .arg(dir.path().join("otlp.jsonl"))
+        .arg("--count-only")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the OTLP receiver starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(collector.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "listening");
+    let mut server = serve(
+        &home,
+        &[
+            "--listen",
+            &addr.to_string(),
+            "--metrics-listen",
+            &metrics.to_string(),
+            "--otlp",
+            &format!("http://{receiver}/v1/metrics"),
+        ],
+    );
+    let pid = server.id();
+    let cpu_before = usage(pid).0;
+    let start = Instant::now();
+    let (delivered, samples) = loop {
+        let page = http_get(metrics, "/metrics").unwrap_or_default();
+        let records = figure(&page, "gantry_controller_otlp_records_total");
+        #[allow(clippy::cast_precision_loss)]
+        if records >= total as f64 {
+            break (
+                records,
+                figure(&page, "gantry_controller_otlp_samples_total"),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "OTLP export did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let drain = start.elapsed().as_secs_f64();
+    let cpu = usage(pid).0 - cpu_before;
+    println!(
+        "  OTLP (store → receiver)     {delivered:.0} records, {samples:.0} samples delivered in {drain:.2} s from start: {:.0} records/s, {:.0} samples/s; controller {:.2} cores",
+        delivered / drain,
+        samples / drain,
+        cpu / drain
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = collector.kill();
+    let _ = collector.wait();
 }

@@ -5,7 +5,8 @@ Every data point received is appended to --out as one JSON line, with its resour
 attributes, its metric's name, kind, description and temporality, its attributes, time
 and value. Requests that are not binary OTLP (wrong path, content type or encoding, a
 body that does not decode) get 400 and are recorded nowhere. --reject-first N answers
-the first request with a partial success rejecting N data points. Prints "listening"
+the first request with a partial success rejecting N data points. --count-only decodes
+and answers but records nothing (for benchmarks). Prints "listening"
 once bound; on SIGTERM it finishes the request in hand (so that no request is recorded
 without its answer) and stops.
 """
@@ -51,6 +52,7 @@ def main():
     parser.add_argument("--listen", required=True, help="host:port")
     parser.add_argument("--out", required=True)
     parser.add_argument("--reject-first", type=int, default=0)
+    parser.add_argument("--count-only", action="store_true")
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
     out = open(args.out, "a", encoding="utf-8")
@@ -70,9 +72,10 @@ def main():
                 request.ParseFromString(body)
             except Exception as e:  # a body that does not decode
                 return self.refuse(f"undecodable: {e}")
-            for p in points(request):
-                out.write(json.dumps(p) + "\n")
-            out.flush()
+            if not args.count_only:
+                for p in points(request):
+                    out.write(json.dumps(p) + "\n")
+                out.flush()
             response = metrics_service_pb2.ExportMetricsServiceResponse()
             state["requests"] += 1
             if state["requests"] == 1 and args.reject_first:

@@ -8,7 +8,7 @@
 //! real QUIC. Printed: how fast the controller stored them (the embedded store, the
 //! reference), then how fast remote-write delivered them, in records and samples per
 //! second, with the controller's CPU while it did. Then the controller is started again
-//! with `--otlp` alone against `tests/python/otlp_receiver.py --count-only` (PyPI's
+//! with `--otlp` alone against `tests/python/otlp_receiver.py --count-only` (the Python package index's
 //! opentelemetry-proto decoding every request; `GANTRY_PYTHON` names the interpreter,
 //! `scripts/bench.sh` sets it), and exports the whole store from its first record.
 //!

@@ -8,9 +8,10 @@
 //! real QUIC. Printed: how fast the controller stored them (the embedded store, the
 //! reference), then how fast remote-write delivered them, in records and samples per
 //! second, with the controller's CPU while it did. Then the controller is started again
-//! with `--otlp` alone against `tests/python/otlp_receiver.py --count-only` (the Python package index's
-//! opentelemetry-proto decoding every request; `GANTRY_PYTHON` names the interpreter,
-//! `scripts/bench.sh` sets it), and exports the whole store from its first record.
+//! with `--otlp` alone against `tests/python/otlp_receiver.py --count-only` (the
+//! OpenTelemetry protobuf definitions from the Python package index decoding every
+//! request; `GANTRY_PYTHON` names the interpreter, `scripts/bench.sh` sets it), and
+//! exports the whole store from its first record.
 //!
 //! Run: `cargo bench -p gantry-controller --bench remote_write`.
 

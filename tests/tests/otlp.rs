@@ -213,7 +213,12 @@ fn every_stored_sample_reaches_an_otlp_receiver_once_across_a_receiver_restart()
         "the controller counts what the receiver took"
     );
     assert!(figure(&page, "gantry_controller_otlp_refused_records_total") < 0.5);
-    assert!(figure(&page, "gantry_controller_otlp_last_success_timestamp_seconds") > 0.0);
+    assert!(
+        figure(
+            &page,
+            "gantry_controller_otlp_last_success_timestamp_seconds"
+        ) > 0.0
+    );
 }
 
 #[test]
@@ -230,7 +235,10 @@ fn a_partial_success_is_counted_and_the_export_goes_on() {
         Duration::from_secs(60),
         || {
             let page = controller.metrics_page();
-            (figure(&page, r#"gantry_controller_otlp_requests_total{outcome="ok"}"#) >= 3.0)
+            (figure(
+                &page,
+                r#"gantry_controller_otlp_requests_total{outcome="ok"}"#,
+            ) >= 3.0)
                 .then_some(page)
         },
     );

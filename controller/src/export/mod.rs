@@ -64,7 +64,9 @@ pub enum ConfigError {
         "{url:?} is not an http:// URL like {example} (exports speak plain HTTP: point it at a receiver on this host or the site's network, or at a local Prometheus agent, vmagent or OpenTelemetry Collector that forwards over TLS)"
     )]
     Url { url: String, example: &'static str },
-    #[error("label {0:?} is not name=value with a Prometheus label name (letters, digits, _; not node, not starting with __)")]
+    #[error(
+        "label {0:?} is not name=value with a Prometheus label name (letters, digits, _; not node, not starting with __)"
+    )]
     Label(String),
 }
 
@@ -146,7 +148,10 @@ pub enum Outcome {
     /// The receiver refused these samples for good.
     Refused(String),
     /// Try again, after `after` where the receiver said when.
-    Retry { why: String, after: Option<Duration> },
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
 }
 
 /// One export's protocol: how a batch is encoded and what the answer means.
@@ -222,8 +227,7 @@ async fn post(target: &Target, headers: &[(&str, &str)], body: Vec<u8>) -> Resul
 
 /// Sends one request and reads what its answer means.
 async fn send<P: Protocol>(protocol: &P, target: &Target, body: Vec<u8>) -> Outcome {
-    let answer = match tokio::time::timeout(TIMEOUT, post(target, protocol.headers(), body)).await
-    {
+    let answer = match tokio::time::timeout(TIMEOUT, post(target, protocol.headers(), body)).await {
         Err(_) => {
             return Outcome::Retry {
                 why: format!("no answer from {} within {TIMEOUT:?}", target.authority),
@@ -385,7 +389,9 @@ pub async fn run<P: Protocol>(
                 Ok(Err(e)) => {
                     tracing::error!(export = name, error = %e, "the export cannot record how far it got; the batch will be sent again");
                 }
-                Err(e) => tracing::error!(export = name, error = %e, "the export's store task failed"),
+                Err(e) => {
+                    tracing::error!(export = name, error = %e, "the export's store task failed")
+                }
             }
         }
     }
@@ -451,7 +457,10 @@ mod tests {
         assert_eq!(t.path, "/api/v1/write");
         assert_eq!(t.labels.len(), 2);
         let t = Target::parse("http://127.0.0.1:4318", "/v1/metrics", "", "").unwrap();
-        assert_eq!(t.path, "/v1/metrics", "a URL naming no path takes the default");
+        assert_eq!(
+            t.path, "/v1/metrics",
+            "a URL naming no path takes the default"
+        );
         for bad in [
             "https://x:1/w",
             "x:1/w",
@@ -460,7 +469,10 @@ mod tests {
             "http://x/w",
         ] {
             assert!(
-                matches!(Target::parse(bad, "/", "", ""), Err(ConfigError::Url { .. })),
+                matches!(
+                    Target::parse(bad, "/", "", ""),
+                    Err(ConfigError::Url { .. })
+                ),
                 "{bad}"
             );
         }

@@ -284,7 +284,10 @@ fn request(
             }
         })
         .collect();
-    (proto::ExportMetricsServiceRequest { resource_metrics }, count)
+    (
+        proto::ExportMetricsServiceRequest { resource_metrics },
+        count,
+    )
 }
 
 #[cfg(test)]

@@ -370,7 +370,11 @@ fn render_export(e: &mut Exposition, prefix: &str, what: &str, c: &crate::export
         &format!("{what} requests, by outcome: ok, or failed (retried, or refused for good)."),
     );
     e.sample(&requests, &[("outcome", "ok")], load(&c.requests_ok));
-    e.sample(&requests, &[("outcome", "failed")], load(&c.requests_failed));
+    e.sample(
+        &requests,
+        &[("outcome", "failed")],
+        load(&c.requests_failed),
+    );
     e.single(
         &name("refused_records_total"),
         Kind::Counter,

@@ -390,7 +390,7 @@ pub async fn run<P: Protocol>(
                     tracing::error!(export = name, error = %e, "the export cannot record how far it got; the batch will be sent again");
                 }
                 Err(e) => {
-                    tracing::error!(export = name, error = %e, "the export's store task failed")
+                    tracing::error!(export = name, error = %e, "the export's store task failed");
                 }
             }
         }

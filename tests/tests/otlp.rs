@@ -1,6 +1,6 @@
 //! OTLP/HTTP metrics export from the controller, against a receiver that decodes with
 //! the OpenTelemetry project's own protobuf definitions (`tests/python/otlp_receiver.py`,
-//! PyPI's opentelemetry-proto), stopped and started again while an agent keeps
+//! `opentelemetry-proto` from the package index), stopped and started again while an agent keeps
 //! streaming: every sample the controller stored arrives once, as one resource per node
 //! with the federation's metric names and labels; the outage shows on the controller's
 //! `/metrics` and nothing is lost across it.

@@ -28,7 +28,7 @@ pub enum TlsError {
     NoCertificate { what: &'static str },
     #[error("the {what} PEM is not valid: {message}")]
     Pem { what: &'static str, message: String },
-    #[error("TLS configuration failed")]
+    #[error("TLS configuration failed: {0}")]
     Config(#[from] rustls::Error),
     #[error("client verifier configuration failed: {0}")]
     Verifier(String),
@@ -188,6 +188,36 @@ pub fn client_config(
             private_key_from_pem(key_pem, "client key")?,
         )?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(config)
+}
+
+/// A client configuration for an HTTPS server outside the fleet (a telemetry receiver):
+/// the server verified by name against the CAs in `ca_pem` (the site's, or the system's
+/// bundle), TLS 1.2 or 1.3, HTTP/1.1; with `client` (certificate chain, key) where the
+/// server asks for a certificate.
+pub fn https_client_config(
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let (added, _unusable) =
+        roots.add_parsable_certificates(certificates_from_pem(ca_pem, "CA certificate")?);
+    if added == 0 {
+        return Err(TlsError::NoCertificate {
+            what: "CA certificate (none usable as a trust anchor)",
+        });
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some((cert_pem, key_pem)) => builder.with_client_auth_cert(
+            certificates_from_pem(cert_pem, "client certificate")?,
+            private_key_from_pem(key_pem, "client key")?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -296,9 +296,10 @@ struct ServeArgs {
     /// How long a console sign-in lasts.
     #[arg(long, env = "GANTRY_CONSOLE_SESSION", default_value = "8h", value_parser = humantime::parse_duration, value_name = "DURATION")]
     console_session: Duration,
-    /// Prometheus remote-write receiver for the fleet's telemetry (protocol 1.0, plain
-    /// HTTP), e.g. http://127.0.0.1:9090/api/v1/write; "" (the default) leaves it off.
-    /// The store is the queue: an outage resends from where it stopped.
+    /// Prometheus remote-write receiver for the fleet's telemetry (protocol 1.0), e.g.
+    /// http://127.0.0.1:9090/api/v1/write or https://mimir.example/api/v1/push; ""
+    /// (the default) leaves it off. The store is the queue: an outage resends from where
+    /// it stopped.
     #[arg(
         long,
         env = "GANTRY_REMOTE_WRITE",
@@ -314,10 +315,21 @@ struct ServeArgs {
         value_name = "LABELS"
     )]
     remote_write_labels: String,
-    /// OTLP/HTTP metrics receiver for the fleet's telemetry (binary protobuf, gzip, plain
-    /// HTTP), e.g. http://127.0.0.1:4318/v1/metrics (a URL naming no path takes
-    /// /v1/metrics); "" (the default) leaves it off. Queued in the store like
-    /// remote-write, with its own position.
+    /// CA certificates (PEM) an https:// remote-write receiver's certificate must chain
+    /// to; the system's bundle (/etc/ssl/certs/ca-certificates.crt) where not given.
+    #[arg(long, env = "GANTRY_REMOTE_WRITE_CA", value_name = "FILE")]
+    remote_write_ca: Option<PathBuf>,
+    /// Client certificate (PEM chain) for a remote-write receiver that asks for one
+    /// (mutual TLS); with --remote-write-key.
+    #[arg(long, env = "GANTRY_REMOTE_WRITE_CERT", value_name = "FILE")]
+    remote_write_cert: Option<PathBuf>,
+    /// The client certificate's private key (PKCS#8 PEM).
+    #[arg(long, env = "GANTRY_REMOTE_WRITE_KEY", value_name = "FILE")]
+    remote_write_key: Option<PathBuf>,
+    /// OTLP/HTTP metrics receiver for the fleet's telemetry (binary protobuf, gzip), e.g.
+    /// http://127.0.0.1:4318/v1/metrics (a URL naming no path takes /v1/metrics); ""
+    /// (the default) leaves it off. Queued in the store like remote-write, with its own
+    /// position.
     #[arg(long, env = "GANTRY_OTLP", default_value = "", value_name = "URL")]
     otlp: String,
     /// Resource attributes added to every node's OTLP metrics, `name=value,name=value`.
@@ -328,6 +340,17 @@ struct ServeArgs {
         value_name = "ATTRIBUTES"
     )]
     otlp_attributes: String,
+    /// CA certificates (PEM) an https:// OTLP receiver's certificate must chain
+    /// to; the system's bundle (/etc/ssl/certs/ca-certificates.crt) where not given.
+    #[arg(long, env = "GANTRY_OTLP_CA", value_name = "FILE")]
+    otlp_ca: Option<PathBuf>,
+    /// Client certificate (PEM chain) for a OTLP receiver that asks for one
+    /// (mutual TLS); with --otlp-key.
+    #[arg(long, env = "GANTRY_OTLP_CERT", value_name = "FILE")]
+    otlp_cert: Option<PathBuf>,
+    /// The client certificate's private key (PKCS#8 PEM).
+    #[arg(long, env = "GANTRY_OTLP_KEY", value_name = "FILE")]
+    otlp_key: Option<PathBuf>,
     /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).
     #[arg(long, hide = true, allow_hyphen_values = true, value_parser = parse_clock_offset, default_value = "0s")]
     clock_offset: i64,

@@ -20,30 +20,38 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
         console_session,
         remote_write,
         remote_write_labels,
+        remote_write_ca,
+        remote_write_cert,
+        remote_write_key,
         otlp,
         otlp_attributes,
+        otlp_ca,
+        otlp_cert,
+        otlp_key,
         clock_offset,
     } = args;
-    let export = |flag: &str, url: &str, default_path: &str, labels: &str, example| {
-        if url.trim().is_empty() {
-            return Ok(None);
-        }
-        crate::export::Target::parse(url, default_path, labels, example)
-            .map(Some)
-            .map_err(|e| CommandError::config(format!("{flag}: {e}")))
-    };
-    let remote_write = export(
-        "--remote-write",
-        &remote_write,
+    let remote_write = export_target(
+        ExportFlags {
+            flag: "--remote-write",
+            url: &remote_write,
+            labels: &remote_write_labels,
+            ca: remote_write_ca,
+            cert: remote_write_cert,
+            key: remote_write_key,
+        },
         rw::DEFAULT_PATH,
-        &remote_write_labels,
         rw::EXAMPLE,
     )?;
-    let otlp = export(
-        "--otlp",
-        &otlp,
+    let otlp = export_target(
+        ExportFlags {
+            flag: "--otlp",
+            url: &otlp,
+            labels: &otlp_attributes,
+            ca: otlp_ca,
+            cert: otlp_cert,
+            key: otlp_key,
+        },
         otlp_export::DEFAULT_PATH,
-        &otlp_attributes,
         otlp_export::EXAMPLE,
     )?;
 
@@ -107,4 +115,84 @@ pub(super) async fn run(args: ServeArgs) -> CommandResult {
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The system's CA bundle (Debian's ca-certificates), for https:// receivers given no CA.
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// An export's flags as given.
+struct ExportFlags<'a> {
+    flag: &'static str,
+    url: &'a str,
+    labels: &'a str,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// The export target the flags name, with its TLS files read (`None` when the URL is "").
+fn export_target(
+    flags: ExportFlags<'_>,
+    default_path: &str,
+    example: &'static str,
+) -> Result<Option<crate::export::Target>, CommandError> {
+    let ExportFlags {
+        flag,
+        url,
+        labels,
+        ca,
+        cert,
+        key,
+    } = flags;
+    let refused = |e: &dyn std::fmt::Display| CommandError::config(format!("{flag}: {e}"));
+    if url.trim().is_empty() {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err(CommandError::config(format!(
+                "{flag}-ca, -cert and -key are for an https:// {flag} URL, and none is given"
+            )));
+        }
+        return Ok(None);
+    }
+    let target = crate::export::Target::parse(url, default_path, labels, example)
+        .map_err(|e| refused(&e))?;
+    if !target.is_https() {
+        if ca.is_some() || cert.is_some() || key.is_some() {
+            return Err(CommandError::config(format!(
+                "{flag} {url}: {flag}-ca, -cert and -key are for an https:// URL; this one is plain HTTP"
+            )));
+        }
+        return Ok(Some(target));
+    }
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read_to_string(path).map_err(|e| {
+            CommandError::config(format!(
+                "{flag}: cannot read the {what} {}: {e}",
+                path.display()
+            ))
+        })
+    };
+    let ca = match &ca {
+        Some(path) => read(path, "CA file")?,
+        None => read(
+            std::path::Path::new(SYSTEM_CA_BUNDLE),
+            &format!(
+                "system CA bundle (install ca-certificates, or give the receiver's CA with {flag}-ca)"
+            ),
+        )?,
+    };
+    let client = match (&cert, &key) {
+        (Some(cert), Some(key)) => {
+            Some((read(cert, "client certificate")?, read(key, "client key")?))
+        }
+        (None, None) => None,
+        _ => {
+            return Err(CommandError::config(format!(
+                "{flag}-cert and {flag}-key go together: give both, or neither"
+            )));
+        }
+    };
+    target
+        .with_tls(&crate::export::TlsPem { ca, client })
+        .map(Some)
+        .map_err(|e| refused(&e))
 }

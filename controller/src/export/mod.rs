@@ -47,32 +47,48 @@ const IDLE: Duration = Duration::from_secs(1);
 
 /// Where an export sends, and the labels (remote-write) or resource attributes (OTLP)
 /// it adds to everything.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Target {
-    /// `host:port` to connect to.
+    /// `host:port` to connect to (the URL's port, or 80 / 443).
     pub authority: String,
+    /// The host alone, for the TLS server name.
+    host: String,
     /// The request path, e.g. `/api/v1/write`.
     pub path: String,
     /// Added to every series after `node`, e.g. `site="hall-b"`.
     pub labels: Vec<(String, String)>,
+    /// For an `https://` URL, the client configuration ([`Target::with_tls`]).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    https: bool,
+}
+
+/// The PEM files an `https://` target is verified and identified with, as read at start.
+#[derive(Debug, Clone, Default)]
+pub struct TlsPem {
+    /// The CAs the receiver's certificate must chain to: the site's file, or the
+    /// system's bundle.
+    pub ca: String,
+    /// A client certificate chain and its key, for a receiver that asks for one.
+    pub client: Option<(String, String)>,
 }
 
 /// Why an export setting was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
-    #[error(
-        "{url:?} is not an http:// URL like {example} (exports speak plain HTTP: point it at a receiver on this host or the site's network, or at a local Prometheus agent, vmagent or OpenTelemetry Collector that forwards over TLS)"
-    )]
+    #[error("{url:?} is not an http:// or https:// URL like {example}")]
     Url { url: String, example: &'static str },
     #[error(
         "label {0:?} is not name=value with a Prometheus label name (letters, digits, _; not node, not starting with __)"
     )]
     Label(String),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Target {
-    /// `url` (`http://host:port/path`; `default_path` where it names none) and `labels`
-    /// (`name=value,name=value`). `example` is a URL for the error message.
+    /// `url` (`http[s]://host[:port][/path]`; `default_path` where it names none) and
+    /// `labels` (`name=value,name=value`). `example` is a URL for the error message. An
+    /// `https://` target needs [`Target::with_tls`] before it is used.
     pub fn parse(
         url: &str,
         default_path: &str,
@@ -83,9 +99,27 @@ impl Target {
             url: url.to_owned(),
             example,
         };
-        let rest = url.trim().strip_prefix("http://").ok_or_else(refused)?;
+        let url = url.trim();
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(refused());
+        };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if authority.is_empty() || authority.contains('@') || !authority.contains(':') {
+        if authority.is_empty() || authority.contains('@') {
+            return Err(refused());
+        }
+        // host, host:port, [v6], [v6]:port
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !authority.ends_with(']') => {
+                (host, port.parse::<u16>().map_err(|_| refused())?)
+            }
+            _ => (authority, if https { 443 } else { 80 }),
+        };
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.is_empty() || rustls::pki_types::ServerName::try_from(bare).is_err() {
             return Err(refused());
         }
         let path = if path.is_empty() {
@@ -108,14 +142,35 @@ impl Target {
             parsed.push((name.to_owned(), value.to_owned()));
         }
         Ok(Self {
-            authority: authority.to_owned(),
+            authority: format!("{host}:{port}"),
+            host: bare.to_owned(),
             path,
             labels: parsed,
+            tls: None,
+            https,
         })
     }
 
+    /// Whether the URL is `https://`.
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The TLS configuration an `https://` target connects with.
+    pub fn with_tls(mut self, pem: &TlsPem) -> Result<Self, ConfigError> {
+        let client = pem
+            .client
+            .as_ref()
+            .map(|(cert, key)| (cert.as_str(), key.as_str()));
+        let config = gantry_shared::tls::https_client_config(&pem.ca, client)
+            .map_err(|e| ConfigError::Tls(e.to_string()))?;
+        self.tls = Some(Arc::new(config));
+        Ok(self)
+    }
+
     fn url(&self) -> String {
-        format!("http://{}{}", self.authority, self.path)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.authority, self.path)
     }
 }
 
@@ -178,13 +233,41 @@ struct Answer {
     body: Bytes,
 }
 
-/// Posts `body` to `target` over a fresh connection.
+/// Posts `body` to `target` over a fresh connection, TLS for an `https://` target.
 async fn post(target: &Target, headers: &[(&str, &str)], body: Vec<u8>) -> Result<Answer, String> {
     let stream = tokio::net::TcpStream::connect(&target.authority)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", target.authority))?;
+    match (&target.tls, target.https) {
+        (Some(config), true) => {
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("{}: {e}", target.host))?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("TLS with {}: {e}", target.authority))?;
+            exchange(stream, target, headers, body).await
+        }
+        (None, true) => Err(format!(
+            "{} is https:// but no TLS configuration was given",
+            target.url()
+        )),
+        (_, false) => exchange(stream, target, headers, body).await,
+    }
+}
+
+/// One HTTP/1.1 request and its answer over `io`.
+async fn exchange<IO>(
+    io: IO,
+    target: &Target,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Result<Answer, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
             .map_err(|e| format!("HTTP handshake with {}: {e}", target.authority))?;
     let connection = tokio::spawn(connection);
@@ -445,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_http_urls_and_prometheus_label_names_are_taken() {
+    fn http_and_https_urls_and_prometheus_label_names_are_taken() {
         let t = Target::parse(
             "http://127.0.0.1:9090/api/v1/write",
             "/",
@@ -456,17 +539,28 @@ mod tests {
         assert_eq!(t.authority, "127.0.0.1:9090");
         assert_eq!(t.path, "/api/v1/write");
         assert_eq!(t.labels.len(), 2);
+        assert!(!t.is_https());
         let t = Target::parse("http://127.0.0.1:4318", "/v1/metrics", "", "").unwrap();
         assert_eq!(
             t.path, "/v1/metrics",
             "a URL naming no path takes the default"
         );
+        let t = Target::parse("https://mimir.example/api/v1/push", "/", "", "").unwrap();
+        assert!(t.is_https());
+        assert_eq!(t.authority, "mimir.example:443", "https's port");
+        assert_eq!(t.host, "mimir.example");
+        let t = Target::parse("http://[::1]/w", "/", "", "").unwrap();
+        assert_eq!((t.authority.as_str(), t.host.as_str()), ("[::1]:80", "::1"));
+        let t = Target::parse("https://[::1]:9443/w", "/", "", "").unwrap();
+        assert_eq!(t.authority, "[::1]:9443");
         for bad in [
-            "https://x:1/w",
+            "ftp://x:1/w",
             "x:1/w",
             "http:///w",
             "http://user@x:1/w",
-            "http://x/w",
+            "http://x:port/w",
+            "http://x:70000/w",
+            "https://bad_host!:1/w",
         ] {
             assert!(
                 matches!(
@@ -485,5 +579,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_is_refused_naming_it() {
+        let t = Target::parse("https://x:1/w", "/", "", "").unwrap();
+        let e = t
+            .with_tls(&TlsPem {
+                ca: "not a certificate".to_owned(),
+                client: None,
+            })
+            .unwrap_err();
+        assert!(e.to_string().contains("CA certificate"), "{e}");
     }
 }

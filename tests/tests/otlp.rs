@@ -260,8 +260,8 @@ fn an_otlp_url_it_cannot_use_is_refused_at_start() {
     let controller = Controller::start();
     for (args, names) in [
         (
-            vec!["--otlp", "https://collector.example:4318/v1/metrics"],
-            "plain HTTP",
+            vec!["--otlp", "grpc://collector.example:4317"],
+            "http:// or https://",
         ),
         (
             vec![

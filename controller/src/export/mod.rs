@@ -21,6 +21,7 @@
 pub mod otlp;
 pub mod remote_write;
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -269,7 +270,7 @@ where
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
             .await
-            .map_err(|e| format!("HTTP handshake with {}: {e}", target.authority))?;
+            .map_err(|e| format!("HTTP handshake with {}: {}", target.authority, causes(&e)))?;
     let connection = tokio::spawn(connection);
     let mut request = hyper::Request::post(target.path.as_str())
         .header(hyper::header::HOST, target.authority.as_str())
@@ -286,7 +287,7 @@ where
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("sending to {}: {e}", target.authority))?;
+        .map_err(|e| format!("sending to {}: {}", target.authority, causes(&e)))?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -306,6 +307,18 @@ where
         retry_after,
         body,
     })
+}
+
+/// An error and its sources, "outer: inner: …" (hyper's own says only "connection
+/// error" where TLS says which alert the receiver sent).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let _ = write!(text, ": {inner}");
+        source = inner.source();
+    }
+    text
 }
 
 /// Sends one request and reads what its answer means.

@@ -323,7 +323,7 @@ struct ServeArgs {
     /// (mutual TLS); with --remote-write-key.
     #[arg(long, env = "GANTRY_REMOTE_WRITE_CERT", value_name = "FILE")]
     remote_write_cert: Option<PathBuf>,
-    /// The client certificate's private key (PKCS#8 PEM).
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "GANTRY_REMOTE_WRITE_KEY", value_name = "FILE")]
     remote_write_key: Option<PathBuf>,
     /// OTLP/HTTP metrics receiver for the fleet's telemetry (binary protobuf, gzip), e.g.
@@ -348,7 +348,7 @@ struct ServeArgs {
     /// (mutual TLS); with --otlp-key.
     #[arg(long, env = "GANTRY_OTLP_CERT", value_name = "FILE")]
     otlp_cert: Option<PathBuf>,
-    /// The client certificate's private key (PKCS#8 PEM).
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "GANTRY_OTLP_KEY", value_name = "FILE")]
     otlp_key: Option<PathBuf>,
     /// For tests: shift the clock certificates are issued and judged by (e.g. -10d).

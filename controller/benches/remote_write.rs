@@ -51,6 +51,27 @@ fn free_tcp() -> SocketAddr {
         .unwrap()
 }
 
+/// Waits until the export `prefix` (`remote_write`, `otlp`) delivered `total` records;
+/// then (records, samples) it delivered.
+fn wait_delivered(metrics: SocketAddr, prefix: &str, total: u64, start: Instant) -> (f64, f64) {
+    loop {
+        let page = http_get(metrics, "/metrics").unwrap_or_default();
+        let records = figure(&page, &format!("gantry_controller_{prefix}_records_total"));
+        #[allow(clippy::cast_precision_loss)]
+        if records >= total as f64 {
+            return (
+                records,
+                figure(&page, &format!("gantry_controller_{prefix}_samples_total")),
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "{prefix} did not catch up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[allow(clippy::too_many_lines)]
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -153,22 +174,7 @@ fn main() {
     });
     let total = nodes as u64 * (per_node / 50 * 50);
     // Remote-write started with the first stored record; wait until it has all of them.
-    let (delivered, samples) = loop {
-        let page = http_get(metrics, "/metrics").unwrap_or_default();
-        let records = figure(&page, "gantry_controller_remote_write_records_total");
-        #[allow(clippy::cast_precision_loss)]
-        if records >= total as f64 {
-            break (
-                records,
-                figure(&page, "gantry_controller_remote_write_samples_total"),
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "remote-write did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (delivered, samples) = wait_delivered(metrics, "remote_write", total, start);
     let drain = start.elapsed().as_secs_f64();
     let cpu = usage(pid).0 - cpu_before;
     #[allow(clippy::cast_precision_loss)]
@@ -239,22 +245,7 @@ fn main() {
     let pid = server.id();
     let cpu_before = usage(pid).0;
     let start = Instant::now();
-    let (delivered, samples) = loop {
-        let page = http_get(metrics, "/metrics").unwrap_or_default();
-        let records = figure(&page, "gantry_controller_otlp_records_total");
-        #[allow(clippy::cast_precision_loss)]
-        if records >= total as f64 {
-            break (
-                records,
-                figure(&page, "gantry_controller_otlp_samples_total"),
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(900),
-            "OTLP export did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (delivered, samples) = wait_delivered(metrics, "otlp", total, start);
     let drain = start.elapsed().as_secs_f64();
     let cpu = usage(pid).0 - cpu_before;
     println!(

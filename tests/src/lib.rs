@@ -8,6 +8,7 @@
 #![allow(missing_docs)]
 
 pub mod bundles;
+pub mod export;
 pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use gantry_shared::protocol::telemetry::RecordClass;
+use gantry_tests::export::{figure, stored};
 use gantry_tests::{Agent, Controller, free_tcp_port, wait_for};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -158,21 +158,6 @@ impl Drop for TlsPrometheus {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A counter of the controller's `/metrics` page.
-fn figure(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn stored(controller: &Controller, node: &str) -> usize {
-    controller
-        .records(node)
-        .iter()
-        .filter(|r| r.class == RecordClass::Metrics)
-        .count()
 }
 
 #[test]

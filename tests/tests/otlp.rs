@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use gantry_shared::protocol::telemetry::RecordClass;
+use gantry_tests::export::{figure, through_outage};
 use gantry_tests::{Agent, Controller, free_tcp_port, wait_for};
 
 /// The receiver process, appending what it decodes to `out`.
@@ -83,22 +83,6 @@ impl Drop for Receiver {
     }
 }
 
-/// A counter or gauge of the controller's `/metrics` page.
-fn figure(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Metrics records the controller stored for `node`.
-fn stored(controller: &Controller, node: &str) -> usize {
-    controller
-        .records(node)
-        .iter()
-        .filter(|r| r.class == RecordClass::Metrics)
-        .count()
-}
-
 /// GPU 0's temperature points of `node`: how many times each timestamp arrived.
 fn temperatures(points: &[serde_json::Value], node: &str) -> HashMap<u64, usize> {
     let mut seen = HashMap::new();
@@ -159,40 +143,20 @@ fn every_stored_sample_reaches_an_otlp_receiver_once_across_a_receiver_restart()
     assert_eq!(counter["temporality"], 2, "cumulative: {counter}");
     assert_eq!(counter["monotonic"], true, "{counter}");
 
-    // The receiver goes away while the node keeps sending: the export fails and retries.
-    receiver.stop();
-    let before = stored(&controller, "otlp-node");
-    wait_for(
-        "the outage to show on the controller's /metrics",
-        Duration::from_secs(60),
-        || {
-            let page = controller.metrics_page();
-            (figure(
-                &page,
-                r#"gantry_controller_otlp_requests_total{outcome="failed"}"#,
-            ) >= 2.0
-                && stored(&controller, "otlp-node") >= before + 10)
-                .then_some(())
-        },
-    );
-
-    // Back: what was stored meanwhile is delivered, and nothing twice.
-    receiver.start_again();
-    std::thread::sleep(Duration::from_secs(2));
-    agent.kill();
-    let total = stored(&controller, "otlp-node");
-    wait_for(
-        "every stored sample at the receiver",
-        Duration::from_secs(90),
-        || {
-            let page = controller.metrics_page();
-            let delivered = figure(&page, "gantry_controller_otlp_records_total");
-            #[allow(clippy::cast_precision_loss)] // a count
-            let all = total as f64;
-            (delivered >= all && temperatures(&receiver.points(), "otlp-node").len() >= total)
-                .then_some(())
-        },
-    );
+    // The receiver goes away while the node keeps sending, and comes back: what was
+    // stored meanwhile is delivered, and nothing twice.
+    let total = {
+        let receiver = std::cell::RefCell::new(&mut receiver);
+        through_outage(
+            &controller,
+            &mut agent,
+            "otlp-node",
+            "otlp",
+            || receiver.borrow_mut().stop(),
+            || receiver.borrow_mut().start_again(),
+            || temperatures(&receiver.borrow().points(), "otlp-node").len(),
+        )
+    };
     let seen = temperatures(&receiver.points(), "otlp-node");
     assert_eq!(seen.len(), total, "every stored sample arrived");
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();

@@ -6,25 +6,9 @@
 
 use std::time::Duration;
 
-use gantry_shared::protocol::telemetry::RecordClass;
+use gantry_tests::export::{figure, through_outage};
 use gantry_tests::prometheus::Prometheus;
 use gantry_tests::{Agent, Controller, wait_for};
-
-/// A counter or gauge of the controller's `/metrics` page.
-fn figure(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Metrics records the controller stored for `node`.
-fn stored(controller: &Controller, node: &str) -> usize {
-    controller
-        .records(node)
-        .iter()
-        .filter(|r| r.class == RecordClass::Metrics)
-        .count()
-}
 
 /// Samples of GPU 0's temperature of `node` the receiver holds over the last hour.
 fn received(prometheus: &Prometheus, node: &str) -> usize {
@@ -72,39 +56,20 @@ fn every_stored_sample_reaches_a_real_prometheus_exactly_once_across_a_receiver_
             .is_some_and(|u| u.starts_with("GPU-"))
     );
 
-    // The receiver goes away while the node keeps sending: remote-write fails and retries.
-    prometheus.stop();
-    let before = stored(&controller, "rw-node");
-    wait_for(
-        "the outage to show on the controller's /metrics",
-        Duration::from_secs(60),
-        || {
-            let page = controller.metrics_page();
-            (figure(
-                &page,
-                r#"gantry_controller_remote_write_requests_total{outcome="failed"}"#,
-            ) >= 2.0
-                && stored(&controller, "rw-node") >= before + 10)
-                .then_some(())
-        },
-    );
-
-    // Back: what was stored meanwhile is delivered, and nothing twice.
-    prometheus.start_again();
-    std::thread::sleep(Duration::from_secs(2));
-    agent.kill();
-    let total = stored(&controller, "rw-node");
-    wait_for(
-        "every stored sample at the receiver",
-        Duration::from_secs(90),
-        || {
-            let page = controller.metrics_page();
-            let delivered = figure(&page, "gantry_controller_remote_write_records_total");
-            #[allow(clippy::cast_precision_loss)] // a count
-            let all = total as f64;
-            (delivered >= all && received(&prometheus, "rw-node") >= total).then_some(())
-        },
-    );
+    // The receiver goes away while the node keeps sending, and comes back: what was
+    // stored meanwhile is delivered, and nothing twice.
+    let total = {
+        let prometheus = std::cell::RefCell::new(&mut prometheus);
+        through_outage(
+            &controller,
+            &mut agent,
+            "rw-node",
+            "remote_write",
+            || prometheus.borrow_mut().stop(),
+            || prometheus.borrow_mut().start_again(),
+            || received(&prometheus.borrow(), "rw-node"),
+        )
+    };
     assert_eq!(
         received(&prometheus, "rw-node"),
         total,

@@ -158,6 +158,9 @@ pub struct RawBuffer {
 pub struct RawUplink {
     /// Controller address; default: the one the node enrolled with.
     pub controller: Option<String>,
+    /// Several controllers of the fleet (sharing one store), tried in turn: the agent
+    /// fails over to the next when one does not answer. Instead of `controller`.
+    pub controllers: Option<Vec<String>>,
     /// Heartbeat interval. Default `10s`.
     pub heartbeat: Option<String>,
     /// Longest wait between reconnection attempts. Default `60s`.
@@ -258,10 +261,59 @@ fn drift_threshold(key: &str, value: Option<f64>) -> Result<Option<f64>, ConfigE
     }
 }
 
+/// `uplink.controller` or `uplink.controllers` as addresses (empty where neither is set).
+fn controllers(uplink: &RawUplink) -> Result<Vec<SocketAddr>, ConfigError> {
+    let (key, texts) = match (&uplink.controller, &uplink.controllers) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                "uplink.controllers",
+                "set uplink.controller (one) or uplink.controllers (a list), not both".to_owned(),
+            ));
+        }
+        (Some(one), None) => ("uplink.controller", std::slice::from_ref(one)),
+        (None, Some(list)) if list.is_empty() => {
+            return Err(ConfigError::invalid(
+                "uplink.controllers",
+                "the list is empty; leave it out to use the controller the node enrolled with"
+                    .to_owned(),
+            ));
+        }
+        (None, Some(list)) => ("uplink.controllers", list.as_slice()),
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for text in texts {
+        let addr: SocketAddr = text.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                key,
+                format!("{text:?} is not an IP address and port like \"10.0.0.5:7443\""),
+            )
+        })?;
+        if out.contains(&addr) {
+            return Err(ConfigError::invalid(key, format!("{addr} is listed twice")));
+        }
+        if out
+            .first()
+            .is_some_and(|first| first.is_ipv4() != addr.is_ipv4())
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "{addr} is not of the same IP version as {}: list IPv4 or IPv6 addresses, not both",
+                    out[0]
+                ),
+            ));
+        }
+        out.push(addr);
+    }
+    Ok(out)
+}
+
 /// Validated `[uplink]` settings.
 #[derive(Debug, Clone)]
 pub struct UplinkSettings {
-    pub controller: Option<SocketAddr>,
+    /// The controllers to connect to, in order; empty: the one the node enrolled with.
+    pub controllers: Vec<SocketAddr>,
     pub heartbeat: Duration,
     pub max_backoff: Duration,
 }
@@ -737,15 +789,7 @@ impl RawConfig {
             max_age,
             event_max_age,
         };
-        let controller = match self.uplink.controller.as_deref() {
-            None => None,
-            Some(text) => Some(text.trim().parse().map_err(|_| {
-                ConfigError::invalid(
-                    "uplink.controller",
-                    format!("{text:?} is not an IP address and port like \"10.0.0.5:7443\""),
-                )
-            })?),
-        };
+        let controllers = controllers(&self.uplink)?;
         let heartbeat = bounded_duration(
             "uplink.heartbeat",
             self.uplink.heartbeat.as_deref(),
@@ -759,7 +803,7 @@ impl RawConfig {
             Duration::from_millis(250)..=HOUR,
         )?;
         let uplink = UplinkSettings {
-            controller,
+            controllers,
             heartbeat,
             max_backoff,
         };
@@ -1232,6 +1276,29 @@ mod tests {
         assert_eq!(
             invalid_key(from_toml_str("[uplink]\ncontroller = \"ctl\"")),
             "uplink.controller"
+        );
+        for bad in [
+            "controllers = []",
+            "controllers = [\"10.0.0.1:7443\", \"ctl\"]",
+            "controllers = [\"10.0.0.1:7443\", \"10.0.0.1:7443\"]",
+            "controllers = [\"10.0.0.1:7443\", \"[::1]:7443\"]",
+            "controller = \"10.0.0.1:7443\"\ncontrollers = [\"10.0.0.2:7443\"]",
+        ] {
+            assert_eq!(
+                invalid_key(from_toml_str(&format!("[uplink]\n{bad}"))),
+                "uplink.controllers",
+                "{bad}"
+            );
+        }
+        let config =
+            from_toml_str("[uplink]\ncontrollers = [\"10.0.0.1:7443\", \"10.0.0.2:7443\"]")
+                .unwrap();
+        assert_eq!(
+            config.uplink.controllers,
+            [
+                "10.0.0.1:7443".parse().unwrap(),
+                "10.0.0.2:7443".parse().unwrap()
+            ] as [SocketAddr; 2]
         );
         let config =
             from_toml_str("[buffer]\nmax_bytes = \"1MiB\"\n[uplink]\nmax_backoff = \"2s\"")

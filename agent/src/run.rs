@@ -135,10 +135,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let uplink_status = if let Some(identity) = identity {
         let status = crate::uplink::SharedStatus::default();
         let uplink = UplinkConfig {
-            controller: config
-                .uplink
-                .controller
-                .unwrap_or(identity.enrollment.controller),
+            controllers: if config.uplink.controllers.is_empty() {
+                vec![identity.enrollment.controller]
+            } else {
+                config.uplink.controllers.clone()
+            },
             heartbeat: config.uplink.heartbeat,
             max_backoff: config.uplink.max_backoff,
             batch_records: 1000,

@@ -30,7 +30,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Uplink settings.
 #[derive(Debug, Clone)]
 pub struct UplinkConfig {
-    pub controller: SocketAddr,
+    /// The controllers to connect to, tried in turn (at least one; all of one IP
+    /// version): when one does not answer, the next gets the attempt at once, and only a
+    /// round in which none answered waits out the backoff.
+    pub controllers: Vec<SocketAddr>,
     pub heartbeat: Duration,
     pub max_backoff: Duration,
     pub batch_records: usize,
@@ -310,15 +313,14 @@ fn endpoint_for(
 /// Renews an expired certificate by proof of possession; the identity as it then is.
 async fn renew_expired(
     config: &UplinkConfig,
+    controller: SocketAddr,
     identity: &NodeIdentity,
     status: &SharedStatus,
     refusal_logged: &mut bool,
 ) -> Option<NodeIdentity> {
     let now = std::time::SystemTime::now();
     let result =
-        match crate::renewal::by_proof(identity, config.controller, gantry_net::clock::now_ms())
-            .await
-        {
+        match crate::renewal::by_proof(identity, controller, gantry_net::clock::now_ms()).await {
             Ok(answer) => {
                 crate::renewal::install_blocking(&config.delivery.state_dir, identity, answer, now)
                     .await
@@ -395,7 +397,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut identity = identity;
-    let mut endpoint = match endpoint_for(config.controller, &identity) {
+    // One endpoint for every controller listed: they are all of the first one's IP version.
+    let family = config.controllers[0];
+    let mut endpoint = match endpoint_for(family, &identity) {
         Ok(endpoint) => endpoint,
         Err(e) => {
             tracing::error!(error = %e, "the uplink cannot start; telemetry stays in the buffer");
@@ -404,7 +408,7 @@ pub async fn run(
     };
     {
         let mut s = status.lock().expect("uplink status");
-        s.controller = Some(config.controller);
+        s.controller = Some(family);
         s.node = Some(identity.enrollment.name.clone());
         s.certificate_expires_at_ms = identity.enrollment.certificate_expires_at_ms;
     }
@@ -417,13 +421,23 @@ pub async fn run(
     let mut expired_by_controller = false;
     // A refused renewal is logged at ERROR once, not on every retry.
     let mut renewal_refused = false;
+    // Which of the controllers is tried next, and how many in a row did not answer.
+    let mut at = 0;
+    let mut unanswered = 0;
     loop {
+        let controller = config.controllers[at];
         let due = crate::renewal::due(&identity.enrollment, gantry_net::clock::now_ms());
         if due == crate::renewal::Due::Expired || expired_by_controller {
-            if let Some(renewed) =
-                renew_expired(&config, &identity, &status, &mut renewal_refused).await
+            if let Some(renewed) = renew_expired(
+                &config,
+                controller,
+                &identity,
+                &status,
+                &mut renewal_refused,
+            )
+            .await
             {
-                match endpoint_for(config.controller, &renewed) {
+                match endpoint_for(family, &renewed) {
                     Ok(fresh) => {
                         endpoint.close(0u32.into(), b"certificate renewed");
                         endpoint = fresh;
@@ -445,10 +459,8 @@ pub async fn run(
         // A controller that is down does not answer at all: the handshake gives up at the
         // idle timeout; a loaded controller (or a slow link) gets that long to answer.
         let connect_timeout = gantry_net::IDLE_TIMEOUT + Duration::from_secs(1);
-        let attempt = tokio::time::timeout(
-            connect_timeout,
-            gantry_net::connect(&endpoint, config.controller),
-        );
+        let attempt =
+            tokio::time::timeout(connect_timeout, gantry_net::connect(&endpoint, controller));
         let outcome = tokio::select! {
             () = shutdown.cancelled() => break,
             result = attempt => result.unwrap_or(Err(gantry_net::NetError::Timeout(connect_timeout))),
@@ -456,9 +468,11 @@ pub async fn run(
         let mut renewed = None;
         match outcome {
             Ok(conn) => {
-                tracing::info!(controller = %config.controller, node = %identity.enrollment.name, "connected to the controller");
+                tracing::info!(controller = %controller, node = %identity.enrollment.name, "connected to the controller");
+                unanswered = 0;
                 {
                     let mut s = status.lock().expect("uplink status");
+                    s.controller = Some(controller);
                     s.connected = true;
                     s.connects_total += 1;
                     s.last_error = None;
@@ -501,38 +515,55 @@ pub async fn run(
                         break;
                     }
                     (SessionEnd::Renewing, _) => {
-                        tracing::info!(controller = %config.controller, "reconnecting for the node certificate's renewal");
+                        tracing::info!(controller = %controller, "reconnecting for the node certificate's renewal");
                     }
                     (_, Some(Refusal::Revoked | Refusal::UnknownCertificate)) => {
-                        tracing::error!(controller = %config.controller, reason, "the controller refuses this node's certificate; re-enroll the node");
+                        tracing::error!(controller = %controller, reason, "the controller refuses this node's certificate; re-enroll the node");
                     }
                     (_, Some(Refusal::Expired)) => {
-                        tracing::warn!(controller = %config.controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
+                        tracing::warn!(controller = %controller, reason, "the controller says this node's certificate expired; renewing by proof of possession");
                         expired_by_controller = true;
                     }
                     (SessionEnd::Failed(e), None) if !e.is_transient() => {
-                        tracing::error!(controller = %config.controller, reason, "the session failed and will fail again the same way until the cause is fixed; reconnecting, telemetry is buffered meanwhile");
+                        tracing::error!(controller = %controller, reason, "the session failed and will fail again the same way until the cause is fixed; reconnecting, telemetry is buffered meanwhile");
+                    }
+                    (_, None) if config.controllers.len() > 1 => {
+                        // It may be gone for good: the next in the list gets the first
+                        // attempt, sparing a connect timeout on a dead one.
+                        at = (at + 1) % config.controllers.len();
+                        tracing::warn!(controller = %controller, next = %config.controllers[at], reason, "connection to the controller lost; trying the next of uplink.controllers, telemetry is buffered meanwhile");
                     }
                     (_, None) => {
-                        tracing::warn!(controller = %config.controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
+                        tracing::warn!(controller = %controller, reason, "connection to the controller lost; reconnecting, telemetry is buffered meanwhile");
                     }
                 }
                 status.lock().expect("uplink status").last_error = Some(reason);
             }
             Err(e) => {
+                let next = config.controllers[(at + 1) % config.controllers.len()];
                 if reported {
-                    tracing::debug!(controller = %config.controller, error = %e, "controller still unreachable");
+                    tracing::debug!(controller = %controller, error = %e, "controller still unreachable");
+                } else if next == controller {
+                    tracing::warn!(controller = %controller, error = %e, "controller unreachable; telemetry is buffered and sent when it returns");
+                    reported = true;
                 } else {
-                    tracing::warn!(controller = %config.controller, error = %e, "controller unreachable; telemetry is buffered and sent when it returns");
+                    tracing::warn!(controller = %controller, next = %next, error = %e, "controller unreachable; trying the next of uplink.controllers, telemetry is buffered meanwhile");
                     reported = true;
                 }
                 status.lock().expect("uplink status").last_error = Some(e.to_string());
+                at = (at + 1) % config.controllers.len();
+                unanswered += 1;
+                if unanswered < config.controllers.len() {
+                    // Another controller has not been tried since one last answered.
+                    continue;
+                }
+                unanswered = 0;
             }
         }
         if let Some(renewed) = renewed {
             // The connection that carried the renewal is over: the next one presents the
             // new certificate.
-            match endpoint_for(config.controller, &renewed) {
+            match endpoint_for(family, &renewed) {
                 Ok(fresh) => {
                     endpoint.close(0u32.into(), b"certificate renewed");
                     endpoint = fresh;

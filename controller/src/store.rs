@@ -622,6 +622,13 @@ impl Store {
                 }
                 retired_ids = existing.retired_ids;
                 retired_ids.push(existing.id);
+                // The new enrollment numbers its records from 1 again: each export
+                // starts it from there, not from where the old one had got to.
+                for export in [Export::RemoteWrite, Export::Otlp] {
+                    txn.open_table(export.cursors())
+                        .and_then(|mut t| t.remove(name).map(|_| ()).map_err(Into::into))
+                        .map_err(StoreError::from)?;
+                }
             }
             token.used_at_ms = Some(now_ms);
             token.used_by = Some(name.to_owned());
@@ -1957,5 +1964,26 @@ mod tests {
             5,
             "retention clears both lives"
         );
+    }
+
+    #[test]
+    fn a_node_enrolled_again_is_exported_from_its_new_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        enrolled(&store, "n", "t1");
+        store.store_batches(&[("n", &batch(1..=5, 5))]).unwrap();
+        for export in [Export::RemoteWrite, Export::Otlp] {
+            store
+                .set_export_cursors(export, &[("n".to_owned(), 5)])
+                .unwrap();
+        }
+        store.revoke_node("n").unwrap();
+        enrolled(&store, "n", "t2");
+        store.store_batches(&[("n", &batch(1..=3, 6))]).unwrap();
+        for export in [Export::RemoteWrite, Export::Otlp] {
+            let batch = store.export_batch(export, "", 10, 10).unwrap();
+            let seqs: Vec<u64> = batch[0].metrics.iter().map(|(s, _)| *s).collect();
+            assert_eq!(seqs, [1, 2, 3], "{export:?} starts the new enrollment at 1");
+        }
     }
 }

@@ -113,6 +113,14 @@ impl Export {
     }
 }
 
+/// What [`Store::apply_retention`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expired {
+    pub deleted: u64,
+    /// Per export asked about: records deleted before it delivered them.
+    pub unexported: Vec<(Export, u64)>,
+}
+
 /// One node's part of an export batch ([`Store::export_batch`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportChunk {
@@ -1284,12 +1292,25 @@ impl Store {
     }
 
     /// Deletes records older than `cutoff_ms` for every node (and its earlier
-    /// enrollments); returns how many.
-    pub fn apply_retention(&self, cutoff_ms: u64) -> Result<u64, StoreError> {
-        let mut deleted = 0;
+    /// enrollments); returns how many, and how many of them each of `exports` had not
+    /// delivered yet (lost to it).
+    pub fn apply_retention(
+        &self,
+        cutoff_ms: u64,
+        exports: &[Export],
+    ) -> Result<Expired, StoreError> {
+        let mut expired = Expired {
+            deleted: 0,
+            unexported: exports.iter().map(|e| (*e, 0)).collect(),
+        };
         for node in self.nodes()? {
             let txn = self.write()?;
             {
+                let mut cursors = Vec::new();
+                for (export, _) in &expired.unexported {
+                    let table = txn.open_table(export.cursors())?;
+                    cursors.push(table.get(node.name.as_str())?.map_or(0, |v| v.value()));
+                }
                 let mut table = txn.open_table(TELEMETRY)?;
                 let mut current_highest = None;
                 let mut current_removed = 0u64;
@@ -1308,8 +1329,11 @@ impl Store {
                     if id == node.id {
                         current_highest = old.last().map(|&k| k as u64);
                         current_removed = old.len() as u64;
+                        for ((_, lost), cursor) in expired.unexported.iter_mut().zip(&cursors) {
+                            *lost += old.iter().filter(|&&k| k as u64 > *cursor).count() as u64;
+                        }
                     }
-                    deleted += old.len() as u64;
+                    expired.deleted += old.len() as u64;
                 }
                 if let Some(highest) = current_highest {
                     let mut nodes = txn.open_table(NODES)?;
@@ -1321,7 +1345,7 @@ impl Store {
             }
             txn.commit()?;
         }
-        Ok(deleted)
+        Ok(expired)
     }
 }
 
@@ -1928,7 +1952,18 @@ mod tests {
         enrolled(&store, "n", "t1");
         store.store_batches(&[("n", &batch(1..=5, 100))]).unwrap();
         store.store_batches(&[("n", &batch(6..=8, 900))]).unwrap();
-        assert_eq!(store.apply_retention(500).unwrap(), 5);
+        store
+            .set_export_cursors(Export::RemoteWrite, &[("n".to_owned(), 3)])
+            .unwrap();
+        let expired = store
+            .apply_retention(500, &[Export::RemoteWrite, Export::Otlp])
+            .unwrap();
+        assert_eq!(expired.deleted, 5);
+        assert_eq!(
+            expired.unexported,
+            [(Export::RemoteWrite, 2), (Export::Otlp, 5)],
+            "remote-write had delivered 1..=3, OTLP nothing"
+        );
         assert_eq!(
             store.records("n", 0, 100).unwrap().first().map(|r| r.seq),
             Some(6)
@@ -1960,7 +1995,7 @@ mod tests {
         );
         assert_eq!(store.node("n").unwrap().unwrap().retired_ids.len(), 1);
         assert_eq!(
-            store.apply_retention(u64::MAX).unwrap(),
+            store.apply_retention(u64::MAX, &[]).unwrap().deleted,
             5,
             "retention clears both lives"
         );

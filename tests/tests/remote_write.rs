@@ -129,3 +129,45 @@ fn a_remote_write_url_it_cannot_use_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("node=x"));
 }
+
+#[test]
+fn telemetry_retention_deletes_before_delivery_is_counted_and_logged_as_lost_to_the_export() {
+    let mut controller = Controller::start();
+    // Nothing listens there: remote-write fails until retention takes the records.
+    let dead = gantry_tests::free_tcp_port();
+    controller.restart_with(&[
+        "--remote-write",
+        &format!("http://{dead}/api/v1/write"),
+        "--retention",
+        "3s",
+    ]);
+    let mut agent = Agent::enroll(&controller, "expiring-node", "");
+    agent.run("200ms");
+    let expired = wait_for(
+        "records expired before delivery",
+        Duration::from_secs(60),
+        || {
+            let n = figure(
+                &controller.metrics_page(),
+                "gantry_controller_remote_write_expired_records_total",
+            );
+            (n >= 1.0).then_some(n)
+        },
+    );
+    agent.kill();
+    assert!(
+        figure(
+            &controller.metrics_page(),
+            "gantry_controller_remote_write_samples_total"
+        ) < 0.5,
+        "nothing was delivered"
+    );
+    assert!(
+        controller
+            .log
+            .contains("retention deleted telemetry this export had not delivered"),
+        "the loss is logged:\n{}",
+        controller.log.lines().join("\n")
+    );
+    println!("{expired} records expired before remote-write could deliver them");
+}

@@ -13,8 +13,9 @@
 //! to 30 s, or the receiver's `Retry-After` where it gives one.
 //!
 //! Retention deletes telemetry whether or not it was exported: a receiver away for
-//! longer than `--retention` loses what retention deleted meanwhile, and the export's
-//! figures on `/metrics` show the gap (`gantry_controller_*_last_success_timestamp_seconds`).
+//! longer than `--retention` loses what retention deleted meanwhile. The retention task
+//! logs that loss as an error and counts it (`gantry_controller_*_expired_records_total`,
+//! [`Counters::records_expired`]).
 
 #![deny(clippy::disallowed_methods)] // async tasks: file I/O goes through spawn_blocking
 
@@ -185,6 +186,8 @@ pub struct Counters {
     pub records_refused: AtomicU64,
     /// Samples a receiver took the request of but refused (OTLP's partial success).
     pub samples_rejected: AtomicU64,
+    /// Records retention deleted before they were delivered.
+    pub records_expired: AtomicU64,
     pub last_success_ms: AtomicU64,
     pub bytes: AtomicU64,
 }

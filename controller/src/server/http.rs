@@ -388,6 +388,12 @@ fn render_export(e: &mut Exposition, prefix: &str, what: &str, c: &crate::export
         load(&c.samples_rejected),
     );
     e.single(
+        &name("expired_records_total"),
+        Kind::Counter,
+        "Records retention deleted before they were delivered (the receiver failed for longer than the retention).",
+        load(&c.records_expired),
+    );
+    e.single(
         &name("last_success_timestamp_seconds"),
         Kind::Gauge,
         "When the receiver last accepted a request (0 before the first).",

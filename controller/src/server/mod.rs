@@ -326,7 +326,7 @@ pub async fn serve(
     }
     tracker.spawn(
         "retention",
-        retention_loop(Arc::clone(&store), config.retention, shutdown.clone()),
+        retention_loop(Arc::clone(&shared), config.retention, shutdown.clone()),
     );
     tracker.spawn(
         "rollout engine",
@@ -470,27 +470,59 @@ async fn node_views(shared: &Arc<Shared>) -> Option<BTreeMap<String, crate::roll
     )
 }
 
-async fn retention_loop(store: Arc<Store>, retention: Duration, shutdown: CancellationToken) {
+async fn retention_loop(shared: Arc<Shared>, retention: Duration, shutdown: CancellationToken) {
+    // The exports that are on, and the figures their losses are counted in.
+    let exports: Vec<(crate::store::Export, Arc<crate::export::Counters>)> = [
+        (crate::store::Export::RemoteWrite, &shared.remote_write),
+        (crate::store::Export::Otlp, &shared.otlp),
+    ]
+    .into_iter()
+    .filter_map(|(export, counters)| Some((export, Arc::clone(counters.as_ref()?))))
+    .collect();
+    // A short retention is applied often enough to hold (a tenth of it, at least 1 s).
+    let every = RETENTION_EVERY
+        .min(retention / 10)
+        .max(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(RETENTION_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
         }
         let cutoff = gantry_net::clock::now_ms().saturating_sub(retention.as_millis() as u64);
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || {
+        let store = Arc::clone(&shared.store);
+        let asked: Vec<crate::store::Export> = exports.iter().map(|(e, _)| *e).collect();
+        let expired = match tokio::task::spawn_blocking(move || {
             let windows = store.expire_model_windows(cutoff)?;
             if windows > 0 {
                 tracing::info!(windows, "drift windows older than the retention deleted");
             }
-            store.apply_retention(cutoff)
+            store.apply_retention(cutoff, &asked)
         })
         .await
         {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(records = n, "telemetry older than the retention deleted"),
-            Ok(Err(e)) => tracing::error!(error = %e, "applying telemetry retention failed"),
-            Err(e) => tracing::error!(error = %e, "retention task failed"),
+            Ok(Ok(expired)) => expired,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "applying telemetry retention failed");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention task failed");
+                continue;
+            }
+        };
+        if expired.deleted > 0 {
+            tracing::info!(
+                records = expired.deleted,
+                "telemetry older than the retention deleted"
+            );
+        }
+        for ((export, lost), (_, counters)) in expired.unexported.iter().zip(&exports) {
+            if *lost > 0 {
+                tracing::error!(?export, records = lost, retention = ?retention, "retention deleted telemetry this export had not delivered: its receiver has been failing for longer than the retention (see the export's last_success_timestamp_seconds); raise --retention or fix the receiver");
+                counters
+                    .records_expired
+                    .fetch_add(*lost, std::sync::atomic::Ordering::Relaxed);
+            }
         }
     }
 }

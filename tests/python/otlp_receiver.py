@@ -6,7 +6,8 @@ attributes, its metric's name, kind, description and temporality, its attributes
 and value. Requests that are not binary OTLP (wrong path, content type or encoding, a
 body that does not decode) get 400 and are recorded nowhere. --reject-first N answers
 the first request with a partial success rejecting N data points. --count-only decodes
-and answers but records nothing (for benchmarks). Prints "listening"
+and answers but records nothing (for benchmarks). --tls-cert/--tls-key serve HTTPS,
+requiring a client certificate from --tls-client-ca. Prints "listening"
 once bound; on SIGTERM it finishes the request in hand (so that no request is recorded
 without its answer) and stops.
 """
@@ -16,6 +17,7 @@ import gzip
 import http.server
 import json
 import signal
+import ssl
 import threading
 
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
@@ -53,6 +55,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--reject-first", type=int, default=0)
     parser.add_argument("--count-only", action="store_true")
+    parser.add_argument("--tls-cert")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca")
     args = parser.parse_args()
     host, port = args.listen.rsplit(":", 1)
     out = open(args.out, "a", encoding="utf-8")
@@ -99,6 +104,12 @@ def main():
             pass
 
     server = http.server.HTTPServer((host, int(port)), Handler)
+    if args.tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        context.load_verify_locations(args.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     # shutdown() waits for serve_forever() to finish its request, so it runs beside it.
     signal.signal(
         signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start()

@@ -1,11 +1,15 @@
-//! Telemetry export tests' common steps: an export's figures on the controller's
-//! `/metrics`, and a receiver outage while a node streams.
+//! Telemetry export tests' common parts: an export's figures on the controller's
+//! `/metrics`, a receiver outage while a node streams, and the OTLP receiver.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use gantry_shared::protocol::telemetry::RecordClass;
 
-use crate::{Agent, Controller, wait_for};
+use crate::{Agent, Controller, free_tcp_port, wait_for};
 
 /// A counter or gauge of a `/metrics` page (0 where absent).
 pub fn figure(page: &str, series: &str) -> f64 {
@@ -64,4 +68,98 @@ pub fn through_outage(
         },
     );
     total
+}
+
+/// TLS files for the OTLP receiver: its certificate and key, and the CA its clients'
+/// certificates must come from.
+#[derive(Debug, Clone)]
+pub struct ReceiverTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// `tests/python/otlp_receiver.py`: decodes with the OpenTelemetry project's protobuf
+/// definitions and appends every data point to `out` as a JSON line.
+#[allow(missing_debug_implementations)]
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    out: PathBuf,
+    reject_first: u32,
+    tls: Option<ReceiverTls>,
+    child: Option<Child>,
+}
+
+impl OtlpReceiver {
+    /// Starts it in `dir`; the first answer rejects `reject_first` points (a partial
+    /// success); on TLS, requiring a client certificate, with `tls`.
+    pub fn start(dir: &Path, reject_first: u32, tls: Option<ReceiverTls>) -> Self {
+        let mut receiver = Self {
+            addr: free_tcp_port(),
+            out: dir.join("points.jsonl"),
+            reject_first,
+            tls,
+            child: None,
+        };
+        receiver.start_again();
+        receiver
+    }
+
+    pub fn start_again(&mut self) {
+        let mut command = Command::new(crate::bundles::python_clients());
+        command
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/otlp_receiver.py"))
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--out")
+            .arg(&self.out)
+            .arg("--reject-first")
+            .arg(self.reject_first.to_string());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-client-ca")
+                .arg(&tls.client_ca);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the OTLP receiver starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening", "the receiver did not come up");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM: the receiver answers the request in hand before it exits, so a stop
+    /// never leaves points recorded whose sender saw no answer.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every data point received so far.
+    pub fn points(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("the receiver writes JSON lines"))
+            .collect()
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

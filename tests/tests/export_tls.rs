@@ -3,14 +3,15 @@
 //! the test makes and requiring a client certificate from it (mutual TLS). A controller
 //! given another CA refuses the receiver; one without a client certificate is refused by
 //! it; neither moves the cursors, so once the right files are given every stored sample
-//! arrives, each once (queried back over the same TLS).
+//! arrives, each once (queried back over the same TLS). OTLP export reaches the test
+//! suite's receiver on HTTPS that requires a client certificate the same way.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use gantry_tests::export::{figure, stored};
+use gantry_tests::export::{OtlpReceiver, ReceiverTls, figure, stored};
 use gantry_tests::{Agent, Controller, free_tcp_port, wait_for};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -257,6 +258,55 @@ fn remote_write_over_mutual_tls_reaches_a_real_prometheus_and_refusals_lose_noth
         "each stored sample once"
     );
     println!("{total} records stored, each at the TLS receiver once");
+}
+
+#[test]
+fn otlp_over_mutual_tls_reaches_a_receiver_that_requires_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let site = SiteCa::new("site CA");
+    file(d, "ca.pem", &site.pem);
+    let (server, server_key) = site.issue(&["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
+    let (client, client_key) =
+        site.issue(&["gantry-controller"], ExtendedKeyUsagePurpose::ClientAuth);
+    let receiver = OtlpReceiver::start(
+        d,
+        0,
+        Some(ReceiverTls {
+            cert: file(d, "server.pem", &server),
+            key: file(d, "server.key", &server_key),
+            client_ca: d.join("ca.pem"),
+        }),
+    );
+    let path = |name: &str| d.join(name).display().to_string();
+    let mut controller = Controller::start();
+    controller.restart_with(&[
+        "--otlp",
+        &format!("https://{}/v1/metrics", receiver.addr),
+        "--otlp-ca",
+        &path("ca.pem"),
+        "--otlp-cert",
+        &file(d, "client.pem", &client).display().to_string(),
+        "--otlp-key",
+        &file(d, "client.key", &client_key).display().to_string(),
+    ]);
+    let mut agent = Agent::enroll(&controller, "otlp-tls-node", "");
+    agent.run("200ms");
+    wait_for("points over mutual TLS", Duration::from_secs(60), || {
+        receiver
+            .points()
+            .iter()
+            .any(|p| p["attributes"]["node"] == "otlp-tls-node")
+            .then_some(())
+    });
+    agent.kill();
+    let page = controller.metrics_page();
+    assert!(
+        figure(
+            &page,
+            r#"gantry_controller_otlp_requests_total{outcome="ok"}"#
+        ) >= 1.0
+    );
 }
 
 #[test]

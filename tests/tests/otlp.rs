@@ -6,82 +6,11 @@
 //! `/metrics` and nothing is lost across it.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use gantry_tests::export::{figure, through_outage};
-use gantry_tests::{Agent, Controller, free_tcp_port, wait_for};
-
-/// The receiver process, appending what it decodes to `out`.
-struct Receiver {
-    addr: SocketAddr,
-    out: PathBuf,
-    reject_first: u32,
-    child: Option<Child>,
-}
-
-impl Receiver {
-    fn start(dir: &Path, reject_first: u32) -> Self {
-        let mut receiver = Self {
-            addr: free_tcp_port(),
-            out: dir.join("points.jsonl"),
-            reject_first,
-            child: None,
-        };
-        receiver.start_again();
-        receiver
-    }
-
-    fn start_again(&mut self) {
-        let mut child = Command::new(gantry_tests::bundles::python_clients())
-            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/otlp_receiver.py"))
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--out")
-            .arg(&self.out)
-            .arg("--reject-first")
-            .arg(self.reject_first.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the OTLP receiver starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "listening", "the receiver did not come up");
-        self.child = Some(child);
-    }
-
-    /// SIGTERM: the receiver answers the request in hand before it exits, so a stop
-    /// never leaves points recorded whose sender saw no answer.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Every data point received so far.
-    fn points(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("the receiver writes JSON lines"))
-            .collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use gantry_tests::export::{OtlpReceiver, figure, through_outage};
+use gantry_tests::{Agent, Controller, wait_for};
 
 /// GPU 0's temperature points of `node`: how many times each timestamp arrived.
 fn temperatures(points: &[serde_json::Value], node: &str) -> HashMap<u64, usize> {
@@ -102,7 +31,7 @@ fn temperatures(points: &[serde_json::Value], node: &str) -> HashMap<u64, usize>
 #[test]
 fn every_stored_sample_reaches_an_otlp_receiver_once_across_a_receiver_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut receiver = Receiver::start(dir.path(), 0);
+    let mut receiver = OtlpReceiver::start(dir.path(), 0, None);
     let mut controller = Controller::start();
     // No path: OTLP/HTTP's /v1/metrics is taken.
     let url = format!("http://{}", receiver.addr);
@@ -188,7 +117,7 @@ fn every_stored_sample_reaches_an_otlp_receiver_once_across_a_receiver_restart()
 #[test]
 fn a_partial_success_is_counted_and_the_export_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start(dir.path(), 5);
+    let receiver = OtlpReceiver::start(dir.path(), 5, None);
     let mut controller = Controller::start();
     let url = format!("http://{}/v1/metrics", receiver.addr);
     controller.restart_with(&["--otlp", &url]);

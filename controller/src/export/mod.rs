@@ -121,7 +121,10 @@ impl Target {
             _ => (authority, if https { 443 } else { 80 }),
         };
         let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if bare.is_empty() || rustls::pki_types::ServerName::try_from(bare).is_err() {
+        // An IPv6 address goes in brackets, or its colons read as the port's.
+        let unbracketed = bare.contains(':') && !host.starts_with('[');
+        if bare.is_empty() || unbracketed || rustls::pki_types::ServerName::try_from(bare).is_err()
+        {
             return Err(refused());
         }
         let path = if path.is_empty() {
@@ -577,6 +580,7 @@ mod tests {
             "http://x:port/w",
             "http://x:70000/w",
             "https://bad_host!:1/w",
+            "http://::1:9090/w",
         ] {
             assert!(
                 matches!(

@@ -285,6 +285,24 @@ impl Controller {
         }
     }
 
+    /// Runs `gantry serve` on this controller's directory with `args`, which must be
+    /// refused as a configuration error (exit 64) before it starts; returns its stderr.
+    pub fn serve_refused(&self, args: &[&str]) -> String {
+        let out = Command::new(binary("gantry"))
+            .args(["serve", "--dir"])
+            .arg(self.home())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "gantry serve {args:?} is a configuration error: {stderr}"
+        );
+        stderr
+    }
+
     /// Stops the process abruptly.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -202,16 +202,9 @@ fn auto_cordon_none_leaves_nodes_to_the_operator_and_bad_rules_are_refused() {
     // The heartbeat's cordon, had there been one, is stored before its health shows.
     assert_eq!(cordon_of(&controller, "solo"), None);
 
-    let out = std::process::Command::new(gantry_tests::binary("gantry"))
-        .args(["serve", "--dir"])
-        .arg(controller.home())
-        .args(["--auto-cordon", "gpu.xid,Bad Name"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    let stderr = controller.serve_refused(&["--auto-cordon", "gpu.xid,Bad Name"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("\"Bad Name\" is not a health check name"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("\"Bad Name\" is not a health check name"),
+        "{stderr}"
     );
 }

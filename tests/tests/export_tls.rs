@@ -344,18 +344,7 @@ fn tls_files_that_cannot_work_are_refused_at_start_naming_the_flag() {
             "plain HTTP",
         ),
     ] {
-        let out = Command::new(gantry_tests::binary("gantry"))
-            .args(["serve", "--dir"])
-            .arg(controller.home())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(64),
-            "{args:?}: a configuration error"
-        );
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = controller.serve_refused(&args);
         assert!(stderr.contains(names), "{args:?}: {stderr}");
         assert!(
             stderr.contains(args[0]),

@@ -6,7 +6,6 @@
 //! `/metrics` and nothing is lost across it.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::Duration;
 
 use gantry_tests::export::{OtlpReceiver, figure, through_outage};
@@ -166,14 +165,7 @@ fn an_otlp_url_it_cannot_use_is_refused_at_start() {
             "\"site\"",
         ),
     ] {
-        let out = Command::new(gantry_tests::binary("gantry"))
-            .args(["serve", "--dir"])
-            .arg(controller.home())
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(64), "a configuration error");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stderr = controller.serve_refused(&args);
         assert!(
             stderr.contains("--otlp") && stderr.contains(names),
             "{stderr}"

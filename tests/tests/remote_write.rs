@@ -103,31 +103,18 @@ fn every_stored_sample_reaches_a_real_prometheus_exactly_once_across_a_receiver_
 #[test]
 fn a_remote_write_url_it_cannot_use_is_refused_at_start() {
     let controller = Controller::start();
-    let out = std::process::Command::new(gantry_tests::binary("gantry"))
-        .args(["serve", "--dir"])
-        .arg(controller.home())
-        .args(["--remote-write", "tsdb.example:9090/api/v1/write"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64), "a configuration error");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = controller.serve_refused(&["--remote-write", "tsdb.example:9090/api/v1/write"]);
     assert!(
         stderr.contains("--remote-write") && stderr.contains("http:// or https://"),
         "{stderr}"
     );
-    let out = std::process::Command::new(gantry_tests::binary("gantry"))
-        .args(["serve", "--dir"])
-        .arg(controller.home())
-        .args([
-            "--remote-write",
-            "http://127.0.0.1:9090/api/v1/write",
-            "--remote-write-labels",
-            "node=x",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("node=x"));
+    let stderr = controller.serve_refused(&[
+        "--remote-write",
+        "http://127.0.0.1:9090/api/v1/write",
+        "--remote-write-labels",
+        "node=x",
+    ]);
+    assert!(stderr.contains("node=x"), "{stderr}");
 }
 
 #[test]

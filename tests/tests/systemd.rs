@@ -138,3 +138,35 @@ fn root_writing_into_a_service_users_directory_is_refused_naming_the_user() {
         "nothing was written"
     );
 }
+
+#[test]
+fn the_packaged_defaults_file_documents_exactly_the_settings_gantry_serve_reads() {
+    let defaults = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../packaging/gantry-controller.default"),
+    )
+    .unwrap();
+    let documented: std::collections::BTreeSet<String> = defaults
+        .lines()
+        .filter_map(|l| l.trim_start_matches('#').split_once('='))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| name.starts_with("GANTRY_"))
+        .collect();
+    let help = Command::new(gantry_tests::binary("gantry"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let read: std::collections::BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('=').map(|(name, _)| name.to_owned()))
+        // The unit gives the directory as --dir; the log filter is read by every command.
+        .filter(|name| name != "GANTRY_DIR")
+        .chain(std::iter::once("GANTRY_LOG".to_owned()))
+        .collect();
+    assert_eq!(
+        documented, read,
+        "packaging/gantry-controller.default and `gantry serve --help` disagree"
+    );
+}

@@ -15,6 +15,7 @@ pub mod health;
 pub mod layout;
 pub mod monitoring;
 pub mod oip;
+pub mod otlp_response;
 pub mod protocol;
 pub mod signed_report;
 pub mod telemetry;

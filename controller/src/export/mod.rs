@@ -229,8 +229,9 @@ pub trait Protocol: Send + Sync + 'static {
     /// The request's headers, besides Host and User-Agent.
     fn headers(&self) -> &[(&'static str, &'static str)];
 
-    /// What a 2xx answer's body says (OTLP's partial success).
-    fn accepted(&self, body: &[u8]) -> Outcome;
+    /// What a 2xx answer's body says of a request of `sent` samples (OTLP's partial
+    /// success).
+    fn accepted(&self, body: &[u8], sent: u64) -> Outcome;
 }
 
 /// An HTTP answer: status, `Retry-After` in seconds where given, body.
@@ -328,7 +329,7 @@ fn causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Sends one request and reads what its answer means.
-async fn send<P: Protocol>(protocol: &P, target: &Target, body: Vec<u8>) -> Outcome {
+async fn send<P: Protocol>(protocol: &P, target: &Target, body: Vec<u8>, sent: u64) -> Outcome {
     let answer = match tokio::time::timeout(TIMEOUT, post(target, protocol.headers(), body)).await {
         Err(_) => {
             return Outcome::Retry {
@@ -347,7 +348,7 @@ async fn send<P: Protocol>(protocol: &P, target: &Target, body: Vec<u8>) -> Outc
         format!("{}: {body}", answer.status)
     };
     if answer.status.is_success() {
-        protocol.accepted(&answer.body)
+        protocol.accepted(&answer.body, sent)
     } else if answer.status.is_client_error()
         && answer.status != hyper::StatusCode::TOO_MANY_REQUESTS
     {
@@ -437,7 +438,7 @@ pub async fn run<P: Protocol>(
         let size = body.len() as u64;
         let outcome = tokio::select! {
             () = shutdown.cancelled() => return,
-            outcome = send(&protocol, &target, body) => outcome,
+            outcome = send(&protocol, &target, body, samples) => outcome,
         };
         let advance = match outcome {
             Outcome::Delivered { rejected, why } => {

@@ -54,39 +54,23 @@ impl Protocol for Otlp {
         ]
     }
 
-    fn accepted(&self, body: &[u8]) -> Outcome {
-        let partial = <proto::ExportMetricsServiceResponse as prost::Message>::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .unwrap_or_default();
+    fn accepted(&self, body: &[u8], sent: u64) -> Outcome {
+        let partial = gantry_shared::otlp_response::read(body, sent);
         Outcome::Delivered {
-            rejected: u64::try_from(partial.rejected_data_points).unwrap_or(0),
-            why: partial.error_message,
+            rejected: partial.rejected,
+            why: partial.message,
         }
     }
 }
 
-/// The protocol's messages (opentelemetry-proto `collector/metrics/v1`, `metrics/v1`,
-/// `common/v1`, `resource/v1`; only the fields used here).
+/// The request's messages (opentelemetry-proto `collector/metrics/v1`, `metrics/v1`,
+/// `common/v1`, `resource/v1`; only the fields used here). The answer is read by
+/// [`gantry_shared::otlp_response`].
 mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub(super) struct ExportMetricsServiceRequest {
         #[prost(message, repeated, tag = "1")]
         pub(super) resource_metrics: Vec<ResourceMetrics>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct ExportMetricsServiceResponse {
-        #[prost(message, optional, tag = "1")]
-        pub(super) partial_success: Option<ExportMetricsPartialSuccess>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub(super) struct ExportMetricsPartialSuccess {
-        #[prost(int64, tag = "1")]
-        pub(super) rejected_data_points: i64,
-        #[prost(string, tag = "2")]
-        pub(super) error_message: String,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -399,26 +383,13 @@ mod tests {
     #[test]
     fn a_partial_success_counts_the_rejected_points() {
         let otlp = Otlp::default();
-        let body = prost::Message::encode_to_vec(&proto::ExportMetricsServiceResponse {
-            partial_success: Some(proto::ExportMetricsPartialSuccess {
-                rejected_data_points: 3,
-                error_message: "too old".to_owned(),
-            }),
-        });
+        let body = gantry_shared::otlp_response::encode(3, "too old");
         assert_eq!(
-            otlp.accepted(&body),
+            otlp.accepted(&body, 10),
             Outcome::Delivered {
                 rejected: 3,
                 why: "too old".to_owned()
             }
-        );
-        assert_eq!(
-            otlp.accepted(&[]),
-            Outcome::Delivered {
-                rejected: 0,
-                why: String::new()
-            },
-            "an empty answer is full success"
         );
     }
 }

@@ -42,7 +42,7 @@ impl Protocol for RemoteWrite {
         ]
     }
 
-    fn accepted(&self, _body: &[u8]) -> Outcome {
+    fn accepted(&self, _body: &[u8], _sent: u64) -> Outcome {
         Outcome::Delivered {
             rejected: 0,
             why: String::new(),
